@@ -1,0 +1,32 @@
+/* convert (private): the qtk command line. Each command is one cmd_*.c file
+ * with an entry in the table in main.c. */
+#ifndef QTK_CLI_H
+#define QTK_CLI_H
+
+#include <stdio.h>
+
+#include "qtk_convert.h"
+
+/* Exit codes (docs/cli.md). */
+enum {
+	QTK_EXIT_OK = 0,
+	QTK_EXIT_FAIL = 1,   /* the operation failed (bad input, I/O, ...) */
+	QTK_EXIT_USAGE = 2,  /* bad command line */
+	QTK_EXIT_INTERRUPTED = 130,
+};
+
+typedef struct {
+	const char *name;
+	const char *summary;
+	int (*run)(int argc, char **argv); /* argv[0] is the command name */
+} qtk_cli_cmd;
+
+int cmd_inspect(int argc, char **argv);
+
+/* Print "qtk: MSG" to stderr for a failed status; returns QTK_EXIT_FAIL. */
+int cli_report(const qtk_status *st);
+/* Print "qtk CMD: MSG\nTry 'qtk CMD --help'." and return QTK_EXIT_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#endif

@@ -1,0 +1,61 @@
+/* convert: `qtk`, the command line. Dispatches to one cmd_* per command. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const qtk_cli_cmd commands[] = {
+	{ "inspect", "show the tensors and metadata of a checkpoint or .qtk file", cmd_inspect },
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "Usage: qtk [--help] [--version] COMMAND [ARGS...]\n\n"
+	           "Turn neural-network checkpoints into quantized weight files.\n\n"
+	           "Commands:\n");
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].summary);
+	fprintf(f, "\nRun 'qtk COMMAND --help' for a command's options.\n"
+	           "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n");
+}
+
+int cli_report(const qtk_status *st)
+{
+	fprintf(stderr, "qtk: %s\n", st->msg[0] ? st->msg : qtk_err_name(st->code));
+	return QTK_EXIT_FAIL;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "qtk %s: ", cmd);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'qtk %s --help' for more information.\n", cmd);
+	return QTK_EXIT_USAGE;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return QTK_EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(stdout);
+		return QTK_EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("qtk %s\n", QTK_VERSION);
+		return QTK_EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (!strcmp(argv[1], commands[i].name))
+			return commands[i].run(argc - 1, argv + 1);
+	fprintf(stderr, "qtk: unknown command '%s'\nTry 'qtk --help' for more information.\n",
+	        argv[1]);
+	return QTK_EXIT_USAGE;
+}

@@ -1,0 +1,124 @@
+/* formats: the file formats qtk reads and writes: safetensors (single and
+ * sharded), the qtk packed format, and the GGUF / MLX exports.
+ * Readers map files and validate every byte they use before using it. */
+#ifndef QTK_FORMATS_H
+#define QTK_FORMATS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "qtk_quant.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QTK_MAX_DIMS 8
+
+/* ===================================================================== */
+/* Writing files safely                                                   */
+/* ===================================================================== */
+
+/* Options every writer takes. */
+typedef struct {
+	int force;                  /* replace an existing output */
+	const char *const *inputs;  /* files read by this run: never overwritten */
+	size_t ninputs;
+} qtk_write_opts;
+
+/* Remove the temporary files of writers still in progress.
+ * Async-signal-safe: for SIGINT/SIGTERM handlers. */
+QTK_API void qtk_fmt_remove_temps(void);
+/* 1 if both paths exist and are the same file (device and inode). */
+QTK_API int qtk_fmt_same_file(const char *a, const char *b);
+
+/* ===================================================================== */
+/* safetensors                                                            */
+/* ===================================================================== */
+
+#define QTK_ST_MAX_HEADER (100u * 1000u * 1000u) /* 100 MB, as the reference */
+
+typedef struct {
+	const char *name;
+	qtk_dtype dtype;
+	uint32_t ndim;
+	uint64_t shape[QTK_MAX_DIMS];
+	uint64_t nelem;         /* product of shape (1 for rank 0) */
+	const void *data;       /* zero-copy view into the mapping */
+	uint64_t nbytes;
+	uint32_t shard;         /* which file of a sharded set holds it */
+	uint64_t file_offset;   /* absolute offset of data in that file */
+} qtk_st_tensor;
+
+/* One safetensors file, or a sharded set presented as one namespace. */
+typedef struct qtk_st_file qtk_st_file;
+
+/* Open PATH: a .safetensors file, a *.safetensors.index.json, or a
+ * directory (its index, or its single .safetensors file). Costs O(header).
+ * On failure *out is NULL and st names file, tensor and problem. */
+QTK_API qtk_err qtk_st_open(const char *path, qtk_st_file **out, qtk_status *st);
+QTK_API void qtk_st_close(qtk_st_file *f); /* NULL is fine */
+
+/* Tensors in the order of their data (shard order, then offset). */
+QTK_API size_t qtk_st_count(const qtk_st_file *f);
+QTK_API const qtk_st_tensor *qtk_st_get(const qtk_st_file *f, size_t i);
+QTK_API const qtk_st_tensor *qtk_st_find(const qtk_st_file *f, const char *name);
+
+/* __metadata__ pairs (of the first shard for a set). */
+QTK_API size_t qtk_st_meta_count(const qtk_st_file *f);
+QTK_API const char *qtk_st_meta_key(const qtk_st_file *f, size_t i);
+QTK_API const char *qtk_st_meta_get(const qtk_st_file *f, const char *key);
+
+/* Files behind the namespace (1 for a single file). */
+QTK_API size_t qtk_st_shard_count(const qtk_st_file *f);
+QTK_API const char *qtk_st_shard_path(const qtk_st_file *f, size_t i);
+QTK_API uint64_t qtk_st_shard_size(const qtk_st_file *f, size_t i);
+/* The directory the checkpoint lives in (for config.json and friends). */
+QTK_API const char *qtk_st_dir(const qtk_st_file *f);
+
+/* Convert elements [elem0, elem0+n) of a floating tensor to f32. */
+QTK_API qtk_err qtk_st_read_f32(const qtk_st_tensor *t, uint64_t elem0,
+                                uint64_t n, float *dst, qtk_status *st);
+
+/* Writing. The layout is computed from the descriptions first, so tensor
+ * data can be written in any order, from several threads. */
+typedef struct {
+	const char *name;
+	qtk_dtype dtype;
+	uint32_t ndim;
+	uint64_t shape[QTK_MAX_DIMS];
+} qtk_st_desc;
+
+typedef struct qtk_st_writer qtk_st_writer;
+
+/* meta: NULL or key, value, key, value, ..., NULL. */
+QTK_API qtk_err qtk_st_writer_open(qtk_st_writer **out, const char *path,
+                                   const qtk_st_desc *descs, size_t n,
+                                   const char *const *meta,
+                                   const qtk_write_opts *opts, qtk_status *st);
+/* Write len bytes of tensor i's data at byte off within that tensor. */
+QTK_API qtk_err qtk_st_writer_put(qtk_st_writer *w, size_t i, uint64_t off,
+                                  const void *buf, size_t len, qtk_status *st);
+/* Check every byte was written, fsync, rename. Frees w either way. */
+QTK_API qtk_err qtk_st_writer_commit(qtk_st_writer *w, qtk_status *st);
+/* Remove the temporary file and free w. NULL is fine. */
+QTK_API void qtk_st_writer_abort(qtk_st_writer *w);
+
+/* One-shot: write n tensors whose data are in memory (data[i]). */
+QTK_API qtk_err qtk_st_write(const char *path, const qtk_st_desc *descs,
+                             const void *const *data, size_t n,
+                             const char *const *meta,
+                             const qtk_write_opts *opts, qtk_status *st);
+
+/* ===================================================================== */
+/* qtk packed format                                                      */
+/* ===================================================================== */
+
+/* ===================================================================== */
+/* GGUF                                                                   */
+/* ===================================================================== */
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QTK_FORMATS_H */

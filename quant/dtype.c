@@ -1,0 +1,213 @@
+/* quant: element types and their exact conversion to and from f32.
+ * The scalar functions here are the reference; SIMD paths must match them
+ * bit for bit. */
+#include <math.h>
+#include <string.h>
+
+#include "qtk_quant.h"
+
+static const struct {
+	const char *name;
+	size_t size;
+	int is_float;
+} dtypes[QTK_DT_COUNT] = {
+	[QTK_DT_F32] = { "F32", 4, 1 },      [QTK_DT_F16] = { "F16", 2, 1 },
+	[QTK_DT_BF16] = { "BF16", 2, 1 },    [QTK_DT_F64] = { "F64", 8, 1 },
+	[QTK_DT_F8_E4M3] = { "F8_E4M3", 1, 1 },
+	[QTK_DT_F8_E5M2] = { "F8_E5M2", 1, 1 },
+	[QTK_DT_I64] = { "I64", 8, 0 },      [QTK_DT_I32] = { "I32", 4, 0 },
+	[QTK_DT_I16] = { "I16", 2, 0 },      [QTK_DT_I8] = { "I8", 1, 0 },
+	[QTK_DT_U64] = { "U64", 8, 0 },      [QTK_DT_U32] = { "U32", 4, 0 },
+	[QTK_DT_U16] = { "U16", 2, 0 },      [QTK_DT_U8] = { "U8", 1, 0 },
+	[QTK_DT_BOOL] = { "BOOL", 1, 0 },
+};
+
+size_t qtk_dtype_size(qtk_dtype dt)
+{
+	return (unsigned)dt < QTK_DT_COUNT ? dtypes[dt].size : 0;
+}
+
+const char *qtk_dtype_name(qtk_dtype dt)
+{
+	return (unsigned)dt < QTK_DT_COUNT ? dtypes[dt].name : NULL;
+}
+
+int qtk_dtype_from_name(const char *name)
+{
+	for (int i = 0; i < QTK_DT_COUNT; i++)
+		if (!strcmp(name, dtypes[i].name))
+			return i;
+	return -1;
+}
+
+int qtk_dtype_is_float(qtk_dtype dt)
+{
+	return (unsigned)dt < QTK_DT_COUNT && dtypes[dt].is_float;
+}
+
+static float f32_from_bits(uint32_t u)
+{
+	float f;
+	memcpy(&f, &u, 4);
+	return f;
+}
+
+static uint32_t bits_from_f32(float f)
+{
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	return u;
+}
+
+float qtk_f16_to_f32(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+	uint32_t exp = (h >> 10) & 0x1f;
+	uint32_t man = h & 0x3ff;
+
+	if (exp == 0x1f) /* Inf / NaN: keep the payload */
+		return f32_from_bits(sign | 0x7f800000u | (man << 13));
+	if (exp == 0) {
+		if (man == 0)
+			return f32_from_bits(sign);
+		/* subnormal: man * 2^-24, exact in f32 */
+		float v = (float)man * 0x1p-24f;
+		return f32_from_bits(sign | bits_from_f32(v));
+	}
+	return f32_from_bits(sign | ((exp + 112) << 23) | (man << 13));
+}
+
+uint16_t qtk_f32_to_f16(float f)
+{
+	uint32_t u = bits_from_f32(f);
+	uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+	uint32_t a = u & 0x7fffffffu;
+
+	if (a > 0x7f800000u) /* NaN: quiet, keep the top payload bits */
+		return (uint16_t)(sign | 0x7e00 | ((a >> 13) & 0x3ff));
+	if (a >= 0x477ff000u) /* rounds to >= 65520: Inf */
+		return (uint16_t)(sign | 0x7c00);
+	if (a < 0x38800000u) { /* below the smallest normal (2^-14) */
+		/* value / 2^-24, rounded to nearest even by the FPU's default mode:
+		 * adding 0.5 (2^-1) shifts the mantissa so the float add rounds */
+		float v = f32_from_bits(a) * 0x1p+24f; /* exact scaling */
+		/* round half to even */
+		float r = nearbyintf(v);
+		return (uint16_t)(sign | (uint16_t)r);
+	}
+	/* normal: rebias and round the 13 dropped bits to nearest even */
+	uint32_t m = a + ((uint32_t)(15 - 127) << 23);
+	m += 0x0fffu + ((m >> 13) & 1u);
+	return (uint16_t)(sign | (m >> 13));
+}
+
+float qtk_bf16_to_f32(uint16_t b)
+{
+	return f32_from_bits((uint32_t)b << 16);
+}
+
+uint16_t qtk_f32_to_bf16(float f)
+{
+	uint32_t u = bits_from_f32(f);
+
+	if ((u & 0x7fffffffu) > 0x7f800000u) /* NaN: quiet it, keep sign */
+		return (uint16_t)((u >> 16) | 0x0040);
+	u += 0x7fffu + ((u >> 16) & 1u);
+	return (uint16_t)(u >> 16);
+}
+
+float qtk_e4m3_to_f32(uint8_t v)
+{
+	uint32_t sign = (uint32_t)(v & 0x80) << 24;
+	uint32_t exp = (v >> 3) & 0xf;
+	uint32_t man = v & 0x7;
+
+	if (exp == 0xf && man == 0x7) /* the only NaN encodings (fn: no Inf) */
+		return f32_from_bits(sign | 0x7fc00000u);
+	if (exp == 0) /* subnormal: man * 2^-9 */
+		return f32_from_bits(sign | bits_from_f32((float)man * 0x1p-9f));
+	return f32_from_bits(sign | ((exp + 120) << 23) | (man << 20));
+}
+
+float qtk_e5m2_to_f32(uint8_t v)
+{
+	/* E5M2 is the top byte of an IEEE half */
+	return qtk_f16_to_f32((uint16_t)(v << 8));
+}
+
+/* ---- row conversion --------------------------------------------------- */
+
+static void to_f32_scalar(qtk_dtype dt, const void *src, float *dst, size_t n)
+{
+	const uint8_t *s = src;
+
+	switch (dt) {
+	case QTK_DT_F32:
+		memcpy(dst, src, n * 4);
+		break;
+	case QTK_DT_F16:
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h;
+			memcpy(&h, s + 2 * i, 2);
+			dst[i] = qtk_f16_to_f32(h);
+		}
+		break;
+	case QTK_DT_BF16:
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h;
+			memcpy(&h, s + 2 * i, 2);
+			dst[i] = qtk_bf16_to_f32(h);
+		}
+		break;
+	case QTK_DT_F64:
+		for (size_t i = 0; i < n; i++) {
+			double d;
+			memcpy(&d, s + 8 * i, 8);
+			dst[i] = (float)d;
+		}
+		break;
+	case QTK_DT_F8_E4M3:
+		for (size_t i = 0; i < n; i++)
+			dst[i] = qtk_e4m3_to_f32(s[i]);
+		break;
+	case QTK_DT_F8_E5M2:
+		for (size_t i = 0; i < n; i++)
+			dst[i] = qtk_e5m2_to_f32(s[i]);
+		break;
+	default:
+		break;
+	}
+}
+
+qtk_err qtk_to_f32(qtk_dtype dt, const void *src, float *dst, size_t n)
+{
+	if (!qtk_dtype_is_float(dt))
+		return QTK_E_ARG;
+	to_f32_scalar(dt, src, dst, n);
+	return QTK_OK;
+}
+
+qtk_err qtk_from_f32(qtk_dtype dt, const float *src, void *dst, size_t n)
+{
+	uint8_t *d = dst;
+
+	switch (dt) {
+	case QTK_DT_F32:
+		memcpy(dst, src, n * 4);
+		return QTK_OK;
+	case QTK_DT_F16:
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h = qtk_f32_to_f16(src[i]);
+			memcpy(d + 2 * i, &h, 2);
+		}
+		return QTK_OK;
+	case QTK_DT_BF16:
+		for (size_t i = 0; i < n; i++) {
+			uint16_t h = qtk_f32_to_bf16(src[i]);
+			memcpy(d + 2 * i, &h, 2);
+		}
+		return QTK_OK;
+	default:
+		return QTK_E_ARG;
+	}
+}

@@ -1,0 +1,314 @@
+/* quant: group-wise quantization schemes, calibration and error metrics.
+ * Pure compute: buffers in, buffers out; no file I/O.
+ * Also the base layer of qtk: status codes, dtypes and their conversion,
+ * CPU feature dispatch and the allocation/fault hooks every part uses. */
+#ifndef QTK_QUANT_H
+#define QTK_QUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QTK_API __attribute__((visibility("default")))
+#define QTK_VERSION "0.1.0"
+
+/* ===================================================================== */
+/* Status codes                                                           */
+/* ===================================================================== */
+
+/* Values are pinned (they are printed and tested): append, never renumber.
+ * Ranges: 1-19 generic, 20-69 safetensors, 70-119 packed format,
+ * 120-169 GGUF, 170-189 quant, 190-209 convert. */
+typedef enum {
+	QTK_OK = 0,
+	/* generic */
+	QTK_E_NOMEM = 1,        /* allocation failed */
+	QTK_E_IO = 2,           /* read/write/open/mmap/fsync/rename failed */
+	QTK_E_FORMAT = 3,       /* malformed input, no finer code applies */
+	QTK_E_OVERFLOW = 4,     /* a size or offset computation overflows */
+	QTK_E_UNSUPPORTED = 5,  /* valid input qtk cannot handle */
+	QTK_E_ARG = 6,          /* bad argument from the caller or user */
+	QTK_E_EXISTS = 7,       /* output exists (and no --force) */
+	QTK_E_SAME_FILE = 8,    /* output path is also an input */
+	QTK_E_NOT_FOUND = 9,    /* no such tensor / file */
+	QTK_E_INTERRUPTED = 10, /* SIGINT/SIGTERM */
+	QTK_E_CHECKSUM = 11,    /* stored crc32 does not match */
+
+	/* safetensors (formats/st_*.c) */
+	QTK_E_ST_TOO_SMALL = 20,      /* file shorter than the 8-byte length */
+	QTK_E_ST_HEADER_LEN = 21,     /* header length 0, > 100 MB or past EOF */
+	QTK_E_ST_UTF8 = 22,           /* header is not valid UTF-8 */
+	QTK_E_ST_JSON = 23,           /* header is not valid JSON */
+	QTK_E_ST_NOT_OBJECT = 24,     /* header (or a tensor entry) not an object */
+	QTK_E_ST_METADATA = 25,       /* __metadata__ not a string->string map */
+	QTK_E_ST_DTYPE = 26,          /* unknown or missing dtype */
+	QTK_E_ST_SHAPE = 27,          /* shape not an array of non-negative ints */
+	QTK_E_ST_SHAPE_OVERFLOW = 28, /* product of dims (x elsize) overflows */
+	QTK_E_ST_OFFSETS = 29,        /* data_offsets malformed or end < start */
+	QTK_E_ST_SIZE_MISMATCH = 30,  /* shape x elsize != byte range */
+	QTK_E_ST_OUT_OF_BOUNDS = 31,  /* range past the end of the data section */
+	QTK_E_ST_OVERLAP = 32,        /* two tensors share bytes */
+	QTK_E_ST_GAP = 33,            /* bytes not covered by any tensor */
+	QTK_E_ST_TRAILING = 34,       /* bytes after the last tensor */
+	QTK_E_ST_DUPLICATE = 35,      /* a name appears twice */
+	QTK_E_ST_NAME = 36,           /* empty name, NUL in name, '__metadata__' */
+	QTK_E_ST_KEYS = 37,           /* missing or unknown key in a tensor entry */
+	QTK_E_ST_INDEX = 38,          /* sharded index malformed */
+	QTK_E_ST_SHARD_MISSING = 39,  /* index names a shard that does not exist */
+	QTK_E_ST_SHARD_TENSOR = 40,   /* index/shard tensor sets disagree */
+	QTK_E_ST_FIRST_OFFSET = 41,   /* first tensor does not start at 0 */
+
+	/* packed format (formats/pack_*.c): 70-119 */
+	/* GGUF (formats/gguf_*.c): 120-169 */
+
+	/* quant (quant/): 170-189 */
+	QTK_E_Q_NONFINITE = 170,      /* NaN or Inf in the input */
+	QTK_E_Q_SCALE_RANGE = 171,    /* a scale is not finite in its dtype */
+
+	/* convert (convert/): 190-209 */
+
+	QTK_E_MAX_ = 255
+} qtk_err;
+
+/* A status carries the code and a message naming file, tensor and problem:
+ * "m.safetensors: tensor 'w1': range ends at 900, file has 512 bytes". */
+typedef struct {
+	qtk_err code;
+	char msg[320];
+} qtk_status;
+
+/* Fill *st (may be NULL) from a printf format and return code. */
+QTK_API qtk_err qtk_fail(qtk_status *st, qtk_err code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Prefix st->msg with "prefix: " (e.g. a file name added by a caller). */
+QTK_API void qtk_status_prefix(qtk_status *st, const char *prefix);
+/* Reset to QTK_OK with an empty message. */
+QTK_API void qtk_status_clear(qtk_status *st);
+/* Stable symbolic name of a code, e.g. "QTK_E_ST_OVERLAP". */
+QTK_API const char *qtk_err_name(qtk_err code);
+
+/* The only macro that returns: forwards a non-OK code. */
+#define QTK_TRY(e) do { qtk_err rc_ = (e); if (rc_ != QTK_OK) return rc_; } while (0)
+
+/* ===================================================================== */
+/* Allocation and fault injection                                         */
+/* ===================================================================== */
+
+/* Every allocation in qtk goes through these, so tests can fail the Nth. */
+QTK_API void *qtk_malloc(size_t n);
+QTK_API void *qtk_calloc(size_t count, size_t size);
+QTK_API void *qtk_realloc(void *p, size_t n);
+QTK_API void qtk_free(void *p);                /* NULL is fine */
+QTK_API char *qtk_strdup(const char *s);
+
+typedef enum {
+	QTK_FAULT_ALLOC = 0,
+	QTK_FAULT_WRITE = 1,  /* write/pwrite in formats' file helpers */
+	QTK_FAULT_FSYNC = 2,
+	QTK_FAULT_RENAME = 3,
+	QTK_FAULT_OPEN = 4,   /* creating the temporary output */
+	QTK_FAULT_KINDS = 5
+} qtk_fault_kind;
+
+/* Testing hook: make the nth call (1-based, counted from now) of this kind
+ * fail with err (an errno value; ignored for ALLOC). n = 0 disarms. The
+ * counter is process-wide and atomic. */
+QTK_API void qtk_fault_arm(qtk_fault_kind kind, uint64_t n, int err);
+/* Called by the wrappers: 0, or the errno to fail with. */
+QTK_API int qtk_fault_check(qtk_fault_kind kind);
+/* 1 if an armed fault of this kind has fired since it was armed. */
+QTK_API int qtk_fault_fired(qtk_fault_kind kind);
+
+/* ===================================================================== */
+/* CPU feature dispatch                                                   */
+/* ===================================================================== */
+
+typedef enum { QTK_ISA_SCALAR = 0, QTK_ISA_AVX2 = 1, QTK_ISA_AVX512 = 2 } qtk_isa;
+
+/* Best ISA this CPU supports, capped by $QTK_ISA=scalar|avx2|avx512.
+ * Decided once; kernels call this (cheap) to pick their variant. */
+QTK_API qtk_isa qtk_isa_active(void);
+/* Tests: force a level (capped at what the CPU supports); returns the
+ * level in force. */
+QTK_API qtk_isa qtk_isa_force(qtk_isa isa);
+QTK_API int qtk_isa_supported(qtk_isa isa);
+QTK_API const char *qtk_isa_name(qtk_isa isa);
+
+/* ===================================================================== */
+/* Element types                                                          */
+/* ===================================================================== */
+
+/* On-disk values (packed format): append only. */
+typedef enum {
+	QTK_DT_F32 = 0,
+	QTK_DT_F16 = 1,
+	QTK_DT_BF16 = 2,
+	QTK_DT_F64 = 3,
+	QTK_DT_F8_E4M3 = 4,
+	QTK_DT_F8_E5M2 = 5,
+	QTK_DT_I64 = 6,
+	QTK_DT_I32 = 7,
+	QTK_DT_I16 = 8,
+	QTK_DT_I8 = 9,
+	QTK_DT_U64 = 10,
+	QTK_DT_U32 = 11,
+	QTK_DT_U16 = 12,
+	QTK_DT_U8 = 13,
+	QTK_DT_BOOL = 14,
+	QTK_DT_COUNT
+} qtk_dtype;
+
+QTK_API size_t qtk_dtype_size(qtk_dtype dt);          /* 0 if invalid */
+QTK_API const char *qtk_dtype_name(qtk_dtype dt);     /* "BF16"; NULL if invalid */
+/* Exact, case-sensitive safetensors spelling; -1 if unknown. */
+QTK_API int qtk_dtype_from_name(const char *name);
+QTK_API int qtk_dtype_is_float(qtk_dtype dt);
+
+/* Scalar reference conversions (exact; NaN/Inf preserved; f32->f16/bf16
+ * round to nearest even, NaN stays NaN with its sign). */
+QTK_API float qtk_f16_to_f32(uint16_t h);
+QTK_API uint16_t qtk_f32_to_f16(float f);
+QTK_API float qtk_bf16_to_f32(uint16_t b);
+QTK_API uint16_t qtk_f32_to_bf16(float f);
+QTK_API float qtk_e4m3_to_f32(uint8_t v);   /* OCP FP8 E4M3 (fn: no Inf) */
+QTK_API float qtk_e5m2_to_f32(uint8_t v);   /* OCP FP8 E5M2 */
+
+/* Convert n elements of a floating dtype to f32 (F64 rounds to nearest).
+ * SIMD where it pays; bit-identical to the scalar path. Returns
+ * QTK_E_ARG for a non-float dtype. */
+QTK_API qtk_err qtk_to_f32(qtk_dtype dt, const void *src, float *dst, size_t n);
+/* Convert n f32 values to F32/F16/BF16 (round to nearest even). */
+QTK_API qtk_err qtk_from_f32(qtk_dtype dt, const float *src, void *dst, size_t n);
+
+/* ===================================================================== */
+/* Storage schemes                                                        */
+/* ===================================================================== */
+
+/* On-disk ids (packed format): append only, never renumber. */
+typedef enum {
+	QTK_SCHEME_RAW = 0,         /* source bytes as they are (layout.dtype) */
+	QTK_SCHEME_F32 = 1,         /* float storage, one plane */
+	QTK_SCHEME_F16 = 2,
+	QTK_SCHEME_BF16 = 3,
+	QTK_SCHEME_INT8 = 4,        /* symmetric, q in [-127, 127] (ggml Q8_0) */
+	QTK_SCHEME_INT4 = 5,        /* symmetric, q in [-8, 7] (ggml Q4_0 rule) */
+	QTK_SCHEME_INT4_AFFINE = 6, /* w = scale*q + bias, q in [0, 15] */
+	QTK_SCHEME_NF4 = 7,         /* NormalFloat4 code, absmax per group */
+	QTK_SCHEME_INT8_AFFINE = 8, /* w = scale*q + bias, q in [0, 255] */
+	QTK_SCHEME_COUNT
+} qtk_scheme_id;
+
+/* Planes of a stored tensor; on-disk values. */
+enum {
+	QTK_PLANE_CODES = 0,  /* packed codes [rows][row_bytes]; data for float/raw */
+	QTK_PLANE_SCALES = 1, /* [rows][groups_per_row] in scale_dtype (U8 codes
+	                         when double-quantized) */
+	QTK_PLANE_BIASES = 2, /* [rows][groups_per_row] in scale_dtype (affine) */
+	QTK_PLANE_DQ = 3,     /* double quant: per 256 groups, tensor-level */
+	QTK_PLANE_MAX = 4
+};
+
+#define QTK_GROUP_ROW 0u            /* group = the whole row */
+#define QTK_QF_DOUBLE_QUANT 0x1u    /* NF4: 8-bit group absmax, blocks of 256 */
+
+/* How one 2-D tensor [rows][cols] is stored. An N-D tensor is
+ * [prod(dims[0..n-2])][dims[n-1]]: groups run along the last dimension. */
+typedef struct {
+	qtk_scheme_id scheme;
+	uint32_t group;         /* elements per group, or QTK_GROUP_ROW */
+	qtk_dtype scale_dtype;  /* F16 (default) or F32 */
+	uint32_t flags;         /* QTK_QF_* */
+	qtk_dtype dtype;        /* RAW: the stored element type */
+} qtk_q_layout;
+
+/* Plane pointers for a run of consecutive rows (each already offset to the
+ * first row of the run, via qtk_q_row_bytes). DQ is not row-addressable. */
+typedef struct { void *p[QTK_PLANE_MAX]; } qtk_q_planes;
+typedef struct { const void *p[QTK_PLANE_MAX]; } qtk_q_cplanes;
+
+/* Options for one quantize call. */
+typedef struct {
+	int search;                /* data-free scale search instead of RTN */
+	const float *importance;   /* [cols] per-input-channel weights, or NULL */
+	const char *tensor;        /* for error messages; may be NULL */
+	uint64_t row0;             /* index of the first row, for messages */
+} qtk_q_opts;
+
+/* Per-chunk error accumulators (double). Chunks combine in chunk order, so
+ * results do not depend on the thread count. */
+typedef struct {
+	double sse;       /* sum (w - w_hat)^2 */
+	double ssw;       /* sum w^2 */
+	double sshat;     /* sum w_hat^2 */
+	double dot;       /* sum w * w_hat */
+	double max_abs;   /* max |w - w_hat| */
+	uint64_t n;
+} qtk_q_acc;
+
+typedef struct {
+	double rmse, max_abs, rel_fro, snr_db, cosine;
+	uint64_t n;
+} qtk_q_metrics;
+
+/* One row of the scheme table; the only list of schemes in qtk. */
+typedef struct qtk_q_scheme {
+	const char *name;       /* CLI / file spelling, e.g. "int4-affine" */
+	uint8_t code_bits;      /* bits per stored element (32/16/8/4) */
+	uint8_t quantized;      /* has a SCALES plane */
+	uint8_t has_bias;       /* has a BIASES plane */
+	uint8_t float_store;    /* F32/F16/BF16: plain float storage */
+	qtk_dtype store_dtype;  /* float schemes: the stored dtype */
+	/* Quantize nrows rows of f32 into planes; rejects NaN/Inf (naming
+	 * tensor, row and group) and scales that do not fit scale_dtype. */
+	qtk_err (*quantize)(const qtk_q_layout *L, const float *src, size_t nrows,
+	                    size_t cols, const qtk_q_planes *dst,
+	                    const qtk_q_opts *opts, qtk_status *st);
+	/* Reconstruct f32 rows. */
+	void (*dequantize)(const qtk_q_layout *L, const qtk_q_cplanes *src,
+	                   size_t nrows, size_t cols, float *dst);
+	/* Dot of one stored row with an f32 vector x[cols]. */
+	float (*dot)(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
+	             const float *x);
+} qtk_q_scheme;
+
+/* NULL if id is not a known scheme. */
+QTK_API const qtk_q_scheme *qtk_q_scheme_get(qtk_scheme_id id);
+/* Scheme id from its name ("int8", "int4", "int4-affine", "nf4", "f16" ...);
+ * -1 if unknown. */
+QTK_API int qtk_q_scheme_from_name(const char *name);
+/* Is this layout valid for a [rows][cols] tensor? (group value, scale
+ * dtype, flags, dtype.) Message names the problem. */
+QTK_API qtk_err qtk_q_layout_check(const qtk_q_layout *L, uint64_t rows,
+                                   uint64_t cols, qtk_status *st);
+/* Byte size of every plane (0 for planes the scheme does not have);
+ * QTK_E_OVERFLOW on overflow. */
+QTK_API qtk_err qtk_q_plane_sizes(const qtk_q_layout *L, uint64_t rows,
+                                  uint64_t cols, uint64_t sizes[QTK_PLANE_MAX]);
+/* Bytes one row occupies in a row-addressable plane (0 otherwise). */
+QTK_API uint64_t qtk_q_row_bytes(const qtk_q_layout *L, uint64_t cols, int plane);
+/* Bits per weight including scales/biases/double-quant for this shape. */
+QTK_API double qtk_q_bits_per_weight(const qtk_q_layout *L, uint64_t rows,
+                                     uint64_t cols);
+
+/* Convenience wrappers that dispatch through the table. */
+QTK_API qtk_err qtk_q_quantize_rows(const qtk_q_layout *L, const float *src,
+                                    size_t nrows, size_t cols,
+                                    const qtk_q_planes *dst,
+                                    const qtk_q_opts *opts, qtk_status *st);
+QTK_API void qtk_q_dequantize_rows(const qtk_q_layout *L,
+                                   const qtk_q_cplanes *src, size_t nrows,
+                                   size_t cols, float *dst);
+
+/* Error metrics. */
+QTK_API void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat,
+                           size_t n);
+QTK_API void qtk_q_acc_merge(qtk_q_acc *into, const qtk_q_acc *from);
+QTK_API void qtk_q_metrics_from(const qtk_q_acc *a, qtk_q_metrics *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* QTK_QUANT_H */

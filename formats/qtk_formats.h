@@ -111,8 +111,42 @@ QTK_API qtk_err qtk_st_write(const char *path, const qtk_st_desc *descs,
                              const qtk_write_opts *opts, qtk_status *st);
 
 /* ===================================================================== */
-/* qtk packed format                                                      */
+/* qtk packed format (docs/format.md)                                     */
 /* ===================================================================== */
+
+/* What one tensor of a .qtk file is: name, shape, source dtype and how it
+ * is stored (the layout's scheme, group, scale dtype and flags). */
+typedef struct {
+	const char *name;
+	uint32_t ndim;                 /* 0..QTK_MAX_DIMS */
+	uint64_t shape[QTK_MAX_DIMS];
+	qtk_dtype src_dtype;           /* dtype in the source checkpoint */
+	qtk_q_layout layout;
+} qtk_pack_desc;
+
+typedef struct qtk_pack_writer qtk_pack_writer;
+
+/* Lay out every tensor and plane up front (in the order given) and create
+ * the temporary output. After this, plane bytes can be written in any order
+ * from any number of threads. */
+QTK_API qtk_err qtk_pack_writer_open(qtk_pack_writer **out, const char *path,
+                                     const qtk_pack_desc *descs, size_t n,
+                                     const qtk_write_opts *opts, qtk_status *st);
+/* Total size of the output file's data (for progress and --dry-run). */
+QTK_API uint64_t qtk_pack_writer_size(const qtk_pack_writer *w);
+/* Write len bytes at byte off of plane `plane` of tensor i. Thread-safe;
+ * each byte of each plane must be written exactly once (the crc32 of the
+ * plane is combined from the chunks' crcs at commit). */
+QTK_API qtk_err qtk_pack_writer_put(qtk_pack_writer *w, size_t i, int plane,
+                                    uint64_t off, const void *buf, size_t len,
+                                    qtk_status *st);
+/* Check every plane byte was written, write directory, metadata (a JSON
+ * object text, may be NULL) and header, fsync, rename. Frees w either way;
+ * on failure the output path is as it was. */
+QTK_API qtk_err qtk_pack_writer_commit(qtk_pack_writer *w, const char *metadata_json,
+                                       qtk_status *st);
+/* Remove the temporary file and free w. NULL is fine. */
+QTK_API void qtk_pack_writer_abort(qtk_pack_writer *w);
 
 /* ===================================================================== */
 /* GGUF                                                                   */

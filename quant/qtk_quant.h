@@ -287,6 +287,8 @@ QTK_API qtk_err qtk_q_layout_check(const qtk_q_layout *L, uint64_t rows,
  * QTK_E_OVERFLOW on overflow. */
 QTK_API qtk_err qtk_q_plane_sizes(const qtk_q_layout *L, uint64_t rows,
                                   uint64_t cols, uint64_t sizes[QTK_PLANE_MAX]);
+/* Groups in one row of cols elements (the last one may be shorter). */
+QTK_API uint64_t qtk_q_groups_per_row(const qtk_q_layout *L, uint64_t cols);
 /* Bytes one row occupies in a row-addressable plane (0 otherwise). */
 QTK_API uint64_t qtk_q_row_bytes(const qtk_q_layout *L, uint64_t cols, int plane);
 /* Bits per weight including scales/biases/double-quant for this shape. */

@@ -1,0 +1,17 @@
+/* quant (private): functions the scheme table points at, and helpers shared
+ * by the scheme implementations. */
+#ifndef QTK_QUANT_IMPL_H
+#define QTK_QUANT_IMPL_H
+
+#include "qtk_quant.h"
+
+/* F32 / F16 / BF16 storage (float_store.c) */
+qtk_err float_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
+                       size_t cols, const qtk_q_planes *dst,
+                       const qtk_q_opts *opts, qtk_status *st);
+void float_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
+                      size_t nrows, size_t cols, float *dst);
+float float_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
+                const float *x);
+
+#endif

@@ -201,6 +201,16 @@ typedef enum {
 	QTK_SCHEME_COUNT
 } qtk_scheme_id;
 
+/* Code storage (on disk; exporters rely on it):
+ *  - 8-bit: one byte per element; INT8 two's complement q in [-127, 127],
+ *    INT8_AFFINE unsigned q in [0, 255].
+ *  - 4-bit: two elements per byte, element 2i in the low nibble of byte i
+ *    and 2i+1 in the high nibble; each row starts on a byte (an odd row
+ *    length leaves the last high nibble 0). INT4 stores q + 8 (q in [-8, 7]),
+ *    INT4_AFFINE stores q in [0, 15], NF4 the index into its 16-value code.
+ *  - Scales and biases: one per group, row-major [rows][groups_per_row].
+ *  - Everything little-endian. */
+
 /* Planes of a stored tensor; on-disk values. */
 enum {
 	QTK_PLANE_CODES = 0,  /* packed codes [rows][row_bytes]; data for float/raw */

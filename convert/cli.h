@@ -22,6 +22,7 @@ typedef struct {
 } qtk_cli_cmd;
 
 int cmd_inspect(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 /* Print "qtk: MSG" to stderr for a failed status; returns QTK_EXIT_FAIL. */
 int cli_report(const qtk_status *st);

@@ -6,6 +6,7 @@
 #include "cli.h"
 
 static const qtk_cli_cmd commands[] = {
+	{ "convert", "quantize a checkpoint into a packed .qtk file", cmd_convert },
 	{ "inspect", "show the tensors and metadata of a checkpoint or .qtk file", cmd_inspect },
 };
 

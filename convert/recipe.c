@@ -384,6 +384,8 @@ qtk_err qtk_recipe_load(qtk_recipe *r, const char *path, int scheme_from_cli,
 			goto out;
 		}
 		rc = qtk_recipe_add_preset(r, json_string_value(v), st);
+		if (rc)
+			qtk_status_prefix(st, path);
 	}
 out:
 	json_decref(root);

@@ -90,6 +90,8 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory $(B)/qtk_bench $(B)/qtk
 	@QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen $(B)/qtk_bench $(T)
+	@if [ -z "$(T)" ] || [ "$(T)" = convert ]; then \
+	  QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen sh scripts/bench_convert.sh; fi
 
 fuzz: deps
 	@sh scripts/fuzz.sh $(FUZZ_SECONDS)

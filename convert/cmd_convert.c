@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -279,6 +280,10 @@ static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
 	json_object_set_new(root, "bits_per_weight", json_real(rep->nparams ?
 	                    8.0 * (double)rep->out_bytes / (double)rep->nparams : 0.0));
 	if (!dry) {
+		struct rusage ru;
+
+		getrusage(RUSAGE_SELF, &ru);
+		json_object_set_new(root, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
 		json_object_set_new(root, "seconds", json_real(rep->seconds));
 		json_object_set_new(root, "threads", json_integer(rep->threads));
 		json_object_set_new(root, "source_bytes_per_second", json_real(rep->seconds > 0 ?

@@ -21,8 +21,9 @@ TEST(pack_zstd_pack_unpack_is_lossless)
 {
 	tp_sample s;
 	qtk_status st;
-	const char *orig = t_tmp("o.qtk");
+	char orig[4200];
 
+	snprintf(orig, sizeof orig, "%s", t_tmp("o.qtk"));
 	tp_sample_init(&s);
 	REQUIRE(tp_write(&s, orig, 4096, 0, "{\"k\":[1,2]}", &st) == QTK_OK);
 	for (int split = 0; split < 2; split++) {

@@ -288,7 +288,8 @@ static qtk_err close_plane(qtk_pack_writer *w, size_t i, int p, qtk_status *st)
 	uint64_t pos = 0;
 	uint32_t crc = 0;
 
-	qsort(pl->chunks, pl->nchunks, sizeof *pl->chunks, cmp_chunk);
+	if (pl->nchunks > 1)
+		qsort(pl->chunks, pl->nchunks, sizeof *pl->chunks, cmp_chunk);
 	for (size_t k = 0; k < pl->nchunks; k++) {
 		if (pl->chunks[k].off != pos)
 			return qtk_fail(st, QTK_E_PK_INCOMPLETE,

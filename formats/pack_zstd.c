@@ -87,6 +87,8 @@ static int64_t first_nonfinite(qtk_dtype dt, const uint8_t *b, uint64_t n)
 {
 	size_t es = qtk_dtype_size(dt);
 
+	if (dt != QTK_DT_F32 && dt != QTK_DT_F16 && dt != QTK_DT_BF16)
+		return -1; /* integer planes (double-quant codes) cannot be NaN */
 	for (uint64_t k = 0; es && k + es <= n; k += es) {
 		uint32_t v = es == 4 ? pk_get32(b + k) : pk_get16(b + k);
 		int bad = dt == QTK_DT_F32 ? (v & 0x7f800000u) == 0x7f800000u

@@ -20,5 +20,8 @@ int cmd_inspect(int argc, char **argv)
 			inspect_usage(stdout);
 			return QTK_EXIT_OK;
 		}
+	/* .qtk files (cli_inspect_pack.c) */
+	if (argc >= 2 && cli_is_pack(argv[argc - 1]))
+		return cli_inspect_pack(argv[argc - 1], argc > 2 && !strcmp(argv[1], "--json"));
 	return cli_usage_error("inspect", "not available yet");
 }

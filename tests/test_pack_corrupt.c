@@ -196,6 +196,8 @@ TEST(pack_rejects_gguf_class_malformations)
 	EXPECT_PATCH(QTK_E_PK_SECTION, tp_put64(b + H_DATASIZE, UINT64_MAX));
 	EXPECT_PATCH(QTK_E_PK_SECTION, tp_put64(b + H_DATA, tp_get64(b + H_DATA) + 8));
 	EXPECT_PATCH(QTK_E_PK_SECTION, tp_put64(b + H_META, 0));
+	EXPECT_PATCH(QTK_E_PK_META, (tp_put64(b + H_META, n), tp_put64(b + 96, 0)));
+	EXPECT_PATCH(QTK_E_PK_META, b[n - 1] = 'x');
 	/* strings: past the end, wrapping, unterminated, empty */
 	EXPECT_PATCH(QTK_E_PK_NAME, tp_put32(b + r0 + R_NAME_LEN, 0xffffffffu));
 	EXPECT_PATCH(QTK_E_PK_NAME, tp_put32(b + r0 + R_NAME_OFF, 0xffffffffu));
@@ -246,6 +248,27 @@ TEST(pack_rejects_gguf_class_malformations)
 	b[H_DATA + 7] ^= 1;
 	CHECK_EQ(open_buf(b, n, 0, NULL), QTK_E_PK_HEADER_CRC);
 	free(orig);
+}
+
+/* Tensor starts must honour tensor_align, not just the 64-byte plane rule. */
+TEST(pack_rejects_tensor_start_off_page)
+{
+	tp_sample s;
+	qtk_status st;
+	size_t n, r;
+	uint8_t *b;
+
+	tp_sample_init(&s);
+	REQUIRE(tp_write(&s, t_tmp("p.qtk"), 4096, 0, NULL, &st) == QTK_OK);
+	b = t_read_file(t_tmp("p.qtk"), &n);
+	REQUIRE(b);
+	r = rec_of(b, "model.int8.weight");
+	REQUIRE(r);
+	tp_put64(b + plane_field(r, 0, 0), tp_get64(b + plane_field(r, 0, 0)) + 64);
+	tp_fix_crcs(b, n);
+	CHECK_EQ(open_buf(b, n, 0, &st), QTK_E_PK_ALIGN);
+	CHECK(strstr(st.msg, "4096-byte aligned") != NULL);
+	free(b);
 }
 
 /* A NaN or Inf stored scale (with a matching crc) passes open, fails verify. */

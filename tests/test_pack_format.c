@@ -146,6 +146,16 @@ TEST(pack_writer_rejects_misuse)
 	CHECK_EQ(qtk_pack_writer_put(w, 0, 0, UINT64_MAX, buf, 2, &st), QTK_E_ARG);
 	qtk_pack_writer_abort(w);
 	qtk_pack_writer_abort(NULL);
+	/* a failed put poisons the writer: commit refuses, nothing is left */
+	REQUIRE(qtk_pack_writer_open(&w, path, d, 1, NULL, &st) == QTK_OK);
+	qtk_fault_arm(QTK_FAULT_WRITE, 1, 5 /* EIO */);
+	CHECK_EQ(qtk_pack_writer_put(w, 0, 0, 0, buf, 64, &st), QTK_E_IO);
+	qtk_fault_arm(QTK_FAULT_WRITE, 0, 0);
+	CHECK_EQ(qtk_pack_writer_put(w, 0, 0, 0, buf, 64, &st), QTK_OK);
+	CHECK_EQ(qtk_pack_writer_put(w, 0, 1, 0, buf, 4, &st), QTK_OK);
+	CHECK_EQ(qtk_pack_writer_commit(w, NULL, &st), QTK_E_IO);
+	CHECK(strstr(st.msg, "earlier write failed") != NULL);
+	CHECK(!t_exists(path));
 	/* metadata must be a JSON object */
 	REQUIRE(qtk_pack_writer_open(&w, path, d, 1, NULL, &st) == QTK_OK);
 	CHECK_EQ(qtk_pack_writer_put(w, 0, 0, 0, buf, 64, &st), QTK_OK);

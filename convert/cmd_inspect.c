@@ -21,7 +21,9 @@ int cmd_inspect(int argc, char **argv)
 			return QTK_EXIT_OK;
 		}
 	/* .qtk files (cli_inspect_pack.c) */
-	if (argc >= 2 && cli_is_pack(argv[argc - 1]))
-		return cli_inspect_pack(argv[argc - 1], argc > 2 && !strcmp(argv[1], "--json"));
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] != '-' && cli_is_pack(argv[i]))
+			return cli_inspect_pack(argv[i], argc == 3 && (!strcmp(argv[1], "--json") ||
+			                                               !strcmp(argv[2], "--json")));
 	return cli_usage_error("inspect", "not available yet");
 }

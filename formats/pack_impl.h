@@ -36,6 +36,7 @@ enum {
 	R_PLANES = 88, R_PLANE_SIZE = 32,
 	P_OFFSET = 0, P_SIZE = 8, P_STORED = 16, P_CRC = 24, P_FLAGS = 28
 };
+_Static_assert(H_HCRC + 4 == PK_HEADER_SIZE, "header layout");
 _Static_assert(R_PLANES + QTK_PLANE_MAX * R_PLANE_SIZE + 8 == PK_RECORD_SIZE,
                "record layout");
 

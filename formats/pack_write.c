@@ -3,6 +3,8 @@
  * from any thread; commit checks that every plane byte was written exactly
  * once, combines the chunk crcs, and writes directory, name index, string
  * table, metadata and finally the header, then fsync + rename (fileio.h). */
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <zlib.h>
@@ -195,6 +197,22 @@ uint64_t pk_place(qtk_pack_writer *w, size_t i, int p, uint64_t stored)
 	return w->t[i].p[p].offset;
 }
 
+/* Reserve the data's blocks now, so a full disk fails at open rather than
+ * after a long conversion. Filesystems without fallocate are fine. */
+static qtk_err reserve_space(qtk_pack_writer *w, qtk_status *st)
+{
+	int err = qtk_fault_check(QTK_FAULT_WRITE);
+
+	if (!err && w->data_end > 0)
+		err = posix_fallocate(w->out.fd, 0, (off_t)w->data_end);
+	if (err == EINVAL || err == EOPNOTSUPP)
+		return QTK_OK;
+	if (err)
+		return qtk_fail(st, QTK_E_IO, "%s: cannot reserve %llu bytes: %s", w->out.path,
+		                (unsigned long long)w->data_end, strerror(err));
+	return QTK_OK;
+}
+
 qtk_err qtk_pack_writer_open_aligned(qtk_pack_writer **out, const char *path,
                                      const qtk_pack_desc *descs, size_t n,
                                      uint32_t tensor_align,
@@ -214,6 +232,8 @@ qtk_err qtk_pack_writer_open_aligned(qtk_pack_writer **out, const char *path,
 			pk_place(w, i, p, w->t[i].p[p].size);
 	/* sparse until written; the metadata goes after the data at commit */
 	rc = qtk_out_truncate(&w->out, w->data_end, st);
+	if (!rc)
+		rc = reserve_space(w, st);
 	if (rc) {
 		pk_writer_free(w);
 		return rc;

@@ -1,6 +1,8 @@
 /* formats: reading plane bytes (plain or zstd), checksum / scale
  * verification, and the zstd transport form (qtk pack / unpack). */
 #include <jansson.h>
+#include <pthread.h>
+#include <unistd.h>
 #include <zstd.h>
 
 #include "pack_impl.h"
@@ -143,23 +145,101 @@ qtk_err qtk_pack_verify_tensor(const qtk_pack_file *f, size_t i, qtk_status *st)
 	return QTK_OK;
 }
 
+/* Tensors are handed out in order from a shared counter; the failure with
+ * the lowest tensor index wins, so the report does not depend on the
+ * thread count or timing. */
+typedef struct {
+	const qtk_pack_file *f;
+	pthread_mutex_t lock;
+	size_t next, bad;        /* next tensor to take; lowest failing index */
+	qtk_status st;           /* status of tensor `bad` */
+} verify_job;
+
+static void *verify_worker(void *arg)
+{
+	verify_job *j = arg;
+
+	for (;;) {
+		qtk_status st;
+		size_t i;
+
+		int stop;
+
+		pthread_mutex_lock(&j->lock);
+		i = j->next++;
+		stop = i >= qtk_pack_count(j->f) || i > j->bad;
+		pthread_mutex_unlock(&j->lock);
+		if (stop)
+			return NULL;
+		qtk_status_clear(&st);
+		if (qtk_pack_verify_tensor(j->f, i, &st) != QTK_OK) {
+			pthread_mutex_lock(&j->lock);
+			if (i < j->bad) {
+				j->bad = i;
+				j->st = st;
+			}
+			pthread_mutex_unlock(&j->lock);
+		}
+	}
+}
+
+static size_t verify_threads(const qtk_pack_file *f)
+{
+	uint64_t bytes = 0;
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+
+	for (size_t i = 0; i < qtk_pack_count(f); i++)
+		for (int p = 0; p < QTK_PLANE_MAX; p++)
+			bytes += qtk_pack_get(f, i)->planes[p].size;
+	/* threads pay off from a few MB on */
+	if (cpus < 2 || bytes < (8u << 20) || qtk_pack_count(f) < 2)
+		return 1;
+	return cpus > 8 ? 8 : (size_t)cpus;
+}
+
 qtk_err qtk_pack_verify(const qtk_pack_file *f, qtk_status *st)
 {
+	pthread_t th[8];
+	verify_job j;
+	size_t nt, started = 0;
 	size_t len;
-	const char *meta = qtk_pack_metadata(f, &len);
+	const char *meta;
 	json_error_t e;
-	json_t *j;
+	json_t *js;
 
 	if (!f)
 		return qtk_fail(st, QTK_E_ARG, "pack: no file");
-	for (size_t i = 0; i < qtk_pack_count(f); i++)
-		QTK_TRY(qtk_pack_verify_tensor(f, i, st));
-	j = json_loadb(meta, len, 0, &e);
-	if (!j || !json_is_object(j)) {
-		json_decref(j);
+	memset(&j, 0, sizeof j);
+	j.f = f;
+	j.bad = SIZE_MAX;
+	nt = verify_threads(f);
+	if (pthread_mutex_init(&j.lock, NULL) != 0)
+		nt = 0;
+	for (size_t t = 1; t < nt; t++)
+		if (pthread_create(&th[started], NULL, verify_worker, &j) == 0)
+			started++;
+	if (nt)
+		verify_worker(&j); /* this thread works too */
+	for (size_t t = 0; t < started; t++)
+		pthread_join(th[t], NULL);
+	if (nt)
+		pthread_mutex_destroy(&j.lock);
+	else
+		for (size_t i = 0; i < qtk_pack_count(f) && j.bad == SIZE_MAX; i++)
+			if (qtk_pack_verify_tensor(f, i, &j.st) != QTK_OK)
+				j.bad = i;
+	if (j.bad != SIZE_MAX) {
+		if (st)
+			*st = j.st;
+		return j.st.code;
+	}
+	meta = qtk_pack_metadata(f, &len);
+	js = json_loadb(meta, len, 0, &e);
+	if (!js || !json_is_object(js)) {
+		json_decref(js);
 		return qtk_fail(st, QTK_E_PK_META, "%s: metadata is not a JSON object", pk_file_name(f));
 	}
-	json_decref(j);
+	json_decref(js);
 	return QTK_OK;
 }
 

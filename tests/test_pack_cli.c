@@ -45,6 +45,8 @@ TEST(pack_cli_verify_inspect_pack_unpack)
 	/* pack / unpack round trip is byte-identical */
 	CHECK_EQ(t_system("%s pack --zstd %s %s", q, f, t_tmp("z.qtk")), 0);
 	CHECK_EQ(t_system("%s verify -q %s", q, t_tmp("z.qtk")), 0);
+	CHECK_EQ(t_system("%s inspect %s --json > %s", q, t_tmp("z.qtk"), t_tmp("zi.json")), 0);
+	CHECK(contains(t_tmp("zi.json"), "\"zstd\": true"));
 	CHECK_EQ(t_system("%s pack --zstd %s %s 2>/dev/null", q, f, t_tmp("z.qtk")), 1);
 	CHECK_EQ(t_system("%s unpack %s %s", q, t_tmp("z.qtk"), t_tmp("u.qtk")), 0);
 	CHECK_EQ(t_system("cmp -s %s %s", f, t_tmp("u.qtk")), 0);

@@ -196,6 +196,8 @@ TEST(pack_rejects_gguf_class_malformations)
 	EXPECT_PATCH(QTK_E_PK_SECTION, tp_put64(b + H_DATASIZE, UINT64_MAX));
 	EXPECT_PATCH(QTK_E_PK_SECTION, tp_put64(b + H_DATA, tp_get64(b + H_DATA) + 8));
 	EXPECT_PATCH(QTK_E_PK_SECTION, tp_put64(b + H_META, 0));
+	EXPECT_PATCH(QTK_E_PK_META, (tp_put64(b + H_META, n), tp_put64(b + 96, 0)));
+	EXPECT_PATCH(QTK_E_PK_META, b[n - 1] = 'x');
 	/* strings: past the end, wrapping, unterminated, empty */
 	EXPECT_PATCH(QTK_E_PK_NAME, tp_put32(b + r0 + R_NAME_LEN, 0xffffffffu));
 	EXPECT_PATCH(QTK_E_PK_NAME, tp_put32(b + r0 + R_NAME_OFF, 0xffffffffu));
@@ -246,6 +248,27 @@ TEST(pack_rejects_gguf_class_malformations)
 	b[H_DATA + 7] ^= 1;
 	CHECK_EQ(open_buf(b, n, 0, NULL), QTK_E_PK_HEADER_CRC);
 	free(orig);
+}
+
+/* Tensor starts must honour tensor_align, not just the 64-byte plane rule. */
+TEST(pack_rejects_tensor_start_off_page)
+{
+	tp_sample s;
+	qtk_status st;
+	size_t n, r;
+	uint8_t *b;
+
+	tp_sample_init(&s);
+	REQUIRE(tp_write(&s, t_tmp("p.qtk"), 4096, 0, NULL, &st) == QTK_OK);
+	b = t_read_file(t_tmp("p.qtk"), &n);
+	REQUIRE(b);
+	r = rec_of(b, "model.int8.weight");
+	REQUIRE(r);
+	tp_put64(b + plane_field(r, 0, 0), tp_get64(b + plane_field(r, 0, 0)) + 64);
+	tp_fix_crcs(b, n);
+	CHECK_EQ(open_buf(b, n, 0, &st), QTK_E_PK_ALIGN);
+	CHECK(strstr(st.msg, "4096-byte aligned") != NULL);
+	free(b);
 }
 
 /* A NaN or Inf stored scale (with a matching crc) passes open, fails verify. */
@@ -326,4 +349,56 @@ TEST(pack_open_errors_for_missing_and_odd_paths)
 	CHECK_EQ(qtk_pack_open(t_tmpdir(), 0, &f, &st), QTK_E_IO);
 	CHECK_EQ(qtk_pack_open_mem(NULL, 0, NULL, 0, &f, &st), QTK_E_PK_TOO_SMALL);
 	CHECK_EQ(qtk_pack_open_mem(NULL, 5, NULL, 0, &f, &st), QTK_E_ARG);
+}
+
+/* A future minor version: a longer header, longer records with unknown
+ * fields, an unknown optional flag. A 1.0 reader must read it unchanged. */
+TEST(pack_reads_future_minor_version)
+{
+	tp_sample s;
+	qtk_status st;
+	size_t n, count, oldstr, strsize, newdir = 136, rec = 232, newidx, newstr;
+	uint8_t *b, *m;
+	qtk_pack_file *f;
+
+	tp_sample_init(&s);
+	s.n = 10; /* leaves room in the padding before the data for the growth */
+	REQUIRE(tp_write(&s, t_tmp("p.qtk"), 4096, 0, "{\"a\":1}", &st) == QTK_OK);
+	b = t_read_file(t_tmp("p.qtk"), &n);
+	REQUIRE(b);
+	count = (size_t)tp_get64(b + H_COUNT);
+	oldstr = (size_t)tp_get64(b + 56);
+	strsize = (size_t)tp_get64(b + H_STRSIZE);
+	newidx = newdir + rec * count;
+	newstr = newidx + 4 * count;
+	REQUIRE(newstr + strsize <= tp_get64(b + H_DATA));
+	m = calloc(1, n);
+	memcpy(m, b, n);
+	memset(m + 128, 0, (size_t)tp_get64(b + H_DATA) - 128);
+	memset(m + 128, 0xEE, 8);                      /* unknown header field */
+	tp_put32(m + 8, 1 | (1u << 16));               /* version 1.1 */
+	tp_put32(m + H_HSIZE, (uint32_t)newdir);
+	tp_put32(m + 24, 0x80000000u);                 /* unknown optional flag */
+	tp_put32(m + H_RECSIZE, (uint32_t)rec);
+	tp_put64(m + 40, newdir);
+	tp_put64(m + 48, newidx);
+	tp_put64(m + 56, newstr);
+	for (size_t i = 0; i < count; i++) {
+		memcpy(m + newdir + i * rec, b + tp_record(b, i), 224);
+		memset(m + newdir + i * rec + 224, 0xAB, 8); /* unknown record field */
+	}
+	memcpy(m + newidx, b + tp_get64(b + 48), 4 * count);
+	memcpy(m + newstr, b + oldstr, strsize);
+	tp_fix_crcs(m, n);
+	REQUIRE(qtk_pack_open_mem(m, n, "future.qtk", QTK_PACK_OPEN_VERIFY, &f, &st) == QTK_OK);
+	CHECK_EQ(qtk_pack_version_minor(f), 1);
+	CHECK_EQ(qtk_pack_count(f), s.n);
+	for (size_t i = 0; i < s.n; i++) {
+		const qtk_pack_tensor *t = qtk_pack_find(f, s.d[i].name);
+		CHECK(t && t == qtk_pack_get(f, i) && t->ndim == s.d[i].ndim &&
+		      t->layout.scheme == s.d[i].layout.scheme);
+	}
+	qtk_pack_close(f);
+	free(m);
+	free(b);
 }

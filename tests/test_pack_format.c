@@ -146,6 +146,16 @@ TEST(pack_writer_rejects_misuse)
 	CHECK_EQ(qtk_pack_writer_put(w, 0, 0, UINT64_MAX, buf, 2, &st), QTK_E_ARG);
 	qtk_pack_writer_abort(w);
 	qtk_pack_writer_abort(NULL);
+	/* a failed put poisons the writer: commit refuses, nothing is left */
+	REQUIRE(qtk_pack_writer_open(&w, path, d, 1, NULL, &st) == QTK_OK);
+	qtk_fault_arm(QTK_FAULT_WRITE, 1, 5 /* EIO */);
+	CHECK_EQ(qtk_pack_writer_put(w, 0, 0, 0, buf, 64, &st), QTK_E_IO);
+	qtk_fault_arm(QTK_FAULT_WRITE, 0, 0);
+	CHECK_EQ(qtk_pack_writer_put(w, 0, 0, 0, buf, 64, &st), QTK_OK);
+	CHECK_EQ(qtk_pack_writer_put(w, 0, 1, 0, buf, 4, &st), QTK_OK);
+	CHECK_EQ(qtk_pack_writer_commit(w, NULL, &st), QTK_E_IO);
+	CHECK(strstr(st.msg, "earlier write failed") != NULL);
+	CHECK(!t_exists(path));
 	/* metadata must be a JSON object */
 	REQUIRE(qtk_pack_writer_open(&w, path, d, 1, NULL, &st) == QTK_OK);
 	CHECK_EQ(qtk_pack_writer_put(w, 0, 0, 0, buf, 64, &st), QTK_OK);
@@ -251,5 +261,54 @@ TEST(pack_writer_parallel_puts_match_serial)
 	CHECK_EQ(n1, n2);
 	CHECK(n1 == n2 && !memcmp(a, b, n1));
 	free(a);
+	free(b);
+}
+
+/* verify runs threads on large files; the lowest bad tensor is reported
+ * whatever the timing. */
+TEST(pack_parallel_verify_reports_first_bad_tensor)
+{
+	enum { NT = 12, ROWS = 256, COLS = 1024 };
+	qtk_pack_desc d[NT];
+	char names[NT][16];
+	qtk_pack_writer *w;
+	qtk_pack_file *f;
+	qtk_status st;
+	float *buf = malloc(ROWS * COLS * sizeof *buf);
+	uint8_t *b;
+	size_t n;
+
+	for (size_t k = 0; k < ROWS * COLS; k++)
+		buf[k] = (float)k;
+	memset(d, 0, sizeof d);
+	for (int i = 0; i < NT; i++) {
+		snprintf(names[i], sizeof names[i], "t%02d", i);
+		d[i].name = names[i];
+		d[i].ndim = 2;
+		d[i].shape[0] = ROWS;
+		d[i].shape[1] = COLS;
+		d[i].src_dtype = d[i].layout.dtype = QTK_DT_F32;
+		d[i].layout.scheme = QTK_SCHEME_F32;
+	}
+	REQUIRE(qtk_pack_writer_open(&w, t_tmp("big.qtk"), d, NT, NULL, &st) == QTK_OK);
+	for (int i = 0; i < NT; i++)
+		REQUIRE(qtk_pack_writer_put(w, (size_t)i, 0, 0, buf, ROWS * COLS * 4, &st) == QTK_OK);
+	REQUIRE(qtk_pack_writer_commit(w, NULL, &st) == QTK_OK);
+	free(buf);
+	b = t_read_file(t_tmp("big.qtk"), &n);
+	REQUIRE(b);
+	REQUIRE(qtk_pack_open_mem(b, n, "big.qtk", 0, &f, &st) == QTK_OK);
+	CHECK_EQ(qtk_pack_verify(f, &st), QTK_OK);
+	/* corrupt the last byte of t09 and the first of t03, t10 */
+	b[qtk_pack_get(f, 9)->planes[0].offset + ROWS * COLS * 4 - 1] ^= 1;
+	b[qtk_pack_get(f, 10)->planes[0].offset] ^= 1;
+	for (int round = 0; round < 5; round++) {
+		CHECK_EQ(qtk_pack_verify(f, &st), QTK_E_CHECKSUM);
+		CHECK(strstr(st.msg, "'t09'") != NULL);
+	}
+	b[qtk_pack_get(f, 3)->planes[0].offset] ^= 1;
+	CHECK_EQ(qtk_pack_verify(f, &st), QTK_E_CHECKSUM);
+	CHECK(strstr(st.msg, "'t03'") != NULL);
+	qtk_pack_close(f);
 	free(b);
 }

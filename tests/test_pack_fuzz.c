@@ -1,9 +1,12 @@
 /* tests: the fuzz target's regression pass — every seed in
  * tests/fuzz/seeds/pack/ through fuzz_pack_one, then a few thousand
  * deterministic mutations of each (byte flips, truncations, field-sized
- * overwrites with boundary values). A crash fails the test. */
+ * overwrites with boundary values), half of them with the header and
+ * directory crc32s recomputed so the mutation reaches the field checks
+ * behind them. A crash fails the test. */
 #include <dirent.h>
 #include <stdlib.h>
+#include <zlib.h>
 
 #include "qtk_formats.h"
 #include "test.h"
@@ -36,7 +39,7 @@ TEST(pack_fuzz_seeds_regression)
 		qtk_pack_close(f);
 		CHECK_EQ(fuzz_pack_one(b, n), 0);
 		m = malloc(n);
-		for (int k = 0; k < 3000; k++) {
+		for (int k = 0; k < 6000; k++) {
 			static const uint64_t vals[] = { 0, 1, 0x7f, 0xff, 0xffff, 0xffffffffu,
 				UINT64_MAX, 1ull << 63, 64, 4096 };
 			size_t at = (size_t)(t_rand_u64(&rs) % n), len = n;
@@ -51,6 +54,23 @@ TEST(pack_fuzz_seeds_regression)
 				uint64_t v = vals[t_rand_u64(&rs) % (sizeof vals / sizeof vals[0])];
 				for (size_t j = 0; j < 8 && at + j < n; j++)
 					m[at + j] = (uint8_t)(v >> (8 * j));
+			}
+			if (k % 2 && len >= 128) {
+				/* re-seal: directory crc (if the range is sane), header crc */
+				uint64_t dof = 0, str = 0, ss = 0;
+				for (int j = 7; j >= 0; j--) {
+					dof = dof << 8 | m[40 + j];
+					str = str << 8 | m[56 + j];
+					ss = ss << 8 | m[64 + j];
+				}
+				if (dof <= len && str <= len && ss <= len - str && dof <= str + ss) {
+					uint32_t c = (uint32_t)crc32(0, m + dof, (uInt)(str + ss - dof));
+					memcpy(m + 116, &c, 4);
+				}
+				{
+					uint32_t c = (uint32_t)crc32(0, m, 124);
+					memcpy(m + 124, &c, 4);
+				}
 			}
 			fuzz_pack_one(m, len);
 		}

@@ -1,6 +1,7 @@
 /* tests: the zstd transport form (pack / unpack round trip, byte-plane
  * split) and the runtime loader over both forms. */
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "qtk_runtime.h"
 #include "test.h"
@@ -155,4 +156,43 @@ TEST(pack_runtime_alloc_faults)
 		CHECK(m == NULL);
 	}
 	qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
+}
+
+/* pack / unpack under failing allocations and writes: clean error, output
+ * path untouched, no temporary left. */
+TEST(pack_transcode_fault_sweep)
+{
+	tp_sample s;
+	qtk_status st;
+	char in[4200], out[4200];
+	static const qtk_fault_kind kinds[] = { QTK_FAULT_ALLOC, QTK_FAULT_WRITE, QTK_FAULT_FSYNC,
+	                                        QTK_FAULT_RENAME, QTK_FAULT_OPEN };
+
+	snprintf(in, sizeof in, "%s", t_tmp("in.qtk"));
+	snprintf(out, sizeof out, "%s", t_tmp("out.qtk"));
+	tp_sample_init(&s);
+	REQUIRE(tp_write(&s, in, 4096, 0, "{}", &st) == QTK_OK);
+	for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+		for (int compress = 0; compress < 2; compress++) {
+			uint64_t nth;
+			for (nth = 1; nth < 10000; nth++) {
+				qtk_err rc;
+
+				unlink(out);
+				qtk_fault_arm(kinds[k], nth, 28 /* ENOSPC */);
+				rc = qtk_pack_transcode(in, out, compress, 1, 1, NULL, &st);
+				if (!qtk_fault_fired(kinds[k]) || rc == QTK_OK) {
+					qtk_fault_arm(kinds[k], 0, 0);
+					CHECK_EQ(rc, QTK_OK);
+					break;
+				}
+				qtk_fault_arm(kinds[k], 0, 0);
+				CHECK_MSG(!t_exists(out), "kind %d n %llu: output left", kinds[k],
+				          (unsigned long long)nth);
+				CHECK_MSG(t_dir_entries(t_tmpdir()) == 1, "kind %d n %llu: temporary left",
+				          kinds[k], (unsigned long long)nth);
+			}
+			CHECK(nth > 1);
+		}
+	}
 }

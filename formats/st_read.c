@@ -10,6 +10,7 @@
 
 #include "fileio.h"
 #include "qtk_formats.h"
+#include "st_private.h"
 
 struct qtk_st_file {
 	char *dir;
@@ -20,6 +21,7 @@ struct qtk_st_file {
 	const qtk_st_tensor **by_name; /* sorted by name, for find */
 	size_t nmeta;
 	char **meta;                   /* key, value, key, value ... */
+	int borrowed;                  /* maps[0] is caller memory (open_mem) */
 };
 
 static char *dup_n(const char *s, size_t n)
@@ -349,8 +351,12 @@ void qtk_st_close(qtk_st_file *f)
 	for (size_t i = 0; i < 2 * f->nmeta; i++)
 		qtk_free(f->meta[i]);
 	qtk_free(f->meta);
-	for (size_t i = 0; i < f->nshards; i++)
-		qtk_map_close(&f->maps[i]);
+	for (size_t i = 0; i < f->nshards; i++) {
+		if (f->borrowed)
+			qtk_free(f->maps[i].path);
+		else
+			qtk_map_close(&f->maps[i]);
+	}
 	qtk_free(f->maps);
 	qtk_free(f->dir);
 	qtk_free(f);
@@ -565,6 +571,39 @@ qtk_err qtk_st_open(const char *path, qtk_st_file **out, qtk_status *st)
 fail:
 	qtk_st_close(f);
 	qtk_free(picked);
+	return rc;
+}
+
+qtk_err qtk_st_open_mem(const void *data, size_t size, const char *name, qtk_st_file **out,
+                        qtk_status *st)
+{
+	if (!out || (size && !data) || !name)
+		return qtk_fail(st, QTK_E_ARG, "qtk_st_open_mem: NULL argument");
+	*out = NULL;
+	qtk_err rc;
+	qtk_st_file *f = qtk_calloc(1, sizeof *f);
+	if (!f)
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", name);
+	f->borrowed = 1;
+	if (!(f->dir = qtk_strdup("."))) {
+		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", name);
+		goto fail;
+	}
+	if ((rc = alloc_maps(f, 1, st)))
+		goto fail;
+	f->nshards = 1;
+	f->maps[0].data = size ? data : NULL;
+	f->maps[0].size = size;
+	if (!(f->maps[0].path = qtk_strdup(name))) {
+		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", name);
+		goto fail;
+	}
+	if ((rc = parse_one(f, 0, 1, st)) || (rc = build_names(f, name, st)))
+		goto fail;
+	*out = f;
+	return QTK_OK;
+fail:
+	qtk_st_close(f);
 	return rc;
 }
 

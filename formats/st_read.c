@@ -303,7 +303,7 @@ static qtk_err parse_one(qtk_st_file *f, uint32_t shard, int keep_meta, qtk_stat
 			goto out;
 	}
 	size_t cnt = f->n - first;
-	qtk_st_tensor *t = f->t + first;
+	qtk_st_tensor *t = cnt ? f->t + first : NULL;
 	if (cnt > 1)
 		qsort(t, cnt, sizeof *t, cmp_offset);
 	uint64_t end = 0;

@@ -191,7 +191,7 @@ TEST(st_valid_edge_cases)
 	                   "\"z\":{\"dtype\":\"F32\",\"shape\":[0,64],\"data_offsets\":[0,0]},"
 	                   "\"s\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]},"
 	                   "\"z2\":{\"dtype\":\"BF16\",\"shape\":[3,0],\"data_offsets\":[8,8]},"
-	                   "\"b\":{\"dtype\":\"BOOL\",\"shape\":[2],\"data_offsets\":[8,10]}}     ",
+	                   "\"b\xf0\x9f\x98\x80\xc3\xa9\":{\"dtype\":\"BOOL\",\"shape\":[2],\"data_offsets\":[8,10]}}     ",
 	                   10);
 	REQUIRE(qtk_st_open(p, &f, &st) == QTK_OK);
 	CHECK_EQ(qtk_st_count(f), 4);
@@ -201,6 +201,7 @@ TEST(st_valid_edge_cases)
 	CHECK_EQ(qtk_st_find(f, "s")->nelem, 1);
 	CHECK_EQ(qtk_st_find(f, "z")->nelem, 0);
 	CHECK_STR(qtk_st_meta_get(f, "e"), "");
+	CHECK(qtk_st_find(f, "b\xf0\x9f\x98\x80\xc3\xa9") != NULL); /* 4- and 2-byte UTF-8 */
 	CHECK_STR(qtk_st_meta_key(f, 0), "k");
 	CHECK_EQ(qtk_st_read_f32(qtk_st_find(f, "z"), 0, 0, NULL, &st), QTK_OK);
 	qtk_st_close(f);
@@ -244,6 +245,7 @@ static const bad_case bad_cases[] = {
 	{ "invalid UTF-8 byte", "{\"\xff\":1}", 0, QTK_E_ST_UTF8, NULL, 0 },
 	{ "overlong UTF-8", "{\"\xc0\xaf\":1}", 0, QTK_E_ST_UTF8, NULL, 0 },
 	{ "UTF-8 surrogate", "{\"\xed\xa0\x80\":1}", 0, QTK_E_ST_UTF8, NULL, 0 },
+	{ "UTF-8 above U+10FFFF", "{\"\xf4\x90\x80\x80\":1}", 0, QTK_E_ST_UTF8, NULL, 0 },
 	{ "truncated UTF-8", "{\"a\":1}\xe2\x82", 0, QTK_E_ST_UTF8, NULL, 0 },
 	{ "truncated JSON", "{\"t\":", 0, QTK_E_ST_JSON, NULL, 0 },
 	{ "JSON then garbage", "{} x", 0, QTK_E_ST_JSON, NULL, 0 },
@@ -361,6 +363,9 @@ TEST(st_sharded_checks)
 		{ "not JSON", "{", B_HDR, QTK_E_ST_INDEX },
 		{ "shard with a path", "{\"weight_map\":{\"a\":\"../s1.safetensors\"}}", B_HDR,
 		  QTK_E_ST_INDEX },
+		{ "metadata not an object",
+		  "{\"metadata\":1,\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s2.safetensors\"}}",
+		  B_HDR, QTK_E_ST_INDEX },
 		{ "shard not a string", "{\"weight_map\":{\"a\":1}}", B_HDR, QTK_E_ST_INDEX },
 		{ "missing shard", "{\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s9.safetensors\"}}",
 		  B_HDR, QTK_E_ST_SHARD_MISSING },

@@ -280,6 +280,9 @@ static qtk_err parse_one(qtk_st_file *f, uint32_t shard, int keep_meta, qtk_stat
 	if (!root) {
 		if (json_error_code(&je) == json_error_duplicate_key)
 			return qtk_fail(st, QTK_E_ST_DUPLICATE, "%s: header: %s", path, je.text);
+		if (json_error_code(&je) == json_error_numeric_overflow)
+			return qtk_fail(st, QTK_E_OVERFLOW, "%s: header: %s (above 2^63-1)", path,
+			                je.text);
 		if (json_error_code(&je) == json_error_out_of_memory)
 			return qtk_fail(st, QTK_E_NOMEM, "%s: header: %s", path, je.text);
 		return qtk_fail(st, QTK_E_ST_JSON, "%s: header is not JSON: %s (byte %d)", path,

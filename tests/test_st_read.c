@@ -236,7 +236,9 @@ typedef struct {
 
 static const bad_case bad_cases[] = {
 	{ "empty file", NULL, 0, QTK_E_ST_TOO_SMALL, "", 0 },
+	{ "1 byte", NULL, 0, QTK_E_ST_TOO_SMALL, "\x02", 1 },
 	{ "4 bytes", NULL, 0, QTK_E_ST_TOO_SMALL, "\x02\0\0\0", 4 },
+	{ "7 bytes", NULL, 0, QTK_E_ST_TOO_SMALL, "\x02\0\0\0\0\0\0", 7 },
 	{ "header length 0", NULL, 0, QTK_E_ST_HEADER_LEN, "\0\0\0\0\0\0\0\0{}", 10 },
 	{ "header past EOF", NULL, 0, QTK_E_ST_HEADER_LEN, "\x10\0\0\0\0\0\0\0{}", 10 },
 	{ "header above 100 MB", NULL, 0, QTK_E_ST_HEADER_LEN, "\x01\xe1\xf5\x05\0\0\0\0{}", 10 },
@@ -274,13 +276,34 @@ static const bad_case bad_cases[] = {
 	  QTK_E_ST_SHAPE_OVERFLOW, NULL, 0 },
 	{ "bytes overflow", T1("F32", "[4611686018427387904]", "0", "4"), 4,
 	  QTK_E_ST_SHAPE_OVERFLOW, NULL, 0 },
+	{ "dim above 2^64", T1("F32", "[18446744073709551616]", "0", "4"), 4, QTK_E_OVERFLOW, NULL, 0 },
+	{ "I32 [2, 2^64-2]", T1("I32", "[2,18446744073709551614]", "0", "4"), 4, QTK_E_OVERFLOW,
+	  NULL, 0 },
+	{ "I32 [2, 2^62] products overflow", T1("I32", "[2,4611686018427387904]", "0", "4"), 4,
+	  QTK_E_ST_SHAPE_OVERFLOW, NULL, 0 },
+	{ "data cut short", T1("F32", "[4]", "0", "16"), 10, QTK_E_ST_OUT_OF_BOUNDS, NULL, 0 },
+	{ "tensor named __metadata__",
+	  "{\"__metadata__\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+	  QTK_E_ST_METADATA, NULL, 0 },
+	{ "ten tensors at one range",
+	  "{\"a0\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+	  "\"a1\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+	  "\"a2\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+	  "\"a3\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+	  "\"a4\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+	  "\"a5\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+	  "\"a6\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+	  "\"a7\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+	  "\"a8\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
+	  "\"a9\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 4,
+	  QTK_E_ST_OVERLAP, NULL, 0 },
 	{ "offsets not array", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":4}}", 4,
 	  QTK_E_ST_OFFSETS, NULL, 0 },
 	{ "three offsets", "{\"t\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 4,
 	  QTK_E_ST_OFFSETS, NULL, 0 },
 	{ "end before begin", T1("F32", "[0]", "4", "0"), 4, QTK_E_ST_OFFSETS, NULL, 0 },
 	{ "negative offset", T1("F32", "[1]", "-4", "0"), 4, QTK_E_ST_OFFSETS, NULL, 0 },
-	{ "integer above int64", T1("F32", "[1]", "0", "18446744073709551615"), 4, QTK_E_ST_JSON,
+	{ "offset above 2^63-1", T1("F32", "[1]", "0", "18446744073709551615"), 4, QTK_E_OVERFLOW,
 	  NULL, 0 },
 	{ "size mismatch", T1("F32", "[2]", "0", "4"), 8, QTK_E_ST_SIZE_MISMATCH, NULL, 0 },
 	{ "past data end", T1("F32", "[2]", "0", "8"), 4, QTK_E_ST_OUT_OF_BOUNDS, NULL, 0 },

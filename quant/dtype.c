@@ -208,6 +208,14 @@ qtk_err qtk_from_f32(qtk_dtype dt, const float *src, void *dst, size_t n)
 		memcpy(dst, src, n * 4);
 		return QTK_OK;
 	case QTK_DT_F16:
+		if (qtk_isa_active() == QTK_ISA_AVX512) {
+			qtk_f32_to_f16_avx512(src, dst, n);
+			return QTK_OK;
+		}
+		if (qtk_isa_active() == QTK_ISA_AVX2) {
+			qtk_f32_to_f16_avx2(src, dst, n);
+			return QTK_OK;
+		}
 		for (size_t i = 0; i < n; i++) {
 			uint16_t h = qtk_f32_to_f16(src[i]);
 			memcpy(d + 2 * i, &h, 2);

@@ -150,3 +150,38 @@ __attribute__((target("avx512f"))) void qtk_f32_to_bf16_avx512(const float *src,
 		memcpy(d8 + 2 * i, &h, 2);
 	}
 }
+
+/* F32 -> F16, round to nearest even. The hardware conversion matches the
+ * reference exactly: subnormals rounded, >= 65520 to Inf, NaN quieted with
+ * the top 10 payload bits kept. */
+__attribute__((target("avx2,f16c"))) void qtk_f32_to_f16_avx2(const float *src, void *dst_,
+                                                               size_t n)
+{
+	uint8_t *d8 = dst_;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		_mm_storeu_si128((__m128i *)(void *)(d8 + 2 * i), h);
+	}
+	for (; i < n; i++) {
+		uint16_t h = qtk_f32_to_f16(src[i]);
+		memcpy(d8 + 2 * i, &h, 2);
+	}
+}
+
+__attribute__((target("avx512f"))) void qtk_f32_to_f16_avx512(const float *src, void *dst_,
+                                                               size_t n)
+{
+	uint8_t *d8 = dst_;
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m256i h = _mm512_cvtps_ph(_mm512_loadu_ps(src + i),
+		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), h);
+	}
+	for (; i < n; i++) {
+		uint16_t h = qtk_f32_to_f16(src[i]);
+		memcpy(d8 + 2 * i, &h, 2);
+	}
+}

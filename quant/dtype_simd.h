@@ -12,4 +12,6 @@ void qtk_bf16_to_f32_avx2(const void *src_, float *dst, size_t n);
 void qtk_bf16_to_f32_avx512(const void *src_, float *dst, size_t n);
 void qtk_f32_to_bf16_avx2(const float *src, void *dst_, size_t n);
 void qtk_f32_to_bf16_avx512(const float *src, void *dst_, size_t n);
+void qtk_f32_to_f16_avx2(const float *src, void *dst_, size_t n);
+void qtk_f32_to_f16_avx512(const float *src, void *dst_, size_t n);
 #endif

@@ -13,7 +13,8 @@ static void inspect_usage(FILE *f)
 {
 	fprintf(f, "Usage: qtk inspect [--json] PATH\n\n"
 	           "Show the tensors (name, dtype, shape, bytes), totals and metadata of\n"
-	           "PATH: a .safetensors file, a *.safetensors.index.json, or a directory.\n"
+	           "PATH: a .safetensors file, a *.safetensors.index.json, a directory, or a\n"
+	           ".qtk file.\n"
 	           "The checkpoint is fully validated; a malformed one is an error.\n\n"
 	           "  --json      print the same as JSON on stdout\n"
 	           "  -h, --help  show this help\n\n"
@@ -135,6 +136,8 @@ int cmd_inspect(int argc, char **argv)
 	}
 	if (!path)
 		return cli_usage_error("inspect", "missing PATH");
+	if (cli_is_pack(path)) /* .qtk files (cli_inspect_pack.c) */
+		return cli_inspect_pack(path, json);
 	qtk_status st;
 	qtk_st_file *f;
 	if (qtk_st_open(path, &f, &st) != QTK_OK)

@@ -25,5 +25,10 @@ int cmd_inspect(int argc, char **argv)
 		if (argv[i][0] != '-' && cli_is_pack(argv[i]))
 			return cli_inspect_pack(argv[i], argc == 3 && (!strcmp(argv[1], "--json") ||
 			                                               !strcmp(argv[2], "--json")));
+	/* GGUF files (cli_inspect_gguf.c) */
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] != '-' && cli_is_gguf(argv[i]))
+			return cli_inspect_gguf(argv[i], argc == 3 && (!strcmp(argv[1], "--json") ||
+			                                               !strcmp(argv[2], "--json")));
 	return cli_usage_error("inspect", "not available yet");
 }

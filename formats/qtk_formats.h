@@ -353,6 +353,61 @@ QTK_API const qtk_gguf_tensor *qtk_gguf_find(const qtk_gguf_file *f, const char 
 QTK_API qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0,
                                   uint64_t n, float *dst, qtk_status *st);
 
+/* ---- writing (GGUF v3) ------------------------------------------------ */
+
+/* KVs to write, collected (and serialized) before the writer opens. Keys
+ * must be unique (QTK_E_GG_DUP_KEY). general.alignment, if added, must be a
+ * u32 power of two and sets the data alignment (else 32). */
+typedef struct qtk_gguf_kvs qtk_gguf_kvs;
+QTK_API qtk_gguf_kvs *qtk_gguf_kvs_new(void);     /* NULL: out of memory */
+QTK_API void qtk_gguf_kvs_free(qtk_gguf_kvs *k);  /* NULL is fine */
+QTK_API size_t qtk_gguf_kvs_count(const qtk_gguf_kvs *k);
+/* A scalar of type (U8..I64, F32, F64, BOOL) read from *value (host order). */
+QTK_API qtk_err qtk_gguf_kvs_add(qtk_gguf_kvs *k, const char *key, uint32_t type,
+                                 const void *value, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_u32(qtk_gguf_kvs *k, const char *key, uint32_t v, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_i32(qtk_gguf_kvs *k, const char *key, int32_t v, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_f32(qtk_gguf_kvs *k, const char *key, float v, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_bool(qtk_gguf_kvs *k, const char *key, int v, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_str(qtk_gguf_kvs *k, const char *key, const char *s,
+                                     size_t len, qtk_status *st);
+/* An array of n scalars of elem_type (host order, packed). */
+QTK_API qtk_err qtk_gguf_kvs_add_arr(qtk_gguf_kvs *k, const char *key, uint32_t elem_type,
+                                     const void *elems, size_t n, qtk_status *st);
+/* An array of n strings (lens NULL: NUL-terminated). */
+QTK_API qtk_err qtk_gguf_kvs_add_arr_str(qtk_gguf_kvs *k, const char *key,
+                                         const char *const *strs, const size_t *lens,
+                                         size_t n, qtk_status *st);
+
+/* One tensor to write: ne[0] innermost (= the last safetensors dim). */
+typedef struct {
+	const char *name;
+	uint32_t type;          /* ggml type */
+	uint32_t n_dims;        /* 1..4 */
+	uint64_t ne[QTK_GGUF_MAX_DIMS];
+} qtk_gguf_desc;
+
+typedef struct qtk_gguf_writer qtk_gguf_writer;
+
+/* Lay out the file (header, KVs, infos, data in the order given, each at a
+ * multiple of the alignment), create the temporary output and write all
+ * but the tensor bytes. kvs may be NULL; it is not kept. */
+QTK_API qtk_err qtk_gguf_writer_open(qtk_gguf_writer **out, const char *path,
+                                     const qtk_gguf_kvs *kvs, const qtk_gguf_desc *descs,
+                                     size_t n, const qtk_write_opts *opts, qtk_status *st);
+/* Bytes of tensor i's data, and its absolute offset in the file. */
+QTK_API uint64_t qtk_gguf_writer_tensor_bytes(const qtk_gguf_writer *w, size_t i);
+QTK_API uint64_t qtk_gguf_writer_tensor_offset(const qtk_gguf_writer *w, size_t i);
+/* Write len bytes at byte off of tensor i's data. Thread-safe, any order;
+ * each byte must be written exactly once. */
+QTK_API qtk_err qtk_gguf_writer_put(qtk_gguf_writer *w, size_t i, uint64_t off,
+                                    const void *buf, size_t len, qtk_status *st);
+/* Check every tensor got all its bytes (QTK_E_GG_INCOMPLETE), fsync,
+ * rename. Frees w either way; on failure the output path is as it was. */
+QTK_API qtk_err qtk_gguf_writer_commit(qtk_gguf_writer *w, qtk_status *st);
+/* Remove the temporary and free w. NULL is fine. */
+QTK_API void qtk_gguf_writer_abort(qtk_gguf_writer *w);
+
 /* ---- qtk planes <-> ggml blocks (pure, lossless) ----------------------
  * Planes follow quant/qtk_quant.h: codes row-major, one f16 scale (and
  * bias) per 32-element group. INT8 g32 <-> Q8_0 (d = scale), INT4 g32

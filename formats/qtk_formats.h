@@ -408,6 +408,56 @@ QTK_API qtk_err qtk_gguf_writer_commit(qtk_gguf_writer *w, qtk_status *st);
 /* Remove the temporary and free w. NULL is fine. */
 QTK_API void qtk_gguf_writer_abort(qtk_gguf_writer *w);
 
+/* ---- LLaMA-family export helpers (formats/gguf_llama.c) -------------- */
+
+/* GGUF name of an HF LlamaForCausalLM tensor: model.embed_tokens.weight ->
+ * token_embd.weight, model.layers.N.self_attn.q_proj.weight ->
+ * blk.N.attn_q.weight (k/v/o: attn_k/attn_v/attn_output), mlp.gate/up/
+ * down_proj -> ffn_gate/ffn_up/ffn_down, input_layernorm -> attn_norm,
+ * post_attention_layernorm -> ffn_norm, model.norm -> output_norm,
+ * lm_head -> output. *qk = 1 for q_proj, 2 for k_proj (rows to
+ * un-permute), else 0. QTK_E_NOT_FOUND for other names, QTK_E_ARG if out
+ * is too small. */
+QTK_API qtk_err qtk_gguf_llama_name(const char *hf, char *out, size_t n, int *qk);
+/* HF permutes q/k rows per head for rotate-half RoPE; ggml wants the
+ * original interleaved order. Row `row` of the ggml tensor is row
+ * qtk_gguf_llama_qk_src_row(row, rows, n_head) of the HF one (q: n_head,
+ * k: n_head_kv). Works on whole rows, so on quantized rows too. */
+QTK_API uint64_t qtk_gguf_llama_qk_src_row(uint64_t row, uint64_t rows, uint32_t n_head);
+QTK_API qtk_err qtk_gguf_llama_unpermute(const void *src, void *dst, uint64_t rows,
+                                         uint64_t row_bytes, uint32_t n_head, qtk_status *st);
+
+typedef struct {
+	uint32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx, n_vocab, head_dim;
+	float rms_eps, rope_theta;
+	int tied;               /* tie_word_embeddings: no output.weight */
+} qtk_gguf_llama_hparams;
+
+/* Read config.json; add general.architecture = "llama" and the llama.*
+ * hyper-parameter KVs to k (if k is not NULL). QTK_E_GG_CONFIG names a
+ * missing or bad key; rope_scaling -> QTK_E_UNSUPPORTED. */
+QTK_API qtk_err qtk_gguf_llama_config(const char *config_path, qtk_gguf_kvs *k,
+                                      qtk_gguf_llama_hparams *hp, qtk_status *st);
+
+/* A sentencepiece tokenizer.model (protobuf), pieces pointing into the
+ * mapped file. types: 1 normal, 2 unknown, 3 control, 4 user-defined,
+ * 5 unused, 6 byte (the values tokenizer.ggml.token_type uses). */
+typedef struct {
+	size_t n;
+	const char **pieces;    /* not NUL-terminated: lens[i] bytes */
+	size_t *lens;
+	float *scores;
+	int32_t *types;
+	int32_t unk_id, bos_id, eos_id, pad_id; /* -1: none */
+	void *map_;             /* private */
+} qtk_spm_vocab;
+
+QTK_API qtk_err qtk_spm_read(const char *path, qtk_spm_vocab **out, qtk_status *st);
+QTK_API void qtk_spm_free(qtk_spm_vocab *v); /* NULL is fine */
+/* tokenizer.ggml.model = "llama", tokens, scores, token_type and the
+ * bos/eos/unknown(/padding) ids. */
+QTK_API qtk_err qtk_gguf_spm_kvs(const qtk_spm_vocab *v, qtk_gguf_kvs *k, qtk_status *st);
+
 /* ---- qtk planes <-> ggml blocks (pure, lossless) ----------------------
  * Planes follow quant/qtk_quant.h: codes row-major, one f16 scale (and
  * bias) per 32-element group. INT8 g32 <-> Q8_0 (d = scale), INT4 g32

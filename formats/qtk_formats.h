@@ -484,6 +484,42 @@ QTK_API qtk_err qtk_gguf_unpack_q4_1(const void *src, size_t nrows, size_t cols,
                                      uint8_t *codes, uint16_t *scales, uint16_t *biases,
                                      qtk_status *st);
 
+/* ===================================================================== */
+/* MLX (formats/mlx_pack.c)                                               */
+/* ===================================================================== */
+
+/* MLX quantized linear: weight U32 [out, in*bits/32], element i of a row at
+ * bits [bits*i, bits*(i+1)) of the row's little-endian bit stream; scales
+ * and biases [out, in/group]; w = scales*q + biases, q unsigned. */
+
+/* Pack cols unsigned codes (one per byte, low `bits` bits used; bits 1..8)
+ * into cols*bits/32 words, and back. QTK_E_GG_LAYOUT if cols*bits is not a
+ * multiple of 32. */
+QTK_API qtk_err qtk_mlx_pack_bits(const uint8_t *q, size_t cols, unsigned bits,
+                                  uint32_t *out, qtk_status *st);
+QTK_API qtk_err qtk_mlx_unpack_bits(const uint32_t *in, size_t cols, unsigned bits,
+                                    uint8_t *q, qtk_status *st);
+/* The MLX affine form of a qtk layout: bits, and the offset added to the
+ * signed code (int4: 8, int8: 128, affine: 0) so that bias = -offset*scale.
+ * QTK_E_GG_LAYOUT with the reason for NF4, groups other than 32/64/128,
+ * double quant, rows the group does not divide. */
+QTK_API qtk_err qtk_mlx_form(const qtk_q_layout *L, uint64_t cols, unsigned *bits,
+                             unsigned *offset, qtk_status *st);
+/* qtk code plane rows (quant/qtk_quant.h convention) <-> MLX words
+ * (nrows * cols*bits/32 values, host order; write little-endian). */
+QTK_API qtk_err qtk_mlx_pack_codes(const qtk_q_layout *L, const void *codes, size_t nrows,
+                                   size_t cols, uint32_t *out, qtk_status *st);
+QTK_API qtk_err qtk_mlx_unpack_codes(const qtk_q_layout *L, const uint32_t *in, size_t nrows,
+                                     size_t cols, void *codes, qtk_status *st);
+/* MLX scales (the qtk scales converted) and biases for n groups in out_dtype (F16/BF16/F32): -offset*scale for
+ * symmetric schemes (biases unused, may be NULL), the stored bias for
+ * affine ones. QTK_E_GG_LAYOUT if a value is not exact in out_dtype (e.g.
+ * -8*scale overflows F16, or an f16 scale does not fit BF16). */
+QTK_API qtk_err qtk_mlx_scales(const qtk_q_layout *L, const void *scales, size_t n,
+                               qtk_dtype out_dtype, void *out, qtk_status *st);
+QTK_API qtk_err qtk_mlx_biases(const qtk_q_layout *L, const void *scales, const void *biases,
+                               size_t n, qtk_dtype out_dtype, void *out, qtk_status *st);
+
 #ifdef __cplusplus
 }
 #endif

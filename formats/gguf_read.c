@@ -11,6 +11,14 @@
 #include "fileio.h"
 #include "gguf_impl.h"
 
+/* A name or offset with the index it belongs to, for sorting without a
+ * global comparison context (opens may run on several threads). */
+struct gg_ref {
+	const char *s;
+	uint64_t off;
+	size_t i;
+};
+
 struct qtk_gguf_file {
 	qtk_map map;            /* when opened from a path */
 	const uint8_t *data;
@@ -22,7 +30,8 @@ struct qtk_gguf_file {
 	size_t nkv;
 	qtk_gguf_tensor *t;
 	size_t n;
-	size_t *t_sorted;       /* tensor indices sorted by name */
+	struct gg_ref *t_sorted; /* tensors sorted by name */
+	struct gg_ref *kv_sorted; /* KVs sorted by key */
 	char *strs;             /* NUL-terminated keys and names */
 	uint64_t *offs;         /* string-array element offsets, all arrays */
 };
@@ -200,20 +209,14 @@ static qtk_err skip_value(cur *c, uint32_t vt, int depth, const char *key, uint6
 
 /* ---- parsing -------------------------------------------------------- */
 
-static int cmp_str(const char *a, const char *b) { return strcmp(a, b); }
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(((const struct gg_ref *)a)->s, ((const struct gg_ref *)b)->s);
+}
 
-static const qtk_gguf_file *sort_ctx;
-static int cmp_tensor(const void *a, const void *b)
-{
-	return cmp_str(sort_ctx->t[*(const size_t *)a].name, sort_ctx->t[*(const size_t *)b].name);
-}
-static int cmp_kv(const void *a, const void *b)
-{
-	return cmp_str(sort_ctx->kv[*(const size_t *)a].key, sort_ctx->kv[*(const size_t *)b].key);
-}
 static int cmp_off(const void *a, const void *b)
 {
-	uint64_t x = sort_ctx->t[*(const size_t *)a].offset, y = sort_ctx->t[*(const size_t *)b].offset;
+	uint64_t x = ((const struct gg_ref *)a)->off, y = ((const struct gg_ref *)b)->off;
 	return x < y ? -1 : x > y;
 }
 
@@ -369,28 +372,20 @@ static qtk_err fill(qtk_gguf_file *f, unsigned wide, uint64_t namebytes, uint64_
 
 static qtk_err check_dups(qtk_gguf_file *f, qtk_status *st)
 {
-	size_t *ix = qtk_malloc((f->nkv ? f->nkv : 1) * sizeof *ix);
-
-	if (!ix)
-		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", f->name);
 	for (size_t i = 0; i < f->nkv; i++)
-		ix[i] = i;
-	sort_ctx = f;
-	qsort(ix, f->nkv, sizeof *ix, cmp_kv);
+		f->kv_sorted[i] = (struct gg_ref){ f->kv[i].key, 0, i };
+	qsort(f->kv_sorted, f->nkv, sizeof *f->kv_sorted, cmp_name);
 	for (size_t i = 1; i < f->nkv; i++)
-		if (!strcmp(f->kv[ix[i]].key, f->kv[ix[i - 1]].key)) {
-			qtk_fail(st, QTK_E_GG_DUP_KEY, "%s: KV '%s' appears twice", f->name, f->kv[ix[i]].key);
-			qtk_free(ix);
-			return st->code;
-		}
-	qtk_free(ix);
+		if (!strcmp(f->kv_sorted[i].s, f->kv_sorted[i - 1].s))
+			return qtk_fail(st, QTK_E_GG_DUP_KEY, "%s: KV '%s' appears twice", f->name,
+			                f->kv_sorted[i].s);
 	for (size_t i = 0; i < f->n; i++)
-		f->t_sorted[i] = i;
-	qsort(f->t_sorted, f->n, sizeof *f->t_sorted, cmp_tensor);
+		f->t_sorted[i] = (struct gg_ref){ f->t[i].name, 0, i };
+	qsort(f->t_sorted, f->n, sizeof *f->t_sorted, cmp_name);
 	for (size_t i = 1; i < f->n; i++)
-		if (!strcmp(f->t[f->t_sorted[i]].name, f->t[f->t_sorted[i - 1]].name))
+		if (!strcmp(f->t_sorted[i].s, f->t_sorted[i - 1].s))
 			return qtk_fail(st, QTK_E_GG_DUP_TENSOR, "%s: tensor '%s' appears twice", f->name,
-			                f->t[f->t_sorted[i]].name);
+			                f->t_sorted[i].s);
 	return QTK_OK;
 }
 
@@ -417,7 +412,7 @@ static qtk_err check_alignment(qtk_gguf_file *f, qtk_status *st)
 static qtk_err check_tensors(qtk_gguf_file *f, uint64_t end_of_infos, qtk_status *st)
 {
 	uint64_t pad = end_of_infos % f->align, avail;
-	size_t *ix;
+	struct gg_ref *ix;
 
 	if (__builtin_add_overflow(end_of_infos, pad ? f->align - pad : 0, &f->data_off))
 		return qtk_fail(st, QTK_E_GG_BOUNDS, "%s: data section offset overflows", f->name);
@@ -470,23 +465,19 @@ static qtk_err check_tensors(qtk_gguf_file *f, uint64_t end_of_infos, qtk_status
 		t->file_offset = f->data_off + t->offset;
 		t->data = f->data + t->file_offset;
 	}
-	ix = qtk_malloc((f->n ? f->n : 1) * sizeof *ix);
-	if (!ix)
-		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", f->name);
+	/* t_sorted is free again after check_dups: reuse it by offset, then
+	 * restore the name order */
+	ix = f->t_sorted;
 	for (size_t i = 0; i < f->n; i++)
-		ix[i] = i;
-	sort_ctx = f;
+		ix[i] = (struct gg_ref){ f->t[i].name, f->t[i].offset, i };
 	qsort(ix, f->n, sizeof *ix, cmp_off);
 	for (size_t i = 1; i < f->n; i++) {
-		const qtk_gguf_tensor *a = &f->t[ix[i - 1]], *b = &f->t[ix[i]];
-		if (a->offset + a->nbytes > b->offset) {
-			qtk_fail(st, QTK_E_GG_OVERLAP, "%s: tensors '%s' and '%s' share bytes at %llu",
-			         f->name, a->name, b->name, (unsigned long long)b->offset);
-			qtk_free(ix);
-			return st->code;
-		}
+		const qtk_gguf_tensor *a = &f->t[ix[i - 1].i], *b = &f->t[ix[i].i];
+		if (a->offset + a->nbytes > b->offset)
+			return qtk_fail(st, QTK_E_GG_OVERLAP, "%s: tensors '%s' and '%s' share bytes at %llu",
+			                f->name, a->name, b->name, (unsigned long long)b->offset);
 	}
-	qtk_free(ix);
+	qsort(ix, f->n, sizeof *ix, cmp_name);
 	return QTK_OK;
 }
 
@@ -499,7 +490,8 @@ static qtk_err parse(qtk_gguf_file *f, qtk_status *st)
 	f->kv = qtk_calloc(nkv ? (size_t)nkv : 1, sizeof *f->kv);
 	f->t = qtk_calloc(nt ? (size_t)nt : 1, sizeof *f->t);
 	f->t_sorted = qtk_malloc((nt ? (size_t)nt : 1) * sizeof *f->t_sorted);
-	if (!f->kv || !f->t || !f->t_sorted)
+	f->kv_sorted = qtk_malloc((nkv ? (size_t)nkv : 1) * sizeof *f->kv_sorted);
+	if (!f->kv || !f->t || !f->t_sorted || !f->kv_sorted)
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", f->name);
 	f->nkv = (size_t)nkv;
 	f->n = (size_t)nt;
@@ -566,6 +558,7 @@ void qtk_gguf_close(qtk_gguf_file *f)
 	qtk_free(f->kv);
 	qtk_free(f->t);
 	qtk_free(f->t_sorted);
+	qtk_free(f->kv_sorted);
 	qtk_free(f->strs);
 	qtk_free(f->offs);
 	qtk_free(f->name);
@@ -586,13 +579,28 @@ const qtk_gguf_kv *qtk_gguf_kv_get(const qtk_gguf_file *f, size_t i)
 	return i < f->nkv ? &f->kv[i] : NULL;
 }
 
+/* Binary search of a name-sorted index. */
+static const struct gg_ref *find_ref(const struct gg_ref *r, size_t n, const char *name)
+{
+	size_t lo = 0, hi = n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		int c = strcmp(r[mid].s, name);
+		if (!c)
+			return &r[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
 const qtk_gguf_kv *qtk_gguf_kv_find(const qtk_gguf_file *f, const char *key)
 {
-	/* linear: KV counts are small (tens) and this is not on a hot path */
-	for (size_t i = 0; i < f->nkv; i++)
-		if (!strcmp(f->kv[i].key, key))
-			return &f->kv[i];
-	return NULL;
+	const struct gg_ref *r = find_ref(f->kv_sorted, f->nkv, key);
+	return r ? &f->kv[r->i] : NULL;
 }
 
 const qtk_gguf_tensor *qtk_gguf_get(const qtk_gguf_file *f, size_t i)
@@ -602,19 +610,8 @@ const qtk_gguf_tensor *qtk_gguf_get(const qtk_gguf_file *f, size_t i)
 
 const qtk_gguf_tensor *qtk_gguf_find(const qtk_gguf_file *f, const char *name)
 {
-	size_t lo = 0, hi = f->n;
-
-	while (lo < hi) {
-		size_t mid = lo + (hi - lo) / 2;
-		int c = strcmp(f->t[f->t_sorted[mid]].name, name);
-		if (!c)
-			return &f->t[f->t_sorted[mid]];
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	const struct gg_ref *r = find_ref(f->t_sorted, f->n, name);
+	return r ? &f->t[r->i] : NULL;
 }
 
 /* One scalar of type vt at p as int64 (ok=0 if not an integer or > INT64_MAX). */

@@ -821,15 +821,20 @@ qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0, uint64_t n, 
 		uint64_t take = QTK_GGUF_QK - j0;
 		const uint8_t *blkp = b + bi * gg_types[t->type].bytes;
 
+		float *y;
+
 		if (take > end - e)
 			take = end - e;
+		/* whole blocks straight into dst, partial ones through blk */
+		y = take == QTK_GGUF_QK ? dst + (e - elem0) : blk;
 		if (t->type == QTK_GGML_Q8_0)
-			qtk_gg_deq_q8_0(blkp, blk);
+			qtk_gg_deq_q8_0(blkp, y);
 		else if (t->type == QTK_GGML_Q4_0)
-			qtk_gg_deq_q4_0(blkp, blk);
+			qtk_gg_deq_q4_0(blkp, y);
 		else
-			qtk_gg_deq_q4_1(blkp, blk);
-		memcpy(dst + (e - elem0), blk + j0, (size_t)take * sizeof(float));
+			qtk_gg_deq_q4_1(blkp, y);
+		if (y == blk)
+			memcpy(dst + (e - elem0), blk + j0, (size_t)take * sizeof(float));
 		e += take;
 	}
 	return QTK_OK;

@@ -236,6 +236,62 @@ qtk_err qtk_gguf_kvs_add_arr_str(qtk_gguf_kvs *k, const char *key, const char *c
 	return QTK_OK;
 }
 
+/* Re-encode one validated value of type vt from a file whose lengths are
+ * `wide` bytes into v3 form at the end of k's buffer (room reserved).
+ * Returns the bytes consumed from src. */
+static uint64_t copy_value(qtk_gguf_kvs *k, const uint8_t *src, uint32_t vt, unsigned wide)
+{
+	uint64_t n, used;
+	uint32_t et, sz;
+
+	if (vt == QTK_GGUF_STRING) {
+		n = wide == 4 ? gg_le32(src) : gg_le64(src);
+		put_u64(k, n);
+		put_bytes(k, src + wide, (size_t)n);
+		return wide + n;
+	}
+	if (vt != QTK_GGUF_ARRAY) {
+		sz = qtk_gg_scalar_size(vt);
+		put_bytes(k, src, sz);
+		return sz;
+	}
+	et = gg_le32(src);
+	n = wide == 4 ? gg_le32(src + 4) : gg_le64(src + 4);
+	put_u32(k, et);
+	put_u64(k, n);
+	used = 4 + wide;
+	if ((sz = qtk_gg_scalar_size(et)) != 0) {
+		put_bytes(k, src + used, (size_t)(n * sz));
+		return used + n * sz;
+	}
+	for (uint64_t i = 0; i < n; i++)
+		used += copy_value(k, src + used, et, wide);
+	return used;
+}
+
+qtk_err qtk_gguf_kvs_add_kv(qtk_gguf_kvs *k, const qtk_gguf_kv *kv, qtk_status *st)
+{
+	/* the value's bytes as in the file, from its type field on */
+	const uint8_t *src;
+	uint64_t bound;
+	unsigned wide = kv->len_bytes_ ? kv->len_bytes_ : 8;
+
+	if (kv->type == QTK_GGUF_STRING)
+		src = kv->data - wide;
+	else if (kv->type == QTK_GGUF_ARRAY)
+		src = kv->data - 4 - wide;
+	else
+		src = kv->data;
+	/* v1 -> v3 at most doubles each 4-byte length field */
+	if (__builtin_mul_overflow(kv->size, (uint64_t)2, &bound) || bound > SIZE_MAX - 16)
+		return qtk_fail(st, QTK_E_OVERFLOW, "GGUF writer: KV '%s' too large", kv->key);
+	if (kv->type == QTK_GGUF_U32 && !strcmp(kv->key, "general.alignment"))
+		return qtk_gguf_kvs_add(k, kv->key, kv->type, &(uint32_t){ gg_le32(kv->data) }, st);
+	QTK_TRY(kv_begin(k, kv->key, kv->type, (size_t)bound + 16, st));
+	copy_value(k, src, kv->type, wide);
+	return QTK_OK;
+}
+
 /* ---- the writer ------------------------------------------------------ */
 
 struct qtk_gguf_writer {

@@ -379,6 +379,10 @@ QTK_API qtk_err qtk_gguf_kvs_add_arr_str(qtk_gguf_kvs *k, const char *key,
                                          const char *const *strs, const size_t *lens,
                                          size_t n, qtk_status *st);
 
+/* Copy a KV read by qtk_gguf_open (any version; nested arrays too),
+ * re-encoded for v3. */
+QTK_API qtk_err qtk_gguf_kvs_add_kv(qtk_gguf_kvs *k, const qtk_gguf_kv *kv, qtk_status *st);
+
 /* One tensor to write: ne[0] innermost (= the last safetensors dim). */
 typedef struct {
 	const char *name;

@@ -473,3 +473,86 @@ TEST(gguf_write_fault_sweeps)
 	sweep(QTK_FAULT_RENAME, EXDEV, 1);
 	sweep(QTK_FAULT_OPEN, EACCES, 0);
 }
+
+/* Compare two KVs through the accessors (nested arrays: counts only). */
+static int same_kv(const qtk_gguf_kv *a, const qtk_gguf_kv *b)
+{
+	if (strcmp(a->key, b->key) || a->type != b->type || a->count != b->count)
+		return 0;
+	if (a->type == QTK_GGUF_STRING)
+		return !memcmp(a->data, b->data, (size_t)a->count);
+	if (a->type != QTK_GGUF_ARRAY)
+		return !memcmp(a->data, b->data, (size_t)a->size);
+	if (a->arr_type != b->arr_type)
+		return 0;
+	for (uint64_t i = 0; i < a->count; i++) {
+		const char *s1, *s2;
+		uint64_t l1, l2;
+		double d1, d2;
+		if (a->arr_type == QTK_GGUF_STRING) {
+			if (qtk_gguf_arr_str(a, i, &s1, &l1) || qtk_gguf_arr_str(b, i, &s2, &l2) ||
+			    l1 != l2 || memcmp(s1, s2, (size_t)l1))
+				return 0;
+		} else if (a->arr_type != QTK_GGUF_ARRAY) {
+			if (qtk_gguf_arr_f64(a, i, &d1) || qtk_gguf_arr_f64(b, i, &d2) || d1 != d2)
+				return 0;
+		}
+	}
+	return 1;
+}
+
+/* Every KV of a v1 file (stories260K; and the built file with nested
+ * arrays) copies into a v3 file with the same values; copying the v3 KVs
+ * again gives the same bytes. */
+TEST(gguf_write_copies_kvs_across_versions)
+{
+	for (int round = 0; round < 2; round++) {
+		qtk_gguf_file *a, *b, *c;
+		qtk_gguf_kvs *k = qtk_gguf_kvs_new(), *k2 = qtk_gguf_kvs_new();
+		qtk_gguf_writer *w;
+		qtk_status st;
+		const char *src = round ? t_tmp("nested_v1.gguf")
+		                        : t_data("stories260K/source-tinyllamas-stories-260k-f32.gguf");
+
+		if (round) {
+			/* a v1 file with a nested array: the fuzz seed built_v1 */
+			size_t n;
+			char *buf = t_read_file("tests/fuzz/seeds/gguf/built_v1.gguf", &n);
+			REQUIRE(buf && t_write_file(src, buf, n) == 0);
+			free(buf);
+		}
+		REQUIRE(k && k2 && qtk_gguf_open(src, &a, &st) == QTK_OK);
+		CHECK_EQ(qtk_gguf_version(a), 1);
+		for (size_t i = 0; i < qtk_gguf_kv_count(a); i++)
+			CHECK_EQ(qtk_gguf_kvs_add_kv(k, qtk_gguf_kv_get(a, i), &st), QTK_OK);
+		qtk_write_opts o = { .force = 1 };
+		REQUIRE(qtk_gguf_writer_open(&w, t_tmp("v3.gguf"), k, NULL, 0, &o, &st) == QTK_OK);
+		REQUIRE(qtk_gguf_writer_commit(w, &st) == QTK_OK);
+		REQUIRE(qtk_gguf_open(t_tmp("v3.gguf"), &b, &st) == QTK_OK);
+		CHECK_EQ(qtk_gguf_version(b), 3);
+		REQUIRE(qtk_gguf_kv_count(b) == qtk_gguf_kv_count(a));
+		for (size_t i = 0; i < qtk_gguf_kv_count(a); i++) {
+			CHECK_MSG(same_kv(qtk_gguf_kv_get(a, i), qtk_gguf_kv_get(b, i)), "KV '%s' differs",
+			          qtk_gguf_kv_get(a, i)->key);
+			CHECK_EQ(qtk_gguf_kvs_add_kv(k2, qtk_gguf_kv_get(b, i), &st), QTK_OK);
+		}
+		REQUIRE(qtk_gguf_writer_open(&w, t_tmp("v3b.gguf"), k2, NULL, 0, &o, &st) == QTK_OK);
+		REQUIRE(qtk_gguf_writer_commit(w, &st) == QTK_OK);
+		REQUIRE(qtk_gguf_open(t_tmp("v3b.gguf"), &c, &st) == QTK_OK);
+		for (size_t i = 0; i < qtk_gguf_kv_count(b); i++) {
+			const qtk_gguf_kv *x = qtk_gguf_kv_get(b, i), *y = qtk_gguf_kv_get(c, i);
+			CHECK_MSG(x->size == y->size && !memcmp(x->data, y->data, (size_t)x->size),
+			          "KV '%s' not stable", x->key);
+		}
+		if (round) {
+			const qtk_gguf_kv *x = qtk_gguf_kv_find(b, "t.nested");
+			REQUIRE(x);
+			CHECK_EQ(x->size, 4 + 8 + 2 * (4 + 8) + 6); /* v3 widths */
+		}
+		qtk_gguf_close(a);
+		qtk_gguf_close(b);
+		qtk_gguf_close(c);
+		qtk_gguf_kvs_free(k);
+		qtk_gguf_kvs_free(k2);
+	}
+}

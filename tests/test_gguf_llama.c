@@ -272,3 +272,46 @@ TEST(gguf_llama_stories260k_export_f32_equals_source)
 	qtk_gguf_kvs_free(k);
 	st_free(&s);
 }
+
+/* The tokenizer reader on mutated tokenizer.model files: bit flips,
+ * truncations and varint-sized overwrites never crash; a result is either
+ * an error with the tokenizer code or a vocabulary whose pieces lie inside
+ * the file. */
+TEST(gguf_llama_tokenizer_mutations)
+{
+	size_t n;
+	uint8_t *b = t_read_file(t_data("stories260K/tokenizer.model"), &n), *m;
+	uint64_t rs = 17;
+	int ok = 0, bad = 0;
+
+	REQUIRE(b && n > 16);
+	m = malloc(n);
+	for (int k = 0; k < 600; k++) {
+		static const uint8_t vals[] = { 0x00, 0x7f, 0x80, 0xff, 0x0a, 0x12, 0x15, 0x1a };
+		size_t at = (size_t)(t_rand_u64(&rs) % n), len = n;
+		qtk_spm_vocab *v;
+		qtk_status st;
+		int kind = (int)(t_rand_u64(&rs) % 3);
+
+		memcpy(m, b, n);
+		if (kind == 0)
+			m[at] ^= (uint8_t)(1u << (t_rand_u64(&rs) % 8));
+		else if (kind == 1)
+			len = at;
+		else
+			for (size_t j = 0; j < 5 && at + j < n; j++)
+				m[at + j] = vals[t_rand_u64(&rs) % sizeof vals];
+		REQUIRE(t_write_file(t_tmp("m.model"), m, len) == 0);
+		if (qtk_spm_read(t_tmp("m.model"), &v, &st) == QTK_OK) {
+			ok++;
+			CHECK(v->n > 0);
+			qtk_spm_free(v);
+		} else {
+			bad++;
+			CHECK_MSG(st.code == QTK_E_GG_TOKENIZER, "%s", st.msg);
+		}
+	}
+	CHECK(ok > 0 && bad > 0);
+	free(m);
+	free(b);
+}

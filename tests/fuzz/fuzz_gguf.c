@@ -1,5 +1,6 @@
 /* tests/fuzz: the GGUF reader on arbitrary bytes. Opens from memory, walks
- * every KV through the typed getters and array accessors, looks every
+ * every KV through the typed getters and array accessors and copies it
+ * into a v3 KV list, looks every
  * tensor up by name and dequantizes its first and last elements. Built as
  * a libFuzzer target with -DQTK_LIBFUZZER (scripts/fuzz.sh); the test
  * suite runs fuzz_gguf_one over tests/fuzz/seeds/gguf/. */
@@ -41,17 +42,23 @@ static void walk_kv(const qtk_gguf_file *f, const qtk_gguf_kv *kv)
 int fuzz_gguf_one(const uint8_t *data, size_t size)
 {
 	qtk_gguf_file *f;
+	qtk_gguf_kvs *kvs;
 	qtk_status st;
 	float buf[64];
 
 	if (qtk_gguf_open_mem(data, size, "fuzz", &f, &st) != QTK_OK)
 		return 0;
+	kvs = qtk_gguf_kvs_new();
 	for (size_t i = 0; i < qtk_gguf_kv_count(f); i++) {
 		const qtk_gguf_kv *kv = qtk_gguf_kv_get(f, i);
 		walk_kv(f, kv);
 		if (qtk_gguf_kv_find(f, kv->key) == NULL)
 			__builtin_trap();
+		/* re-encoding for v3 trusts the reader's validation */
+		if (kvs)
+			qtk_gguf_kvs_add_kv(kvs, kv, &st);
 	}
+	qtk_gguf_kvs_free(kvs);
 	for (size_t i = 0; i < qtk_gguf_count(f); i++) {
 		const qtk_gguf_tensor *t = qtk_gguf_get(f, i);
 		uint64_t n = t->nelem < 64 ? t->nelem : 64;

@@ -5,6 +5,7 @@
  * GGUF with the config and tokenizer KVs must give back exactly the
  * original tensors, hyper-parameters and 512-token vocabulary. */
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -314,4 +315,109 @@ TEST(gguf_llama_tokenizer_mutations)
 	CHECK(ok > 0 && bad > 0);
 	free(m);
 	free(b);
+}
+
+/* ggml's quantize_row_q8_0_ref, from its definition (ggml-quants.c). */
+static void q8_0_row(const float *x, size_t n, uint8_t *y)
+{
+	for (size_t b = 0; b < n / 32; b++, x += 32, y += 34) {
+		float amax = 0;
+		for (int j = 0; j < 32; j++)
+			amax = fmaxf(amax, fabsf(x[j]));
+		float d = amax / 127, id = d != 0 ? 1.0f / d : 0.0f;
+		uint16_t h = qtk_f32_to_f16(d);
+		y[0] = (uint8_t)h;
+		y[1] = (uint8_t)(h >> 8);
+		for (int j = 0; j < 32; j++)
+			y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+	}
+}
+
+/* Target type of the LLaMA rules at Q8_0: 1-D in F32, rows the block does
+ * not divide in F16, the rest Q8_0; data for an f32 [rows][cols]. */
+static uint32_t q8_type(size_t rows, size_t cols)
+{
+	return cols == 1 || rows == 1 ? QTK_GGML_F32 : cols % 32 ? QTK_GGML_F16 : QTK_GGML_Q8_0;
+}
+
+static size_t encode(uint32_t type, const float *x, size_t rows, size_t cols, uint8_t *out)
+{
+	if (type == QTK_GGML_F32) {
+		memcpy(out, x, rows * cols * 4);
+		return rows * cols * 4;
+	}
+	if (type == QTK_GGML_F16) {
+		qtk_from_f32(QTK_DT_F16, x, out, rows * cols);
+		return rows * cols * 2;
+	}
+	q8_0_row(x, rows * cols, out);
+	return rows * cols / 32 * 34;
+}
+
+/* stories260K exported at Q8_0 from the HF checkpoint (q/k un-permuted
+ * first, as whole rows) equals the original GGUF's f32 tensors quantized
+ * the same way: the un-permutation commutes with row-local blocks. */
+TEST(gguf_llama_stories260k_export_q8_0_equals_source)
+{
+	st_file s;
+	qtk_gguf_llama_hparams hp;
+	qtk_gguf_desc d[64];
+	char names[64][64];
+	const float *src[64];
+	int qkv[64];
+	size_t n = 0, rows[64], cols[64], nq = 0;
+	qtk_gguf_writer *w;
+	qtk_gguf_file *out, *ref;
+	qtk_status st;
+	const char *key;
+	json_t *val;
+
+	REQUIRE(st_load(&s, t_data("stories260K/model.safetensors")) == 0);
+	REQUIRE(qtk_gguf_llama_config(t_data("stories260K/config.json"), NULL, &hp, &st) == QTK_OK);
+	json_object_foreach(s.hdr, key, val) {
+		if (!strcmp(key, "__metadata__"))
+			continue;
+		REQUIRE(n < 64);
+		REQUIRE(qtk_gguf_llama_name(key, names[n], sizeof names[n], &qkv[n]) == QTK_OK);
+		src[n] = st_tensor(&s, key, &rows[n], &cols[n]);
+		d[n] = (qtk_gguf_desc){ names[n], q8_type(rows[n], cols[n]), cols[n] > 1 ? 2 : 1,
+		                        { cols[n] > 1 ? cols[n] : rows[n], cols[n] > 1 ? rows[n] : 1, 1, 1 } };
+		nq += d[n].type == QTK_GGML_Q8_0;
+		n++;
+	}
+	CHECK(nq >= 30);
+	REQUIRE(qtk_gguf_writer_open(&w, t_tmp("q8.gguf"), NULL, d, n, NULL, &st) == QTK_OK);
+	for (size_t i = 0; i < n; i++) {
+		float *x = malloc(rows[i] * cols[i] * 4);
+		uint8_t *b = malloc(rows[i] * cols[i] * 4);
+		size_t len;
+		if (qkv[i])
+			CHECK_EQ(qtk_gguf_llama_unpermute(src[i], x, rows[i], cols[i] * 4,
+			                                  qkv[i] == 1 ? hp.n_head : hp.n_head_kv, &st), QTK_OK);
+		else
+			memcpy(x, src[i], rows[i] * cols[i] * 4);
+		len = encode(d[i].type, x, rows[i], cols[i], b);
+		CHECK_EQ(qtk_gguf_writer_put(w, i, 0, b, len, &st), QTK_OK);
+		free(x);
+		free(b);
+	}
+	REQUIRE(qtk_gguf_writer_commit(w, &st) == QTK_OK);
+	REQUIRE(qtk_gguf_open(t_tmp("q8.gguf"), &out, &st) == QTK_OK);
+	REQUIRE(qtk_gguf_open(t_data(SRC_GGUF), &ref, &st) == QTK_OK);
+	for (size_t i = 0; i < qtk_gguf_count(ref); i++) {
+		const qtk_gguf_tensor *a = qtk_gguf_get(ref, i);
+		const qtk_gguf_tensor *b = qtk_gguf_find(out, !strcmp(a->name, "output.weight") ?
+		                                               "token_embd.weight" : a->name);
+		uint8_t *want;
+		size_t len;
+		REQUIRE(b != NULL);
+		want = malloc(a->nbytes);
+		len = encode(b->type, a->data, (size_t)a->rows, (size_t)a->cols, want);
+		CHECK_MSG(len == b->nbytes && !memcmp(want, b->data, len), "%s (%s) differs", a->name,
+		          qtk_ggml_type_name(b->type));
+		free(want);
+	}
+	qtk_gguf_close(out);
+	qtk_gguf_close(ref);
+	st_free(&s);
 }

@@ -11,6 +11,9 @@
 #include "fileio.h"
 #include "gguf_impl.h"
 
+/* F32/F16/BF16 tensors are converted in place from the little-endian file */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "qtk's GGUF reader assumes a little-endian host");
+
 /* A name or offset with the index it belongs to, for sorting without a
  * global comparison context (opens may run on several threads). */
 struct gg_ref {
@@ -795,20 +798,15 @@ qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0, uint64_t n, 
 		                t->name, (unsigned long long)elem0, (unsigned long long)n,
 		                (unsigned long long)t->nelem);
 	switch (t->type) {
+	/* GGUF is little-endian, as are the hosts qtk builds for (x86-64);
+	 * qtk_to_f32 is exact and picks its SIMD variant at run time */
 	case QTK_GGML_F32:
-		for (uint64_t i = 0; i < n; i++) {
-			uint32_t u = gg_le32(b + 4 * (elem0 + i));
-			memcpy(&dst[i], &u, 4);
-		}
+		memcpy(dst, b + 4 * elem0, (size_t)n * 4);
 		return QTK_OK;
 	case QTK_GGML_F16:
-		for (uint64_t i = 0; i < n; i++)
-			dst[i] = qtk_f16_to_f32(gg_le16(b + 2 * (elem0 + i)));
-		return QTK_OK;
+		return qtk_to_f32(QTK_DT_F16, b + 2 * elem0, dst, (size_t)n) ? QTK_E_ARG : QTK_OK;
 	case QTK_GGML_BF16:
-		for (uint64_t i = 0; i < n; i++)
-			dst[i] = qtk_bf16_to_f32(gg_le16(b + 2 * (elem0 + i)));
-		return QTK_OK;
+		return qtk_to_f32(QTK_DT_BF16, b + 2 * elem0, dst, (size_t)n) ? QTK_E_ARG : QTK_OK;
 	case QTK_GGML_Q8_0: case QTK_GGML_Q4_0: case QTK_GGML_Q4_1:
 		break;
 	default:

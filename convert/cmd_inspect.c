@@ -138,6 +138,8 @@ int cmd_inspect(int argc, char **argv)
 		return cli_usage_error("inspect", "missing PATH");
 	if (cli_is_pack(path)) /* .qtk files (cli_inspect_pack.c) */
 		return cli_inspect_pack(path, json);
+	if (cli_is_gguf(path)) /* GGUF files (cli_inspect_gguf.c) */
+		return cli_inspect_gguf(path, json);
 	qtk_status st;
 	qtk_st_file *f;
 	if (qtk_st_open(path, &f, &st) != QTK_OK)

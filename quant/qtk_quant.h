@@ -89,6 +89,30 @@ typedef enum {
 	QTK_E_PK_ZSTD = 94,            /* compressed plane is not one valid zstd frame of the plane size */
 	QTK_E_PK_INCOMPLETE = 95,      /* writer: plane bytes not written exactly once */
 	/* GGUF (formats/gguf_*.c): 120-169 */
+	QTK_E_GG_TOO_SMALL = 120,       /* file shorter than the fixed GGUF header */
+	QTK_E_GG_MAGIC = 121,           /* not a GGUF file (bad magic) */
+	QTK_E_GG_VERSION = 122,         /* GGUF version other than 1, 2, 3 */
+	QTK_E_GG_COUNT = 123,           /* tensor/KV/array count larger than the bytes left, or wraps */
+	QTK_E_GG_STRING = 124,          /* string length past the end of the file, or wraps */
+	QTK_E_GG_KV_TYPE = 125,         /* unknown KV value type (or array element type) */
+	QTK_E_GG_DUP_KEY = 126,         /* a KV key appears twice */
+	QTK_E_GG_ARRAY = 127,           /* arrays nested deeper than 8 levels */
+	QTK_E_GG_NDIM = 128,            /* tensor with 0 or more than 4 dims */
+	QTK_E_GG_DIM = 129,             /* a dim is zero or negative (>= 2^63) */
+	QTK_E_GG_SHAPE = 130,           /* element count or byte size of a tensor wraps */
+	QTK_E_GG_TYPE = 131,            /* unknown or retired ggml type */
+	QTK_E_GG_BLOCK = 132,           /* ne[0] not a multiple of the type's block size */
+	QTK_E_GG_ALIGNMENT = 133,       /* general.alignment not a u32 power of two */
+	QTK_E_GG_MISALIGNED = 134,      /* tensor offset not a multiple of the alignment */
+	QTK_E_GG_BOUNDS = 135,          /* tensor data past the end of the file */
+	QTK_E_GG_OVERLAP = 136,         /* two tensors share bytes */
+	QTK_E_GG_DUP_TENSOR = 137,      /* a tensor name appears twice */
+	QTK_E_GG_NAME = 138,            /* empty key/name, or a NUL byte in it */
+	QTK_E_GG_KV_MISMATCH = 139,     /* a KV has another type than the caller asked for */
+	QTK_E_GG_INCOMPLETE = 140,      /* writer: tensor bytes not written exactly once */
+	QTK_E_GG_LAYOUT = 141,          /* writer/packer: shape, type or layout the target cannot hold */
+	QTK_E_GG_TOKENIZER = 142,       /* tokenizer.model is not a valid sentencepiece model */
+	QTK_E_GG_CONFIG = 143,          /* config.json lacks or has a bad hyper-parameter */
 
 	/* quant (quant/): 170-189 */
 	QTK_E_Q_NONFINITE = 170,      /* NaN or Inf in the input */

@@ -314,6 +314,12 @@ QTK_API void qtk_q_dequantize_rows(const qtk_q_layout *L,
                                    const qtk_q_cplanes *src, size_t nrows,
                                    size_t cols, float *dst);
 
+/* NF4 (bitsandbytes): the value of code 0..15, and the code of x in
+ * [-1, 1] by the bitsandbytes decision tree (x on a midpoint takes the
+ * lower code). */
+QTK_API float qtk_q_nf4_value(unsigned code);
+QTK_API unsigned qtk_q_nf4_code(float x);
+
 /* Error metrics. */
 QTK_API void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat,
                            size_t n);

@@ -14,4 +14,13 @@ void float_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
 float float_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
                 const float *x);
 
+/* INT8, INT4, INT4_AFFINE, NF4, INT8_AFFINE (intq.c) */
+qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
+                      size_t cols, const qtk_q_planes *dst,
+                      const qtk_q_opts *opts, qtk_status *st);
+void intq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
+                     size_t nrows, size_t cols, float *dst);
+float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
+               const float *x);
+
 #endif

@@ -1,0 +1,230 @@
+/* tests: golden vectors for the group-wise schemes (ggml Q8_0/Q4_0/Q4_1
+ * rules, bitsandbytes NF4), edge cases, errors, metrics. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "qtk_quant.h"
+#include "test.h"
+
+static qtk_q_layout lay(qtk_scheme_id s, uint32_t g, qtk_dtype sd)
+{
+	qtk_q_layout L = { .scheme = s, .group = g, .scale_dtype = sd, .dtype = QTK_DT_F32 };
+	return L;
+}
+
+static float f32_at(const void *p, size_t i)
+{
+	float f;
+	memcpy(&f, (const uint8_t *)p + 4 * i, 4);
+	return f;
+}
+
+/* Quantize rows x cols with F32 scales into fresh buffers. */
+typedef struct { uint8_t c[4096]; float s[256], b[256]; } bufs;
+
+static qtk_err quant(const qtk_q_layout *L, const float *x, size_t rows, size_t cols,
+                     bufs *B, qtk_status *st)
+{
+	qtk_q_planes P = { { B->c, B->s, B->b, NULL } };
+	qtk_q_opts o = { .tensor = "w", .row0 = 10 };
+	memset(B, 0xAA, sizeof *B);
+	return qtk_q_quantize_rows(L, x, rows, cols, &P, &o, st);
+}
+
+TEST(quant_int8_q8_0_golden)
+{
+	qtk_q_layout L = lay(QTK_SCHEME_INT8, 16, QTK_DT_F32);
+	float x[16] = { 127, -127, 0.5f, -0.5f, 1.5f, 2.5f, -2.5f, 63.5f, 0, 1, -1, 100, 3.49f, 0.49f, -126.5f, 7 };
+	bufs B;
+	qtk_status st;
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == 1.0f);
+	/* roundf: ties away from zero */
+	int8_t want[16] = { 127, -127, 1, -1, 2, 3, -3, 64, 0, 1, -1, 100, 3, 0, -127, 7 };
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ((int8_t)B.c[i], want[i]);
+}
+
+TEST(quant_int4_q4_0_golden)
+{
+	qtk_q_layout L = lay(QTK_SCHEME_INT4, 16, QTK_DT_F32);
+	/* max = the signed value of largest magnitude: -8 -> d = 1 */
+	float x[16] = { -8, 7, 7.5f, 0.5f, -0.5f, 1.49f, 3, -3, 0, 6.5f, -7.5f, 2, -1, 1, 4, 5 };
+	bufs B;
+	qtk_status st;
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == 1.0f);
+	/* code = min(15, (int)(x + 8.5)): x+8 rounded half up, clamped */
+	int want[16] = { 0, 15, 15, 9, 8, 9, 11, 5, 8, 15, 1, 10, 7, 9, 12, 13 };
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ((B.c[i / 2] >> (4 * (i & 1))) & 15, want[i]);
+	/* positive max: d = 8 / -8 = -1, so x = 8 maps to code 0 */
+	x[0] = 8;
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == -1.0f);
+	CHECK_EQ(B.c[0] & 15, 0);
+	/* x[10] = -7.5 with d = -1: (int)(7.5 + 8.5) = 16 -> clamped to 15 */
+	CHECK_EQ(B.c[5] & 15, 15);
+	CHECK_EQ((B.c[5] >> 4) & 15, 6); /* x[11] = 2: (int)(-2 + 8.5) = 6 */
+}
+
+TEST(quant_int4_affine_q4_1_golden)
+{
+	qtk_q_layout L = lay(QTK_SCHEME_INT4_AFFINE, 16, QTK_DT_F32);
+	float x[16];
+	for (int i = 0; i < 16; i++)
+		x[i] = -3.0f + (float)i; /* min -3, max 12, d = 1 */
+	x[1] = -1.5f; /* (x - min) = 1.5 -> (int)(2.0) = 2: ties up */
+	bufs B;
+	qtk_status st;
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == 1.0f);
+	CHECK(f32_at(B.b, 0) == -3.0f);
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ((B.c[i / 2] >> (4 * (i & 1))) & 15, i == 1 ? 2 : i);
+	float y[16];
+	qtk_q_cplanes C = { { B.c, B.s, B.b, NULL } };
+	qtk_q_dequantize_rows(&L, &C, 1, 16, y);
+	CHECK(y[15] == 12.0f && y[1] == -1.0f);
+}
+
+TEST(quant_nf4_bnb_codes_and_ties)
+{
+	/* code values are sorted, 7 is 0 and the ends are -1 and 1 */
+	CHECK(qtk_q_nf4_value(0) == -1.0f && qtk_q_nf4_value(7) == 0.0f &&
+	      qtk_q_nf4_value(15) == 1.0f);
+	for (unsigned c = 0; c < 16; c++)
+		CHECK_EQ(qtk_q_nf4_code(qtk_q_nf4_value(c)), c);
+	/* exactly on a bitsandbytes threshold -> lower code; just above -> upper */
+	CHECK_EQ(qtk_q_nf4_code(0.03979014977812767f), 7);
+	CHECK_EQ(qtk_q_nf4_code(nextafterf(0.03979014977812767f, 1)), 8);
+	CHECK_EQ(qtk_q_nf4_code(0.8614784181118011f), 14);
+	CHECK_EQ(qtk_q_nf4_code(-0.8480964004993439f), 0);
+	CHECK_EQ(qtk_q_nf4_code(-0.045525018125772476f), 6);
+	CHECK_EQ(qtk_q_nf4_code(-0.04f), 7);
+	/* nearest value everywhere away from the thresholds */
+	for (int k = -1000; k <= 1000; k++) {
+		float x = (float)k / 1000.0f;
+		unsigned c = qtk_q_nf4_code(x), best = 0;
+		for (unsigned j = 1; j < 16; j++)
+			if (fabsf(x - qtk_q_nf4_value(j)) < fabsf(x - qtk_q_nf4_value(best)))
+				best = j;
+		CHECK_MSG(c == best || fabsf(fabsf(x - qtk_q_nf4_value(c)) -
+		                             fabsf(x - qtk_q_nf4_value(best))) < 1e-6f,
+		          "x=%g code %u nearest %u", (double)x, c, best);
+	}
+	qtk_q_layout L = lay(QTK_SCHEME_NF4, 16, QTK_DT_F32);
+	float x[16] = { 2, -2, 1, 0, 0.5f, -0.5f, 1.44f, -1.7f, 0, 0, 0, 0, 0, 0, 0, 0.1f };
+	bufs B;
+	qtk_status st;
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == 2.0f);
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ((B.c[i / 2] >> (4 * (i & 1))) & 15, qtk_q_nf4_code(x[i] * 0.5f));
+	CHECK_EQ(B.c[0] & 15, 15);
+	CHECK_EQ(B.c[0] >> 4, 0);
+}
+
+TEST(quant_zero_subnormal_short_last_group)
+{
+	static const qtk_scheme_id ids[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4,
+		QTK_SCHEME_INT4_AFFINE, QTK_SCHEME_NF4, QTK_SCHEME_INT8_AFFINE };
+	float x[40];
+	for (int i = 0; i < 40; i++)
+		x[i] = i < 16 ? 0.0f : i < 32 ? (i & 1 ? 1e-40f : -1e-41f) : (float)(i - 35) * 0.25f;
+	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+		for (int g = 0; g < 2; g++) {
+			qtk_q_layout L = lay(ids[k], g ? QTK_GROUP_ROW : 16, QTK_DT_F16);
+			bufs B;
+			qtk_status st;
+			float y[40];
+			/* 40 = 16 + 16 + a short group of 8 (or one row group) */
+			REQUIRE(quant(&L, x, 1, 40, &B, &st) == QTK_OK);
+			qtk_q_cplanes C = { { B.c, B.s, B.b, NULL } };
+			qtk_q_dequantize_rows(&L, &C, 1, 40, y);
+			for (int i = 0; i < 32 && !g; i++)
+				CHECK_MSG(y[i] == 0.0f, "%s y[%d]=%g", qtk_q_scheme_get(ids[k])->name,
+				          i, (double)y[i]);
+			qtk_q_acc a = { 0 };
+			qtk_q_metrics m;
+			qtk_q_acc_add(&a, x + 32, y + 32, 8);
+			qtk_q_metrics_from(&a, &m);
+			CHECK_MSG(m.max_abs <= (ids[k] == QTK_SCHEME_NF4 ? 0.2 : 0.13),
+			          "%s g=%d max_abs %g", qtk_q_scheme_get(ids[k])->name, g, m.max_abs);
+			/* dot agrees with dequantize */
+			qtk_q_cplanes R = C;
+			double ref = 0;
+			for (int i = 0; i < 40; i++)
+				ref += (double)y[i] * (double)x[i];
+			CHECK((double)qtk_q_scheme_get(ids[k])->dot(&L, &R, 40, x) == (double)(float)ref);
+		}
+	}
+}
+
+TEST(quant_errors_nonfinite_and_scale_range)
+{
+	qtk_q_layout L = lay(QTK_SCHEME_INT8, 16, QTK_DT_F16);
+	float x[32] = { 0 };
+	bufs B;
+	qtk_status st;
+	x[20] = NAN;
+	CHECK_EQ(quant(&L, x, 2, 16, &B, &st), QTK_E_Q_NONFINITE);
+	CHECK_STR(st.msg, "tensor 'w': row 11 group 0: NaN in the input");
+	x[20] = -INFINITY;
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_E_Q_NONFINITE);
+	CHECK_STR(st.msg, "tensor 'w': row 10 group 1: Inf in the input");
+	x[20] = 3e38f; /* 3e38/127 does not fit f16 */
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_E_Q_SCALE_RANGE);
+	x[20] = 1e-30f; /* normal, but its scale flushes to 0 in f16 */
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_E_Q_SCALE_RANGE);
+	L.scale_dtype = QTK_DT_F32;
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_OK);
+}
+
+TEST(quant_chunked_equals_whole_and_metrics)
+{
+	static const qtk_scheme_id ids[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4,
+		QTK_SCHEME_INT4_AFFINE, QTK_SCHEME_NF4, QTK_SCHEME_INT8_AFFINE };
+	enum { R = 6, C = 100 };
+	float x[R * C];
+	uint32_t s = 12345;
+	for (int i = 0; i < R * C; i++) {
+		s = s * 1664525u + 1013904223u;
+		x[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 4.0f;
+	}
+	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+		qtk_q_layout L = lay(ids[k], 32, QTK_DT_F16);
+		uint64_t sz[QTK_PLANE_MAX];
+		REQUIRE(qtk_q_plane_sizes(&L, R, C, sz) == QTK_OK);
+		bufs A, B;
+		qtk_status st;
+		REQUIRE(quant(&L, x, R, C, &A, &st) == QTK_OK);
+		memset(&B, 0xAA, sizeof B);
+		size_t cb = qtk_q_row_bytes(&L, C, 0), sb = qtk_q_row_bytes(&L, C, 1);
+		for (size_t r0 = 0; r0 < R; r0 += 4) {
+			size_t n = R - r0 < 4 ? R - r0 : 4;
+			qtk_q_planes P = { { B.c + r0 * cb, (uint8_t *)B.s + r0 * sb,
+			                     (uint8_t *)B.b + r0 * sb, NULL } };
+			qtk_q_opts o = { .tensor = "w", .row0 = r0 };
+			REQUIRE(qtk_q_quantize_rows(&L, x + r0 * C, n, C, &P, &o, &st) == QTK_OK);
+		}
+		CHECK(!memcmp(A.c, B.c, sz[0]) && !memcmp(A.s, B.s, sz[1]) &&
+		      !memcmp(A.b, B.b, sz[2]));
+		float y[R * C];
+		qtk_q_cplanes CP = { { A.c, A.s, A.b, NULL } };
+		qtk_q_dequantize_rows(&L, &CP, R, C, y);
+		qtk_q_acc a1 = { 0 }, a2 = { 0 }, all = { 0 };
+		qtk_q_metrics m;
+		qtk_q_acc_add(&a1, x, y, 300);
+		qtk_q_acc_add(&a2, x + 300, y + 300, 300);
+		qtk_q_acc_merge(&a1, &a2);
+		qtk_q_acc_add(&all, x, y, 600);
+		qtk_q_metrics_from(&a1, &m);
+		CHECK(m.n == 600 && fabs(a1.sse - all.sse) <= 1e-12 * all.sse);
+		/* uniform in [-2, 2]: 8-bit RMSE ~ 2/127/sqrt(12), 4-bit ~ 16x more */
+		double lim = qtk_q_scheme_get(ids[k])->code_bits == 8 ? 0.01 : 0.2;
+		CHECK_MSG(m.rmse > 0 && m.rmse < lim && m.cosine > 0.98 && m.snr_db > 10,
+		          "%s rmse %g cos %g snr %g", qtk_q_scheme_get(ids[k])->name, m.rmse,
+		          m.cosine, m.snr_db);
+	}
+}

@@ -170,33 +170,45 @@ static qtk_err quant_group(const qtk_q_layout *L, const float *x, size_t n,
 			                tname(o), (unsigned long long)row, (unsigned long long)g,
 			                (double)d, (double)mn, qtk_dtype_name(L->scale_dtype));
 	}
-	for (size_t j = 0; j < n; j++) {
-		unsigned c;
-		float v;
-		switch (L->scheme) {
-		case QTK_SCHEME_INT8:
-			v = roundf(x[j] * id); /* |v| <= 127 up to rounding */
+	/* one loop per scheme (no switch per element); i0 is even, so 4-bit
+	 * codes pack in pairs */
+	switch (L->scheme) {
+	case QTK_SCHEME_INT8:
+		for (size_t j = 0; j < n; j++) {
+			float v = roundf(x[j] * id); /* |v| <= 127 up to rounding */
 			v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-			c = (uint8_t)(int8_t)v;
-			break;
-		case QTK_SCHEME_INT4:
-			v = x[j] * id + 8.5f; /* in [0, 16.5]: (int) is safe */
-			c = (unsigned)(int)(v < 0.0f ? 0.0f : v);
-			c = c > 15 ? 15 : c;
-			break;
-		case QTK_SCHEME_INT4_AFFINE:
-		case QTK_SCHEME_INT8_AFFINE: {
-			unsigned top = L->scheme == QTK_SCHEME_INT4_AFFINE ? 15 : 255;
-			v = (x[j] - mn) * id + 0.5f;
-			c = (unsigned)(int)(v < 0.0f ? 0.0f : v > 256.0f ? 256.0f : v);
-			c = c > top ? top : c;
-			break;
+			codes[i0 + j] = (uint8_t)(int8_t)v;
 		}
-		default:
-			c = qtk_q_nf4_code(x[j] * id);
-			break;
+		break;
+	case QTK_SCHEME_INT8_AFFINE:
+		for (size_t j = 0; j < n; j++) {
+			float v = (x[j] - mn) * id + 0.5f; /* in [0.5, 255.5] up to rounding */
+			v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
+			codes[i0 + j] = (uint8_t)(int)v;
 		}
-		put_code(L, codes, i0 + j, c);
+		break;
+	default: {
+		uint8_t *out = codes + i0 / 2;
+		for (size_t j = 0; j < n; j += 2) {
+			unsigned c[2] = { 0, 0 };
+			for (size_t t = 0; t < 2 && j + t < n; t++) {
+				float v, xv = x[j + t];
+				if (L->scheme == QTK_SCHEME_INT4) {
+					v = xv * id + 8.5f; /* in [0.5, 16.5]: (int) is safe */
+					v = v < 0.0f ? 0.0f : v > 15.0f ? 15.0f : v;
+					c[t] = (unsigned)(int)v;
+				} else if (L->scheme == QTK_SCHEME_INT4_AFFINE) {
+					v = (xv - mn) * id + 0.5f;
+					v = v < 0.0f ? 0.0f : v > 15.0f ? 15.0f : v;
+					c[t] = (unsigned)(int)v;
+				} else {
+					c[t] = qtk_q_nf4_code(xv * id);
+				}
+			}
+			out[j / 2] = (uint8_t)(c[0] | c[1] << 4);
+		}
+		break;
+	}
 	}
 	return QTK_OK;
 }

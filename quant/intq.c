@@ -104,9 +104,79 @@ static size_t group_len(const qtk_q_layout *L, size_t cols)
 	return L->group == QTK_GROUP_ROW ? cols : L->group;
 }
 
+/* One element's code (same arithmetic as the per-scheme loops below). */
+static unsigned code_of(qtk_scheme_id s, float x, float id, float mn)
+{
+	float v;
+	switch (s) {
+	case QTK_SCHEME_INT8:
+		v = roundf(x * id);
+		v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+		return (uint8_t)(int8_t)v;
+	case QTK_SCHEME_INT4:
+		v = x * id + 8.5f;
+		v = v < 0.0f ? 0.0f : v > 15.0f ? 15.0f : v;
+		return (unsigned)(int)v;
+	case QTK_SCHEME_INT4_AFFINE:
+	case QTK_SCHEME_INT8_AFFINE:
+		v = (x - mn) * id + 0.5f;
+		v = v < 0.0f ? 0.0f : v > (s == QTK_SCHEME_INT4_AFFINE ? 15.0f : 255.0f)
+		        ? (s == QTK_SCHEME_INT4_AFFINE ? 15.0f : 255.0f) : v;
+		return (unsigned)(int)v;
+	default:
+		return qtk_q_nf4_code(x * id);
+	}
+}
+
+static float deq(const qtk_q_layout *L, unsigned c, float d, float b);
+
+/* Data-free search: clipping ratios r = 1, 0.95, ..., 0.65 of the RTN range
+ * (symmetric: d = r * d_rtn; affine: [min, max] shrunk by r around its
+ * centre), each scored by the (importance-weighted) squared error computed
+ * in double with the f32 scale; the first best ratio wins, so r = 1 (RTN)
+ * is kept unless a smaller ratio is strictly better. Deterministic. */
+static void search_group(const qtk_q_layout *L, const float *x, size_t n,
+                         const float *imp, float *d, float *mn)
+{
+	int affine = L->scheme == QTK_SCHEME_INT4_AFFINE || L->scheme == QTK_SCHEME_INT8_AFFINE;
+	float levels = L->scheme == QTK_SCHEME_INT4_AFFINE ? 15.0f : 255.0f;
+	float d0 = *d, lo0 = *mn, c = 0, h = 0;
+	double best = -1;
+
+	if (affine) {
+		/* the largest stored value is mn + levels*d: recover max from d */
+		float mx = lo0 + d0 * levels;
+		c = 0.5f * (lo0 + mx);
+		h = 0.5f * (mx - lo0);
+		if (h == 0.0f)
+			return;
+	}
+	for (int k = 0; k < 8; k++) {
+		float r = 1.0f - 0.05f * (float)k, td, tm = 0;
+		if (affine) {
+			tm = c - h * r;
+			td = (2.0f * h * r) / levels;
+		} else {
+			td = d0 * r;
+		}
+		float id = td != 0.0f ? 1.0f / td : 0.0f;
+		double e = 0;
+		for (size_t j = 0; j < n; j++) {
+			unsigned q = code_of(L->scheme, x[j], id, tm);
+			double diff = (double)x[j] - (double)deq(L, q, td, tm);
+			e += (imp ? (double)imp[j] : 1.0) * diff * diff;
+		}
+		if (best < 0 || e < best) {
+			best = e;
+			*d = td;
+			*mn = tm;
+		}
+	}
+}
+
 /* Quantize one group x[0..n) starting at element i0 of row `row`. */
 static qtk_err quant_group(const qtk_q_layout *L, const float *x, size_t n,
-                           uint8_t *codes, size_t i0, void *scales,
+                           const float *imp, uint8_t *codes, size_t i0, void *scales,
                            void *biases, size_t gi, const qtk_q_opts *o,
                            uint64_t row, uint64_t g, qtk_status *st)
 {
@@ -154,6 +224,8 @@ static qtk_err quant_group(const qtk_q_layout *L, const float *x, size_t n,
 		d = amax;
 		break;
 	}
+	if (o && o->search)
+		search_group(L, x, n, imp, &d, &mn);
 	id = d != 0.0f ? 1.0f / d : 0.0f;
 	sd = store_scale(L->scale_dtype, scales, gi, d);
 	/* a constant affine group has d = 0 and is carried by the bias alone */
@@ -226,15 +298,13 @@ qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 		return qtk_fail(st, QTK_E_UNSUPPORTED,
 		                "tensor '%s': double quantization is not implemented yet",
 		                tname(opts));
-	if (opts && opts->search)
-		return qtk_fail(st, QTK_E_UNSUPPORTED,
-		                "tensor '%s': scale search is not implemented yet", tname(opts));
 	for (size_t r = 0; r < nrows; r++) {
 		uint8_t *codes = (uint8_t *)dst->p[QTK_PLANE_CODES] + r * cb;
 		memset(codes, 0, cb);
 		for (size_t g = 0; g < gpr; g++) {
 			size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
-			QTK_TRY(quant_group(L, src + r * cols + i0, n, codes, i0,
+			const float *imp = opts && opts->importance ? opts->importance + i0 : NULL;
+			QTK_TRY(quant_group(L, src + r * cols + i0, n, imp, codes, i0,
 			                    dst->p[QTK_PLANE_SCALES], dst->p[QTK_PLANE_BIASES],
 			                    r * gpr + g, opts, row0 + r, g, st));
 		}

@@ -228,3 +228,90 @@ TEST(quant_chunked_equals_whole_and_metrics)
 		          m.cosine, m.snr_db);
 	}
 }
+
+static double sse_of(const qtk_q_layout *L, const float *x, size_t rows, size_t cols,
+                     int search, const float *imp)
+{
+	static bufs B;
+	static float y[1024];
+	qtk_q_planes P = { { B.c, B.s, B.b, NULL } };
+	qtk_q_opts o = { .tensor = "w", .search = search, .importance = imp };
+	qtk_status st;
+	double e = 0;
+	if (qtk_q_quantize_rows(L, x, rows, cols, &P, &o, &st) != QTK_OK)
+		return -1;
+	qtk_q_cplanes C = { { B.c, B.s, B.b, NULL } };
+	qtk_q_dequantize_rows(L, &C, rows, cols, y);
+	for (size_t i = 0; i < rows * cols; i++)
+		e += (imp ? (double)imp[i % cols] : 1.0) * ((double)x[i] - (double)y[i]) *
+		     ((double)x[i] - (double)y[i]);
+	return e;
+}
+
+TEST(quant_search_beats_rtn_and_is_deterministic)
+{
+	static const qtk_scheme_id ids[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4,
+		QTK_SCHEME_INT4_AFFINE, QTK_SCHEME_NF4, QTK_SCHEME_INT8_AFFINE };
+	enum { R = 8, C = 128 };
+	float x[R * C], imp[C];
+	uint32_t s = 777;
+	for (int i = 0; i < R * C; i++) {
+		s = s * 1664525u + 1013904223u;
+		float u = (float)(s >> 8) / 16777216.0f - 0.5f;
+		x[i] = u * u * u * 8.0f; /* heavy-tailed: clipping pays */
+	}
+	for (int i = 0; i < C; i++)
+		imp[i] = (float)(1 + i % 7);
+	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+		qtk_q_layout L = lay(ids[k], 32, QTK_DT_F32);
+		double rtn = sse_of(&L, x, R, C, 0, NULL), srch = sse_of(&L, x, R, C, 1, NULL);
+		double srch2 = sse_of(&L, x, R, C, 1, NULL);
+		double rtn_w = sse_of(&L, x, R, C, 0, imp), srch_w = sse_of(&L, x, R, C, 1, imp);
+		REQUIRE(rtn > 0 && srch > 0);
+		CHECK(srch == srch2);
+		/* the grid starts at RTN; 4-bit must gain on heavy tails */
+		CHECK_MSG(srch <= rtn * 1.0001, "%s search %g rtn %g",
+		          qtk_q_scheme_get(ids[k])->name, srch, rtn);
+		CHECK_MSG(srch_w <= rtn_w * 1.0001, "%s weighted search %g rtn %g",
+		          qtk_q_scheme_get(ids[k])->name, srch_w, rtn_w);
+		if (qtk_q_scheme_get(ids[k])->code_bits == 4)
+			CHECK_MSG(srch < 0.97 * rtn, "%s search %g rtn %g",
+			          qtk_q_scheme_get(ids[k])->name, srch, rtn);
+	}
+}
+
+TEST(quant_edge_constant_outlier_f16_overflow)
+{
+	bufs B;
+	qtk_status st;
+	float x[32], y[32];
+	/* constant group: affine carries it in the bias exactly */
+	for (int i = 0; i < 32; i++)
+		x[i] = 0.75f;
+	qtk_q_layout L = lay(QTK_SCHEME_INT4_AFFINE, 32, QTK_DT_F16);
+	REQUIRE(quant(&L, x, 1, 32, &B, &st) == QTK_OK);
+	qtk_q_cplanes C = { { B.c, B.s, B.b, NULL } };
+	qtk_q_dequantize_rows(&L, &C, 1, 32, y);
+	for (int i = 0; i < 32; i++)
+		CHECK(y[i] == 0.75f);
+	L.scheme = QTK_SCHEME_INT4; /* symmetric: 0.75 -> -8 * (0.75/-8) */
+	REQUIRE(quant(&L, x, 1, 32, &B, &st) == QTK_OK);
+	qtk_q_dequantize_rows(&L, &C, 1, 32, y);
+	CHECK(y[0] == 0.75f);
+	/* one huge outlier: it is reproduced to within half a step */
+	x[5] = 1000.0f;
+	for (qtk_scheme_id s = QTK_SCHEME_INT8; s <= QTK_SCHEME_INT8_AFFINE; s++) {
+		L.scheme = s;
+		REQUIRE(quant(&L, x, 1, 32, &B, &st) == QTK_OK);
+		qtk_q_dequantize_rows(&L, &C, 1, 32, y);
+		CHECK_MSG(fabsf(y[5] - 1000.0f) <= 1.0f, "%s outlier -> %g",
+		          qtk_q_scheme_get(s)->name, (double)y[5]);
+	}
+	/* |w| > 65504 * 8: the int4 f16 scale would be Inf */
+	x[5] = 65504.0f * 8.5f;
+	L.scheme = QTK_SCHEME_INT4;
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_E_Q_SCALE_RANGE);
+	CHECK(strstr(st.msg, "row 10 group 0") != NULL);
+	L.scale_dtype = QTK_DT_F32;
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_OK);
+}

@@ -1,4 +1,4 @@
-/* tests/bench: RTN quantize and dequantize throughput per scheme (scalar
+/* tests/bench: RTN and searched quantize and dequantize throughput per scheme (scalar
  * path, one core), in GB/s of f32 input/output, next to memcpy of the same
  * bytes; plus bits per weight of every scheme x group x scale dtype. */
 #include <stdio.h>
@@ -14,13 +14,14 @@ typedef struct {
 	float *x, *y;
 	qtk_q_planes P;
 	qtk_q_cplanes C;
+	int search;
 } job;
 
 static void run_q(void *a)
 {
 	job *j = a;
 	qtk_status st;
-	qtk_q_opts o = { .tensor = "bench" };
+	qtk_q_opts o = { .tensor = "bench", .search = j->search };
 	if (qtk_q_quantize_rows(&j->L, j->x, ROWS, COLS, &j->P, &o, &st) != QTK_OK)
 		fprintf(stderr, "quantize failed: %s\n", st.msg);
 }
@@ -56,13 +57,17 @@ BENCH(quant)
 	b_fill_normal(j.x, n, 0.02f, 1);
 	printf("quant: %dx%d f32 (%.1f MB), group 32, f16 scales, ISA %s (scalar path)\n",
 	       ROWS, COLS, gb * 1e3, qtk_isa_name(qtk_isa_active()));
-	printf("%-12s %10s %10s %10s\n", "scheme", "RTN GB/s", "deq GB/s", "memcpy");
+	printf("%-12s %10s %10s %10s %10s %8s\n", "scheme", "RTN GB/s", "srch GB/s", "deq GB/s",
+	       "memcpy", "srch/RTN");
 	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
 		j.L.scheme = ids[k];
+		j.search = 1;
+		double ts = b_best(2, run_q, &j);
+		j.search = 0;
 		double tq = b_best(3, run_q, &j), td = b_best(3, run_dq, &j);
 		double tc = b_best(3, run_cp, &j);
-		printf("%-12s %10.2f %10.2f %10.2f\n", qtk_q_scheme_get(ids[k])->name,
-		       gb / tq, gb / td, gb / tc);
+		printf("%-12s %10.2f %10.2f %10.2f %10.2f %7.1fx\n", qtk_q_scheme_get(ids[k])->name,
+		       gb / tq, gb / ts, gb / td, gb / tc, ts / tq);
 	}
 	printf("\nbits per weight (4096x4096), scale dtype f16 / f32:\n");
 	printf("%-12s %13s %13s %13s %13s\n", "scheme", "g32", "g64", "g128", "row");

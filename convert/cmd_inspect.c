@@ -20,5 +20,10 @@ int cmd_inspect(int argc, char **argv)
 			inspect_usage(stdout);
 			return QTK_EXIT_OK;
 		}
+	/* .qtk files (cli_inspect_pack.c) */
+	for (int i = 1; i < argc; i++)
+		if (argv[i][0] != '-' && cli_is_pack(argv[i]))
+			return cli_inspect_pack(argv[i], argc == 3 && (!strcmp(argv[1], "--json") ||
+			                                               !strcmp(argv[2], "--json")));
 	return cli_usage_error("inspect", "not available yet");
 }

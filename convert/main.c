@@ -7,6 +7,9 @@
 
 static const qtk_cli_cmd commands[] = {
 	{ "inspect", "show the tensors and metadata of a checkpoint or .qtk file", cmd_inspect },
+	{ "verify", "check a .qtk file's structure and every checksum", cmd_verify },
+	{ "pack", "store a .qtk file's planes as zstd frames (transport form)", cmd_pack },
+	{ "unpack", "store a .qtk file's planes plain again (mmap form)", cmd_unpack },
 };
 
 static void usage(FILE *f)

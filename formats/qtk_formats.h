@@ -148,6 +148,94 @@ QTK_API qtk_err qtk_pack_writer_commit(qtk_pack_writer *w, const char *metadata_
 /* Remove the temporary file and free w. NULL is fine. */
 QTK_API void qtk_pack_writer_abort(qtk_pack_writer *w);
 
+/* Like qtk_pack_writer_open with tensor starts aligned to tensor_align (a
+ * power of two >= 64; qtk_pack_writer_open uses 4096). Small alignments
+ * make small test and fuzz files. */
+QTK_API qtk_err qtk_pack_writer_open_aligned(qtk_pack_writer **out, const char *path,
+                                             const qtk_pack_desc *descs, size_t n,
+                                             uint32_t tensor_align,
+                                             const qtk_write_opts *opts, qtk_status *st);
+
+/* ---- reading ---------------------------------------------------------- */
+
+#define QTK_PACK_VERSION_MAJOR 1
+#define QTK_PACK_VERSION_MINOR 0
+
+/* Plane flags (on disk). */
+#define QTK_PACK_PF_ZSTD 0x1u      /* stored as one zstd frame */
+#define QTK_PACK_PF_BYTESPLIT 0x2u /* 16-bit elements: low bytes, then high
+                                      bytes, before compression (zstd only) */
+
+/* Open flags. */
+#define QTK_PACK_OPEN_VERIFY 0x1u  /* at open: check every plane's crc32 and
+                                      every scale/bias for NaN/Inf (O(bytes)) */
+
+typedef struct {
+	uint64_t offset;       /* absolute file offset of the stored bytes; 0 if none */
+	uint64_t size;         /* bytes of the plane (uncompressed) */
+	uint64_t stored_size;  /* bytes in the file (== size unless compressed) */
+	uint32_t crc32;        /* zlib crc32 of the uncompressed plane bytes */
+	uint32_t flags;        /* QTK_PACK_PF_* */
+	const void *data;      /* stored bytes in the mapping; NULL if size 0 */
+} qtk_pack_plane;
+
+typedef struct {
+	const char *name;              /* NUL-terminated, inside the mapping */
+	uint32_t ndim;
+	uint64_t shape[QTK_MAX_DIMS];
+	qtk_dtype src_dtype;
+	qtk_q_layout layout;
+	uint64_t rows, cols;           /* the 2-D view: [prod(dims[:-1])][dims[-1]] */
+	qtk_pack_plane planes[QTK_PLANE_MAX];
+} qtk_pack_tensor;
+
+typedef struct qtk_pack_file qtk_pack_file;
+
+/* Map and validate PATH: header, directory, names, name index, every plane
+ * range, alignment and size against the scheme table. O(tensors): plane
+ * bytes are not read unless flags has QTK_PACK_OPEN_VERIFY. On failure *out
+ * is NULL and st names file, tensor and problem (QTK_E_PK_* codes). */
+QTK_API qtk_err qtk_pack_open(const char *path, unsigned flags, qtk_pack_file **out,
+                              qtk_status *st);
+/* The same over a caller's buffer (not copied; must outlive the file).
+ * name is used in messages. For fuzzing and in-memory use. */
+QTK_API qtk_err qtk_pack_open_mem(const void *data, size_t size, const char *name,
+                                  unsigned flags, qtk_pack_file **out, qtk_status *st);
+QTK_API void qtk_pack_close(qtk_pack_file *f); /* NULL is fine */
+
+/* Tensors in directory (= data) order. */
+QTK_API size_t qtk_pack_count(const qtk_pack_file *f);
+QTK_API const qtk_pack_tensor *qtk_pack_get(const qtk_pack_file *f, size_t i);
+/* Binary search in the file's name index; NULL if absent. */
+QTK_API const qtk_pack_tensor *qtk_pack_find(const qtk_pack_file *f, const char *name);
+/* Index of t in directory order. */
+QTK_API size_t qtk_pack_index_of(const qtk_pack_file *f, const qtk_pack_tensor *t);
+/* The metadata JSON object text (NUL-terminated); *len without the NUL. */
+QTK_API const char *qtk_pack_metadata(const qtk_pack_file *f, size_t *len);
+/* File size and the mapping (for prefetch hints). */
+QTK_API uint64_t qtk_pack_file_size(const qtk_pack_file *f);
+QTK_API const void *qtk_pack_file_data(const qtk_pack_file *f);
+QTK_API uint32_t qtk_pack_version_minor(const qtk_pack_file *f);
+/* Element dtype of a plane (U8 for packed codes and double-quant codes). */
+QTK_API qtk_dtype qtk_pack_plane_dtype(const qtk_pack_tensor *t, int plane);
+
+/* Copy (or decompress) plane p of t into dst[planes[p].size], checking the
+ * size and the crc32. */
+QTK_API qtk_err qtk_pack_plane_read(const qtk_pack_file *f, const qtk_pack_tensor *t,
+                                    int p, void *dst, qtk_status *st);
+/* Check every plane of tensor i: crc32, zstd frames, NaN/Inf scales. */
+QTK_API qtk_err qtk_pack_verify_tensor(const qtk_pack_file *f, size_t i, qtk_status *st);
+/* All tensors in order; stops at (and names) the first bad tensor. Also
+ * checks the metadata is a JSON object. */
+QTK_API qtk_err qtk_pack_verify(const qtk_pack_file *f, qtk_status *st);
+
+/* Rewrite IN as OUT with every plane zstd-compressed (compress=1, at
+ * level; bytesplit: split 16-bit planes first) or every plane stored plain
+ * (compress=0). Directory, metadata and crcs carry over unchanged. */
+QTK_API qtk_err qtk_pack_transcode(const char *in, const char *out, int compress,
+                                   int level, int bytesplit,
+                                   const qtk_write_opts *opts, qtk_status *st);
+
 /* ===================================================================== */
 /* GGUF                                                                   */
 /* ===================================================================== */

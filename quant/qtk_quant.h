@@ -62,6 +62,32 @@ typedef enum {
 	QTK_E_ST_FIRST_OFFSET = 41,   /* first tensor does not start at 0 */
 
 	/* packed format (formats/pack_*.c): 70-119 */
+	QTK_E_PK_TOO_SMALL = 70,       /* file shorter than the 128-byte header */
+	QTK_E_PK_MAGIC = 71,           /* not a .qtk file (bad magic) */
+	QTK_E_PK_VERSION = 72,         /* major version or required flags this reader lacks */
+	QTK_E_PK_BYTE_ORDER = 73,      /* byte order mark is not little-endian */
+	QTK_E_PK_HEADER = 74,          /* header size, record size or alignment field invalid */
+	QTK_E_PK_HEADER_CRC = 75,      /* header crc32 does not match */
+	QTK_E_PK_FILE_SIZE = 76,       /* file size differs from the header (truncated?) */
+	QTK_E_PK_SECTION = 77,         /* a section is out of bounds, misplaced or overlaps */
+	QTK_E_PK_COUNT = 78,           /* tensor count too large for the directory / wraps */
+	QTK_E_PK_DIR_CRC = 79,         /* directory + index + string table crc32 mismatch */
+	QTK_E_PK_NAME = 80,            /* name out of the string table, unterminated, empty */
+	QTK_E_PK_DUPLICATE = 81,       /* two tensors share a name */
+	QTK_E_PK_INDEX = 82,           /* name index is not a sorted permutation */
+	QTK_E_PK_NDIM = 83,            /* more than 8 dimensions */
+	QTK_E_PK_SHAPE = 84,           /* a dim >= 2^63 or the element count overflows */
+	QTK_E_PK_SCHEME = 85,          /* unknown scheme id */
+	QTK_E_PK_LAYOUT = 86,          /* group / scale dtype / flags / dtype invalid for shape */
+	QTK_E_PK_PLANE_SIZE = 87,      /* plane size differs from the scheme's table */
+	QTK_E_PK_ALIGN = 88,           /* plane not 64-aligned or tensor not tensor_align-aligned */
+	QTK_E_PK_BOUNDS = 89,          /* plane range outside the data section */
+	QTK_E_PK_OVERLAP = 90,         /* planes overlap or are out of file order */
+	QTK_E_PK_PLANE_FLAGS = 91,     /* unknown plane flags or stored size inconsistent */
+	QTK_E_PK_META = 92,            /* metadata not NUL-terminated, crc mismatch or not a JSON object */
+	QTK_E_PK_SCALES = 93,          /* a stored scale / bias is NaN or Inf */
+	QTK_E_PK_ZSTD = 94,            /* compressed plane is not one valid zstd frame of the plane size */
+	QTK_E_PK_INCOMPLETE = 95,      /* writer: plane bytes not written exactly once */
 	/* GGUF (formats/gguf_*.c): 120-169 */
 
 	/* quant (quant/): 170-189 */

@@ -1,0 +1,161 @@
+/* convert: `qtk inspect FILE.qtk` — the directory of a packed file: per
+ * tensor scheme, group, shape, bits per weight (incl. scales), bytes; totals
+ * and metadata; `--json` prints the same as one JSON object. */
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "qtk_formats.h"
+
+int cli_is_pack(const char *path)
+{
+	char magic[8];
+	FILE *f = fopen(path, "rb");
+	int yes = 0;
+
+	if (f) {
+		yes = fread(magic, 1, 8, f) == 8 && !memcmp(magic, "QTKPACK\0", 8);
+		fclose(f);
+	}
+	return yes;
+}
+
+static uint64_t tensor_bytes(const qtk_pack_tensor *t, int stored)
+{
+	uint64_t b = 0;
+
+	for (int p = 0; p < QTK_PLANE_MAX; p++)
+		b += stored ? t->planes[p].stored_size : t->planes[p].size;
+	return b;
+}
+
+static void shape_str(const qtk_pack_tensor *t, char *buf, size_t n)
+{
+	size_t k = (size_t)snprintf(buf, n, "[");
+
+	for (uint32_t d = 0; d < t->ndim && k < n; d++)
+		k += (size_t)snprintf(buf + k, n - k, "%s%llu", d ? ", " : "",
+		                      (unsigned long long)t->shape[d]);
+	if (k < n)
+		snprintf(buf + k, n - k, "]");
+}
+
+static void group_str(const qtk_pack_tensor *t, char *buf, size_t n)
+{
+	if (!qtk_q_scheme_get(t->layout.scheme)->quantized)
+		snprintf(buf, n, "-");
+	else if (t->layout.group == QTK_GROUP_ROW)
+		snprintf(buf, n, "row");
+	else
+		snprintf(buf, n, "%u", t->layout.group);
+}
+
+static int print_text(const char *path, const qtk_pack_file *f)
+{
+	uint64_t total = 0, stored = 0, elems = 0;
+	size_t n = qtk_pack_count(f);
+
+	printf("%s: qtk packed format %d.%u, %zu tensors, %llu bytes\n", path,
+	       QTK_PACK_VERSION_MAJOR, qtk_pack_version_minor(f), n,
+	       (unsigned long long)qtk_pack_file_size(f));
+	printf("%-40s %-12s %-6s %-5s %-20s %7s %12s\n", "name", "scheme", "group", "src",
+	       "shape", "bpw", "bytes");
+	for (size_t i = 0; i < n; i++) {
+		const qtk_pack_tensor *t = qtk_pack_get(f, i);
+		char shape[160], group[16];
+
+		shape_str(t, shape, sizeof shape);
+		group_str(t, group, sizeof group);
+		printf("%-40s %-12s %-6s %-5s %-20s %7.3f %12llu%s\n", t->name,
+		       qtk_q_scheme_get(t->layout.scheme)->name, group,
+		       qtk_dtype_name(t->src_dtype), shape,
+		       qtk_q_bits_per_weight(&t->layout, t->rows, t->cols),
+		       (unsigned long long)tensor_bytes(t, 0),
+		       tensor_bytes(t, 1) != tensor_bytes(t, 0) ? " (zstd)" : "");
+		total += tensor_bytes(t, 0);
+		stored += tensor_bytes(t, 1);
+		elems += t->rows * t->cols;
+	}
+	printf("total: %llu elements, %llu bytes (%.3f bits per weight)",
+	       (unsigned long long)elems, (unsigned long long)total,
+	       elems ? 8.0 * (double)total / (double)elems : 0.0);
+	if (stored != total)
+		printf(", %llu stored (zstd)", (unsigned long long)stored);
+	printf("\nmetadata: %s\n", qtk_pack_metadata(f, NULL));
+	return QTK_EXIT_OK;
+}
+
+static json_t *tensor_json(const qtk_pack_tensor *t)
+{
+	json_t *o = json_object(), *shape = json_array(), *planes = json_array();
+
+	for (uint32_t d = 0; d < t->ndim; d++)
+		json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
+	for (int p = 0; p < QTK_PLANE_MAX; p++) {
+		const qtk_pack_plane *pl = &t->planes[p];
+		if (!pl->size)
+			continue;
+		json_array_append_new(planes, json_pack("{s:i, s:s, s:I, s:I, s:I, s:I, s:b, s:b}",
+		        "plane", p, "dtype", qtk_dtype_name(qtk_pack_plane_dtype(t, p)),
+		        "offset", (json_int_t)pl->offset, "size", (json_int_t)pl->size,
+		        "stored_size", (json_int_t)pl->stored_size, "crc32", (json_int_t)pl->crc32,
+		        "zstd", (pl->flags & QTK_PACK_PF_ZSTD) != 0,
+		        "bytesplit", (pl->flags & QTK_PACK_PF_BYTESPLIT) != 0));
+	}
+	json_object_set_new(o, "name", json_string(t->name));
+	json_object_set_new(o, "scheme", json_string(qtk_q_scheme_get(t->layout.scheme)->name));
+	json_object_set_new(o, "group", t->layout.group == QTK_GROUP_ROW
+	                    ? json_string("row") : json_integer(t->layout.group));
+	json_object_set_new(o, "src_dtype", json_string(qtk_dtype_name(t->src_dtype)));
+	json_object_set_new(o, "shape", shape);
+	json_object_set_new(o, "bits_per_weight",
+	                    json_real(qtk_q_bits_per_weight(&t->layout, t->rows, t->cols)));
+	json_object_set_new(o, "bytes", json_integer((json_int_t)tensor_bytes(t, 0)));
+	json_object_set_new(o, "planes", planes);
+	return o;
+}
+
+static int print_json(const char *path, const qtk_pack_file *f)
+{
+	json_t *root = json_object(), *tensors = json_array(), *meta;
+	uint64_t total = 0, stored = 0;
+	char *text;
+
+	for (size_t i = 0; i < qtk_pack_count(f); i++) {
+		json_array_append_new(tensors, tensor_json(qtk_pack_get(f, i)));
+		total += tensor_bytes(qtk_pack_get(f, i), 0);
+		stored += tensor_bytes(qtk_pack_get(f, i), 1);
+	}
+	meta = json_loads(qtk_pack_metadata(f, NULL), 0, NULL);
+	json_object_set_new(root, "file", json_string(path));
+	json_object_set_new(root, "format", json_string("qtk"));
+	json_object_set_new(root, "version", json_pack("[i,i]", QTK_PACK_VERSION_MAJOR,
+	                                               (int)qtk_pack_version_minor(f)));
+	json_object_set_new(root, "file_size", json_integer((json_int_t)qtk_pack_file_size(f)));
+	json_object_set_new(root, "tensors", tensors);
+	json_object_set_new(root, "total_bytes", json_integer((json_int_t)total));
+	json_object_set_new(root, "stored_bytes", json_integer((json_int_t)stored));
+	json_object_set_new(root, "metadata", meta ? meta : json_null());
+	text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (!text)
+		return QTK_EXIT_FAIL;
+	puts(text);
+	free(text);
+	return QTK_EXIT_OK;
+}
+
+int cli_inspect_pack(const char *path, int json)
+{
+	qtk_pack_file *f;
+	qtk_status st;
+	int rc;
+
+	if (qtk_pack_open(path, 0, &f, &st) != QTK_OK)
+		return cli_report(&st);
+	rc = json ? print_json(path, f) : print_text(path, f);
+	qtk_pack_close(f);
+	return rc;
+}

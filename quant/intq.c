@@ -296,7 +296,7 @@ qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 
 	if (L->flags & QTK_QF_DOUBLE_QUANT)
 		return qtk_fail(st, QTK_E_UNSUPPORTED,
-		                "tensor '%s': double quantization is not implemented yet",
+		                "tensor '%s': double quantization is a tensor-level pass: quantize with F32 scales, then qtk_q_double_quant",
 		                tname(opts));
 	for (size_t r = 0; r < nrows; r++) {
 		uint8_t *codes = (uint8_t *)dst->p[QTK_PLANE_CODES] + r * cb;

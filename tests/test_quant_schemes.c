@@ -315,3 +315,51 @@ TEST(quant_edge_constant_outlier_f16_overflow)
 	L.scale_dtype = QTK_DT_F32;
 	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_OK);
 }
+
+TEST(quant_nf4_double_quant_round_trip)
+{
+	enum { R = 40, C = 256 }; /* 40 * 8 = 320 groups: one full block + 64 */
+	static float x[R * C], y[R * C], amax[R * 8], back[R * 8];
+	static uint8_t codes[R * C / 2], dqc[R * 8], dq[4 + 4 * 2];
+	uint32_t s = 99;
+	for (int i = 0; i < R * C; i++) {
+		s = s * 1664525u + 1013904223u;
+		x[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * (float)(1 + (i / 32) % 5);
+	}
+	qtk_q_layout L = lay(QTK_SCHEME_NF4, 32, QTK_DT_F32), LD = L;
+	LD.flags = QTK_QF_DOUBLE_QUANT;
+	uint64_t sz[QTK_PLANE_MAX];
+	REQUIRE(qtk_q_plane_sizes(&LD, R, C, sz) == QTK_OK);
+	CHECK_EQ(sz[QTK_PLANE_SCALES], sizeof dqc);
+	CHECK_EQ(sz[QTK_PLANE_DQ], sizeof dq);
+	qtk_q_planes P = { { codes, amax, NULL, NULL } };
+	qtk_q_opts o = { .tensor = "w" };
+	qtk_status st;
+	/* the flagged layout is not quantized row-wise */
+	CHECK_EQ(qtk_q_quantize_rows(&LD, x, R, C, &P, &o, &st), QTK_E_UNSUPPORTED);
+	REQUIRE(qtk_q_quantize_rows(&L, x, R, C, &P, &o, &st) == QTK_OK);
+	REQUIRE(qtk_q_double_quant(amax, R * 8, dqc, dq, &st) == QTK_OK);
+	qtk_q_double_dequant(dqc, R * 8, dq, back);
+	double mean = 0;
+	for (int i = 0; i < R * 8; i++)
+		mean += (double)amax[i];
+	float off;
+	memcpy(&off, dq, 4);
+	CHECK(off == (float)(mean / (R * 8)));
+	for (int i = 0; i < R * 8; i++) {
+		float sb;
+		memcpy(&sb, dq + 4 + 4 * (i / 256), 4);
+		CHECK_MSG(fabsf(back[i] - amax[i]) <= 0.5f * sb * 1.0001f, "group %d: %g vs %g",
+		          i, (double)back[i], (double)amax[i]);
+	}
+	/* dequantize with the rebuilt absmax values */
+	qtk_q_cplanes CP = { { codes, back, NULL, NULL } };
+	qtk_q_dequantize_rows(&L, &CP, R, C, y);
+	qtk_q_acc a = { 0 };
+	qtk_q_metrics m;
+	qtk_q_acc_add(&a, x, y, R * C);
+	qtk_q_metrics_from(&a, &m);
+	CHECK_MSG(m.cosine > 0.99, "cosine %g", m.cosine);
+	float bad = NAN;
+	CHECK_EQ(qtk_q_double_quant(&bad, 1, dqc, dq, &st), QTK_E_Q_NONFINITE);
+}

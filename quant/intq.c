@@ -37,6 +37,11 @@ static const float nf4_mid[15] = {
 	0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f,
 };
 
+const float *qtk_q_nf4_table(void)
+{
+	return nf4_values;
+}
+
 float qtk_q_nf4_value(unsigned code)
 {
 	return nf4_values[code & 15];
@@ -336,12 +341,21 @@ static void deq_row(const qtk_q_layout *L, const qtk_q_cplanes *src, size_t r,
 	size_t cb = (size_t)qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
 	const uint8_t *codes = (const uint8_t *)src->p[QTK_PLANE_CODES] + r * cb;
 	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
+	qtk_isa isa = qtk_isa_active();
 
 	for (size_t g = 0; g < gpr; g++) {
 		float d = load_scale(L->scale_dtype, src->p[QTK_PLANE_SCALES], r * gpr + g);
 		float b = s->has_bias ? load_scale(L->scale_dtype, src->p[QTK_PLANE_BIASES],
 		                                   r * gpr + g) : 0.0f;
 		size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
+		if (isa == QTK_ISA_AVX512) {
+			intq_deq_group_avx512(L->scheme, codes, i0, n, d, b, out + i0);
+			continue;
+		}
+		if (isa == QTK_ISA_AVX2) {
+			intq_deq_group_avx2(L->scheme, codes, i0, n, d, b, out + i0);
+			continue;
+		}
 		for (size_t j = 0; j < n; j++)
 			out[i0 + j] = deq(L, get_code(L, codes, i0 + j), d, b);
 	}

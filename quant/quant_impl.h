@@ -23,4 +23,12 @@ void intq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
 float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
                const float *x);
 
+/* SIMD dequantization of n elements of one group starting at element i0
+ * (intq_simd.c); bit-identical to the scalar path. */
+const float *qtk_q_nf4_table(void);
+void intq_deq_group_avx2(qtk_scheme_id s, const uint8_t *codes, size_t i0,
+                         size_t n, float d, float b, float *out);
+void intq_deq_group_avx512(qtk_scheme_id s, const uint8_t *codes, size_t i0,
+                           size_t n, float d, float b, float *out);
+
 #endif

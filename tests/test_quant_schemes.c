@@ -363,3 +363,55 @@ TEST(quant_nf4_double_quant_round_trip)
 	float bad = NAN;
 	CHECK_EQ(qtk_q_double_quant(&bad, 1, dqc, dq, &st), QTK_E_Q_NONFINITE);
 }
+
+TEST(quant_every_scheme_every_isa_bit_identical)
+{
+	enum { R = 5, C = 200 }; /* 200 = 6 groups of 32 + a short one of 8 */
+	static float x[R * C], y0[R * C], y1[R * C];
+	static uint8_t c0[R * C * 4], s0[R * 64 * 4], b0[R * 64 * 4];
+	static uint8_t c1[R * C * 4], s1[R * 64 * 4], b1[R * 64 * 4];
+	uint32_t s = 4242;
+	qtk_isa best = qtk_isa_force(QTK_ISA_AVX512);
+	for (int i = 0; i < R * C; i++) {
+		s = s * 1664525u + 1013904223u;
+		x[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 3.0f;
+	}
+	for (int id = QTK_SCHEME_F32; id < QTK_SCHEME_COUNT; id++) {
+		const qtk_q_scheme *sc = qtk_q_scheme_get((qtk_scheme_id)id);
+		if (!sc->quantize)
+			continue;
+		for (int gi = 0; gi < 2; gi++) {
+			qtk_q_layout L = { .scheme = (qtk_scheme_id)id, .dtype = QTK_DT_F32,
+				.scale_dtype = QTK_DT_F16 };
+			if (sc->quantized)
+				L.group = gi ? QTK_GROUP_ROW : 32;
+			else if (gi)
+				continue;
+			uint64_t sz[QTK_PLANE_MAX];
+			REQUIRE(qtk_q_plane_sizes(&L, R, C, sz) == QTK_OK);
+			qtk_q_planes P0 = { { c0, s0, b0, NULL } }, P1 = { { c1, s1, b1, NULL } };
+			qtk_q_cplanes C0 = { { c0, s0, b0, NULL } };
+			qtk_q_opts o = { .tensor = "w" };
+			qtk_status st;
+			qtk_isa_force(QTK_ISA_SCALAR);
+			REQUIRE(qtk_q_quantize_rows(&L, x, R, C, &P0, &o, &st) == QTK_OK);
+			qtk_q_dequantize_rows(&L, &C0, R, C, y0);
+			float d0 = sc->dot(&L, &C0, C, x);
+			for (int isa = QTK_ISA_AVX2; isa <= (int)best; isa++) {
+				CHECK_EQ(qtk_isa_force((qtk_isa)isa), isa);
+				memset(c1, 0x55, sizeof c1);
+				REQUIRE(qtk_q_quantize_rows(&L, x, R, C, &P1, &o, &st) == QTK_OK);
+				CHECK_MSG(!memcmp(c0, c1, sz[0]) && !memcmp(s0, s1, sz[1]) &&
+				          !memcmp(b0, b1, sz[2]), "%s isa %d: planes differ",
+				          sc->name, isa);
+				memset(y1, 0x55, sizeof y1);
+				qtk_q_dequantize_rows(&L, &C0, R, C, y1);
+				CHECK_MSG(!memcmp(y0, y1, sizeof y0), "%s g%u isa %d: dequant differs",
+				          sc->name, L.group, isa);
+				CHECK_MSG(sc->dot(&L, &C0, C, x) == d0, "%s isa %d: dot differs",
+				          sc->name, isa);
+			}
+		}
+	}
+	qtk_isa_force(best);
+}

@@ -55,7 +55,7 @@ BENCH(quant)
 	for (int p = 0; p < 3; p++)
 		j.C.p[p] = j.P.p[p];
 	b_fill_normal(j.x, n, 0.02f, 1);
-	printf("quant: %dx%d f32 (%.1f MB), group 32, f16 scales, ISA %s (scalar path)\n",
+	printf("quant: %dx%d f32 (%.1f MB), group 32, f16 scales, ISA %s (quantize: scalar; dequantize: ISA)\n",
 	       ROWS, COLS, gb * 1e3, qtk_isa_name(qtk_isa_active()));
 	printf("%-12s %10s %10s %10s %10s %8s\n", "scheme", "RTN GB/s", "srch GB/s", "deq GB/s",
 	       "memcpy", "srch/RTN");

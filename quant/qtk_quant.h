@@ -364,6 +364,26 @@ QTK_API void qtk_q_dequantize_rows(const qtk_q_layout *L,
                                    const qtk_q_cplanes *src, size_t nrows,
                                    size_t cols, float *dst);
 
+/* NF4 (bitsandbytes): the value of code 0..15, and the code of x in
+ * [-1, 1] by the bitsandbytes decision tree (x on a midpoint takes the
+ * lower code). */
+QTK_API float qtk_q_nf4_value(unsigned code);
+QTK_API unsigned qtk_q_nf4_code(float x);
+
+/* NF4 double quantization (QTK_QF_DOUBLE_QUANT), a tensor-level pass:
+ * quantize every chunk of rows with a layout that has no DOUBLE_QUANT flag
+ * and scale_dtype F32 (its SCALES plane then holds the f32 group absmax
+ * values, [rows][groups_per_row]), then call qtk_q_double_quant once on all
+ * ngroups = rows * groups_per_row values: it writes the u8 SCALES plane of
+ * the double-quantized layout (codes[ngroups]) and its DQ plane (sized by
+ * qtk_q_plane_sizes). The CODES plane is the same in both layouts.
+ * qtk_q_double_dequant rebuilds the f32 absmax values; dequantize with the
+ * F32-scale layout and those values. See docs/quantization.md. */
+QTK_API qtk_err qtk_q_double_quant(const float *absmax, uint64_t ngroups,
+                                   uint8_t *codes, void *dq, qtk_status *st);
+QTK_API void qtk_q_double_dequant(const uint8_t *codes, uint64_t ngroups,
+                                  const void *dq, float *absmax);
+
 /* Error metrics. */
 QTK_API void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat,
                            size_t n);

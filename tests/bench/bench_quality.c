@@ -14,11 +14,6 @@
  * keep this bench linking before it is merged; it then says so and stops.
  * Weak references do not pull members out of libqtk.a: delete these five
  * lines once formats/st_*.c is merged. */
-#pragma weak qtk_st_open
-#pragma weak qtk_st_close
-#pragma weak qtk_st_count
-#pragma weak qtk_st_get
-#pragma weak qtk_st_read_f32
 
 static const char *const ckpts[] = {
 	"../shared/ckpts/stories260K/model.safetensors",

@@ -10,10 +10,6 @@
 #include "qtk_formats.h"
 #include "qtk_quant.h"
 
-/* The safetensors reader is written in parallel (formats/): weak references
- * keep this bench linking before it is merged; it then says so and stops.
- * Weak references do not pull members out of libqtk.a: delete these five
- * lines once formats/st_*.c is merged. */
 
 static const char *const ckpts[] = {
 	"../shared/ckpts/stories260K/model.safetensors",
@@ -51,10 +47,6 @@ BENCH(quality)
 {
 	static const qtk_scheme_id ids[] = { QTK_SCHEME_INT4, QTK_SCHEME_INT4_AFFINE,
 		QTK_SCHEME_NF4 };
-	if (!qtk_st_open) {
-		printf("quality: skipped: the safetensors reader (qtk_st_open) is not in this build\n");
-		return;
-	}
 	printf("quality: 4-bit, group 32, f16 scales; RMSE over all rank>=2 float tensors\n");
 	printf("%-28s %-12s %12s %12s %9s %6s %6s\n", "checkpoint", "scheme", "RMSE RTN",
 	       "RMSE search", "change", "f32fb", "time");

@@ -331,7 +331,7 @@ static int parse_group(const char *s, uint32_t *g)
 		return 0;
 	}
 	v = strtoul(s, &end, 10);
-	if (!*s || *end || v == 0 || v > 4096)
+	if (!*s || *end || v < 16 || v > 4096 || (v & (v - 1)))
 		return -1;
 	*g = (uint32_t)v;
 	return 0;
@@ -368,7 +368,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 			break;
 		case 'g':
 			if (parse_group(optarg, &c->group))
-				return cli_usage_error("convert", "bad group '%s' (32, 64, 128, ... or 'row')", optarg);
+				return cli_usage_error("convert", "bad group '%s' (a power of two from 16 to 4096, or 'row')", optarg);
 			c->group_given = 1;
 			break;
 		case 'r': c->recipe = optarg; break;

@@ -532,8 +532,8 @@ static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
 	*out = NULL;
 	if (!rep)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	rep->ntensors = j->n;
 	rep->tensors = qtk_calloc(j->n ? j->n : 1, sizeof *rep->tensors);
+	rep->ntensors = rep->tensors ? j->n : 0;
 	names = qtk_calloc(j->n ? j->n : 1, sizeof *names);
 	if (!rep->tensors || !names) {
 		qtk_free(names);

@@ -236,6 +236,8 @@ TEST(convert_cli_sigint_leaves_nothing)
 		int status;
 
 		if (pid == 0) {
+			if (!freopen("/dev/null", "w", stderr))
+				_exit(126);
 			execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
 			      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
 			_exit(127);
@@ -243,7 +245,12 @@ TEST(convert_cli_sigint_leaves_nothing)
 		usleep((useconds_t)delay_ms * 1000);
 		kill(pid, SIGINT);
 		waitpid(pid, &status, 0);
-		REQUIRE(WIFEXITED(status));
+		if (WIFSIGNALED(status)) {
+			/* before the handler was installed: nothing was created yet */
+			CHECK_EQ(WTERMSIG(status), SIGINT);
+			CHECK_EQ(t_dir_entries(t_tmpdir()), 1);
+			continue;
+		}
 		if (WEXITSTATUS(status) == 130) {
 			interrupted = 1;
 			CHECK(!t_exists(out));
@@ -268,6 +275,8 @@ TEST(convert_sigkill_then_rerun_cleans_up)
 		int status;
 
 		if (pid == 0) {
+			if (!freopen("/dev/null", "w", stderr))
+				_exit(126);
 			execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
 			      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
 			_exit(127);

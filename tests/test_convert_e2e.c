@@ -89,7 +89,7 @@ static int check_against_source(const char *in, const char *out, qtk_scheme_id s
 			for (uint64_t c0 = 0; c0 < cols; c0 += g) {
 				uint64_t n = cols - c0 < g ? cols - c0 : g;
 				const float *w = ref + r * cols + c0, *q = got + r * cols + c0;
-				double amax = 0, mn = INFINITY, mx = -INFINITY, b, worst = 0;
+				double amax = 0, mn = HUGE_VAL, mx = -HUGE_VAL, b, worst = 0;
 
 				for (uint64_t k = 0; k < n; k++) {
 					amax = fmax(amax, fabs((double)w[k]));

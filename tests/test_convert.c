@@ -223,6 +223,22 @@ TEST(convert_cli_dry_run_and_json)
 	free(text);
 }
 
+/* Start a deliberately slow conversion (tiny chunks, one thread, search)
+ * in a child process; its stderr goes to /dev/null. */
+static pid_t spawn_slow_convert(const char *in, const char *out)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (!freopen("/dev/null", "w", stderr))
+			_exit(126);
+		execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
+		      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
 TEST(convert_cli_sigint_leaves_nothing)
 {
 	/* big enough that conversion takes a while with tiny chunks on 1 thread */
@@ -232,16 +248,9 @@ TEST(convert_cli_sigint_leaves_nothing)
 
 	REQUIRE(gen_llama_like(in, QTK_DT_BF16, 256, 512, 16u << 20, 3, &st) > 0);
 	for (int delay_ms = 20; delay_ms <= 640 && !interrupted; delay_ms *= 2) {
-		pid_t pid = fork();
+		pid_t pid = spawn_slow_convert(in, out);
 		int status;
 
-		if (pid == 0) {
-			if (!freopen("/dev/null", "w", stderr))
-				_exit(126);
-			execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
-			      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
-			_exit(127);
-		}
 		usleep((useconds_t)delay_ms * 1000);
 		kill(pid, SIGINT);
 		waitpid(pid, &status, 0);
@@ -271,16 +280,9 @@ TEST(convert_sigkill_then_rerun_cleans_up)
 
 	REQUIRE(gen_llama_like(in, QTK_DT_BF16, 256, 512, 16u << 20, 3, &st) > 0);
 	for (int delay_ms = 20; delay_ms <= 640 && !killed_mid; delay_ms *= 2) {
-		pid_t pid = fork();
+		pid_t pid = spawn_slow_convert(in, out);
 		int status;
 
-		if (pid == 0) {
-			if (!freopen("/dev/null", "w", stderr))
-				_exit(126);
-			execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
-			      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
-			_exit(127);
-		}
 		usleep((useconds_t)delay_ms * 1000);
 		kill(pid, SIGKILL);
 		waitpid(pid, &status, 0);

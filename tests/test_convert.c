@@ -189,6 +189,15 @@ TEST(convert_cli_refusals)
 	/* the output may not be the input */
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q --force 2>/dev/null", q, in, in), 1);
 	CHECK(t_exists(in));
+	/* not supported yet: refused clearly, nothing written */
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme nf4 --double-quant -q 2>%s", q, in,
+	                  t_tmp("o3.qtk"), t_tmp("err")), 1);
+	{
+		char *err = t_read_file(t_tmp("err"), NULL);
+		CHECK(err && strstr(err, "--double-quant"));
+		free(err);
+	}
+	CHECK(!t_exists(t_tmp("o3.qtk")));
 	/* missing input */
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q 2>/dev/null", q,
 	                  t_tmp("none.safetensors"), t_tmp("o2.qtk")), 1);

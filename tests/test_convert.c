@@ -198,6 +198,7 @@ TEST(convert_cli_refusals)
 		free(err);
 	}
 	CHECK(!t_exists(t_tmp("o3.qtk")));
+	unlink(t_tmp("err"));
 	/* missing input */
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q 2>/dev/null", q,
 	                  t_tmp("none.safetensors"), t_tmp("o2.qtk")), 1);

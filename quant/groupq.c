@@ -25,6 +25,14 @@ const float qtk_nf4_values[16] = {
 	0.7229568362236023f, 1.0f,
 };
 
+/* The 15 thresholds of dQuantizeNF4, ascending. */
+static const float nf4_th[15] = { -0.8480964004993439f, -0.6106329262256622f,
+	-0.4599952697753906f, -0.33967943489551544f, -0.23460740596055984f,
+	-0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
+	0.1202552504837513f, 0.2035212516784668f, 0.2920137718319893f,
+	0.3893125355243683f, 0.5016634166240692f, 0.6427869200706482f,
+	0.8614784181118011f };
+
 /* bitsandbytes dQuantizeNF4: a binary decision tree on x = w / absmax with
  * strict '>' at each threshold, so a value exactly at a threshold takes the
  * lower code. NaN would take code 0; qtk never passes NaN. */
@@ -67,13 +75,16 @@ static gparams rtn_params(qtk_scheme_id k, const float *x, size_t n)
 
 	for (size_t i = 0; i < n; i++) {
 		float a = fabsf(x[i]);
-		if (amax < a) { /* first element of largest magnitude (Q4_0) */
-			amax = a;
-			mx = x[i];
-		}
+		amax = a > amax ? a : amax;
 		lo = x[i] < lo ? x[i] : lo;
 		hi = x[i] > hi ? x[i] : hi;
 	}
+	if (k == QTK_SCHEME_INT4) /* Q4_0: the first element of largest magnitude */
+		for (size_t i = 0; i < n; i++)
+			if (fabsf(x[i]) == amax) {
+				mx = x[i];
+				break;
+			}
 	switch (k) {
 	case QTK_SCHEME_INT8: /* Q8_0: d = amax / 127 */
 		g.p = amax < TINY ? 0 : amax / 127.0f;
@@ -125,8 +136,8 @@ gparams qtk_mlx_affine_params(float lo, float hi, int bits)
 }
 
 /* Codes of one group from parameters (f32). Every value is clamped as a
- * float before the integer conversion, so no conversion is ever out of
- * range; for RTN parameters the clamps never bind except where the
+ * float before the integer conversion (it is never NaN: inputs are finite
+ * and 1/d is finite), so no conversion is ever out of range; for RTN parameters the clamps never bind except where the
  * reference clamps too (Q4_0/Q4_1 MIN(15, .), MLX clip). */
 static void encode(qtk_scheme_id k, const float *x, size_t n, gparams g, uint8_t *q)
 {
@@ -136,9 +147,15 @@ static void encode(qtk_scheme_id k, const float *x, size_t n, gparams g, uint8_t
 	case QTK_SCHEME_INT8: /* q = roundf(x * (1/d)): half away from zero */
 		id = g.p != 0 ? 1.0f / g.p : 0.0f;
 		for (size_t i = 0; i < n; i++) {
+			int v;
+			float f;
 			t = x[i] * id;
-			t = roundf(fminf(fmaxf(t, -127.0f), 127.0f));
-			q[i] = (uint8_t)(int8_t)t;
+			t = t < -127.0f ? -127.0f : t > 127.0f ? 127.0f : t;
+			/* roundf without the libm call: t - trunc(t) is exact */
+			v = (int)t;
+			f = t - (float)v;
+			v += (f >= 0.5f) - (f <= -0.5f);
+			q[i] = (uint8_t)(int8_t)v;
 		}
 		break;
 	case QTK_SCHEME_INT4: /* q+8 = min(15, trunc(x * (1/d) + 8.5)) */
@@ -146,7 +163,7 @@ static void encode(qtk_scheme_id k, const float *x, size_t n, gparams g, uint8_t
 		for (size_t i = 0; i < n; i++) {
 			t = x[i] * id;
 			t += 8.5f;
-			t = fminf(fmaxf(t, 0.0f), 15.0f);
+			t = t < 0.0f ? 0.0f : t > 15.0f ? 15.0f : t;
 			q[i] = (uint8_t)t;
 		}
 		break;
@@ -156,7 +173,7 @@ static void encode(qtk_scheme_id k, const float *x, size_t n, gparams g, uint8_t
 			t = x[i] - g.b;
 			t *= id;
 			t += 0.5f;
-			t = fminf(fmaxf(t, 0.0f), 15.0f);
+			t = t < 0.0f ? 0.0f : t > 15.0f ? 15.0f : t;
 			q[i] = (uint8_t)t;
 		}
 		break;
@@ -166,14 +183,24 @@ static void encode(qtk_scheme_id k, const float *x, size_t n, gparams g, uint8_t
 			break;
 		}
 		id = 1.0f / g.p;
-		for (size_t i = 0; i < n; i++)
-			q[i] = qtk_nf4_code(x[i] * id);
+		/* the tree is a search over sorted thresholds with strict '>', so
+		 * its code is the number of thresholds below x (branch-free) */
+		for (size_t i = 0; i < n; i++) {
+			float v = x[i] * id;
+			int c = 0;
+			for (int j = 0; j < 15; j++)
+				c += v > nf4_th[j];
+			q[i] = (uint8_t)c;
+		}
 		break;
 	case QTK_SCHEME_INT8_AFFINE: /* clip(rint((x - bias) / scale), 0, 255) */
 		for (size_t i = 0; i < n; i++) {
 			t = x[i] - g.b;
 			t /= g.p;
-			t = nearbyintf(fminf(fmaxf(t, 0.0f), 255.0f));
+			t = t < 0.0f ? 0.0f : t > 255.0f ? 255.0f : t;
+			/* rint (ties to even) for 0 <= t < 2^23, no libm call */
+			t += 0x1p23f;
+			t -= 0x1p23f;
 			q[i] = (uint8_t)t;
 		}
 		break;
@@ -201,6 +228,43 @@ static inline float decode(qtk_scheme_id k, uint8_t q, float p, float b)
 	default:
 		return 0;
 	}
+}
+
+/* Decode n codes starting at column c0 (even for 4-bit when n > 1) of a
+ * code row into o; the same arithmetic as decode(), one loop per scheme. */
+static void decode_group(qtk_scheme_id k, int bits, const uint8_t *crow, size_t c0,
+                         size_t n, float p, float b, float *o)
+{
+	float lut[16];
+
+	if (bits == 8) {
+		const uint8_t *c = crow + c0;
+		if (k == QTK_SCHEME_INT8)
+			for (size_t i = 0; i < n; i++)
+				o[i] = (float)(int8_t)c[i] * p;
+		else
+			for (size_t i = 0; i < n; i++) {
+				float t = (float)c[i] * p;
+				o[i] = t + b;
+			}
+		return;
+	}
+	for (int i = 0; i < 16; i++)
+		lut[i] = decode(k, (uint8_t)i, p, b);
+	if (c0 & 1) { /* only a one-element view (dot) starts odd */
+		for (size_t i = 0; i < n; i++) {
+			size_t c = c0 + i;
+			o[i] = lut[(crow[c / 2] >> (4 * (c & 1))) & 15];
+		}
+		return;
+	}
+	const uint8_t *c = crow + c0 / 2;
+	for (size_t i = 0; i + 1 < n; i += 2) {
+		o[i] = lut[c[i / 2] & 15];
+		o[i + 1] = lut[c[i / 2] >> 4];
+	}
+	if (n & 1)
+		o[n - 1] = lut[c[n / 2] & 15];
 }
 
 /* ------------------------------------------------------------------ */
@@ -246,15 +310,34 @@ static float load_param(qtk_dtype dt, const void *plane, size_t idx)
 /* Data-free search                                                     */
 /* ------------------------------------------------------------------ */
 
-/* Weighted squared error of codes q under stored parameters (double). */
+/* Weighted squared error of codes q under stored parameters: per-element
+ * value as decode(), squared difference summed in double. */
 static double group_err(qtk_scheme_id k, const float *x, const float *imp, size_t n,
                         const uint8_t *q, float p, float b)
 {
+	float lut[16], v[256];
 	double e = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		double d = (double)x[i] - (double)decode(k, q[i], p, b);
-		e += imp ? (double)imp[i] * d * d : d * d;
+	if (kind_bits(k) == 4)
+		for (int i = 0; i < 16; i++)
+			lut[i] = decode(k, (uint8_t)i, p, b);
+	for (size_t c0 = 0; c0 < n; c0 += 256) {
+		size_t m = n - c0 < 256 ? n - c0 : 256;
+		if (kind_bits(k) == 4)
+			for (size_t i = 0; i < m; i++)
+				v[i] = lut[q[c0 + i]];
+		else if (k == QTK_SCHEME_INT8)
+			for (size_t i = 0; i < m; i++)
+				v[i] = (float)(int8_t)q[c0 + i] * p;
+		else
+			for (size_t i = 0; i < m; i++) {
+				float t = (float)q[c0 + i] * p;
+				v[i] = t + b;
+			}
+		for (size_t i = 0; i < m; i++) {
+			double d = (double)x[c0 + i] - (double)v[i];
+			e += imp ? (double)imp[c0 + i] * d * d : d * d;
+		}
 	}
 	return e;
 }
@@ -378,6 +461,18 @@ static void put_codes(int bits, uint8_t *row, size_t c0, const uint8_t *q, size_
 		row[(c0 + n - 1) / 2] = q[n - 1];
 }
 
+/* 1 if no NaN/Inf among x[0..n) (exponent bits all ones), branch-free. */
+static int all_finite(const float *x, size_t n)
+{
+	uint32_t bad = 0, u;
+
+	for (size_t i = 0; i < n; i++) {
+		memcpy(&u, &x[i], 4);
+		bad |= (u & 0x7f800000u) == 0x7f800000u;
+	}
+	return !bad;
+}
+
 static qtk_err nonfinite(const qtk_q_opts *o, size_t r, size_t gi, size_t col,
                          float v, qtk_status *st)
 {
@@ -421,11 +516,13 @@ qtk_err groupq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 			size_t c0 = gi * g, n = cols - c0 < g ? cols - c0 : g;
 			const float *x = row + c0;
 			gparams gp, sp;
-			for (size_t i = 0; i < n; i++)
-				if (!isfinite(x[i])) {
-					rc = nonfinite(opts, r, gi, c0 + i, x[i], st);
-					goto out;
-				}
+			if (!all_finite(x, n)) {
+				size_t i = 0;
+				while (isfinite(x[i]))
+					i++;
+				rc = nonfinite(opts, r, gi, c0 + i, x[i], st);
+				goto out;
+			}
 			gp = rtn_params(k, x, n);
 			if (!isfinite(gp.p) || !isfinite(gp.b))
 				goto range;
@@ -479,12 +576,7 @@ void groupq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
 			float p = load_param(L->scale_dtype, src->p[QTK_PLANE_SCALES], r * gpr + gi);
 			float b = bias ? load_param(L->scale_dtype, src->p[QTK_PLANE_BIASES],
 			                            r * gpr + gi) : 0.0f;
-			float *o = dst + r * cols + c0;
-			for (size_t i = 0; i < n; i++) {
-				size_t c = c0 + i;
-				uint8_t q = bits == 8 ? crow[c] : (uint8_t)((crow[c / 2] >> (4 * (c & 1))) & 15);
-				o[i] = decode(k, q, p, b);
-			}
+			decode_group(k, bits, crow, c0, n, p, b, dst + r * cols + c0);
 		}
 	}
 }
@@ -500,16 +592,11 @@ float groupq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
 	const uint8_t *cr = row->p[QTK_PLANE_CODES];
 
 	for (size_t c0 = 0; c0 < cols;) {
-		size_t n = cols - c0 < 256 ? cols - c0 : 256;
-		for (size_t i = 0; i < n; i++) {
-			size_t c = c0 + i, gi = c / g;
-			float p = load_param(L->scale_dtype, row->p[QTK_PLANE_SCALES], gi);
-			float b = bias ? load_param(L->scale_dtype, row->p[QTK_PLANE_BIASES], gi)
-			               : 0.0f;
-			uint8_t q = bits == 8 ? cr[c]
-			            : (uint8_t)((cr[c / 2] >> (4 * (c & 1))) & 15);
-			buf[i] = decode(L->scheme, q, p, b);
-		}
+		size_t gi = c0 / g, gend = gi * g + g < cols ? gi * g + g : cols;
+		size_t n = gend - c0 < 256 ? gend - c0 : 256;
+		float p = load_param(L->scale_dtype, row->p[QTK_PLANE_SCALES], gi);
+		float b = bias ? load_param(L->scale_dtype, row->p[QTK_PLANE_BIASES], gi) : 0.0f;
+		decode_group(L->scheme, bits, cr, c0, n, p, b, buf);
 		for (size_t i = 0; i < n; i++) {
 			float t = buf[i] * x[c0 + i];
 			lane[(c0 + i) & 7] += t;

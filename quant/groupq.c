@@ -499,8 +499,9 @@ qtk_err groupq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 
 	QTK_TRY(qtk_q_layout_check(L, nrows, cols, st));
 	if (L->flags & QTK_QF_DOUBLE_QUANT)
-		return qtk_fail(st, QTK_E_UNSUPPORTED,
-		                "tensor '%s': nf4 double quantization is not implemented yet",
+		return qtk_fail(st, QTK_E_ARG,
+		                "tensor '%s': double quantization is tensor-level: quantize "
+		                "with scale dtype F32 and no flag, then qtk_q_double_quant",
 		                opts && opts->tensor ? opts->tensor : "?");
 	if (!nrows || !cols)
 		return QTK_OK;

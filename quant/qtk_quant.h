@@ -340,6 +340,17 @@ QTK_API void qtk_q_dequantize_rows(const qtk_q_layout *L,
                                    const qtk_q_cplanes *src, size_t nrows,
                                    size_t cols, float *dst);
 
+/* NF4 double quantization (QTK_QF_DOUBLE_QUANT), a tensor-level pass; see
+ * quant/dq.c and docs/quantization.md. absmax: the tensor's n group absmax
+ * values in SCALES order (quantize rows with scale_dtype F32 and no flag to
+ * get them); codes: the n-byte SCALES plane; dq: the DQ plane
+ * (qtk_q_plane_sizes). QTK_E_Q_NONFINITE for a NaN/Inf/negative input. */
+QTK_API qtk_err qtk_q_double_quant(const float *absmax, uint64_t n, uint8_t *codes,
+                                   void *dq, qtk_status *st);
+/* Recover the n f32 group absmax values from SCALES codes and the DQ plane. */
+QTK_API void qtk_q_double_dequant(const uint8_t *codes, const void *dq, uint64_t n,
+                                  float *absmax);
+
 /* Error metrics. */
 QTK_API void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat,
                            size_t n);

@@ -502,3 +502,72 @@ TEST(quant_metrics_values_and_merge)
 	qtk_q_acc_add(&z, x, y, N);
 	CHECK(fabs(z.sse - sse) < 1e-5 * sse);
 }
+
+/* Double quant: the chunked flow (F32 absmax, then one tensor pass) gives
+ * absmax within half a block step and a reconstruction close to plain NF4. */
+TEST(quant_nf4_double_quant_flow)
+{
+	enum { R = 80, C = 128 }; /* 320 groups of 32: two DQ blocks, one short */
+	static float w[R * C], h[R * C], h2[R * C], am[R * 4], back[R * 4];
+	static uint8_t codes[R * 4];
+	qtk_q_layout L = { QTK_SCHEME_NF4, 32, QTK_DT_F32, 0, QTK_DT_F32 };
+	qtk_q_layout D = L;
+	qtk_status st;
+	bufs a;
+	uint64_t sz[QTK_PLANE_MAX];
+
+	for (int i = 0; i < R * C; i++)
+		w[i] = frand() * (float)(1 + i / 700);
+	D.flags = QTK_QF_DOUBLE_QUANT;
+	REQUIRE(qtk_q_plane_sizes(&D, R, C, sz) == QTK_OK);
+	CHECK_EQ(sz[QTK_PLANE_SCALES], R * 4);
+	CHECK_EQ(sz[QTK_PLANE_DQ], 4 + 4 * 2);
+	uint8_t *dq = calloc(1, sz[QTK_PLANE_DQ]);
+	REQUIRE(bufs_alloc(&a, &L, R, C) && dq);
+	qtk_q_planes pa = planes_of(&a);
+	CHECK_EQ(qtk_q_quantize_rows(&D, w, R, C, &pa, NULL, &st), QTK_E_ARG);
+	/* two chunks into the f32 temp absmax */
+	CHECK_EQ(qtk_q_quantize_rows(&L, w, 10, C, &pa, NULL, &st), QTK_OK);
+	qtk_q_planes p2 = pa;
+	for (int p = 0; p < QTK_PLANE_DQ; p++)
+		p2.p[p] = (char *)a.p[p] + 10 * qtk_q_row_bytes(&L, C, p);
+	CHECK_EQ(qtk_q_quantize_rows(&L, w + 10 * C, R - 10, C, &p2, NULL, &st), QTK_OK);
+	memcpy(am, a.p[1], sizeof am);
+	CHECK_EQ(qtk_q_double_quant(am, R * 4, codes, dq, &st), QTK_OK);
+	qtk_q_double_dequant(codes, dq, R * 4, back);
+	for (int i = 0; i < R * 4; i++) {
+		float s;
+		memcpy(&s, dq + 4 + 4 * (i / 256), 4);
+		CHECK(s > 0 && fabsf(back[i] - am[i]) <= 0.5f * s * 1.001f);
+	}
+	qtk_q_cplanes ca = cplanes_of(&a);
+	qtk_q_dequantize_rows(&L, &ca, R, C, h);
+	memcpy(a.p[1], back, sizeof back);
+	qtk_q_dequantize_rows(&L, &ca, R, C, h2);
+	qtk_q_acc e1 = { 0 }, e2 = { 0 };
+	qtk_q_metrics m1, m2;
+	qtk_q_acc_add(&e1, w, h, R * C);
+	qtk_q_acc_add(&e2, w, h2, R * C);
+	qtk_q_metrics_from(&e1, &m1);
+	qtk_q_metrics_from(&e2, &m2);
+	CHECK_MSG(m2.rmse < 1.1 * m1.rmse, "dq rmse %g vs %g", m2.rmse, m1.rmse);
+	float bad[2] = { 1, NAN };
+	CHECK_EQ(qtk_q_double_quant(bad, 2, codes, dq, &st), QTK_E_Q_NONFINITE);
+	free(dq);
+	bufs_free(&a);
+}
+
+TEST(quant_alloc_failure)
+{
+	float w[64] = { 1 };
+	qtk_q_layout L = { QTK_SCHEME_INT4, 32, QTK_DT_F16, 0, QTK_DT_F32 };
+	bufs a;
+	qtk_status st;
+	REQUIRE(bufs_alloc(&a, &L, 1, 64));
+	qtk_q_planes pa = planes_of(&a);
+	qtk_fault_arm(QTK_FAULT_ALLOC, 1, 0);
+	CHECK_EQ(qtk_q_quantize_rows(&L, w, 1, 64, &pa, NULL, &st), QTK_E_NOMEM);
+	qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
+	CHECK_EQ(qtk_q_quantize_rows(&L, w, 1, 64, &pa, NULL, &st), QTK_OK);
+	bufs_free(&a);
+}

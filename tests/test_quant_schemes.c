@@ -571,3 +571,34 @@ TEST(quant_alloc_failure)
 	CHECK_EQ(qtk_q_quantize_rows(&L, w, 1, 64, &pa, NULL, &st), QTK_OK);
 	bufs_free(&a);
 }
+
+/* Tiny but normal groups: a scale that underflows the scale dtype (F16:
+ * < 2^-25) or whose reciprocal would overflow must not fail the tensor
+ * (real checkpoints have near-dead channels) nor store 0 for a group it
+ * then reconstructs as non-zero: it becomes a zero group, error <= amax. */
+TEST(quant_tiny_normal_groups)
+{
+	static const float amax[] = { 1e-6f, 1e-7f, 0x1p-124f, 0x1p-100f };
+	static const qtk_dtype sdt[] = { QTK_DT_F16, QTK_DT_BF16, QTK_DT_F32 };
+	float w[64], h[64];
+
+	for (size_t s = 0; s < NQ; s++)
+		for (size_t d = 0; d < 3; d++)
+			for (size_t a = 0; a < 4; a++) {
+				qtk_q_layout L = { qschemes[s], 32, sdt[d], 0, QTK_DT_F32 };
+				bufs b;
+				qtk_status st;
+				for (int i = 0; i < 64; i++)
+					w[i] = amax[a] * (float)((i * 7) % 11 - 5) / 5.0f;
+				REQUIRE(bufs_alloc(&b, &L, 1, 64));
+				qtk_q_planes p = planes_of(&b);
+				qtk_q_cplanes c = cplanes_of(&b);
+				qtk_err rc = qtk_q_quantize_rows(&L, w, 1, 64, &p, NULL, &st);
+				CHECK_MSG(rc == QTK_OK, "%s %s amax %g: %s", qtk_q_scheme_get(L.scheme)->name,
+				          qtk_dtype_name(L.scale_dtype), (double)amax[a], st.msg);
+				qtk_q_dequantize_rows(&L, &c, 1, 64, h);
+				for (int i = 0; i < 64; i++)
+					CHECK_MSG(isfinite(h[i]) && fabsf(h[i] - w[i]) <= 2.0f * amax[a] + 0x1p-24f /* f16 bias step */, "%s %s amax %g: w %g h %g", qtk_q_scheme_get(L.scheme)->name, qtk_dtype_name(L.scale_dtype), (double)amax[a], (double)w[i], (double)h[i]);
+				bufs_free(&b);
+			}
+}

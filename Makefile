@@ -66,8 +66,12 @@ $(B)/qtk: $(CLI_OBJ) $(B)/libqtk.a
 $(B)/qtk_tests: $(TEST_OBJ) $(B)/libqtk.a $(B)/qtk
 	$(CC) $(SAN) -pthread -o $@ $(TEST_OBJ) $(B)/libqtk.a $(LDLIBS_ALL)
 
-$(B)/qtk_bench: $(BENCH_OBJ) $(B)/libqtk.a $(B)/qtk
+$(B)/qtk_bench: $(BENCH_OBJ) $(B)/libqtk.a $(B)/qtk $(B)/qtk_gen
 	$(CC) $(SAN) -pthread -o $@ $(BENCH_OBJ) $(B)/libqtk.a $(LDLIBS_ALL)
+
+# checkpoint generator for benchmarks (tests/gen.c is shared with the tests)
+$(B)/qtk_gen: $(B)/obj/tests/tools/qtk_gen.o $(B)/obj/tests/gen.o $(B)/libqtk.a
+	$(CC) $(SAN) -pthread -o $@ $^ $(LDLIBS_ALL)
 
 test: deps
 	@$(MAKE) --no-print-directory $(B)/qtk_tests
@@ -85,7 +89,9 @@ demo: deps
 
 bench: deps
 	@$(MAKE) --no-print-directory $(B)/qtk_bench $(B)/qtk
-	@QTK_BIN=$(B)/qtk $(B)/qtk_bench $(T)
+	@QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen $(B)/qtk_bench $(T)
+	@if [ -z "$(T)" ] || [ "$(T)" = convert ]; then \
+	  QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen sh scripts/bench_convert.sh; fi
 
 fuzz: deps
 	@sh scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -6,6 +6,7 @@
 #include "cli.h"
 
 static const qtk_cli_cmd commands[] = {
+	{ "convert", "quantize a checkpoint into a packed .qtk file", cmd_convert },
 	{ "inspect", "show the tensors and metadata of a checkpoint or .qtk file", cmd_inspect },
 	{ "verify", "check a .qtk file's structure and every checksum", cmd_verify },
 	{ "pack", "store a .qtk file's planes as zstd frames (transport form)", cmd_pack },

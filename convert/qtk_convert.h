@@ -10,6 +10,126 @@
 extern "C" {
 #endif
 
+/* ===================================================================== */
+/* Recipes: which tensor is stored how                                    */
+/* ===================================================================== */
+
+typedef enum {
+	QTK_ACT_KEEP = 0,   /* source precision, bytes as they are */
+	QTK_ACT_STORE = 1,  /* the rule's scheme (and group) */
+	QTK_ACT_WIDER = 2,  /* one step wider than the main scheme */
+} qtk_rule_action;
+
+#define QTK_RULE_MAIN_GROUP UINT32_MAX /* rule uses the main --group */
+
+/* One rule; the first rule that matches a tensor decides. */
+typedef struct {
+	const char *pattern;    /* glob on the tensor name ('*' crosses dots) */
+	int ndim;               /* -1 any, else the exact rank */
+	uint64_t min_elems;     /* match only if nelem >= min_elems */
+	uint64_t max_elems;     /* ... and nelem <= max_elems */
+	qtk_rule_action action;
+	qtk_scheme_id scheme;   /* for QTK_ACT_STORE */
+	uint32_t group;         /* for QTK_ACT_STORE, or QTK_RULE_MAIN_GROUP */
+	const char *origin;     /* where it came from: "--set", "preset flux" */
+} qtk_rule;
+
+typedef struct qtk_recipe qtk_recipe;
+
+/* The main scheme and group apply to every tensor no rule claims. */
+QTK_API qtk_err qtk_recipe_new(qtk_recipe **out, qtk_scheme_id scheme,
+                               uint32_t group, qtk_status *st);
+QTK_API void qtk_recipe_free(qtk_recipe *r);
+/* Append a rule (copied). */
+QTK_API qtk_err qtk_recipe_add(qtk_recipe *r, const qtk_rule *rule, qtk_status *st);
+/* "--set PATTERN=SCHEME[:GROUP]" / "--keep PATTERN". */
+QTK_API qtk_err qtk_recipe_add_set(qtk_recipe *r, const char *spec, qtk_status *st);
+QTK_API qtk_err qtk_recipe_add_keep(qtk_recipe *r, const char *pattern, qtk_status *st);
+/* Rules of a JSON recipe file (docs/recipes.md). A "scheme"/"group" at the
+ * top level replaces the main ones unless *_from_cli says they were given. */
+QTK_API qtk_err qtk_recipe_load(qtk_recipe *r, const char *path, int scheme_from_cli,
+                                int group_from_cli, qtk_status *st);
+/* Rules of a preset ("mixed", "flux", "wan", "ltxv", "none"). */
+QTK_API qtk_err qtk_recipe_add_preset(qtk_recipe *r, const char *name, qtk_status *st);
+/* Names of the shipped presets, NULL-terminated. */
+QTK_API const char *const *qtk_recipe_presets(void);
+/* Model family from tensor names: "flux", "wan", "ltxv", "llama", "gpt2"
+ * or NULL. names: n tensor names. */
+QTK_API const char *qtk_detect_model(const char *const *names, size_t n);
+/* The recipe as JSON text (for the output's metadata); caller frees. */
+QTK_API char *qtk_recipe_json(const qtk_recipe *r);
+
+/* The decision for one tensor. */
+typedef struct {
+	qtk_q_layout layout;
+	const char *origin;     /* the rule that decided, or "default: ..." */
+} qtk_decision;
+
+/* Decide how a tensor of this name/dtype/shape is stored. Integer and BOOL
+ * tensors are always kept; the defaults keep 1-D tensors, tensors of at
+ * most 1024 elements and rows shorter than 32. */
+QTK_API qtk_err qtk_recipe_decide(const qtk_recipe *r, const char *name,
+                                  qtk_dtype dtype, uint32_t ndim,
+                                  const uint64_t *shape, qtk_decision *d,
+                                  qtk_status *st);
+
+/* ===================================================================== */
+/* Conversion                                                             */
+/* ===================================================================== */
+
+typedef enum { QTK_OUT_QTK = 0, QTK_OUT_GGUF = 1, QTK_OUT_MLX = 2 } qtk_out_format;
+
+typedef struct {
+	const char *input;          /* .safetensors, index.json or directory */
+	const char *output;
+	qtk_out_format format;
+	const qtk_recipe *recipe;
+	qtk_dtype scale_dtype;      /* F16 default */
+	uint32_t qflags;            /* QTK_QF_DOUBLE_QUANT */
+	int search;                 /* data-free scale search */
+	const char *calib;          /* importance file (docs/cli.md) or NULL */
+	int threads;                /* 0 = all cores */
+	uint64_t chunk_elems;       /* 0 = default (1M elements) */
+	int dry_run;
+	int force;
+	/* progress callback (tensors done, total, source bytes done, total) */
+	void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes_done,
+	                 uint64_t bytes_total, const char *tensor);
+	void *progress_ctx;
+	const volatile int *cancel; /* set non-zero to stop (signal handlers) */
+} qtk_conv_opts;
+
+/* What happened to one tensor. */
+typedef struct {
+	char *name;
+	qtk_dtype src_dtype;
+	uint32_t ndim;
+	uint64_t shape[QTK_MAX_DIMS];
+	qtk_q_layout layout;
+	const char *origin;
+	uint64_t src_bytes, out_bytes;
+	int has_metrics;
+	qtk_q_metrics m;
+} qtk_conv_tensor;
+
+typedef struct {
+	size_t ntensors;
+	qtk_conv_tensor *tensors;   /* in output order */
+	uint64_t src_bytes, out_bytes;
+	uint64_t nparams;
+	double seconds;
+	int threads;
+	const char *model;          /* detected family or NULL */
+	char *metadata_json;        /* what was stored in the output */
+} qtk_conv_report;
+
+/* Run (or with dry_run, only plan) a conversion. *rep is filled on success
+ * and on a dry run; free with qtk_conv_report_free. On failure the output
+ * path is as it was. */
+QTK_API qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **rep,
+                            qtk_status *st);
+QTK_API void qtk_conv_report_free(qtk_conv_report *rep);
+
 #ifdef __cplusplus
 }
 #endif

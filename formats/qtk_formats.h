@@ -240,6 +240,290 @@ QTK_API qtk_err qtk_pack_transcode(const char *in, const char *out, int compress
 /* GGUF                                                                   */
 /* ===================================================================== */
 
+/* KV value types (on disk). */
+typedef enum {
+	QTK_GGUF_U8 = 0, QTK_GGUF_I8 = 1, QTK_GGUF_U16 = 2, QTK_GGUF_I16 = 3,
+	QTK_GGUF_U32 = 4, QTK_GGUF_I32 = 5, QTK_GGUF_F32 = 6, QTK_GGUF_BOOL = 7,
+	QTK_GGUF_STRING = 8, QTK_GGUF_ARRAY = 9, QTK_GGUF_U64 = 10,
+	QTK_GGUF_I64 = 11, QTK_GGUF_F64 = 12, QTK_GGUF_VTYPE_COUNT
+} qtk_gguf_vtype;
+
+/* ggml tensor types (on-disk values; gaps are retired types). */
+enum {
+	QTK_GGML_F32 = 0, QTK_GGML_F16 = 1, QTK_GGML_Q4_0 = 2, QTK_GGML_Q4_1 = 3,
+	QTK_GGML_Q5_0 = 6, QTK_GGML_Q5_1 = 7, QTK_GGML_Q8_0 = 8, QTK_GGML_Q8_1 = 9,
+	QTK_GGML_I8 = 24, QTK_GGML_I16 = 25, QTK_GGML_I32 = 26, QTK_GGML_I64 = 27,
+	QTK_GGML_F64 = 28, QTK_GGML_BF16 = 30, QTK_GGML_TYPE_COUNT = 40
+};
+
+#define QTK_GGUF_MAX_DIMS 4
+#define QTK_GGUF_DEFAULT_ALIGN 32u
+#define QTK_GGUF_QK 32u  /* elements per Q8_0 / Q4_0 / Q4_1 block */
+
+/* "Q4_0"; NULL for an unknown or retired type. */
+QTK_API const char *qtk_ggml_type_name(uint32_t type);
+/* Elements per block and bytes per block; 0 if unknown. */
+QTK_API uint32_t qtk_ggml_block_elems(uint32_t type);
+QTK_API uint32_t qtk_ggml_block_bytes(uint32_t type);
+/* "u32", "string", "array"; NULL if unknown. */
+QTK_API const char *qtk_gguf_vtype_name(uint32_t vtype);
+
+/* One key/value pair. Scalars: data points at the value in the file.
+ * Strings: data at the bytes (not NUL-terminated), count = length.
+ * Arrays: arr_type, count elements, data at the first one. */
+typedef struct {
+	const char *key;        /* NUL-terminated copy */
+	uint32_t type;          /* qtk_gguf_vtype */
+	uint32_t arr_type;      /* arrays: element type */
+	uint64_t count;         /* arrays: elements; strings: bytes; else 1 */
+	const uint8_t *data;    /* in the mapping */
+	uint64_t size;          /* bytes of the whole value in the file */
+	const uint64_t *str_off_; /* private: string arrays' element offsets */
+	uint32_t len_bytes_;    /* private: 4 (v1) or 8: width of string lengths */
+} qtk_gguf_kv;
+
+typedef struct {
+	const char *name;       /* NUL-terminated copy */
+	uint32_t type;          /* ggml type */
+	uint32_t n_dims;        /* 1..4 */
+	uint64_t ne[QTK_GGUF_MAX_DIMS]; /* ne[0] innermost; unused dims 1 */
+	uint32_t ndim;          /* = n_dims; shape in safetensors order: */
+	uint64_t shape[QTK_MAX_DIMS];   /* shape[ndim-1] = ne[0] */
+	uint64_t nelem;
+	uint64_t rows, cols;    /* 2-D view: cols = ne[0] */
+	uint64_t offset;        /* relative to the data section */
+	uint64_t file_offset;   /* absolute */
+	const void *data;       /* in the mapping */
+	uint64_t nbytes;
+} qtk_gguf_tensor;
+
+typedef struct qtk_gguf_file qtk_gguf_file;
+
+/* Map and validate PATH (GGUF v1, v2, v3): header, every KV (arrays of
+ * arrays too), every tensor info, alignment, bounds, overlaps, duplicates.
+ * O(metadata); tensor bytes are not read. On failure *out is NULL and st
+ * names file, key/tensor and problem (QTK_E_GG_* codes). */
+QTK_API qtk_err qtk_gguf_open(const char *path, qtk_gguf_file **out, qtk_status *st);
+/* The same over a caller's buffer (must outlive the file). */
+QTK_API qtk_err qtk_gguf_open_mem(const void *data, size_t size, const char *name,
+                                  qtk_gguf_file **out, qtk_status *st);
+QTK_API void qtk_gguf_close(qtk_gguf_file *f); /* NULL is fine */
+
+QTK_API uint32_t qtk_gguf_version(const qtk_gguf_file *f);
+QTK_API uint32_t qtk_gguf_alignment(const qtk_gguf_file *f);
+QTK_API uint64_t qtk_gguf_data_offset(const qtk_gguf_file *f);
+QTK_API uint64_t qtk_gguf_file_size(const qtk_gguf_file *f);
+
+/* KVs in file order. */
+QTK_API size_t qtk_gguf_kv_count(const qtk_gguf_file *f);
+QTK_API const qtk_gguf_kv *qtk_gguf_kv_get(const qtk_gguf_file *f, size_t i);
+QTK_API const qtk_gguf_kv *qtk_gguf_kv_find(const qtk_gguf_file *f, const char *key);
+
+/* Typed getters: QTK_E_NOT_FOUND if the key is absent, QTK_E_GG_KV_MISMATCH
+ * if its type does not convert exactly (get_uint takes any integer type
+ * holding a non-negative value; get_int any integer up to INT64_MAX; get_f64
+ * F32/F64). key may be NULL when kv is given directly. */
+QTK_API qtk_err qtk_gguf_get_uint(const qtk_gguf_file *f, const char *key,
+                                  uint64_t *out, qtk_status *st);
+QTK_API qtk_err qtk_gguf_get_int(const qtk_gguf_file *f, const char *key,
+                                 int64_t *out, qtk_status *st);
+QTK_API qtk_err qtk_gguf_get_f64(const qtk_gguf_file *f, const char *key,
+                                 double *out, qtk_status *st);
+QTK_API qtk_err qtk_gguf_get_bool(const qtk_gguf_file *f, const char *key,
+                                  int *out, qtk_status *st);
+/* String bytes (not NUL-terminated) and length. */
+QTK_API qtk_err qtk_gguf_get_str(const qtk_gguf_file *f, const char *key,
+                                 const char **s, uint64_t *len, qtk_status *st);
+/* Element i of an array KV: a string, or a number converted to double /
+ * int64 (integers, F32/F64, BOOL). Return QTK_E_ARG if the element is not
+ * of that kind or i is out of range. */
+QTK_API qtk_err qtk_gguf_arr_str(const qtk_gguf_kv *kv, uint64_t i,
+                                 const char **s, uint64_t *len);
+QTK_API qtk_err qtk_gguf_arr_f64(const qtk_gguf_kv *kv, uint64_t i, double *out);
+QTK_API qtk_err qtk_gguf_arr_int(const qtk_gguf_kv *kv, uint64_t i, int64_t *out);
+
+/* Tensors in info order. */
+QTK_API size_t qtk_gguf_count(const qtk_gguf_file *f);
+QTK_API const qtk_gguf_tensor *qtk_gguf_get(const qtk_gguf_file *f, size_t i);
+QTK_API const qtk_gguf_tensor *qtk_gguf_find(const qtk_gguf_file *f, const char *name);
+
+/* Dequantize elements [elem0, elem0+n) (flat, ne[0] innermost) to f32,
+ * exactly as ggml does: F32, F16, BF16, Q8_0, Q4_0, Q4_1. Other types:
+ * QTK_E_UNSUPPORTED naming the type. */
+QTK_API qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0,
+                                  uint64_t n, float *dst, qtk_status *st);
+
+/* ---- writing (GGUF v3) ------------------------------------------------ */
+
+/* KVs to write, collected (and serialized) before the writer opens. Keys
+ * must be unique (QTK_E_GG_DUP_KEY). general.alignment, if added, must be a
+ * u32 power of two and sets the data alignment (else 32). */
+typedef struct qtk_gguf_kvs qtk_gguf_kvs;
+QTK_API qtk_gguf_kvs *qtk_gguf_kvs_new(void);     /* NULL: out of memory */
+QTK_API void qtk_gguf_kvs_free(qtk_gguf_kvs *k);  /* NULL is fine */
+QTK_API size_t qtk_gguf_kvs_count(const qtk_gguf_kvs *k);
+/* A scalar of type (U8..I64, F32, F64, BOOL) read from *value (host order). */
+QTK_API qtk_err qtk_gguf_kvs_add(qtk_gguf_kvs *k, const char *key, uint32_t type,
+                                 const void *value, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_u32(qtk_gguf_kvs *k, const char *key, uint32_t v, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_i32(qtk_gguf_kvs *k, const char *key, int32_t v, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_f32(qtk_gguf_kvs *k, const char *key, float v, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_bool(qtk_gguf_kvs *k, const char *key, int v, qtk_status *st);
+QTK_API qtk_err qtk_gguf_kvs_add_str(qtk_gguf_kvs *k, const char *key, const char *s,
+                                     size_t len, qtk_status *st);
+/* An array of n scalars of elem_type (host order, packed). */
+QTK_API qtk_err qtk_gguf_kvs_add_arr(qtk_gguf_kvs *k, const char *key, uint32_t elem_type,
+                                     const void *elems, size_t n, qtk_status *st);
+/* An array of n strings (lens NULL: NUL-terminated). */
+QTK_API qtk_err qtk_gguf_kvs_add_arr_str(qtk_gguf_kvs *k, const char *key,
+                                         const char *const *strs, const size_t *lens,
+                                         size_t n, qtk_status *st);
+
+/* Copy a KV read by qtk_gguf_open (any version; nested arrays too),
+ * re-encoded for v3. */
+QTK_API qtk_err qtk_gguf_kvs_add_kv(qtk_gguf_kvs *k, const qtk_gguf_kv *kv, qtk_status *st);
+
+/* One tensor to write: ne[0] innermost (= the last safetensors dim). */
+typedef struct {
+	const char *name;
+	uint32_t type;          /* ggml type */
+	uint32_t n_dims;        /* 1..4 */
+	uint64_t ne[QTK_GGUF_MAX_DIMS];
+} qtk_gguf_desc;
+
+typedef struct qtk_gguf_writer qtk_gguf_writer;
+
+/* Lay out the file (header, KVs, infos, data in the order given, each at a
+ * multiple of the alignment), create the temporary output and write all
+ * but the tensor bytes. kvs may be NULL; it is not kept. */
+QTK_API qtk_err qtk_gguf_writer_open(qtk_gguf_writer **out, const char *path,
+                                     const qtk_gguf_kvs *kvs, const qtk_gguf_desc *descs,
+                                     size_t n, const qtk_write_opts *opts, qtk_status *st);
+/* Bytes of tensor i's data, and its absolute offset in the file. */
+QTK_API uint64_t qtk_gguf_writer_tensor_bytes(const qtk_gguf_writer *w, size_t i);
+QTK_API uint64_t qtk_gguf_writer_tensor_offset(const qtk_gguf_writer *w, size_t i);
+/* Write len bytes at byte off of tensor i's data. Thread-safe, any order;
+ * each byte must be written exactly once. */
+QTK_API qtk_err qtk_gguf_writer_put(qtk_gguf_writer *w, size_t i, uint64_t off,
+                                    const void *buf, size_t len, qtk_status *st);
+/* Check every tensor got all its bytes (QTK_E_GG_INCOMPLETE), fsync,
+ * rename. Frees w either way; on failure the output path is as it was. */
+QTK_API qtk_err qtk_gguf_writer_commit(qtk_gguf_writer *w, qtk_status *st);
+/* Remove the temporary and free w. NULL is fine. */
+QTK_API void qtk_gguf_writer_abort(qtk_gguf_writer *w);
+
+/* ---- LLaMA-family export helpers (formats/gguf_llama.c) -------------- */
+
+/* GGUF name of an HF LlamaForCausalLM tensor: model.embed_tokens.weight ->
+ * token_embd.weight, model.layers.N.self_attn.q_proj.weight ->
+ * blk.N.attn_q.weight (k/v/o: attn_k/attn_v/attn_output), mlp.gate/up/
+ * down_proj -> ffn_gate/ffn_up/ffn_down, input_layernorm -> attn_norm,
+ * post_attention_layernorm -> ffn_norm, model.norm -> output_norm,
+ * lm_head -> output. *qk = 1 for q_proj, 2 for k_proj (rows to
+ * un-permute), else 0. QTK_E_NOT_FOUND for other names, QTK_E_ARG if out
+ * is too small. */
+QTK_API qtk_err qtk_gguf_llama_name(const char *hf, char *out, size_t n, int *qk);
+/* HF permutes q/k rows per head for rotate-half RoPE; ggml wants the
+ * original interleaved order. Row `row` of the ggml tensor is row
+ * qtk_gguf_llama_qk_src_row(row, rows, n_head) of the HF one (q: n_head,
+ * k: n_head_kv). Works on whole rows, so on quantized rows too. */
+QTK_API uint64_t qtk_gguf_llama_qk_src_row(uint64_t row, uint64_t rows, uint32_t n_head);
+QTK_API qtk_err qtk_gguf_llama_unpermute(const void *src, void *dst, uint64_t rows,
+                                         uint64_t row_bytes, uint32_t n_head, qtk_status *st);
+
+typedef struct {
+	uint32_t n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx, n_vocab, head_dim;
+	float rms_eps, rope_theta;
+	int tied;               /* tie_word_embeddings: no output.weight */
+} qtk_gguf_llama_hparams;
+
+/* Read config.json; add general.architecture = "llama" and the llama.*
+ * hyper-parameter KVs to k (if k is not NULL). QTK_E_GG_CONFIG names a
+ * missing or bad key; rope_scaling -> QTK_E_UNSUPPORTED. */
+QTK_API qtk_err qtk_gguf_llama_config(const char *config_path, qtk_gguf_kvs *k,
+                                      qtk_gguf_llama_hparams *hp, qtk_status *st);
+
+/* A sentencepiece tokenizer.model (protobuf), pieces pointing into the
+ * mapped file. types: 1 normal, 2 unknown, 3 control, 4 user-defined,
+ * 5 unused, 6 byte (the values tokenizer.ggml.token_type uses). */
+typedef struct {
+	size_t n;
+	const char **pieces;    /* not NUL-terminated: lens[i] bytes */
+	size_t *lens;
+	float *scores;
+	int32_t *types;
+	int32_t unk_id, bos_id, eos_id, pad_id; /* -1: none */
+	void *map_;             /* private */
+} qtk_spm_vocab;
+
+QTK_API qtk_err qtk_spm_read(const char *path, qtk_spm_vocab **out, qtk_status *st);
+QTK_API void qtk_spm_free(qtk_spm_vocab *v); /* NULL is fine */
+/* tokenizer.ggml.model = "llama", tokens, scores, token_type and the
+ * bos/eos/unknown(/padding) ids. */
+QTK_API qtk_err qtk_gguf_spm_kvs(const qtk_spm_vocab *v, qtk_gguf_kvs *k, qtk_status *st);
+
+/* ---- qtk planes <-> ggml blocks (pure, lossless) ----------------------
+ * Planes follow quant/qtk_quant.h: codes row-major, one f16 scale (and
+ * bias) per 32-element group. INT8 g32 <-> Q8_0 (d = scale), INT4 g32
+ * (stored q+8) <-> Q4_0 (ggml also stores q+8: x = d*(q-8)), INT4_AFFINE
+ * g32 <-> Q4_1 (d = scale, m = bias: ggml x = d*q + m is qtk w = scale*q +
+ * bias). cols must be a multiple of 32 (else QTK_E_GG_LAYOUT). dst holds
+ * nrows * cols/32 blocks of qtk_ggml_block_bytes(type). */
+/* The GGUF type that holds layout L exactly for rows of cols elements, or
+ * QTK_E_GG_LAYOUT with the reason (NF4, group != 32, f32 scales, ...). */
+QTK_API qtk_err qtk_gguf_type_for_layout(const qtk_q_layout *L, uint64_t cols,
+                                         uint32_t *type, qtk_status *st);
+QTK_API qtk_err qtk_gguf_pack_q8_0(const int8_t *codes, const uint16_t *scales,
+                                   size_t nrows, size_t cols, void *dst, qtk_status *st);
+QTK_API qtk_err qtk_gguf_unpack_q8_0(const void *src, size_t nrows, size_t cols,
+                                     int8_t *codes, uint16_t *scales, qtk_status *st);
+QTK_API qtk_err qtk_gguf_pack_q4_0(const uint8_t *codes, const uint16_t *scales,
+                                   size_t nrows, size_t cols, void *dst, qtk_status *st);
+QTK_API qtk_err qtk_gguf_unpack_q4_0(const void *src, size_t nrows, size_t cols,
+                                     uint8_t *codes, uint16_t *scales, qtk_status *st);
+QTK_API qtk_err qtk_gguf_pack_q4_1(const uint8_t *codes, const uint16_t *scales,
+                                   const uint16_t *biases, size_t nrows, size_t cols,
+                                   void *dst, qtk_status *st);
+QTK_API qtk_err qtk_gguf_unpack_q4_1(const void *src, size_t nrows, size_t cols,
+                                     uint8_t *codes, uint16_t *scales, uint16_t *biases,
+                                     qtk_status *st);
+
+/* ===================================================================== */
+/* MLX (formats/mlx_pack.c)                                               */
+/* ===================================================================== */
+
+/* MLX quantized linear: weight U32 [out, in*bits/32], element i of a row at
+ * bits [bits*i, bits*(i+1)) of the row's little-endian bit stream; scales
+ * and biases [out, in/group]; w = scales*q + biases, q unsigned. */
+
+/* Pack cols unsigned codes (one per byte, low `bits` bits used; bits 1..8)
+ * into cols*bits/32 words, and back. QTK_E_GG_LAYOUT if cols*bits is not a
+ * multiple of 32. */
+QTK_API qtk_err qtk_mlx_pack_bits(const uint8_t *q, size_t cols, unsigned bits,
+                                  uint32_t *out, qtk_status *st);
+QTK_API qtk_err qtk_mlx_unpack_bits(const uint32_t *in, size_t cols, unsigned bits,
+                                    uint8_t *q, qtk_status *st);
+/* The MLX affine form of a qtk layout: bits, and the offset added to the
+ * signed code (int4: 8, int8: 128, affine: 0) so that bias = -offset*scale.
+ * QTK_E_GG_LAYOUT with the reason for NF4, groups other than 32/64/128,
+ * double quant, rows the group does not divide. */
+QTK_API qtk_err qtk_mlx_form(const qtk_q_layout *L, uint64_t cols, unsigned *bits,
+                             unsigned *offset, qtk_status *st);
+/* qtk code plane rows (quant/qtk_quant.h convention) <-> MLX words
+ * (nrows * cols*bits/32 values, host order; write little-endian). */
+QTK_API qtk_err qtk_mlx_pack_codes(const qtk_q_layout *L, const void *codes, size_t nrows,
+                                   size_t cols, uint32_t *out, qtk_status *st);
+QTK_API qtk_err qtk_mlx_unpack_codes(const qtk_q_layout *L, const uint32_t *in, size_t nrows,
+                                     size_t cols, void *codes, qtk_status *st);
+/* MLX scales (the qtk scales converted) and biases for n groups in out_dtype (F16/BF16/F32): -offset*scale for
+ * symmetric schemes (biases unused, may be NULL), the stored bias for
+ * affine ones. QTK_E_GG_LAYOUT if a value is not exact in out_dtype (e.g.
+ * -8*scale overflows F16, or an f16 scale does not fit BF16). */
+QTK_API qtk_err qtk_mlx_scales(const qtk_q_layout *L, const void *scales, size_t n,
+                               qtk_dtype out_dtype, void *out, qtk_status *st);
+QTK_API qtk_err qtk_mlx_biases(const qtk_q_layout *L, const void *scales, const void *biases,
+                               size_t n, qtk_dtype out_dtype, void *out, qtk_status *st);
+
 #ifdef __cplusplus
 }
 #endif

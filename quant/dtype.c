@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "qtk_quant.h"
+#include "dtype_simd.h"
 
 static const struct {
 	const char *name;
@@ -183,6 +184,17 @@ qtk_err qtk_to_f32(qtk_dtype dt, const void *src, float *dst, size_t n)
 {
 	if (!qtk_dtype_is_float(dt))
 		return QTK_E_ARG;
+	if (dt == QTK_DT_F16 || dt == QTK_DT_BF16) {
+		qtk_isa isa = qtk_isa_active();
+		if (isa == QTK_ISA_AVX512) {
+			(dt == QTK_DT_F16 ? qtk_f16_to_f32_avx512 : qtk_bf16_to_f32_avx512)(src, dst, n);
+			return QTK_OK;
+		}
+		if (isa == QTK_ISA_AVX2) {
+			(dt == QTK_DT_F16 ? qtk_f16_to_f32_avx2 : qtk_bf16_to_f32_avx2)(src, dst, n);
+			return QTK_OK;
+		}
+	}
 	to_f32_scalar(dt, src, dst, n);
 	return QTK_OK;
 }
@@ -196,12 +208,28 @@ qtk_err qtk_from_f32(qtk_dtype dt, const float *src, void *dst, size_t n)
 		memcpy(dst, src, n * 4);
 		return QTK_OK;
 	case QTK_DT_F16:
+		if (qtk_isa_active() == QTK_ISA_AVX512) {
+			qtk_f32_to_f16_avx512(src, dst, n);
+			return QTK_OK;
+		}
+		if (qtk_isa_active() == QTK_ISA_AVX2) {
+			qtk_f32_to_f16_avx2(src, dst, n);
+			return QTK_OK;
+		}
 		for (size_t i = 0; i < n; i++) {
 			uint16_t h = qtk_f32_to_f16(src[i]);
 			memcpy(d + 2 * i, &h, 2);
 		}
 		return QTK_OK;
 	case QTK_DT_BF16:
+		if (qtk_isa_active() == QTK_ISA_AVX512) {
+			qtk_f32_to_bf16_avx512(src, dst, n);
+			return QTK_OK;
+		}
+		if (qtk_isa_active() == QTK_ISA_AVX2) {
+			qtk_f32_to_bf16_avx2(src, dst, n);
+			return QTK_OK;
+		}
 		for (size_t i = 0; i < n; i++) {
 			uint16_t h = qtk_f32_to_bf16(src[i]);
 			memcpy(d + 2 * i, &h, 2);

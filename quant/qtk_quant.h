@@ -89,6 +89,30 @@ typedef enum {
 	QTK_E_PK_ZSTD = 94,            /* compressed plane is not one valid zstd frame of the plane size */
 	QTK_E_PK_INCOMPLETE = 95,      /* writer: plane bytes not written exactly once */
 	/* GGUF (formats/gguf_*.c): 120-169 */
+	QTK_E_GG_TOO_SMALL = 120,       /* file shorter than the fixed GGUF header */
+	QTK_E_GG_MAGIC = 121,           /* not a GGUF file (bad magic) */
+	QTK_E_GG_VERSION = 122,         /* GGUF version other than 1, 2, 3 */
+	QTK_E_GG_COUNT = 123,           /* tensor/KV/array count larger than the bytes left, or wraps */
+	QTK_E_GG_STRING = 124,          /* string length past the end of the file, or wraps */
+	QTK_E_GG_KV_TYPE = 125,         /* unknown KV value type (or array element type) */
+	QTK_E_GG_DUP_KEY = 126,         /* a KV key appears twice */
+	QTK_E_GG_ARRAY = 127,           /* arrays nested deeper than 8 levels */
+	QTK_E_GG_NDIM = 128,            /* tensor with 0 or more than 4 dims */
+	QTK_E_GG_DIM = 129,             /* a dim is zero or negative (>= 2^63) */
+	QTK_E_GG_SHAPE = 130,           /* element count or byte size of a tensor wraps */
+	QTK_E_GG_TYPE = 131,            /* unknown or retired ggml type */
+	QTK_E_GG_BLOCK = 132,           /* ne[0] not a multiple of the type's block size */
+	QTK_E_GG_ALIGNMENT = 133,       /* general.alignment not a u32 power of two */
+	QTK_E_GG_MISALIGNED = 134,      /* tensor offset not a multiple of the alignment */
+	QTK_E_GG_BOUNDS = 135,          /* tensor data past the end of the file */
+	QTK_E_GG_OVERLAP = 136,         /* two tensors share bytes */
+	QTK_E_GG_DUP_TENSOR = 137,      /* a tensor name appears twice */
+	QTK_E_GG_NAME = 138,            /* empty key/name, or a NUL byte in it */
+	QTK_E_GG_KV_MISMATCH = 139,     /* a KV has another type than the caller asked for */
+	QTK_E_GG_INCOMPLETE = 140,      /* writer: tensor bytes not written exactly once */
+	QTK_E_GG_LAYOUT = 141,          /* writer/packer: shape, type or layout the target cannot hold */
+	QTK_E_GG_TOKENIZER = 142,       /* tokenizer.model is not a valid sentencepiece model */
+	QTK_E_GG_CONFIG = 143,          /* config.json lacks or has a bad hyper-parameter */
 
 	/* quant (quant/): 170-189 */
 	QTK_E_Q_NONFINITE = 170,      /* NaN or Inf in the input */
@@ -340,16 +364,25 @@ QTK_API void qtk_q_dequantize_rows(const qtk_q_layout *L,
                                    const qtk_q_cplanes *src, size_t nrows,
                                    size_t cols, float *dst);
 
-/* NF4 double quantization (QTK_QF_DOUBLE_QUANT), a tensor-level pass; see
- * quant/dq.c and docs/quantization.md. absmax: the tensor's n group absmax
- * values in SCALES order (quantize rows with scale_dtype F32 and no flag to
- * get them); codes: the n-byte SCALES plane; dq: the DQ plane
- * (qtk_q_plane_sizes). QTK_E_Q_NONFINITE for a NaN/Inf/negative input. */
-QTK_API qtk_err qtk_q_double_quant(const float *absmax, uint64_t n, uint8_t *codes,
-                                   void *dq, qtk_status *st);
-/* Recover the n f32 group absmax values from SCALES codes and the DQ plane. */
-QTK_API void qtk_q_double_dequant(const uint8_t *codes, const void *dq, uint64_t n,
-                                  float *absmax);
+/* NF4 (bitsandbytes): the value of code 0..15, and the code of x in
+ * [-1, 1] by the bitsandbytes decision tree (x on a midpoint takes the
+ * lower code). */
+QTK_API float qtk_q_nf4_value(unsigned code);
+QTK_API unsigned qtk_q_nf4_code(float x);
+
+/* NF4 double quantization (QTK_QF_DOUBLE_QUANT), a tensor-level pass:
+ * quantize every chunk of rows with a layout that has no DOUBLE_QUANT flag
+ * and scale_dtype F32 (its SCALES plane then holds the f32 group absmax
+ * values, [rows][groups_per_row]), then call qtk_q_double_quant once on all
+ * ngroups = rows * groups_per_row values: it writes the u8 SCALES plane of
+ * the double-quantized layout (codes[ngroups]) and its DQ plane (sized by
+ * qtk_q_plane_sizes). The CODES plane is the same in both layouts.
+ * qtk_q_double_dequant rebuilds the f32 absmax values; dequantize with the
+ * F32-scale layout and those values. See docs/quantization.md. */
+QTK_API qtk_err qtk_q_double_quant(const float *absmax, uint64_t ngroups,
+                                   uint8_t *codes, void *dq, qtk_status *st);
+QTK_API void qtk_q_double_dequant(const uint8_t *codes, uint64_t ngroups,
+                                  const void *dq, float *absmax);
 
 /* Error metrics. */
 QTK_API void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat,

@@ -14,22 +14,21 @@ void float_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
 float float_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
                 const float *x);
 
-/* Group-wise quantizers INT8/INT4/INT4_AFFINE/NF4/INT8_AFFINE (groupq.c) */
-qtk_err groupq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
-                        size_t cols, const qtk_q_planes *dst,
-                        const qtk_q_opts *opts, qtk_status *st);
-void groupq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
-                       size_t nrows, size_t cols, float *dst);
-float groupq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
-                 const float *x);
+/* INT8, INT4, INT4_AFFINE, NF4, INT8_AFFINE (intq.c) */
+qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
+                      size_t cols, const qtk_q_planes *dst,
+                      const qtk_q_opts *opts, qtk_status *st);
+void intq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
+                     size_t nrows, size_t cols, float *dst);
+float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
+               const float *x);
 
-/* One group's parameters: p is the value stored in SCALES (INT8/INT4/
- * INT4_AFFINE: d; NF4: absmax; INT8_AFFINE: the MLX scale), b the bias. */
-typedef struct { float p, b; } gparams;
-/* MLX affine_quantize's per-group scale/bias rule for `bits` bits (f32). */
-gparams qtk_mlx_affine_params(float lo, float hi, int bits);
-/* bitsandbytes NF4 code values and nearest-code decision tree. */
-extern const float qtk_nf4_values[16];
-uint8_t qtk_nf4_code(float x);
+/* SIMD dequantization of n elements of one group starting at element i0
+ * (intq_simd.c); bit-identical to the scalar path. */
+const float *qtk_q_nf4_table(void);
+void intq_deq_group_avx2(qtk_scheme_id s, const uint8_t *codes, size_t i0,
+                         size_t n, float d, float b, float *out);
+void intq_deq_group_avx512(qtk_scheme_id s, const uint8_t *codes, size_t i0,
+                           size_t n, float d, float b, float *out);
 
 #endif

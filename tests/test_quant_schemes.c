@@ -1,604 +1,418 @@
-/* tests: the group-wise quantizers — golden vectors derived by hand from the
- * published reference rules (ggml Q8_0/Q4_0/Q4_1, bitsandbytes NF4, MLX
- * affine), edge cases looping over every quantized scheme of the table,
- * chunking, search and metrics. */
+/* tests: golden vectors for the group-wise schemes (ggml Q8_0/Q4_0/Q4_1
+ * rules, bitsandbytes NF4), edge cases, errors, metrics. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "qtk_quant.h"
-#include "quant_impl.h"
 #include "test.h"
 
-/* Planes for a [rows][cols] tensor, one allocation each. */
-typedef struct {
-	void *p[QTK_PLANE_MAX];
-	uint64_t size[QTK_PLANE_MAX];
-} bufs;
-
-static int bufs_alloc(bufs *b, const qtk_q_layout *L, size_t rows, size_t cols)
+static qtk_q_layout lay(qtk_scheme_id s, uint32_t g, qtk_dtype sd)
 {
-	memset(b, 0, sizeof *b);
-	if (qtk_q_plane_sizes(L, rows, cols, b->size) != QTK_OK)
-		return 0;
-	for (int i = 0; i < QTK_PLANE_MAX; i++)
-		b->p[i] = calloc(1, b->size[i] + 1);
-	return 1;
+	qtk_q_layout L = { .scheme = s, .group = g, .scale_dtype = sd, .dtype = QTK_DT_F32 };
+	return L;
 }
 
-static void bufs_free(bufs *b)
+static float f32_at(const void *p, size_t i)
 {
-	for (int i = 0; i < QTK_PLANE_MAX; i++)
-		free(b->p[i]);
-}
-
-static qtk_q_planes planes_of(const bufs *b)
-{
-	qtk_q_planes p;
-	for (int i = 0; i < QTK_PLANE_MAX; i++)
-		p.p[i] = b->p[i];
-	return p;
-}
-
-static qtk_q_cplanes cplanes_of(const bufs *b)
-{
-	qtk_q_cplanes p;
-	for (int i = 0; i < QTK_PLANE_MAX; i++)
-		p.p[i] = b->p[i];
-	return p;
-}
-
-static const qtk_scheme_id qschemes[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4,
-	QTK_SCHEME_INT4_AFFINE, QTK_SCHEME_NF4, QTK_SCHEME_INT8_AFFINE };
-#define NQ (sizeof qschemes / sizeof qschemes[0])
-
-static uint32_t rng_state = 12345;
-static float frand(void) /* deterministic, roughly N(0, 1) */
-{
-	float s = 0;
-	for (int i = 0; i < 4; i++) {
-		rng_state = rng_state * 1664525u + 1013904223u;
-		s += (float)(rng_state >> 8) / 16777216.0f - 0.5f;
-	}
-	return s * 1.7f;
-}
-
-static int code_at(const qtk_q_layout *L, const bufs *b, size_t cols, size_t r, size_t c)
-{
-	const uint8_t *row = (const uint8_t *)b->p[0] + r * qtk_q_row_bytes(L, cols, 0);
-	if (qtk_q_scheme_get(L->scheme)->code_bits == 8)
-		return row[c];
-	return (row[c / 2] >> (4 * (c & 1))) & 15;
-}
-
-static float param_at(const qtk_q_layout *L, const void *plane, size_t i)
-{
-	uint16_t h;
 	float f;
-	if (L->scale_dtype == QTK_DT_F32) {
-		memcpy(&f, (const char *)plane + 4 * i, 4);
-		return f;
-	}
-	memcpy(&h, (const char *)plane + 2 * i, 2);
-	return L->scale_dtype == QTK_DT_F16 ? qtk_f16_to_f32(h) : qtk_bf16_to_f32(h);
+	memcpy(&f, (const uint8_t *)p + 4 * i, 4);
+	return f;
 }
 
-/* Quantize one row of 32 with group 32, f16 scales. */
-static int quant32(qtk_scheme_id id, const float *x, bufs *b, qtk_q_layout *L)
+/* Quantize rows x cols with F32 scales into fresh buffers. */
+typedef struct { uint8_t c[4096]; float s[256], b[256]; } bufs;
+
+static qtk_err quant(const qtk_q_layout *L, const float *x, size_t rows, size_t cols,
+                     bufs *B, qtk_status *st)
 {
+	qtk_q_planes P = { { B->c, B->s, B->b, NULL } };
+	qtk_q_opts o = { .tensor = "w", .row0 = 10 };
+	memset(B, 0xAA, sizeof *B);
+	return qtk_q_quantize_rows(L, x, rows, cols, &P, &o, st);
+}
+
+TEST(quant_int8_q8_0_golden)
+{
+	qtk_q_layout L = lay(QTK_SCHEME_INT8, 16, QTK_DT_F32);
+	float x[16] = { 127, -127, 0.5f, -0.5f, 1.5f, 2.5f, -2.5f, 63.5f, 0, 1, -1, 100, 3.49f, 0.49f, -126.5f, 7 };
+	bufs B;
 	qtk_status st;
-	qtk_q_planes p;
-	memset(L, 0, sizeof *L);
-	L->scheme = id;
-	L->group = 32;
-	L->scale_dtype = QTK_DT_F16;
-	if (!bufs_alloc(b, L, 1, 32))
-		return 0;
-	p = planes_of(b);
-	return qtk_q_quantize_rows(L, x, 1, 32, &p, NULL, &st) == QTK_OK;
-}
-
-TEST(quant_golden_q8_0)
-{
-	float x[32] = { 0 };
-	qtk_q_layout L;
-	bufs b;
-
-	/* amax 127 -> d = 1; roundf ties away from zero */
-	x[0] = 127; x[1] = 2.5f; x[2] = -2.5f; x[3] = 0.49f; x[4] = -127; x[5] = -63.5f;
-	REQUIRE(quant32(QTK_SCHEME_INT8, x, &b, &L));
-	CHECK_EQ((int8_t)code_at(&L, &b, 32, 0, 0), 127);
-	CHECK_EQ((int8_t)code_at(&L, &b, 32, 0, 1), 3);
-	CHECK_EQ((int8_t)code_at(&L, &b, 32, 0, 2), -3);
-	CHECK_EQ((int8_t)code_at(&L, &b, 32, 0, 3), 0);
-	CHECK_EQ((int8_t)code_at(&L, &b, 32, 0, 4), -127);
-	CHECK_EQ((int8_t)code_at(&L, &b, 32, 0, 5), -64);
-	CHECK_EQ(((uint16_t *)b.p[1])[0], 0x3c00); /* f16 1.0 */
-	bufs_free(&b);
-}
-
-TEST(quant_golden_q4_0)
-{
-	float x[32] = { 0 };
-	qtk_q_layout L;
-	bufs b;
-
-	/* max (largest magnitude, signed) = -8 -> d = 1; q+8 = trunc(x + 8.5) */
-	x[0] = 7; x[1] = -8; x[2] = 0.5f; x[3] = -0.5f; x[4] = 1.5f; x[5] = -1.5f;
-	REQUIRE(quant32(QTK_SCHEME_INT4, x, &b, &L));
-	int want[6] = { 15, 0, 9, 8, 10, 7 };
-	for (int i = 0; i < 6; i++)
-		CHECK_EQ(code_at(&L, &b, 32, 0, i), want[i]);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 31), 8); /* zero -> q 0 */
-	CHECK_EQ(((uint16_t *)b.p[1])[0], 0x3c00);
-	bufs_free(&b);
-
-	/* positive max 16 first, -16 later: d = -2, -16 clamps to q = 7 */
-	memset(x, 0, sizeof x);
-	x[0] = 16; x[1] = -14; x[2] = -16; x[3] = 3;
-	REQUIRE(quant32(QTK_SCHEME_INT4, x, &b, &L));
-	CHECK_EQ(code_at(&L, &b, 32, 0, 0), 0);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 1), 15);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 2), 15);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 3), 7); /* -1.5 + 8.5 = 7 */
-	CHECK_EQ(((uint16_t *)b.p[1])[0], 0xc000); /* f16 -2.0 */
-	bufs_free(&b);
-}
-
-TEST(quant_golden_q4_1)
-{
-	float x[32];
-	qtk_q_layout L;
-	bufs b;
-
-	for (int i = 0; i < 32; i++)
-		x[i] = 3;
-	/* min -1, max 14 -> d = 1, m = -1; q = trunc((x - m) + 0.5) */
-	x[0] = -1; x[1] = 14; x[2] = 0.5f; x[3] = 13.4f;
-	REQUIRE(quant32(QTK_SCHEME_INT4_AFFINE, x, &b, &L));
-	CHECK_EQ(code_at(&L, &b, 32, 0, 0), 0);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 1), 15);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 2), 2); /* 1.5 + 0.5: tie goes up */
-	CHECK_EQ(code_at(&L, &b, 32, 0, 3), 14);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 4), 4);
-	CHECK_EQ(((uint16_t *)b.p[1])[0], 0x3c00);
-	CHECK_EQ(((uint16_t *)b.p[2])[0], 0xbc00); /* bias -1 */
-	bufs_free(&b);
-}
-
-TEST(quant_golden_nf4_tree_and_ties)
-{
-	/* each threshold itself takes the lower code (strict '>') */
-	static const float th[15] = { -0.8480964004993439f, -0.6106329262256622f,
-		-0.4599952697753906f, -0.33967943489551544f, -0.23460740596055984f,
-		-0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
-		0.1202552504837513f, 0.2035212516784668f, 0.2920137718319893f,
-		0.3893125355243683f, 0.5016634166240692f, 0.6427869200706482f,
-		0.8614784181118011f };
-	for (int i = 0; i < 15; i++) {
-		CHECK_EQ(qtk_nf4_code(th[i]), i);
-		CHECK_EQ(qtk_nf4_code(nextafterf(th[i], 2.0f)), i + 1);
-	}
-	/* and every code value maps to itself */
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == 1.0f);
+	/* roundf: ties away from zero */
+	int8_t want[16] = { 127, -127, 1, -1, 2, 3, -3, 64, 0, 1, -1, 100, 3, 0, -127, 7 };
 	for (int i = 0; i < 16; i++)
-		CHECK_EQ(qtk_nf4_code(qtk_nf4_values[i]), i);
-	CHECK_EQ(qtk_nf4_code(-1.0f), 0);
-	CHECK_EQ(qtk_nf4_code(1.0f), 15);
-
-	float x[32] = { 0 };
-	qtk_q_layout L;
-	bufs b;
-	x[0] = -2; x[1] = 2 * 0.03979014977812767f; x[2] = 1.0f; x[3] = 0.9f;
-	REQUIRE(quant32(QTK_SCHEME_NF4, x, &b, &L));
-	CHECK_EQ(code_at(&L, &b, 32, 0, 0), 0);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 1), 7);   /* exactly at threshold after x/2 */
-	CHECK_EQ(code_at(&L, &b, 32, 0, 2), 12);  /* 0.5 -> 0.4407 (threshold 0.5017) */
-	CHECK_EQ(code_at(&L, &b, 32, 0, 3), 12);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 5), 7);
-	CHECK_EQ(((uint16_t *)b.p[1])[0], 0x4000); /* absmax 2 */
-	bufs_free(&b);
+		CHECK_EQ((int8_t)B.c[i], want[i]);
 }
 
-TEST(quant_golden_mlx_affine)
+TEST(quant_int4_q4_0_golden)
 {
-	gparams g;
-	float x[32];
-	qtk_q_layout L;
-	bufs b;
-
-	/* |min| > |max|: edge = min, scale > 0, bias = min */
-	g = qtk_mlx_affine_params(-8, 7, 4);
-	CHECK(g.p == 1.0f && g.b == -8.0f);
-	/* |min| <= |max|: scale negative, bias = max */
-	g = qtk_mlx_affine_params(-7, 8, 4);
-	CHECK(g.p == -1.0f && g.b == 8.0f);
-	/* all zero: scale = -1e-7 (eps, negated), bias 0 */
-	g = qtk_mlx_affine_params(0, 0, 8);
-	CHECK(g.p == -1e-7f && g.b == 0.0f);
-	g = qtk_mlx_affine_params(-1, 0.5f, 8);
-	CHECK(g.b == -1.0f && fabsf(g.p - 1.5f / 255) < 1e-8f);
-
-	/* 8-bit: lo -128, hi 127 -> scale 1, bias -128; rint ties to even */
-	for (int i = 0; i < 32; i++)
-		x[i] = 0;
-	x[0] = -128; x[1] = 127; x[2] = 0.5f; x[3] = 1.5f; x[4] = -0.5f;
-	REQUIRE(quant32(QTK_SCHEME_INT8_AFFINE, x, &b, &L));
-	CHECK_EQ(code_at(&L, &b, 32, 0, 0), 0);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 1), 255);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 2), 128);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 3), 130);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 4), 128);
-	CHECK_EQ(code_at(&L, &b, 32, 0, 5), 128);
-	CHECK_EQ(((uint16_t *)b.p[1])[0], 0x3c00);
-	CHECK_EQ(((uint16_t *)b.p[2])[0], 0xd800); /* -128 */
-	bufs_free(&b);
-}
-
-/* Every scheme, scale dtype and group: reconstruction error per element is
- * within one quantization step of the group range; dot matches the defined
- * lane order; chunked quantization equals one call. */
-TEST(quant_all_schemes_roundtrip_chunked_dot)
-{
-	enum { R = 6, C = 200 };
-	static float w[R * C], h[R * C];
-	static const uint32_t groups[] = { 32, 64, 128, QTK_GROUP_ROW };
-	static const qtk_dtype sdt[] = { QTK_DT_F16, QTK_DT_BF16, QTK_DT_F32 };
-
-	for (int i = 0; i < R * C; i++)
-		w[i] = frand();
-	w[7] = 9.0f; /* one outlier */
-	for (size_t s = 0; s < NQ; s++)
-		for (size_t gi = 0; gi < 4; gi++)
-			for (size_t di = 0; di < 3; di++) {
-				qtk_q_layout L = { qschemes[s], groups[gi], sdt[di], 0, QTK_DT_F32 };
-				bufs a, c;
-				qtk_status st;
-				REQUIRE(bufs_alloc(&a, &L, R, C) && bufs_alloc(&c, &L, R, C));
-				qtk_q_planes pa = planes_of(&a);
-				CHECK_EQ(qtk_q_quantize_rows(&L, w, R, C, &pa, NULL, &st), QTK_OK);
-				/* rows 0-1 then 2-5 into offset planes */
-				qtk_q_planes p1 = planes_of(&c), p2;
-				CHECK_EQ(qtk_q_quantize_rows(&L, w, 2, C, &p1, NULL, &st), QTK_OK);
-				for (int p = 0; p < QTK_PLANE_DQ; p++)
-					p2.p[p] = (char *)c.p[p] + 2 * qtk_q_row_bytes(&L, C, p);
-				CHECK_EQ(qtk_q_quantize_rows(&L, w + 2 * C, 4, C, &p2, NULL, &st), QTK_OK);
-				for (int p = 0; p < QTK_PLANE_DQ; p++)
-					CHECK(memcmp(a.p[p], c.p[p], a.size[p]) == 0);
-				qtk_q_cplanes ca = cplanes_of(&a);
-				qtk_q_dequantize_rows(&L, &ca, R, C, h);
-				size_t g = groups[gi] ? groups[gi] : C;
-				int bits = qtk_q_scheme_get(L.scheme)->code_bits;
-				double bad = 0;
-				for (size_t r = 0; r < R; r++)
-					for (size_t c0 = 0; c0 < C; c0 += g) {
-						size_t n = C - c0 < g ? C - c0 : g;
-						float lo = 0, hi = 0;
-						for (size_t i = 0; i < n; i++) {
-							float v = w[r * C + c0 + i];
-							lo = fminf(lo, v);
-							hi = fmaxf(hi, v);
-						}
-						/* NF4's widest step is 0.30 of absmax */
-						double amax = fmax(-(double)lo, (double)hi);
-						/* codes use the f32 scale, the stored one is rounded:
-						 * up to 2^-9 (bf16) / 2^-11 (f16) relative on scale and
-						 * bias, i.e. up to 3 * 2^-9 of amax for affine bf16 */
-						double step = (double)(hi - lo) / (bits == 8 ? 254.0 : 14.0) * 1.02 +
-						              (L.scheme == QTK_SCHEME_NF4 ? 0.31 * amax : 0) +
-						              amax * (L.scale_dtype == QTK_DT_BF16 ? 0x1p-7 : 0x1p-9);
-						for (size_t i = 0; i < n; i++) {
-							double e = fabs((double)w[r * C + c0 + i] - (double)h[r * C + c0 + i]);
-							if (e > step)
-								bad = e;
-						}
-					}
-				CHECK_MSG(bad == 0, "%s g%u %s: error %g beyond a step",
-				          qtk_q_scheme_get(L.scheme)->name, L.group,
-				          qtk_dtype_name(L.scheme ? L.scale_dtype : 0), bad);
-				/* dot of row 3: defined as dequantized * x in 8 lanes */
-				float x[C], lane[8] = { 0 };
-				for (int i = 0; i < C; i++)
-					x[i] = frand();
-				for (int i = 0; i < C; i++) {
-					float t = h[3 * C + i] * x[i];
-					lane[i & 7] += t;
-				}
-				for (int i = 0; i < 4; i++)
-					lane[i] += lane[i + 4];
-				lane[0] += lane[2];
-				lane[1] += lane[3];
-				float want = lane[0] + lane[1];
-				qtk_q_cplanes row3;
-				for (int p = 0; p < QTK_PLANE_MAX; p++)
-					row3.p[p] = (const char *)a.p[p] + 3 * qtk_q_row_bytes(&L, C, p);
-				float got = qtk_q_scheme_get(L.scheme)->dot(&L, &row3, C, x);
-				CHECK(memcmp(&got, &want, 4) == 0);
-				bufs_free(&a);
-				bufs_free(&c);
-			}
-}
-
-/* A short last group is quantized exactly as a row of its own. */
-TEST(quant_short_last_group)
-{
-	enum { C = 100 };
-	float w[C];
-	for (int i = 0; i < C; i++)
-		w[i] = frand();
-	for (size_t s = 0; s < NQ; s++) {
-		qtk_q_layout L = { qschemes[s], 32, QTK_DT_F16, 0, QTK_DT_F32 };
-		qtk_q_layout T = { qschemes[s], QTK_GROUP_ROW, QTK_DT_F16, 0, QTK_DT_F32 };
-		bufs a, t;
-		qtk_status st;
-		REQUIRE(bufs_alloc(&a, &L, 1, C) && bufs_alloc(&t, &T, 1, 4));
-		CHECK_EQ(qtk_q_groups_per_row(&L, C), 4);
-		qtk_q_planes pa = planes_of(&a), pt = planes_of(&t);
-		CHECK_EQ(qtk_q_quantize_rows(&L, w, 1, C, &pa, NULL, &st), QTK_OK);
-		CHECK_EQ(qtk_q_quantize_rows(&T, w + 96, 1, 4, &pt, NULL, &st), QTK_OK);
-		for (int i = 0; i < 4; i++)
-			CHECK_EQ(code_at(&L, &a, C, 0, 96 + i), code_at(&T, &t, 4, 0, i));
-		CHECK(param_at(&L, a.p[1], 3) == param_at(&T, t.p[1], 0));
-		bufs_free(&a);
-		bufs_free(&t);
-	}
-}
-
-/* All-zero, constant, subnormal-only groups; NaN/Inf rejection; scale range. */
-TEST(quant_edge_groups_and_errors)
-{
-	enum { C = 64 };
-	float w[2 * C], h[2 * C];
-
-	for (size_t s = 0; s < NQ; s++) {
-		qtk_q_layout L = { qschemes[s], 32, QTK_DT_F16, 0, QTK_DT_F32 };
-		const char *nm = qtk_q_scheme_get(L.scheme)->name;
-		bufs a;
-		qtk_status st;
-		qtk_q_opts o = { 0, NULL, "blk.0.w", 3 };
-		REQUIRE(bufs_alloc(&a, &L, 2, C));
-		qtk_q_planes pa = planes_of(&a);
-		qtk_q_cplanes ca = cplanes_of(&a);
-		for (int i = 0; i < 2 * C; i++)
-			w[i] = i < 32 ? 0.0f : i < 64 ? 0x1p-140f * (float)(i - 40) :
-			       i < 96 ? 0.75f : frand();
-		CHECK_EQ(qtk_q_quantize_rows(&L, w, 2, C, &pa, &o, &st), QTK_OK);
-		qtk_q_dequantize_rows(&L, &ca, 2, C, h);
-		for (int i = 0; i < 64; i++)
-			CHECK_MSG(fabsf(h[i]) <= 0x1p-130f, "%s: zero/subnormal %d -> %g", nm, i,
-			          (double)h[i]);
-		for (int i = 64; i < 96; i++)
-			CHECK_MSG(fabsf(h[i] - 0.75f) < 1e-3f, "%s: constant -> %g", nm, (double)h[i]);
-		/* never a 0 or Inf scale for a group that has a non-zero value
-		 * above the epsilon */
-		CHECK(param_at(&L, a.p[1], 2) != 0 || qtk_q_scheme_get(L.scheme)->has_bias);
-		for (int i = 0; i < 4; i++)
-			CHECK(isfinite(param_at(&L, a.p[1], i)));
-
-		/* NaN / Inf: named by tensor, absolute row and group */
-		w[C + 40] = NAN;
-		CHECK_EQ(qtk_q_quantize_rows(&L, w, 2, C, &pa, &o, &st), QTK_E_Q_NONFINITE);
-		CHECK_MSG(strstr(st.msg, "blk.0.w") && strstr(st.msg, "row 4, group 1") &&
-		          strstr(st.msg, "NaN"), "%s", st.msg);
-		w[C + 40] = -INFINITY;
-		CHECK_EQ(qtk_q_quantize_rows(&L, w, 2, C, &pa, &o, &st), QTK_E_Q_NONFINITE);
-		CHECK(strstr(st.msg, "-Inf") != NULL);
-		w[C + 40] = 0.5f;
-
-		/* a scale (4-bit: |w| > 65504 * 8) or bias beyond f16 */
-		w[C + 1] = -65504.0f * 20;
-		qtk_err rc = qtk_q_quantize_rows(&L, w, 2, C, &pa, &o, &st);
-		if (L.scheme == QTK_SCHEME_INT8)
-			CHECK_EQ(rc, QTK_OK); /* 1310080 / 127 fits */
-		else
-			CHECK_MSG(rc == QTK_E_Q_SCALE_RANGE && strstr(st.msg, "row 4, group 0"),
-			          "%s: %s", nm, st.msg);
-		L.scale_dtype = QTK_DT_F32;
-		bufs_free(&a);
-		REQUIRE(bufs_alloc(&a, &L, 2, C));
-		pa = planes_of(&a);
-		CHECK_EQ(qtk_q_quantize_rows(&L, w, 2, C, &pa, &o, &st), QTK_OK);
-		bufs_free(&a);
-	}
-}
-
-static double tensor_err(const qtk_q_layout *L, const float *w, size_t R, size_t C,
-                         const qtk_q_opts *o, void *out_copy, size_t *out_n)
-{
-	bufs a;
+	qtk_q_layout L = lay(QTK_SCHEME_INT4, 16, QTK_DT_F32);
+	/* max = the signed value of largest magnitude: -8 -> d = 1 */
+	float x[16] = { -8, 7, 7.5f, 0.5f, -0.5f, 1.49f, 3, -3, 0, 6.5f, -7.5f, 2, -1, 1, 4, 5 };
+	bufs B;
 	qtk_status st;
-	float *h = malloc(R * C * sizeof *h);
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == 1.0f);
+	/* code = min(15, (int)(x + 8.5)): x+8 rounded half up, clamped */
+	int want[16] = { 0, 15, 15, 9, 8, 9, 11, 5, 8, 15, 1, 10, 7, 9, 12, 13 };
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ((B.c[i / 2] >> (4 * (i & 1))) & 15, want[i]);
+	/* positive max: d = 8 / -8 = -1, so x = 8 maps to code 0 */
+	x[0] = 8;
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == -1.0f);
+	CHECK_EQ(B.c[0] & 15, 0);
+	/* x[10] = -7.5 with d = -1: (int)(7.5 + 8.5) = 16 -> clamped to 15 */
+	CHECK_EQ(B.c[5] & 15, 15);
+	CHECK_EQ((B.c[5] >> 4) & 15, 6); /* x[11] = 2: (int)(-2 + 8.5) = 6 */
+}
+
+TEST(quant_int4_affine_q4_1_golden)
+{
+	qtk_q_layout L = lay(QTK_SCHEME_INT4_AFFINE, 16, QTK_DT_F32);
+	float x[16];
+	for (int i = 0; i < 16; i++)
+		x[i] = -3.0f + (float)i; /* min -3, max 12, d = 1 */
+	x[1] = -1.5f; /* (x - min) = 1.5 -> (int)(2.0) = 2: ties up */
+	bufs B;
+	qtk_status st;
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == 1.0f);
+	CHECK(f32_at(B.b, 0) == -3.0f);
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ((B.c[i / 2] >> (4 * (i & 1))) & 15, i == 1 ? 2 : i);
+	float y[16];
+	qtk_q_cplanes C = { { B.c, B.s, B.b, NULL } };
+	qtk_q_dequantize_rows(&L, &C, 1, 16, y);
+	CHECK(y[15] == 12.0f && y[1] == -1.0f);
+}
+
+TEST(quant_nf4_bnb_codes_and_ties)
+{
+	/* code values are sorted, 7 is 0 and the ends are -1 and 1 */
+	CHECK(qtk_q_nf4_value(0) == -1.0f && qtk_q_nf4_value(7) == 0.0f &&
+	      qtk_q_nf4_value(15) == 1.0f);
+	for (unsigned c = 0; c < 16; c++)
+		CHECK_EQ(qtk_q_nf4_code(qtk_q_nf4_value(c)), c);
+	/* exactly on a bitsandbytes threshold -> lower code; just above -> upper */
+	CHECK_EQ(qtk_q_nf4_code(0.03979014977812767f), 7);
+	CHECK_EQ(qtk_q_nf4_code(nextafterf(0.03979014977812767f, 1)), 8);
+	CHECK_EQ(qtk_q_nf4_code(0.8614784181118011f), 14);
+	CHECK_EQ(qtk_q_nf4_code(-0.8480964004993439f), 0);
+	CHECK_EQ(qtk_q_nf4_code(-0.045525018125772476f), 6);
+	CHECK_EQ(qtk_q_nf4_code(-0.04f), 7);
+	/* nearest value everywhere away from the thresholds */
+	for (int k = -1000; k <= 1000; k++) {
+		float x = (float)k / 1000.0f;
+		unsigned c = qtk_q_nf4_code(x), best = 0;
+		for (unsigned j = 1; j < 16; j++)
+			if (fabsf(x - qtk_q_nf4_value(j)) < fabsf(x - qtk_q_nf4_value(best)))
+				best = j;
+		CHECK_MSG(c == best || fabsf(fabsf(x - qtk_q_nf4_value(c)) -
+		                             fabsf(x - qtk_q_nf4_value(best))) < 1e-6f,
+		          "x=%g code %u nearest %u", (double)x, c, best);
+	}
+	qtk_q_layout L = lay(QTK_SCHEME_NF4, 16, QTK_DT_F32);
+	float x[16] = { 2, -2, 1, 0, 0.5f, -0.5f, 1.44f, -1.7f, 0, 0, 0, 0, 0, 0, 0, 0.1f };
+	bufs B;
+	qtk_status st;
+	REQUIRE(quant(&L, x, 1, 16, &B, &st) == QTK_OK);
+	CHECK(f32_at(B.s, 0) == 2.0f);
+	for (int i = 0; i < 16; i++)
+		CHECK_EQ((B.c[i / 2] >> (4 * (i & 1))) & 15, qtk_q_nf4_code(x[i] * 0.5f));
+	CHECK_EQ(B.c[0] & 15, 15);
+	CHECK_EQ(B.c[0] >> 4, 0);
+}
+
+TEST(quant_zero_subnormal_short_last_group)
+{
+	static const qtk_scheme_id ids[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4,
+		QTK_SCHEME_INT4_AFFINE, QTK_SCHEME_NF4, QTK_SCHEME_INT8_AFFINE };
+	float x[40];
+	for (int i = 0; i < 40; i++)
+		x[i] = i < 16 ? 0.0f : i < 32 ? (i & 1 ? 1e-40f : -1e-41f) : (float)(i - 35) * 0.25f;
+	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+		for (int g = 0; g < 2; g++) {
+			qtk_q_layout L = lay(ids[k], g ? QTK_GROUP_ROW : 16, QTK_DT_F16);
+			bufs B;
+			qtk_status st;
+			float y[40];
+			/* 40 = 16 + 16 + a short group of 8 (or one row group) */
+			REQUIRE(quant(&L, x, 1, 40, &B, &st) == QTK_OK);
+			qtk_q_cplanes C = { { B.c, B.s, B.b, NULL } };
+			qtk_q_dequantize_rows(&L, &C, 1, 40, y);
+			for (int i = 0; i < 32 && !g; i++)
+				CHECK_MSG(y[i] == 0.0f, "%s y[%d]=%g", qtk_q_scheme_get(ids[k])->name,
+				          i, (double)y[i]);
+			qtk_q_acc a = { 0 };
+			qtk_q_metrics m;
+			qtk_q_acc_add(&a, x + 32, y + 32, 8);
+			qtk_q_metrics_from(&a, &m);
+			CHECK_MSG(m.max_abs <= (ids[k] == QTK_SCHEME_NF4 ? 0.2 : 0.13),
+			          "%s g=%d max_abs %g", qtk_q_scheme_get(ids[k])->name, g, m.max_abs);
+			/* dot agrees with dequantize */
+			qtk_q_cplanes R = C;
+			double ref = 0;
+			for (int i = 0; i < 40; i++)
+				ref += (double)y[i] * (double)x[i];
+			CHECK((double)qtk_q_scheme_get(ids[k])->dot(&L, &R, 40, x) == (double)(float)ref);
+		}
+	}
+}
+
+TEST(quant_errors_nonfinite_and_scale_range)
+{
+	qtk_q_layout L = lay(QTK_SCHEME_INT8, 16, QTK_DT_F16);
+	float x[32] = { 0 };
+	bufs B;
+	qtk_status st;
+	x[20] = NAN;
+	CHECK_EQ(quant(&L, x, 2, 16, &B, &st), QTK_E_Q_NONFINITE);
+	CHECK_STR(st.msg, "tensor 'w': row 11 group 0: NaN in the input");
+	x[20] = -INFINITY;
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_E_Q_NONFINITE);
+	CHECK_STR(st.msg, "tensor 'w': row 10 group 1: Inf in the input");
+	x[20] = 3e38f; /* 3e38/127 does not fit f16 */
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_E_Q_SCALE_RANGE);
+	x[20] = 1e-30f; /* normal, but its scale flushes to 0 in f16: a zero
+	                   group (quantx_tiny_normal_groups), not an error */
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_OK);
+	L.scale_dtype = QTK_DT_F32;
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_OK);
+}
+
+TEST(quant_chunked_equals_whole_and_metrics)
+{
+	static const qtk_scheme_id ids[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4,
+		QTK_SCHEME_INT4_AFFINE, QTK_SCHEME_NF4, QTK_SCHEME_INT8_AFFINE };
+	enum { R = 6, C = 100 };
+	float x[R * C];
+	uint32_t s = 12345;
+	for (int i = 0; i < R * C; i++) {
+		s = s * 1664525u + 1013904223u;
+		x[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 4.0f;
+	}
+	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+		qtk_q_layout L = lay(ids[k], 32, QTK_DT_F16);
+		uint64_t sz[QTK_PLANE_MAX];
+		REQUIRE(qtk_q_plane_sizes(&L, R, C, sz) == QTK_OK);
+		bufs A, B;
+		qtk_status st;
+		REQUIRE(quant(&L, x, R, C, &A, &st) == QTK_OK);
+		memset(&B, 0xAA, sizeof B);
+		size_t cb = qtk_q_row_bytes(&L, C, 0), sb = qtk_q_row_bytes(&L, C, 1);
+		for (size_t r0 = 0; r0 < R; r0 += 4) {
+			size_t n = R - r0 < 4 ? R - r0 : 4;
+			qtk_q_planes P = { { B.c + r0 * cb, (uint8_t *)B.s + r0 * sb,
+			                     (uint8_t *)B.b + r0 * sb, NULL } };
+			qtk_q_opts o = { .tensor = "w", .row0 = r0 };
+			REQUIRE(qtk_q_quantize_rows(&L, x + r0 * C, n, C, &P, &o, &st) == QTK_OK);
+		}
+		CHECK(!memcmp(A.c, B.c, sz[0]) && !memcmp(A.s, B.s, sz[1]) &&
+		      !memcmp(A.b, B.b, sz[2]));
+		float y[R * C];
+		qtk_q_cplanes CP = { { A.c, A.s, A.b, NULL } };
+		qtk_q_dequantize_rows(&L, &CP, R, C, y);
+		qtk_q_acc a1 = { 0 }, a2 = { 0 }, all = { 0 };
+		qtk_q_metrics m;
+		qtk_q_acc_add(&a1, x, y, 300);
+		qtk_q_acc_add(&a2, x + 300, y + 300, 300);
+		qtk_q_acc_merge(&a1, &a2);
+		qtk_q_acc_add(&all, x, y, 600);
+		qtk_q_metrics_from(&a1, &m);
+		CHECK(m.n == 600 && fabs(a1.sse - all.sse) <= 1e-12 * all.sse);
+		/* uniform in [-2, 2]: 8-bit RMSE ~ 2/127/sqrt(12), 4-bit ~ 16x more */
+		double lim = qtk_q_scheme_get(ids[k])->code_bits == 8 ? 0.01 : 0.2;
+		CHECK_MSG(m.rmse > 0 && m.rmse < lim && m.cosine > 0.98 && m.snr_db > 10,
+		          "%s rmse %g cos %g snr %g", qtk_q_scheme_get(ids[k])->name, m.rmse,
+		          m.cosine, m.snr_db);
+	}
+}
+
+static double sse_of(const qtk_q_layout *L, const float *x, size_t rows, size_t cols,
+                     int search, const float *imp)
+{
+	static bufs B;
+	static float y[1024];
+	qtk_q_planes P = { { B.c, B.s, B.b, NULL } };
+	qtk_q_opts o = { .tensor = "w", .search = search, .importance = imp };
+	qtk_status st;
 	double e = 0;
-	if (!bufs_alloc(&a, L, R, C) || !h)
+	if (qtk_q_quantize_rows(L, x, rows, cols, &P, &o, &st) != QTK_OK)
 		return -1;
-	qtk_q_planes pa = planes_of(&a);
-	qtk_q_cplanes ca = cplanes_of(&a);
-	if (qtk_q_quantize_rows(L, w, R, C, &pa, o, &st) != QTK_OK)
-		return -1;
-	qtk_q_dequantize_rows(L, &ca, R, C, h);
-	for (size_t i = 0; i < R * C; i++) {
-		double d = (double)w[i] - (double)h[i];
-		double wt = o && o->importance ? (double)o->importance[i % C] : 1.0;
-		e += wt * d * d;
-	}
-	if (out_copy) {
-		memcpy(out_copy, a.p[0], a.size[0]);
-		*out_n = a.size[0];
-	}
-	bufs_free(&a);
-	free(h);
+	qtk_q_cplanes C = { { B.c, B.s, B.b, NULL } };
+	qtk_q_dequantize_rows(L, &C, rows, cols, y);
+	for (size_t i = 0; i < rows * cols; i++)
+		e += (imp ? (double)imp[i % cols] : 1.0) * ((double)x[i] - (double)y[i]) *
+		     ((double)x[i] - (double)y[i]);
 	return e;
 }
 
-/* Search never does worse than RTN (per group, so per tensor), helps the
- * 4-bit schemes clearly on Gaussian data, is deterministic, and honours
- * importance weights. */
-TEST(quant_search_beats_rtn)
+TEST(quant_search_beats_rtn_and_is_deterministic)
 {
-	enum { R = 16, C = 256 };
-	static float w[R * C], imp[C];
-	static uint8_t c1[R * C], c2[R * C];
-	size_t n1, n2;
-
-	for (int i = 0; i < R * C; i++)
-		w[i] = frand();
+	static const qtk_scheme_id ids[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4,
+		QTK_SCHEME_INT4_AFFINE, QTK_SCHEME_NF4, QTK_SCHEME_INT8_AFFINE };
+	enum { R = 8, C = 128 };
+	float x[R * C], imp[C];
+	uint32_t s = 777;
+	for (int i = 0; i < R * C; i++) {
+		s = s * 1664525u + 1013904223u;
+		float u = (float)(s >> 8) / 16777216.0f - 0.5f;
+		x[i] = u * u * u * 8.0f; /* heavy-tailed: clipping pays */
+	}
 	for (int i = 0; i < C; i++)
-		imp[i] = (float)(1 + (i % 7));
-	for (size_t s = 0; s < NQ; s++) {
-		qtk_q_layout L = { qschemes[s], 64, QTK_DT_F16, 0, QTK_DT_F32 };
-		qtk_q_opts rtn = { 0, NULL, "w", 0 }, srch = { 1, NULL, "w", 0 };
-		qtk_q_opts wr = { 0, imp, "w", 0 }, ws = { 1, imp, "w", 0 };
-		double e0 = tensor_err(&L, w, R, C, &rtn, NULL, NULL);
-		double e1 = tensor_err(&L, w, R, C, &srch, c1, &n1);
-		double e2 = tensor_err(&L, w, R, C, &srch, c2, &n2);
-		CHECK(e2 == e1);
-		const char *nm = qtk_q_scheme_get(L.scheme)->name;
-		CHECK_MSG(e0 > 0 && e1 <= e0, "%s: search %g rtn %g", nm, e1, e0);
-		if (qtk_q_scheme_get(L.scheme)->code_bits == 4)
-			CHECK_MSG(e1 < 0.97 * e0, "%s: search %g rtn %g (expected >3%% less)", nm, e1, e0);
-		CHECK(n1 == n2 && memcmp(c1, c2, n1) == 0);
-		double w0 = tensor_err(&L, w, R, C, &wr, NULL, NULL);
-		double w1 = tensor_err(&L, w, R, C, &ws, NULL, NULL);
-		CHECK_MSG(w1 <= w0, "%s: weighted search %g rtn %g", nm, w1, w0);
+		imp[i] = (float)(1 + i % 7);
+	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+		qtk_q_layout L = lay(ids[k], 32, QTK_DT_F32);
+		double rtn = sse_of(&L, x, R, C, 0, NULL), srch = sse_of(&L, x, R, C, 1, NULL);
+		double srch2 = sse_of(&L, x, R, C, 1, NULL);
+		double rtn_w = sse_of(&L, x, R, C, 0, imp), srch_w = sse_of(&L, x, R, C, 1, imp);
+		REQUIRE(rtn > 0 && srch > 0);
+		CHECK(srch == srch2);
+		/* the grid starts at RTN; 4-bit must gain on heavy tails */
+		CHECK_MSG(srch <= rtn * 1.0001, "%s search %g rtn %g",
+		          qtk_q_scheme_get(ids[k])->name, srch, rtn);
+		CHECK_MSG(srch_w <= rtn_w * 1.0001, "%s weighted search %g rtn %g",
+		          qtk_q_scheme_get(ids[k])->name, srch_w, rtn_w);
+		if (qtk_q_scheme_get(ids[k])->code_bits == 4)
+			CHECK_MSG(srch < 0.97 * rtn, "%s search %g rtn %g",
+			          qtk_q_scheme_get(ids[k])->name, srch, rtn);
 	}
 }
 
-TEST(quant_metrics_values_and_merge)
+TEST(quant_edge_constant_outlier_f16_overflow)
 {
-	float w[4] = { 1, 2, 3, 4 }, h[4] = { 1, 2, 3, 5 };
-	qtk_q_acc a = { 0 }, b = { 0 }, c = { 0 };
-	qtk_q_metrics m;
-
-	qtk_q_acc_add(&a, w, h, 4);
-	qtk_q_metrics_from(&a, &m);
-	CHECK_EQ(m.n, 4);
-	CHECK(m.rmse == 0.5 && m.max_abs == 1.0);
-	CHECK(fabs(m.rel_fro - 1 / sqrt(30.0)) < 1e-12);
-	CHECK(fabs(m.snr_db - 10 * log10(30.0)) < 1e-12);
-	CHECK(fabs(m.cosine - 34 / sqrt(30.0 * 39.0)) < 1e-12);
-	qtk_q_acc_add(&b, w, h, 2);
-	qtk_q_acc_add(&c, w + 2, h + 2, 2);
-	qtk_q_acc_merge(&b, &c);
-	CHECK(b.sse == a.sse && b.ssw == a.ssw && b.dot == a.dot && b.n == 4);
-	/* exact reconstruction and all-zero tensors */
-	qtk_q_acc z = { 0 };
-	qtk_q_acc_add(&z, w, w, 4);
-	qtk_q_metrics_from(&z, &m);
-	CHECK(m.rmse == 0 && isinf(m.snr_db) && m.cosine == 1.0 && m.rel_fro == 0);
-	float zero[3] = { 0 };
-	memset(&z, 0, sizeof z);
-	qtk_q_acc_add(&z, zero, zero, 3);
-	qtk_q_metrics_from(&z, &m);
-	CHECK(m.cosine == 1.0 && m.rel_fro == 0);
-	/* long input: block/lane order is deterministic and close to double */
-	enum { N = 5000 };
-	static float x[N], y[N];
-	double sse = 0;
-	for (int i = 0; i < N; i++) {
-		x[i] = frand();
-		y[i] = x[i] + 0.01f * frand();
-		double d = (double)(x[i] - y[i]);
-		sse += d * d;
-	}
-	memset(&z, 0, sizeof z);
-	qtk_q_acc_add(&z, x, y, N);
-	CHECK(fabs(z.sse - sse) < 1e-5 * sse);
-}
-
-/* Double quant: the chunked flow (F32 absmax, then one tensor pass) gives
- * absmax within half a block step and a reconstruction close to plain NF4. */
-TEST(quant_nf4_double_quant_flow)
-{
-	enum { R = 80, C = 128 }; /* 320 groups of 32: two DQ blocks, one short */
-	static float w[R * C], h[R * C], h2[R * C], am[R * 4], back[R * 4];
-	static uint8_t codes[R * 4];
-	qtk_q_layout L = { QTK_SCHEME_NF4, 32, QTK_DT_F32, 0, QTK_DT_F32 };
-	qtk_q_layout D = L;
+	bufs B;
 	qtk_status st;
-	bufs a;
+	float x[32], y[32];
+	/* constant group: affine carries it in the bias exactly */
+	for (int i = 0; i < 32; i++)
+		x[i] = 0.75f;
+	qtk_q_layout L = lay(QTK_SCHEME_INT4_AFFINE, 32, QTK_DT_F16);
+	REQUIRE(quant(&L, x, 1, 32, &B, &st) == QTK_OK);
+	qtk_q_cplanes C = { { B.c, B.s, B.b, NULL } };
+	qtk_q_dequantize_rows(&L, &C, 1, 32, y);
+	for (int i = 0; i < 32; i++)
+		CHECK(y[i] == 0.75f);
+	L.scheme = QTK_SCHEME_INT4; /* symmetric: 0.75 -> -8 * (0.75/-8) */
+	REQUIRE(quant(&L, x, 1, 32, &B, &st) == QTK_OK);
+	qtk_q_dequantize_rows(&L, &C, 1, 32, y);
+	CHECK(y[0] == 0.75f);
+	/* one huge outlier: it is reproduced to within half a step */
+	x[5] = 1000.0f;
+	for (qtk_scheme_id s = QTK_SCHEME_INT8; s <= QTK_SCHEME_INT8_AFFINE; s++) {
+		L.scheme = s;
+		REQUIRE(quant(&L, x, 1, 32, &B, &st) == QTK_OK);
+		qtk_q_dequantize_rows(&L, &C, 1, 32, y);
+		CHECK_MSG(fabsf(y[5] - 1000.0f) <= 1.0f, "%s outlier -> %g",
+		          qtk_q_scheme_get(s)->name, (double)y[5]);
+	}
+	/* |w| > 65504 * 8: the int4 f16 scale would be Inf */
+	x[5] = 65504.0f * 8.5f;
+	L.scheme = QTK_SCHEME_INT4;
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_E_Q_SCALE_RANGE);
+	CHECK(strstr(st.msg, "row 10 group 0") != NULL);
+	L.scale_dtype = QTK_DT_F32;
+	CHECK_EQ(quant(&L, x, 1, 32, &B, &st), QTK_OK);
+}
+
+TEST(quant_nf4_double_quant_round_trip)
+{
+	enum { R = 40, C = 256 }; /* 40 * 8 = 320 groups: one full block + 64 */
+	static float x[R * C], y[R * C], amax[R * 8], back[R * 8];
+	static uint8_t codes[R * C / 2], dqc[R * 8], dq[4 + 4 * 2];
+	uint32_t s = 99;
+	for (int i = 0; i < R * C; i++) {
+		s = s * 1664525u + 1013904223u;
+		x[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * (float)(1 + (i / 32) % 5);
+	}
+	qtk_q_layout L = lay(QTK_SCHEME_NF4, 32, QTK_DT_F32), LD = L;
+	LD.flags = QTK_QF_DOUBLE_QUANT;
 	uint64_t sz[QTK_PLANE_MAX];
-
-	for (int i = 0; i < R * C; i++)
-		w[i] = frand() * (float)(1 + i / 700);
-	D.flags = QTK_QF_DOUBLE_QUANT;
-	REQUIRE(qtk_q_plane_sizes(&D, R, C, sz) == QTK_OK);
-	CHECK_EQ(sz[QTK_PLANE_SCALES], R * 4);
-	CHECK_EQ(sz[QTK_PLANE_DQ], 4 + 4 * 2);
-	uint8_t *dq = calloc(1, sz[QTK_PLANE_DQ]);
-	REQUIRE(bufs_alloc(&a, &L, R, C) && dq);
-	qtk_q_planes pa = planes_of(&a);
-	CHECK_EQ(qtk_q_quantize_rows(&D, w, R, C, &pa, NULL, &st), QTK_E_ARG);
-	/* two chunks into the f32 temp absmax */
-	CHECK_EQ(qtk_q_quantize_rows(&L, w, 10, C, &pa, NULL, &st), QTK_OK);
-	qtk_q_planes p2 = pa;
-	for (int p = 0; p < QTK_PLANE_DQ; p++)
-		p2.p[p] = (char *)a.p[p] + 10 * qtk_q_row_bytes(&L, C, p);
-	CHECK_EQ(qtk_q_quantize_rows(&L, w + 10 * C, R - 10, C, &p2, NULL, &st), QTK_OK);
-	memcpy(am, a.p[1], sizeof am);
-	CHECK_EQ(qtk_q_double_quant(am, R * 4, codes, dq, &st), QTK_OK);
-	qtk_q_double_dequant(codes, dq, R * 4, back);
-	for (int i = 0; i < R * 4; i++) {
-		float s;
-		memcpy(&s, dq + 4 + 4 * (i / 256), 4);
-		CHECK(s > 0 && fabsf(back[i] - am[i]) <= 0.5f * s * 1.001f);
-	}
-	qtk_q_cplanes ca = cplanes_of(&a);
-	qtk_q_dequantize_rows(&L, &ca, R, C, h);
-	memcpy(a.p[1], back, sizeof back);
-	qtk_q_dequantize_rows(&L, &ca, R, C, h2);
-	qtk_q_acc e1 = { 0 }, e2 = { 0 };
-	qtk_q_metrics m1, m2;
-	qtk_q_acc_add(&e1, w, h, R * C);
-	qtk_q_acc_add(&e2, w, h2, R * C);
-	qtk_q_metrics_from(&e1, &m1);
-	qtk_q_metrics_from(&e2, &m2);
-	CHECK_MSG(m2.rmse < 1.1 * m1.rmse, "dq rmse %g vs %g", m2.rmse, m1.rmse);
-	float bad[2] = { 1, NAN };
-	CHECK_EQ(qtk_q_double_quant(bad, 2, codes, dq, &st), QTK_E_Q_NONFINITE);
-	free(dq);
-	bufs_free(&a);
-}
-
-TEST(quant_alloc_failure)
-{
-	float w[64] = { 1 };
-	qtk_q_layout L = { QTK_SCHEME_INT4, 32, QTK_DT_F16, 0, QTK_DT_F32 };
-	bufs a;
+	REQUIRE(qtk_q_plane_sizes(&LD, R, C, sz) == QTK_OK);
+	CHECK_EQ(sz[QTK_PLANE_SCALES], sizeof dqc);
+	CHECK_EQ(sz[QTK_PLANE_DQ], sizeof dq);
+	qtk_q_planes P = { { codes, amax, NULL, NULL } };
+	qtk_q_opts o = { .tensor = "w" };
 	qtk_status st;
-	REQUIRE(bufs_alloc(&a, &L, 1, 64));
-	qtk_q_planes pa = planes_of(&a);
-	qtk_fault_arm(QTK_FAULT_ALLOC, 1, 0);
-	CHECK_EQ(qtk_q_quantize_rows(&L, w, 1, 64, &pa, NULL, &st), QTK_E_NOMEM);
-	qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
-	CHECK_EQ(qtk_q_quantize_rows(&L, w, 1, 64, &pa, NULL, &st), QTK_OK);
-	bufs_free(&a);
+	/* the flagged layout is not quantized row-wise */
+	CHECK_EQ(qtk_q_quantize_rows(&LD, x, R, C, &P, &o, &st), QTK_E_UNSUPPORTED);
+	REQUIRE(qtk_q_quantize_rows(&L, x, R, C, &P, &o, &st) == QTK_OK);
+	REQUIRE(qtk_q_double_quant(amax, R * 8, dqc, dq, &st) == QTK_OK);
+	qtk_q_double_dequant(dqc, R * 8, dq, back);
+	double mean = 0;
+	for (int i = 0; i < R * 8; i++)
+		mean += (double)amax[i];
+	float off;
+	memcpy(&off, dq, 4);
+	CHECK(off == (float)(mean / (R * 8)));
+	for (int i = 0; i < R * 8; i++) {
+		float sb;
+		memcpy(&sb, dq + 4 + 4 * (i / 256), 4);
+		CHECK_MSG(fabsf(back[i] - amax[i]) <= 0.5f * sb * 1.0001f, "group %d: %g vs %g",
+		          i, (double)back[i], (double)amax[i]);
+	}
+	/* dequantize with the rebuilt absmax values */
+	qtk_q_cplanes CP = { { codes, back, NULL, NULL } };
+	qtk_q_dequantize_rows(&L, &CP, R, C, y);
+	qtk_q_acc a = { 0 };
+	qtk_q_metrics m;
+	qtk_q_acc_add(&a, x, y, R * C);
+	qtk_q_metrics_from(&a, &m);
+	CHECK_MSG(m.cosine > 0.99, "cosine %g", m.cosine);
+	float bad = NAN;
+	CHECK_EQ(qtk_q_double_quant(&bad, 1, dqc, dq, &st), QTK_E_Q_NONFINITE);
 }
 
-/* Tiny but normal groups: a scale that underflows the scale dtype (F16:
- * < 2^-25) or whose reciprocal would overflow must not fail the tensor
- * (real checkpoints have near-dead channels) nor store 0 for a group it
- * then reconstructs as non-zero: it becomes a zero group, error <= amax. */
-TEST(quant_tiny_normal_groups)
+TEST(quant_every_scheme_every_isa_bit_identical)
 {
-	static const float amax[] = { 1e-6f, 1e-7f, 0x1p-124f, 0x1p-100f };
-	static const qtk_dtype sdt[] = { QTK_DT_F16, QTK_DT_BF16, QTK_DT_F32 };
-	float w[64], h[64];
-
-	for (size_t s = 0; s < NQ; s++)
-		for (size_t d = 0; d < 3; d++)
-			for (size_t a = 0; a < 4; a++) {
-				qtk_q_layout L = { qschemes[s], 32, sdt[d], 0, QTK_DT_F32 };
-				bufs b;
-				qtk_status st;
-				for (int i = 0; i < 64; i++)
-					w[i] = amax[a] * (float)((i * 7) % 11 - 5) / 5.0f;
-				REQUIRE(bufs_alloc(&b, &L, 1, 64));
-				qtk_q_planes p = planes_of(&b);
-				qtk_q_cplanes c = cplanes_of(&b);
-				qtk_err rc = qtk_q_quantize_rows(&L, w, 1, 64, &p, NULL, &st);
-				CHECK_MSG(rc == QTK_OK, "%s %s amax %g: %s", qtk_q_scheme_get(L.scheme)->name,
-				          qtk_dtype_name(L.scale_dtype), (double)amax[a], st.msg);
-				qtk_q_dequantize_rows(&L, &c, 1, 64, h);
-				for (int i = 0; i < 64; i++)
-					CHECK_MSG(isfinite(h[i]) && fabsf(h[i] - w[i]) <= 2.0f * amax[a] + 0x1p-24f /* f16 bias step */, "%s %s amax %g: w %g h %g", qtk_q_scheme_get(L.scheme)->name, qtk_dtype_name(L.scale_dtype), (double)amax[a], (double)w[i], (double)h[i]);
-				bufs_free(&b);
+	enum { R = 5, C = 200 }; /* 200 = 6 groups of 32 + a short one of 8 */
+	static float x[R * C], y0[R * C], y1[R * C];
+	static uint8_t c0[R * C * 4], s0[R * 64 * 4], b0[R * 64 * 4];
+	static uint8_t c1[R * C * 4], s1[R * 64 * 4], b1[R * 64 * 4];
+	uint32_t s = 4242;
+	qtk_isa best = qtk_isa_force(QTK_ISA_AVX512);
+	for (int i = 0; i < R * C; i++) {
+		s = s * 1664525u + 1013904223u;
+		x[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 3.0f;
+	}
+	for (int id = QTK_SCHEME_F32; id < QTK_SCHEME_COUNT; id++) {
+		const qtk_q_scheme *sc = qtk_q_scheme_get((qtk_scheme_id)id);
+		if (!sc->quantize)
+			continue;
+		for (int gi = 0; gi < 2; gi++) {
+			qtk_q_layout L = { .scheme = (qtk_scheme_id)id, .dtype = QTK_DT_F32,
+				.scale_dtype = QTK_DT_F16 };
+			if (sc->quantized)
+				L.group = gi ? QTK_GROUP_ROW : 32;
+			else if (gi)
+				continue;
+			uint64_t sz[QTK_PLANE_MAX];
+			REQUIRE(qtk_q_plane_sizes(&L, R, C, sz) == QTK_OK);
+			qtk_q_planes P0 = { { c0, s0, b0, NULL } }, P1 = { { c1, s1, b1, NULL } };
+			qtk_q_cplanes C0 = { { c0, s0, b0, NULL } };
+			qtk_q_opts o = { .tensor = "w" };
+			qtk_status st;
+			qtk_isa_force(QTK_ISA_SCALAR);
+			REQUIRE(qtk_q_quantize_rows(&L, x, R, C, &P0, &o, &st) == QTK_OK);
+			qtk_q_dequantize_rows(&L, &C0, R, C, y0);
+			float d0 = sc->dot(&L, &C0, C, x);
+			for (int isa = QTK_ISA_AVX2; isa <= (int)best; isa++) {
+				CHECK_EQ(qtk_isa_force((qtk_isa)isa), isa);
+				memset(c1, 0x55, sizeof c1);
+				REQUIRE(qtk_q_quantize_rows(&L, x, R, C, &P1, &o, &st) == QTK_OK);
+				CHECK_MSG(!memcmp(c0, c1, sz[0]) && !memcmp(s0, s1, sz[1]) &&
+				          !memcmp(b0, b1, sz[2]), "%s isa %d: planes differ",
+				          sc->name, isa);
+				memset(y1, 0x55, sizeof y1);
+				qtk_q_dequantize_rows(&L, &C0, R, C, y1);
+				CHECK_MSG(!memcmp(y0, y1, sizeof y0), "%s g%u isa %d: dequant differs",
+				          sc->name, L.group, isa);
+				CHECK_MSG(sc->dot(&L, &C0, C, x) == d0, "%s isa %d: dot differs",
+				          sc->name, isa);
 			}
+		}
+	}
+	qtk_isa_force(best);
 }

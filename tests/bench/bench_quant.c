@@ -1,87 +1,91 @@
-/* bench: quantize (RTN and searched) and dequantize throughput per scheme,
- * in GB/s of f32, next to memcpy of the same bytes in the same run; one
- * core, group 32 (64 for the wider check), f16 scales. */
+/* tests/bench: RTN and searched quantize and dequantize throughput per scheme (scalar
+ * path, one core), in GB/s of f32 input/output, next to memcpy of the same
+ * bytes; plus bits per weight of every scheme x group x scale dtype. */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "bench.h"
 #include "qtk_quant.h"
 
-enum { R = 512, C = 4096 }; /* 8 MiB of f32 */
+enum { ROWS = 1024, COLS = 4096 };
 
 typedef struct {
 	qtk_q_layout L;
-	const float *w;
-	float *out;
-	qtk_q_planes p;
-	qtk_q_opts o;
-	void *src, *dst;
+	float *x, *y;
+	qtk_q_planes P;
+	qtk_q_cplanes C;
+	int search;
 } job;
 
 static void run_q(void *a)
 {
 	job *j = a;
 	qtk_status st;
-	if (qtk_q_quantize_rows(&j->L, j->w, R, C, &j->p, &j->o, &st) != QTK_OK)
-		fprintf(stderr, "bench_quant: %s\n", st.msg);
+	qtk_q_opts o = { .tensor = "bench", .search = j->search };
+	if (qtk_q_quantize_rows(&j->L, j->x, ROWS, COLS, &j->P, &o, &st) != QTK_OK)
+		fprintf(stderr, "quantize failed: %s\n", st.msg);
 }
 
 static void run_dq(void *a)
 {
 	job *j = a;
-	qtk_q_cplanes c;
-	for (int i = 0; i < QTK_PLANE_MAX; i++)
-		c.p[i] = j->p.p[i];
-	qtk_q_dequantize_rows(&j->L, &c, R, C, j->out);
+	qtk_q_dequantize_rows(&j->L, &j->C, ROWS, COLS, j->y);
 }
 
-static void run_memcpy(void *a)
+static void run_cp(void *a)
 {
 	job *j = a;
-	memcpy(j->dst, j->src, (size_t)R * C * 4);
+	memcpy(j->y, j->x, sizeof(float) * ROWS * COLS);
 }
 
 BENCH(quant)
 {
 	static const qtk_scheme_id ids[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4,
 		QTK_SCHEME_INT4_AFFINE, QTK_SCHEME_NF4, QTK_SCHEME_INT8_AFFINE };
-	size_t bytes = (size_t)R * C * 4;
-	float *w = malloc(bytes), *out = malloc(bytes);
-	job j;
-	double gb = (double)bytes / 1e9, tm;
+	job j = { .L = { .group = 32, .scale_dtype = QTK_DT_F16, .dtype = QTK_DT_F32 } };
+	size_t n = (size_t)ROWS * COLS;
+	double gb = (double)n * 4 / 1e9;
 
-	if (!w || !out)
-		return;
-	b_fill_normal(w, (size_t)R * C, 0.02f, 7);
-	memset(&j, 0, sizeof j);
-	j.w = w;
-	j.out = out;
-	j.src = w;
-	j.dst = out;
-	tm = b_best(5, run_memcpy, &j);
-	printf("quant: %zu MiB f32 [%d x %d], isa %s, one core\n", bytes >> 20, R, C,
-	       qtk_isa_name(qtk_isa_active()));
-	printf("%-12s %5s %10s %10s %10s %8s %10s\n", "scheme", "group", "rtn GB/s",
-	       "search GB/s", "dequant GB/s", "search/x", "memcpy GB/s");
-	for (size_t s = 0; s < sizeof ids / sizeof ids[0]; s++) {
-		uint64_t sz[QTK_PLANE_MAX];
-		double tr, ts, td;
-		j.L = (qtk_q_layout){ ids[s], 32, QTK_DT_F16, 0, QTK_DT_F32 };
-		qtk_q_plane_sizes(&j.L, R, C, sz);
-		for (int i = 0; i < QTK_PLANE_MAX; i++)
-			j.p.p[i] = malloc(sz[i] + 1);
-		j.o = (qtk_q_opts){ 0, NULL, "bench", 0 };
-		tr = b_best(3, run_q, &j);
-		td = b_best(5, run_dq, &j);
-		j.o.search = 1;
-		ts = b_best(2, run_q, &j);
-		printf("%-12s %5u %10.3f %10.3f %10.3f %8.1f %10.2f\n",
-		       qtk_q_scheme_get(ids[s])->name, j.L.group, gb / tr, gb / ts, gb / td,
-		       ts / tr, gb / tm);
-		for (int i = 0; i < QTK_PLANE_MAX; i++)
-			free(j.p.p[i]);
+	j.x = qtk_malloc(n * 4);
+	j.y = qtk_malloc(n * 4);
+	for (int p = 0; p < 3; p++)
+		j.P.p[p] = qtk_calloc(n, 4);
+	if (!j.x || !j.y || !j.P.p[0] || !j.P.p[1] || !j.P.p[2])
+		goto out;
+	for (int p = 0; p < 3; p++)
+		j.C.p[p] = j.P.p[p];
+	b_fill_normal(j.x, n, 0.02f, 1);
+	printf("quant: %dx%d f32 (%.1f MB), group 32, f16 scales, ISA %s (quantize: scalar; dequantize: ISA)\n",
+	       ROWS, COLS, gb * 1e3, qtk_isa_name(qtk_isa_active()));
+	printf("%-12s %10s %10s %10s %10s %8s\n", "scheme", "RTN GB/s", "srch GB/s", "deq GB/s",
+	       "memcpy", "srch/RTN");
+	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+		j.L.scheme = ids[k];
+		j.search = 1;
+		double ts = b_best(2, run_q, &j);
+		j.search = 0;
+		double tq = b_best(3, run_q, &j), td = b_best(3, run_dq, &j);
+		double tc = b_best(3, run_cp, &j);
+		printf("%-12s %10.2f %10.2f %10.2f %10.2f %7.1fx\n", qtk_q_scheme_get(ids[k])->name,
+		       gb / tq, gb / ts, gb / td, gb / tc, ts / tq);
 	}
-	free(w);
-	free(out);
+	printf("\nbits per weight (4096x4096), scale dtype f16 / f32:\n");
+	printf("%-12s %13s %13s %13s %13s\n", "scheme", "g32", "g64", "g128", "row");
+	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
+		static const uint32_t gs[] = { 32, 64, 128, QTK_GROUP_ROW };
+		printf("%-12s", qtk_q_scheme_get(ids[k])->name);
+		for (int g = 0; g < 4; g++) {
+			qtk_q_layout L = { .scheme = ids[k], .group = gs[g], .dtype = QTK_DT_F32 };
+			L.scale_dtype = QTK_DT_F16;
+			double a = qtk_q_bits_per_weight(&L, 4096, 4096);
+			L.scale_dtype = QTK_DT_F32;
+			printf("  %5.3f/%5.3f", a, qtk_q_bits_per_weight(&L, 4096, 4096));
+		}
+		printf("\n");
+	}
+out:
+	qtk_free(j.x);
+	qtk_free(j.y);
+	for (int p = 0; p < 3; p++)
+		qtk_free(j.P.p[p]);
 }

@@ -1,0 +1,556 @@
+/* convert: `qtk convert` — option parsing, progress bar, signals, report. */
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static volatile int interrupted;
+
+static void on_signal(int sig)
+{
+	/* remove temporaries now: a second signal would kill us outright */
+	qtk_fmt_remove_temps();
+	interrupted = sig;
+}
+
+static void convert_usage(FILE *f)
+{
+	fprintf(f,
+"Usage: qtk convert INPUT -o OUTPUT --scheme SCHEME [OPTIONS]\n\n"
+"Convert a checkpoint (a .safetensors file, a *.safetensors.index.json or a\n"
+"directory of shards) into a packed .qtk file, streaming with bounded memory.\n\n"
+"  -o, --output FILE        output file (required unless --dry-run)\n"
+"  -s, --scheme SCHEME      int8, int4, int4-affine, int8-affine, nf4, f16, bf16, f32\n"
+"  -g, --group N            group size: 32, 64, 128 (default 64) or 'row'\n"
+"      --scale-dtype T      f16 (default), bf16 or f32 for scales and biases\n"
+"      --double-quant       nf4: 8-bit group scales in blocks of 256\n"
+"  -r, --recipe FILE        JSON rules (docs/recipes.md)\n"
+"  -p, --preset NAME        auto (default), none, mixed, flux, wan, ltxv\n"
+"  -k, --keep PATTERN       keep matching tensors at source precision\n"
+"      --set PATTERN=SCHEME[:GROUP]  store matching tensors with SCHEME\n"
+"      --search             data-free scale search instead of round-to-nearest\n"
+"      --calib FILE         per-input-channel importance (safetensors, one\n"
+"                           float vector per weight, named like the weight)\n"
+"  -j, --threads N          worker threads (default: all cores)\n"
+"      --chunk N            elements per work item (default 1048576)\n"
+"  -n, --dry-run            print the plan; write nothing\n"
+"      --json               print the summary (or plan) as JSON on stdout\n"
+"  -f, --force              replace an existing output\n"
+"  -v, --verbose            one line per tensor on stderr\n"
+"  -q, --quiet              no progress bar and no summary\n"
+"  -h, --help               show this help\n\n"
+"Rules apply in this order, first match wins: --set and --keep (in the order\n"
+"given), the recipe file, the preset; then the defaults (integer, 1-D and\n"
+"<= 1024-element tensors and rows shorter than 32 are kept).\n"
+"Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n");
+}
+
+enum { OPT_SET = 256, OPT_SEARCH, OPT_CALIB, OPT_JSON, OPT_CHUNK, OPT_SCALE,
+       OPT_DQ };
+
+static const struct option long_opts[] = {
+	{ "output", required_argument, NULL, 'o' },
+	{ "scheme", required_argument, NULL, 's' },
+	{ "group", required_argument, NULL, 'g' },
+	{ "recipe", required_argument, NULL, 'r' },
+	{ "preset", required_argument, NULL, 'p' },
+	{ "keep", required_argument, NULL, 'k' },
+	{ "set", required_argument, NULL, OPT_SET },
+	{ "search", no_argument, NULL, OPT_SEARCH },
+	{ "calib", required_argument, NULL, OPT_CALIB },
+	{ "threads", required_argument, NULL, 'j' },
+	{ "chunk", required_argument, NULL, OPT_CHUNK },
+	{ "scale-dtype", required_argument, NULL, OPT_SCALE },
+	{ "double-quant", no_argument, NULL, OPT_DQ },
+	{ "dry-run", no_argument, NULL, 'n' },
+	{ "json", no_argument, NULL, OPT_JSON },
+	{ "force", no_argument, NULL, 'f' },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+typedef struct {
+	int tty, verbose;
+	double t0, last;
+	size_t last_done;
+} progress_state;
+
+static void human_bytes(double b, char *buf, size_t n)
+{
+	const char *u[] = { "B", "KB", "MB", "GB", "TB" };
+	int i = 0;
+
+	while (b >= 1000 && i < 4) {
+		b /= 1000;
+		i++;
+	}
+	snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
+}
+
+static double mono(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void on_progress(void *ctx, size_t done, size_t total, uint64_t bytes,
+                        uint64_t bytes_total, const char *tensor)
+{
+	progress_state *p = ctx;
+	double t = mono(), el = t - p->t0, rate = el > 0 ? (double)bytes / el : 0;
+	char b1[32], b2[32], b3[32];
+
+	if (p->verbose && done != p->last_done) {
+		fprintf(stderr, "[%zu/%zu] %s\n", done, total, tensor);
+		p->last_done = done;
+	}
+	if (!p->tty || (t - p->last < 0.2 && done < total))
+		return;
+	p->last = t;
+	human_bytes((double)bytes, b1, sizeof b1);
+	human_bytes((double)bytes_total, b2, sizeof b2);
+	human_bytes(rate, b3, sizeof b3);
+	{
+		int width = 24, fill = bytes_total ? (int)((double)width * (double)bytes /
+		                                           (double)bytes_total) : width;
+		double eta = rate > 0 ? (double)(bytes_total - bytes) / rate : 0;
+		char bar[32];
+
+		for (int i = 0; i < width; i++)
+			bar[i] = i < fill ? '#' : '.';
+		bar[width] = 0;
+		fprintf(stderr, "\r[%s] %zu/%zu tensors  %s/%s  %s/s  ETA %.0fs   ",
+		        bar, done, total, b1, b2, b3, eta);
+		if (done >= total)
+			fputc('\n', stderr);
+	}
+}
+
+static const char *layout_name(const qtk_q_layout *L, char *buf, size_t n)
+{
+	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
+
+	if (L->scheme == QTK_SCHEME_RAW)
+		snprintf(buf, n, "keep %s", qtk_dtype_name(L->dtype));
+	else if (s->quantized && L->group == QTK_GROUP_ROW)
+		snprintf(buf, n, "%s/row", s->name);
+	else if (s->quantized)
+		snprintf(buf, n, "%s/g%u", s->name, L->group);
+	else
+		snprintf(buf, n, "%s", s->name);
+	return buf;
+}
+
+static void shape_str(const qtk_conv_tensor *t, char *buf, size_t n)
+{
+	size_t k = 0;
+
+	k += (size_t)snprintf(buf + k, n - k, "[");
+	for (uint32_t d = 0; d < t->ndim && k < n; d++)
+		k += (size_t)snprintf(buf + k, n - k, d ? ", %llu" : "%llu",
+		                      (unsigned long long)t->shape[d]);
+	if (k < n)
+		snprintf(buf + k, n - k, "]");
+}
+
+static void print_plan(const qtk_conv_report *rep)
+{
+	char lay[48], sh[96], b1[32], b2[32];
+
+	printf("%-48s %-18s %-14s %10s %10s  %s\n", "tensor", "shape", "storage",
+	       "bytes", "out", "rule");
+	for (size_t i = 0; i < rep->ntensors; i++) {
+		const qtk_conv_tensor *t = &rep->tensors[i];
+		shape_str(t, sh, sizeof sh);
+		human_bytes((double)t->src_bytes, b1, sizeof b1);
+		human_bytes((double)t->out_bytes, b2, sizeof b2);
+		printf("%-48s %-18s %-14s %10s %10s  %s\n", t->name, sh,
+		       layout_name(&t->layout, lay, sizeof lay), b1, b2, t->origin);
+	}
+}
+
+static int by_error(const void *a, const void *b)
+{
+	const qtk_conv_tensor *x = *(const qtk_conv_tensor *const *)a;
+	const qtk_conv_tensor *y = *(const qtk_conv_tensor *const *)b;
+	double ex = x->has_metrics ? x->m.rel_fro : -1, ey = y->has_metrics ? y->m.rel_fro : -1;
+
+	return ex < ey ? 1 : ex > ey ? -1 : strcmp(x->name, y->name);
+}
+
+static void print_totals(const qtk_conv_report *rep, int dry)
+{
+	char b1[32], b2[32], lay[48];
+	/* tensors and bytes by storage */
+	struct { char name[48]; size_t n; uint64_t in, out; } by[32];
+	size_t nby = 0;
+
+	for (size_t i = 0; i < rep->ntensors; i++) {
+		const qtk_conv_tensor *t = &rep->tensors[i];
+		size_t k;
+
+		layout_name(&t->layout, lay, sizeof lay);
+		if (!strncmp(lay, "keep", 4))
+			snprintf(lay, sizeof lay, "keep");
+		for (k = 0; k < nby && strcmp(by[k].name, lay); k++)
+			;
+		if (k == nby && nby < 32) {
+			snprintf(by[nby].name, sizeof by[nby].name, "%s", lay);
+			by[nby].n = 0;
+			by[nby].in = by[nby].out = 0;
+			nby++;
+		}
+		if (k < 32) {
+			by[k].n++;
+			by[k].in += t->src_bytes;
+			by[k].out += t->out_bytes;
+		}
+	}
+	printf("\n%-16s %8s %12s %12s\n", "storage", "tensors", "source", dry ? "planned" : "written");
+	for (size_t k = 0; k < nby; k++) {
+		human_bytes((double)by[k].in, b1, sizeof b1);
+		human_bytes((double)by[k].out, b2, sizeof b2);
+		printf("%-16s %8zu %12s %12s\n", by[k].name, by[k].n, b1, b2);
+	}
+	human_bytes((double)rep->src_bytes, b1, sizeof b1);
+	human_bytes((double)rep->out_bytes, b2, sizeof b2);
+	printf("%-16s %8zu %12s %12s   %.3f bits/weight over %llu parameters\n", "total",
+	       rep->ntensors, b1, b2,
+	       rep->nparams ? 8.0 * (double)rep->out_bytes / (double)rep->nparams : 0.0,
+	       (unsigned long long)rep->nparams);
+	if (rep->model)
+		printf("model: %s\n", rep->model);
+}
+
+static void print_summary(const qtk_conv_report *rep, const char *out)
+{
+	const qtk_conv_tensor **sorted = calloc(rep->ntensors ? rep->ntensors : 1, sizeof *sorted);
+	char b1[32], lay[48];
+	size_t shown = 0;
+
+	print_totals(rep, 0);
+	human_bytes(rep->seconds > 0 ? (double)rep->src_bytes / rep->seconds : 0, b1, sizeof b1);
+	printf("wrote %s in %.2f s (%s/s of source, %d threads)\n", out, rep->seconds, b1,
+	       rep->threads);
+	if (!sorted)
+		return;
+	for (size_t i = 0; i < rep->ntensors; i++)
+		sorted[i] = &rep->tensors[i];
+	qsort(sorted, rep->ntensors, sizeof *sorted, by_error);
+	printf("\nworst tensors (relative Frobenius error):\n");
+	printf("%-48s %-14s %10s %10s %10s %8s %9s\n", "tensor", "storage", "rel_fro",
+	       "rmse", "max_abs", "snr_db", "cosine");
+	for (size_t i = 0; i < rep->ntensors && shown < 10; i++) {
+		const qtk_conv_tensor *t = sorted[i];
+		if (!t->has_metrics)
+			continue;
+		printf("%-48s %-14s %10.3e %10.3e %10.3e %8.2f %9.6f\n", t->name,
+		       layout_name(&t->layout, lay, sizeof lay), t->m.rel_fro, t->m.rmse,
+		       t->m.max_abs, t->m.snr_db, t->m.cosine);
+		shown++;
+	}
+	if (!shown)
+		printf("  (none: every tensor was kept exactly)\n");
+	free(sorted);
+}
+
+static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
+{
+	json_t *root = json_object(), *arr = json_array();
+	char lay[48];
+
+	json_object_set_new(root, "output", out ? json_string(out) : json_null());
+	json_object_set_new(root, "dry_run", json_boolean(dry));
+	json_object_set_new(root, "model", rep->model ? json_string(rep->model) : json_null());
+	json_object_set_new(root, "tensors_total", json_integer((json_int_t)rep->ntensors));
+	json_object_set_new(root, "parameters", json_integer((json_int_t)rep->nparams));
+	json_object_set_new(root, "source_bytes", json_integer((json_int_t)rep->src_bytes));
+	json_object_set_new(root, "output_bytes", json_integer((json_int_t)rep->out_bytes));
+	json_object_set_new(root, "bits_per_weight", json_real(rep->nparams ?
+	                    8.0 * (double)rep->out_bytes / (double)rep->nparams : 0.0));
+	if (!dry) {
+		struct rusage ru;
+
+		getrusage(RUSAGE_SELF, &ru);
+		json_object_set_new(root, "peak_rss_bytes", json_integer((json_int_t)ru.ru_maxrss * 1024));
+		json_object_set_new(root, "seconds", json_real(rep->seconds));
+		json_object_set_new(root, "threads", json_integer(rep->threads));
+		json_object_set_new(root, "source_bytes_per_second", json_real(rep->seconds > 0 ?
+		                    (double)rep->src_bytes / rep->seconds : 0.0));
+	}
+	for (size_t i = 0; i < rep->ntensors; i++) {
+		const qtk_conv_tensor *t = &rep->tensors[i];
+		json_t *o = json_object(), *sh = json_array();
+
+		json_object_set_new(o, "name", json_string(t->name));
+		json_object_set_new(o, "dtype", json_string(qtk_dtype_name(t->src_dtype)));
+		for (uint32_t d = 0; d < t->ndim; d++)
+			json_array_append_new(sh, json_integer((json_int_t)t->shape[d]));
+		json_object_set_new(o, "shape", sh);
+		json_object_set_new(o, "storage", json_string(layout_name(&t->layout, lay, sizeof lay)));
+		json_object_set_new(o, "scheme", json_string(qtk_q_scheme_get(t->layout.scheme)->name));
+		if (qtk_q_scheme_get(t->layout.scheme)->quantized)
+			json_object_set_new(o, "group", t->layout.group == QTK_GROUP_ROW ?
+			                    json_string("row") : json_integer(t->layout.group));
+		json_object_set_new(o, "rule", json_string(t->origin));
+		json_object_set_new(o, "source_bytes", json_integer((json_int_t)t->src_bytes));
+		json_object_set_new(o, "output_bytes", json_integer((json_int_t)t->out_bytes));
+		if (t->has_metrics) {
+			json_t *m = json_object();
+			json_object_set_new(m, "rmse", json_real(t->m.rmse));
+			json_object_set_new(m, "max_abs", json_real(t->m.max_abs));
+			json_object_set_new(m, "rel_fro", json_real(t->m.rel_fro));
+			json_object_set_new(m, "snr_db", json_real(isfinite(t->m.snr_db) ? t->m.snr_db : 999.0));
+			json_object_set_new(m, "cosine", json_real(t->m.cosine));
+			json_object_set_new(o, "error", m);
+		}
+		json_array_append_new(arr, o);
+	}
+	json_object_set_new(root, "tensors", arr);
+	return root;
+}
+
+static int parse_group(const char *s, uint32_t *g)
+{
+	char *end;
+	unsigned long v;
+
+	if (!strcmp(s, "row")) {
+		*g = QTK_GROUP_ROW;
+		return 0;
+	}
+	v = strtoul(s, &end, 10);
+	if (!*s || *end || v < 16 || v > 4096 || (v & (v - 1)))
+		return -1;
+	*g = (uint32_t)v;
+	return 0;
+}
+
+typedef struct {
+	const char *input, *output, *recipe, *preset, *calib;
+	const char *keep[256], *set[256];
+	int nkeep, nset;
+	int scheme, scheme_given, group_given, json, verbose, quiet;
+	uint32_t group;
+	qtk_conv_opts co;
+} cli_opts;
+
+static int parse_args(int argc, char **argv, cli_opts *c)
+{
+	int ch;
+
+	memset(c, 0, sizeof *c);
+	c->scheme = -1;
+	c->group = 64;
+	c->preset = "auto";
+	c->co.scale_dtype = QTK_DT_F16;
+	optind = 1;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":o:s:g:r:p:k:j:nfvqh", long_opts, NULL)) != -1) {
+		switch (ch) {
+		case 'o': c->output = optarg; break;
+		case 's':
+			c->scheme = qtk_q_scheme_from_name(optarg);
+			if (c->scheme < 0 || c->scheme == QTK_SCHEME_RAW)
+				return cli_usage_error("convert", "unknown scheme '%s'", optarg);
+			c->scheme_given = 1;
+			break;
+		case 'g':
+			if (parse_group(optarg, &c->group))
+				return cli_usage_error("convert", "bad group '%s' (a power of two from 16 to 4096, or 'row')", optarg);
+			c->group_given = 1;
+			break;
+		case 'r': c->recipe = optarg; break;
+		case 'p': c->preset = optarg; break;
+		case 'k':
+			if (c->nkeep == 256)
+				return cli_usage_error("convert", "too many --keep");
+			c->keep[c->nkeep++] = optarg;
+			break;
+		case OPT_SET:
+			if (c->nset == 256)
+				return cli_usage_error("convert", "too many --set");
+			c->set[c->nset++] = optarg;
+			break;
+		case OPT_SEARCH: c->co.search = 1; break;
+		case OPT_CALIB: c->calib = optarg; break;
+		case 'j': {
+			char *end;
+			long v = strtol(optarg, &end, 10);
+			if (!*optarg || *end || v < 1 || v > 1024)
+				return cli_usage_error("convert", "bad thread count '%s'", optarg);
+			c->co.threads = (int)v;
+			break;
+		}
+		case OPT_CHUNK: {
+			char *end;
+			unsigned long long v = strtoull(optarg, &end, 10);
+			if (!*optarg || *end || v < 1024 || v > (1ull << 30))
+				return cli_usage_error("convert", "bad chunk '%s' (1024 .. 2^30 elements)", optarg);
+			c->co.chunk_elems = v;
+			break;
+		}
+		case OPT_SCALE:
+			if (!strcmp(optarg, "f16"))
+				c->co.scale_dtype = QTK_DT_F16;
+			else if (!strcmp(optarg, "bf16"))
+				c->co.scale_dtype = QTK_DT_BF16;
+			else if (!strcmp(optarg, "f32"))
+				c->co.scale_dtype = QTK_DT_F32;
+			else
+				return cli_usage_error("convert", "bad scale dtype '%s'", optarg);
+			break;
+		case OPT_DQ: c->co.qflags |= QTK_QF_DOUBLE_QUANT; break;
+		case 'n': c->co.dry_run = 1; break;
+		case OPT_JSON: c->json = 1; break;
+		case 'f': c->co.force = 1; break;
+		case 'v': c->verbose = 1; break;
+		case 'q': c->quiet = 1; break;
+		case 'h': convert_usage(stdout); return -1;
+		case ':': return cli_usage_error("convert", "option '%s' needs an argument", argv[optind - 1]);
+		default: return cli_usage_error("convert", "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage_error("convert", optind >= argc ? "missing INPUT" : "more than one INPUT");
+	c->input = argv[optind];
+	if (!c->output && !c->co.dry_run)
+		return cli_usage_error("convert", "missing -o OUTPUT");
+	if (c->scheme < 0 && !c->recipe)
+		return cli_usage_error("convert", "missing --scheme");
+	return 0;
+}
+
+/* Recipe: --set/--keep first, then the recipe file, then the preset. */
+static qtk_err build_recipe(cli_opts *c, qtk_recipe **out, const char **preset_used,
+                            qtk_status *st)
+{
+	qtk_recipe *r;
+	qtk_err rc = QTK_OK;
+
+	*preset_used = NULL;
+	QTK_TRY(qtk_recipe_new(&r, c->scheme >= 0 ? (qtk_scheme_id)c->scheme : QTK_SCHEME_INT8,
+	                       c->group, st));
+	for (int i = 0; i < c->nset && !rc; i++)
+		rc = qtk_recipe_add_set(r, c->set[i], st);
+	for (int i = 0; i < c->nkeep && !rc; i++)
+		rc = qtk_recipe_add_keep(r, c->keep[i], st);
+	if (!rc && c->recipe)
+		rc = qtk_recipe_load(r, c->recipe, c->scheme_given, c->group_given, st);
+	if (rc)
+		goto fail;
+	if (!strcmp(c->preset, "auto")) {
+		/* detect the model from the source's tensor names */
+		qtk_st_file *f;
+		const char **names;
+
+		rc = qtk_st_open(c->input, &f, st);
+		if (rc)
+			goto fail;
+		names = qtk_calloc(qtk_st_count(f) + 1, sizeof *names);
+		if (!names) {
+			qtk_st_close(f);
+			rc = qtk_fail(st, QTK_E_NOMEM, "out of memory");
+			goto fail;
+		}
+		for (size_t i = 0; i < qtk_st_count(f); i++)
+			names[i] = qtk_st_get(f, i)->name;
+		{
+			const char *m = qtk_detect_model(names, qtk_st_count(f));
+			if (m && (!strcmp(m, "flux") || !strcmp(m, "wan") || !strcmp(m, "ltxv")))
+				*preset_used = m;
+		}
+		qtk_free(names);
+		qtk_st_close(f);
+	} else if (strcmp(c->preset, "none")) {
+		*preset_used = c->preset;
+	}
+	if (*preset_used) {
+		rc = qtk_recipe_add_preset(r, *preset_used, st);
+		if (rc)
+			goto fail;
+	}
+	*out = r;
+	return QTK_OK;
+fail:
+	qtk_recipe_free(r);
+	return rc;
+}
+
+int cmd_convert(int argc, char **argv)
+{
+	cli_opts c;
+	qtk_recipe *recipe = NULL;
+	qtk_conv_report *rep = NULL;
+	qtk_status st;
+	progress_state ps;
+	const char *preset_used;
+	struct sigaction sa, old_int, old_term;
+	int rc;
+
+	rc = parse_args(argc, argv, &c);
+	if (rc)
+		return rc < 0 ? QTK_EXIT_OK : rc;
+	qtk_status_clear(&st);
+	if (build_recipe(&c, &recipe, &preset_used, &st))
+		return cli_report(&st);
+	c.co.input = c.input;
+	c.co.output = c.output;
+	c.co.recipe = recipe;
+	c.co.calib = c.calib;
+	c.co.cancel = &interrupted;
+	memset(&ps, 0, sizeof ps);
+	ps.tty = !c.quiet && !c.co.dry_run && isatty(2);
+	ps.verbose = c.verbose;
+	ps.t0 = mono();
+	ps.last_done = (size_t)-1;
+	if (ps.tty || ps.verbose) {
+		c.co.progress = on_progress;
+		c.co.progress_ctx = &ps;
+	}
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, &old_int);
+	sigaction(SIGTERM, &sa, &old_term);
+	if (qtk_convert(&c.co, &rep, &st) != QTK_OK) {
+		qtk_recipe_free(recipe);
+		if (st.code == QTK_E_INTERRUPTED || interrupted) {
+			fprintf(stderr, "\nqtk: interrupted; %s left as it was\n", c.output);
+			return QTK_EXIT_INTERRUPTED;
+		}
+		return cli_report(&st);
+	}
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	if (c.json) {
+		json_t *j = report_json(rep, c.output, c.co.dry_run);
+		if (preset_used)
+			json_object_set_new(j, "preset", json_string(preset_used));
+		json_dumpf(j, stdout, JSON_INDENT(2));
+		putchar('\n');
+		json_decref(j);
+	} else if (!c.quiet) {
+		if (preset_used)
+			printf("preset: %s\n", preset_used);
+		if (c.co.dry_run) {
+			print_plan(rep);
+			print_totals(rep, 1);
+		} else {
+			print_summary(rep, c.output);
+		}
+	}
+	qtk_conv_report_free(rep);
+	qtk_recipe_free(recipe);
+	return QTK_EXIT_OK;
+}

@@ -1,0 +1,701 @@
+/* convert: the streaming conversion pipeline.
+ * Plan every tensor (recipe decision, planes, sizes), lay the output out up
+ * front, then let worker threads take fixed work items (row or element
+ * chunks of one tensor, in file order) and quantize + pwrite them. Work items
+ * do not depend on the thread count, and per-item error accumulators merge
+ * in item order, so the output is byte-identical for any -j. Memory per
+ * thread is a few chunk buffers; consumed source pages are dropped from the
+ * resident set as we go. */
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "conv_impl.h"
+
+#define DEFAULT_CHUNK_ELEMS (1u << 20)
+
+enum { MODE_RAW, MODE_ELEM, MODE_ROWS };
+
+typedef struct {
+	size_t tensor;
+	uint64_t start, count;  /* bytes (RAW), elements (ELEM) or rows (ROWS) */
+} work_item;
+
+typedef struct {
+	const src_tensor *t;
+	qtk_decision d;
+	uint64_t rows, cols;
+	int mode;
+	size_t item0, nitems;
+	uint64_t out_bytes;
+	float *importance;      /* [cols] from --calib, or NULL */
+} plan_tensor;
+
+typedef struct {
+	const qtk_conv_opts *o;
+	src *s;
+	plan_tensor *pt;
+	size_t n;
+	work_item *items;
+	size_t nitems;
+	uint64_t chunk;
+	qtk_q_acc *acc;         /* [nitems] */
+	uint32_t *crc;          /* [nitems] crc32 of each item's source bytes */
+	qtk_pack_writer *w;
+	size_t next;            /* atomic: next item to take */
+	size_t items_done;      /* atomic */
+	uint64_t bytes_done;    /* atomic: source bytes */
+	int failed;             /* atomic */
+	pthread_mutex_t lock;   /* guards err */
+	qtk_status err;
+} job;
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* ---- planning ----------------------------------------------------------- */
+
+static void shape_2d(const src_tensor *t, uint64_t *rows, uint64_t *cols)
+{
+	*cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+	*rows = 1;
+	for (uint32_t i = 0; i + 1 < t->ndim; i++)
+		*rows *= t->shape[i]; /* the product is checked by the reader */
+}
+
+static qtk_err load_importance(job *j, const char *path, qtk_status *st)
+{
+	qtk_st_file *cf;
+	size_t used = 0;
+
+	QTK_TRY(qtk_st_open(path, &cf, st));
+	for (size_t i = 0; i < j->n; i++) {
+		plan_tensor *p = &j->pt[i];
+		const qtk_st_tensor *ct = qtk_st_find(cf, p->t->name);
+		qtk_err rc;
+
+		if (!ct || p->mode != MODE_ROWS)
+			continue;
+		if (!qtk_dtype_is_float(ct->dtype) || ct->nelem != p->cols) {
+			qtk_st_close(cf);
+			return qtk_fail(st, QTK_E_ARG,
+			                "%s: tensor '%s': importance must be a float vector of %llu elements",
+			                path, p->t->name, (unsigned long long)p->cols);
+		}
+		p->importance = qtk_malloc(p->cols * sizeof(float));
+		if (!p->importance) {
+			qtk_st_close(cf);
+			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		}
+		rc = qtk_st_read_f32(ct, 0, p->cols, p->importance, st);
+		if (rc) {
+			qtk_st_close(cf);
+			return rc;
+		}
+		used++;
+	}
+	qtk_st_close(cf);
+	if (used == 0)
+		return qtk_fail(st, QTK_E_ARG, "%s: no tensor matches a quantized weight's name", path);
+	return QTK_OK;
+}
+
+static qtk_err plan(job *j, qtk_status *st)
+{
+	const qtk_conv_opts *o = j->o;
+	size_t nitems = 0;
+
+	j->n = j->s->n;
+	j->pt = qtk_calloc(j->n ? j->n : 1, sizeof *j->pt);
+	if (!j->pt)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < j->n; i++) {
+		plan_tensor *p = &j->pt[i];
+		const src_tensor *t = &j->s->t[i];
+		const qtk_q_scheme *sc;
+		uint64_t sizes[QTK_PLANE_MAX], per;
+
+		p->t = t;
+		shape_2d(t, &p->rows, &p->cols);
+		QTK_TRY(qtk_recipe_decide(o->recipe, t->name, t->dtype, t->ndim, t->shape,
+		                          &p->d, st));
+		sc = qtk_q_scheme_get(p->d.layout.scheme);
+		if (sc->quantized) {
+			p->d.layout.scale_dtype = o->scale_dtype;
+			p->d.layout.flags = o->qflags;
+		}
+		if (qtk_q_layout_check(&p->d.layout, p->rows, p->cols, st)) {
+			qtk_status_prefix(st, t->name);
+			return st->code;
+		}
+		if (qtk_q_plane_sizes(&p->d.layout, p->rows, p->cols, sizes))
+			return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': output size overflows", t->name);
+		p->out_bytes = sizes[0] + sizes[1] + sizes[2] + sizes[3];
+		if (t->nelem == 0) {
+			p->mode = p->d.layout.scheme == QTK_SCHEME_RAW ? MODE_RAW : MODE_ELEM;
+			p->nitems = 0;
+		} else if (p->d.layout.scheme == QTK_SCHEME_RAW) {
+			p->mode = MODE_RAW;
+			per = j->chunk * 4;
+			p->nitems = (size_t)(t->nbytes / per + (t->nbytes % per != 0));
+		} else if (sc->float_store) {
+			p->mode = MODE_ELEM;
+			p->nitems = (size_t)(t->nelem / j->chunk + (t->nelem % j->chunk != 0));
+		} else {
+			p->mode = MODE_ROWS;
+			per = p->cols >= j->chunk ? 1 : j->chunk / p->cols;
+			p->nitems = (size_t)(p->rows / per + (p->rows % per != 0));
+		}
+		p->item0 = nitems;
+		nitems += p->nitems;
+	}
+	if (o->calib)
+		QTK_TRY(load_importance(j, o->calib, st));
+	j->nitems = nitems;
+	j->items = qtk_calloc(nitems ? nitems : 1, sizeof *j->items);
+	j->acc = qtk_calloc(nitems ? nitems : 1, sizeof *j->acc);
+	j->crc = qtk_calloc(nitems ? nitems : 1, sizeof *j->crc);
+	if (!j->items || !j->acc || !j->crc)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < j->n; i++) {
+		plan_tensor *p = &j->pt[i];
+		uint64_t total = p->mode == MODE_RAW ? p->t->nbytes :
+		                 p->mode == MODE_ELEM ? p->t->nelem : p->rows;
+		uint64_t per = p->mode == MODE_RAW ? j->chunk * 4 :
+		               p->mode == MODE_ELEM ? j->chunk :
+		               (p->cols >= j->chunk ? 1 : j->chunk / p->cols);
+
+		for (size_t k = 0; k < p->nitems; k++) {
+			work_item *w = &j->items[p->item0 + k];
+			w->tensor = i;
+			w->start = (uint64_t)k * per;
+			w->count = total - w->start < per ? total - w->start : per;
+		}
+	}
+	return QTK_OK;
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+typedef struct {
+	float *in, *out;
+	uint8_t *planes[QTK_PLANE_MAX];
+	size_t plane_cap[QTK_PLANE_MAX];
+} worker_buf;
+
+static void set_error(job *j, const qtk_status *st)
+{
+	pthread_mutex_lock(&j->lock);
+	if (!j->failed) {
+		j->err = *st;
+		__atomic_store_n(&j->failed, 1, __ATOMIC_SEQ_CST);
+	}
+	pthread_mutex_unlock(&j->lock);
+}
+
+static qtk_err grow(worker_buf *b, int p, size_t n, qtk_status *st)
+{
+	if (b->plane_cap[p] >= n)
+		return QTK_OK;
+	qtk_free(b->planes[p]);
+	b->planes[p] = qtk_malloc(n);
+	b->plane_cap[p] = b->planes[p] ? n : 0;
+	if (!b->planes[p])
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	return QTK_OK;
+}
+
+static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
+{
+	const plan_tensor *p = &j->pt[it->tensor];
+	const uint8_t *from = p->t->data + it->start;
+
+	QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start, from,
+	                            (size_t)it->count, st));
+	j->crc[k] = (uint32_t)crc32_z(0, from, (size_t)it->count);
+	src_release(p->t, it->start, it->count);
+	return QTK_OK;
+}
+
+static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
+                        qtk_status *st)
+{
+	const plan_tensor *p = &j->pt[it->tensor];
+	const qtk_q_layout *L = &p->d.layout;
+	size_t es = qtk_dtype_size(p->t->dtype);
+	uint64_t nrows, cols, elem0, nelem;
+	qtk_q_planes dst;
+	qtk_q_cplanes csrc;
+	qtk_q_opts qo = { .search = j->o->search, .importance = p->importance,
+	                  .tensor = p->t->name };
+
+	if (p->mode == MODE_ELEM) {
+		nrows = 1;
+		cols = it->count;
+		elem0 = it->start;
+		qo.row0 = 0;
+	} else {
+		nrows = it->count;
+		cols = p->cols;
+		elem0 = it->start * p->cols;
+		qo.row0 = it->start;
+	}
+	nelem = nrows * cols;
+	QTK_TRY(src_read_f32(j->s, p->t, elem0, nelem, b->in, st));
+	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
+		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
+		QTK_TRY(grow(b, pl, (size_t)(rb * nrows), st));
+		dst.p[pl] = rb ? b->planes[pl] : NULL;
+		csrc.p[pl] = dst.p[pl];
+	}
+	dst.p[QTK_PLANE_DQ] = NULL;
+	csrc.p[QTK_PLANE_DQ] = NULL;
+	QTK_TRY(qtk_q_quantize_rows(L, b->in, (size_t)nrows, (size_t)cols, &dst, &qo, st));
+	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
+		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
+		uint64_t off = p->mode == MODE_ELEM ? it->start * (rb / cols) : it->start * rb;
+
+		if (!rb)
+			continue;
+		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, pl, off, b->planes[pl],
+		                            (size_t)(rb * nrows), st));
+	}
+	qtk_q_dequantize_rows(L, &csrc, (size_t)nrows, (size_t)cols, b->out);
+	qtk_q_acc_add(&j->acc[k], b->in, b->out, (size_t)nelem);
+	j->crc[k] = (uint32_t)crc32_z(0, p->t->data + elem0 * es, (size_t)(nelem * es));
+	src_release(p->t, elem0 * es, nelem * es);
+	return QTK_OK;
+}
+
+static uint64_t item_src_bytes(const job *j, const work_item *it)
+{
+	const plan_tensor *p = &j->pt[it->tensor];
+	uint64_t es = qtk_dtype_size(p->t->dtype);
+
+	switch (p->mode) {
+	case MODE_RAW:
+		return it->count;
+	case MODE_ELEM:
+		return it->count * es;
+	default:
+		return it->count * p->cols * es;
+	}
+}
+
+static void *worker(void *arg)
+{
+	job *j = arg;
+	worker_buf b;
+	qtk_status st;
+	uint64_t max_elems = j->chunk;
+
+	memset(&b, 0, sizeof b);
+	qtk_status_clear(&st);
+	/* a chunk holds at least one row, which may exceed the chunk size */
+	for (size_t i = 0; i < j->n; i++)
+		if (j->pt[i].mode == MODE_ROWS && j->pt[i].cols > max_elems)
+			max_elems = j->pt[i].cols;
+	b.in = qtk_malloc(max_elems * sizeof(float));
+	b.out = qtk_malloc(max_elems * sizeof(float));
+	if (!b.in || !b.out) {
+		qtk_fail(&st, QTK_E_NOMEM, "out of memory for chunk buffers");
+		set_error(j, &st);
+	}
+	while (!__atomic_load_n(&j->failed, __ATOMIC_RELAXED)) {
+		size_t k = __atomic_fetch_add(&j->next, 1, __ATOMIC_RELAXED);
+		const work_item *it;
+		qtk_err rc;
+
+		if (k >= j->nitems)
+			break;
+		if (j->o->cancel && *j->o->cancel) {
+			qtk_fail(&st, QTK_E_INTERRUPTED, "interrupted");
+			set_error(j, &st);
+			break;
+		}
+		it = &j->items[k];
+		rc = j->pt[it->tensor].mode == MODE_RAW ? do_raw(j, k, it, &st)
+		                                        : do_quant(j, k, it, &b, &st);
+		if (rc) {
+			set_error(j, &st);
+			break;
+		}
+		__atomic_fetch_add(&j->bytes_done, item_src_bytes(j, it), __ATOMIC_RELAXED);
+		__atomic_fetch_add(&j->items_done, 1, __ATOMIC_RELEASE);
+	}
+	qtk_free(b.in);
+	qtk_free(b.out);
+	for (int p = 0; p < QTK_PLANE_MAX; p++)
+		qtk_free(b.planes[p]);
+	return NULL;
+}
+
+/* ---- running ------------------------------------------------------------ */
+
+static size_t tensors_done(const job *j, size_t items_done)
+{
+	/* items are taken in order, so tensors before the first unfinished item
+	 * are done; an estimate good enough for a progress bar */
+	size_t lo = 0, hi = j->n;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		if (j->pt[mid].item0 + j->pt[mid].nitems <= items_done)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static qtk_err run_workers(job *j, int nthreads, qtk_status *st)
+{
+	pthread_t *tids = qtk_calloc((size_t)nthreads, sizeof *tids);
+	uint64_t total = 0;
+	int started = 0;
+
+	if (!tids)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < j->n; i++)
+		total += j->pt[i].t->nbytes;
+	for (; started < nthreads; started++)
+		if (pthread_create(&tids[started], NULL, worker, j) != 0)
+			break;
+	if (started == 0) {
+		qtk_free(tids);
+		return qtk_fail(st, QTK_E_NOMEM, "cannot start worker threads");
+	}
+	for (;;) {
+		size_t done = __atomic_load_n(&j->items_done, __ATOMIC_ACQUIRE);
+		int stop = done >= j->nitems || __atomic_load_n(&j->failed, __ATOMIC_RELAXED);
+
+		if (j->o->progress) {
+			size_t td = tensors_done(j, done);
+			j->o->progress(j->o->progress_ctx, td, j->n,
+			               __atomic_load_n(&j->bytes_done, __ATOMIC_RELAXED), total,
+			               td < j->n ? j->pt[td].t->name : "");
+		}
+		if (stop)
+			break;
+		if (j->o->cancel && *j->o->cancel) {
+			/* workers see it at their next item */
+		}
+		usleep(50 * 1000);
+	}
+	for (int i = 0; i < started; i++)
+		pthread_join(tids[i], NULL);
+	qtk_free(tids);
+	if (j->failed) {
+		*st = j->err;
+		return st->code;
+	}
+	return QTK_OK;
+}
+
+/* ---- metadata and report ------------------------------------------------ */
+
+static const char *group_name(uint32_t g, char buf[16])
+{
+	if (g == QTK_GROUP_ROW)
+		return "row";
+	snprintf(buf, 16, "%u", g);
+	return buf;
+}
+
+static json_t *config_json(const src *s)
+{
+	char path[4096];
+	json_t *cfg;
+
+	if (!s->dir)
+		return NULL;
+	snprintf(path, sizeof path, "%s/config.json", s->dir);
+	cfg = json_load_file(path, 0, NULL);
+	if (cfg && !json_is_object(cfg)) {
+		json_decref(cfg);
+		cfg = NULL;
+	}
+	return cfg;
+}
+
+static const char *base_name(const char *p)
+{
+	const char *s = strrchr(p, '/');
+	return s ? s + 1 : p;
+}
+
+/* Per source file: size and crc32 of all its bytes (header + tensors). */
+static json_t *sources_json(const job *j)
+{
+	json_t *files = json_array();
+
+	for (size_t f = 0; f < j->s->nfiles; f++) {
+		const src_file *sf = &j->s->files[f];
+		uLong crc = sf->base ? crc32_z(0, sf->base, (size_t)sf->data_start) : 0;
+		char hex[16];
+		json_t *o = json_object();
+
+		/* tensors are in data order and tile the data section exactly */
+		for (size_t i = 0; i < j->n; i++) {
+			const plan_tensor *p = &j->pt[i];
+			if (p->t->file != f)
+				continue;
+			for (size_t k = 0; k < p->nitems; k++)
+				crc = crc32_combine(crc, j->crc[p->item0 + k],
+				                    (z_off_t)item_src_bytes(j, &j->items[p->item0 + k]));
+		}
+		snprintf(hex, sizeof hex, "%08lx", (unsigned long)crc);
+		json_object_set_new(o, "name", json_string(base_name(sf->path)));
+		json_object_set_new(o, "bytes", json_integer((json_int_t)sf->size));
+		json_object_set_new(o, "crc32", json_string(sf->base ? hex : ""));
+		json_array_append_new(files, o);
+	}
+	return files;
+}
+
+static void metrics_json(json_t *o, const qtk_q_metrics *m)
+{
+	json_object_set_new(o, "rmse", json_real(m->rmse));
+	json_object_set_new(o, "max_abs", json_real(m->max_abs));
+	json_object_set_new(o, "rel_fro", json_real(m->rel_fro));
+	json_object_set_new(o, "snr_db", json_real(m->snr_db));
+	json_object_set_new(o, "cosine", json_real(m->cosine));
+}
+
+static char *build_metadata(const job *j, const qtk_conv_report *rep)
+{
+	const qtk_conv_opts *o = j->o;
+	json_t *root = json_object(), *sj = json_object(), *tens = json_object();
+	json_t *opts = json_object(), *cfg = config_json(j->s), *rec = NULL;
+	char *recipe = qtk_recipe_json(o->recipe), *text, buf[16];
+
+	json_object_set_new(root, "qtk_version", json_string(QTK_VERSION));
+	json_object_set_new(sj, "format", json_string(j->s->format));
+	json_object_set_new(sj, "files", sources_json(j));
+	if (j->s->st && qtk_st_meta_count(j->s->st)) {
+		json_t *m = json_object();
+		for (size_t i = 0; i < qtk_st_meta_count(j->s->st); i++) {
+			const char *k = qtk_st_meta_key(j->s->st, i);
+			json_object_set_new(m, k, json_string(qtk_st_meta_get(j->s->st, k)));
+		}
+		json_object_set_new(sj, "metadata", m);
+	}
+	json_object_set_new(root, "source", sj);
+	if (cfg)
+		json_object_set_new(root, "config", cfg);
+	if (recipe) {
+		rec = json_loads(recipe, 0, NULL);
+		free(recipe);
+	}
+	if (rec)
+		json_object_set_new(root, "recipe", rec);
+	json_object_set_new(opts, "scale_dtype", json_string(qtk_dtype_name(o->scale_dtype)));
+	json_object_set_new(opts, "search", json_boolean(o->search));
+	json_object_set_new(opts, "double_quant", json_boolean(o->qflags & QTK_QF_DOUBLE_QUANT));
+	json_object_set_new(opts, "calib", o->calib ? json_string(base_name(o->calib)) : json_null());
+	json_object_set_new(root, "options", opts);
+	if (rep->model)
+		json_object_set_new(root, "model", json_string(rep->model));
+	for (size_t i = 0; i < rep->ntensors; i++) {
+		const qtk_conv_tensor *t = &rep->tensors[i];
+		json_t *e = json_object();
+
+		json_object_set_new(e, "scheme", json_string(t->layout.scheme == QTK_SCHEME_RAW ?
+		                    "raw" : qtk_q_scheme_get(t->layout.scheme)->name));
+		if (qtk_q_scheme_get(t->layout.scheme)->quantized)
+			json_object_set_new(e, "group", json_string(group_name(t->layout.group, buf)));
+		json_object_set_new(e, "rule", json_string(t->origin));
+		if (t->has_metrics)
+			metrics_json(e, &t->m);
+		json_object_set_new(tens, t->name, e);
+	}
+	json_object_set_new(root, "tensors", tens);
+	text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
+	json_decref(root);
+	return text;
+}
+
+static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
+{
+	qtk_conv_report *rep = qtk_calloc(1, sizeof *rep);
+	const char **names;
+
+	*out = NULL;
+	if (!rep)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	rep->tensors = qtk_calloc(j->n ? j->n : 1, sizeof *rep->tensors);
+	rep->ntensors = rep->tensors ? j->n : 0;
+	names = qtk_calloc(j->n ? j->n : 1, sizeof *names);
+	if (!rep->tensors || !names) {
+		qtk_free(names);
+		qtk_conv_report_free(rep);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < j->n; i++) {
+		const plan_tensor *p = &j->pt[i];
+		qtk_conv_tensor *t = &rep->tensors[i];
+		qtk_q_acc acc;
+
+		names[i] = p->t->name;
+		t->name = qtk_strdup(p->t->name);
+		if (!t->name) {
+			qtk_free(names);
+			qtk_conv_report_free(rep);
+			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		}
+		t->src_dtype = p->t->dtype;
+		t->ndim = p->t->ndim;
+		memcpy(t->shape, p->t->shape, sizeof t->shape);
+		t->layout = p->d.layout;
+		t->origin = p->d.origin;
+		t->src_bytes = p->t->nbytes;
+		t->out_bytes = p->out_bytes;
+		rep->src_bytes += t->src_bytes;
+		rep->out_bytes += t->out_bytes;
+		rep->nparams += p->t->nelem;
+		if (p->mode != MODE_RAW && !j->o->dry_run && p->t->nelem) {
+			memset(&acc, 0, sizeof acc);
+			for (size_t k = 0; k < p->nitems; k++)
+				qtk_q_acc_merge(&acc, &j->acc[p->item0 + k]);
+			qtk_q_metrics_from(&acc, &t->m);
+			t->has_metrics = 1;
+		}
+	}
+	rep->model = qtk_detect_model(names, j->n);
+	qtk_free(names);
+	*out = rep;
+	return QTK_OK;
+}
+
+void qtk_conv_report_free(qtk_conv_report *rep)
+{
+	if (!rep)
+		return;
+	for (size_t i = 0; i < rep->ntensors; i++)
+		qtk_free(rep->tensors[i].name);
+	qtk_free(rep->tensors);
+	free(rep->metadata_json);
+	qtk_free(rep);
+}
+
+/* ---- entry -------------------------------------------------------------- */
+
+static void job_free(job *j)
+{
+	for (size_t i = 0; j->pt && i < j->n; i++)
+		qtk_free(j->pt[i].importance);
+	qtk_free(j->pt);
+	qtk_free(j->items);
+	qtk_free(j->acc);
+	qtk_free(j->crc);
+	src_close(j->s);
+	pthread_mutex_destroy(&j->lock);
+}
+
+/* Open the output and run the workers; on success j->w is left open for
+ * the commit, on failure it is aborted. */
+static qtk_err write_output(job *j, int nthreads, qtk_status *st)
+{
+	const qtk_conv_opts *o = j->o;
+	const char *inputs[64];
+	qtk_write_opts wo = { .force = o->force, .inputs = inputs };
+	qtk_pack_desc *descs = qtk_calloc(j->n ? j->n : 1, sizeof *descs);
+	qtk_err rc;
+
+	if (!descs)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t f = 0; f < j->s->nfiles && wo.ninputs < 62; f++)
+		inputs[wo.ninputs++] = j->s->files[f].path;
+	if (o->calib)
+		inputs[wo.ninputs++] = o->calib;
+	for (size_t i = 0; i < j->n; i++) {
+		descs[i].name = j->pt[i].t->name;
+		descs[i].ndim = j->pt[i].t->ndim;
+		memcpy(descs[i].shape, j->pt[i].t->shape, sizeof descs[i].shape);
+		descs[i].src_dtype = j->pt[i].t->dtype;
+		descs[i].layout = j->pt[i].d.layout;
+	}
+	rc = qtk_pack_writer_open(&j->w, o->output, descs, j->n, &wo, st);
+	qtk_free(descs);
+	if (rc)
+		return rc;
+	rc = run_workers(j, nthreads, st);
+	if (rc) {
+		qtk_pack_writer_abort(j->w);
+		j->w = NULL;
+	}
+	return rc;
+}
+
+qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *st)
+{
+	job j;
+	qtk_conv_report *rep = NULL;
+	double t0 = now_s();
+	int nthreads = o->threads > 0 ? o->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+	qtk_err rc;
+
+	*out = NULL;
+	memset(&j, 0, sizeof j);
+	pthread_mutex_init(&j.lock, NULL);
+	j.o = o;
+	j.chunk = o->chunk_elems ? o->chunk_elems : DEFAULT_CHUNK_ELEMS;
+	if (nthreads < 1)
+		nthreads = 1;
+	if (!o->input || !o->recipe || (!o->output && !o->dry_run)) {
+		pthread_mutex_destroy(&j.lock);
+		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
+	}
+	if (o->format != QTK_OUT_QTK) {
+		pthread_mutex_destroy(&j.lock);
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "convert: only the qtk output format is built in");
+	}
+	rc = src_open(&j.s, o->input, st);
+	if (rc)
+		goto out;
+	rc = plan(&j, st);
+	if (rc) {
+		qtk_status_prefix(st, o->input);
+		goto out;
+	}
+	if (o->dry_run) {
+		rc = make_report(&j, &rep, st);
+		goto out;
+	}
+	rc = write_output(&j, nthreads, st);
+	if (rc)
+		goto out;
+	rc = make_report(&j, &rep, st);
+	if (rc) {
+		qtk_pack_writer_abort(j.w);
+		goto out;
+	}
+	rep->threads = nthreads;
+	rep->metadata_json = build_metadata(&j, rep);
+	if (!rep->metadata_json) {
+		qtk_pack_writer_abort(j.w);
+		rc = qtk_fail(st, QTK_E_NOMEM, "out of memory building metadata");
+		goto out;
+	}
+	rc = qtk_pack_writer_commit(j.w, rep->metadata_json, st);
+	j.w = NULL;
+out:
+	if (rc == QTK_OK && rep)
+		rep->seconds = now_s() - t0;
+	if (rc) {
+		qtk_conv_report_free(rep);
+		rep = NULL;
+	}
+	job_free(&j);
+	*out = rep;
+	return rc;
+}

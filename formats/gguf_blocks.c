@@ -1,0 +1,185 @@
+/* formats: ggml's 32-element blocks (Q8_0, Q4_0, Q4_1) — dequantization
+ * as ggml defines it, and lossless repacking of qtk code planes into
+ * blocks and back. Pure functions, no I/O.
+ *
+ * Block layouts (ggml-common.h):
+ *   Q8_0: f16 d, i8 qs[32];             x[j] = d * qs[j]
+ *   Q4_0: f16 d, u8 qs[16];             x[j] = d * ((qs[j] & 15) - 8),
+ *                                       x[j+16] = d * ((qs[j] >> 4) - 8)
+ *   Q4_1: f16 d, f16 m, u8 qs[16];      x[j] = d * (qs[j] & 15) + m, ...
+ * qtk planes (quant/qtk_quant.h): 4-bit element 2i in the low nibble of
+ * byte i; INT4 stores q + 8, INT4_AFFINE q; scales/biases one per group. */
+#include "gguf_impl.h"
+
+void qtk_gg_deq_q8_0(const uint8_t *b, float *y)
+{
+	float d = qtk_f16_to_f32(gg_le16(b));
+
+	for (int j = 0; j < 32; j++)
+		y[j] = (float)(int8_t)b[2 + j] * d;
+}
+
+void qtk_gg_deq_q4_0(const uint8_t *b, float *y)
+{
+	float d = qtk_f16_to_f32(gg_le16(b));
+
+	for (int j = 0; j < 16; j++) {
+		y[j] = (float)((b[2 + j] & 15) - 8) * d;
+		y[j + 16] = (float)((b[2 + j] >> 4) - 8) * d;
+	}
+}
+
+void qtk_gg_deq_q4_1(const uint8_t *b, float *y)
+{
+	float d = qtk_f16_to_f32(gg_le16(b)), m = qtk_f16_to_f32(gg_le16(b + 2));
+
+	for (int j = 0; j < 16; j++) {
+		y[j] = (float)(b[4 + j] & 15) * d + m;
+		y[j + 16] = (float)(b[4 + j] >> 4) * d + m;
+	}
+}
+
+qtk_err qtk_gguf_type_for_layout(const qtk_q_layout *L, uint64_t cols, uint32_t *type,
+                                 qtk_status *st)
+{
+	const char *why = NULL;
+
+	switch (L->scheme) {
+	case QTK_SCHEME_F32: *type = QTK_GGML_F32; return QTK_OK;
+	case QTK_SCHEME_F16: *type = QTK_GGML_F16; return QTK_OK;
+	case QTK_SCHEME_BF16: *type = QTK_GGML_BF16; return QTK_OK;
+	case QTK_SCHEME_INT8: *type = QTK_GGML_Q8_0; break;
+	case QTK_SCHEME_INT4: *type = QTK_GGML_Q4_0; break;
+	case QTK_SCHEME_INT4_AFFINE: *type = QTK_GGML_Q4_1; break;
+	case QTK_SCHEME_NF4: why = "NF4 has no GGUF block type"; break;
+	case QTK_SCHEME_INT8_AFFINE: why = "int8-affine has no GGUF block type (Q8_1 is not stored in files)"; break;
+	default: why = "the scheme has no GGUF block type"; break;
+	}
+	if (!why && L->group != QTK_GGUF_QK)
+		why = "GGUF blocks hold groups of 32 only";
+	if (!why && L->scale_dtype != QTK_DT_F16)
+		why = "GGUF blocks hold f16 scales only";
+	if (!why && L->flags)
+		why = "double-quantized scales have no GGUF form";
+	if (!why && cols % QTK_GGUF_QK)
+		why = "the row length is not a multiple of 32";
+	if (why)
+		return qtk_fail(st, QTK_E_GG_LAYOUT, "no exact GGUF type for %s g%u rows of %llu: %s",
+		                qtk_q_scheme_get(L->scheme) ? qtk_q_scheme_get(L->scheme)->name : "?",
+		                L->group, (unsigned long long)cols, why);
+	return QTK_OK;
+}
+
+static qtk_err check_cols(size_t cols, qtk_status *st)
+{
+	if (cols == 0 || cols % QTK_GGUF_QK)
+		return qtk_fail(st, QTK_E_GG_LAYOUT, "row length %zu is not a positive multiple of 32",
+		                cols);
+	return QTK_OK;
+}
+
+qtk_err qtk_gguf_pack_q8_0(const int8_t *codes, const uint16_t *scales, size_t nrows,
+                           size_t cols, void *dst, qtk_status *st)
+{
+	uint8_t *o = dst;
+
+	QTK_TRY(check_cols(cols, st));
+	for (size_t g = 0; g < nrows * (cols / 32); g++, o += 34) {
+		gg_put16(o, scales[g]);
+		memcpy(o + 2, codes + 32 * g, 32);
+	}
+	return QTK_OK;
+}
+
+qtk_err qtk_gguf_unpack_q8_0(const void *src, size_t nrows, size_t cols, int8_t *codes,
+                             uint16_t *scales, qtk_status *st)
+{
+	const uint8_t *b = src;
+
+	QTK_TRY(check_cols(cols, st));
+	for (size_t g = 0; g < nrows * (cols / 32); g++, b += 34) {
+		scales[g] = gg_le16(b);
+		memcpy(codes + 32 * g, b + 2, 32);
+	}
+	return QTK_OK;
+}
+
+/* 32 qtk nibbles (16 bytes, pairs) <-> ggml's split halves. */
+static void to_ggml_nibbles(const uint8_t *q, uint8_t *qs)
+{
+	uint8_t v[32];
+
+	for (int i = 0; i < 16; i++) {
+		v[2 * i] = q[i] & 15;
+		v[2 * i + 1] = q[i] >> 4;
+	}
+	for (int j = 0; j < 16; j++)
+		qs[j] = (uint8_t)(v[j] | v[j + 16] << 4);
+}
+
+static void from_ggml_nibbles(const uint8_t *qs, uint8_t *q)
+{
+	uint8_t v[32];
+
+	for (int j = 0; j < 16; j++) {
+		v[j] = qs[j] & 15;
+		v[j + 16] = qs[j] >> 4;
+	}
+	for (int i = 0; i < 16; i++)
+		q[i] = (uint8_t)(v[2 * i] | v[2 * i + 1] << 4);
+}
+
+qtk_err qtk_gguf_pack_q4_0(const uint8_t *codes, const uint16_t *scales, size_t nrows,
+                           size_t cols, void *dst, qtk_status *st)
+{
+	uint8_t *o = dst;
+
+	QTK_TRY(check_cols(cols, st));
+	for (size_t g = 0; g < nrows * (cols / 32); g++, o += 18) {
+		gg_put16(o, scales[g]);
+		to_ggml_nibbles(codes + 16 * g, o + 2);
+	}
+	return QTK_OK;
+}
+
+qtk_err qtk_gguf_unpack_q4_0(const void *src, size_t nrows, size_t cols, uint8_t *codes,
+                             uint16_t *scales, qtk_status *st)
+{
+	const uint8_t *b = src;
+
+	QTK_TRY(check_cols(cols, st));
+	for (size_t g = 0; g < nrows * (cols / 32); g++, b += 18) {
+		scales[g] = gg_le16(b);
+		from_ggml_nibbles(b + 2, codes + 16 * g);
+	}
+	return QTK_OK;
+}
+
+qtk_err qtk_gguf_pack_q4_1(const uint8_t *codes, const uint16_t *scales,
+                           const uint16_t *biases, size_t nrows, size_t cols, void *dst,
+                           qtk_status *st)
+{
+	uint8_t *o = dst;
+
+	QTK_TRY(check_cols(cols, st));
+	for (size_t g = 0; g < nrows * (cols / 32); g++, o += 20) {
+		gg_put16(o, scales[g]);
+		gg_put16(o + 2, biases[g]);
+		to_ggml_nibbles(codes + 16 * g, o + 4);
+	}
+	return QTK_OK;
+}
+
+qtk_err qtk_gguf_unpack_q4_1(const void *src, size_t nrows, size_t cols, uint8_t *codes,
+                             uint16_t *scales, uint16_t *biases, qtk_status *st)
+{
+	const uint8_t *b = src;
+
+	QTK_TRY(check_cols(cols, st));
+	for (size_t g = 0; g < nrows * (cols / 32); g++, b += 20) {
+		scales[g] = gg_le16(b);
+		biases[g] = gg_le16(b + 2);
+		from_ggml_nibbles(b + 4, codes + 16 * g);
+	}
+	return QTK_OK;
+}

@@ -1,0 +1,187 @@
+/* quant: AVX2(+F16C) and AVX-512 conversions between F16/BF16 and F32,
+ * chosen at run time by qtk_to_f32/qtk_from_f32 via qtk_isa_active().
+ * Tails go through the scalar reference, so results are bit-identical. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "dtype_simd.h"
+#include "qtk_quant.h"
+
+/* The 16-bit side may be unaligned (tensor data in a mapping): vector loads
+ * and stores are unaligned ones, scalar tails go through memcpy. */
+
+static inline uint16_t ld16(const uint8_t *p)
+{
+	uint16_t v;
+	memcpy(&v, p, 2);
+	return v;
+}
+
+/* F16 -> F32: the hardware conversion is exact, except that it quiets
+ * signalling NaNs; the reference keeps every payload bit, so NaN lanes are
+ * rebuilt with integer operations. */
+__attribute__((target("avx2,f16c"))) void qtk_f16_to_f32_avx2(const void *src_, float *dst,
+                                                               size_t n)
+{
+	const uint8_t *s8 = src_;
+	size_t i = 0;
+	const __m256i e = _mm256_set1_epi32(0x7c00), m = _mm256_set1_epi32(0x3ff);
+	for (; i + 8 <= n; i += 8) {
+		__m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s8 + 2 * i));
+		__m256 f = _mm256_cvtph_ps(h);
+		__m256i w = _mm256_cvtepu16_epi32(h);
+		__m256i isnan = _mm256_andnot_si256(
+			_mm256_cmpeq_epi32(_mm256_and_si256(w, m), _mm256_setzero_si256()),
+			_mm256_cmpeq_epi32(_mm256_and_si256(w, e), e));
+		if (!_mm256_testz_si256(isnan, isnan)) {
+			__m256i nb = _mm256_or_si256(
+				_mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(w, _mm256_set1_epi32(0x8000)), 16),
+				                _mm256_set1_epi32(0x7f800000)),
+				_mm256_slli_epi32(_mm256_and_si256(w, m), 13));
+			f = _mm256_blendv_ps(f, _mm256_castsi256_ps(nb), _mm256_castsi256_ps(isnan));
+		}
+		_mm256_storeu_ps(dst + i, f);
+	}
+	for (; i < n; i++)
+		dst[i] = qtk_f16_to_f32(ld16(s8 + 2 * i));
+}
+
+__attribute__((target("avx512f"))) void qtk_f16_to_f32_avx512(const void *src_, float *dst,
+                                                               size_t n)
+{
+	const uint8_t *s8 = src_;
+	size_t i = 0;
+	const __m512i e = _mm512_set1_epi32(0x7c00), m = _mm512_set1_epi32(0x3ff);
+	for (; i + 16 <= n; i += 16) {
+		__m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(s8 + 2 * i));
+		__m512 f = _mm512_cvtph_ps(h);
+		__m512i w = _mm512_cvtepu16_epi32(h);
+		__mmask16 isnan = _mm512_cmpeq_epi32_mask(_mm512_and_si512(w, e), e) &
+		                  _mm512_test_epi32_mask(w, m);
+		if (isnan) {
+			__m512i nb = _mm512_or_si512(
+				_mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(w, _mm512_set1_epi32(0x8000)), 16),
+				                _mm512_set1_epi32(0x7f800000)),
+				_mm512_slli_epi32(_mm512_and_si512(w, m), 13));
+			f = _mm512_mask_mov_ps(f, isnan, _mm512_castsi512_ps(nb));
+		}
+		_mm512_storeu_ps(dst + i, f);
+	}
+	for (; i < n; i++)
+		dst[i] = qtk_f16_to_f32(ld16(s8 + 2 * i));
+}
+
+__attribute__((target("avx2"))) void qtk_bf16_to_f32_avx2(const void *src_, float *dst,
+                                                           size_t n)
+{
+	const uint8_t *s8 = src_;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s8 + 2 * i));
+		__m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+		_mm256_storeu_si256((__m256i *)(void *)(dst + i), w);
+	}
+	for (; i < n; i++)
+		dst[i] = qtk_bf16_to_f32(ld16(s8 + 2 * i));
+}
+
+__attribute__((target("avx512f"))) void qtk_bf16_to_f32_avx512(const void *src_, float *dst,
+                                                                size_t n)
+{
+	const uint8_t *s8 = src_;
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(s8 + 2 * i));
+		__m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
+		_mm512_storeu_si512((void *)(dst + i), w);
+	}
+	for (; i < n; i++)
+		dst[i] = qtk_bf16_to_f32(ld16(s8 + 2 * i));
+}
+
+/* F32 -> BF16, round to nearest even; NaN: quiet bit set, sign kept. */
+__attribute__((target("avx2"))) void qtk_f32_to_bf16_avx2(const float *src, void *dst_,
+                                                           size_t n)
+{
+	uint8_t *d8 = dst_;
+	size_t i = 0;
+	const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff),
+	              abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000),
+	              q = _mm256_set1_epi32(0x40);
+	for (; i + 16 <= n; i += 16) {
+		__m256i r[2];
+		for (int k = 0; k < 2; k++) {
+			__m256i u = _mm256_loadu_si256((const __m256i *)(const void *)(src + i + 8 * k));
+			__m256i isnan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
+			__m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+			__m256i rn = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, lsb)), 16);
+			__m256i nn = _mm256_or_si256(_mm256_srli_epi32(u, 16), q);
+			r[k] = _mm256_blendv_epi8(rn, nn, isnan);
+		}
+		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
+		_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), p);
+	}
+	for (; i < n; i++)
+		{
+		uint16_t h = qtk_f32_to_bf16(src[i]);
+		memcpy(d8 + 2 * i, &h, 2);
+	}
+}
+
+__attribute__((target("avx512f"))) void qtk_f32_to_bf16_avx512(const float *src, void *dst_,
+                                                                size_t n)
+{
+	uint8_t *d8 = dst_;
+	size_t i = 0;
+	const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff),
+	              abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000),
+	              q = _mm512_set1_epi32(0x40);
+	for (; i + 16 <= n; i += 16) {
+		__m512i u = _mm512_loadu_si512((const void *)(src + i));
+		__mmask16 isnan = _mm512_cmpgt_epi32_mask(_mm512_and_si512(u, abs), inf);
+		__m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+		__m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), 16);
+		r = _mm512_mask_mov_epi32(r, isnan, _mm512_or_si512(_mm512_srli_epi32(u, 16), q));
+		_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), _mm512_cvtepi32_epi16(r));
+	}
+	for (; i < n; i++)
+		{
+		uint16_t h = qtk_f32_to_bf16(src[i]);
+		memcpy(d8 + 2 * i, &h, 2);
+	}
+}
+
+/* F32 -> F16, round to nearest even. The hardware conversion matches the
+ * reference exactly: subnormals rounded, >= 65520 to Inf, NaN quieted with
+ * the top 10 payload bits kept. */
+__attribute__((target("avx2,f16c"))) void qtk_f32_to_f16_avx2(const float *src, void *dst_,
+                                                               size_t n)
+{
+	uint8_t *d8 = dst_;
+	size_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		__m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(src + i),
+		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		_mm_storeu_si128((__m128i *)(void *)(d8 + 2 * i), h);
+	}
+	for (; i < n; i++) {
+		uint16_t h = qtk_f32_to_f16(src[i]);
+		memcpy(d8 + 2 * i, &h, 2);
+	}
+}
+
+__attribute__((target("avx512f"))) void qtk_f32_to_f16_avx512(const float *src, void *dst_,
+                                                               size_t n)
+{
+	uint8_t *d8 = dst_;
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m256i h = _mm512_cvtps_ph(_mm512_loadu_ps(src + i),
+		                            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), h);
+	}
+	for (; i < n; i++) {
+		uint16_t h = qtk_f32_to_f16(src[i]);
+		memcpy(d8 + 2 * i, &h, 2);
+	}
+}

@@ -1,0 +1,298 @@
+/* tests: qtk convert — failure safety (NaN input, I/O faults, interruption,
+ * existing output, output == input), determinism across thread counts, and
+ * the command line. Round-trip accuracy lives in test_convert_e2e.c. */
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gen.h"
+#include "qtk_convert.h"
+#include "test.h"
+
+static const char *qtk_bin(void)
+{
+	const char *b = getenv("QTK_BIN");
+	return b && *b ? b : "build/qtk";
+}
+
+/* A small float checkpoint: a few 2-D weights and a norm; optionally a NaN
+ * at weight 'w1' row 3 col 70. */
+static void write_ckpt(const char *path, int with_nan)
+{
+	qtk_st_desc d[3] = {
+		{ .name = "w0", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 64, 256 } },
+		{ .name = "w1", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 96, 128 } },
+		{ .name = "norm", .dtype = QTK_DT_F32, .ndim = 1, .shape = { 256 } },
+	};
+	float *a = malloc(64 * 256 * 4), *b = malloc(96 * 128 * 4), *c = malloc(256 * 4);
+	const void *data[3] = { a, b, c };
+	uint64_t s = 7;
+	qtk_status st;
+
+	gen_normal(a, 64 * 256, 0.02f, &s);
+	gen_normal(b, 96 * 128, 0.02f, &s);
+	for (int i = 0; i < 256; i++)
+		c[i] = 1.0f + 0.01f * (float)i;
+	if (with_nan)
+		b[3 * 128 + 70] = NAN;
+	qtk_write_opts wo = { .force = 1 };
+	if (qtk_st_write(path, d, data, 3, NULL, &wo, &st) != QTK_OK)
+		t_fail_at(__FILE__, __LINE__, "writing %s: %s", path, st.msg);
+	free(a);
+	free(b);
+	free(c);
+}
+
+static qtk_recipe *recipe(qtk_scheme_id s, uint32_t g)
+{
+	qtk_recipe *r = NULL;
+	qtk_status st;
+	qtk_recipe_new(&r, s, g, &st);
+	return r;
+}
+
+TEST(convert_nan_weight_leaves_nothing)
+{
+	const char *in = t_tmp("nan.safetensors"), *out = t_tmp("out.qtk");
+	qtk_recipe *r = recipe(QTK_SCHEME_INT4, 32);
+	qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .scale_dtype = QTK_DT_F16,
+	                    .threads = 2 };
+	qtk_conv_report *rep = NULL;
+	qtk_status st;
+
+	write_ckpt(in, 1);
+	CHECK_EQ(qtk_convert(&o, &rep, &st), QTK_E_Q_NONFINITE);
+	CHECK(rep == NULL);
+	CHECK_MSG(strstr(st.msg, "w1") && strstr(st.msg, "row 3"), "message: %s", st.msg);
+	CHECK(!t_exists(out));
+	CHECK_EQ(t_dir_entries(t_tmpdir()), 1); /* only the input */
+	qtk_recipe_free(r);
+}
+
+TEST(convert_io_faults_leave_nothing)
+{
+	const char *in = t_tmp("in.safetensors"), *out = t_tmp("out.qtk");
+	qtk_recipe *r = recipe(QTK_SCHEME_INT8, 64);
+	qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .scale_dtype = QTK_DT_F16,
+	                    .threads = 2, .chunk_elems = 2048 };
+	static const qtk_fault_kind kinds[] = { QTK_FAULT_WRITE, QTK_FAULT_FSYNC,
+	                                        QTK_FAULT_RENAME, QTK_FAULT_OPEN,
+	                                        QTK_FAULT_ALLOC };
+	qtk_status st;
+	int successes = 0;
+
+	write_ckpt(in, 0);
+	for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+		for (uint64_t n = 1; n < 2000; n++) {
+			qtk_conv_report *rep = NULL;
+			qtk_err rc;
+
+			qtk_fault_arm(kinds[k], n, 28 /* ENOSPC */);
+			rc = qtk_convert(&o, &rep, &st);
+			qtk_fault_arm(kinds[k], 0, 0);
+			if (rc == QTK_OK) {
+				CHECK(t_exists(out));
+				unlink(out);
+				qtk_conv_report_free(rep);
+				successes++;
+				break;
+			}
+			CHECK_MSG(!t_exists(out), "fault %d at call %llu left %s", (int)kinds[k],
+			          (unsigned long long)n, out);
+			CHECK_MSG(t_dir_entries(t_tmpdir()) == 1, "fault %d at call %llu left a temporary",
+			          (int)kinds[k], (unsigned long long)n);
+		}
+	}
+	CHECK_EQ(successes, 5);
+	qtk_recipe_free(r);
+}
+
+TEST(convert_byte_identical_across_threads)
+{
+	const char *in = t_tmp("in.safetensors");
+	qtk_recipe *r = recipe(QTK_SCHEME_NF4, 32);
+	qtk_status st;
+	void *a, *b;
+	size_t na = 0, nb = 0;
+
+	write_ckpt(in, 0);
+	for (int j = 1; j <= 3; j++) {
+		qtk_conv_opts o = { .input = in, .output = t_tmp(j == 1 ? "j1.qtk" : "jn.qtk"),
+		                    .recipe = r, .scale_dtype = QTK_DT_F16, .threads = j,
+		                    .chunk_elems = 1024, .search = 1, .force = 1 };
+		qtk_conv_report *rep = NULL;
+		REQUIRE(qtk_convert(&o, &rep, &st) == QTK_OK);
+		qtk_conv_report_free(rep);
+		if (j == 1)
+			continue;
+		a = t_read_file(t_tmp("j1.qtk"), &na);
+		b = t_read_file(t_tmp("jn.qtk"), &nb);
+		REQUIRE(a && b);
+		CHECK_EQ(na, nb);
+		CHECK_MSG(na == nb && memcmp(a, b, na) == 0, "-j 1 and -j %d differ", j);
+		free(a);
+		free(b);
+	}
+	qtk_recipe_free(r);
+}
+
+static volatile int cancel_flag;
+
+static void cancel_on_first(void *ctx, size_t done, size_t total, uint64_t b, uint64_t bt,
+                            const char *name)
+{
+	(void)ctx; (void)done; (void)total; (void)b; (void)bt; (void)name;
+	cancel_flag = 1;
+}
+
+TEST(convert_cancel_leaves_nothing)
+{
+	const char *in = t_tmp("in.safetensors"), *out = t_tmp("out.qtk");
+	qtk_recipe *r = recipe(QTK_SCHEME_INT4, 32);
+	qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .scale_dtype = QTK_DT_F16,
+	                    .threads = 1, .chunk_elems = 1024, .cancel = &cancel_flag,
+	                    .progress = cancel_on_first };
+	qtk_conv_report *rep = NULL;
+	qtk_status st;
+
+	write_ckpt(in, 0);
+	cancel_flag = 0;
+	CHECK_EQ(qtk_convert(&o, &rep, &st), QTK_E_INTERRUPTED);
+	CHECK(!t_exists(out));
+	CHECK_EQ(t_dir_entries(t_tmpdir()), 1);
+	qtk_recipe_free(r);
+}
+
+TEST(convert_cli_refusals)
+{
+	const char *in = t_tmp("in.safetensors"), *out = t_tmp("out.qtk");
+	const char *q = qtk_bin();
+
+	write_ckpt(in, 0);
+	CHECK_EQ(t_system("%s convert --help > /dev/null", q), 0);
+	CHECK_EQ(t_system("%s convert %s 2>/dev/null", q, in), 2);                 /* no -o */
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int3 2>/dev/null", q, in, out), 2);
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int4 --group 48 2>/dev/null", q, in, out), 2);
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int4 --bogus 2>/dev/null", q, in, out), 2);
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int4 -q", q, in, out), 0);
+	CHECK(t_exists(out));
+	/* existing output: refused without --force, replaced with it */
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q 2>%s", q, in, out, t_tmp("err")), 1);
+	{
+		char *err = t_read_file(t_tmp("err"), NULL);
+		CHECK(err && strstr(err, "exists") && strstr(err, "--force"));
+		free(err);
+	}
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q --force", q, in, out), 0);
+	/* the output may not be the input */
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q --force 2>/dev/null", q, in, in), 1);
+	CHECK(t_exists(in));
+	/* missing input */
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q 2>/dev/null", q,
+	                  t_tmp("none.safetensors"), t_tmp("o2.qtk")), 1);
+	CHECK(!t_exists(t_tmp("o2.qtk")));
+	unlink(t_tmp("err"));
+	unlink(out);
+	CHECK_EQ(t_dir_entries(t_tmpdir()), 1);
+}
+
+TEST(convert_cli_dry_run_and_json)
+{
+	const char *in = t_tmp("in.safetensors"), *out = t_tmp("out.qtk");
+	const char *q = qtk_bin();
+	char *text;
+
+	write_ckpt(in, 0);
+	CHECK_EQ(t_system("%s convert %s --dry-run --scheme int4 --group 32 --keep w1 > %s", q, in,
+	                  t_tmp("plan.txt")), 0);
+	text = t_read_file(t_tmp("plan.txt"), NULL);
+	REQUIRE(text);
+	CHECK(strstr(text, "w0") && strstr(text, "int4/g32") && strstr(text, "--keep"));
+	CHECK(strstr(text, "bits/weight"));
+	CHECK(strstr(text, "default: 1-D, kept"));
+	free(text);
+	CHECK(!t_exists(out));
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme nf4 --json > %s", q, in, out,
+	                  t_tmp("r.json")), 0);
+	text = t_read_file(t_tmp("r.json"), NULL);
+	REQUIRE(text);
+	CHECK(strstr(text, "\"bits_per_weight\"") && strstr(text, "\"rel_fro\""));
+	CHECK(strstr(text, "\"peak_rss_bytes\""));
+	free(text);
+}
+
+TEST(convert_cli_sigint_leaves_nothing)
+{
+	/* big enough that conversion takes a while with tiny chunks on 1 thread */
+	const char *in = t_tmp("big.safetensors"), *out = t_tmp("out.qtk");
+	qtk_status st;
+	int interrupted = 0;
+
+	REQUIRE(gen_llama_like(in, QTK_DT_BF16, 256, 512, 16u << 20, 3, &st) > 0);
+	for (int delay_ms = 20; delay_ms <= 640 && !interrupted; delay_ms *= 2) {
+		pid_t pid = fork();
+		int status;
+
+		if (pid == 0) {
+			if (!freopen("/dev/null", "w", stderr))
+				_exit(126);
+			execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
+			      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
+			_exit(127);
+		}
+		usleep((useconds_t)delay_ms * 1000);
+		kill(pid, SIGINT);
+		waitpid(pid, &status, 0);
+		if (WIFSIGNALED(status)) {
+			/* before the handler was installed: nothing was created yet */
+			CHECK_EQ(WTERMSIG(status), SIGINT);
+			CHECK_EQ(t_dir_entries(t_tmpdir()), 1);
+			continue;
+		}
+		if (WEXITSTATUS(status) == 130) {
+			interrupted = 1;
+			CHECK(!t_exists(out));
+			CHECK_EQ(t_dir_entries(t_tmpdir()), 1);
+		} else {
+			CHECK_EQ(WEXITSTATUS(status), 0); /* finished before the signal */
+			unlink(out);
+		}
+	}
+	CHECK_MSG(interrupted, "conversion was never interrupted");
+}
+
+TEST(convert_sigkill_then_rerun_cleans_up)
+{
+	const char *in = t_tmp("big.safetensors"), *out = t_tmp("out.qtk");
+	qtk_status st;
+	int killed_mid = 0;
+
+	REQUIRE(gen_llama_like(in, QTK_DT_BF16, 256, 512, 16u << 20, 3, &st) > 0);
+	for (int delay_ms = 20; delay_ms <= 640 && !killed_mid; delay_ms *= 2) {
+		pid_t pid = fork();
+		int status;
+
+		if (pid == 0) {
+			if (!freopen("/dev/null", "w", stderr))
+				_exit(126);
+			execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
+			      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
+			_exit(127);
+		}
+		usleep((useconds_t)delay_ms * 1000);
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		if (WIFSIGNALED(status)) {
+			/* no half-written output; at most the temporary */
+			CHECK(!t_exists(out));
+			killed_mid = t_dir_entries(t_tmpdir()) == 2;
+		}
+		unlink(out);
+	}
+	REQUIRE(killed_mid);
+	/* the next run removes the dead writer's temporary */
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q", qtk_bin(), in, out), 0);
+	CHECK_EQ(t_dir_entries(t_tmpdir()), 2);
+}

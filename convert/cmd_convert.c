@@ -31,7 +31,7 @@ static void convert_usage(FILE *f)
 "  -s, --scheme SCHEME      int8, int4, int4-affine, int8-affine, nf4, f16, bf16, f32\n"
 "  -g, --group N            group size: 32, 64, 128 (default 64) or 'row'\n"
 "      --scale-dtype T      f16 (default), bf16 or f32 for scales and biases\n"
-"      --double-quant       nf4: 8-bit group scales in blocks of 256\n"
+"      --double-quant       nf4: 8-bit group scales (not supported by convert yet)\n"
 "  -r, --recipe FILE        JSON rules (docs/recipes.md)\n"
 "  -p, --preset NAME        auto (default), none, mixed, flux, wan, ltxv\n"
 "  -k, --keep PATTERN       keep matching tensors at source precision\n"

@@ -659,6 +659,13 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		pthread_mutex_destroy(&j.lock);
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "convert: only the qtk output format is built in");
 	}
+	if (o->qflags & QTK_QF_DOUBLE_QUANT) {
+		/* the quantizer and the format support it; the streaming pass that
+		 * collects every group absmax of a tensor first is not written yet */
+		pthread_mutex_destroy(&j.lock);
+		return qtk_fail(st, QTK_E_UNSUPPORTED,
+		                "convert: --double-quant is not supported by qtk convert yet");
+	}
 	rc = src_open(&j.s, o->input, st);
 	if (rc)
 		goto out;

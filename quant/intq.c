@@ -407,16 +407,40 @@ float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
 /* Metrics                                                             */
 /* ------------------------------------------------------------------ */
 
+/* Sums run in 8 fixed lanes (element i goes to lane i % 8 of this call),
+ * folded lane 0..7 in order at the end: independent chains the compiler can
+ * vectorize, and the same result for the same call on every machine. */
 void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat, size_t n)
 {
-	for (size_t i = 0; i < n; i++) {
+	double sse[8] = { 0 }, ssw[8] = { 0 }, ssh[8] = { 0 }, dot[8] = { 0 };
+	double mx[8] = { 0 };
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		for (int l = 0; l < 8; l++) {
+			double x = (double)w[i + l], y = (double)w_hat[i + l], e = x - y;
+			sse[l] += e * e;
+			ssw[l] += x * x;
+			ssh[l] += y * y;
+			dot[l] += x * y;
+			mx[l] = fabs(e) > mx[l] ? fabs(e) : mx[l];
+		}
+	}
+	for (int l = 0; i < n; i++, l++) {
 		double x = (double)w[i], y = (double)w_hat[i], e = x - y;
-		a->sse += e * e;
-		a->ssw += x * x;
-		a->sshat += y * y;
-		a->dot += x * y;
-		if (fabs(e) > a->max_abs)
-			a->max_abs = fabs(e);
+		sse[l] += e * e;
+		ssw[l] += x * x;
+		ssh[l] += y * y;
+		dot[l] += x * y;
+		mx[l] = fabs(e) > mx[l] ? fabs(e) : mx[l];
+	}
+	for (int l = 0; l < 8; l++) {
+		a->sse += sse[l];
+		a->ssw += ssw[l];
+		a->sshat += ssh[l];
+		a->dot += dot[l];
+		if (mx[l] > a->max_abs)
+			a->max_abs = mx[l];
 	}
 	a->n += n;
 }

@@ -167,8 +167,11 @@ TEST(convert_cancel_leaves_nothing)
 
 TEST(convert_cli_refusals)
 {
-	const char *in = t_tmp("in.safetensors"), *out = t_tmp("out.qtk");
+	char in[4096], out[4096]; /* t_tmp returns a ring of buffers: copy */
 	const char *q = qtk_bin();
+
+	snprintf(in, sizeof in, "%s", t_tmp("in.safetensors"));
+	snprintf(out, sizeof out, "%s", t_tmp("out.qtk"));
 
 	write_ckpt(in, 0);
 	CHECK_EQ(t_system("%s convert --help > /dev/null", q), 0);
@@ -189,11 +192,20 @@ TEST(convert_cli_refusals)
 	/* the output may not be the input */
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q --force 2>/dev/null", q, in, in), 1);
 	CHECK(t_exists(in));
+	/* not supported yet: refused clearly, nothing written */
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme nf4 --double-quant -q 2>%s", q, in,
+	                  t_tmp("o3.qtk"), t_tmp("err")), 1);
+	{
+		char *err = t_read_file(t_tmp("err"), NULL);
+		CHECK(err && strstr(err, "--double-quant"));
+		free(err);
+	}
+	CHECK(!t_exists(t_tmp("o3.qtk")));
+	unlink(t_tmp("err"));
 	/* missing input */
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q 2>/dev/null", q,
 	                  t_tmp("none.safetensors"), t_tmp("o2.qtk")), 1);
 	CHECK(!t_exists(t_tmp("o2.qtk")));
-	unlink(t_tmp("err"));
 	unlink(out);
 	CHECK_EQ(t_dir_entries(t_tmpdir()), 1);
 }
@@ -223,6 +235,22 @@ TEST(convert_cli_dry_run_and_json)
 	free(text);
 }
 
+/* Start a deliberately slow conversion (tiny chunks, one thread, search)
+ * in a child process; its stderr goes to /dev/null. */
+static pid_t spawn_slow_convert(const char *in, const char *out)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		if (!freopen("/dev/null", "w", stderr))
+			_exit(126);
+		execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
+		      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
+		_exit(127);
+	}
+	return pid;
+}
+
 TEST(convert_cli_sigint_leaves_nothing)
 {
 	/* big enough that conversion takes a while with tiny chunks on 1 thread */
@@ -232,16 +260,9 @@ TEST(convert_cli_sigint_leaves_nothing)
 
 	REQUIRE(gen_llama_like(in, QTK_DT_BF16, 256, 512, 16u << 20, 3, &st) > 0);
 	for (int delay_ms = 20; delay_ms <= 640 && !interrupted; delay_ms *= 2) {
-		pid_t pid = fork();
+		pid_t pid = spawn_slow_convert(in, out);
 		int status;
 
-		if (pid == 0) {
-			if (!freopen("/dev/null", "w", stderr))
-				_exit(126);
-			execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
-			      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
-			_exit(127);
-		}
 		usleep((useconds_t)delay_ms * 1000);
 		kill(pid, SIGINT);
 		waitpid(pid, &status, 0);
@@ -271,16 +292,9 @@ TEST(convert_sigkill_then_rerun_cleans_up)
 
 	REQUIRE(gen_llama_like(in, QTK_DT_BF16, 256, 512, 16u << 20, 3, &st) > 0);
 	for (int delay_ms = 20; delay_ms <= 640 && !killed_mid; delay_ms *= 2) {
-		pid_t pid = fork();
+		pid_t pid = spawn_slow_convert(in, out);
 		int status;
 
-		if (pid == 0) {
-			if (!freopen("/dev/null", "w", stderr))
-				_exit(126);
-			execl(qtk_bin(), "qtk", "convert", in, "-o", out, "--scheme", "int4",
-			      "--search", "-j", "1", "--chunk", "1024", "-q", "--force", (char *)NULL);
-			_exit(127);
-		}
 		usleep((useconds_t)delay_ms * 1000);
 		kill(pid, SIGKILL);
 		waitpid(pid, &status, 0);

@@ -10,8 +10,9 @@
  * Codes are computed from the f32 scale (as ggml does); the stored scale is
  * the scale rounded to scale_dtype. A group whose largest magnitude is below
  * FLT_MIN (all zero or subnormal only) is a zero group: codes for 0, scale 0,
- * bias 0. A non-zero group whose stored scale (or bias) is not finite or is
- * 0 fails with QTK_E_Q_SCALE_RANGE. NaN/Inf input fails with
+ * bias 0; so is a group whose scale rounds to 0 in the scale dtype or whose
+ * 1/d overflows (affine: a constant group carried by the bias). A group
+ * whose stored scale or bias is not finite fails with QTK_E_Q_SCALE_RANGE. NaN/Inf input fails with
  * QTK_E_Q_NONFINITE naming tensor, row and group. */
 #include <float.h>
 #include <math.h>
@@ -203,6 +204,7 @@ static qtk_err quant_group(const qtk_q_layout *L, const float *x, size_t n,
 	}
 	int affine = L->scheme == QTK_SCHEME_INT4_AFFINE || L->scheme == QTK_SCHEME_INT8_AFFINE;
 	if (amax < FLT_MIN) { /* all zero or subnormal only */
+zero_group:;
 		unsigned zc = L->scheme == QTK_SCHEME_INT4 ? 8 : L->scheme == QTK_SCHEME_NF4 ? 7 : 0;
 		for (size_t j = 0; j < n; j++)
 			put_code(L, codes, i0 + j, zc);
@@ -233,6 +235,18 @@ static qtk_err quant_group(const qtk_q_layout *L, const float *x, size_t n,
 		search_group(L, x, n, imp, &d, &mn);
 	id = d != 0.0f ? 1.0f / d : 0.0f;
 	sd = store_scale(L->scale_dtype, scales, gi, d);
+	/* Tiny but normal groups (near-dead channels): a scale that rounds to 0
+	 * in the scale dtype (F16: < 2^-25) or whose reciprocal overflows f32 is
+	 * a zero group (symmetric) or a constant group carried by the bias
+	 * (affine), instead of failing the tensor. Its error is at most its
+	 * largest magnitude (affine: its range plus the bias rounding). */
+	if (d != 0.0f && (sd == 0.0f || !isfinite(id))) {
+		if (!affine)
+			goto zero_group;
+		d = 0.0f;
+		id = 0.0f;
+		sd = store_scale(L->scale_dtype, scales, gi, 0.0f);
+	}
 	/* a constant affine group has d = 0 and is carried by the bias alone */
 	if (!isfinite(sd) || (sd == 0.0f && !affine) || !isfinite(id))
 		return qtk_fail(st, QTK_E_Q_SCALE_RANGE,

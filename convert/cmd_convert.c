@@ -28,6 +28,8 @@ static void convert_usage(FILE *f)
 "Convert a checkpoint (a .safetensors file, a *.safetensors.index.json or a\n"
 "directory of shards) into a packed .qtk file, streaming with bounded memory.\n\n"
 "  -o, --output FILE        output file (required unless --dry-run)\n"
+"  -F, --format FMT         qtk (default) or gguf (Q8_0/Q4_0/Q4_1: int8, int4,\n"
+"                           int4-affine at group 32; f16/bf16/f32)\n"
 "  -s, --scheme SCHEME      int8, int4, int4-affine, int8-affine, nf4, f16, bf16, f32\n"
 "  -g, --group N            group size: 32, 64, 128 (default 64) or 'row'\n"
 "      --scale-dtype T      f16 (default), bf16 or f32 for scales and biases\n"
@@ -58,6 +60,7 @@ enum { OPT_SET = 256, OPT_SEARCH, OPT_CALIB, OPT_JSON, OPT_CHUNK, OPT_SCALE,
 
 static const struct option long_opts[] = {
 	{ "output", required_argument, NULL, 'o' },
+	{ "format", required_argument, NULL, 'F' },
 	{ "scheme", required_argument, NULL, 's' },
 	{ "group", required_argument, NULL, 'g' },
 	{ "recipe", required_argument, NULL, 'r' },
@@ -357,9 +360,19 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 	c->co.scale_dtype = QTK_DT_F16;
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":o:s:g:r:p:k:j:nfvqh", long_opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":o:F:s:g:r:p:k:j:nfvqh", long_opts, NULL)) != -1) {
 		switch (ch) {
 		case 'o': c->output = optarg; break;
+		case 'F':
+			if (!strcmp(optarg, "qtk"))
+				c->co.format = QTK_OUT_QTK;
+			else if (!strcmp(optarg, "gguf"))
+				c->co.format = QTK_OUT_GGUF;
+			else if (!strcmp(optarg, "mlx"))
+				c->co.format = QTK_OUT_MLX;
+			else
+				return cli_usage_error("convert", "unknown format '%s' (qtk, gguf)", optarg);
+			break;
 		case 's':
 			c->scheme = qtk_q_scheme_from_name(optarg);
 			if (c->scheme < 0 || c->scheme == QTK_SCHEME_RAW)

@@ -43,4 +43,37 @@ qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
  * from this process's resident set (they stay in the page cache). */
 void src_release(const src_tensor *t, uint64_t off, uint64_t len);
 
+/* ---- GGUF output (sink_gguf.c) ---------------------------------------- */
+
+/* How one tensor goes into a GGUF file. */
+typedef struct {
+	char name[128];         /* GGUF tensor name */
+	uint32_t type;          /* ggml type */
+	int qk;                 /* LLaMA q (1) / k (2): rows are un-permuted */
+	uint32_t n_head;        /* heads of that projection */
+} gguf_tensor_plan;
+
+typedef struct {
+	const char *model;      /* detected family or NULL */
+	qtk_gguf_llama_hparams hp;
+	int have_hp;
+	qtk_gguf_kvs *kvs;
+} gguf_plan;
+
+/* Detect the model, gather KVs (architecture, llama.*, tokenizer, file
+ * type) for a checkpoint in dir. */
+qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
+                        qtk_status *st);
+void gguf_plan_end(gguf_plan *g);
+/* Choose name and ggml type for tensor t; may change *L to what GGUF can
+ * hold (F32 for 1-D and tiny tensors, F16 for rows the block does not
+ * divide). Refuses layouts GGUF cannot hold, naming the tensor. */
+qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
+                         gguf_tensor_plan *out, qtk_status *st);
+/* Bytes of one row of cols elements of a ggml type. */
+uint64_t gguf_row_bytes(uint32_t type, uint64_t cols);
+/* Turn nrows quantized rows (qtk planes) into ggml blocks at dst. */
+qtk_err gguf_pack_rows(uint32_t type, const qtk_q_cplanes *p, size_t nrows,
+                       size_t cols, void *dst, qtk_status *st);
+
 #endif

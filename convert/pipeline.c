@@ -47,6 +47,10 @@ typedef struct {
 	qtk_q_acc *acc;         /* [nitems] */
 	uint32_t *crc;          /* [nitems] crc32 of each item's source bytes */
 	qtk_pack_writer *w;
+	int gguf;               /* writing GGUF instead of .qtk */
+	gguf_plan gp;
+	gguf_tensor_plan *gt;   /* [n] */
+	qtk_gguf_writer *gw;
 	size_t next;            /* atomic: next item to take */
 	size_t items_done;      /* atomic */
 	uint64_t bytes_done;    /* atomic: source bytes */
@@ -116,7 +120,8 @@ static qtk_err plan(job *j, qtk_status *st)
 
 	j->n = j->s->n;
 	j->pt = qtk_calloc(j->n ? j->n : 1, sizeof *j->pt);
-	if (!j->pt)
+	j->gt = j->gguf ? qtk_calloc(j->n ? j->n : 1, sizeof *j->gt) : NULL;
+	if (!j->pt || (j->gguf && !j->gt))
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	for (size_t i = 0; i < j->n; i++) {
 		plan_tensor *p = &j->pt[i];
@@ -133,6 +138,10 @@ static qtk_err plan(job *j, qtk_status *st)
 			p->d.layout.scale_dtype = o->scale_dtype;
 			p->d.layout.flags = o->qflags;
 		}
+		if (j->gguf) {
+			QTK_TRY(gguf_plan_tensor(&j->gp, t, &p->d.layout, &j->gt[i], st));
+			sc = qtk_q_scheme_get(p->d.layout.scheme);
+		}
 		if (qtk_q_layout_check(&p->d.layout, p->rows, p->cols, st)) {
 			qtk_status_prefix(st, t->name);
 			return st->code;
@@ -140,6 +149,8 @@ static qtk_err plan(job *j, qtk_status *st)
 		if (qtk_q_plane_sizes(&p->d.layout, p->rows, p->cols, sizes))
 			return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': output size overflows", t->name);
 		p->out_bytes = sizes[0] + sizes[1] + sizes[2] + sizes[3];
+		if (j->gguf && qtk_ggml_block_elems(j->gt[i].type) > 1)
+			p->out_bytes = gguf_row_bytes(j->gt[i].type, p->cols) * p->rows;
 		if (t->nelem == 0) {
 			p->mode = p->d.layout.scheme == QTK_SCHEME_RAW ? MODE_RAW : MODE_ELEM;
 			p->nitems = 0;
@@ -147,7 +158,7 @@ static qtk_err plan(job *j, qtk_status *st)
 			p->mode = MODE_RAW;
 			per = j->chunk * 4;
 			p->nitems = (size_t)(t->nbytes / per + (t->nbytes % per != 0));
-		} else if (sc->float_store) {
+		} else if (sc->float_store && !(j->gguf && j->gt[i].qk)) {
 			p->mode = MODE_ELEM;
 			p->nitems = (size_t)(t->nelem / j->chunk + (t->nelem % j->chunk != 0));
 		} else {
@@ -219,11 +230,36 @@ static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 	const plan_tensor *p = &j->pt[it->tensor];
 	const uint8_t *from = p->t->data + it->start;
 
-	QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start, from,
-	                            (size_t)it->count, st));
+	if (j->gguf)
+		QTK_TRY(qtk_gguf_writer_put(j->gw, it->tensor, it->start, from, (size_t)it->count, st));
+	else
+		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start, from,
+		                            (size_t)it->count, st));
 	j->crc[k] = (uint32_t)crc32_z(0, from, (size_t)it->count);
 	src_release(p->t, it->start, it->count);
 	return QTK_OK;
+}
+
+/* GGUF: float rows go as they are; quantized rows become ggml blocks. */
+static qtk_err put_gguf(job *j, const work_item *it, const plan_tensor *p, uint64_t nrows,
+                        uint64_t cols, const qtk_q_cplanes *planes, worker_buf *b,
+                        qtk_status *st)
+{
+	const qtk_q_layout *L = &p->d.layout;
+	uint32_t type = j->gt[it->tensor].type;
+	uint64_t rb;
+
+	if (qtk_q_scheme_get(L->scheme)->float_store) {
+		rb = qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
+		return qtk_gguf_writer_put(j->gw, it->tensor, it->start * (p->mode == MODE_ELEM ?
+		                           rb / cols : rb), planes->p[QTK_PLANE_CODES],
+		                           (size_t)(rb * nrows), st);
+	}
+	rb = gguf_row_bytes(type, cols);
+	QTK_TRY(grow(b, QTK_PLANE_DQ, (size_t)(rb * nrows), st));
+	QTK_TRY(gguf_pack_rows(type, planes, (size_t)nrows, (size_t)cols, b->planes[QTK_PLANE_DQ], st));
+	return qtk_gguf_writer_put(j->gw, it->tensor, it->start * rb, b->planes[QTK_PLANE_DQ],
+	                           (size_t)(rb * nrows), st);
 }
 
 static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
@@ -250,7 +286,16 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		qo.row0 = it->start;
 	}
 	nelem = nrows * cols;
-	QTK_TRY(src_read_f32(j->s, p->t, elem0, nelem, b->in, st));
+	if (j->gguf && j->gt[it->tensor].qk) {
+		/* GGUF row r is HF row qk_src_row(r): gather (permutation within heads) */
+		for (uint64_t r = 0; r < nrows; r++) {
+			uint64_t sr = qtk_gguf_llama_qk_src_row(it->start + r, p->rows,
+			                                        j->gt[it->tensor].n_head);
+			QTK_TRY(src_read_f32(j->s, p->t, sr * cols, cols, b->in + r * cols, st));
+		}
+	} else {
+		QTK_TRY(src_read_f32(j->s, p->t, elem0, nelem, b->in, st));
+	}
 	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
 		QTK_TRY(grow(b, pl, (size_t)(rb * nrows), st));
@@ -260,7 +305,9 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	dst.p[QTK_PLANE_DQ] = NULL;
 	csrc.p[QTK_PLANE_DQ] = NULL;
 	QTK_TRY(qtk_q_quantize_rows(L, b->in, (size_t)nrows, (size_t)cols, &dst, &qo, st));
-	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
+	if (j->gguf)
+		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));
+	for (int pl = 0; pl < QTK_PLANE_DQ && !j->gguf; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
 		uint64_t off = p->mode == MODE_ELEM ? it->start * (rb / cols) : it->start * rb;
 
@@ -594,11 +641,34 @@ static void job_free(job *j)
 	for (size_t i = 0; j->pt && i < j->n; i++)
 		qtk_free(j->pt[i].importance);
 	qtk_free(j->pt);
+	qtk_free(j->gt);
+	gguf_plan_end(&j->gp);
 	qtk_free(j->items);
 	qtk_free(j->acc);
 	qtk_free(j->crc);
 	src_close(j->s);
 	pthread_mutex_destroy(&j->lock);
+}
+
+static qtk_err open_gguf(job *j, const qtk_write_opts *wo, qtk_status *st)
+{
+	qtk_gguf_desc *d = qtk_calloc(j->n ? j->n : 1, sizeof *d);
+	qtk_err rc;
+
+	if (!d)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < j->n; i++) {
+		const src_tensor *t = j->pt[i].t;
+
+		d[i].name = j->gt[i].name;
+		d[i].type = j->gt[i].type;
+		d[i].n_dims = t->ndim ? t->ndim : 1;
+		for (uint32_t k = 0; k < QTK_GGUF_MAX_DIMS; k++)
+			d[i].ne[k] = k < t->ndim ? t->shape[t->ndim - 1 - k] : 1;
+	}
+	rc = qtk_gguf_writer_open(&j->gw, j->o->output, j->gp.kvs, d, j->n, wo, st);
+	qtk_free(d);
+	return rc;
 }
 
 /* Open the output and run the workers; on success j->w is left open for
@@ -624,14 +694,19 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 		descs[i].src_dtype = j->pt[i].t->dtype;
 		descs[i].layout = j->pt[i].d.layout;
 	}
-	rc = qtk_pack_writer_open(&j->w, o->output, descs, j->n, &wo, st);
+	if (j->gguf)
+		rc = open_gguf(j, &wo, st);
+	else
+		rc = qtk_pack_writer_open(&j->w, o->output, descs, j->n, &wo, st);
 	qtk_free(descs);
 	if (rc)
 		return rc;
 	rc = run_workers(j, nthreads, st);
 	if (rc) {
 		qtk_pack_writer_abort(j->w);
+		qtk_gguf_writer_abort(j->gw);
 		j->w = NULL;
+		j->gw = NULL;
 	}
 	return rc;
 }
@@ -655,10 +730,11 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		pthread_mutex_destroy(&j.lock);
 		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
 	}
-	if (o->format != QTK_OUT_QTK) {
+	if (o->format == QTK_OUT_MLX) {
 		pthread_mutex_destroy(&j.lock);
-		return qtk_fail(st, QTK_E_UNSUPPORTED, "convert: only the qtk output format is built in");
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "convert: MLX output is not written yet");
 	}
+	j.gguf = o->format == QTK_OUT_GGUF;
 	if (o->qflags & QTK_QF_DOUBLE_QUANT) {
 		/* the quantizer and the format support it; the streaming pass that
 		 * collects every group absmax of a tensor first is not written yet */
@@ -669,6 +745,11 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	rc = src_open(&j.s, o->input, st);
 	if (rc)
 		goto out;
+	if (j.gguf) {
+		rc = gguf_plan_begin(&j.gp, j.s, qtk_recipe_main_scheme(o->recipe), st);
+		if (rc)
+			goto out;
+	}
 	rc = plan(&j, st);
 	if (rc) {
 		qtk_status_prefix(st, o->input);
@@ -684,6 +765,7 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	rc = make_report(&j, &rep, st);
 	if (rc) {
 		qtk_pack_writer_abort(j.w);
+		qtk_gguf_writer_abort(j.gw);
 		goto out;
 	}
 	rep->threads = nthreads;
@@ -693,8 +775,12 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		rc = qtk_fail(st, QTK_E_NOMEM, "out of memory building metadata");
 		goto out;
 	}
-	rc = qtk_pack_writer_commit(j.w, rep->metadata_json, st);
+	if (j.gguf)
+		rc = qtk_gguf_writer_commit(j.gw, st);
+	else
+		rc = qtk_pack_writer_commit(j.w, rep->metadata_json, st);
 	j.w = NULL;
+	j.gw = NULL;
 out:
 	if (rc == QTK_OK && rep)
 		rep->seconds = now_s() - t0;

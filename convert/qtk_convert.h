@@ -51,6 +51,8 @@ QTK_API qtk_err qtk_recipe_load(qtk_recipe *r, const char *path, int scheme_from
                                 int group_from_cli, qtk_status *st);
 /* Rules of a preset ("mixed", "flux", "wan", "ltxv", "none"). */
 QTK_API qtk_err qtk_recipe_add_preset(qtk_recipe *r, const char *name, qtk_status *st);
+/* The main scheme (after a recipe file may have set it). */
+QTK_API qtk_scheme_id qtk_recipe_main_scheme(const qtk_recipe *r);
 /* Names of the shipped presets, NULL-terminated. */
 QTK_API const char *const *qtk_recipe_presets(void);
 /* Model family from tensor names: "flux", "wan", "ltxv", "llama", "gpt2"

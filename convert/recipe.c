@@ -80,6 +80,11 @@ static const struct {
 };
 #define NPRESETS (sizeof presets / sizeof presets[0])
 
+qtk_scheme_id qtk_recipe_main_scheme(const qtk_recipe *r)
+{
+	return r->scheme;
+}
+
 const char *const *qtk_recipe_presets(void)
 {
 	static const char *names[NPRESETS + 1];

@@ -1,0 +1,177 @@
+/* convert: GGUF output — per-tensor names and ggml types, the KVs
+ * (architecture, llama.* hyper-parameters, sentencepiece vocabulary, file
+ * type), and qtk planes turned into ggml blocks. The file itself is written
+ * by formats' streaming GGUF writer. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "conv_impl.h"
+
+static const char *const dit_prefix = "model.diffusion_model.";
+
+/* llama.cpp's LLAMA_FTYPE for the main scheme (general.file_type). */
+static uint32_t file_type(qtk_scheme_id s)
+{
+	switch (s) {
+	case QTK_SCHEME_F32: return 0;
+	case QTK_SCHEME_F16: return 1;
+	case QTK_SCHEME_INT4: return 2;
+	case QTK_SCHEME_INT4_AFFINE: return 3;
+	case QTK_SCHEME_INT8: return 7;
+	case QTK_SCHEME_BF16: return 32;
+	default: return 0;
+	}
+}
+
+static int is_dit(const char *m)
+{
+	return m && (!strcmp(m, "flux") || !strcmp(m, "wan") || !strcmp(m, "ltxv"));
+}
+
+qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
+                        qtk_status *st)
+{
+	const char **names = qtk_calloc(s->n ? s->n : 1, sizeof *names);
+	char path[4096];
+	struct stat sb;
+	qtk_err rc = QTK_OK;
+
+	memset(g, 0, sizeof *g);
+	if (!names)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < s->n; i++)
+		names[i] = s->t[i].name;
+	g->model = qtk_detect_model(names, s->n);
+	qtk_free(names);
+	g->kvs = qtk_gguf_kvs_new();
+	if (!g->kvs)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	if (g->model && !strcmp(g->model, "llama")) {
+		snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
+		if (stat(path, &sb) != 0)
+			return qtk_fail(st, QTK_E_ARG,
+			                "GGUF output of a LLaMA checkpoint needs its config.json (%s)", path);
+		QTK_TRY(qtk_gguf_llama_config(path, g->kvs, &g->hp, st));
+		g->have_hp = 1;
+		snprintf(path, sizeof path, "%s/tokenizer.model", s->dir ? s->dir : ".");
+		if (stat(path, &sb) == 0) {
+			qtk_spm_vocab *v = NULL;
+			QTK_TRY(qtk_spm_read(path, &v, st));
+			rc = qtk_gguf_spm_kvs(v, g->kvs, st);
+			qtk_spm_free(v);
+			QTK_TRY(rc);
+		}
+	} else if (is_dit(g->model)) {
+		QTK_TRY(qtk_gguf_kvs_add_str(g->kvs, "general.architecture", g->model,
+		                             strlen(g->model), st));
+	}
+	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", file_type(main_scheme), st));
+	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.quantization_version", 2, st));
+	return QTK_OK;
+}
+
+void gguf_plan_end(gguf_plan *g)
+{
+	qtk_gguf_kvs_free(g->kvs);
+	g->kvs = NULL;
+}
+
+static qtk_scheme_id float_scheme(qtk_dtype dt)
+{
+	return dt == QTK_DT_F16 ? QTK_SCHEME_F16 : dt == QTK_DT_BF16 ? QTK_SCHEME_BF16
+	                                                               : QTK_SCHEME_F32;
+}
+
+qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
+                         gguf_tensor_plan *out, qtk_status *st)
+{
+	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
+	uint64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+	qtk_status tmp;
+
+	memset(out, 0, sizeof *out);
+	if (t->ndim > QTK_GGUF_MAX_DIMS)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': GGUF holds at most %d dims",
+		                t->name, QTK_GGUF_MAX_DIMS);
+	/* name */
+	if (g->have_hp && qtk_gguf_llama_name(t->name, out->name, sizeof out->name,
+	                                      &out->qk) == QTK_OK) {
+		out->n_head = out->qk == 1 ? g->hp.n_head : g->hp.n_head_kv;
+	} else {
+		const char *n = t->name;
+		out->qk = 0;
+		if (is_dit(g->model) && !strncmp(n, dit_prefix, strlen(dit_prefix)))
+			n += strlen(dit_prefix);
+		if (strlen(n) >= sizeof out->name)
+			return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': name too long for GGUF", n);
+		snprintf(out->name, sizeof out->name, "%s", n);
+	}
+	if (!qtk_dtype_is_float(t->dtype))
+		return qtk_fail(st, QTK_E_UNSUPPORTED,
+		                "tensor '%s': %s tensors have no GGUF type qtk writes", t->name,
+		                qtk_dtype_name(t->dtype));
+	/* 1-D and tiny tensors in F32, as llama.cpp and ComfyUI-GGUF keep them */
+	if (t->ndim <= 1 || t->nelem <= 1024) {
+		L->scheme = t->dtype == QTK_DT_F32 ? QTK_SCHEME_RAW : QTK_SCHEME_F32;
+		L->group = 0;
+		L->flags = 0;
+		out->type = QTK_GGML_F32;
+		return QTK_OK;
+	}
+	if (L->scheme == QTK_SCHEME_RAW && out->qk) {
+		/* rows are gathered in GGUF order: a row-wise float copy */
+		L->scheme = float_scheme(t->dtype);
+		s = qtk_q_scheme_get(L->scheme);
+	}
+	if (L->scheme == QTK_SCHEME_RAW) {
+		if (t->dtype != QTK_DT_F32 && t->dtype != QTK_DT_F16 && t->dtype != QTK_DT_BF16)
+			L->scheme = QTK_SCHEME_F32; /* F64 / F8: widen */
+		out->type = L->scheme == QTK_SCHEME_F32 ? QTK_GGML_F32 :
+		            t->dtype == QTK_DT_F16 ? QTK_GGML_F16 :
+		            t->dtype == QTK_DT_BF16 ? QTK_GGML_BF16 : QTK_GGML_F32;
+		return QTK_OK;
+	}
+	if (s->float_store) {
+		out->type = L->scheme == QTK_SCHEME_F16 ? QTK_GGML_F16 :
+		            L->scheme == QTK_SCHEME_BF16 ? QTK_GGML_BF16 : QTK_GGML_F32;
+		return QTK_OK;
+	}
+	if (qtk_gguf_type_for_layout(L, cols, &out->type, &tmp) == QTK_OK)
+		return QTK_OK;
+	if (cols % 32 != 0) {
+		/* rows the 32-element block does not divide: F16, as llama.cpp */
+		L->scheme = t->dtype == QTK_DT_F16 ? QTK_SCHEME_RAW : QTK_SCHEME_F16;
+		L->group = 0;
+		L->flags = 0;
+		out->type = QTK_GGML_F16;
+		return QTK_OK;
+	}
+	return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': GGUF cannot hold it: %s", t->name,
+	                tmp.msg);
+}
+
+uint64_t gguf_row_bytes(uint32_t type, uint64_t cols)
+{
+	uint32_t be = qtk_ggml_block_elems(type), bb = qtk_ggml_block_bytes(type);
+
+	return be ? cols / be * bb : 0;
+}
+
+qtk_err gguf_pack_rows(uint32_t type, const qtk_q_cplanes *p, size_t nrows, size_t cols,
+                       void *dst, qtk_status *st)
+{
+	switch (type) {
+	case QTK_GGML_Q8_0:
+		return qtk_gguf_pack_q8_0(p->p[QTK_PLANE_CODES], p->p[QTK_PLANE_SCALES], nrows,
+		                          cols, dst, st);
+	case QTK_GGML_Q4_0:
+		return qtk_gguf_pack_q4_0(p->p[QTK_PLANE_CODES], p->p[QTK_PLANE_SCALES], nrows,
+		                          cols, dst, st);
+	case QTK_GGML_Q4_1:
+		return qtk_gguf_pack_q4_1(p->p[QTK_PLANE_CODES], p->p[QTK_PLANE_SCALES],
+		                          p->p[QTK_PLANE_BIASES], nrows, cols, dst, st);
+	default:
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "no block packer for ggml type %u", type);
+	}
+}

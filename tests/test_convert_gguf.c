@@ -1,0 +1,136 @@
+/* tests: qtk convert --format gguf on stories260K against the llama.cpp
+ * GGUF it came from: F32 export bit-identical (q/k rows un-permuted, names
+ * mapped, output omitted because tied), Q8_0/Q4_0 export within the
+ * scheme's bound with llama.cpp's type choices, KVs and vocabulary. */
+#include <math.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "qtk_convert.h"
+#include "test.h"
+
+#define SRC_GGUF "stories260K/source-tinyllamas-stories-260k-f32.gguf"
+
+static int convert_gguf(const char *out, qtk_scheme_id s, uint32_t g, qtk_status *st)
+{
+	qtk_recipe *r = NULL;
+	qtk_conv_report *rep = NULL;
+	qtk_conv_opts o = { .input = t_data("stories260K/model.safetensors"), .output = out,
+	                    .format = QTK_OUT_GGUF, .scale_dtype = QTK_DT_F16, .threads = 2,
+	                    .force = 1 };
+	int rc;
+
+	if (qtk_recipe_new(&r, s, g, st) != QTK_OK)
+		return -1;
+	o.recipe = r;
+	rc = qtk_convert(&o, &rep, st);
+	qtk_conv_report_free(rep);
+	qtk_recipe_free(r);
+	return rc;
+}
+
+/* Every tensor of the reference: same name (output -> tied token_embd),
+ * values within tol * absmax of the tensor; returns the count checked. */
+static int compare(const char *path, double tol, int exact)
+{
+	qtk_gguf_file *a = NULL, *b = NULL;
+	qtk_status st;
+	int n = 0;
+
+	if (qtk_gguf_open(t_data(SRC_GGUF), &a, &st) || qtk_gguf_open(path, &b, &st)) {
+		t_fail_at(__FILE__, __LINE__, "open: %s", st.msg);
+		qtk_gguf_close(a);
+		return 0;
+	}
+	CHECK_EQ(qtk_gguf_count(b), qtk_gguf_count(a) - 1); /* no output.weight: tied */
+	for (size_t i = 0; i < qtk_gguf_count(a); i++) {
+		const qtk_gguf_tensor *x = qtk_gguf_get(a, i);
+		const qtk_gguf_tensor *y = qtk_gguf_find(b, strcmp(x->name, "output.weight") ?
+		                                            x->name : "token_embd.weight");
+		float *u, *v;
+		double amax = 0, worst = 0;
+
+		if (!y) {
+			t_fail_at(__FILE__, __LINE__, "%s: no tensor %s", path, x->name);
+			continue;
+		}
+		CHECK_EQ(y->nelem, x->nelem);
+		CHECK_EQ(y->cols, x->cols);
+		if (exact) {
+			CHECK_MSG(y->type == x->type && y->nbytes == x->nbytes &&
+			          !memcmp(y->data, x->data, x->nbytes), "%s differs", x->name);
+			n++;
+			continue;
+		}
+		u = malloc(x->nelem * 4);
+		v = malloc(x->nelem * 4);
+		if (!u || !v) {
+			t_fail_at(__FILE__, __LINE__, "out of memory");
+			free(u);
+			free(v);
+			break;
+		}
+		CHECK_EQ(qtk_gguf_read_f32(x, 0, x->nelem, u, &st), QTK_OK);
+		CHECK_EQ(qtk_gguf_read_f32(y, 0, y->nelem, v, &st), QTK_OK);
+		for (uint64_t k = 0; k < x->nelem; k++) {
+			amax = fmax(amax, fabs((double)u[k]));
+			worst = fmax(worst, fabs((double)u[k] - (double)v[k]));
+		}
+		CHECK_MSG(worst <= tol * amax, "%s: max error %g > %g x absmax %g", x->name, worst,
+		          tol, amax);
+		free(u);
+		free(v);
+		n++;
+	}
+	qtk_gguf_close(a);
+	qtk_gguf_close(b);
+	return n;
+}
+
+TEST(convert_gguf_f32_equals_llama_cpp_original)
+{
+	qtk_status st;
+
+	REQUIRE(convert_gguf(t_tmp("f32.gguf"), QTK_SCHEME_F32, 32, &st) == QTK_OK);
+	CHECK_EQ(compare(t_tmp("f32.gguf"), 0, 1), 48);
+}
+
+TEST(convert_gguf_q8_0_and_q4_0)
+{
+	qtk_gguf_file *f = NULL;
+	qtk_status st;
+	uint64_t v = 0;
+	const qtk_gguf_kv *kv;
+
+	REQUIRE(convert_gguf(t_tmp("q8.gguf"), QTK_SCHEME_INT8, 32, &st) == QTK_OK);
+	CHECK_EQ(compare(t_tmp("q8.gguf"), 1.0 / 100, 0), 48);
+	REQUIRE(qtk_gguf_open(t_tmp("q8.gguf"), &f, &st) == QTK_OK);
+	CHECK_EQ(qtk_gguf_find(f, "blk.0.attn_q.weight")->type, QTK_GGML_Q8_0);
+	CHECK_EQ(qtk_gguf_find(f, "blk.0.ffn_down.weight")->type, QTK_GGML_F16); /* 172 % 32 */
+	CHECK_EQ(qtk_gguf_find(f, "blk.0.attn_norm.weight")->type, QTK_GGML_F32);
+	CHECK_EQ(qtk_gguf_get_uint(f, "llama.block_count", &v, &st), QTK_OK);
+	CHECK_EQ(v, 5);
+	CHECK_EQ(qtk_gguf_get_uint(f, "general.file_type", &v, &st), QTK_OK);
+	CHECK_EQ(v, 7);
+	CHECK_EQ(qtk_gguf_get_uint(f, "general.quantization_version", &v, &st), QTK_OK);
+	CHECK_EQ(v, 2);
+	kv = qtk_gguf_kv_find(f, "tokenizer.ggml.tokens");
+	CHECK(kv && kv->count == 512);
+	qtk_gguf_close(f);
+
+	REQUIRE(convert_gguf(t_tmp("q4.gguf"), QTK_SCHEME_INT4, 32, &st) == QTK_OK);
+	CHECK_EQ(compare(t_tmp("q4.gguf"), 1.0 / 7, 0), 48);
+	REQUIRE(qtk_gguf_open(t_tmp("q4.gguf"), &f, &st) == QTK_OK);
+	CHECK_EQ(qtk_gguf_find(f, "blk.3.attn_k.weight")->type, QTK_GGML_Q4_0);
+	qtk_gguf_close(f);
+}
+
+TEST(convert_gguf_refuses_what_gguf_cannot_hold)
+{
+	qtk_status st;
+
+	CHECK_EQ(convert_gguf(t_tmp("nf4.gguf"), QTK_SCHEME_NF4, 32, &st), QTK_E_UNSUPPORTED);
+	CHECK_MSG(strstr(st.msg, "tensor '") != NULL, "message: %s", st.msg);
+	CHECK_EQ(convert_gguf(t_tmp("g64.gguf"), QTK_SCHEME_INT4, 64, &st), QTK_E_UNSUPPORTED);
+	CHECK_EQ(t_dir_entries(t_tmpdir()), 0);
+}

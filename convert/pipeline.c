@@ -433,10 +433,7 @@ static qtk_err run_workers(job *j, int nthreads, qtk_status *st)
 		}
 		if (stop)
 			break;
-		if (j->o->cancel && *j->o->cancel) {
-			/* workers see it at their next item */
-		}
-		usleep(50 * 1000);
+		usleep(50 * 1000); /* workers see a cancel at their next item */
 	}
 	for (int i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);

@@ -26,11 +26,9 @@ int cmd_convert(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_unpack(int argc, char **argv);
-/* .qtk files (cli_inspect_pack.c): 1 if path starts with the magic. */
-int cli_is_pack(const char *path);
+/* `inspect` of a .qtk file (cli_inspect_pack.c) and of a GGUF file
+ * (cli_inspect_gguf.c); cmd_inspect.c picks one by the file's magic. */
 int cli_inspect_pack(const char *path, int json);
-/* GGUF files (cli_inspect_gguf.c): 1 if path starts with "GGUF". */
-int cli_is_gguf(const char *path);
 int cli_inspect_gguf(const char *path, int json);
 
 /* Print "qtk: MSG" to stderr for a failed status; returns QTK_EXIT_FAIL. */

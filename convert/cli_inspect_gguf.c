@@ -11,19 +11,6 @@
 #include "cli.h"
 #include "qtk_formats.h"
 
-int cli_is_gguf(const char *path)
-{
-	char magic[4];
-	FILE *f = fopen(path, "rb");
-	int yes = 0;
-
-	if (f) {
-		yes = fread(magic, 1, 4, f) == 4 && !memcmp(magic, "GGUF", 4);
-		fclose(f);
-	}
-	return yes;
-}
-
 #define SHOW_ELEMS 6   /* array elements shown in text mode */
 #define SHOW_CHARS 60  /* string characters shown in text mode */
 

@@ -9,19 +9,6 @@
 #include "cli.h"
 #include "qtk_formats.h"
 
-int cli_is_pack(const char *path)
-{
-	char magic[8];
-	FILE *f = fopen(path, "rb");
-	int yes = 0;
-
-	if (f) {
-		yes = fread(magic, 1, 8, f) == 8 && !memcmp(magic, "QTKPACK\0", 8);
-		fclose(f);
-	}
-	return yes;
-}
-
 static uint64_t tensor_bytes(const qtk_pack_tensor *t, int stored)
 {
 	uint64_t b = 0;

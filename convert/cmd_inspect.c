@@ -111,6 +111,20 @@ static int print_json(const char *path, const qtk_st_file *f)
 	return rc;
 }
 
+/* 1 if the file at path starts with the n bytes of magic. */
+static int has_magic(const char *path, const char *magic, size_t n)
+{
+	char buf[8];
+	FILE *f = fopen(path, "rb");
+	int yes = 0;
+
+	if (f) {
+		yes = n <= sizeof buf && fread(buf, 1, n, f) == n && !memcmp(buf, magic, n);
+		fclose(f);
+	}
+	return yes;
+}
+
 int cmd_inspect(int argc, char **argv)
 {
 	int json = 0;
@@ -136,9 +150,9 @@ int cmd_inspect(int argc, char **argv)
 	}
 	if (!path)
 		return cli_usage_error("inspect", "missing PATH");
-	if (cli_is_pack(path)) /* .qtk files (cli_inspect_pack.c) */
+	if (has_magic(path, QTK_PACK_MAGIC, 8))
 		return cli_inspect_pack(path, json);
-	if (cli_is_gguf(path)) /* GGUF files (cli_inspect_gguf.c) */
+	if (has_magic(path, QTK_GGUF_MAGIC, 4))
 		return cli_inspect_gguf(path, json);
 	qtk_status st;
 	qtk_st_file *f;

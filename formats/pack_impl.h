@@ -11,7 +11,7 @@
 #include "fileio.h"
 #include "qtk_formats.h"
 
-#define PK_MAGIC "QTKPACK\0"
+#define PK_MAGIC QTK_PACK_MAGIC
 #define PK_BOM 0x0A0B0C0Du
 #define PK_HEADER_SIZE 128u
 #define PK_RECORD_SIZE 224u        /* v1.0 record; readers accept larger */

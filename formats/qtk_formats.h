@@ -158,6 +158,8 @@ QTK_API qtk_err qtk_pack_writer_open_aligned(qtk_pack_writer **out, const char *
 
 /* ---- reading ---------------------------------------------------------- */
 
+#define QTK_PACK_MAGIC "QTKPACK\0" /* the first 8 bytes of every .qtk file */
+#define QTK_GGUF_MAGIC "GGUF"       /* the first 4 bytes of a GGUF file */
 #define QTK_PACK_VERSION_MAJOR 1
 #define QTK_PACK_VERSION_MINOR 0
 

@@ -34,6 +34,8 @@ typedef struct {
 	size_t item0, nitems;
 	uint64_t out_bytes;
 	float *importance;      /* [cols] from --calib, or NULL */
+	uint64_t total, per;    /* units to cover (bytes, elements or rows by
+	                           mode) and units per work item */
 } plan_tensor;
 
 typedef struct {
@@ -127,7 +129,7 @@ static qtk_err plan(job *j, qtk_status *st)
 		plan_tensor *p = &j->pt[i];
 		const src_tensor *t = &j->s->t[i];
 		const qtk_q_scheme *sc;
-		uint64_t sizes[QTK_PLANE_MAX], per;
+		uint64_t sizes[QTK_PLANE_MAX];
 
 		p->t = t;
 		shape_2d(t, &p->rows, &p->cols);
@@ -151,21 +153,21 @@ static qtk_err plan(job *j, qtk_status *st)
 		p->out_bytes = sizes[0] + sizes[1] + sizes[2] + sizes[3];
 		if (j->gguf && qtk_ggml_block_elems(j->gt[i].type) > 1)
 			p->out_bytes = gguf_row_bytes(j->gt[i].type, p->cols) * p->rows;
-		if (t->nelem == 0) {
-			p->mode = p->d.layout.scheme == QTK_SCHEME_RAW ? MODE_RAW : MODE_ELEM;
-			p->nitems = 0;
-		} else if (p->d.layout.scheme == QTK_SCHEME_RAW) {
+		if (p->d.layout.scheme == QTK_SCHEME_RAW) {
 			p->mode = MODE_RAW;
-			per = j->chunk * 4;
-			p->nitems = (size_t)(t->nbytes / per + (t->nbytes % per != 0));
+			p->total = t->nbytes;
+			p->per = j->chunk * 4;
 		} else if (sc->float_store && !(j->gguf && j->gt[i].qk)) {
 			p->mode = MODE_ELEM;
-			p->nitems = (size_t)(t->nelem / j->chunk + (t->nelem % j->chunk != 0));
+			p->total = t->nelem;
+			p->per = j->chunk;
 		} else {
 			p->mode = MODE_ROWS;
-			per = p->cols >= j->chunk ? 1 : j->chunk / p->cols;
-			p->nitems = (size_t)(p->rows / per + (p->rows % per != 0));
+			p->total = p->rows;
+			p->per = p->cols == 0 || p->cols >= j->chunk ? 1 : j->chunk / p->cols;
 		}
+		/* an empty tensor (nelem 0) has no work items */
+		p->nitems = t->nelem ? (size_t)(p->total / p->per + (p->total % p->per != 0)) : 0;
 		p->item0 = nitems;
 		nitems += p->nitems;
 	}
@@ -179,17 +181,12 @@ static qtk_err plan(job *j, qtk_status *st)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	for (size_t i = 0; i < j->n; i++) {
 		plan_tensor *p = &j->pt[i];
-		uint64_t total = p->mode == MODE_RAW ? p->t->nbytes :
-		                 p->mode == MODE_ELEM ? p->t->nelem : p->rows;
-		uint64_t per = p->mode == MODE_RAW ? j->chunk * 4 :
-		               p->mode == MODE_ELEM ? j->chunk :
-		               (p->cols >= j->chunk ? 1 : j->chunk / p->cols);
 
 		for (size_t k = 0; k < p->nitems; k++) {
 			work_item *w = &j->items[p->item0 + k];
 			w->tensor = i;
-			w->start = (uint64_t)k * per;
-			w->count = total - w->start < per ? total - w->start : per;
+			w->start = (uint64_t)k * p->per;
+			w->count = p->total - w->start < p->per ? p->total - w->start : p->per;
 		}
 	}
 	return QTK_OK;

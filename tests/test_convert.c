@@ -310,3 +310,34 @@ TEST(convert_sigkill_then_rerun_cleans_up)
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q", qtk_bin(), in, out), 0);
 	CHECK_EQ(t_dir_entries(t_tmpdir()), 2);
 }
+
+TEST(convert_empty_tensors)
+{
+	/* zero-element tensors, even ones a rule quantizes, convert to empty planes */
+	qtk_st_desc d[3] = {
+		{ .name = "e0", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 4, 0 } },
+		{ .name = "e1", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 0, 64 } },
+		{ .name = "w", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 64, 64 } },
+	};
+	float *w = calloc(64 * 64, sizeof(float));
+	const void *data[3] = { NULL, NULL, w };
+	qtk_write_opts wo = { .force = 1 };
+	qtk_recipe *r = recipe(QTK_SCHEME_INT4, 32);
+	qtk_conv_opts o = { .input = t_tmp("e.safetensors"), .output = t_tmp("e.qtk"),
+	                    .recipe = r, .scale_dtype = QTK_DT_F16, .threads = 2 };
+	qtk_conv_report *rep = NULL;
+	qtk_rt_model *m = NULL;
+	qtk_status st;
+
+	REQUIRE(w && r);
+	REQUIRE(qtk_st_write(t_tmp("e.safetensors"), d, data, 3, NULL, &wo, &st) == QTK_OK);
+	REQUIRE(qtk_recipe_add_set(r, "e*=int4", &st) == QTK_OK);
+	CHECK_EQ(qtk_convert(&o, &rep, &st), QTK_OK);
+	CHECK_EQ(qtk_rt_open(t_tmp("e.qtk"), QTK_RT_VERIFY, &m, &st), QTK_OK);
+	CHECK(m && qtk_rt_count(m) == 3);
+	CHECK(m && qtk_rt_find(m, "e0")->scheme == QTK_SCHEME_INT4);
+	qtk_rt_close(m);
+	qtk_conv_report_free(rep);
+	qtk_recipe_free(r);
+	free(w);
+}

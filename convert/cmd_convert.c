@@ -465,27 +465,13 @@ static qtk_err build_recipe(cli_opts *c, qtk_recipe **out, const char **preset_u
 		goto fail;
 	if (!strcmp(c->preset, "auto")) {
 		/* detect the model from the source's tensor names */
-		qtk_st_file *f;
-		const char **names;
+		const char *m;
 
-		rc = qtk_st_open(c->input, &f, st);
+		rc = qtk_detect_model_path(c->input, &m, st);
 		if (rc)
 			goto fail;
-		names = qtk_calloc(qtk_st_count(f) + 1, sizeof *names);
-		if (!names) {
-			qtk_st_close(f);
-			rc = qtk_fail(st, QTK_E_NOMEM, "out of memory");
-			goto fail;
-		}
-		for (size_t i = 0; i < qtk_st_count(f); i++)
-			names[i] = qtk_st_get(f, i)->name;
-		{
-			const char *m = qtk_detect_model(names, qtk_st_count(f));
-			if (m && (!strcmp(m, "flux") || !strcmp(m, "wan") || !strcmp(m, "ltxv")))
-				*preset_used = m;
-		}
-		qtk_free(names);
-		qtk_st_close(f);
+		if (m && (!strcmp(m, "flux") || !strcmp(m, "wan") || !strcmp(m, "ltxv")))
+			*preset_used = m;
 	} else if (strcmp(c->preset, "none")) {
 		*preset_used = c->preset;
 	}

@@ -15,6 +15,9 @@ typedef struct {
 	uint32_t file;            /* index into src.files */
 	uint64_t file_offset;
 	const void *handle;       /* the format reader's own tensor record */
+	uint32_t gtype;           /* GGUF source: its ggml type */
+	uint32_t blk_elems;       /* GGUF block types (Q8_0, Q4_0, Q4_1): elements */
+	uint32_t blk_bytes;       /* and bytes per block; 0 for element types */
 } src_tensor;
 
 typedef struct {
@@ -25,13 +28,14 @@ typedef struct {
 } src_file;
 
 typedef struct {
-	const char *format;       /* "safetensors" */
+	const char *format;       /* "safetensors" or "gguf" */
 	size_t n;
 	src_tensor *t;
 	size_t nfiles;
 	src_file *files;
 	const char *dir;          /* directory of the checkpoint */
-	qtk_st_file *st;
+	qtk_st_file *st;          /* safetensors input, or */
+	qtk_gguf_file *gg;        /* GGUF input */
 } src;
 
 qtk_err src_open(src **out, const char *path, qtk_status *st);
@@ -42,6 +46,10 @@ qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
 /* Tell the kernel the bytes [off, off+len) of t are consumed: drops them
  * from this process's resident set (they stay in the page cache). */
 void src_release(const src_tensor *t, uint64_t off, uint64_t len);
+/* Bytes of t's data holding elements [elem0, elem0 + n) (whole blocks for
+ * block types: callers split those tensors on block boundaries). */
+void src_span(const src_tensor *t, uint64_t elem0, uint64_t n, uint64_t *off,
+              uint64_t *len);
 
 /* ---- GGUF output (sink_gguf.c) ---------------------------------------- */
 
@@ -55,6 +63,7 @@ typedef struct {
 
 typedef struct {
 	const char *model;      /* detected family or NULL */
+	char arch[64];          /* GGUF input: its general.architecture */
 	qtk_gguf_llama_hparams hp;
 	int have_hp;
 	qtk_gguf_kvs *kvs;

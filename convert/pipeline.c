@@ -143,6 +143,11 @@ static qtk_err plan(job *j, qtk_status *st)
 		if (j->gguf) {
 			QTK_TRY(gguf_plan_tensor(&j->gp, t, &p->d.layout, &j->gt[i], st));
 			sc = qtk_q_scheme_get(p->d.layout.scheme);
+		} else if (t->blk_elems && p->d.layout.scheme == QTK_SCHEME_RAW) {
+			/* a kept ggml block tensor: its exact f32 values */
+			memset(&p->d.layout, 0, sizeof p->d.layout);
+			p->d.layout.scheme = QTK_SCHEME_F32;
+			sc = qtk_q_scheme_get(p->d.layout.scheme);
 		}
 		if (qtk_q_layout_check(&p->d.layout, p->rows, p->cols, st)) {
 			qtk_status_prefix(st, t->name);
@@ -161,6 +166,8 @@ static qtk_err plan(job *j, qtk_status *st)
 			p->mode = MODE_ELEM;
 			p->total = t->nelem;
 			p->per = j->chunk;
+			if (t->blk_elems) /* items on block boundaries */
+				p->per = (p->per + t->blk_elems - 1) / t->blk_elems * t->blk_elems;
 		} else {
 			p->mode = MODE_ROWS;
 			p->total = p->rows;
@@ -264,8 +271,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 {
 	const plan_tensor *p = &j->pt[it->tensor];
 	const qtk_q_layout *L = &p->d.layout;
-	size_t es = qtk_dtype_size(p->t->dtype);
-	uint64_t nrows, cols, elem0, nelem;
+	uint64_t nrows, cols, elem0, nelem, boff, blen;
 	qtk_q_planes dst;
 	qtk_q_cplanes csrc;
 	qtk_q_opts qo = { .search = j->o->search, .importance = p->importance,
@@ -315,23 +321,26 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	}
 	qtk_q_dequantize_rows(L, &csrc, (size_t)nrows, (size_t)cols, b->out);
 	qtk_q_acc_add(&j->acc[k], b->in, b->out, (size_t)nelem);
-	j->crc[k] = (uint32_t)crc32_z(0, p->t->data + elem0 * es, (size_t)(nelem * es));
-	src_release(p->t, elem0 * es, nelem * es);
+	src_span(p->t, elem0, nelem, &boff, &blen);
+	j->crc[k] = (uint32_t)crc32_z(0, p->t->data + boff, (size_t)blen);
+	src_release(p->t, boff, blen);
 	return QTK_OK;
 }
 
 static uint64_t item_src_bytes(const job *j, const work_item *it)
 {
 	const plan_tensor *p = &j->pt[it->tensor];
-	uint64_t es = qtk_dtype_size(p->t->dtype);
+	uint64_t off, len;
 
 	switch (p->mode) {
 	case MODE_RAW:
 		return it->count;
 	case MODE_ELEM:
-		return it->count * es;
+		src_span(p->t, it->start, it->count, &off, &len);
+		return len;
 	default:
-		return it->count * p->cols * es;
+		src_span(p->t, it->start * p->cols, it->count * p->cols, &off, &len);
+		return len;
 	}
 }
 
@@ -474,32 +483,63 @@ static const char *base_name(const char *p)
 	return s ? s + 1 : p;
 }
 
-/* Per source file: size and crc32 of all its bytes (header + tensors). */
+static int by_offset(const void *a, const void *b)
+{
+	uint64_t x = (*(const plan_tensor *const *)a)->t->file_offset;
+	uint64_t y = (*(const plan_tensor *const *)b)->t->file_offset;
+
+	return x < y ? -1 : x > y;
+}
+
+/* crc32 of a whole source file: the bytes between tensors (header, GGUF
+ * alignment padding, trailing bytes) read from the mapping, each tensor's
+ * bytes combined from its work items' crcs. */
+static uLong file_crc(const job *j, size_t f, const plan_tensor **order)
+{
+	const src_file *sf = &j->s->files[f];
+	uLong crc = crc32_z(0, NULL, 0);
+	uint64_t pos = 0;
+	size_t n = 0;
+
+	for (size_t i = 0; i < j->n; i++)
+		if (j->pt[i].t->file == f)
+			order[n++] = &j->pt[i];
+	qsort(order, n, sizeof *order, by_offset);
+	for (size_t i = 0; i < n; i++) {
+		const plan_tensor *p = order[i];
+		if (p->t->file_offset > pos)
+			crc = crc32_z(crc, sf->base + pos, (size_t)(p->t->file_offset - pos));
+		for (size_t k = 0; k < p->nitems; k++)
+			crc = crc32_combine(crc, j->crc[p->item0 + k],
+			                    (z_off_t)item_src_bytes(j, &j->items[p->item0 + k]));
+		if (p->t->file_offset + p->t->nbytes > pos)
+			pos = p->t->file_offset + p->t->nbytes;
+	}
+	if (sf->size > pos)
+		crc = crc32_z(crc, sf->base + pos, (size_t)(sf->size - pos));
+	return crc;
+}
+
+/* Per source file: size and crc32 of all its bytes. */
 static json_t *sources_json(const job *j)
 {
 	json_t *files = json_array();
+	const plan_tensor **order = qtk_malloc((j->n ? j->n : 1) * sizeof *order);
 
 	for (size_t f = 0; f < j->s->nfiles; f++) {
 		const src_file *sf = &j->s->files[f];
-		uLong crc = sf->base ? crc32_z(0, sf->base, (size_t)sf->data_start) : 0;
+		int have = sf->base && order;
+		uLong crc = have ? file_crc(j, f, order) : 0;
 		char hex[16];
 		json_t *o = json_object();
 
-		/* tensors are in data order and tile the data section exactly */
-		for (size_t i = 0; i < j->n; i++) {
-			const plan_tensor *p = &j->pt[i];
-			if (p->t->file != f)
-				continue;
-			for (size_t k = 0; k < p->nitems; k++)
-				crc = crc32_combine(crc, j->crc[p->item0 + k],
-				                    (z_off_t)item_src_bytes(j, &j->items[p->item0 + k]));
-		}
 		snprintf(hex, sizeof hex, "%08lx", (unsigned long)crc);
 		json_object_set_new(o, "name", json_string(base_name(sf->path)));
 		json_object_set_new(o, "bytes", json_integer((json_int_t)sf->size));
-		json_object_set_new(o, "crc32", json_string(sf->base ? hex : ""));
+		json_object_set_new(o, "crc32", json_string(have ? hex : ""));
 		json_array_append_new(files, o);
 	}
+	qtk_free(order);
 	return files;
 }
 

@@ -58,6 +58,11 @@ QTK_API const char *const *qtk_recipe_presets(void);
 /* Model family from tensor names: "flux", "wan", "ltxv", "llama", "gpt2"
  * or NULL. names: n tensor names. */
 QTK_API const char *qtk_detect_model(const char *const *names, size_t n);
+/* The same for a checkpoint on disk (safetensors file, index or directory,
+ * or GGUF, whose general.architecture is used when it names a known family).
+ * *model is NULL when nothing is recognised. */
+QTK_API qtk_err qtk_detect_model_path(const char *input, const char **model,
+                                      qtk_status *st);
 /* The recipe as JSON text (for the output's metadata); caller frees. */
 QTK_API char *qtk_recipe_json(const qtk_recipe *r);
 

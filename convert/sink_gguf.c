@@ -29,6 +29,35 @@ static int is_dit(const char *m)
 	return m && (!strcmp(m, "flux") || !strcmp(m, "wan") || !strcmp(m, "ltxv"));
 }
 
+/* A GGUF input: its names stay, its KVs are copied (the file type and
+ * quantization version are set anew), its architecture is the model. */
+static qtk_err plan_from_gguf(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
+                              qtk_status *st)
+{
+	const char *arch = NULL;
+	uint64_t len = 0;
+
+	g->kvs = qtk_gguf_kvs_new();
+	if (!g->kvs)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < qtk_gguf_kv_count(s->gg); i++) {
+		const qtk_gguf_kv *kv = qtk_gguf_kv_get(s->gg, i);
+		if (!strcmp(kv->key, "general.file_type") ||
+		    !strcmp(kv->key, "general.quantization_version"))
+			continue;
+		QTK_TRY(qtk_gguf_kvs_add_kv(g->kvs, kv, st));
+	}
+	if (qtk_gguf_get_str(s->gg, "general.architecture", &arch, &len, NULL) == QTK_OK &&
+	    len < sizeof g->arch) {
+		memcpy(g->arch, arch, len);
+		g->arch[len] = 0;
+		g->model = g->arch;
+	}
+	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", file_type(main_scheme), st));
+	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.quantization_version", 2, st));
+	return QTK_OK;
+}
+
 qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
                         qtk_status *st)
 {
@@ -40,6 +69,10 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 	memset(g, 0, sizeof *g);
 	if (!names)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	if (s->gg) {
+		qtk_free(names);
+		return plan_from_gguf(g, s, main_scheme, st);
+	}
 	for (size_t i = 0; i < s->n; i++)
 		names[i] = s->t[i].name;
 	g->model = qtk_detect_model(names, s->n);
@@ -113,7 +146,8 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		                qtk_dtype_name(t->dtype));
 	/* 1-D and tiny tensors in F32, as llama.cpp and ComfyUI-GGUF keep them */
 	if (t->ndim <= 1 || t->nelem <= 1024) {
-		L->scheme = t->dtype == QTK_DT_F32 ? QTK_SCHEME_RAW : QTK_SCHEME_F32;
+		L->scheme = t->dtype == QTK_DT_F32 && !t->blk_elems ? QTK_SCHEME_RAW
+		                                                    : QTK_SCHEME_F32;
 		L->group = 0;
 		L->flags = 0;
 		out->type = QTK_GGML_F32;
@@ -123,6 +157,10 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		/* rows are gathered in GGUF order: a row-wise float copy */
 		L->scheme = float_scheme(t->dtype);
 		s = qtk_q_scheme_get(L->scheme);
+	}
+	if (L->scheme == QTK_SCHEME_RAW && t->blk_elems) {
+		out->type = t->gtype; /* kept ggml blocks are copied as they are */
+		return QTK_OK;
 	}
 	if (L->scheme == QTK_SCHEME_RAW) {
 		if (t->dtype != QTK_DT_F32 && t->dtype != QTK_DT_F16 && t->dtype != QTK_DT_BF16)

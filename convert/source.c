@@ -1,10 +1,94 @@
 /* convert: the pipeline's input — tensors of a safetensors checkpoint
- * (single file, index or directory) behind one interface. */
+ * (single file, index or directory) or of a GGUF file behind one
+ * interface. GGUF tensors keep their names; dims are given in safetensors
+ * order (the last is ggml's ne[0]); Q8_0 / Q4_0 / Q4_1 tensors read as f32
+ * exactly as ggml dequantizes them. */
+#include <fcntl.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "conv_impl.h"
+
+/* Does path start with the GGUF magic? (Directories and short files: no.) */
+static int is_gguf(const char *path)
+{
+	unsigned char m[4];
+	int fd = open(path, O_RDONLY | O_CLOEXEC), yes;
+
+	if (fd < 0)
+		return 0;
+	yes = read(fd, m, 4) == 4 && memcmp(m, "GGUF", 4) == 0;
+	close(fd);
+	return yes;
+}
+
+static qtk_dtype gguf_dtype(uint32_t type, int *ok)
+{
+	*ok = 1;
+	switch (type) {
+	case QTK_GGML_F32: return QTK_DT_F32;
+	case QTK_GGML_F16: return QTK_DT_F16;
+	case QTK_GGML_BF16: return QTK_DT_BF16;
+	case QTK_GGML_F64: return QTK_DT_F64;
+	case QTK_GGML_I8: return QTK_DT_I8;
+	case QTK_GGML_I16: return QTK_DT_I16;
+	case QTK_GGML_I32: return QTK_DT_I32;
+	case QTK_GGML_I64: return QTK_DT_I64;
+	case QTK_GGML_Q8_0: case QTK_GGML_Q4_0: case QTK_GGML_Q4_1:
+		return QTK_DT_F32; /* block types read as f32 */
+	default:
+		*ok = 0;
+		return QTK_DT_F32;
+	}
+}
+
+static qtk_err open_gguf(src *s, const char *path, qtk_status *st)
+{
+	QTK_TRY(qtk_gguf_open(path, &s->gg, st));
+	s->format = "gguf";
+	s->n = qtk_gguf_count(s->gg);
+	s->nfiles = 1;
+	s->t = qtk_calloc(s->n ? s->n : 1, sizeof *s->t);
+	s->files = qtk_calloc(1, sizeof *s->files);
+	if (!s->t || !s->files)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	s->files[0].path = path;
+	s->files[0].size = qtk_gguf_file_size(s->gg);
+	s->files[0].data_start = qtk_gguf_data_offset(s->gg);
+	for (size_t i = 0; i < s->n; i++) {
+		const qtk_gguf_tensor *t = qtk_gguf_get(s->gg, i);
+		src_tensor *d = &s->t[i];
+		int ok;
+
+		d->name = t->name;
+		d->dtype = gguf_dtype(t->type, &ok);
+		if (!ok)
+			return qtk_fail(st, QTK_E_UNSUPPORTED,
+			                "%s: tensor '%s': ggml type %s is not an input qtk reads "
+			                "(F32, F16, BF16, F64, I8-I64, Q8_0, Q4_0, Q4_1)",
+			                path, t->name, qtk_ggml_type_name(t->type) ?
+			                qtk_ggml_type_name(t->type) : "?");
+		d->gtype = t->type;
+		if (qtk_ggml_block_elems(t->type) > 1) {
+			d->blk_elems = qtk_ggml_block_elems(t->type);
+			d->blk_bytes = qtk_ggml_block_bytes(t->type);
+		}
+		d->ndim = t->ndim;
+		memcpy(d->shape, t->shape, sizeof d->shape);
+		d->nelem = t->nelem;
+		d->nbytes = t->nbytes;
+		d->data = t->data;
+		d->file = 0;
+		d->file_offset = t->file_offset;
+		d->handle = t;
+		if (i == 0)
+			s->files[0].base = (const uint8_t *)t->data - t->file_offset;
+	}
+	if (s->n == 0) /* no tensor: nothing points into the mapping */
+		s->files[0].base = NULL;
+	return QTK_OK;
+}
 
 qtk_err src_open(src **out, const char *path, qtk_status *st)
 {
@@ -14,6 +98,15 @@ qtk_err src_open(src **out, const char *path, qtk_status *st)
 	*out = NULL;
 	if (!s)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	if (is_gguf(path)) {
+		rc = open_gguf(s, path, st);
+		if (rc) {
+			src_close(s);
+			return rc;
+		}
+		*out = s;
+		return QTK_OK;
+	}
 	rc = qtk_st_open(path, &s->st, st);
 	if (rc) {
 		qtk_free(s);
@@ -63,6 +156,7 @@ void src_close(src *s)
 	if (!s)
 		return;
 	qtk_st_close(s->st);
+	qtk_gguf_close(s->gg);
 	qtk_free(s->t);
 	qtk_free(s->files);
 	qtk_free(s);
@@ -71,8 +165,23 @@ void src_close(src *s)
 qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
                      uint64_t n, float *dst, qtk_status *st)
 {
-	(void)s;
+	if (s->gg)
+		return qtk_gguf_read_f32(t->handle, elem0, n, dst, st);
 	return qtk_st_read_f32(t->handle, elem0, n, dst, st);
+}
+
+void src_span(const src_tensor *t, uint64_t elem0, uint64_t n, uint64_t *off,
+              uint64_t *len)
+{
+	if (t->blk_elems) {
+		uint64_t b0 = elem0 / t->blk_elems;
+		uint64_t b1 = (elem0 + n + t->blk_elems - 1) / t->blk_elems;
+		*off = b0 * t->blk_bytes;
+		*len = (b1 - b0) * t->blk_bytes;
+		return;
+	}
+	*off = elem0 * qtk_dtype_size(t->dtype);
+	*len = n * qtk_dtype_size(t->dtype);
 }
 
 void src_release(const src_tensor *t, uint64_t off, uint64_t len)
@@ -89,4 +198,37 @@ void src_release(const src_tensor *t, uint64_t off, uint64_t len)
 	b = ((uintptr_t)t->data + off + len) & ~((uintptr_t)page - 1);
 	if (b > a)
 		madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+qtk_err qtk_detect_model_path(const char *input, const char **model, qtk_status *st)
+{
+	static const char *const known[] = { "llama", "gpt2", "flux", "wan", "ltxv" };
+	const char **names;
+	src *s;
+
+	*model = NULL;
+	QTK_TRY(src_open(&s, input, st));
+	if (s->gg) {
+		const char *a;
+		uint64_t len;
+		if (qtk_gguf_get_str(s->gg, "general.architecture", &a, &len, NULL) == QTK_OK)
+			for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+				if (len == strlen(known[i]) && !memcmp(a, known[i], len))
+					*model = known[i];
+		if (*model) {
+			src_close(s);
+			return QTK_OK;
+		}
+	}
+	names = qtk_calloc(s->n + 1, sizeof *names);
+	if (!names) {
+		src_close(s);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	for (size_t i = 0; i < s->n; i++)
+		names[i] = s->t[i].name;
+	*model = qtk_detect_model(names, s->n);
+	qtk_free(names);
+	src_close(s);
+	return QTK_OK;
 }

@@ -213,3 +213,78 @@ out:
 	free(names);
 	return rc;
 }
+
+long gen_llama_model(const char *dir, qtk_dtype dtype, uint64_t dim, uint64_t ffn,
+                     uint64_t layers, uint64_t vocab, uint64_t heads, uint64_t seed,
+                     qtk_status *st)
+{
+	static const char *const attn[] = { "q_proj", "k_proj", "v_proj", "o_proj" };
+	static const char *const mlp[] = { "gate_proj", "up_proj", "down_proj" };
+	size_t n = (size_t)layers * 9 + 3, k = 0;
+	gen_tensor *t = calloc(n, sizeof *t);
+	char (*names)[96] = calloc(n, 96), path[4096];
+	long rc = -1;
+	FILE *f;
+
+	if (!t || !names) {
+		qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		goto out;
+	}
+	snprintf(names[k], 96, "model.embed_tokens.weight");
+	t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2, .shape = { vocab, dim } };
+	k++;
+	for (uint64_t l = 0; l < layers; l++) {
+		snprintf(names[k], 96, "model.layers.%llu.input_layernorm.weight", (unsigned long long)l);
+		t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 1, .shape = { dim } };
+		t[k++].kind = 1;
+		for (int a = 0; a < 4; a++, k++) {
+			snprintf(names[k], 96, "model.layers.%llu.self_attn.%s.weight",
+			         (unsigned long long)l, attn[a]);
+			t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2,
+			                        .shape = { dim, dim } };
+		}
+		snprintf(names[k], 96, "model.layers.%llu.post_attention_layernorm.weight",
+		         (unsigned long long)l);
+		t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 1, .shape = { dim } };
+		t[k++].kind = 1;
+		for (int m = 0; m < 3; m++, k++) {
+			snprintf(names[k], 96, "model.layers.%llu.mlp.%s.weight",
+			         (unsigned long long)l, mlp[m]);
+			t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2,
+			                        .shape = { m == 2 ? dim : ffn, m == 2 ? ffn : dim } };
+		}
+	}
+	snprintf(names[k], 96, "model.norm.weight");
+	t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 1, .shape = { dim } };
+	t[k++].kind = 1;
+	snprintf(names[k], 96, "lm_head.weight");
+	t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2, .shape = { vocab, dim } };
+	k++;
+	snprintf(path, sizeof path, "%s/config.json", dir);
+	f = fopen(path, "w");
+	if (!f) {
+		qtk_fail(st, QTK_E_IO, "%s: cannot create", path);
+		goto out;
+	}
+	fprintf(f, "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
+	           "\"hidden_size\": %llu, \"intermediate_size\": %llu, "
+	           "\"num_hidden_layers\": %llu, \"num_attention_heads\": %llu, "
+	           "\"num_key_value_heads\": %llu, \"vocab_size\": %llu, "
+	           "\"max_position_embeddings\": 2048, \"rms_norm_eps\": 1e-05, "
+	           "\"rope_theta\": 10000.0, \"tie_word_embeddings\": false, "
+	           "\"torch_dtype\": \"%s\"}\n",
+	        (unsigned long long)dim, (unsigned long long)ffn, (unsigned long long)layers,
+	        (unsigned long long)heads, (unsigned long long)heads, (unsigned long long)vocab,
+	        dtype == QTK_DT_BF16 ? "bfloat16" : dtype == QTK_DT_F16 ? "float16" : "float32");
+	if (fclose(f) != 0) {
+		qtk_fail(st, QTK_E_IO, "%s: write failed", path);
+		goto out;
+	}
+	snprintf(path, sizeof path, "%s/model.safetensors", dir);
+	if (write_all(path, t, k, seed, NULL, st) == QTK_OK)
+		rc = (long)k;
+out:
+	free(t);
+	free(names);
+	return rc;
+}

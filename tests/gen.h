@@ -20,6 +20,11 @@ long gen_dit_standin(const char *spec, unsigned scale, int dtype,
 long gen_llama_like(const char *out, qtk_dtype dtype, uint64_t dim, uint64_t ffn,
                     uint64_t target_bytes, uint64_t seed, qtk_status *st);
 
+/* A LLaMA model in dir: model.safetensors (embeddings, layers, norms,
+ * lm_head; HF names) and config.json. */
+long gen_llama_model(const char *dir, qtk_dtype dtype, uint64_t dim, uint64_t ffn,
+                     uint64_t layers, uint64_t vocab, uint64_t heads, uint64_t seed,
+                     qtk_status *st);
 /* Fill n values ~ N(0, sigma), fast (Irwin-Hall of 4 uniforms). */
 void gen_normal(float *x, uint64_t n, float sigma, uint64_t *state);
 

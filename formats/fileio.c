@@ -207,6 +207,13 @@ qtk_err qtk_out_truncate(qtk_outfile *o, uint64_t size, qtk_status *st)
 		return qtk_fail(st, QTK_E_OVERFLOW, "%s: output size overflows", o->path);
 	if (ftruncate(o->fd, (off_t)size) != 0)
 		return io_fail(st, o->path, "cannot size output", errno);
+	/* Allocate the blocks up front: a full disk fails here, not after a
+	 * long conversion, and parallel pwrites into allocated blocks run at
+	 * memory speed instead of allocating (ext4: about 15x slower). No
+	 * emulation: filesystems without fallocate just stay sparse. */
+	if (size > 0 && fallocate(o->fd, 0, 0, (off_t)size) != 0 && errno != EOPNOTSUPP &&
+	    errno != ENOSYS && errno != EINVAL)
+		return io_fail(st, o->path, "cannot reserve space for the output", errno);
 	return QTK_OK;
 }
 

@@ -92,6 +92,8 @@ bench: deps
 	@QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen $(B)/qtk_bench $(T)
 	@if [ -z "$(T)" ] || [ "$(T)" = convert ]; then \
 	  QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen sh scripts/bench_convert.sh; fi
+	@if [ -z "$(T)" ] || [ "$(T)" = peer ]; then \
+	  QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen sh scripts/bench_peer.sh; fi
 
 fuzz: deps
 	@sh scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -2,7 +2,8 @@
 # make bench (convert part): generate a >= 2 GB bf16 LLaMA-shaped checkpoint
 # (4096x4096 and 11008x4096 matrices), then in one run measure `cat` of it
 # (page cache warm) and `qtk convert` for int8, int4 and nf4 at group 64,
-# round-to-nearest and --search: GB/s of source, ratio to cat, peak RSS.
+# round-to-nearest and --search, and int4 g32 as .qtk and as GGUF Q4_0:
+# GB/s of source, ratio to cat, peak RSS.
 #   QTK_BENCH_DIR   where to put the files (default /tmp/qtk-bench)
 #   QTK_BENCH_BYTES checkpoint size (default 2200000000)
 #   QTK_BENCH_THREADS  -j for qtk convert (default 2)
@@ -19,6 +20,11 @@ if [ ! -f "$SRC" ]; then
 	echo "generating $SRC ..."
 	"$GEN" llama "$SRC" "$BYTES" BF16 4096 11008 >/dev/null
 fi
+# GGUF output of a LLaMA checkpoint takes its hyper-parameters from config.json
+if [ ! -f "$DIR/config.json" ]; then
+	layers=$("$QTK" inspect "$SRC" | grep -c 'self_attn.q_proj')
+	printf '{"architectures": ["LlamaForCausalLM"], "hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": %d, "num_attention_heads": 32, "num_key_value_heads": 32, "vocab_size": 32000, "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_theta": 10000.0}\n' "$layers" > "$DIR/config.json"
+fi
 size=$(stat -c %s "$SRC")
 now() { date +%s.%N; }
 cat "$SRC" > /dev/null
@@ -26,27 +32,35 @@ t0=$(now); cat "$SRC" > /dev/null; t1=$(now)
 cat_s=$(echo "$t1 $t0" | awk '{print $1 - $2}')
 cat_gbs=$(echo "$size $cat_s" | awk '{printf "%.2f", $1 / $2 / 1e9}')
 echo "source: $SRC ($size bytes), $(nproc) cores, -j $J"
-printf '%-8s %-7s %9s %9s %9s %11s\n' scheme mode seconds "GB/s" "vs cat" "peak RSS"
-printf '%-8s %-7s %9.2f %9s %9s %11s\n' cat - "$cat_s" "$cat_gbs" 1.00 -
-OUT="$DIR/out.qtk"
+printf '%-8s %-5s %-7s %-5s %9s %9s %9s %11s\n' scheme group mode out seconds "GB/s" "vs cat" "peak RSS"
+printf '%-8s %-5s %-7s %-5s %9.2f %9s %9s %11s\n' cat - - - "$cat_s" "$cat_gbs" 1.00 -
+# one configuration: scheme group mode(rtn|search) format(qtk|gguf)
+run() {
+	scheme=$1; group=$2; mode=$3; fmt=$4
+	flag=""; [ $mode = search ] && flag="--search"
+	out="$DIR/out.$fmt"
+	log="$DIR/time.log"
+	if [ -x /usr/bin/time ]; then
+		/usr/bin/time -v "$QTK" convert "$SRC" -o "$out" -F $fmt --scheme $scheme \
+			--group $group $flag -j "$J" --force --quiet --json > "$DIR/report.json" 2> "$log"
+		rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
+	else
+		"$QTK" convert "$SRC" -o "$out" -F $fmt --scheme $scheme --group $group $flag \
+			-j "$J" --force --quiet --json > "$DIR/report.json"
+		rss_kb=$(sed -n 's/.*"peak_rss_bytes": \([0-9]*\).*/\1/p' "$DIR/report.json" | awk '{print int($1/1024)}')
+	fi
+	secs=$(sed -n 's/.*"seconds": \([0-9.e+-]*\).*/\1/p' "$DIR/report.json" | head -1)
+	gbs=$(echo "$size $secs" | awk '{printf "%.2f", $1 / $2 / 1e9}')
+	ratio=$(echo "$gbs $cat_gbs" | awk '{printf "%.2f", $1 / $2}')
+	printf '%-8s %-5s %-7s %-5s %9.2f %9s %9s %8.0f MB\n' $scheme $group $mode $fmt "$secs" \
+		"$gbs" "$ratio" "$(echo "$rss_kb" | awk '{print $1 / 1024}')"
+	rm -f "$out"
+}
 for scheme in $SCHEMES; do
 	for mode in rtn search; do
-		flag=""; [ $mode = search ] && flag="--search"
-		log="$DIR/time.log"
-		if [ -x /usr/bin/time ]; then
-			/usr/bin/time -v "$QTK" convert "$SRC" -o "$OUT" --scheme $scheme --group 64 \
-				$flag -j "$J" --force --quiet --json > "$DIR/report.json" 2> "$log"
-			rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
-		else
-			"$QTK" convert "$SRC" -o "$OUT" --scheme $scheme --group 64 $flag -j "$J" \
-				--force --quiet --json > "$DIR/report.json"
-			rss_kb=$(sed -n 's/.*"peak_rss_bytes": \([0-9]*\).*/\1/p' "$DIR/report.json" | awk '{print int($1/1024)}')
-		fi
-		secs=$(sed -n 's/.*"seconds": \([0-9.e+-]*\).*/\1/p' "$DIR/report.json" | head -1)
-		gbs=$(echo "$size $secs" | awk '{printf "%.2f", $1 / $2 / 1e9}')
-		ratio=$(echo "$gbs $cat_gbs" | awk '{printf "%.2f", $1 / $2}')
-		printf '%-8s %-7s %9.2f %9s %9s %8.0f MB\n' $scheme $mode "$secs" "$gbs" "$ratio" \
-			"$(echo "$rss_kb" | awk '{print $1 / 1024}')"
+		run $scheme 64 $mode qtk
 	done
 done
-rm -f "$OUT"
+# GGUF Q4_0 next to the same scheme and group in .qtk
+run int4 32 rtn qtk
+run int4 32 rtn gguf

@@ -1,0 +1,53 @@
+#!/bin/sh
+# make bench (peer part): qtk against llama.cpp's llama-quantize on the same
+# file, in one run. A 483M-parameter LLaMA-shaped model (dim 1024, ffn 4096,
+# 25 layers, vocab 32000; random N(0, 0.02) weights) is generated once as F16
+# safetensors and turned into a 970 MB F16 GGUF by qtk; then, page cache
+# warm, `llama-quantize --pure IN Q4_0 2` and
+# `qtk convert IN --format gguf --scheme int4 --group 32 -j 2` each convert it,
+# and their Q4_0 tensors are compared byte for byte.
+#   QTK_LLAMA_BIN   directory holding llama-quantize (default: PATH, then
+#                   ../peer/llama.cpp/build/bin); skipped with a message if absent
+#   QTK_BENCH_DIR   where to put the files (default /tmp/qtk-bench)
+set -e
+QTK=${QTK_BIN:-build/qtk}
+GEN=${QTK_GEN:-build/qtk_gen}
+DIR=${QTK_BENCH_DIR:-/tmp/qtk-bench}
+LQ=""
+for d in "$QTK_LLAMA_BIN" "$(dirname "$(command -v llama-quantize 2>/dev/null || echo /x/x)")" \
+	../peer/llama.cpp/build/bin; do
+	if [ -n "$d" ] && [ -x "$d/llama-quantize" ]; then LQ="$d"; break; fi
+done
+if [ -z "$LQ" ]; then
+	echo "peer: llama-quantize not found (set QTK_LLAMA_BIN to llama.cpp's build/bin); skipped"
+	exit 0
+fi
+mkdir -p "$DIR/m483"
+IN="$DIR/m483-f16.gguf"
+if [ ! -f "$IN" ]; then
+	echo "generating $IN ..."
+	"$GEN" llama-model "$DIR/m483" F16 1024 4096 25 32000 16 >/dev/null
+	"$QTK" convert "$DIR/m483" -o "$IN" -F gguf --scheme f16 --force --quiet >/dev/null
+	rm -f "$DIR/m483/model.safetensors"
+fi
+size=$(stat -c %s "$IN")
+cat "$IN" > /dev/null
+rss() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1" | awk '{printf "%.0f", $1 / 1024}'; }
+wall() { sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$1" | awk -F: '{print $(NF-1) * 60 + $NF}'; }
+echo "peer: $IN ($size bytes), $(nproc) cores, 2 threads each, Q4_0"
+printf '%-34s %9s %9s %11s\n' tool seconds "GB/s" "peak RSS"
+for round in 1 2; do
+	/usr/bin/time -v env LD_LIBRARY_PATH="$LQ:$LD_LIBRARY_PATH" "$LQ/llama-quantize" --pure \
+		"$IN" "$DIR/lq-q4_0.gguf" Q4_0 2 > "$DIR/lq.log" 2> "$DIR/lq.time"
+	/usr/bin/time -v "$QTK" convert "$IN" -o "$DIR/qtk-q4_0.gguf" -F gguf --scheme int4 \
+		--group 32 -j 2 --force --quiet > "$DIR/qtk.log" 2> "$DIR/qtk.time"
+	ls=$(wall "$DIR/lq.time"); qs=$(wall "$DIR/qtk.time")
+	printf '%-34s %9.2f %9.2f %8s MB\n' "llama-quantize --pure (round $round)" "$ls" \
+		"$(echo "$size $ls" | awk '{print $1 / $2 / 1e9}')" "$(rss "$DIR/lq.time")"
+	printf '%-34s %9.2f %9.2f %8s MB\n' "qtk convert -F gguf (round $round)" "$qs" \
+		"$(echo "$size $qs" | awk '{print $1 / $2 / 1e9}')" "$(rss "$DIR/qtk.time")"
+	echo "speed-up: $(echo "$ls $qs" | awk '{printf "%.2f", $1 / $2}')x"
+done
+printf 'tensors vs llama-quantize --pure: '
+"$GEN" gguf-cmp "$DIR/qtk-q4_0.gguf" "$DIR/lq-q4_0.gguf" | tail -1
+rm -f "$DIR/lq-q4_0.gguf" "$DIR/qtk-q4_0.gguf"

@@ -33,7 +33,7 @@ static void convert_usage(FILE *f)
 "  -s, --scheme SCHEME      int8, int4, int4-affine, int8-affine, nf4, f16, bf16, f32\n"
 "  -g, --group N            group size: 32, 64, 128 (default 64) or 'row'\n"
 "      --scale-dtype T      f16 (default), bf16 or f32 for scales and biases\n"
-"      --double-quant       nf4: 8-bit group scales (not supported by convert yet)\n"
+"      --double-quant       nf4: 8-bit group scales in blocks of 256 (bitsandbytes)\n"
 "  -r, --recipe FILE        JSON rules (docs/recipes.md)\n"
 "  -p, --preset NAME        auto (default), none, mixed, flux, wan, ltxv\n"
 "  -k, --keep PATTERN       keep matching tensors at source precision\n"
@@ -147,9 +147,10 @@ static const char *layout_name(const qtk_q_layout *L, char *buf, size_t n)
 	if (L->scheme == QTK_SCHEME_RAW)
 		snprintf(buf, n, "keep %s", qtk_dtype_name(L->dtype));
 	else if (s->quantized && L->group == QTK_GROUP_ROW)
-		snprintf(buf, n, "%s/row", s->name);
+		snprintf(buf, n, "%s/row%s", s->name, L->flags & QTK_QF_DOUBLE_QUANT ? "+dq" : "");
 	else if (s->quantized)
-		snprintf(buf, n, "%s/g%u", s->name, L->group);
+		snprintf(buf, n, "%s/g%u%s", s->name, L->group,
+		         L->flags & QTK_QF_DOUBLE_QUANT ? "+dq" : "");
 	else
 		snprintf(buf, n, "%s", s->name);
 	return buf;

@@ -36,6 +36,11 @@ typedef struct {
 	float *importance;      /* [cols] from --calib, or NULL */
 	uint64_t total, per;    /* units to cover (bytes, elements or rows by
 	                           mode) and units per work item */
+	/* NF4 double quantization: items quantize with f32 scales into absmax
+	 * (allocated by the first item, under job.lock); the item that brings
+	 * remaining to 0 double-quantizes them and computes the metrics */
+	float *absmax;          /* [rows * groups per row] */
+	size_t remaining;       /* atomic: items not finished */
 } plan_tensor;
 
 typedef struct {
@@ -138,7 +143,11 @@ static qtk_err plan(job *j, qtk_status *st)
 		sc = qtk_q_scheme_get(p->d.layout.scheme);
 		if (sc->quantized) {
 			p->d.layout.scale_dtype = o->scale_dtype;
+			/* double quantization is an NF4 option; empty tensors have no
+			 * groups to double-quantize */
 			p->d.layout.flags = o->qflags;
+			if (p->d.layout.scheme != QTK_SCHEME_NF4 || t->nelem == 0)
+				p->d.layout.flags &= ~QTK_QF_DOUBLE_QUANT;
 		}
 		if (j->gguf) {
 			QTK_TRY(gguf_plan_tensor(&j->gp, t, &p->d.layout, &j->gt[i], st));
@@ -175,6 +184,7 @@ static qtk_err plan(job *j, qtk_status *st)
 		}
 		/* an empty tensor (nelem 0) has no work items */
 		p->nitems = t->nelem ? (size_t)(p->total / p->per + (p->total % p->per != 0)) : 0;
+		p->remaining = p->nitems;
 		p->item0 = nitems;
 		nitems += p->nitems;
 	}
@@ -266,6 +276,115 @@ static qtk_err put_gguf(job *j, const work_item *it, const plan_tensor *p, uint6
 	                           (size_t)(rb * nrows), st);
 }
 
+/* The layout DQ items quantize with: f32 scales (the group absmax). */
+static qtk_q_layout dq_inner(const qtk_q_layout *L)
+{
+	qtk_q_layout q = *L;
+
+	q.flags &= ~QTK_QF_DOUBLE_QUANT;
+	q.scale_dtype = QTK_DT_F32;
+	return q;
+}
+
+/* Last item of a double-quantized tensor: 8-bit absmax codes and the DQ
+ * plane from every group's absmax (the same call as in memory, so the
+ * result does not depend on the chunking), then the metrics against the
+ * double-dequantized scales: a second read of the source, requantized
+ * (deterministic: the same codes) chunk by chunk. */
+static qtk_err dq_finish(job *j, const plan_tensor *p, worker_buf *b, qtk_status *st)
+{
+	const qtk_q_layout *L = &p->d.layout;
+	qtk_q_layout q = dq_inner(L);
+	uint64_t gpr = qtk_q_groups_per_row(L, p->cols), ng = p->rows * gpr;
+	uint64_t sizes[QTK_PLANE_MAX], per = j->chunk / p->cols ? j->chunk / p->cols : 1;
+	size_t ti = (size_t)(p - j->pt);
+	qtk_q_opts qo = { .search = j->o->search, .importance = p->importance,
+	                  .tensor = p->t->name };
+	qtk_q_acc *acc = &j->acc[p->item0];
+	uint8_t *codes8 = qtk_malloc((size_t)ng), *dq;
+	qtk_err rc;
+
+	if (qtk_q_plane_sizes(L, p->rows, p->cols, sizes) || !codes8) {
+		qtk_free(codes8);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	rc = grow(b, QTK_PLANE_CODES, (size_t)(qtk_q_row_bytes(&q, p->cols, 0) * per), st);
+	if (!rc)
+		rc = grow(b, QTK_PLANE_SCALES, (size_t)(gpr * 4 * per), st);
+	if (rc) {
+		qtk_free(codes8);
+		return rc;
+	}
+	dq = qtk_malloc((size_t)sizes[QTK_PLANE_DQ]);
+	rc = dq ? qtk_q_double_quant(p->absmax, ng, codes8, dq, st)
+	        : qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	if (rc)
+		qtk_status_prefix(st, p->t->name);
+	if (!rc)
+		rc = qtk_pack_writer_put(j->w, ti, QTK_PLANE_SCALES, 0, codes8, (size_t)ng, st);
+	if (!rc)
+		rc = qtk_pack_writer_put(j->w, ti, QTK_PLANE_DQ, 0, dq,
+		                         (size_t)sizes[QTK_PLANE_DQ], st);
+	if (!rc)
+		qtk_q_double_dequant(codes8, ng, dq, p->absmax);
+	qtk_free(codes8);
+	qtk_free(dq);
+	memset(acc, 0, sizeof *acc);
+	for (uint64_t r0 = 0; !rc && r0 < p->rows; r0 += per) {
+		uint64_t n = p->rows - r0 < per ? p->rows - r0 : per, off, len;
+		qtk_q_planes d = { { b->planes[QTK_PLANE_CODES], b->planes[QTK_PLANE_SCALES] } };
+		qtk_q_cplanes c = { { b->planes[QTK_PLANE_CODES], p->absmax + r0 * gpr } };
+
+		qo.row0 = r0;
+		rc = src_read_f32(j->s, p->t, r0 * p->cols, n * p->cols, b->in, st);
+		if (!rc)
+			rc = qtk_q_quantize_rows(&q, b->in, (size_t)n, (size_t)p->cols, &d, &qo, st);
+		if (rc)
+			break;
+		qtk_q_dequantize_rows(&q, &c, (size_t)n, (size_t)p->cols, b->out);
+		qtk_q_acc_add(acc, b->in, b->out, (size_t)(n * p->cols));
+		src_span(p->t, r0 * p->cols, n * p->cols, &off, &len);
+		src_release(p->t, off, len);
+	}
+	return rc;
+}
+
+/* One item of a double-quantized tensor: codes to the file, f32 absmax to
+ * the tensor's buffer; the last item finishes the tensor. */
+static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
+                       uint64_t elem0, uint64_t nelem, const qtk_q_opts *qo, qtk_status *st)
+{
+	plan_tensor *p = &j->pt[it->tensor];
+	qtk_q_layout q = dq_inner(&p->d.layout);
+	uint64_t gpr = qtk_q_groups_per_row(&q, p->cols), cb = qtk_q_row_bytes(&q, p->cols, 0);
+	uint64_t boff, blen;
+	qtk_q_planes d;
+	qtk_err rc = QTK_OK;
+
+	pthread_mutex_lock(&j->lock);
+	if (!p->absmax)
+		p->absmax = qtk_malloc((size_t)(p->rows * gpr) * sizeof(float));
+	pthread_mutex_unlock(&j->lock);
+	if (!p->absmax)
+		return qtk_fail(st, QTK_E_NOMEM, "tensor '%s': out of memory for %llu group scales",
+		                p->t->name, (unsigned long long)(p->rows * gpr));
+	memset(&d, 0, sizeof d);
+	d.p[QTK_PLANE_CODES] = b->planes[QTK_PLANE_CODES];
+	d.p[QTK_PLANE_SCALES] = p->absmax + it->start * gpr;
+	QTK_TRY(qtk_q_quantize_rows(&q, b->in, (size_t)it->count, (size_t)p->cols, &d, qo, st));
+	QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start * cb,
+	                            b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
+	src_span(p->t, elem0, nelem, &boff, &blen);
+	j->crc[k] = (uint32_t)crc32_z(0, p->t->data + boff, (size_t)blen);
+	src_release(p->t, boff, blen);
+	if (__atomic_sub_fetch(&p->remaining, 1, __ATOMIC_ACQ_REL) == 0) {
+		rc = dq_finish(j, p, b, st);
+		qtk_free(p->absmax);
+		p->absmax = NULL;
+	}
+	return rc;
+}
+
 static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
                         qtk_status *st)
 {
@@ -307,6 +426,8 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	}
 	dst.p[QTK_PLANE_DQ] = NULL;
 	csrc.p[QTK_PLANE_DQ] = NULL;
+	if (L->flags & QTK_QF_DOUBLE_QUANT)
+		return dq_item(j, k, it, b, elem0, nelem, &qo, st);
 	QTK_TRY(qtk_q_quantize_rows(L, b->in, (size_t)nrows, (size_t)cols, &dst, &qo, st));
 	if (j->gguf)
 		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));
@@ -672,8 +793,10 @@ void qtk_conv_report_free(qtk_conv_report *rep)
 
 static void job_free(job *j)
 {
-	for (size_t i = 0; j->pt && i < j->n; i++)
+	for (size_t i = 0; j->pt && i < j->n; i++) {
 		qtk_free(j->pt[i].importance);
+		qtk_free(j->pt[i].absmax);
+	}
 	qtk_free(j->pt);
 	qtk_free(j->gt);
 	gguf_plan_end(&j->gp);
@@ -769,13 +892,6 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "convert: MLX output is not written yet");
 	}
 	j.gguf = o->format == QTK_OUT_GGUF;
-	if (o->qflags & QTK_QF_DOUBLE_QUANT) {
-		/* the quantizer and the format support it; the streaming pass that
-		 * collects every group absmax of a tensor first is not written yet */
-		pthread_mutex_destroy(&j.lock);
-		return qtk_fail(st, QTK_E_UNSUPPORTED,
-		                "convert: --double-quant is not supported by qtk convert yet");
-	}
 	rc = src_open(&j.s, o->input, st);
 	if (rc)
 		goto out;

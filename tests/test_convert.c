@@ -192,12 +192,12 @@ TEST(convert_cli_refusals)
 	/* the output may not be the input */
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q --force 2>/dev/null", q, in, in), 1);
 	CHECK(t_exists(in));
-	/* not supported yet: refused clearly, nothing written */
-	CHECK_EQ(t_system("%s convert %s -o %s --scheme nf4 --double-quant -q 2>%s", q, in,
+	/* double quantization of a scheme GGUF cannot hold: refused, nothing written */
+	CHECK_EQ(t_system("%s convert %s -o %s -F gguf --scheme nf4 --double-quant -q 2>%s", q, in,
 	                  t_tmp("o3.qtk"), t_tmp("err")), 1);
 	{
 		char *err = t_read_file(t_tmp("err"), NULL);
-		CHECK(err && strstr(err, "--double-quant"));
+		CHECK(err && strstr(err, "GGUF cannot hold"));
 		free(err);
 	}
 	CHECK(!t_exists(t_tmp("o3.qtk")));

@@ -59,6 +59,8 @@ typedef struct {
 	uint32_t type;          /* ggml type */
 	int qk;                 /* LLaMA q (1) / k (2): rows are un-permuted */
 	uint32_t n_head;        /* heads of that projection */
+	int flat;               /* > 4 dims: stored as [rows][cols], the real
+	                           shape in comfy.gguf.orig_shape.NAME */
 } gguf_tensor_plan;
 
 typedef struct {

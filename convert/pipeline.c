@@ -822,6 +822,11 @@ static qtk_err open_gguf(job *j, const qtk_write_opts *wo, qtk_status *st)
 		d[i].n_dims = t->ndim ? t->ndim : 1;
 		for (uint32_t k = 0; k < QTK_GGUF_MAX_DIMS; k++)
 			d[i].ne[k] = k < t->ndim ? t->shape[t->ndim - 1 - k] : 1;
+		if (j->gt[i].flat) {
+			d[i].n_dims = 2;
+			d[i].ne[0] = j->pt[i].cols;
+			d[i].ne[1] = j->pt[i].rows;
+		}
 	}
 	rc = qtk_gguf_writer_open(&j->gw, j->o->output, j->gp.kvs, d, j->n, wo, st);
 	qtk_free(d);

@@ -2,6 +2,7 @@
  * (architecture, llama.* hyper-parameters, sentencepiece vocabulary, file
  * type), and qtk planes turned into ggml blocks. The file itself is written
  * by formats' streaming GGUF writer. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -124,9 +125,6 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 	qtk_status tmp;
 
 	memset(out, 0, sizeof *out);
-	if (t->ndim > QTK_GGUF_MAX_DIMS)
-		return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': GGUF holds at most %d dims",
-		                t->name, QTK_GGUF_MAX_DIMS);
 	/* name */
 	if (g->have_hp && qtk_gguf_llama_name(t->name, out->name, sizeof out->name,
 	                                      &out->qk) == QTK_OK) {
@@ -139,6 +137,23 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		if (strlen(n) >= sizeof out->name)
 			return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': name too long for GGUF", n);
 		snprintf(out->name, sizeof out->name, "%s", n);
+	}
+	if (t->ndim > QTK_GGUF_MAX_DIMS) {
+		/* GGUF holds at most 4 dims (Wan's Conv3d patch embedding has 5):
+		 * store [rows][cols] and the real shape where ComfyUI-GGUF's loader
+		 * looks for it, an INT32 array under comfy.gguf.orig_shape.NAME */
+		int32_t dims[QTK_MAX_DIMS];
+		char key[192];
+		for (uint32_t k = 0; k < t->ndim; k++) {
+			if (t->shape[k] > INT32_MAX)
+				return qtk_fail(st, QTK_E_UNSUPPORTED,
+				                "tensor '%s': dim %llu does not fit GGUF's INT32 orig_shape",
+				                t->name, (unsigned long long)t->shape[k]);
+			dims[k] = (int32_t)t->shape[k];
+		}
+		snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", out->name);
+		QTK_TRY(qtk_gguf_kvs_add_arr(g->kvs, key, QTK_GGUF_I32, dims, t->ndim, st));
+		out->flat = 1;
 	}
 	if (!qtk_dtype_is_float(t->dtype))
 		return qtk_fail(st, QTK_E_UNSUPPORTED,

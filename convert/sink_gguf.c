@@ -2,6 +2,7 @@
  * (architecture, llama.* hyper-parameters, sentencepiece vocabulary, file
  * type), and qtk planes turned into ggml blocks. The file itself is written
  * by formats' streaming GGUF writer. */
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -99,6 +100,19 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 	} else if (is_dit(g->model)) {
 		QTK_TRY(qtk_gguf_kvs_add_str(g->kvs, "general.architecture", g->model,
 		                             strlen(g->model), st));
+	} else {
+		/* any other model: its config.json's model_type, when there is one
+		 * (tensor names stay as they are) */
+		json_t *cfg;
+		const char *mt;
+
+		snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
+		cfg = s->dir && stat(path, &sb) == 0 ? json_load_file(path, 0, NULL) : NULL;
+		mt = json_string_value(json_object_get(cfg, "model_type"));
+		if (mt && *mt && strlen(mt) < 64)
+			rc = qtk_gguf_kvs_add_str(g->kvs, "general.architecture", mt, strlen(mt), st);
+		json_decref(cfg);
+		QTK_TRY(rc);
 	}
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", file_type(main_scheme), st));
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.quantization_version", 2, st));

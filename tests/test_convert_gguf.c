@@ -134,3 +134,36 @@ TEST(convert_gguf_refuses_what_gguf_cannot_hold)
 	CHECK_EQ(convert_gguf(t_tmp("g64.gguf"), QTK_SCHEME_INT4, 64, &st), QTK_E_UNSUPPORTED);
 	CHECK_EQ(t_dir_entries(t_tmpdir()), 0);
 }
+
+/* A model that is neither LLaMA nor a DiT: names kept, general.architecture
+ * from its config.json's model_type; without a config.json, no
+ * architecture (a plain container). */
+TEST(convert_gguf_other_model_arch_from_config)
+{
+	char in[4096], out[4096];
+	qtk_recipe *r = NULL;
+	qtk_conv_report *rep = NULL;
+	qtk_gguf_file *f = NULL;
+	qtk_status st;
+	const char *s, *gpt2 = t_shared("ckpts/capp-gpt2/model.safetensors");
+	uint64_t len = 0;
+
+	if (!gpt2)
+		SKIP("../shared/ckpts/capp-gpt2 not present");
+	snprintf(in, sizeof in, "%s", gpt2);
+	snprintf(out, sizeof out, "%s", t_tmp("gpt2.gguf"));
+	REQUIRE(qtk_recipe_new(&r, QTK_SCHEME_INT8, 32, &st) == QTK_OK);
+	{
+		qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .format = QTK_OUT_GGUF,
+		                    .scale_dtype = QTK_DT_F16, .threads = 2, .force = 1 };
+		CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "%s", st.msg);
+	}
+	qtk_conv_report_free(rep);
+	qtk_recipe_free(r);
+	REQUIRE(qtk_gguf_open(out, &f, &st) == QTK_OK);
+	CHECK_EQ(qtk_gguf_get_str(f, "general.architecture", &s, &len, &st), QTK_OK);
+	CHECK(len == 4 && !memcmp(s, "gpt2", 4));
+	CHECK(qtk_gguf_find(f, "transformer.h.0.attn.c_attn.weight") != NULL ||
+	      qtk_gguf_find(f, "h.0.attn.c_attn.weight") != NULL);
+	qtk_gguf_close(f);
+}

@@ -18,6 +18,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "acc_impl.h"
 #include "quant_impl.h"
 
 static const float nf4_values[16] = {
@@ -415,7 +416,15 @@ void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat, size_t n)
 	double sse[8] = { 0 }, ssw[8] = { 0 }, ssh[8] = { 0 }, dot[8] = { 0 };
 	double mx[8] = { 0 };
 	size_t i = 0;
+	qtk_isa isa = qtk_isa_active();
 
+	if (isa != QTK_ISA_SCALAR && n >= 8) {
+		i = n & ~(size_t)7;
+		if (isa == QTK_ISA_AVX512)
+			acc_lanes_avx512(w, w_hat, i, sse, ssw, ssh, dot, mx);
+		else
+			acc_lanes_avx2(w, w_hat, i, sse, ssw, ssh, dot, mx);
+	}
 	for (; i + 8 <= n; i += 8) {
 		for (int l = 0; l < 8; l++) {
 			double x = (double)w[i + l], y = (double)w_hat[i + l], e = x - y;

@@ -249,7 +249,7 @@ static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 	else
 		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start, from,
 		                            (size_t)it->count, st));
-	j->crc[k] = (uint32_t)crc32_z(0, from, (size_t)it->count);
+	j->crc[k] = qtk_crc32(0, from, it->count);
 	src_release(p->t, it->start, it->count);
 	return QTK_OK;
 }
@@ -375,7 +375,7 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 	QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start * cb,
 	                            b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
 	src_span(p->t, elem0, nelem, &boff, &blen);
-	j->crc[k] = (uint32_t)crc32_z(0, p->t->data + boff, (size_t)blen);
+	j->crc[k] = qtk_crc32(0, p->t->data + boff, blen);
 	src_release(p->t, boff, blen);
 	if (__atomic_sub_fetch(&p->remaining, 1, __ATOMIC_ACQ_REL) == 0) {
 		rc = dq_finish(j, p, b, st);
@@ -443,7 +443,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	qtk_q_dequantize_rows(L, &csrc, (size_t)nrows, (size_t)cols, b->out);
 	qtk_q_acc_add(&j->acc[k], b->in, b->out, (size_t)nelem);
 	src_span(p->t, elem0, nelem, &boff, &blen);
-	j->crc[k] = (uint32_t)crc32_z(0, p->t->data + boff, (size_t)blen);
+	j->crc[k] = qtk_crc32(0, p->t->data + boff, blen);
 	src_release(p->t, boff, blen);
 	return QTK_OK;
 }
@@ -618,7 +618,7 @@ static int by_offset(const void *a, const void *b)
 static uLong file_crc(const job *j, size_t f, const plan_tensor **order)
 {
 	const src_file *sf = &j->s->files[f];
-	uLong crc = crc32_z(0, NULL, 0);
+	uLong crc = 0;
 	uint64_t pos = 0;
 	size_t n = 0;
 
@@ -629,7 +629,7 @@ static uLong file_crc(const job *j, size_t f, const plan_tensor **order)
 	for (size_t i = 0; i < n; i++) {
 		const plan_tensor *p = order[i];
 		if (p->t->file_offset > pos)
-			crc = crc32_z(crc, sf->base + pos, (size_t)(p->t->file_offset - pos));
+			crc = qtk_crc32((uint32_t)crc, sf->base + pos, p->t->file_offset - pos);
 		for (size_t k = 0; k < p->nitems; k++)
 			crc = crc32_combine(crc, j->crc[p->item0 + k],
 			                    (z_off_t)item_src_bytes(j, &j->items[p->item0 + k]));
@@ -637,7 +637,7 @@ static uLong file_crc(const job *j, size_t f, const plan_tensor **order)
 			pos = p->t->file_offset + p->t->nbytes;
 	}
 	if (sf->size > pos)
-		crc = crc32_z(crc, sf->base + pos, (size_t)(sf->size - pos));
+		crc = qtk_crc32((uint32_t)crc, sf->base + pos, sf->size - pos);
 	return crc;
 }
 

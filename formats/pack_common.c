@@ -5,15 +5,7 @@
 
 uint32_t pk_crc32(uint32_t crc, const void *buf, uint64_t n)
 {
-	const uint8_t *p = buf;
-
-	while (n > 0) {
-		uInt k = n > (1u << 30) ? (1u << 30) : (uInt)n;
-		crc = (uint32_t)crc32(crc, p, k);
-		p += k;
-		n -= k;
-	}
-	return crc;
+	return qtk_crc32(crc, buf, n);
 }
 
 qtk_err pk_shape_2d(uint32_t ndim, const uint64_t *shape, uint64_t *rows,

@@ -187,6 +187,11 @@ QTK_API qtk_isa qtk_isa_force(qtk_isa isa);
 QTK_API int qtk_isa_supported(qtk_isa isa);
 QTK_API const char *qtk_isa_name(qtk_isa isa);
 
+/* crc32 as zlib computes it (crc32(crc, buf, n)), folded with PCLMULQDQ
+ * when the CPU runs the AVX2 kernels. crc: 0 to start, or the value of the
+ * bytes before. */
+QTK_API uint32_t qtk_crc32(uint32_t crc, const void *buf, uint64_t n);
+
 /* ===================================================================== */
 /* Element types                                                          */
 /* ===================================================================== */

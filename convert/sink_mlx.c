@@ -145,8 +145,10 @@ static const char *why_not(const src_tensor *t, const qtk_q_layout *L, uint64_t 
 	qtk_status tmp;
 
 	*undivided = 0;
-	if (t->ndim < 2 || !ends_with(t->name, ".weight"))
-		return "MLX quantizes only weights named '*.weight' of 2 or more dims";
+	if (t->ndim < 2) {
+		*undivided = 1;
+		return "MLX quantizes tensors of 2 or more dims only";
+	}
 	if (mlx_scheme(L->scheme) && (L->group == 32 || L->group == 64 || L->group == 128) &&
 	    !L->flags && cols % L->group) {
 		*undivided = 1;
@@ -202,7 +204,8 @@ qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout
 		QTK_TRY(add_out(m, t->name, NULL, QTK_DT_U32, t->ndim, t->shape,
 		                cols * mt->bits / 32, st));
 		{
-			size_t plen = strlen(t->name) - strlen(".weight");
+			/* P.weight -> P.scales; another name N -> N.scales */
+			size_t plen = strlen(t->name) - (ends_with(t->name, ".weight") ? 7 : 0);
 			char *prefix = qtk_malloc(plen + 1);
 			qtk_err rc;
 

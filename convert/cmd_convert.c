@@ -27,9 +27,12 @@ static void convert_usage(FILE *f)
 "Usage: qtk convert INPUT -o OUTPUT --scheme SCHEME [OPTIONS]\n\n"
 "Convert a checkpoint (a .safetensors file, a *.safetensors.index.json or a\n"
 "directory of shards) into a packed .qtk file, streaming with bounded memory.\n\n"
-"  -o, --output FILE        output file (required unless --dry-run)\n"
-"  -F, --format FMT         qtk (default) or gguf (Q8_0/Q4_0/Q4_1: int8, int4,\n"
-"                           int4-affine at group 32; f16/bf16/f32)\n"
+"  -o, --output PATH        output file, or directory for mlx (required\n"
+"                           unless --dry-run)\n"
+"  -F, --format FMT         qtk (default), gguf (Q8_0/Q4_0/Q4_1: int8, int4,\n"
+"                           int4-affine at group 32; f16/bf16/f32) or mlx (a\n"
+"                           directory: int4/int8 sym or affine at group\n"
+"                           32/64/128 as MLX affine weight/scales/biases)\n"
 "  -s, --scheme SCHEME      int8, int4, int4-affine, int8-affine, nf4, f16, bf16, f32\n"
 "  -g, --group N            group size: 32, 64, 128 (default 64) or 'row'\n"
 "      --scale-dtype T      f16 (default), bf16 or f32 for scales and biases\n"
@@ -372,7 +375,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 			else if (!strcmp(optarg, "mlx"))
 				c->co.format = QTK_OUT_MLX;
 			else
-				return cli_usage_error("convert", "unknown format '%s' (qtk, gguf)", optarg);
+				return cli_usage_error("convert", "unknown format '%s' (qtk, gguf, mlx)", optarg);
 			break;
 		case 's':
 			c->scheme = qtk_q_scheme_from_name(optarg);

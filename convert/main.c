@@ -6,7 +6,8 @@
 #include "cli.h"
 
 static const qtk_cli_cmd commands[] = {
-	{ "convert", "quantize a checkpoint into a packed .qtk file", cmd_convert },
+	{ "convert", "quantize a checkpoint into a .qtk, GGUF or MLX output", cmd_convert },
+	{ "export", "repack a .qtk file as GGUF or MLX (exact where the target allows)", cmd_export },
 	{ "inspect", "show the tensors and metadata of a checkpoint or .qtk file", cmd_inspect },
 	{ "verify", "check a .qtk file's structure and every checksum", cmd_verify },
 	{ "pack", "store a .qtk file's planes as zstd frames (transport form)", cmd_pack },

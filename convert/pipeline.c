@@ -58,6 +58,7 @@ typedef struct {
 	gguf_plan gp;
 	gguf_tensor_plan *gt;   /* [n] */
 	qtk_gguf_writer *gw;
+	mlx_sink *ms;           /* writing an MLX directory (sink_mlx.c) */
 	size_t next;            /* atomic: next item to take */
 	size_t items_done;      /* atomic */
 	uint64_t bytes_done;    /* atomic: source bytes */
@@ -158,6 +159,10 @@ static qtk_err plan(job *j, qtk_status *st)
 			p->d.layout.scheme = QTK_SCHEME_F32;
 			sc = qtk_q_scheme_get(p->d.layout.scheme);
 		}
+		if (j->ms) {
+			QTK_TRY(mlx_plan_tensor(j->ms, i, t, &p->d.layout, st));
+			sc = qtk_q_scheme_get(p->d.layout.scheme);
+		}
 		if (qtk_q_layout_check(&p->d.layout, p->rows, p->cols, st)) {
 			qtk_status_prefix(st, t->name);
 			return st->code;
@@ -167,6 +172,8 @@ static qtk_err plan(job *j, qtk_status *st)
 		p->out_bytes = sizes[0] + sizes[1] + sizes[2] + sizes[3];
 		if (j->gguf && qtk_ggml_block_elems(j->gt[i].type) > 1)
 			p->out_bytes = gguf_row_bytes(j->gt[i].type, p->cols) * p->rows;
+		if (j->ms)
+			p->out_bytes = mlx_tensor_bytes(j->ms, i);
 		if (p->d.layout.scheme == QTK_SCHEME_RAW) {
 			p->mode = MODE_RAW;
 			p->total = t->nbytes;
@@ -246,6 +253,8 @@ static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 
 	if (j->gguf)
 		QTK_TRY(qtk_gguf_writer_put(j->gw, it->tensor, it->start, from, (size_t)it->count, st));
+	else if (j->ms)
+		QTK_TRY(mlx_put_raw(j->ms, it->tensor, it->start, from, (size_t)it->count, st));
 	else
 		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start, from,
 		                            (size_t)it->count, st));
@@ -431,7 +440,10 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	QTK_TRY(qtk_q_quantize_rows(L, b->in, (size_t)nrows, (size_t)cols, &dst, &qo, st));
 	if (j->gguf)
 		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));
-	for (int pl = 0; pl < QTK_PLANE_DQ && !j->gguf; pl++) {
+	if (j->ms)
+		QTK_TRY(mlx_put_rows(j->ms, it->tensor, L, &csrc, elem0, (size_t)nrows,
+		                     (size_t)cols, st));
+	for (int pl = 0; pl < QTK_PLANE_DQ && !j->gguf && !j->ms; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
 		uint64_t off = p->mode == MODE_ELEM ? it->start * (rb / cols) : it->start * rb;
 
@@ -656,6 +668,12 @@ static json_t *sources_json(const job *j)
 
 		snprintf(hex, sizeof hex, "%08lx", (unsigned long)crc);
 		json_object_set_new(o, "name", json_string(base_name(sf->path)));
+		{
+			/* where it was, for `qtk export --requantize` */
+			char *abs = realpath(sf->path, NULL);
+			json_object_set_new(o, "path", json_string(abs ? abs : sf->path));
+			free(abs);
+		}
 		json_object_set_new(o, "bytes", json_integer((json_int_t)sf->size));
 		json_object_set_new(o, "crc32", json_string(have ? hex : ""));
 		json_array_append_new(files, o);
@@ -800,6 +818,7 @@ static void job_free(job *j)
 	qtk_free(j->pt);
 	qtk_free(j->gt);
 	gguf_plan_end(&j->gp);
+	mlx_abort(j->ms);
 	qtk_free(j->items);
 	qtk_free(j->acc);
 	qtk_free(j->crc);
@@ -858,6 +877,8 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 	}
 	if (j->gguf)
 		rc = open_gguf(j, &wo, st);
+	else if (j->ms)
+		rc = mlx_open(j->ms, o->output, &wo, st);
 	else
 		rc = qtk_pack_writer_open(&j->w, o->output, descs, j->n, &wo, st);
 	qtk_free(descs);
@@ -867,8 +888,10 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 	if (rc) {
 		qtk_pack_writer_abort(j->w);
 		qtk_gguf_writer_abort(j->gw);
+		mlx_abort(j->ms);
 		j->w = NULL;
 		j->gw = NULL;
+		j->ms = NULL;
 	}
 	return rc;
 }
@@ -892,16 +915,22 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		pthread_mutex_destroy(&j.lock);
 		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
 	}
-	if (o->format == QTK_OUT_MLX) {
-		pthread_mutex_destroy(&j.lock);
-		return qtk_fail(st, QTK_E_UNSUPPORTED, "convert: MLX output is not written yet");
-	}
 	j.gguf = o->format == QTK_OUT_GGUF;
 	rc = src_open(&j.s, o->input, st);
 	if (rc)
 		goto out;
 	if (j.gguf) {
 		rc = gguf_plan_begin(&j.gp, j.s, qtk_recipe_main_scheme(o->recipe), st);
+		if (rc)
+			goto out;
+	}
+	if (o->format == QTK_OUT_MLX) {
+		char *rj = qtk_recipe_json(o->recipe);
+		mlx_cfg mc = { .dir = j.s->dir };
+
+		mlx_main_from_recipe(rj, &mc);
+		free(rj);
+		rc = mlx_begin(&j.ms, &mc, j.s->n, st);
 		if (rc)
 			goto out;
 	}
@@ -932,10 +961,13 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	}
 	if (j.gguf)
 		rc = qtk_gguf_writer_commit(j.gw, st);
+	else if (j.ms)
+		rc = mlx_commit(j.ms, st);
 	else
 		rc = qtk_pack_writer_commit(j.w, rep->metadata_json, st);
 	j.w = NULL;
 	j.gw = NULL;
+	j.ms = NULL;
 out:
 	if (rc == QTK_OK && rep)
 		rep->seconds = now_s() - t0;

@@ -137,6 +137,37 @@ QTK_API qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **rep,
                             qtk_status *st);
 QTK_API void qtk_conv_report_free(qtk_conv_report *rep);
 
+/* ===================================================================== */
+/* Export: a .qtk file repacked as GGUF or MLX                            */
+/* ===================================================================== */
+
+typedef struct {
+	const char *input;          /* the .qtk file */
+	const char *output;         /* GGUF file or MLX directory */
+	qtk_out_format format;      /* QTK_OUT_GGUF or QTK_OUT_MLX */
+	int requantize;             /* requantize what the target cannot hold
+	                               exactly, from the recorded source */
+	int threads;                /* 0 = all cores */
+	int force;
+	const volatile int *cancel;
+} qtk_export_opts;
+
+typedef struct {
+	size_t ntensors;
+	size_t exact;               /* stored codes / bytes carried over */
+	size_t widened;             /* stored values written in a wider float */
+	size_t nrequantized;
+	char **requantized;         /* [nrequantized] tensor names */
+	char **reasons;             /* [nrequantized] why */
+	double seconds;
+	int threads;
+} qtk_export_report;
+
+/* Repack; on failure the output path is as it was and *rep is NULL. */
+QTK_API qtk_err qtk_export(const qtk_export_opts *o, qtk_export_report **rep,
+                           qtk_status *st);
+QTK_API void qtk_export_report_free(qtk_export_report *rep);
+
 #ifdef __cplusplus
 }
 #endif

@@ -119,13 +119,16 @@ static qtk_err convert(const qtk_q_layout *L, const void *vals, unsigned offset,
 	size_t osz = qtk_dtype_size(out_dtype), ssz = qtk_dtype_size(L->scale_dtype);
 
 	if ((out_dtype != QTK_DT_F16 && out_dtype != QTK_DT_BF16 && out_dtype != QTK_DT_F32) ||
-	    (L->scale_dtype != QTK_DT_F16 && L->scale_dtype != QTK_DT_F32))
+	    (L->scale_dtype != QTK_DT_F16 && L->scale_dtype != QTK_DT_BF16 &&
+	     L->scale_dtype != QTK_DT_F32))
 		return qtk_fail(st, QTK_E_ARG, "MLX %s: dtype must be F16, BF16 or F32", what);
 	for (size_t i = 0; i < n; i++) {
 		const uint8_t *sp = (const uint8_t *)vals + i * ssz;
 		float s, b, back;
 		uint8_t tmp[4];
-		if (ssz == 2)
+		if (L->scale_dtype == QTK_DT_BF16)
+			s = qtk_bf16_to_f32(gg_le16(sp));
+		else if (ssz == 2)
 			s = qtk_f16_to_f32(gg_le16(sp));
 		else {
 			uint32_t u = gg_le32(sp);

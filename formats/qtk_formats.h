@@ -517,7 +517,8 @@ QTK_API qtk_err qtk_mlx_pack_codes(const qtk_q_layout *L, const void *codes, siz
                                    size_t cols, uint32_t *out, qtk_status *st);
 QTK_API qtk_err qtk_mlx_unpack_codes(const qtk_q_layout *L, const uint32_t *in, size_t nrows,
                                      size_t cols, void *codes, qtk_status *st);
-/* MLX scales (the qtk scales converted) and biases for n groups in out_dtype (F16/BF16/F32): -offset*scale for
+/* MLX scales (the qtk scales, stored as F16, BF16 or F32, converted) and
+ * biases for n groups in out_dtype (F16/BF16/F32): -offset*scale for
  * symmetric schemes (biases unused, may be NULL), the stored bias for
  * affine ones. QTK_E_GG_LAYOUT if a value is not exact in out_dtype (e.g.
  * -8*scale overflows F16, or an f16 scale does not fit BF16). */

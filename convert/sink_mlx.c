@@ -1,0 +1,862 @@
+/* convert: MLX output — a directory laid out as mlx-lm writes it:
+ * model.safetensors (or model-0000N-of-0000M.safetensors shards of at most
+ * 5 GiB plus model.safetensors.index.json), config.json with the
+ * "quantization" entries, and the tokenizer files copied. A quantized
+ * P.weight becomes MLX affine P.weight (U32) / P.scales / P.biases
+ * (formats/mlx_pack.c). The directory is built beside the target under a
+ * temporary name and renamed into place only when complete. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "conv_impl.h"
+
+#define MLX_SHARD_LIMIT (5ull << 30) /* mlx-lm: MAX_FILE_SIZE_GB (5) << 30 */
+
+/* Files mlx-lm needs beside the weights, copied when present. */
+static const char *const copy_files[] = {
+	"tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+	"special_tokens_map.json", "generation_config.json",
+};
+
+typedef struct {
+	char *name;
+	qtk_dtype dtype;
+	uint32_t ndim;
+	uint64_t shape[QTK_MAX_DIMS];
+	uint64_t bytes;
+	size_t shard, idx;      /* file, and index of the tensor in it */
+} mlx_out;
+
+typedef struct {
+	const char *name;       /* the source tensor's name (borrowed) */
+	qtk_dtype src_dtype;
+	uint32_t ndim;
+	uint64_t cols, nelem;
+	int quant;              /* 1: weight / scales / biases */
+	int kept;               /* float output of a quantizable-shaped weight */
+	unsigned bits, group;
+	qtk_dtype sdt;          /* dtype of scales and biases */
+	size_t out0, nout;      /* entries in mlx_sink.out */
+} mlx_tensor;
+
+struct mlx_sink {
+	mlx_cfg c;
+	size_t n;
+	mlx_tensor *t;          /* [n] */
+	mlx_out *out;
+	size_t nout, cap;
+	size_t nshards;
+	qtk_st_writer **w;      /* [nshards] */
+	char *path;             /* the target directory */
+	char *tmp;              /* the directory being built */
+	int force;
+};
+
+/* ---- planning ----------------------------------------------------------- */
+
+qtk_err mlx_begin(mlx_sink **out, const mlx_cfg *c, size_t n, qtk_status *st)
+{
+	mlx_sink *m = qtk_calloc(1, sizeof *m);
+
+	*out = NULL;
+	if (!m)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	m->c = *c;
+	m->n = n;
+	m->t = qtk_calloc(n ? n : 1, sizeof *m->t);
+	if (!m->t) {
+		qtk_free(m);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	*out = m;
+	return QTK_OK;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && !strcmp(s + a - b, suffix);
+}
+
+static qtk_err add_out(mlx_sink *m, const char *name, const char *suffix, qtk_dtype dt,
+                       uint32_t ndim, const uint64_t *shape, uint64_t last, qtk_status *st)
+{
+	mlx_out *o;
+	size_t len = strlen(name) + (suffix ? strlen(suffix) : 0) + 1;
+	uint64_t ne = qtk_dtype_size(dt);
+
+	if (m->nout == m->cap) {
+		size_t cap = m->cap ? 2 * m->cap : 64;
+		mlx_out *p = qtk_realloc(m->out, cap * sizeof *p);
+		if (!p)
+			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		m->out = p;
+		m->cap = cap;
+	}
+	o = &m->out[m->nout];
+	memset(o, 0, sizeof *o);
+	o->name = qtk_malloc(len);
+	if (!o->name)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	snprintf(o->name, len, "%s%s", name, suffix ? suffix : "");
+	o->dtype = dt;
+	o->ndim = ndim;
+	memcpy(o->shape, shape, ndim * sizeof *shape);
+	if (ndim)
+		o->shape[ndim - 1] = last;
+	for (uint32_t k = 0; k < ndim; k++)
+		if (__builtin_mul_overflow(ne, o->shape[k], &ne)) {
+			qtk_free(o->name);
+			return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': MLX size overflows", name);
+		}
+	o->bytes = ne;
+	m->nout++;
+	return QTK_OK;
+}
+
+/* The float dtype of the model for this weight: its own when F16/BF16/F32. */
+static qtk_dtype model_dtype(qtk_dtype dt)
+{
+	return dt == QTK_DT_F16 || dt == QTK_DT_BF16 ? dt : QTK_DT_F32;
+}
+
+static int mlx_scheme(qtk_scheme_id s)
+{
+	return s == QTK_SCHEME_INT4 || s == QTK_SCHEME_INT4_AFFINE || s == QTK_SCHEME_INT8 ||
+	       s == QTK_SCHEME_INT8_AFFINE;
+}
+
+/* Why layout L cannot be stored as MLX affine for t (NULL: it can). A row
+ * the group does not divide is reported through *undivided. */
+static const char *why_not(const src_tensor *t, const qtk_q_layout *L, uint64_t cols,
+                           int *undivided, char *buf, size_t n)
+{
+	unsigned bits, off;
+	qtk_status tmp;
+
+	*undivided = 0;
+	if (t->ndim < 2) {
+		*undivided = 1;
+		return "MLX quantizes tensors of 2 or more dims only";
+	}
+	if (mlx_scheme(L->scheme) && (L->group == 32 || L->group == 64 || L->group == 128) &&
+	    !L->flags && cols % L->group) {
+		*undivided = 1;
+		return "the group does not divide its rows";
+	}
+	if (qtk_mlx_form(L, cols, &bits, &off, &tmp) == QTK_OK)
+		return NULL;
+	snprintf(buf, n, "%s", tmp.msg);
+	return buf;
+}
+
+qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
+                        qtk_status *st)
+{
+	mlx_tensor *mt = &m->t[i];
+	const qtk_q_scheme *sc = qtk_q_scheme_get(L->scheme);
+	uint64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+	char buf[320];
+
+	mt->name = t->name;
+	mt->src_dtype = t->dtype;
+	mt->ndim = t->ndim;
+	mt->cols = cols;
+	mt->nelem = t->nelem;
+	mt->out0 = m->nout;
+	mt->sdt = model_dtype(t->dtype);
+	if (sc->quantized) {
+		int undivided;
+		const char *why = why_not(t, L, cols, &undivided, buf, sizeof buf);
+
+		if (why && (m->c.exact || !undivided))
+			return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': MLX cannot hold %s/g%u: %s%s",
+			                t->name, sc->name, L->group, why, m->c.exact ? "" :
+			                " (keep it in float with --keep, or use int4/int8 at group 32/64/128)");
+		if (why) {
+			/* rows the group does not divide stay at source precision */
+			L->scheme = QTK_SCHEME_RAW;
+			L->dtype = t->dtype;
+			L->group = 0;
+			L->flags = 0;
+			sc = qtk_q_scheme_get(L->scheme);
+		}
+	}
+	if (sc->quantized) {
+		unsigned off;
+
+		qtk_mlx_form(L, cols, &mt->bits, &off, st); /* checked by why_not */
+		mt->quant = 1;
+		mt->group = L->group;
+		if (!m->c.exact && mt->sdt != QTK_DT_F32)
+			L->scale_dtype = mt->sdt; /* scales exact in the model's dtype */
+		mt->nout = 3;
+		QTK_TRY(add_out(m, t->name, NULL, QTK_DT_U32, t->ndim, t->shape,
+		                cols * mt->bits / 32, st));
+		{
+			/* P.weight -> P.scales; another name N -> N.scales */
+			size_t plen = strlen(t->name) - (ends_with(t->name, ".weight") ? 7 : 0);
+			char *prefix = qtk_malloc(plen + 1);
+			qtk_err rc;
+
+			if (!prefix)
+				return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+			memcpy(prefix, t->name, plen);
+			prefix[plen] = 0;
+			rc = add_out(m, prefix, ".scales", mt->sdt, t->ndim, t->shape,
+			             cols / L->group, st);
+			if (!rc)
+				rc = add_out(m, prefix, ".biases", mt->sdt, t->ndim, t->shape,
+				             cols / L->group, st);
+			qtk_free(prefix);
+			return rc;
+		}
+	}
+	mt->nout = 1;
+	mt->kept = t->ndim == 2 && ends_with(t->name, ".weight") && qtk_dtype_is_float(t->dtype);
+	return add_out(m, t->name, NULL, L->scheme == QTK_SCHEME_RAW ? L->dtype : sc->store_dtype,
+	               t->ndim, t->shape, cols, st);
+}
+
+qtk_err mlx_set_scale_dtype(mlx_sink *m, size_t i, qtk_dtype dt, qtk_status *st)
+{
+	mlx_tensor *mt = &m->t[i];
+
+	if (!mt->quant)
+		return qtk_fail(st, QTK_E_ARG, "tensor '%s' is not quantized", mt->name);
+	mt->sdt = dt;
+	for (size_t k = 1; k < 3; k++) {
+		mlx_out *o = &m->out[mt->out0 + k];
+		o->bytes = o->bytes / qtk_dtype_size(o->dtype) * qtk_dtype_size(dt);
+		o->dtype = dt;
+	}
+	return QTK_OK;
+}
+
+qtk_dtype mlx_model_dtype(const mlx_sink *m, size_t i)
+{
+	return model_dtype(m->t[i].src_dtype);
+}
+
+uint64_t mlx_tensor_bytes(const mlx_sink *m, size_t i)
+{
+	uint64_t b = 0;
+
+	for (size_t k = 0; k < m->t[i].nout; k++)
+		b += m->out[m->t[i].out0 + k].bytes;
+	return b;
+}
+
+/* ---- the output directory ----------------------------------------------- */
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+	(void)sb;
+	(void)flag;
+	(void)f;
+	remove(p);
+	return 0;
+}
+
+static void rm_rf(const char *p)
+{
+	if (p)
+		nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static char *dir_of(const char *path)
+{
+	const char *s = strrchr(path, '/');
+	char *d;
+
+	if (!s)
+		return qtk_strdup(".");
+	if (s == path)
+		return qtk_strdup("/");
+	d = qtk_malloc((size_t)(s - path) + 1);
+	if (d) {
+		memcpy(d, path, (size_t)(s - path));
+		d[s - path] = 0;
+	}
+	return d;
+}
+
+/* The target without trailing slashes; its last component. */
+static const char *base_of(const char *p)
+{
+	const char *s = strrchr(p, '/');
+	return s ? s + 1 : p;
+}
+
+/* Remove ".<base>.qtk-tmp-<pid>-*" directories of dead processes. */
+static void sweep_stale(const char *dir, const char *base)
+{
+	char prefix[NAME_MAX + 32], full[PATH_MAX];
+	size_t plen;
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	snprintf(prefix, sizeof prefix, ".%s.qtk-tmp-", base);
+	plen = strlen(prefix);
+	while ((e = readdir(d)) != NULL) {
+		long pid;
+
+		if (strncmp(e->d_name, prefix, plen))
+			continue;
+		pid = strtol(e->d_name + plen, NULL, 10);
+		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+			continue;
+		snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+		rm_rf(full);
+	}
+	closedir(d);
+}
+
+/* Refuse a target directory that holds one of the inputs. */
+static qtk_err check_inputs(const char *path, const qtk_write_opts *wo, qtk_status *st)
+{
+	char out[PATH_MAX], in[PATH_MAX];
+	size_t n;
+
+	if (!realpath(path, out))
+		return QTK_OK;
+	n = strlen(out);
+	for (size_t i = 0; i < wo->ninputs; i++) {
+		if (!realpath(wo->inputs[i], in))
+			continue;
+		if (!strncmp(in, out, n) && (in[n] == '/' || in[n] == 0))
+			return qtk_fail(st, QTK_E_SAME_FILE,
+			                "%s: output directory holds an input of this run (%s); "
+			                "refusing to replace it", path, wo->inputs[i]);
+	}
+	return QTK_OK;
+}
+
+static qtk_err make_tmp(mlx_sink *m, const char *path, qtk_status *st)
+{
+	char *dir;
+	size_t len;
+	struct stat sb;
+
+	len = strlen(path);
+	while (len > 1 && path[len - 1] == '/')
+		len--;
+	m->path = qtk_malloc(len + 1);
+	if (!m->path)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	memcpy(m->path, path, len);
+	m->path[len] = 0;
+	if (!*m->path || !strcmp(base_of(m->path), ".") || !strcmp(base_of(m->path), ".."))
+		return qtk_fail(st, QTK_E_ARG, "output '%s' is not a directory name", path);
+	if (stat(m->path, &sb) == 0 && !m->force)
+		return qtk_fail(st, QTK_E_EXISTS, "%s: output exists (use --force to replace it)",
+		                m->path);
+	dir = dir_of(m->path);
+	if (!dir)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	sweep_stale(dir, base_of(m->path));
+	len = strlen(dir) + strlen(base_of(m->path)) + 64;
+	m->tmp = qtk_malloc(len);
+	if (!m->tmp) {
+		qtk_free(dir);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	snprintf(m->tmp, len, "%s/.%s.qtk-tmp-%ld-XXXXXX", dir, base_of(m->path), (long)getpid());
+	qtk_free(dir);
+	if (qtk_fault_check(QTK_FAULT_OPEN) || !mkdtemp(m->tmp)) {
+		int err = errno;
+		qtk_free(m->tmp);
+		m->tmp = NULL;
+		return qtk_fail(st, QTK_E_IO, "%s: cannot create temporary directory: %s", m->path,
+		                strerror(err));
+	}
+	chmod(m->tmp, 0755);
+	return QTK_OK;
+}
+
+static void tmp_file(const mlx_sink *m, const char *name, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s/%s", m->tmp, name);
+}
+
+static void shard_name(const mlx_sink *m, size_t k, char *buf, size_t n)
+{
+	if (m->nshards == 1)
+		snprintf(buf, n, "model.safetensors");
+	else
+		snprintf(buf, n, "model-%05zu-of-%05zu.safetensors", k + 1, m->nshards);
+}
+
+static uint64_t shard_limit(void)
+{
+	const char *e = getenv("QTK_MLX_SHARD_BYTES"); /* tests force small shards */
+	char *end;
+	unsigned long long v;
+
+	if (!e || !*e)
+		return MLX_SHARD_LIMIT;
+	v = strtoull(e, &end, 10);
+	return *end || v == 0 ? MLX_SHARD_LIMIT : v;
+}
+
+/* Greedy, in output order, as mlx-lm's make_shards (never an empty shard). */
+static void assign_shards(mlx_sink *m)
+{
+	uint64_t limit = shard_limit(), size = 0;
+	size_t shard = 0, idx = 0;
+
+	for (size_t i = 0; i < m->nout; i++) {
+		if (idx > 0 && size + m->out[i].bytes > limit) {
+			shard++;
+			idx = 0;
+			size = 0;
+		}
+		m->out[i].shard = shard;
+		m->out[i].idx = idx++;
+		size += m->out[i].bytes;
+	}
+	m->nshards = m->nout ? shard + 1 : 1;
+}
+
+static qtk_err open_shards(mlx_sink *m, qtk_status *st)
+{
+	static const char *const meta[] = { "format", "mlx", NULL };
+	qtk_write_opts wo = { 0 };
+	qtk_st_desc *d = qtk_calloc(m->nout ? m->nout : 1, sizeof *d);
+	char name[64], path[PATH_MAX];
+	qtk_err rc = QTK_OK;
+	size_t first = 0;
+
+	m->w = qtk_calloc(m->nshards, sizeof *m->w);
+	if (!d || !m->w) {
+		qtk_free(d);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	for (size_t k = 0; k < m->nshards && !rc; k++) {
+		size_t cnt = 0;
+
+		while (first + cnt < m->nout && m->out[first + cnt].shard == k) {
+			const mlx_out *o = &m->out[first + cnt];
+			d[cnt].name = o->name;
+			d[cnt].dtype = o->dtype;
+			d[cnt].ndim = o->ndim;
+			memcpy(d[cnt].shape, o->shape, sizeof d[cnt].shape);
+			cnt++;
+		}
+		shard_name(m, k, name, sizeof name);
+		tmp_file(m, name, path, sizeof path);
+		rc = qtk_st_writer_open(&m->w[k], path, d, cnt, meta, &wo, st);
+		first += cnt;
+	}
+	qtk_free(d);
+	return rc;
+}
+
+qtk_err mlx_open(mlx_sink *m, const char *path, const qtk_write_opts *wo, qtk_status *st)
+{
+	qtk_err rc;
+
+	m->force = wo->force;
+	rc = make_tmp(m, path, st);
+	if (!rc)
+		rc = check_inputs(m->path, wo, st);
+	if (rc)
+		return rc;
+	assign_shards(m);
+	return open_shards(m, st);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+qtk_err mlx_put_raw(mlx_sink *m, size_t i, uint64_t off, const void *buf, size_t len,
+                    qtk_status *st)
+{
+	const mlx_out *o = &m->out[m->t[i].out0];
+
+	return qtk_st_writer_put(m->w[o->shard], o->idx, off, buf, len, st);
+}
+
+static qtk_err put_out(mlx_sink *m, size_t k, uint64_t off, const void *buf, size_t len,
+                       qtk_status *st)
+{
+	const mlx_out *o = &m->out[k];
+
+	return qtk_st_writer_put(m->w[o->shard], o->idx, off, buf, len, st);
+}
+
+qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
+                     uint64_t elem0, size_t nrows, size_t cols, qtk_status *st)
+{
+	const mlx_tensor *mt = &m->t[i];
+	const qtk_q_scheme *sc = qtk_q_scheme_get(L->scheme);
+	size_t words, gpr, ssz = qtk_dtype_size(mt->sdt);
+	uint64_t row0 = cols ? elem0 / cols : 0;
+	uint32_t *w = NULL;
+	uint8_t *s = NULL;
+	qtk_err rc;
+
+	if (!mt->quant) {
+		size_t es = qtk_dtype_size(sc->store_dtype);
+		return mlx_put_raw(m, i, elem0 * es, p->p[QTK_PLANE_CODES], nrows * cols * es, st);
+	}
+	words = cols * mt->bits / 32;
+	gpr = cols / mt->group;
+	w = qtk_malloc(nrows * words * 4 + 1);
+	s = qtk_malloc(nrows * gpr * ssz + 1);
+	if (!w || !s) {
+		rc = qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		goto out;
+	}
+	rc = qtk_mlx_pack_codes(L, p->p[QTK_PLANE_CODES], nrows, cols, w, st);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	for (size_t k = 0; k < nrows * words; k++)
+		w[k] = __builtin_bswap32(w[k]);
+#endif
+	if (!rc)
+		rc = put_out(m, mt->out0, row0 * words * 4, w, nrows * words * 4, st);
+	if (!rc)
+		rc = qtk_mlx_scales(L, p->p[QTK_PLANE_SCALES], nrows * gpr, mt->sdt, s, st);
+	if (!rc)
+		rc = put_out(m, mt->out0 + 1, row0 * gpr * ssz, s, nrows * gpr * ssz, st);
+	if (!rc)
+		rc = qtk_mlx_biases(L, p->p[QTK_PLANE_SCALES], p->p[QTK_PLANE_BIASES], nrows * gpr,
+		                    mt->sdt, s, st);
+	if (!rc)
+		rc = put_out(m, mt->out0 + 2, row0 * gpr * ssz, s, nrows * gpr * ssz, st);
+out:
+	if (rc && rc != QTK_E_NOMEM) {
+		char pre[200];
+		snprintf(pre, sizeof pre, "tensor '%s' rows from %llu", mt->name,
+		         (unsigned long long)row0);
+		qtk_status_prefix(st, pre);
+	}
+	qtk_free(w);
+	qtk_free(s);
+	return rc;
+}
+
+/* ---- commit ------------------------------------------------------------- */
+
+static qtk_err write_small(const mlx_sink *m, const char *name, const void *data, size_t n,
+                           qtk_status *st)
+{
+	char path[PATH_MAX];
+	const uint8_t *p = data;
+	int fd, err = 0;
+
+	tmp_file(m, name, path, sizeof path);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return qtk_fail(st, QTK_E_IO, "%s/%s: cannot create: %s", m->path, name,
+		                strerror(errno));
+	while (n && !err) {
+		ssize_t w;
+
+		err = qtk_fault_check(QTK_FAULT_WRITE);
+		if (err)
+			break;
+		w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			err = w < 0 ? errno : ENOSPC;
+		else {
+			p += w;
+			n -= (size_t)w;
+		}
+	}
+	if (!err)
+		err = qtk_fault_check(QTK_FAULT_FSYNC);
+	if (!err && fsync(fd) != 0)
+		err = errno;
+	if (close(fd) != 0 && !err)
+		err = errno;
+	if (err)
+		return qtk_fail(st, QTK_E_IO, "%s/%s: write failed: %s", m->path, name, strerror(err));
+	return QTK_OK;
+}
+
+static qtk_err write_json(const mlx_sink *m, const char *name, json_t *j, qtk_status *st)
+{
+	char *text = json_dumps(j, JSON_INDENT(4) | JSON_SORT_KEYS);
+	qtk_err rc;
+
+	if (!text)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	rc = write_small(m, name, text, strlen(text), st);
+	free(text);
+	return rc;
+}
+
+static qtk_err write_index(const mlx_sink *m, qtk_status *st)
+{
+	json_t *root = json_object(), *meta = json_object(), *map = json_object();
+	uint64_t total = 0;
+	char name[64];
+	qtk_err rc;
+
+	for (size_t i = 0; i < m->nout; i++) {
+		total += m->out[i].bytes;
+		shard_name(m, m->out[i].shard, name, sizeof name);
+		json_object_set_new(map, m->out[i].name, json_string(name));
+	}
+	json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
+	json_object_set_new(root, "metadata", meta);
+	json_object_set_new(root, "weight_map", map);
+	rc = write_json(m, "model.safetensors.index.json", root, st);
+	json_decref(root);
+	return rc;
+}
+
+/* The main (bits, group): the recipe's when some tensor uses it, else the
+ * one covering most elements. 0 bits: nothing is quantized. */
+static void main_form(const mlx_sink *m, unsigned *bits, unsigned *group)
+{
+	uint64_t best = 0;
+	unsigned rb = 0, rg = 0, off;
+	qtk_q_layout L = { .scheme = m->c.main_scheme, .group = m->c.main_group };
+	qtk_status tmp;
+
+	*bits = *group = 0;
+	if (qtk_mlx_form(&L, L.group ? L.group : 1, &rb, &off, &tmp) == QTK_OK)
+		rg = L.group;
+	for (size_t i = 0; i < m->n; i++) {
+		uint64_t sum = 0;
+		const mlx_tensor *a = &m->t[i];
+
+		if (!a->quant)
+			continue;
+		if (a->bits == rb && a->group == rg) {
+			*bits = rb;
+			*group = rg;
+			return;
+		}
+		for (size_t k = 0; k < m->n; k++)
+			if (m->t[k].quant && m->t[k].bits == a->bits && m->t[k].group == a->group)
+				sum += m->t[k].nelem;
+		if (sum > best) {
+			best = sum;
+			*bits = a->bits;
+			*group = a->group;
+		}
+	}
+}
+
+static json_t *load_config(const mlx_sink *m)
+{
+	char path[PATH_MAX];
+	json_t *cfg = NULL;
+
+	if (m->c.config_json)
+		cfg = json_loads(m->c.config_json, 0, NULL);
+	else if (m->c.dir) {
+		snprintf(path, sizeof path, "%s/config.json", m->c.dir);
+		cfg = json_load_file(path, 0, NULL);
+	}
+	if (cfg && !json_is_object(cfg)) {
+		json_decref(cfg);
+		cfg = NULL;
+	}
+	return cfg ? cfg : json_object();
+}
+
+static qtk_err write_config(const mlx_sink *m, qtk_status *st)
+{
+	json_t *cfg = load_config(m), *q;
+	unsigned bits, group;
+	qtk_err rc;
+
+	main_form(m, &bits, &group);
+	if (bits) {
+		q = json_object();
+		json_object_set_new(q, "group_size", json_integer(group));
+		json_object_set_new(q, "bits", json_integer(bits));
+		json_object_set_new(q, "mode", json_string("affine"));
+		for (size_t i = 0; i < m->n; i++) {
+			const mlx_tensor *t = &m->t[i];
+			size_t plen = strlen(t->name) - (ends_with(t->name, ".weight") ? 7 : 0);
+			char *key;
+
+			if (!(t->quant && (t->bits != bits || t->group != group)) &&
+			    !(t->kept && t->cols % group == 0))
+				continue;
+			key = qtk_malloc(plen + 1);
+			if (!key) {
+				json_decref(q);
+				json_decref(cfg);
+				return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+			}
+			memcpy(key, t->name, plen);
+			key[plen] = 0;
+			if (t->quant) {
+				json_t *e = json_object();
+				json_object_set_new(e, "group_size", json_integer(t->group));
+				json_object_set_new(e, "bits", json_integer(t->bits));
+				json_object_set_new(q, key, e);
+			} else {
+				json_object_set_new(q, key, json_false());
+			}
+			qtk_free(key);
+		}
+		json_object_set_new(cfg, "quantization_config", json_deep_copy(q));
+		json_object_set_new(cfg, "quantization", q);
+	}
+	rc = write_json(m, "config.json", cfg, st);
+	json_decref(cfg);
+	return rc;
+}
+
+static qtk_err copy_file(const mlx_sink *m, const char *name, qtk_status *st)
+{
+	char from[PATH_MAX];
+	FILE *f;
+	uint8_t *buf;
+	long size;
+	qtk_err rc;
+
+	snprintf(from, sizeof from, "%s/%s", m->c.dir, name);
+	f = fopen(from, "rb");
+	if (!f)
+		return QTK_OK; /* absent: nothing to copy */
+	if (fseek(f, 0, SEEK_END) || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
+		fclose(f);
+		return qtk_fail(st, QTK_E_IO, "%s: cannot read", from);
+	}
+	buf = qtk_malloc((size_t)size + 1);
+	if (!buf) {
+		fclose(f);
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", from);
+	}
+	if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
+		fclose(f);
+		qtk_free(buf);
+		return qtk_fail(st, QTK_E_IO, "%s: cannot read", from);
+	}
+	fclose(f);
+	rc = write_small(m, name, buf, (size_t)size, st);
+	qtk_free(buf);
+	return rc;
+}
+
+static int fsync_path(const char *p)
+{
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return errno;
+	if (fsync(fd) != 0 && errno != EINVAL)
+		rc = errno;
+	close(fd);
+	return rc;
+}
+
+/* Move the finished directory into place: no-replace, or an atomic swap
+ * with the old output (--force), which is then removed. */
+static qtk_err move_into_place(mlx_sink *m, qtk_status *st)
+{
+	struct stat sb;
+	int exists = lstat(m->path, &sb) == 0, err = qtk_fault_check(QTK_FAULT_RENAME);
+	char *dir;
+
+	if (!err && exists && !m->force)
+		return qtk_fail(st, QTK_E_EXISTS, "%s: output appeared while writing; not replaced",
+		                m->path);
+	if (!err && renameat2(AT_FDCWD, m->tmp, AT_FDCWD, m->path,
+	                      exists ? RENAME_EXCHANGE : RENAME_NOREPLACE) != 0) {
+		err = errno;
+		if (err == EINVAL || err == ENOSYS) {
+			/* file system without renameat2 flags */
+			err = 0;
+			if (exists && !err)
+				rm_rf(m->path);
+			if (rename(m->tmp, m->path) != 0)
+				err = errno;
+			exists = 0;
+		}
+	}
+	if (err)
+		return qtk_fail(st, err == EEXIST ? QTK_E_EXISTS : QTK_E_IO,
+		                "%s: cannot move output into place: %s", m->path, strerror(err));
+	if (exists)
+		rm_rf(m->tmp); /* the tmp name now holds the old output */
+	qtk_free(m->tmp);
+	m->tmp = NULL;
+	dir = dir_of(m->path);
+	if (dir)
+		fsync_path(dir);
+	qtk_free(dir);
+	return QTK_OK;
+}
+
+static void sink_free(mlx_sink *m)
+{
+	for (size_t k = 0; m->w && k < m->nshards; k++)
+		qtk_st_writer_abort(m->w[k]);
+	rm_rf(m->tmp);
+	for (size_t i = 0; i < m->nout; i++)
+		qtk_free(m->out[i].name);
+	qtk_free(m->out);
+	qtk_free(m->t);
+	qtk_free(m->w);
+	qtk_free(m->tmp);
+	qtk_free(m->path);
+	qtk_free(m);
+}
+
+qtk_err mlx_commit(mlx_sink *m, qtk_status *st)
+{
+	qtk_err rc = QTK_OK;
+	int err;
+
+	for (size_t k = 0; k < m->nshards && !rc; k++) {
+		rc = qtk_st_writer_commit(m->w[k], st);
+		m->w[k] = NULL;
+	}
+	if (!rc && m->nshards > 1)
+		rc = write_index(m, st);
+	if (!rc)
+		rc = write_config(m, st);
+	for (size_t i = 0; !rc && m->c.dir && i < sizeof copy_files / sizeof *copy_files; i++)
+		rc = copy_file(m, copy_files[i], st);
+	if (!rc && (err = fsync_path(m->tmp)) != 0)
+		rc = qtk_fail(st, QTK_E_IO, "%s: fsync failed: %s", m->path, strerror(err));
+	if (!rc)
+		rc = move_into_place(m, st);
+	sink_free(m);
+	return rc;
+}
+
+void mlx_abort(mlx_sink *m)
+{
+	if (m)
+		sink_free(m);
+}
+
+size_t mlx_shard_count(const mlx_sink *m)
+{
+	return m->nshards;
+}
+
+void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c)
+{
+	json_t *r = recipe_json ? json_loads(recipe_json, 0, NULL) : NULL;
+	const char *s = json_string_value(json_object_get(r, "scheme"));
+	const char *g = json_string_value(json_object_get(r, "group"));
+	int id = s ? qtk_q_scheme_from_name(s) : -1;
+
+	c->main_scheme = id >= 0 ? (qtk_scheme_id)id : QTK_SCHEME_RAW;
+	c->main_group = g ? (uint32_t)strtoul(g, NULL, 10) : 0;
+	json_decref(r);
+}

@@ -243,7 +243,7 @@ static void mlx_params(float lo, float hi, float levels, float *s, float *b)
 }
 
 /* Clipping ratios of the data-free search; r = 1 (RTN) comes first. */
-static const float ratios[] = { 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, 0.7f, 0.65f };
+static const float ratios[] = { 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f };
 #define NRATIO (sizeof ratios / sizeof ratios[0])
 
 /* Data-free search over the clipping ratios above. On entry *d, *mn hold

@@ -211,8 +211,10 @@ TEST(quant_simd_dot_definition_and_accuracy)
 				       : s == QTK_SCHEME_INT4 ? (float)((int)c - 8)
 				       : s == QTK_SCHEME_NF4 ? qtk_q_nf4_value(c) : (float)c;
 			}
-			const float *d = (const float *)(const void *)P.s;
-			const float *b = sc->has_bias ? (const float *)(const void *)P.b : NULL;
+			static float d[C], bb[C]; /* the planes are not 4-aligned */
+			memcpy(d, P.s, sizeof d);
+			memcpy(bb, P.b, sizeof bb);
+			const float *b = sc->has_bias ? bb : NULL;
 			float want = dot_def(&L, v, d, b, C, x + C);
 			double ref = 0, mag = 0;
 			for (int i = 0; i < C; i++) {

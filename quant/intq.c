@@ -21,7 +21,7 @@
 #include "acc_impl.h"
 #include "quant_impl.h"
 
-static const float nf4_values[16] = {
+const float intq_nf4_values[16] = {
 	-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
 	-0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
 	0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f,
@@ -31,22 +31,23 @@ static const float nf4_values[16] = {
 
 /* Midpoints of neighbouring NF4 values as bitsandbytes spells them; a value
  * exactly on a midpoint takes the lower code. */
-static const float nf4_mid[15] = {
+const float intq_nf4_mid[16] = {
 	-0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f,
 	-0.33967943489551544f, -0.23460740596055984f, -0.13791173323988914f,
 	-0.045525018125772476f, 0.03979014977812767f, 0.1202552504837513f,
 	0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
 	0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f,
+	INFINITY, /* padding: never below any x */
 };
 
 const float *qtk_q_nf4_table(void)
 {
-	return nf4_values;
+	return intq_nf4_values;
 }
 
 float qtk_q_nf4_value(unsigned code)
 {
-	return nf4_values[code & 15];
+	return intq_nf4_values[code & 15];
 }
 
 unsigned qtk_q_nf4_code(float x)
@@ -54,7 +55,7 @@ unsigned qtk_q_nf4_code(float x)
 	/* same decisions as a binary search over the midpoints */
 	unsigned lo = 0;
 	for (unsigned step = 8; step; step >>= 1)
-		if (lo + step <= 15 && x > nf4_mid[lo + step - 1])
+		if (lo + step <= 15 && x > intq_nf4_mid[lo + step - 1])
 			lo += step;
 	return lo;
 }
@@ -88,220 +89,356 @@ static float store_scale(qtk_dtype dt, void *p, size_t i, float v)
 	return dt == QTK_DT_F16 ? qtk_f16_to_f32(h) : qtk_bf16_to_f32(h);
 }
 
-static void put_code(const qtk_q_layout *L, uint8_t *row, size_t i, unsigned c)
-{
-	if (L->scheme == QTK_SCHEME_INT8 || L->scheme == QTK_SCHEME_INT8_AFFINE) {
-		row[i] = (uint8_t)c;
-	} else if (i & 1) {
-		row[i >> 1] = (uint8_t)((row[i >> 1] & 0x0f) | (c << 4));
-	} else {
-		row[i >> 1] = (uint8_t)((row[i >> 1] & 0xf0) | (c & 15));
-	}
-}
-
-static unsigned get_code(const qtk_q_layout *L, const uint8_t *row, size_t i)
-{
-	if (L->scheme == QTK_SCHEME_INT8 || L->scheme == QTK_SCHEME_INT8_AFFINE)
-		return row[i];
-	return (row[i >> 1] >> ((i & 1) * 4)) & 15;
-}
-
 static size_t group_len(const qtk_q_layout *L, size_t cols)
 {
 	return L->group == QTK_GROUP_ROW ? cols : L->group;
 }
 
-/* One element's code (same arithmetic as the per-scheme loops below). */
-static unsigned code_of(qtk_scheme_id s, float x, float id, float mn)
+static int qmode(const qtk_q_layout *L)
 {
-	float v;
-	switch (s) {
+	int mlx = (L->flags & QTK_QF_MLX_AFFINE) != 0;
+
+	switch (L->scheme) {
 	case QTK_SCHEME_INT8:
-		v = roundf(x * id);
-		v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-		return (uint8_t)(int8_t)v;
+		return QM_INT8;
 	case QTK_SCHEME_INT4:
-		v = x * id + 8.5f;
-		v = v < 0.0f ? 0.0f : v > 15.0f ? 15.0f : v;
-		return (unsigned)(int)v;
+		return QM_INT4;
 	case QTK_SCHEME_INT4_AFFINE:
+		return mlx ? QM_MLX4 : QM_AFF4;
 	case QTK_SCHEME_INT8_AFFINE:
-		v = (x - mn) * id + 0.5f;
-		v = v < 0.0f ? 0.0f : v > (s == QTK_SCHEME_INT4_AFFINE ? 15.0f : 255.0f)
-		        ? (s == QTK_SCHEME_INT4_AFFINE ? 15.0f : 255.0f) : v;
-		return (unsigned)(int)v;
+		return mlx ? QM_MLX8 : QM_AFF8;
 	default:
-		return qtk_q_nf4_code(x * id);
+		return QM_NF4;
 	}
 }
 
-static float deq(const qtk_q_layout *L, unsigned c, float d, float b);
-
-/* Data-free search: clipping ratios r = 1, 0.95, ..., 0.65 of the RTN range
- * (symmetric: d = r * d_rtn; affine: [min, max] shrunk by r around its
- * centre), each scored by the (importance-weighted) squared error computed
- * in double with the f32 scale; the first best ratio wins, so r = 1 (RTN)
- * is kept unless a smaller ratio is strictly better. Deterministic. */
-static void search_group(const qtk_q_layout *L, const float *x, size_t n,
-                         const float *imp, float *d, float *mn)
+/* Byte offset of element i0 (a group start) in a code row. */
+static size_t code_off(int m, size_t i0)
 {
-	int affine = L->scheme == QTK_SCHEME_INT4_AFFINE || L->scheme == QTK_SCHEME_INT8_AFFINE;
-	float levels = L->scheme == QTK_SCHEME_INT4_AFFINE ? 15.0f : 255.0f;
-	float d0 = *d, lo0 = *mn, c = 0, h = 0;
-	double best = -1;
+	return QM_8BIT(m) ? i0 : i0 / 2;
+}
 
-	if (affine) {
-		/* the largest stored value is mn + levels*d: recover max from d */
-		float mx = lo0 + d0 * levels;
-		c = 0.5f * (lo0 + mx);
-		h = 0.5f * (mx - lo0);
-		if (h == 0.0f)
-			return;
-	}
-	for (int k = 0; k < 8; k++) {
-		float r = 1.0f - 0.05f * (float)k, td, tm = 0;
-		if (affine) {
-			tm = c - h * r;
-			td = (2.0f * h * r) / levels;
-		} else {
-			td = d0 * r;
-		}
-		float id = td != 0.0f ? 1.0f / td : 0.0f;
-		double e = 0;
-		for (size_t j = 0; j < n; j++) {
-			unsigned q = code_of(L->scheme, x[j], id, tm);
-			double diff = (double)x[j] - (double)deq(L, q, td, tm);
-			e += (imp ? (double)imp[j] : 1.0) * diff * diff;
-		}
-		if (best < 0 || e < best) {
-			best = e;
-			*d = td;
-			*mn = tm;
-		}
+static const intq_kernels *kernels(void)
+{
+	switch (qtk_isa_active()) {
+	case QTK_ISA_AVX512:
+		return &intq_k_avx512;
+	case QTK_ISA_AVX2:
+		return &intq_k_avx2;
+	default:
+		return &intq_k_scalar;
 	}
 }
 
-/* Quantize one group x[0..n) starting at element i0 of row `row`. */
-static qtk_err quant_group(const qtk_q_layout *L, const float *x, size_t n,
-                           const float *imp, uint8_t *codes, size_t i0, void *scales,
-                           void *biases, size_t gi, const qtk_q_opts *o,
-                           uint64_t row, uint64_t g, qtk_status *st)
+/* ------------------------------------------------------------------ */
+/* Scalar reference kernels (the definition every SIMD variant meets)  */
+/* ------------------------------------------------------------------ */
+
+static int scan_ref(const float *x, size_t n, float *amax, float *mn, float *mx)
 {
-	float amax = 0, maxv = 0, mn = FLT_MAX, mx = -FLT_MAX;
+	float a = 0, lo = FLT_MAX, hi = -FLT_MAX;
 
 	for (size_t j = 0; j < n; j++) {
 		if (!isfinite(x[j]))
-			return qtk_fail(st, QTK_E_Q_NONFINITE,
-			                "tensor '%s': row %llu group %llu: %s in the input",
-			                tname(o), (unsigned long long)row,
-			                (unsigned long long)g, isnan(x[j]) ? "NaN" : "Inf");
-		float a = fabsf(x[j]);
-		if (a > amax) {
-			amax = a;
-			maxv = x[j];
-		}
-		mn = x[j] < mn ? x[j] : mn;
-		mx = x[j] > mx ? x[j] : mx;
+			return 0;
+		a = fabsf(x[j]) > a ? fabsf(x[j]) : a;
+		lo = x[j] < lo ? x[j] : lo;
+		hi = x[j] > hi ? x[j] : hi;
 	}
-	int affine = L->scheme == QTK_SCHEME_INT4_AFFINE || L->scheme == QTK_SCHEME_INT8_AFFINE;
-	if (amax < FLT_MIN) { /* all zero or subnormal only */
-zero_group:;
-		unsigned zc = L->scheme == QTK_SCHEME_INT4 ? 8 : L->scheme == QTK_SCHEME_NF4 ? 7 : 0;
+	*amax = a;
+	*mn = lo;
+	*mx = hi;
+	return 1;
+}
+
+static size_t first_abs_ref(const float *x, size_t n, float a)
+{
+	size_t j = 0;
+
+	while (j + 1 < n && fabsf(x[j]) != a)
+		j++;
+	return j;
+}
+
+static void encode_ref(int m, const float *x, size_t n, float p, float b,
+                       uint8_t *codes)
+{
+	if (QM_8BIT(m)) {
 		for (size_t j = 0; j < n; j++)
-			put_code(L, codes, i0 + j, zc);
-		store_scale(L->scale_dtype, scales, gi, 0.0f);
-		if (affine)
-			store_scale(L->scale_dtype, biases, gi, 0.0f);
+			codes[j] = (uint8_t)intq_code1(m, x[j], p, b);
+		return;
+	}
+	for (size_t j = 0; j < n; j += 2) {
+		unsigned lo = intq_code1(m, x[j], p, b);
+		unsigned hi = j + 1 < n ? intq_code1(m, x[j + 1], p, b) : 0;
+		codes[j / 2] = (uint8_t)(lo | hi << 4);
+	}
+}
+
+static void sqerr_ref(int m, const float *x, const float *imp, size_t n, size_t nc,
+                      const float *p, const float *b, const float *d, const float *db,
+                      float *e)
+{
+	for (size_t k = 0; k < nc; k++) {
+		float lane[16] = { 0 };
+		intq_sqerr_tail(m, x, imp, 0, n, p[k], b[k], d[k], db[k], lane);
+		e[k] = intq_fold16(lane);
+	}
+}
+
+static void deq_ref(int m, const uint8_t *codes, size_t n, float d, float b,
+                    float *out)
+{
+	for (size_t j = 0; j < n; j++) {
+		float w = intq_val1(m, intq_get_code(m, codes, j)) * d;
+		out[j] = QM_AFFINE(m) ? w + b : w;
+	}
+}
+
+static float dot_ref(int m, const uint8_t *codes, size_t n, float d, float b,
+                     const float *x)
+{
+	float s[16] = { 0 }, sx[16] = { 0 };
+
+	intq_dot_tail(m, codes, 0, n, x, s, sx);
+	return intq_dot_fold(m, s, sx, d, b);
+}
+
+const intq_kernels intq_k_scalar = {
+	scan_ref, first_abs_ref, encode_ref, sqerr_ref, deq_ref, dot_ref,
+};
+
+/* ------------------------------------------------------------------ */
+/* Quantize                                                            */
+/* ------------------------------------------------------------------ */
+
+/* What one quantize call shares across its groups. */
+typedef struct {
+	const qtk_q_layout *L;
+	const intq_kernels *K;
+	const qtk_q_opts *o;
+	int m;         /* QM_* */
+	int affine;
+} qctx;
+
+/* MLX affine_quantize parameters of a group with range [lo, hi], in f32:
+ * scale = max((hi-lo)/levels, 1e-7); edge = lo if |lo| > |hi| else hi,
+ * the scale negated when edge = hi; q0 = rint(edge/scale); q0 != 0:
+ * scale = edge/q0, bias = edge; else bias = 0. */
+static void mlx_params(float lo, float hi, float levels, float *s, float *b)
+{
+	int mask = fabsf(lo) > fabsf(hi);
+	float sc = (hi - lo) / levels, edge = mask ? lo : hi;
+
+	sc = sc > 1e-7f ? sc : 1e-7f;
+	if (!mask)
+		sc = -sc;
+	float q0 = rintf(edge / sc);
+	if (q0 != 0.0f) {
+		*s = edge / q0;
+		*b = edge;
+	} else {
+		*s = sc;
+		*b = 0.0f;
+	}
+}
+
+/* Clipping ratios of the data-free search; r = 1 (RTN) comes first. */
+static const float ratios[] = { 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f };
+#define NRATIO (sizeof ratios / sizeof ratios[0])
+
+/* Data-free search over the clipping ratios above. On entry *d, *mn hold
+ * the RTN parameters (the r = 1 candidate, exactly); lo, hi are the group's
+ * min and max. Symmetric: d = r * d_rtn; affine: [lo, hi] shrunk by r
+ * around its centre, then the scheme's rule (Q4_1: d = range/levels, bias =
+ * low end; MLX: mlx_params). Each candidate's codes come from its f32
+ * parameters (as stored codes do) and its error from the parameters rounded
+ * to the scale dtype (as dequantize sees them), by the sqerr kernel (f32
+ * lanes, fixed fold: the same on every ISA). The first strictly best
+ * candidate wins, so RTN is kept unless a ratio is better. A candidate
+ * whose stored parameters are not finite is skipped. */
+static void search_group(const qctx *c, const float *x, size_t n, const float *imp,
+                         float lo, float hi, float *d, float *mn)
+{
+	float levels = QM_LEVELS(c->m), mid = 0.5f * (lo + hi), h = 0.5f * (hi - lo);
+	float td[NRATIO], tm[NRATIO], sv[2 * NRATIO];
+	uint16_t hv[2 * NRATIO];
+	int mlx = c->m >= QM_MLX4;
+
+	if (c->affine && h == 0.0f)
+		return; /* constant group: RTN is exact */
+	for (size_t k = 0; k < NRATIO; k++) {
+		float r = ratios[k];
+		td[k] = *d;
+		tm[k] = *mn;
+		if (k > 0 && mlx) {
+			mlx_params(mid - h * r, mid + h * r, levels, &td[k], &tm[k]);
+		} else if (k > 0 && c->affine) {
+			tm[k] = mid - h * r;
+			td[k] = (2.0f * h * r) / levels;
+		} else if (k > 0) {
+			td[k] = td[0] * r;
+		}
+		sv[k] = td[k];
+		sv[NRATIO + k] = c->affine ? tm[k] : 0.0f;
+	}
+	/* all parameters as they read back from the scale dtype, at once */
+	if (c->L->scale_dtype != QTK_DT_F32) {
+		qtk_from_f32(c->L->scale_dtype, sv, hv, 2 * NRATIO);
+		qtk_to_f32(c->L->scale_dtype, hv, sv, 2 * NRATIO);
+	}
+	/* the candidates whose stored parameters are finite, in order */
+	float p[NRATIO], b[NRATIO], sd[NRATIO], sb[NRATIO], e[NRATIO];
+	size_t idx[NRATIO], nc = 0;
+	for (size_t k = 0; k < NRATIO; k++) {
+		if (!isfinite(sv[k]) || !isfinite(sv[NRATIO + k]))
+			continue;
+		/* 1/td overflowing is a zero group later (tiny-group rule):
+		 * score it as one */
+		p[nc] = mlx ? td[k] : td[k] != 0.0f ? 1.0f / td[k] : 0.0f;
+		if (!isfinite(p[nc]))
+			p[nc] = 0.0f;
+		b[nc] = tm[k];
+		sd[nc] = sv[k];
+		sb[nc] = sv[NRATIO + k];
+		idx[nc++] = k;
+	}
+	if (!nc)
+		return;
+	c->K->sqerr(c->m, x, imp, n, nc, p, b, sd, sb, e);
+	size_t w = 0;
+	for (size_t k = 1; k < nc; k++)
+		if (e[k] < e[w])
+			w = k;
+	*d = td[idx[w]];
+	*mn = tm[idx[w]];
+}
+
+static qtk_err nonfinite(const qctx *c, const float *x, uint64_t row, uint64_t g,
+                         qtk_status *st)
+{
+	size_t j = 0;
+
+	while (isfinite(x[j]))
+		j++;
+	return qtk_fail(st, QTK_E_Q_NONFINITE, "tensor '%s': row %llu group %llu: %s in the input",
+	                tname(c->o), (unsigned long long)row, (unsigned long long)g,
+	                isnan(x[j]) ? "NaN" : "Inf");
+}
+
+static qtk_err range_fail(const qctx *c, uint64_t row, uint64_t g, float d, float b,
+                          qtk_status *st)
+{
+	if (!c->affine)
+		return qtk_fail(st, QTK_E_Q_SCALE_RANGE,
+		                "tensor '%s': row %llu group %llu: scale %g does not fit %s",
+		                tname(c->o), (unsigned long long)row, (unsigned long long)g,
+		                (double)d, qtk_dtype_name(c->L->scale_dtype));
+	return qtk_fail(st, QTK_E_Q_SCALE_RANGE,
+	                "tensor '%s': row %llu group %llu: scale %g / bias %g do not fit %s",
+	                tname(c->o), (unsigned long long)row, (unsigned long long)g,
+	                (double)d, (double)b, qtk_dtype_name(c->L->scale_dtype));
+}
+
+/* Codes for 0 in every element, scale 0, bias 0. */
+static void zero_group(const qctx *c, size_t n, uint8_t *codes, void *scales,
+                       void *biases, size_t gi)
+{
+	unsigned zc = c->m == QM_INT4 ? 8 : c->m == QM_NF4 ? 7 : 0;
+
+	if (QM_8BIT(c->m))
+		memset(codes, (int)zc, n);
+	else
+		for (size_t j = 0; j < n; j += 2)
+			codes[j / 2] = (uint8_t)(zc | (j + 1 < n ? zc << 4 : 0));
+	store_scale(c->L->scale_dtype, scales, gi, 0.0f);
+	if (c->affine)
+		store_scale(c->L->scale_dtype, biases, gi, 0.0f);
+}
+
+/* MLX affine group: the parameters above (search: over clipped ranges),
+ * no zero-group case (the 1e-7 floor keeps the scale away from 0). */
+static qtk_err mlx_group(const qctx *c, const float *x, size_t n, const float *imp,
+                         float mn, float mx, uint8_t *codes, void *scales,
+                         void *biases, size_t gi, uint64_t row, uint64_t g,
+                         qtk_status *st)
+{
+	qtk_dtype dt = c->L->scale_dtype;
+	float s, b;
+
+	mlx_params(mn, mx, QM_LEVELS(c->m), &s, &b);
+	if (c->o && c->o->search)
+		search_group(c, x, n, imp, mn, mx, &s, &b);
+	float ss = store_scale(dt, scales, gi, s), sb = store_scale(dt, biases, gi, b);
+	if (!isfinite(s) || !isfinite(ss) || !isfinite(sb) || ss == 0.0f)
+		return range_fail(c, row, g, s, b, st);
+	c->K->encode(c->m, x, n, s, b, codes);
+	return QTK_OK;
+}
+
+/* Quantize one group x[0..n); codes points at its first code byte. */
+static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float *imp,
+                           uint8_t *codes, void *scales, void *biases, size_t gi,
+                           uint64_t row, uint64_t g, qtk_status *st)
+{
+	float amax, mn, mx, d, id, sd;
+
+	if (!c->K->scan(x, n, &amax, &mn, &mx))
+		return nonfinite(c, x, row, g, st);
+	if (mn == 0.0f) /* the first zero's sign, as the scalar scan keeps it */
+		for (size_t j = 0; j < n; j++)
+			if (x[j] == 0.0f) {
+				mn = x[j];
+				break;
+			}
+	if (c->m >= QM_MLX4)
+		return mlx_group(c, x, n, imp, mn, mx, codes, scales, biases, gi, row, g, st);
+	if (amax < FLT_MIN) { /* all zero or subnormal only */
+		zero_group(c, n, codes, scales, biases, gi);
 		return QTK_OK;
 	}
-	float d, id, sd;
-	switch (L->scheme) {
-	case QTK_SCHEME_INT8:
+	switch (c->m) {
+	case QM_INT8:
 		d = amax / 127.0f;
 		break;
-	case QTK_SCHEME_INT4:
-		d = maxv / -8.0f;
+	case QM_INT4: /* the signed value of the first largest magnitude */
+		d = x[c->K->first_abs(x, n, amax)] / -8.0f;
 		break;
-	case QTK_SCHEME_INT4_AFFINE:
-		d = (mx - mn) / 15.0f;
-		break;
-	case QTK_SCHEME_INT8_AFFINE:
-		d = (mx - mn) / 255.0f;
+	case QM_AFF4:
+	case QM_AFF8:
+		d = (mx - mn) / QM_LEVELS(c->m);
 		break;
 	default: /* NF4 */
 		d = amax;
 		break;
 	}
-	if (o && o->search)
-		search_group(L, x, n, imp, &d, &mn);
+	if (c->o && c->o->search)
+		search_group(c, x, n, imp, mn, mx, &d, &mn);
 	id = d != 0.0f ? 1.0f / d : 0.0f;
-	sd = store_scale(L->scale_dtype, scales, gi, d);
+	sd = store_scale(c->L->scale_dtype, scales, gi, d);
 	/* Tiny but normal groups (near-dead channels): a scale that rounds to 0
 	 * in the scale dtype (F16: < 2^-25) or whose reciprocal overflows f32 is
 	 * a zero group (symmetric) or a constant group carried by the bias
 	 * (affine), instead of failing the tensor. Its error is at most its
 	 * largest magnitude (affine: its range plus the bias rounding). */
 	if (d != 0.0f && (sd == 0.0f || !isfinite(id))) {
-		if (!affine)
-			goto zero_group;
+		if (!c->affine) {
+			zero_group(c, n, codes, scales, biases, gi);
+			return QTK_OK;
+		}
 		d = 0.0f;
 		id = 0.0f;
-		sd = store_scale(L->scale_dtype, scales, gi, 0.0f);
+		sd = store_scale(c->L->scale_dtype, scales, gi, 0.0f);
 	}
 	/* a constant affine group has d = 0 and is carried by the bias alone */
-	if (!isfinite(sd) || (sd == 0.0f && !affine) || !isfinite(id))
+	if (!isfinite(sd) || (sd == 0.0f && !c->affine) || !isfinite(id))
 		return qtk_fail(st, QTK_E_Q_SCALE_RANGE,
 		                "tensor '%s': row %llu group %llu: scale %g does not fit %s",
-		                tname(o), (unsigned long long)row, (unsigned long long)g,
-		                (double)d, qtk_dtype_name(L->scale_dtype));
-	if (affine) {
-		float sb = store_scale(L->scale_dtype, biases, gi, mn);
-		if (!isfinite(sb) || (affine && d != 0.0f && sd == 0.0f))
-			return qtk_fail(st, QTK_E_Q_SCALE_RANGE,
-			                "tensor '%s': row %llu group %llu: scale %g / bias %g do not fit %s",
-			                tname(o), (unsigned long long)row, (unsigned long long)g,
-			                (double)d, (double)mn, qtk_dtype_name(L->scale_dtype));
-	}
-	/* one loop per scheme (no switch per element); i0 is even, so 4-bit
-	 * codes pack in pairs */
-	switch (L->scheme) {
-	case QTK_SCHEME_INT8:
-		for (size_t j = 0; j < n; j++) {
-			float v = roundf(x[j] * id); /* |v| <= 127 up to rounding */
-			v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-			codes[i0 + j] = (uint8_t)(int8_t)v;
-		}
-		break;
-	case QTK_SCHEME_INT8_AFFINE:
-		for (size_t j = 0; j < n; j++) {
-			float v = (x[j] - mn) * id + 0.5f; /* in [0.5, 255.5] up to rounding */
-			v = v < 0.0f ? 0.0f : v > 255.0f ? 255.0f : v;
-			codes[i0 + j] = (uint8_t)(int)v;
-		}
-		break;
-	default: {
-		uint8_t *out = codes + i0 / 2;
-		for (size_t j = 0; j < n; j += 2) {
-			unsigned c[2] = { 0, 0 };
-			for (size_t t = 0; t < 2 && j + t < n; t++) {
-				float v, xv = x[j + t];
-				if (L->scheme == QTK_SCHEME_INT4) {
-					v = xv * id + 8.5f; /* in [0.5, 16.5]: (int) is safe */
-					v = v < 0.0f ? 0.0f : v > 15.0f ? 15.0f : v;
-					c[t] = (unsigned)(int)v;
-				} else if (L->scheme == QTK_SCHEME_INT4_AFFINE) {
-					v = (xv - mn) * id + 0.5f;
-					v = v < 0.0f ? 0.0f : v > 15.0f ? 15.0f : v;
-					c[t] = (unsigned)(int)v;
-				} else {
-					c[t] = qtk_q_nf4_code(xv * id);
-				}
-			}
-			out[j / 2] = (uint8_t)(c[0] | c[1] << 4);
-		}
-		break;
-	}
-	}
+		                tname(c->o), (unsigned long long)row, (unsigned long long)g,
+		                (double)d, qtk_dtype_name(c->L->scale_dtype));
+	if (c->affine && !isfinite(store_scale(c->L->scale_dtype, biases, gi, mn)))
+		return range_fail(c, row, g, d, mn, st);
+	c->K->encode(c->m, x, n, id, mn, codes);
 	return QTK_OK;
 }
 
@@ -313,7 +450,9 @@ qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 	size_t gpr = (size_t)qtk_q_groups_per_row(L, cols);
 	size_t cb = (size_t)qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
 	uint64_t row0 = opts ? opts->row0 : 0;
+	qctx c = { .L = L, .K = kernels(), .o = opts, .m = qmode(L) };
 
+	c.affine = QM_AFFINE(c.m);
 	if (L->flags & QTK_QF_DOUBLE_QUANT)
 		return qtk_fail(st, QTK_E_UNSUPPORTED,
 		                "tensor '%s': double quantization is a tensor-level pass: quantize with F32 scales, then qtk_q_double_quant",
@@ -324,82 +463,58 @@ qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 		for (size_t g = 0; g < gpr; g++) {
 			size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
 			const float *imp = opts && opts->importance ? opts->importance + i0 : NULL;
-			QTK_TRY(quant_group(L, src + r * cols + i0, n, imp, codes, i0,
+			QTK_TRY(quant_group(&c, src + r * cols + i0, n, imp, codes + code_off(c.m, i0),
 			                    dst->p[QTK_PLANE_SCALES], dst->p[QTK_PLANE_BIASES],
-			                    r * gpr + g, opts, row0 + r, g, st));
+			                    r * gpr + g, row0 + r, g, st));
 		}
 	}
 	return QTK_OK;
 }
 
-/* Element value: the exact arithmetic every path uses (one multiply, or one
- * multiply and one add for affine, in f32). */
-static float deq(const qtk_q_layout *L, unsigned c, float d, float b)
-{
-	switch (L->scheme) {
-	case QTK_SCHEME_INT8:
-		return (float)(int8_t)c * d;
-	case QTK_SCHEME_INT4:
-		return (float)((int)c - 8) * d;
-	case QTK_SCHEME_NF4:
-		return nf4_values[c] * d;
-	default:
-		return (float)c * d + b;
-	}
-}
-
-static void deq_row(const qtk_q_layout *L, const qtk_q_cplanes *src, size_t r,
-                    size_t cols, float *out)
-{
-	size_t gl = group_len(L, cols);
-	size_t gpr = (size_t)qtk_q_groups_per_row(L, cols);
-	size_t cb = (size_t)qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
-	const uint8_t *codes = (const uint8_t *)src->p[QTK_PLANE_CODES] + r * cb;
-	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
-	qtk_isa isa = qtk_isa_active();
-
-	for (size_t g = 0; g < gpr; g++) {
-		float d = load_scale(L->scale_dtype, src->p[QTK_PLANE_SCALES], r * gpr + g);
-		float b = s->has_bias ? load_scale(L->scale_dtype, src->p[QTK_PLANE_BIASES],
-		                                   r * gpr + g) : 0.0f;
-		size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
-		if (isa == QTK_ISA_AVX512) {
-			intq_deq_group_avx512(L->scheme, codes, i0, n, d, b, out + i0);
-			continue;
-		}
-		if (isa == QTK_ISA_AVX2) {
-			intq_deq_group_avx2(L->scheme, codes, i0, n, d, b, out + i0);
-			continue;
-		}
-		for (size_t j = 0; j < n; j++)
-			out[i0 + j] = deq(L, get_code(L, codes, i0 + j), d, b);
-	}
-}
+/* ------------------------------------------------------------------ */
+/* Dequantize and dot                                                  */
+/* ------------------------------------------------------------------ */
 
 void intq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
                      size_t nrows, size_t cols, float *dst)
 {
-	for (size_t r = 0; r < nrows; r++)
-		deq_row(L, src, r, cols, dst + r * cols);
+	size_t gl = group_len(L, cols);
+	size_t gpr = (size_t)qtk_q_groups_per_row(L, cols);
+	size_t cb = (size_t)qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
+	const intq_kernels *K = kernels();
+	int m = qmode(L);
+
+	for (size_t r = 0; r < nrows; r++) {
+		const uint8_t *codes = (const uint8_t *)src->p[QTK_PLANE_CODES] + r * cb;
+		float *out = dst + r * cols;
+		for (size_t g = 0; g < gpr; g++) {
+			size_t gi = r * gpr + g, i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
+			float d = load_scale(L->scale_dtype, src->p[QTK_PLANE_SCALES], gi);
+			float b = QM_AFFINE(m) ? load_scale(L->scale_dtype, src->p[QTK_PLANE_BIASES], gi)
+			                       : 0.0f;
+			K->deq(m, codes + code_off(m, i0), n, d, b, out + i0);
+		}
+	}
 }
 
-/* Dot of one row: w_j as dequantize gives it, summed in element order in
- * double, rounded once to f32. */
+/* Dot of one row: each group's f32 value from the dot kernel (16 lanes,
+ * fixed fold), groups summed in double in order, rounded once to f32. */
 float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
                const float *x)
 {
 	size_t gl = group_len(L, cols);
 	size_t gpr = (size_t)qtk_q_groups_per_row(L, cols);
 	const uint8_t *codes = row->p[QTK_PLANE_CODES];
-	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
+	const intq_kernels *K = kernels();
+	int m = qmode(L);
 	double acc = 0;
 
 	for (size_t g = 0; g < gpr; g++) {
-		float d = load_scale(L->scale_dtype, row->p[QTK_PLANE_SCALES], g);
-		float b = s->has_bias ? load_scale(L->scale_dtype, row->p[QTK_PLANE_BIASES], g) : 0.0f;
 		size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
-		for (size_t j = 0; j < n; j++)
-			acc += (double)deq(L, get_code(L, codes, i0 + j), d, b) * (double)x[i0 + j];
+		float d = load_scale(L->scale_dtype, row->p[QTK_PLANE_SCALES], g);
+		float b = QM_AFFINE(m) ? load_scale(L->scale_dtype, row->p[QTK_PLANE_BIASES], g)
+		                       : 0.0f;
+		acc += (double)K->dot(m, codes + code_off(m, i0), n, d, b, x + i0);
 	}
 	return (float)acc;
 }

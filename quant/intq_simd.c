@@ -1,82 +1,572 @@
-/* quant: AVX2 / AVX-512 dequantization of one group of codes. Bit-identical
- * to the scalar deq(): each element is one f32 multiply of the code value by
- * d (NF4: the table value, loaded exactly), and for affine schemes one f32
- * add of b afterwards. No FMA is enabled, so mul and add stay separate. */
+/* quant: AVX2 and AVX-512 group kernels of the integer schemes (see
+ * intq_kernels in quant_impl.h). Bit-identical to the scalar reference in
+ * intq.c: the same f32 operations in the same order per element (separate
+ * mul and add, no FMA), roundf rebuilt exactly from trunc, NF4 codes as the
+ * count of midpoints below x, sums in 16 lanes (element j in lane j % 16)
+ * folded by intq_fold16. Tails shorter than 16 run the scalar rule. */
+#include <float.h>
 #include <immintrin.h>
 #include <string.h>
 
 #include "quant_impl.h"
 
-/* Code values of n elements starting at element i0 (i0 even) as int32. */
-static void unpack(qtk_scheme_id s, const uint8_t *codes, size_t i0, size_t n,
-                   int32_t *q)
+/* Calls body(M, ...) with the mode as a constant, so each mode's loop is
+ * specialized (the bodies are always_inline). */
+#define DISPATCH(body, m, ...)                                                   \
+	switch (m) {                                                             \
+	case QM_INT8: return body(QM_INT8, __VA_ARGS__);                         \
+	case QM_INT4: return body(QM_INT4, __VA_ARGS__);                         \
+	case QM_NF4: return body(QM_NF4, __VA_ARGS__);                           \
+	case QM_AFF4: return body(QM_AFF4, __VA_ARGS__);                         \
+	case QM_AFF8: return body(QM_AFF8, __VA_ARGS__);                         \
+	case QM_MLX4: return body(QM_MLX4, __VA_ARGS__);                         \
+	default: return body(QM_MLX8, __VA_ARGS__);                              \
+	}
+
+#define INL static inline __attribute__((always_inline))
+
+static uint32_t fbits(float f)
 {
-	if (s == QTK_SCHEME_INT8) {
-		for (size_t j = 0; j < n; j++)
-			q[j] = (int8_t)codes[i0 + j];
-	} else if (s == QTK_SCHEME_INT8_AFFINE) {
-		for (size_t j = 0; j < n; j++)
-			q[j] = codes[i0 + j];
-	} else {
-		const uint8_t *p = codes + i0 / 2;
-		int sub = s == QTK_SCHEME_INT4 ? 8 : 0;
-		for (size_t j = 0; j < n; j++)
-			q[j] = ((p[j >> 1] >> ((j & 1) * 4)) & 15) - sub;
+	uint32_t u;
+	memcpy(&u, &f, 4);
+	return u;
+}
+
+/* Scalar tail of the scan (the vector part's results folded in). */
+static int scan_tail(const float *x, size_t j, size_t n, uint32_t ab, float lo,
+                     float hi, float *amax, float *mn, float *mx)
+{
+	for (; j < n; j++) {
+		uint32_t u = fbits(x[j]) & 0x7fffffffu;
+		ab = u > ab ? u : ab;
+		lo = x[j] < lo ? x[j] : lo;
+		hi = x[j] > hi ? x[j] : hi;
+	}
+	if (ab >= 0x7f800000u) /* Inf or NaN somewhere */
+		return 0;
+	memcpy(amax, &ab, 4);
+	*mn = lo;
+	*mx = hi;
+	return 1;
+}
+
+static size_t first_abs_tail(const float *x, size_t j, size_t n, float a)
+{
+	while (j + 1 < n && fabsf(x[j]) != a)
+		j++;
+	return j;
+}
+
+/* Store 16 code bytes (values of intq_code1) at element j of a group. */
+static void store16(int m, __m128i b, uint8_t *codes, size_t j)
+{
+	if (QM_8BIT(m)) {
+		_mm_storeu_si128((__m128i *)(codes + j), b);
+		return;
+	}
+	/* 16-bit lane i = c[2i] | c[2i+1] << 8 -> c[2i] | c[2i+1] << 4 */
+	__m128i w = _mm_or_si128(b, _mm_srli_epi16(b, 4));
+	w = _mm_and_si128(w, _mm_set1_epi16(0xff));
+	_mm_storel_epi64((__m128i *)(codes + j / 2), _mm_packus_epi16(w, w));
+}
+
+/* 16 code bytes at element j (8-bit: as stored; 4-bit: unpacked). */
+static __m128i load16(int m, const uint8_t *codes, size_t j)
+{
+	if (QM_8BIT(m))
+		return _mm_loadu_si128((const __m128i *)(codes + j));
+	__m128i b = _mm_loadl_epi64((const __m128i *)(codes + j / 2));
+	__m128i lo = _mm_and_si128(b, _mm_set1_epi8(15));
+	__m128i hi = _mm_and_si128(_mm_srli_epi16(b, 4), _mm_set1_epi8(15));
+	return _mm_unpacklo_epi8(lo, hi);
+}
+
+/* ===================================================================== */
+/* AVX-512 (F, BW, DQ, VL)                                                */
+/* ===================================================================== */
+
+#define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+
+T512 static int scan_512(const float *x, size_t n, float *amax, float *mn, float *mx)
+{
+	__m512i ab = _mm512_setzero_si512(), msk = _mm512_set1_epi32(0x7fffffff);
+	__m512 lo = _mm512_set1_ps(FLT_MAX), hi = _mm512_set1_ps(-FLT_MAX);
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		__m512 v = _mm512_loadu_ps(x + j);
+		ab = _mm512_max_epu32(ab, _mm512_and_si512(_mm512_castps_si512(v), msk));
+		lo = _mm512_min_ps(lo, v);
+		hi = _mm512_max_ps(hi, v);
+	}
+	return scan_tail(x, j, n, _mm512_reduce_max_epu32(ab), _mm512_reduce_min_ps(lo),
+	                 _mm512_reduce_max_ps(hi), amax, mn, mx);
+}
+
+T512 static size_t first_abs_512(const float *x, size_t n, float a)
+{
+	__m512i t = _mm512_set1_epi32((int)fbits(a)), msk = _mm512_set1_epi32(0x7fffffff);
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		__m512i v = _mm512_and_si512(_mm512_loadu_si512(x + j), msk);
+		__mmask16 k = _mm512_cmpeq_epi32_mask(v, t);
+		if (k)
+			return j + (size_t)__builtin_ctz(k);
+	}
+	return first_abs_tail(x, j, n, a);
+}
+
+/* Codes of 16 elements as int32 (intq_code1, lane by lane). */
+T512 INL __m512i code16_512(const int m, __m512 x, __m512 p, __m512 b)
+{
+	__m512 v, lim = _mm512_set1_ps(QM_LEVELS(m)), zero = _mm512_setzero_ps();
+
+	switch (m) {
+	case QM_INT8: {
+		/* roundf: trunc, then away from zero when |frac| >= 0.5 */
+		__m512 y = _mm512_mul_ps(x, p);
+		__m512 t = _mm512_roundscale_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+		__mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(y, t)),
+		                                  _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+		__m512 one = _mm512_castsi512_ps(_mm512_or_si512(
+			_mm512_and_si512(_mm512_castps_si512(y), _mm512_set1_epi32((int)0x80000000u)),
+			_mm512_castps_si512(_mm512_set1_ps(1.0f))));
+		t = _mm512_mask_add_ps(t, up, t, one);
+		t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+		return _mm512_cvttps_epi32(t);
+	}
+	case QM_INT4:
+		v = _mm512_add_ps(_mm512_mul_ps(x, p), _mm512_set1_ps(8.5f));
+		break;
+	case QM_NF4: {
+		/* binary search over the 15 midpoints = their count below y */
+		__m512 y = _mm512_mul_ps(x, p);
+		__m512 mids = _mm512_loadu_ps(intq_nf4_mid);
+		__m512i lo = _mm512_setzero_si512();
+#define NF4_STEP(step)                                                           \
+	lo = _mm512_mask_add_epi32(                                              \
+		lo,                                                              \
+		_mm512_cmp_ps_mask(y, _mm512_permutexvar_ps(_mm512_add_epi32(    \
+			lo, _mm512_set1_epi32(step - 1)), mids), _CMP_GT_OQ),    \
+		lo, _mm512_set1_epi32(step))
+		NF4_STEP(8);
+		NF4_STEP(4);
+		NF4_STEP(2);
+		NF4_STEP(1);
+#undef NF4_STEP
+		return lo;
+	}
+	case QM_AFF4:
+	case QM_AFF8:
+		v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x, b), p), _mm512_set1_ps(0.5f));
+		break;
+	default: /* MLX: rint of a true division */
+		v = _mm512_roundscale_ps(_mm512_div_ps(_mm512_sub_ps(x, b), p),
+		                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		break;
+	}
+	v = _mm512_min_ps(_mm512_max_ps(v, zero), lim);
+	return _mm512_cvttps_epi32(v);
+}
+
+/* The value a code stands for (intq_val1), from int32 codes. */
+T512 INL __m512 val16_512(const int m, __m512i q)
+{
+	if (m == QM_NF4)
+		return _mm512_permutexvar_ps(q, _mm512_loadu_ps(intq_nf4_values));
+	if (m == QM_INT4)
+		q = _mm512_sub_epi32(q, _mm512_set1_epi32(8));
+	return _mm512_cvtepi32_ps(q);
+}
+
+T512 INL __m512i unpack16_512(const int m, const uint8_t *codes, size_t j)
+{
+	__m128i b = load16(m, codes, j);
+	return m == QM_INT8 ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
+}
+
+T512 INL void encode_b512(const int m, const float *x, size_t n, float p, float b,
+                          uint8_t *codes)
+{
+	__m512 vp = _mm512_set1_ps(p), vb = _mm512_set1_ps(b);
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		__m512i q = code16_512(m, _mm512_loadu_ps(x + j), vp, vb);
+		store16(m, _mm512_cvtepi32_epi8(q), codes, j);
+	}
+	for (; j < n; j += QM_8BIT(m) ? 1 : 2) {
+		unsigned lo = intq_code1(m, x[j], p, b);
+		if (QM_8BIT(m))
+			codes[j] = (uint8_t)lo;
+		else
+			codes[j / 2] = (uint8_t)(lo | (j + 1 < n ? intq_code1(m, x[j + 1], p, b) : 0) << 4);
 	}
 }
 
-__attribute__((target("avx2"))) void
-intq_deq_group_avx2(qtk_scheme_id s, const uint8_t *codes, size_t i0, size_t n,
-                    float d, float b, float *out)
+T512 static void encode_512(int m, const float *x, size_t n, float p, float b,
+                            uint8_t *codes)
 {
-	int32_t q[64];
-	int affine = s == QTK_SCHEME_INT4_AFFINE || s == QTK_SCHEME_INT8_AFFINE;
-	__m256 vd = _mm256_set1_ps(d), vb = _mm256_set1_ps(b);
-
-	for (size_t j0 = 0; j0 < n; j0 += 64) {
-		size_t m = n - j0 < 64 ? n - j0 : 64, j = 0;
-		unpack(s, codes, i0 + j0, m, q);
-		for (; j + 8 <= m; j += 8) {
-			__m256i vq = _mm256_loadu_si256((const __m256i *)(q + j));
-			__m256 v = s == QTK_SCHEME_NF4
-			                   ? _mm256_i32gather_ps(qtk_q_nf4_table(), vq, 4)
-			                   : _mm256_cvtepi32_ps(vq);
-			v = _mm256_mul_ps(v, vd);
-			if (affine)
-				v = _mm256_add_ps(v, vb);
-			_mm256_storeu_ps(out + j0 + j, v);
-		}
-		for (; j < m; j++) {
-			float v = s == QTK_SCHEME_NF4 ? qtk_q_nf4_table()[q[j]] : (float)q[j];
-			out[j0 + j] = affine ? v * d + b : v * d;
-		}
-	}
+	DISPATCH(encode_b512, m, x, n, p, b, codes)
 }
 
-__attribute__((target("avx512f"))) void
-intq_deq_group_avx512(qtk_scheme_id s, const uint8_t *codes, size_t i0, size_t n,
-                      float d, float b, float *out)
+T512 INL float sqerr1_512(const int m, const float *x, const float *imp, size_t n,
+                          float p, float b, float d, float db)
 {
-	int32_t q[64];
-	int affine = s == QTK_SCHEME_INT4_AFFINE || s == QTK_SCHEME_INT8_AFFINE;
+	__m512 vp = _mm512_set1_ps(p), vb = _mm512_set1_ps(b), vd = _mm512_set1_ps(d);
+	__m512 vdb = _mm512_set1_ps(db), acc = _mm512_setzero_ps();
+	float lane[16];
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		__m512 xv = _mm512_loadu_ps(x + j);
+		__m512 w = _mm512_mul_ps(val16_512(m, code16_512(m, xv, vp, vb)), vd);
+		if (QM_AFFINE(m))
+			w = _mm512_add_ps(w, vdb);
+		__m512 e = _mm512_sub_ps(xv, w);
+		e = _mm512_mul_ps(e, e);
+		if (imp)
+			e = _mm512_mul_ps(e, _mm512_loadu_ps(imp + j));
+		acc = _mm512_add_ps(acc, e);
+	}
+	if (j == n) { /* intq_fold16 in registers: l[i] + l[i + k], k = 8, 4, 2, 1 */
+		__m256 a = _mm256_add_ps(_mm512_castps512_ps256(acc),
+		                         _mm512_extractf32x8_ps(acc, 1));
+		__m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+		q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+		return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+	}
+	_mm512_storeu_ps(lane, acc);
+	intq_sqerr_tail(m, x, imp, j, n, p, b, d, db, lane);
+	return intq_fold16(lane);
+}
+
+T512 INL void sqerr_b512(const int m, const float *x, const float *imp, size_t n,
+                         size_t nc, const float *p, const float *b, const float *d,
+                         const float *db, float *e)
+{
+	for (size_t k = 0; k < nc; k++)
+		e[k] = sqerr1_512(m, x, imp, n, p[k], b[k], d[k], db[k]);
+}
+
+T512 static void sqerr_512(int m, const float *x, const float *imp, size_t n, size_t nc,
+                           const float *p, const float *b, const float *d,
+                           const float *db, float *e)
+{
+	DISPATCH(sqerr_b512, m, x, imp, n, nc, p, b, d, db, e)
+}
+
+T512 INL void deq_b512(const int m, const uint8_t *codes, size_t n, float d, float b,
+                       float *out)
+{
 	__m512 vd = _mm512_set1_ps(d), vb = _mm512_set1_ps(b);
+	size_t j = 0;
 
-	for (size_t j0 = 0; j0 < n; j0 += 64) {
-		size_t m = n - j0 < 64 ? n - j0 : 64, j = 0;
-		unpack(s, codes, i0 + j0, m, q);
-		for (; j + 16 <= m; j += 16) {
-			__m512i vq = _mm512_loadu_si512(q + j);
-			__m512 v = s == QTK_SCHEME_NF4
-			                   ? _mm512_i32gather_ps(vq, qtk_q_nf4_table(), 4)
-			                   : _mm512_cvtepi32_ps(vq);
-			v = _mm512_mul_ps(v, vd);
-			if (affine)
-				v = _mm512_add_ps(v, vb);
-			_mm512_storeu_ps(out + j0 + j, v);
-		}
-		for (; j < m; j++) {
-			float v = s == QTK_SCHEME_NF4 ? qtk_q_nf4_table()[q[j]] : (float)q[j];
-			out[j0 + j] = affine ? v * d + b : v * d;
-		}
+	for (; j + 16 <= n; j += 16) {
+		__m512 w = _mm512_mul_ps(val16_512(m, unpack16_512(m, codes, j)), vd);
+		if (QM_AFFINE(m))
+			w = _mm512_add_ps(w, vb);
+		_mm512_storeu_ps(out + j, w);
+	}
+	for (; j < n; j++) {
+		float w = intq_val1(m, intq_get_code(m, codes, j)) * d;
+		out[j] = QM_AFFINE(m) ? w + b : w;
 	}
 }
+
+T512 static void deq_512(int m, const uint8_t *codes, size_t n, float d, float b,
+                         float *out)
+{
+	DISPATCH(deq_b512, m, codes, n, d, b, out)
+}
+
+T512 INL float dot_b512(const int m, const uint8_t *codes, size_t n, float d, float b,
+                        const float *x)
+{
+	__m512 s = _mm512_setzero_ps(), sx = _mm512_setzero_ps();
+	float ls[16], lx[16];
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		__m512 xv = _mm512_loadu_ps(x + j);
+		s = _mm512_add_ps(s, _mm512_mul_ps(val16_512(m, unpack16_512(m, codes, j)), xv));
+		if (QM_AFFINE(m))
+			sx = _mm512_add_ps(sx, xv);
+	}
+	_mm512_storeu_ps(ls, s);
+	_mm512_storeu_ps(lx, sx);
+	intq_dot_tail(m, codes, j, n, x, ls, lx);
+	return intq_dot_fold(m, ls, lx, d, b);
+}
+
+T512 static float dot_512(int m, const uint8_t *codes, size_t n, float d, float b,
+                          const float *x)
+{
+	DISPATCH(dot_b512, m, codes, n, d, b, x)
+}
+
+const intq_kernels intq_k_avx512 = {
+	scan_512, first_abs_512, encode_512, sqerr_512, deq_512, dot_512,
+};
+
+/* ===================================================================== */
+/* AVX2: 16 elements as two 8-lane halves (lanes 0-7 and 8-15)            */
+/* ===================================================================== */
+
+#define T256 __attribute__((target("avx2")))
+
+T256 INL float hmin8(__m256 v)
+{
+	__m128 a = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	a = _mm_min_ps(a, _mm_movehl_ps(a, a));
+	a = _mm_min_ss(a, _mm_shuffle_ps(a, a, 1));
+	return _mm_cvtss_f32(a);
+}
+
+T256 INL float hmax8(__m256 v)
+{
+	__m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+	a = _mm_max_ps(a, _mm_movehl_ps(a, a));
+	a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
+	return _mm_cvtss_f32(a);
+}
+
+T256 static int scan_256(const float *x, size_t n, float *amax, float *mn, float *mx)
+{
+	__m256i ab = _mm256_setzero_si256(), msk = _mm256_set1_epi32(0x7fffffff);
+	__m256 lo = _mm256_set1_ps(FLT_MAX), hi = _mm256_set1_ps(-FLT_MAX);
+	uint32_t t[8], m = 0;
+	size_t j = 0;
+
+	for (; j + 8 <= n; j += 8) {
+		__m256 v = _mm256_loadu_ps(x + j);
+		ab = _mm256_max_epu32(ab, _mm256_and_si256(_mm256_castps_si256(v), msk));
+		lo = _mm256_min_ps(lo, v);
+		hi = _mm256_max_ps(hi, v);
+	}
+	_mm256_storeu_si256((__m256i *)t, ab);
+	for (int i = 0; i < 8; i++)
+		m = t[i] > m ? t[i] : m;
+	return scan_tail(x, j, n, m, hmin8(lo), hmax8(hi), amax, mn, mx);
+}
+
+T256 static size_t first_abs_256(const float *x, size_t n, float a)
+{
+	__m256i t = _mm256_set1_epi32((int)fbits(a)), msk = _mm256_set1_epi32(0x7fffffff);
+	size_t j = 0;
+
+	for (; j + 8 <= n; j += 8) {
+		__m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(x + j)), msk);
+		int k = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(v, t)));
+		if (k)
+			return j + (size_t)__builtin_ctz((unsigned)k);
+	}
+	return first_abs_tail(x, j, n, a);
+}
+
+T256 INL __m256i code8_256(const int m, __m256 x, __m256 p, __m256 b)
+{
+	__m256 v, lim = _mm256_set1_ps(QM_LEVELS(m)), zero = _mm256_setzero_ps();
+
+	switch (m) {
+	case QM_INT8: {
+		__m256 y = _mm256_mul_ps(x, p);
+		__m256 t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+		__m256 sgn = _mm256_set1_ps(-0.0f);
+		__m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sgn, _mm256_sub_ps(y, t)),
+		                          _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+		__m256 one = _mm256_or_ps(_mm256_and_ps(y, sgn), _mm256_set1_ps(1.0f));
+		t = _mm256_add_ps(t, _mm256_and_ps(up, one));
+		t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+		return _mm256_cvttps_epi32(t);
+	}
+	case QM_INT4:
+		v = _mm256_add_ps(_mm256_mul_ps(x, p), _mm256_set1_ps(8.5f));
+		break;
+	case QM_NF4: {
+		__m256 y = _mm256_mul_ps(x, p);
+		__m256i c = _mm256_setzero_si256();
+		for (int k = 0; k < 15; k++) {
+			__m256 gt = _mm256_cmp_ps(y, _mm256_set1_ps(intq_nf4_mid[k]), _CMP_GT_OQ);
+			c = _mm256_sub_epi32(c, _mm256_castps_si256(gt));
+		}
+		return c;
+	}
+	case QM_AFF4:
+	case QM_AFF8:
+		v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, b), p), _mm256_set1_ps(0.5f));
+		break;
+	default:
+		v = _mm256_round_ps(_mm256_div_ps(_mm256_sub_ps(x, b), p),
+		                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+		break;
+	}
+	v = _mm256_min_ps(_mm256_max_ps(v, zero), lim);
+	return _mm256_cvttps_epi32(v);
+}
+
+T256 INL __m256 val8_256(const int m, __m256i q)
+{
+	if (m == QM_NF4) {
+		const float *t = intq_nf4_values;
+		__m256 lo = _mm256_permutevar8x32_ps(_mm256_loadu_ps(t), q);
+		__m256 hi = _mm256_permutevar8x32_ps(_mm256_loadu_ps(t + 8), q);
+		/* bit 3 of the code picks the upper half */
+		return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(q, 28)));
+	}
+	if (m == QM_INT4)
+		q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
+	return _mm256_cvtepi32_ps(q);
+}
+
+/* int32 codes of elements [8h, 8h + 8) of 16 code bytes */
+T256 INL __m256i unpack8_256(const int m, __m128i b, int h)
+{
+	if (h)
+		b = _mm_srli_si128(b, 8);
+	return m == QM_INT8 ? _mm256_cvtepi8_epi32(b) : _mm256_cvtepu8_epi32(b);
+}
+
+T256 INL void encode_b256(const int m, const float *x, size_t n, float p, float b,
+                          uint8_t *codes)
+{
+	__m256 vp = _mm256_set1_ps(p), vb = _mm256_set1_ps(b);
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		__m256i q0 = code8_256(m, _mm256_loadu_ps(x + j), vp, vb);
+		__m256i q1 = code8_256(m, _mm256_loadu_ps(x + j + 8), vp, vb);
+		__m128i a = _mm_packs_epi32(_mm256_castsi256_si128(q0), _mm256_extracti128_si256(q0, 1));
+		__m128i c = _mm_packs_epi32(_mm256_castsi256_si128(q1), _mm256_extracti128_si256(q1, 1));
+		store16(m, m == QM_INT8 ? _mm_packs_epi16(a, c) : _mm_packus_epi16(a, c), codes, j);
+	}
+	for (; j < n; j += QM_8BIT(m) ? 1 : 2) {
+		unsigned lo = intq_code1(m, x[j], p, b);
+		if (QM_8BIT(m))
+			codes[j] = (uint8_t)lo;
+		else
+			codes[j / 2] = (uint8_t)(lo | (j + 1 < n ? intq_code1(m, x[j + 1], p, b) : 0) << 4);
+	}
+}
+
+T256 static void encode_256(int m, const float *x, size_t n, float p, float b,
+                            uint8_t *codes)
+{
+	DISPATCH(encode_b256, m, x, n, p, b, codes)
+}
+
+T256 INL __m256 err8_256(const int m, const float *x, const float *imp, size_t j,
+                         __m256 vp, __m256 vb, __m256 vd, __m256 vdb)
+{
+	__m256 xv = _mm256_loadu_ps(x + j);
+	__m256 w = _mm256_mul_ps(val8_256(m, code8_256(m, xv, vp, vb)), vd);
+	if (QM_AFFINE(m))
+		w = _mm256_add_ps(w, vdb);
+	__m256 e = _mm256_sub_ps(xv, w);
+	e = _mm256_mul_ps(e, e);
+	if (imp)
+		e = _mm256_mul_ps(e, _mm256_loadu_ps(imp + j));
+	return e;
+}
+
+T256 INL float sqerr1_256(const int m, const float *x, const float *imp, size_t n,
+                          float p, float b, float d, float db)
+{
+	__m256 vp = _mm256_set1_ps(p), vb = _mm256_set1_ps(b), vd = _mm256_set1_ps(d);
+	__m256 vdb = _mm256_set1_ps(db), a0 = _mm256_setzero_ps(), a1 = a0;
+	float lane[16];
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		a0 = _mm256_add_ps(a0, err8_256(m, x, imp, j, vp, vb, vd, vdb));
+		a1 = _mm256_add_ps(a1, err8_256(m, x, imp, j + 8, vp, vb, vd, vdb));
+	}
+	if (j == n) { /* intq_fold16 in registers */
+		__m256 a = _mm256_add_ps(a0, a1);
+		__m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+		q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+		return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+	}
+	_mm256_storeu_ps(lane, a0);
+	_mm256_storeu_ps(lane + 8, a1);
+	intq_sqerr_tail(m, x, imp, j, n, p, b, d, db, lane);
+	return intq_fold16(lane);
+}
+
+T256 INL void sqerr_b256(const int m, const float *x, const float *imp, size_t n,
+                         size_t nc, const float *p, const float *b, const float *d,
+                         const float *db, float *e)
+{
+	for (size_t k = 0; k < nc; k++)
+		e[k] = sqerr1_256(m, x, imp, n, p[k], b[k], d[k], db[k]);
+}
+
+T256 static void sqerr_256(int m, const float *x, const float *imp, size_t n, size_t nc,
+                           const float *p, const float *b, const float *d,
+                           const float *db, float *e)
+{
+	DISPATCH(sqerr_b256, m, x, imp, n, nc, p, b, d, db, e)
+}
+
+T256 INL void deq_b256(const int m, const uint8_t *codes, size_t n, float d, float b,
+                       float *out)
+{
+	__m256 vd = _mm256_set1_ps(d), vb = _mm256_set1_ps(b);
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		__m128i c = load16(m, codes, j);
+		for (int h = 0; h < 2; h++) {
+			__m256 w = _mm256_mul_ps(val8_256(m, unpack8_256(m, c, h)), vd);
+			if (QM_AFFINE(m))
+				w = _mm256_add_ps(w, vb);
+			_mm256_storeu_ps(out + j + 8 * h, w);
+		}
+	}
+	for (; j < n; j++) {
+		float w = intq_val1(m, intq_get_code(m, codes, j)) * d;
+		out[j] = QM_AFFINE(m) ? w + b : w;
+	}
+}
+
+T256 static void deq_256(int m, const uint8_t *codes, size_t n, float d, float b,
+                         float *out)
+{
+	DISPATCH(deq_b256, m, codes, n, d, b, out)
+}
+
+T256 INL float dot_b256(const int m, const uint8_t *codes, size_t n, float d, float b,
+                        const float *x)
+{
+	__m256 s[2] = { _mm256_setzero_ps(), _mm256_setzero_ps() }, sx[2] = { s[0], s[0] };
+	float ls[16], lx[16];
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		__m128i c = load16(m, codes, j);
+		for (int h = 0; h < 2; h++) {
+			__m256 xv = _mm256_loadu_ps(x + j + 8 * h);
+			__m256 v = _mm256_mul_ps(val8_256(m, unpack8_256(m, c, h)), xv);
+			s[h] = _mm256_add_ps(s[h], v);
+			if (QM_AFFINE(m))
+				sx[h] = _mm256_add_ps(sx[h], xv);
+		}
+	}
+	for (int h = 0; h < 2; h++) {
+		_mm256_storeu_ps(ls + 8 * h, s[h]);
+		_mm256_storeu_ps(lx + 8 * h, sx[h]);
+	}
+	intq_dot_tail(m, codes, j, n, x, ls, lx);
+	return intq_dot_fold(m, ls, lx, d, b);
+}
+
+T256 static float dot_256(int m, const uint8_t *codes, size_t n, float d, float b,
+                          const float *x)
+{
+	DISPATCH(dot_b256, m, codes, n, d, b, x)
+}
+
+const intq_kernels intq_k_avx2 = {
+	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256,
+};

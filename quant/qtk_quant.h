@@ -278,6 +278,10 @@ enum {
 
 #define QTK_GROUP_ROW 0u            /* group = the whole row */
 #define QTK_QF_DOUBLE_QUANT 0x1u    /* NF4: 8-bit group absmax, blocks of 256 */
+/* INT4_AFFINE / INT8_AFFINE: MLX affine_quantize parameters instead of the
+ * ggml Q4_1 rule (the scale may be negative; w = scale*q + bias as always).
+ * See docs/quantization.md. */
+#define QTK_QF_MLX_AFFINE 0x2u
 
 /* How one 2-D tensor [rows][cols] is stored. An N-D tensor is
  * [prod(dims[0..n-2])][dims[n-1]]: groups run along the last dimension. */

@@ -3,6 +3,9 @@
 #ifndef QTK_QUANT_IMPL_H
 #define QTK_QUANT_IMPL_H
 
+#include <math.h>
+#include <stdint.h>
+
 #include "qtk_quant.h"
 
 /* F32 / F16 / BF16 storage (float_store.c) */
@@ -23,12 +26,163 @@ void intq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
 float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
                const float *x);
 
-/* SIMD dequantization of n elements of one group starting at element i0
- * (intq_simd.c); bit-identical to the scalar path. */
+/* ------------------------------------------------------------------ */
+/* Group kernels of the integer schemes (intq.c: scalar reference,     */
+/* intq_simd.c: AVX2 / AVX-512). Every variant gives the same bits.    */
+/* ------------------------------------------------------------------ */
+
+#ifdef __clang__
+/* no FMA contraction: every path does the same separate f32 mul and add
+ * (gcc: -std=c11 already implies -ffp-contract=off) */
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+/* Code rule of a group ("mode"); the 8-bit modes store one byte per code,
+ * the others two codes per byte (low nibble first). */
+enum {
+	QM_INT8, /* roundf(x*p), clamp [-127, 127]            (ggml Q8_0) */
+	QM_INT4, /* (int)(x*p + 8.5), clamp [0, 15]            (ggml Q4_0) */
+	QM_NF4,  /* number of NF4 midpoints strictly below x*p  (bitsandbytes) */
+	QM_AFF4, /* (int)((x-b)*p + 0.5), clamp [0, 15]        (ggml Q4_1) */
+	QM_AFF8, /* the same with 255 levels */
+	QM_MLX4, /* rint((x-b)/p), clamp [0, 15]  (MLX affine; p is the scale) */
+	QM_MLX8  /* the same with 255 levels */
+};
+#define QM_AFFINE(m) ((m) >= QM_AFF4)
+#define QM_8BIT(m) ((m) == QM_INT8 || (m) == QM_AFF8 || (m) == QM_MLX8)
+#define QM_LEVELS(m) ((m) == QM_AFF8 || (m) == QM_MLX8 ? 255.0f : 15.0f)
+
 const float *qtk_q_nf4_table(void);
-void intq_deq_group_avx2(qtk_scheme_id s, const uint8_t *codes, size_t i0,
-                         size_t n, float d, float b, float *out);
-void intq_deq_group_avx512(qtk_scheme_id s, const uint8_t *codes, size_t i0,
-                           size_t n, float d, float b, float *out);
+const float *qtk_q_nf4_mids(void);
+extern const float intq_nf4_values[16]; /* the NF4 code values */
+extern const float intq_nf4_mid[16];    /* 15 midpoints ascending, then +Inf */
+
+/* The code of one element (p: reciprocal scale, or the scale for MLX;
+ * b: the bias for affine modes). NaN/Inf never reach here. */
+static inline unsigned intq_code1(int m, float x, float p, float b)
+{
+	float v;
+
+	switch (m) {
+	case QM_INT8:
+		v = roundf(x * p);
+		v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
+		return (uint8_t)(int8_t)v;
+	case QM_INT4:
+		v = x * p + 8.5f; /* in [0.5, 16.5] up to rounding: (int) is safe */
+		v = v < 0.0f ? 0.0f : v > 15.0f ? 15.0f : v;
+		return (unsigned)(int)v;
+	case QM_NF4: /* the decision tree = the count of midpoints < x*p */
+		return qtk_q_nf4_code(x * p);
+	case QM_AFF4:
+	case QM_AFF8:
+		v = (x - b) * p + 0.5f;
+		v = v < 0.0f ? 0.0f : v > QM_LEVELS(m) ? QM_LEVELS(m) : v;
+		return (unsigned)(int)v;
+	default: /* MLX */
+		v = rintf((x - b) / p);
+		v = v < 0.0f ? 0.0f : v > QM_LEVELS(m) ? QM_LEVELS(m) : v;
+		return (unsigned)(int)v;
+	}
+}
+
+/* The value a code stands for before the scale is applied. */
+static inline float intq_val1(int m, unsigned c)
+{
+	switch (m) {
+	case QM_INT8:
+		return (float)(int8_t)c;
+	case QM_INT4:
+		return (float)((int)c - 8);
+	case QM_NF4:
+		return intq_nf4_values[c & 15];
+	default:
+		return (float)c;
+	}
+}
+
+/* Sum of 16 lanes in a fixed tree: l += l + k for k = 8, 4, 2, 1. */
+static inline float intq_fold16(float *l)
+{
+	for (int k = 8; k; k >>= 1)
+		for (int i = 0; i < k; i++)
+			l[i] = l[i] + l[i + k];
+	return l[0];
+}
+
+static inline unsigned intq_get_code(int m, const uint8_t *codes, size_t j)
+{
+	return QM_8BIT(m) ? codes[j] : (codes[j >> 1] >> ((j & 1) * 4)) & 15;
+}
+
+/* Elements [j, n) of the sqerr and dot kernels, into lanes j % 16: the
+ * scalar reference runs them from 0, SIMD variants for their tails. */
+static inline void intq_sqerr_tail(int m, const float *x, const float *imp, size_t j,
+                                   size_t n, float p, float b, float d, float db,
+                                   float *lane)
+{
+	for (; j < n; j++) {
+		float w = intq_val1(m, intq_code1(m, x[j], p, b)) * d;
+		if (QM_AFFINE(m))
+			w = w + db;
+		float e = x[j] - w;
+		e = e * e;
+		if (imp)
+			e = e * imp[j];
+		lane[j & 15] += e;
+	}
+}
+
+static inline void intq_dot_tail(int m, const uint8_t *codes, size_t j, size_t n,
+                                 const float *x, float *s, float *sx)
+{
+	for (; j < n; j++) {
+		float v = intq_val1(m, intq_get_code(m, codes, j)) * x[j];
+		s[j & 15] += v;
+		sx[j & 15] += x[j];
+	}
+}
+
+/* The group value of the dot kernel from its lanes: S*d (+ b*X). */
+static inline float intq_dot_fold(int m, float *s, float *sx, float d, float b)
+{
+	float t = intq_fold16(s) * d;
+	if (QM_AFFINE(m)) {
+		float u = b * intq_fold16(sx);
+		t = t + u;
+	}
+	return t;
+}
+
+/* Per-group kernels. `codes` points at the group's first code byte (4-bit:
+ * groups start on an even element, so on a byte). */
+typedef struct {
+	/* max |x|, min, max of x[0..n); 0 if a NaN or Inf is present (then the
+	 * outputs are meaningless). min may differ from the scalar scan in the
+	 * sign of a zero; callers fix that up. */
+	int (*scan)(const float *x, size_t n, float *amax, float *mn, float *mx);
+	/* index of the first element with |x| == a (a is present) */
+	size_t (*first_abs)(const float *x, size_t n, float a);
+	/* codes of n elements by intq_code1 (4-bit: pairs packed, an odd last
+	 * element leaves the high nibble 0) */
+	void (*encode)(int m, const float *x, size_t n, float p, float b,
+	               uint8_t *codes);
+	/* for each of nc candidates k: e[k] = the sum of imp_j * (x_j - w_j)^2
+	 * (imp = NULL: weight 1) with the codes of intq_code1(m, x, p[k],
+	 * b[k]) and w = val*d[k] (+ db[k] for affine): element j adds
+	 * ((x-w)*(x-w))*imp in f32 lane j % 16, then intq_fold16 */
+	void (*sqerr)(int m, const float *x, const float *imp, size_t n, size_t nc,
+	              const float *p, const float *b, const float *d, const float *db,
+	              float *e);
+	/* out = val*d (+ b for affine) */
+	void (*deq)(int m, const uint8_t *codes, size_t n, float d, float b,
+	            float *out);
+	/* the group's dot with x: lanes j % 16 of val_j*x_j (and of x_j for
+	 * affine), each folded; S*d (+ b*X). See docs/quantization.md. */
+	float (*dot)(int m, const uint8_t *codes, size_t n, float d, float b,
+	             const float *x);
+} intq_kernels;
+
+extern const intq_kernels intq_k_scalar, intq_k_avx2, intq_k_avx512;
 
 #endif

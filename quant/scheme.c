@@ -72,10 +72,14 @@ qtk_err qtk_q_layout_check(const qtk_q_layout *L, uint64_t rows, uint64_t cols,
 		return qtk_fail(st, QTK_E_ARG,
 		                "scheme %s: group %u is not a power of two in [16, 4096] or 'row'",
 		                s->name, L->group);
-	if (L->flags & ~QTK_QF_DOUBLE_QUANT)
+	if (L->flags & ~(QTK_QF_DOUBLE_QUANT | QTK_QF_MLX_AFFINE))
 		return qtk_fail(st, QTK_E_ARG, "scheme %s: unknown flags 0x%x", s->name, L->flags);
 	if ((L->flags & QTK_QF_DOUBLE_QUANT) && L->scheme != QTK_SCHEME_NF4)
 		return qtk_fail(st, QTK_E_ARG, "double quantization is defined for nf4 only");
+	if ((L->flags & QTK_QF_MLX_AFFINE) && !s->has_bias)
+		return qtk_fail(st, QTK_E_ARG,
+		                "scheme %s: the MLX affine rule is defined for int4-affine and int8-affine only",
+		                s->name);
 	if (L->scale_dtype != QTK_DT_F16 && L->scale_dtype != QTK_DT_F32 &&
 	    L->scale_dtype != QTK_DT_BF16)
 		return qtk_fail(st, QTK_E_ARG, "scheme %s: scale dtype must be F16, BF16 or F32",

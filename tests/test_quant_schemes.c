@@ -151,12 +151,16 @@ TEST(quant_zero_subnormal_short_last_group)
 			qtk_q_metrics_from(&a, &m);
 			CHECK_MSG(m.max_abs <= (ids[k] == QTK_SCHEME_NF4 ? 0.2 : 0.13),
 			          "%s g=%d max_abs %g", qtk_q_scheme_get(ids[k])->name, g, m.max_abs);
-			/* dot agrees with dequantize */
+			/* dot agrees with dequantize (to f32 lane rounding; the exact
+			 * definition is tested in test_quant_simd.c) */
 			qtk_q_cplanes R = C;
-			double ref = 0;
-			for (int i = 0; i < 40; i++)
+			double ref = 0, mag = 0;
+			for (int i = 0; i < 40; i++) {
 				ref += (double)y[i] * (double)x[i];
-			CHECK((double)qtk_q_scheme_get(ids[k])->dot(&L, &R, 40, x) == (double)(float)ref);
+				mag += fabs((double)y[i] * (double)x[i]);
+			}
+			CHECK(fabs((double)qtk_q_scheme_get(ids[k])->dot(&L, &R, 40, x) - ref) <=
+			      1e-6 * mag);
 		}
 	}
 }

@@ -18,6 +18,7 @@
 #include "conv_impl.h"
 
 #define DEFAULT_CHUNK_ELEMS (1u << 20)
+#define SUB_ELEMS 16384u        /* f32 values processed in cache at a time */
 
 enum { MODE_RAW, MODE_ELEM, MODE_ROWS };
 
@@ -351,7 +352,9 @@ static qtk_err dq_finish(job *j, const plan_tensor *p, worker_buf *b, qtk_status
 		if (rc)
 			break;
 		qtk_q_dequantize_rows(&q, &c, (size_t)n, (size_t)p->cols, b->out);
-		qtk_q_acc_add(acc, b->in, b->out, (size_t)(n * p->cols));
+		/* row by row: the sums do not depend on the chunk size */
+		for (uint64_t r = 0; r < n; r++)
+			qtk_q_acc_add(acc, b->in + r * p->cols, b->out + r * p->cols, (size_t)p->cols);
 		src_span(p->t, r0 * p->cols, n * p->cols, &off, &len);
 		src_release(p->t, off, len);
 	}
@@ -394,6 +397,22 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 	return rc;
 }
 
+/* f32 values of rows [r0, r0 + n) of a ROWS item (GGUF q/k rows gathered:
+ * GGUF row r is HF row qk_src_row(r), a permutation within heads). */
+static qtk_err read_rows(job *j, const work_item *it, const plan_tensor *p, uint64_t r0,
+                         uint64_t n, uint64_t cols, float *out, qtk_status *st)
+{
+	if (j->gguf && j->gt[it->tensor].qk) {
+		for (uint64_t r = 0; r < n; r++) {
+			uint64_t sr = qtk_gguf_llama_qk_src_row(it->start + r0 + r, p->rows,
+			                                        j->gt[it->tensor].n_head);
+			QTK_TRY(src_read_f32(j->s, p->t, sr * cols, cols, out + r * cols, st));
+		}
+		return QTK_OK;
+	}
+	return src_read_f32(j->s, p->t, (it->start + r0) * cols, n * cols, out, st);
+}
+
 static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
                         qtk_status *st)
 {
@@ -417,16 +436,6 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		qo.row0 = it->start;
 	}
 	nelem = nrows * cols;
-	if (j->gguf && j->gt[it->tensor].qk) {
-		/* GGUF row r is HF row qk_src_row(r): gather (permutation within heads) */
-		for (uint64_t r = 0; r < nrows; r++) {
-			uint64_t sr = qtk_gguf_llama_qk_src_row(it->start + r, p->rows,
-			                                        j->gt[it->tensor].n_head);
-			QTK_TRY(src_read_f32(j->s, p->t, sr * cols, cols, b->in + r * cols, st));
-		}
-	} else {
-		QTK_TRY(src_read_f32(j->s, p->t, elem0, nelem, b->in, st));
-	}
 	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
 		QTK_TRY(grow(b, pl, (size_t)(rb * nrows), st));
@@ -435,9 +444,40 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	}
 	dst.p[QTK_PLANE_DQ] = NULL;
 	csrc.p[QTK_PLANE_DQ] = NULL;
-	if (L->flags & QTK_QF_DOUBLE_QUANT)
+	if (L->flags & QTK_QF_DOUBLE_QUANT) {
+		QTK_TRY(read_rows(j, it, p, 0, nrows, cols, b->in, st));
 		return dq_item(j, k, it, b, elem0, nelem, &qo, st);
-	QTK_TRY(qtk_q_quantize_rows(L, b->in, (size_t)nrows, (size_t)cols, &dst, &qo, st));
+	}
+	/* The item in cache-sized pieces (read, quantize, dequantize, measure
+	 * while the f32 values are in L2); the planes collect the whole item
+	 * for one write. */
+	{
+		int elem = p->mode == MODE_ELEM;
+		uint64_t units = elem ? cols : nrows;
+		uint64_t sub = elem ? SUB_ELEMS : (cols >= SUB_ELEMS ? 1 : SUB_ELEMS / cols);
+
+		for (uint64_t u0 = 0; u0 < units; u0 += sub) {
+			uint64_t nu = units - u0 < sub ? units - u0 : sub;
+			uint64_t sr = elem ? 1 : nu, sc = elem ? nu : cols;
+			qtk_q_planes d;
+			qtk_q_cplanes c;
+
+			for (int pl = 0; pl < QTK_PLANE_MAX; pl++) {
+				uint64_t off = elem ? qtk_q_row_bytes(L, u0, pl)
+				                    : u0 * qtk_q_row_bytes(L, cols, pl);
+				d.p[pl] = dst.p[pl] ? (uint8_t *)dst.p[pl] + off : NULL;
+				c.p[pl] = d.p[pl];
+			}
+			if (elem)
+				QTK_TRY(src_read_f32(j->s, p->t, elem0 + u0, nu, b->in, st));
+			else
+				QTK_TRY(read_rows(j, it, p, u0, nu, cols, b->in, st));
+			qo.row0 = elem ? 0 : it->start + u0;
+			QTK_TRY(qtk_q_quantize_rows(L, b->in, (size_t)sr, (size_t)sc, &d, &qo, st));
+			qtk_q_dequantize_rows(L, &c, (size_t)sr, (size_t)sc, b->out);
+			qtk_q_acc_add(&j->acc[k], b->in, b->out, (size_t)(sr * sc));
+		}
+	}
 	if (j->gguf)
 		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));
 	if (j->ms)
@@ -452,8 +492,6 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, pl, off, b->planes[pl],
 		                            (size_t)(rb * nrows), st));
 	}
-	qtk_q_dequantize_rows(L, &csrc, (size_t)nrows, (size_t)cols, b->out);
-	qtk_q_acc_add(&j->acc[k], b->in, b->out, (size_t)nelem);
 	src_span(p->t, elem0, nelem, &boff, &blen);
 	j->crc[k] = qtk_crc32(0, p->t->data + boff, blen);
 	src_release(p->t, boff, blen);

@@ -197,6 +197,12 @@ qtk_err qtk_out_pwrite(qtk_outfile *o, const void *buf, size_t n, uint64_t off,
 		p += w;
 		off += (uint64_t)w;
 		n -= (size_t)w;
+		/* Start writeback every 64 MB, so the fsync at commit finds little
+		 * left to write (it overlaps the conversion instead of following
+		 * it). Only a hint: errors surface at fsync. */
+		if (__atomic_add_fetch(&o->dirty, (uint64_t)w, __ATOMIC_RELAXED) >= (64u << 20) &&
+		    __atomic_exchange_n(&o->dirty, 0, __ATOMIC_RELAXED) >= (64u << 20))
+			sync_file_range(o->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
 	}
 	return QTK_OK;
 }

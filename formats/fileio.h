@@ -16,6 +16,7 @@ typedef struct {
 	int fd;         /* -1 when closed */
 	int force;      /* replace an existing target */
 	int slot;       /* index in the signal-cleanup registry, -1 if none */
+	uint64_t dirty; /* atomic: bytes written since writeback was last started */
 } qtk_outfile;
 
 /* Create the temporary file for path. Refuses (QTK_E_EXISTS) an existing

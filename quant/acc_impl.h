@@ -1,16 +1,22 @@
-/* quant (private): SIMD bodies of qtk_q_acc_add (acc_simd.c). They run the
- * same 8 lanes as the scalar loop (element i of the call to lane i % 8),
- * with the same double operations in the same order (separate multiply and
- * add, no FMA), so every ISA gives the same sums bit for bit. n is a
- * multiple of 8; the lane arrays are updated in place. */
+/* quant (private): the error accumulators' lanes. One call to
+ * qtk_q_acc_add runs in blocks of 256 elements; element i goes to lane
+ * i % 16. Within a block every lane sums e = w - w_hat (f32), e², w², ŵ²
+ * and w·ŵ in f32 (separate multiply and add, from +0) and keeps max |e|;
+ * after the block each lane's sums are added to its double accumulators
+ * (16 per quantity, folded in lane order at the end of the call). The SIMD
+ * bodies (acc_simd.c) do exactly these operations, so every ISA gives the
+ * same bits. n: any length (the last block may be short). */
 #ifndef QTK_ACC_IMPL_H
 #define QTK_ACC_IMPL_H
 
 #include <stddef.h>
 
-void acc_lanes_avx2(const float *w, const float *w_hat, size_t n, double *sse,
-                    double *ssw, double *ssh, double *dot, double *mx);
-void acc_lanes_avx512(const float *w, const float *w_hat, size_t n, double *sse,
-                      double *ssw, double *ssh, double *dot, double *mx);
+typedef struct {
+	double sse[16], ssw[16], ssh[16], dot[16], mx[16];
+} acc_lanes;
+
+void acc_block_scalar(acc_lanes *A, const float *w, const float *w_hat, size_t n);
+void acc_block_avx2(acc_lanes *A, const float *w, const float *w_hat, size_t n);
+void acc_block_avx512(acc_lanes *A, const float *w, const float *w_hat, size_t n);
 
 #endif

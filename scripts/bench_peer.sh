@@ -36,9 +36,13 @@ rss() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1" | awk '{printf
 wall() { sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$1" | awk -F: '{print $(NF-1) * 60 + $NF}'; }
 echo "peer: $IN ($size bytes), $(nproc) cores, 2 threads each, Q4_0"
 printf '%-34s %9s %9s %11s\n' tool seconds "GB/s" "peak RSS"
-for round in 1 2; do
+for round in 1 2 3; do
+	# both write a new file (no old output to unlink)
+	rm -f "$DIR/lq-q4_0.gguf" "$DIR/qtk-q4_0.gguf"
+	sync # the other tool's writeback does not run during this one
 	/usr/bin/time -v env LD_LIBRARY_PATH="$LQ:$LD_LIBRARY_PATH" "$LQ/llama-quantize" --pure \
 		"$IN" "$DIR/lq-q4_0.gguf" Q4_0 2 > "$DIR/lq.log" 2> "$DIR/lq.time"
+	sync
 	/usr/bin/time -v "$QTK" convert "$IN" -o "$DIR/qtk-q4_0.gguf" -F gguf --scheme int4 \
 		--group 32 -j 2 --force --quiet > "$DIR/qtk.log" 2> "$DIR/qtk.time"
 	ls=$(wall "$DIR/lq.time"); qs=$(wall "$DIR/qtk.time")

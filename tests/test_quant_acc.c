@@ -37,7 +37,7 @@ TEST(quant_acc_simd_equals_scalar)
 			continue;
 		}
 		tested++;
-		for (size_t n = 0; n < 70; n++) {
+		for (size_t n = 0; n < 200; n++) {
 			qtk_q_acc a = { 0 }, b = { 0 };
 			qtk_isa_force(QTK_ISA_SCALAR);
 			qtk_q_acc_add(&a, x + 3, y + 3, n);

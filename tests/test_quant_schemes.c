@@ -225,7 +225,7 @@ TEST(quant_chunked_equals_whole_and_metrics)
 		qtk_q_acc_merge(&a1, &a2);
 		qtk_q_acc_add(&all, x, y, 600);
 		qtk_q_metrics_from(&a1, &m);
-		CHECK(m.n == 600 && fabs(a1.sse - all.sse) <= 1e-12 * all.sse);
+		CHECK(m.n == 600 && fabs(a1.sse - all.sse) <= 1e-6 * all.sse); /* f32 blocks */
 		/* uniform in [-2, 2]: 8-bit RMSE ~ 2/127/sqrt(12), 4-bit ~ 16x more */
 		double lim = qtk_q_scheme_get(ids[k])->code_bits == 8 ? 0.01 : 0.2;
 		CHECK_MSG(m.rmse > 0 && m.rmse < lim && m.cosine > 0.98 && m.snr_db > 10,

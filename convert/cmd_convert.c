@@ -25,8 +25,9 @@ static void convert_usage(FILE *f)
 {
 	fprintf(f,
 "Usage: qtk convert INPUT -o OUTPUT --scheme SCHEME [OPTIONS]\n\n"
-"Convert a checkpoint (a .safetensors file, a *.safetensors.index.json or a\n"
-"directory of shards) into a packed .qtk file, streaming with bounded memory.\n\n"
+"Convert a checkpoint (a .safetensors file, a *.safetensors.index.json, a\n"
+"directory of shards, or a GGUF file) into a packed .qtk file, a GGUF file\n"
+"or an MLX directory, streaming with bounded memory.\n\n"
 "  -o, --output PATH        output file, or directory for mlx (required\n"
 "                           unless --dry-run)\n"
 "  -F, --format FMT         qtk (default), gguf (Q8_0/Q4_0/Q4_1: int8, int4,\n"
@@ -37,6 +38,9 @@ static void convert_usage(FILE *f)
 "  -g, --group N            group size: 32, 64, 128 (default 64) or 'row'\n"
 "      --scale-dtype T      f16 (default), bf16 or f32 for scales and biases\n"
 "      --double-quant       nf4: 8-bit group scales in blocks of 256 (bitsandbytes)\n"
+"      --affine-rule R      int4/int8-affine parameters: ggml (Q4_1: min and\n"
+"                           range) or mlx (mx.quantize's); default mlx for\n"
+"                           --format mlx, ggml otherwise\n"
 "  -r, --recipe FILE        JSON rules (docs/recipes.md)\n"
 "  -p, --preset NAME        auto (default), none, mixed, flux, wan, ltxv\n"
 "  -k, --keep PATTERN       keep matching tensors at source precision\n"
@@ -59,7 +63,7 @@ static void convert_usage(FILE *f)
 }
 
 enum { OPT_SET = 256, OPT_SEARCH, OPT_CALIB, OPT_JSON, OPT_CHUNK, OPT_SCALE,
-       OPT_DQ };
+       OPT_DQ, OPT_AFFINE_RULE };
 
 static const struct option long_opts[] = {
 	{ "output", required_argument, NULL, 'o' },
@@ -76,6 +80,7 @@ static const struct option long_opts[] = {
 	{ "chunk", required_argument, NULL, OPT_CHUNK },
 	{ "scale-dtype", required_argument, NULL, OPT_SCALE },
 	{ "double-quant", no_argument, NULL, OPT_DQ },
+	{ "affine-rule", required_argument, NULL, OPT_AFFINE_RULE },
 	{ "dry-run", no_argument, NULL, 'n' },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "force", no_argument, NULL, 'f' },
@@ -429,6 +434,15 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 				return cli_usage_error("convert", "bad scale dtype '%s'", optarg);
 			break;
 		case OPT_DQ: c->co.qflags |= QTK_QF_DOUBLE_QUANT; break;
+		case OPT_AFFINE_RULE:
+			if (!strcmp(optarg, "ggml"))
+				c->co.affine_rule = 1;
+			else if (!strcmp(optarg, "mlx"))
+				c->co.affine_rule = 2;
+			else
+				return cli_usage_error("convert", "unknown affine rule '%s' (ggml, mlx)",
+				                       optarg);
+			break;
 		case 'n': c->co.dry_run = 1; break;
 		case OPT_JSON: c->json = 1; break;
 		case 'f': c->co.force = 1; break;

@@ -162,6 +162,7 @@ static qtk_q_layout requant_layout(const ex_job *j, const ex_tensor *e)
 	qtk_q_layout L = e->pt->layout;
 	qtk_dtype md = e->pt->src_dtype;
 
+	/* ggml's affine rule for GGUF, MLX's for MLX (as convert does) */
 	L.flags = 0;
 	L.scale_dtype = QTK_DT_F16;
 	if (L.scheme == QTK_SCHEME_NF4)
@@ -173,6 +174,8 @@ static qtk_q_layout requant_layout(const ex_job *j, const ex_tensor *e)
 	} else {
 		if (L.group != 32 && L.group != 64 && L.group != 128)
 			L.group = 64;
+		if (L.scheme == QTK_SCHEME_INT4_AFFINE || L.scheme == QTK_SCHEME_INT8_AFFINE)
+			L.flags = QTK_QF_MLX_AFFINE;
 		if (md == QTK_DT_F16 || md == QTK_DT_BF16)
 			L.scale_dtype = md;
 	}
@@ -541,7 +544,7 @@ static qtk_err load_planes(ex_job *j, qtk_status *st)
 			QTK_TRY(qtk_pack_plane_read(j->f, e->pt, p, e->owned[p], st));
 			e->plane[p] = e->owned[p];
 		}
-		if (e->pt->layout.flags)
+		if (e->pt->layout.flags & QTK_QF_DOUBLE_QUANT)
 			return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': double-quantized scales "
 			                "cannot be exported", e->pt->name);
 	}

@@ -147,9 +147,14 @@ static qtk_err plan(job *j, qtk_status *st)
 			p->d.layout.scale_dtype = o->scale_dtype;
 			/* double quantization is an NF4 option; empty tensors have no
 			 * groups to double-quantize */
-			p->d.layout.flags = o->qflags;
+			p->d.layout.flags = o->qflags & ~QTK_QF_MLX_AFFINE;
 			if (p->d.layout.scheme != QTK_SCHEME_NF4 || t->nelem == 0)
 				p->d.layout.flags &= ~QTK_QF_DOUBLE_QUANT;
+			if ((p->d.layout.scheme == QTK_SCHEME_INT4_AFFINE ||
+			     p->d.layout.scheme == QTK_SCHEME_INT8_AFFINE) &&
+			    (o->affine_rule == 2 || (o->affine_rule == 0 && o->format == QTK_OUT_MLX) ||
+			     (o->qflags & QTK_QF_MLX_AFFINE)))
+				p->d.layout.flags |= QTK_QF_MLX_AFFINE;
 		}
 		if (j->gguf) {
 			QTK_TRY(gguf_plan_tensor(&j->gp, t, &p->d.layout, &j->gt[i], st));

@@ -93,6 +93,9 @@ typedef struct {
 	const qtk_recipe *recipe;
 	qtk_dtype scale_dtype;      /* F16 default */
 	uint32_t qflags;            /* QTK_QF_DOUBLE_QUANT */
+	int affine_rule;            /* int4/int8-affine parameters: 0 = MLX's rule
+	                               for --format mlx, ggml's Q4_1 rule otherwise;
+	                               1 = ggml's; 2 = MLX's (QTK_QF_MLX_AFFINE) */
 	int search;                 /* data-free scale search */
 	const char *calib;          /* importance file (docs/cli.md) or NULL */
 	int threads;                /* 0 = all cores */

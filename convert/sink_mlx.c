@@ -150,7 +150,7 @@ static const char *why_not(const src_tensor *t, const qtk_q_layout *L, uint64_t 
 		return "MLX quantizes tensors of 2 or more dims only";
 	}
 	if (mlx_scheme(L->scheme) && (L->group == 32 || L->group == 64 || L->group == 128) &&
-	    !L->flags && cols % L->group) {
+	    !(L->flags & QTK_QF_DOUBLE_QUANT) && cols % L->group) {
 		*undivided = 1;
 		return "the group does not divide its rows";
 	}

@@ -59,8 +59,9 @@ qtk_err qtk_gguf_type_for_layout(const qtk_q_layout *L, uint64_t cols, uint32_t 
 		why = "GGUF blocks hold groups of 32 only";
 	if (!why && L->scale_dtype != QTK_DT_F16)
 		why = "GGUF blocks hold f16 scales only";
-	if (!why && L->flags)
+	if (!why && (L->flags & QTK_QF_DOUBLE_QUANT))
 		why = "double-quantized scales have no GGUF form";
+	/* QTK_QF_MLX_AFFINE int4-affine is still d * q + m: Q4_1 holds it */
 	if (!why && cols % QTK_GGUF_QK)
 		why = "the row length is not a multiple of 32";
 	if (why)

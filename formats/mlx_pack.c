@@ -67,8 +67,9 @@ qtk_err qtk_mlx_form(const qtk_q_layout *L, uint64_t cols, unsigned *bits, unsig
 	}
 	if (!why && L->group != 32 && L->group != 64 && L->group != 128)
 		why = "MLX groups are 32, 64 or 128";
-	if (!why && L->flags)
+	if (!why && (L->flags & QTK_QF_DOUBLE_QUANT))
 		why = "double-quantized scales have no MLX form";
+	/* QTK_QF_MLX_AFFINE (affine only) is MLX's own rule: the same form */
 	if (!why && (cols % L->group || (cols * *bits) % 32))
 		why = "the row length is not a multiple of the group";
 	if (why)

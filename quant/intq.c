@@ -402,8 +402,14 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 	case QM_INT8:
 		d = amax / 127.0f;
 		break;
-	case QM_INT4: /* the signed value of the first largest magnitude */
-		d = x[c->K->first_abs(x, n, amax)] / -8.0f;
+	case QM_INT4: /* the signed value of the first largest magnitude: the
+	               * min or the max, unless both have it (then the first) */
+		if (-mn > mx)
+			d = mn * -0.125f; /* = mn / -8 exactly */
+		else if (mx > -mn)
+			d = mx * -0.125f;
+		else
+			d = x[c->K->first_abs(x, n, amax)] / -8.0f;
 		break;
 	case QM_AFF4:
 	case QM_AFF8:

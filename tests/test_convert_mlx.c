@@ -15,8 +15,10 @@ int mlx_test_convert(const char *in, const char *out, qtk_out_format fmt, qtk_sc
 {
 	qtk_recipe *r = NULL;
 	qtk_conv_report *rep = NULL;
+	/* MLX's affine rule for every output, so .qtk and MLX files of the
+	 * same options hold the same parameters */
 	qtk_conv_opts o = { .input = in, .output = out, .format = fmt,
-	                    .scale_dtype = sdt, .threads = 2, .force = 1 };
+	                    .scale_dtype = sdt, .threads = 2, .force = 1, .affine_rule = 2 };
 	int rc;
 
 	if (qtk_recipe_new(&r, s, g, st) != QTK_OK)
@@ -455,4 +457,46 @@ TEST(convert_mlx_real_checkpoints)
 	}
 	if (!found)
 		SKIP("../shared/ckpts not present");
+}
+
+/* The affine rule: MLX's by default for MLX output, ggml's (Q4_1) for .qtk
+ * and GGUF; --affine-rule overrides both ways. Symmetric schemes ignore it. */
+TEST(convert_affine_rule_defaults)
+{
+	static const struct { qtk_out_format fmt; int rule; qtk_scheme_id s; int mlx; } c[] = {
+		{ QTK_OUT_MLX, 0, QTK_SCHEME_INT4_AFFINE, 1 },
+		{ QTK_OUT_QTK, 0, QTK_SCHEME_INT4_AFFINE, 0 },
+		{ QTK_OUT_GGUF, 0, QTK_SCHEME_INT4_AFFINE, 0 },
+		{ QTK_OUT_MLX, 1, QTK_SCHEME_INT4_AFFINE, 0 },
+		{ QTK_OUT_QTK, 2, QTK_SCHEME_INT8_AFFINE, 1 },
+		{ QTK_OUT_GGUF, 2, QTK_SCHEME_INT4_AFFINE, 1 },
+		{ QTK_OUT_QTK, 2, QTK_SCHEME_INT4, 0 },
+	};
+	for (size_t k = 0; k < sizeof c / sizeof *c; k++) {
+		char out[4096];
+		qtk_recipe *r = NULL;
+		qtk_conv_report *rep = NULL;
+		qtk_status st;
+		size_t quant = 0;
+		qtk_conv_opts o = { .input = t_data("stories260K/model.safetensors"), .output = out,
+		                    .format = c[k].fmt, .scale_dtype = QTK_DT_F16, .threads = 1,
+		                    .force = 1, .affine_rule = c[k].rule };
+
+		snprintf(out, sizeof out, "%s", t_tmp(c[k].fmt == QTK_OUT_MLX ? "o" :
+		                                      c[k].fmt == QTK_OUT_GGUF ? "o.gguf" : "o.qtk"));
+		REQUIRE(qtk_recipe_new(&r, c[k].s, 32, &st) == QTK_OK);
+		o.recipe = r;
+		CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "case %zu: %s", k, st.msg);
+		for (size_t i = 0; rep && i < rep->ntensors; i++) {
+			const qtk_q_layout *L = &rep->tensors[i].layout;
+			if (L->scheme != c[k].s)
+				continue;
+			quant++;
+			CHECK_MSG(!!(L->flags & QTK_QF_MLX_AFFINE) == c[k].mlx, "case %zu: %s flags %u",
+			          k, rep->tensors[i].name, L->flags);
+		}
+		CHECK_MSG(quant > 20, "case %zu: %zu quantized", k, quant);
+		qtk_conv_report_free(rep);
+		qtk_recipe_free(r);
+	}
 }

@@ -46,6 +46,8 @@ qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
 /* Tell the kernel the bytes [off, off+len) of t are consumed: drops them
  * from this process's resident set (they stay in the page cache). */
 void src_release(const src_tensor *t, uint64_t off, uint64_t len);
+/* Map the bytes [off, off+len) of t in one call before they are read. */
+void src_prefault(const src_tensor *t, uint64_t off, uint64_t len);
 /* Bytes of t's data holding elements [elem0, elem0 + n) (whole blocks for
  * block types: callers split those tensors on block boundaries). */
 void src_span(const src_tensor *t, uint64_t elem0, uint64_t n, uint64_t *off,

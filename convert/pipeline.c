@@ -441,6 +441,9 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		qo.row0 = it->start;
 	}
 	nelem = nrows * cols;
+	src_span(p->t, elem0, nelem, &boff, &blen);
+	if (!(j->gguf && j->gt[it->tensor].qk)) /* gathered q/k rows: not contiguous */
+		src_prefault(p->t, boff, blen);
 	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
 		QTK_TRY(grow(b, pl, (size_t)(rb * nrows), st));

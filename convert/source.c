@@ -184,6 +184,26 @@ void src_span(const src_tensor *t, uint64_t elem0, uint64_t n, uint64_t *off,
 	*len = n * qtk_dtype_size(t->dtype);
 }
 
+void src_prefault(const src_tensor *t, uint64_t off, uint64_t len)
+{
+	static long page;
+	uintptr_t a, b;
+
+	if (!page)
+		page = sysconf(_SC_PAGESIZE);
+	if (!t->data || len == 0)
+		return;
+	a = ((uintptr_t)t->data + off) & ~((uintptr_t)page - 1);
+	b = (uintptr_t)t->data + off + len;
+#ifdef MADV_POPULATE_READ
+	/* one call maps the range's page-cache pages (instead of a fault per
+	 * page); an old kernel says EINVAL and the reads fault as usual */
+	madvise((void *)a, b - a, MADV_POPULATE_READ);
+#else
+	(void)b;
+#endif
+}
+
 void src_release(const src_tensor *t, uint64_t off, uint64_t len)
 {
 	static long page;

@@ -461,6 +461,8 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	 * for one write. */
 	{
 		int elem = p->mode == MODE_ELEM;
+		int gathered = j->gguf && j->gt[it->tensor].qk; /* rows not in file order */
+		uint32_t crc = 0;
 		uint64_t units = elem ? cols : nrows;
 		uint64_t sub = elem ? SUB_ELEMS : (cols >= SUB_ELEMS ? 1 : SUB_ELEMS / cols);
 
@@ -480,11 +482,17 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 				QTK_TRY(src_read_f32(j->s, p->t, elem0 + u0, nu, b->in, st));
 			else
 				QTK_TRY(read_rows(j, it, p, u0, nu, cols, b->in, st));
+			if (!gathered) { /* the crc of the bytes just read, while cached */
+				uint64_t o, l;
+				src_span(p->t, elem ? elem0 + u0 : elem0 + u0 * cols, sr * sc, &o, &l);
+				crc = qtk_crc32(crc, p->t->data + o, l);
+			}
 			qo.row0 = elem ? 0 : it->start + u0;
 			QTK_TRY(qtk_q_quantize_rows(L, b->in, (size_t)sr, (size_t)sc, &d, &qo, st));
 			qtk_q_dequantize_rows(L, &c, (size_t)sr, (size_t)sc, b->out);
 			qtk_q_acc_add(&j->acc[k], b->in, b->out, (size_t)(sr * sc));
 		}
+		j->crc[k] = gathered ? qtk_crc32(0, p->t->data + boff, blen) : crc;
 	}
 	if (j->gguf)
 		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));
@@ -500,8 +508,6 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, pl, off, b->planes[pl],
 		                            (size_t)(rb * nrows), st));
 	}
-	src_span(p->t, elem0, nelem, &boff, &blen);
-	j->crc[k] = qtk_crc32(0, p->t->data + boff, blen);
 	src_release(p->t, boff, blen);
 	return QTK_OK;
 }

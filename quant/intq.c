@@ -206,7 +206,7 @@ static float dot_ref(int m, const uint8_t *codes, size_t n, float d, float b,
 }
 
 const intq_kernels intq_k_scalar = {
-	scan_ref, first_abs_ref, encode_ref, sqerr_ref, deq_ref, dot_ref,
+	scan_ref, first_abs_ref, encode_ref, sqerr_ref, deq_ref, dot_ref, NULL,
 };
 
 /* ------------------------------------------------------------------ */
@@ -469,8 +469,18 @@ qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 		return qtk_fail(st, QTK_E_UNSUPPORTED,
 		                "tensor '%s': double quantization is a tensor-level pass: quantize with F32 scales, then qtk_q_double_quant",
 		                tname(opts));
+	/* round-to-nearest of symmetric schemes with f16 scales and whole
+	 * groups: a fused row kernel where the ISA has one (the special cases
+	 * send a row back to the group-by-group path below) */
+	int fused = c.K->rtn_row && !(opts && opts->search) && L->scale_dtype == QTK_DT_F16 &&
+	            (c.m == QM_INT8 || c.m == QM_INT4 || c.m == QM_NF4) &&
+	            L->group != QTK_GROUP_ROW && gl % 16 == 0 && cols % gl == 0;
+
 	for (size_t r = 0; r < nrows; r++) {
 		uint8_t *codes = (uint8_t *)dst->p[QTK_PLANE_CODES] + r * cb;
+		if (fused && c.K->rtn_row(c.m, src + r * cols, cols, gl,
+		                          (uint16_t *)dst->p[QTK_PLANE_SCALES] + r * gpr, codes))
+			continue;
 		memset(codes, 0, cb);
 		for (size_t g = 0; g < gpr; g++) {
 			size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;

@@ -5,6 +5,7 @@
  * count of midpoints below x, sums in 16 lanes (element j in lane j % 16)
  * folded by intq_fold16. Tails shorter than 16 run the scalar rule. */
 #include <float.h>
+#include <math.h>
 #include <immintrin.h>
 #include <string.h>
 
@@ -86,6 +87,8 @@ static __m128i load16(int m, const uint8_t *codes, size_t j)
 /* ===================================================================== */
 
 #define T512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+/* with F16C for the scalar f16 scale store */
+#define T512H __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,f16c")))
 
 T512 static int scan_512(const float *x, size_t n, float *amax, float *mn, float *mx)
 {
@@ -306,8 +309,81 @@ T512 static float dot_512(int m, const uint8_t *codes, size_t n, float d, float 
 	DISPATCH(dot_b512, m, codes, n, d, b, x)
 }
 
+/* One group of rtn_row (see quant_impl.h): the scan, the scale, its f16
+ * store and the codes without leaving registers or calling out, so the
+ * groups' dependency chains overlap in the out-of-order core. */
+T512H INL int rtn_group_512(const int m, const float *x, size_t n, uint16_t *sc,
+                            uint8_t *codes)
+{
+	__m512i ab = _mm512_setzero_si512(), msk = _mm512_set1_epi32(0x7fffffff);
+	__m512 lo = _mm512_set1_ps(FLT_MAX), hi = _mm512_set1_ps(-FLT_MAX);
+	uint32_t abits;
+	float amax, mn, mx, d, id, sd;
+	unsigned short h;
+
+	for (size_t j = 0; j < n; j += 16) {
+		__m512 v = _mm512_loadu_ps(x + j);
+		ab = _mm512_max_epu32(ab, _mm512_and_si512(_mm512_castps_si512(v), msk));
+		lo = _mm512_min_ps(lo, v);
+		hi = _mm512_max_ps(hi, v);
+	}
+	abits = _mm512_reduce_max_epu32(ab);
+	if (abits >= 0x7f800000u || abits < 0x00800000u) /* non-finite; < FLT_MIN */
+		return 0;
+	memcpy(&amax, &abits, 4);
+	if (m == QM_INT8) {
+		d = amax / 127.0f;
+	} else if (m == QM_INT4) {
+		uint32_t a, b, k;
+		mn = _mm512_reduce_min_ps(lo);
+		mx = _mm512_reduce_max_ps(hi);
+		if (-mn == mx)
+			return 0; /* the first of the two decides: the group path */
+		k = 0u - (uint32_t)(-mn > mx); /* branch-free: a coin flip per group */
+		memcpy(&a, &mn, 4);
+		memcpy(&b, &mx, 4);
+		a = (a & k) | (b & ~k);
+		memcpy(&d, &a, 4);
+		d *= -0.125f; /* = d / -8 exactly */
+	} else {
+		d = amax;
+	}
+	id = 1.0f / d;
+	h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+	sd = _cvtsh_ss(h);
+	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
+		return 0;
+	memcpy(sc, &h, 2);
+	for (size_t j = 0; j < n; j += 16) {
+		__m512i q = code16_512(m, _mm512_loadu_ps(x + j), _mm512_set1_ps(id),
+		                       _mm512_setzero_ps());
+		store16(m, _mm512_cvtepi32_epi8(q), codes, j);
+	}
+	return 1;
+}
+
+T512H INL int rtn_row_b512(const int m, const float *x, size_t cols, size_t gl,
+                           uint16_t *scales, uint8_t *codes)
+{
+	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
+		if (!rtn_group_512(m, x + i0, gl, scales + g, codes + (QM_8BIT(m) ? i0 : i0 / 2)))
+			return 0;
+	return 1;
+}
+
+T512H static int rtn_row_512(int m, const float *x, size_t cols, size_t gl,
+                             uint16_t *scales, uint8_t *codes)
+{
+	switch (m) {
+	case QM_INT8: return rtn_row_b512(QM_INT8, x, cols, gl, scales, codes);
+	case QM_INT4: return rtn_row_b512(QM_INT4, x, cols, gl, scales, codes);
+	case QM_NF4: return rtn_row_b512(QM_NF4, x, cols, gl, scales, codes);
+	default: return 0;
+	}
+}
+
 const intq_kernels intq_k_avx512 = {
-	scan_512, first_abs_512, encode_512, sqerr_512, deq_512, dot_512,
+	scan_512, first_abs_512, encode_512, sqerr_512, deq_512, dot_512, rtn_row_512,
 };
 
 /* ===================================================================== */
@@ -568,5 +644,5 @@ T256 static float dot_256(int m, const uint8_t *codes, size_t n, float d, float 
 }
 
 const intq_kernels intq_k_avx2 = {
-	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256,
+	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256, NULL,
 };

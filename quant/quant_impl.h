@@ -181,6 +181,14 @@ typedef struct {
 	 * affine), each folded; S*d (+ b*X). See docs/quantization.md. */
 	float (*dot)(int m, const uint8_t *codes, size_t n, float d, float b,
 	             const float *x);
+	/* Round-to-nearest of one whole row of a symmetric scheme (INT8, INT4,
+	 * NF4) in groups of gl (16 | gl, gl | cols) with f16 scales, fused: the
+	 * same results as quant_group for every group, or 0 as soon as a group
+	 * needs its special cases (non-finite, zero or tiny, an INT4 min/max
+	 * tie, a scale f16 cannot hold): the caller then redoes the row group
+	 * by group. NULL where there is none. */
+	int (*rtn_row)(int m, const float *x, size_t cols, size_t gl, uint16_t *scales,
+	               uint8_t *codes);
 } intq_kernels;
 
 extern const intq_kernels intq_k_scalar, intq_k_avx2, intq_k_avx512;

@@ -1,0 +1,94 @@
+/* tests: the fused round-to-nearest row kernel (AVX-512; INT8, INT4, NF4
+ * with f16 scales and whole groups) gives the bytes of the group-by-group
+ * scalar reference, including rows it hands back midway (a zero, tiny,
+ * tied or non-finite group after ordinary ones). */
+#include <math.h>
+#include <stdlib.h>
+
+#include "qtk_quant.h"
+#include "test.h"
+
+enum { R = 12, C = 512 };
+
+static uint32_t seed = 99;
+static float urand(void)
+{
+	seed = seed * 1664525u + 1013904223u;
+	return (float)(seed >> 8) / 8388608.0f - 1.0f;
+}
+
+/* Row r: ordinary values, with row-specific trouble from column 300 on. */
+static void fill(float *x)
+{
+	for (int r = 0; r < R; r++)
+		for (int i = 0; i < C; i++) {
+			float *v = &x[r * C + i];
+			*v = urand() * (r % 3 == 0 ? 0.02f : r % 3 == 1 ? 3.0f : 700.0f);
+			if (i < 300)
+				continue;
+			switch (r) {
+			case 3: *v = 0.0f; break;                             /* zero groups */
+			case 4: *v = urand() * 1e-39f; break;                 /* subnormal only */
+			case 5: *v = urand() * 1e-30f; break;                 /* tiny, normal */
+			case 6: *v = (i % 2 ? 0.5f : -0.5f); break;           /* min/max tie */
+			case 7: *v = i % 16 == 3 ? -2.0f : i % 16 == 9 ? 2.0f : 0.1f; break;
+			case 8: *v = urand() * 2.0e5f; break;                 /* scale > f16 for int4 */
+			case 9: *v = (float)((int)(urand() * 127.0f)) + 0.5f; break; /* .5 ties */
+			default: break;
+			}
+		}
+}
+
+TEST(quant_fused_rtn_row_equals_group_path)
+{
+	static const qtk_scheme_id sch[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4, QTK_SCHEME_NF4 };
+	static const uint32_t groups[] = { 16, 32, 64, 128 };
+	static float x[R * C];
+	static uint8_t c0[R * C], c1[R * C], s0[R * C], s1[R * C];
+	qtk_isa isa0 = qtk_isa_active();
+	int compared = 0;
+
+	if (!qtk_isa_supported(QTK_ISA_AVX512))
+		SKIP("no AVX-512 on this CPU: the fused kernel does not run");
+	fill(x);
+	for (size_t k = 0; k < 3; k++)
+		for (size_t g = 0; g < 4; g++) {
+			qtk_q_layout L = { .scheme = sch[k], .group = groups[g],
+			                   .scale_dtype = QTK_DT_F16, .dtype = QTK_DT_F32 };
+			qtk_q_planes p0 = { { c0, s0, NULL, NULL } }, p1 = { { c1, s1, NULL, NULL } };
+			qtk_q_opts o = { .tensor = "w" };
+			qtk_status st0, st1;
+			uint64_t sz[QTK_PLANE_MAX];
+			int rc0, rc1;
+
+			/* one row at a time, so a failing row does not hide the others */
+			for (int r = 0; r < R; r++) {
+				qtk_q_planes q0 = p0, q1 = p1;
+				size_t cb = (size_t)qtk_q_row_bytes(&L, C, QTK_PLANE_CODES);
+				size_t sb = (size_t)qtk_q_row_bytes(&L, C, QTK_PLANE_SCALES);
+				q0.p[0] = c0 + r * cb;
+				q0.p[1] = s0 + r * sb;
+				q1.p[0] = c1 + r * cb;
+				q1.p[1] = s1 + r * sb;
+				o.row0 = (uint64_t)r;
+				qtk_isa_force(QTK_ISA_SCALAR);
+				rc0 = qtk_q_quantize_rows(&L, x + r * C, 1, C, &q0, &o, &st0);
+				qtk_isa_force(QTK_ISA_AVX512);
+				rc1 = qtk_q_quantize_rows(&L, x + r * C, 1, C, &q1, &o, &st1);
+				CHECK_EQ(rc0, rc1);
+				if (rc0 || rc1) {
+					CHECK_STR(st0.msg, st1.msg);
+					memset(c0 + r * cb, 0, cb);
+					memset(c1 + r * cb, 0, cb);
+					memset(s0 + r * sb, 0, sb);
+					memset(s1 + r * sb, 0, sb);
+				}
+			}
+			REQUIRE(qtk_q_plane_sizes(&L, R, C, sz) == QTK_OK);
+			CHECK_MSG(!memcmp(c0, c1, sz[0]) && !memcmp(s0, s1, sz[1]), "%s g%u differs",
+			          qtk_q_scheme_get(sch[k])->name, groups[g]);
+			compared++;
+		}
+	qtk_isa_force(isa0);
+	CHECK_EQ(compared, 12);
+}

@@ -40,6 +40,8 @@ run() {
 	flag=""; [ $mode = search ] && flag="--search"
 	out="$DIR/out.$fmt"
 	log="$DIR/time.log"
+	rm -f "$out"
+	sync # the previous run's writeback does not overlap this one
 	if [ -x /usr/bin/time ]; then
 		/usr/bin/time -v "$QTK" convert "$SRC" -o "$out" -F $fmt --scheme $scheme \
 			--group $group $flag -j "$J" --force --quiet --json > "$DIR/report.json" 2> "$log"

@@ -184,39 +184,46 @@ void src_span(const src_tensor *t, uint64_t elem0, uint64_t n, uint64_t *off,
 	*len = n * qtk_dtype_size(t->dtype);
 }
 
-void src_prefault(const src_tensor *t, uint64_t off, uint64_t len)
+/* The page-aligned part of t's bytes [off, off+len): outward (whole pages
+ * touching the range) or inward (whole pages inside it). 0 if none. */
+static int page_range(const src_tensor *t, uint64_t off, uint64_t len, int outward,
+                      uintptr_t *a, uintptr_t *b)
 {
 	static long page;
-	uintptr_t a, b;
+	uintptr_t m;
 
 	if (!page)
 		page = sysconf(_SC_PAGESIZE);
 	if (!t->data || len == 0)
-		return;
-	a = ((uintptr_t)t->data + off) & ~((uintptr_t)page - 1);
-	b = (uintptr_t)t->data + off + len;
+		return 0;
+	m = (uintptr_t)page - 1;
+	*a = (uintptr_t)t->data + off;
+	*b = *a + len;
+	*a = outward ? *a & ~m : (*a + m) & ~m;
+	*b = outward ? (*b + m) & ~m : *b & ~m;
+	return *b > *a;
+}
+
+void src_prefault(const src_tensor *t, uint64_t off, uint64_t len)
+{
+	uintptr_t a, b;
+
 #ifdef MADV_POPULATE_READ
 	/* one call maps the range's page-cache pages (instead of a fault per
 	 * page); an old kernel says EINVAL and the reads fault as usual */
-	madvise((void *)a, b - a, MADV_POPULATE_READ);
+	if (page_range(t, off, len, 1, &a, &b))
+		madvise((void *)a, b - a, MADV_POPULATE_READ);
 #else
-	(void)b;
+	(void)t, (void)off, (void)len, (void)a, (void)b;
 #endif
 }
 
 void src_release(const src_tensor *t, uint64_t off, uint64_t len)
 {
-	static long page;
 	uintptr_t a, b;
 
-	if (!page)
-		page = sysconf(_SC_PAGESIZE);
-	if (!t->data || len == 0)
-		return;
 	/* whole pages inside the range only: neighbours may still be read */
-	a = ((uintptr_t)t->data + off + (uintptr_t)page - 1) & ~((uintptr_t)page - 1);
-	b = ((uintptr_t)t->data + off + len) & ~((uintptr_t)page - 1);
-	if (b > a)
+	if (page_range(t, off, len, 0, &a, &b))
 		madvise((void *)a, b - a, MADV_DONTNEED);
 }
 

@@ -405,13 +405,7 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 	case QM_INT4: /* the signed value of the first largest magnitude: the
 	               * min or the max, unless both have it (then the first) */
 		if (-mn != mx) {
-			/* branch-free pick: which end wins is a coin flip per group */
-			uint32_t a, b, k = 0u - (uint32_t)(-mn > mx);
-			memcpy(&a, &mn, 4);
-			memcpy(&b, &mx, 4);
-			a = (a & k) | (b & ~k);
-			memcpy(&d, &a, 4);
-			d *= -0.125f; /* = d / -8 exactly */
+			d = intq_q4_edge(mn, mx) * -0.125f; /* = / -8 exactly */
 		} else {
 			d = x[c->K->first_abs(x, n, amax)] / -8.0f;
 		}

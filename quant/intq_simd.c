@@ -334,17 +334,11 @@ T512H INL int rtn_group_512(const int m, const float *x, size_t n, uint16_t *sc,
 	if (m == QM_INT8) {
 		d = amax / 127.0f;
 	} else if (m == QM_INT4) {
-		uint32_t a, b, k;
 		mn = _mm512_reduce_min_ps(lo);
 		mx = _mm512_reduce_max_ps(hi);
 		if (-mn == mx)
 			return 0; /* the first of the two decides: the group path */
-		k = 0u - (uint32_t)(-mn > mx); /* branch-free: a coin flip per group */
-		memcpy(&a, &mn, 4);
-		memcpy(&b, &mx, 4);
-		a = (a & k) | (b & ~k);
-		memcpy(&d, &a, 4);
-		d *= -0.125f; /* = d / -8 exactly */
+		d = intq_q4_edge(mn, mx) * -0.125f; /* = / -8 exactly */
 	} else {
 		d = amax;
 	}

@@ -6,6 +6,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <string.h>
+
 #include "qtk_quant.h"
 
 /* F32 / F16 / BF16 storage (float_store.c) */
@@ -192,5 +194,20 @@ typedef struct {
 } intq_kernels;
 
 extern const intq_kernels intq_k_scalar, intq_k_avx2, intq_k_avx512;
+
+/* INT4 (ggml Q4_0): of a group's min and max, the one of larger magnitude
+ * (callers handle -mn == mx, where the first in the group decides). Chosen
+ * without a branch: which end wins is a coin flip from group to group. */
+static inline float intq_q4_edge(float mn, float mx)
+{
+	uint32_t a, b, k = 0u - (uint32_t)(-mn > mx);
+	float r;
+
+	memcpy(&a, &mn, 4);
+	memcpy(&b, &mx, 4);
+	a = (a & k) | (b & ~k);
+	memcpy(&r, &a, 4);
+	return r;
+}
 
 #endif

@@ -5,7 +5,6 @@
 set -e
 QTK=${1:-build/qtk}
 CKPT=tests/data/stories260K
-[ -d ../shared/ckpts/stories260K ] && CKPT=../shared/ckpts/stories260K
 OUT=${QTK_DEMO_OUT:-build/demo}
 mkdir -p "$OUT"
 echo "== qtk inspect $CKPT/model.safetensors"

@@ -206,7 +206,7 @@ static float dot_ref(int m, const uint8_t *codes, size_t n, float d, float b,
 }
 
 const intq_kernels intq_k_scalar = {
-	scan_ref, first_abs_ref, encode_ref, sqerr_ref, deq_ref, dot_ref, NULL,
+	scan_ref, first_abs_ref, encode_ref, sqerr_ref, deq_ref, dot_ref, NULL, NULL,
 };
 
 /* ------------------------------------------------------------------ */
@@ -245,8 +245,10 @@ static void mlx_params(float lo, float hi, float levels, float *s, float *b)
 }
 
 /* Clipping ratios of the data-free search; r = 1 (RTN) comes first. */
-static const float ratios[] = { 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f };
-#define NRATIO (sizeof ratios / sizeof ratios[0])
+const float intq_ratios[INTQ_NRATIO] = { 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f };
+#define ratios intq_ratios
+#define NRATIO ((size_t)INTQ_NRATIO)
+_Static_assert(2 * INTQ_NRATIO <= 16, "search parameters fit one vector");
 
 /* Data-free search over the clipping ratios above. On entry *d, *mn hold
  * the RTN parameters (the r = 1 candidate, exactly); lo, hi are the group's
@@ -262,8 +264,10 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
                          float lo, float hi, float *d, float *mn)
 {
 	float levels = QM_LEVELS(c->m), mid = 0.5f * (lo + hi), h = 0.5f * (hi - lo);
-	float td[NRATIO], tm[NRATIO], sv[2 * NRATIO];
-	uint16_t hv[2 * NRATIO];
+	/* sv: the scales, then the biases; padded to 16 so the conversions
+	 * below run as one vector (no scalar tail) */
+	float td[NRATIO], tm[NRATIO], sv[16] = { 0 };
+	uint16_t hv[16];
 	int mlx = c->m >= QM_MLX4;
 
 	if (c->affine && h == 0.0f)
@@ -285,8 +289,8 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 	}
 	/* all parameters as they read back from the scale dtype, at once */
 	if (c->L->scale_dtype != QTK_DT_F32) {
-		qtk_from_f32(c->L->scale_dtype, sv, hv, 2 * NRATIO);
-		qtk_to_f32(c->L->scale_dtype, hv, sv, 2 * NRATIO);
+		qtk_from_f32(c->L->scale_dtype, sv, hv, 16);
+		qtk_to_f32(c->L->scale_dtype, hv, sv, 16);
 	}
 	/* the candidates whose stored parameters are finite, in order */
 	float p[NRATIO], b[NRATIO], sd[NRATIO], sb[NRATIO], e[NRATIO];
@@ -466,14 +470,19 @@ qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 	/* round-to-nearest of symmetric schemes with f16 scales and whole
 	 * groups: a fused row kernel where the ISA has one (the special cases
 	 * send a row back to the group-by-group path below) */
-	int fused = c.K->rtn_row && !(opts && opts->search) && L->scale_dtype == QTK_DT_F16 &&
+	int search = opts && opts->search;
+	int fused = (search ? c.K->search_row != NULL : c.K->rtn_row != NULL) &&
+	            L->scale_dtype == QTK_DT_F16 &&
 	            (c.m == QM_INT8 || c.m == QM_INT4 || c.m == QM_NF4) &&
 	            L->group != QTK_GROUP_ROW && gl % 16 == 0 && cols % gl == 0;
 
 	for (size_t r = 0; r < nrows; r++) {
 		uint8_t *codes = (uint8_t *)dst->p[QTK_PLANE_CODES] + r * cb;
-		if (fused && c.K->rtn_row(c.m, src + r * cols, cols, gl,
-		                          (uint16_t *)dst->p[QTK_PLANE_SCALES] + r * gpr, codes))
+		uint16_t *sc = (uint16_t *)dst->p[QTK_PLANE_SCALES] + r * gpr;
+		if (fused && !search && c.K->rtn_row(c.m, src + r * cols, cols, gl, sc, codes))
+			continue;
+		if (fused && search && c.K->search_row(c.m, src + r * cols, cols, gl,
+		                                       opts->importance, sc, codes))
 			continue;
 		memset(codes, 0, cb);
 		for (size_t g = 0; g < gpr; g++) {

@@ -356,6 +356,103 @@ T512H INL int rtn_group_512(const int m, const float *x, size_t n, uint16_t *sc,
 	return 1;
 }
 
+/* The RTN scale d of a group (the rtn_group_512 rule), or 0 when the group
+ * needs the group path. */
+T512H INL float rtn_scale_512(const int m, const float *x, size_t n)
+{
+	__m512i ab = _mm512_setzero_si512(), msk = _mm512_set1_epi32(0x7fffffff);
+	__m512 lo = _mm512_set1_ps(FLT_MAX), hi = _mm512_set1_ps(-FLT_MAX);
+	uint32_t abits;
+	float amax, mn, mx;
+
+	for (size_t j = 0; j < n; j += 16) {
+		__m512 v = _mm512_loadu_ps(x + j);
+		ab = _mm512_max_epu32(ab, _mm512_and_si512(_mm512_castps_si512(v), msk));
+		lo = _mm512_min_ps(lo, v);
+		hi = _mm512_max_ps(hi, v);
+	}
+	abits = _mm512_reduce_max_epu32(ab);
+	if (abits >= 0x7f800000u || abits < 0x00800000u)
+		return 0.0f;
+	memcpy(&amax, &abits, 4);
+	if (m == QM_INT8)
+		return amax / 127.0f;
+	if (m == QM_INT4) {
+		mn = _mm512_reduce_min_ps(lo);
+		mx = _mm512_reduce_max_ps(hi);
+		return -mn == mx ? 0.0f : intq_q4_edge(mn, mx) * -0.125f;
+	}
+	return amax;
+}
+
+/* One group of search_row: search_group's symmetric candidates
+ * td_k = d * r_k, codes from p_k = 1/td_k, errors with the f16-stored
+ * scale (sqerr1_512: the same lanes and fold), the first strictly best. */
+T512H INL int search_group_512(const int m, const float *x, size_t n, const float *imp,
+                               uint16_t *sc, uint8_t *codes)
+{
+	float d = rtn_scale_512(m, x, n), td[16], p[16], sd[16], e[INTQ_NRATIO];
+	__m512 vr, vt, vp, vs;
+	__m256i h;
+	__mmask16 live = (__mmask16)((1u << INTQ_NRATIO) - 1);
+	size_t w = 0;
+
+	if (d == 0.0f)
+		return 0;
+	/* td_0 = d, td_k = d * r_k; every stored scale an ordinary f16 */
+	vr = _mm512_maskz_loadu_ps(live, intq_ratios);
+	vt = _mm512_mask_mul_ps(_mm512_setzero_ps(), live & (__mmask16)~1u, _mm512_set1_ps(d), vr);
+	vt = _mm512_mask_mov_ps(vt, 1, _mm512_set1_ps(d));
+	vp = _mm512_div_ps(_mm512_set1_ps(1.0f), vt);
+	h = _mm512_cvtps_ph(vt, _MM_FROUND_TO_NEAREST_INT);
+	vs = _mm512_cvtph_ps(h);
+	if (_mm512_mask_cmp_ps_mask(live, _mm512_abs_ps(vs), _mm512_set1_ps(FLT_MAX), _CMP_GT_OQ) ||
+	    _mm512_mask_cmp_ps_mask(live, vs, _mm512_setzero_ps(), _CMP_EQ_OQ) ||
+	    _mm512_mask_cmp_ps_mask(live, _mm512_abs_ps(vp), _mm512_set1_ps(FLT_MAX), _CMP_GT_OQ))
+		return 0;
+	_mm512_storeu_ps(td, vt);
+	_mm512_storeu_ps(p, vp);
+	_mm512_storeu_ps(sd, vs);
+	for (size_t k = 0; k < INTQ_NRATIO; k++)
+		e[k] = sqerr1_512(m, x, imp, n, p[k], 0.0f, sd[k], 0.0f);
+	for (size_t k = 1; k < INTQ_NRATIO; k++)
+		if (e[k] < e[w])
+			w = k;
+	{
+		uint16_t hs[16];
+		_mm256_storeu_si256((__m256i *)hs, h);
+		memcpy(sc, &hs[w], 2);
+	}
+	for (size_t j = 0; j < n; j += 16) {
+		__m512i q = code16_512(m, _mm512_loadu_ps(x + j), _mm512_set1_ps(p[w]),
+		                       _mm512_setzero_ps());
+		store16(m, _mm512_cvtepi32_epi8(q), codes, j);
+	}
+	(void)td;
+	return 1;
+}
+
+T512H INL int search_row_b512(const int m, const float *x, size_t cols, size_t gl,
+                              const float *imp, uint16_t *scales, uint8_t *codes)
+{
+	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
+		if (!search_group_512(m, x + i0, gl, imp ? imp + i0 : NULL, scales + g,
+		                      codes + (QM_8BIT(m) ? i0 : i0 / 2)))
+			return 0;
+	return 1;
+}
+
+T512H static int search_row_512(int m, const float *x, size_t cols, size_t gl,
+                                const float *imp, uint16_t *scales, uint8_t *codes)
+{
+	switch (m) {
+	case QM_INT8: return search_row_b512(QM_INT8, x, cols, gl, imp, scales, codes);
+	case QM_INT4: return search_row_b512(QM_INT4, x, cols, gl, imp, scales, codes);
+	case QM_NF4: return search_row_b512(QM_NF4, x, cols, gl, imp, scales, codes);
+	default: return 0;
+	}
+}
+
 T512H INL int rtn_row_b512(const int m, const float *x, size_t cols, size_t gl,
                            uint16_t *scales, uint8_t *codes)
 {
@@ -378,6 +475,7 @@ T512H static int rtn_row_512(int m, const float *x, size_t cols, size_t gl,
 
 const intq_kernels intq_k_avx512 = {
 	scan_512, first_abs_512, encode_512, sqerr_512, deq_512, dot_512, rtn_row_512,
+	search_row_512,
 };
 
 /* ===================================================================== */
@@ -638,5 +736,5 @@ T256 static float dot_256(int m, const uint8_t *codes, size_t n, float d, float 
 }
 
 const intq_kernels intq_k_avx2 = {
-	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256, NULL,
+	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256, NULL, NULL,
 };

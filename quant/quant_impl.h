@@ -191,7 +191,16 @@ typedef struct {
 	 * by group. NULL where there is none. */
 	int (*rtn_row)(int m, const float *x, size_t cols, size_t gl, uint16_t *scales,
 	               uint8_t *codes);
+	/* The same with the data-free search (search_group's candidates, errors
+	 * and choice; imp: the row's importance or NULL); 0 also when a
+	 * candidate's stored scale is not an ordinary finite non-zero f16. */
+	int (*search_row)(int m, const float *x, size_t cols, size_t gl, const float *imp,
+	                  uint16_t *scales, uint8_t *codes);
 } intq_kernels;
+
+/* The search's clipping ratios (intq.c), r = 1 first. */
+#define INTQ_NRATIO 6
+extern const float intq_ratios[INTQ_NRATIO];
 
 extern const intq_kernels intq_k_scalar, intq_k_avx2, intq_k_avx512;
 

@@ -1,7 +1,8 @@
-/* tests: the fused round-to-nearest row kernel (AVX-512; INT8, INT4, NF4
- * with f16 scales and whole groups) gives the bytes of the group-by-group
- * scalar reference, including rows it hands back midway (a zero, tiny,
- * tied or non-finite group after ordinary ones). */
+/* tests: the fused row kernels (AVX-512; INT8, INT4, NF4 with f16 scales
+ * and whole groups; round-to-nearest and the data-free search, with and
+ * without importance) give the bytes of the group-by-group scalar
+ * reference, including rows they hand back midway (a zero, tiny, tied,
+ * non-finite or f16-overflowing group after ordinary ones). */
 #include <math.h>
 #include <stdlib.h>
 
@@ -39,11 +40,11 @@ static void fill(float *x)
 		}
 }
 
-TEST(quant_fused_rtn_row_equals_group_path)
+TEST(quant_fused_rows_equal_group_path)
 {
 	static const qtk_scheme_id sch[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4, QTK_SCHEME_NF4 };
 	static const uint32_t groups[] = { 16, 32, 64, 128 };
-	static float x[R * C];
+	static float x[R * C], imp[C];
 	static uint8_t c0[R * C], c1[R * C], s0[R * C], s1[R * C];
 	qtk_isa isa0 = qtk_isa_active();
 	int compared = 0;
@@ -51,12 +52,16 @@ TEST(quant_fused_rtn_row_equals_group_path)
 	if (!qtk_isa_supported(QTK_ISA_AVX512))
 		SKIP("no AVX-512 on this CPU: the fused kernel does not run");
 	fill(x);
+	for (int i = 0; i < C; i++)
+		imp[i] = 0.25f + (float)(i % 7);
+	for (int mode = 0; mode < 3; mode++) /* RTN, search, search + importance */
 	for (size_t k = 0; k < 3; k++)
 		for (size_t g = 0; g < 4; g++) {
 			qtk_q_layout L = { .scheme = sch[k], .group = groups[g],
 			                   .scale_dtype = QTK_DT_F16, .dtype = QTK_DT_F32 };
 			qtk_q_planes p0 = { { c0, s0, NULL, NULL } }, p1 = { { c1, s1, NULL, NULL } };
-			qtk_q_opts o = { .tensor = "w" };
+			qtk_q_opts o = { .tensor = "w", .search = mode > 0,
+			                 .importance = mode == 2 ? imp : NULL };
 			qtk_status st0, st1;
 			uint64_t sz[QTK_PLANE_MAX];
 			int rc0, rc1;
@@ -85,10 +90,10 @@ TEST(quant_fused_rtn_row_equals_group_path)
 				}
 			}
 			REQUIRE(qtk_q_plane_sizes(&L, R, C, sz) == QTK_OK);
-			CHECK_MSG(!memcmp(c0, c1, sz[0]) && !memcmp(s0, s1, sz[1]), "%s g%u differs",
-			          qtk_q_scheme_get(sch[k])->name, groups[g]);
+			CHECK_MSG(!memcmp(c0, c1, sz[0]) && !memcmp(s0, s1, sz[1]), "%s g%u mode %d differs",
+			          qtk_q_scheme_get(sch[k])->name, groups[g], mode);
 			compared++;
 		}
 	qtk_isa_force(isa0);
-	CHECK_EQ(compared, 12);
+	CHECK_EQ(compared, 36);
 }

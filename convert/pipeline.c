@@ -470,13 +470,11 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 			uint64_t nu = units - u0 < sub ? units - u0 : sub;
 			uint64_t sr = elem ? 1 : nu, sc = elem ? nu : cols;
 			qtk_q_planes d;
-			qtk_q_cplanes c;
 
 			for (int pl = 0; pl < QTK_PLANE_MAX; pl++) {
 				uint64_t off = elem ? qtk_q_row_bytes(L, u0, pl)
 				                    : u0 * qtk_q_row_bytes(L, cols, pl);
 				d.p[pl] = dst.p[pl] ? (uint8_t *)dst.p[pl] + off : NULL;
-				c.p[pl] = d.p[pl];
 			}
 			if (elem)
 				QTK_TRY(src_read_f32(j->s, p->t, elem0 + u0, nu, b->in, st));
@@ -488,9 +486,9 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 				crc = qtk_crc32(crc, p->t->data + o, l);
 			}
 			qo.row0 = elem ? 0 : it->start + u0;
-			QTK_TRY(qtk_q_quantize_rows(L, b->in, (size_t)sr, (size_t)sc, &d, &qo, st));
-			qtk_q_dequantize_rows(L, &c, (size_t)sr, (size_t)sc, b->out);
-			qtk_q_acc_add(&j->acc[k], b->in, b->out, (size_t)(sr * sc));
+			/* codes and each row's error sums in one pass */
+			QTK_TRY(qtk_q_quantize_rows_acc(L, b->in, (size_t)sr, (size_t)sc, &d, &qo,
+			                                &j->acc[k], st));
 		}
 		j->crc[k] = gathered ? qtk_crc32(0, p->t->data + boff, blen) : crc;
 	}

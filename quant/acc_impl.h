@@ -11,9 +11,14 @@
 
 #include <stddef.h>
 
-typedef struct {
+#include "qtk_quant.h"
+
+typedef struct acc_lanes {
 	double sse[16], ssw[16], ssh[16], dot[16], mx[16];
 } acc_lanes;
+
+/* Fold a call's 16 lanes into a (lane order), n elements. */
+void acc_fold(qtk_q_acc *a, const acc_lanes *A, size_t n);
 
 void acc_block_scalar(acc_lanes *A, const float *w, const float *w_hat, size_t n);
 void acc_block_avx2(acc_lanes *A, const float *w, const float *w_hat, size_t n);

@@ -452,9 +452,12 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 	return QTK_OK;
 }
 
-qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
-                      size_t cols, const qtk_q_planes *dst,
-                      const qtk_q_opts *opts, qtk_status *st)
+/* Rows [0, nrows) of src; with acc, each row's error sums too (row by
+ * row: a fused kernel's lanes, or the row dequantized into row_buf and
+ * qtk_q_acc_add). */
+static qtk_err quantize_rows(const qtk_q_layout *L, const float *src, size_t nrows,
+                             size_t cols, const qtk_q_planes *dst, const qtk_q_opts *opts,
+                             qtk_q_acc *acc, float *row_buf, qtk_status *st)
 {
 	size_t gl = group_len(L, cols);
 	size_t gpr = (size_t)qtk_q_groups_per_row(L, cols);
@@ -467,9 +470,9 @@ qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 		return qtk_fail(st, QTK_E_UNSUPPORTED,
 		                "tensor '%s': double quantization is a tensor-level pass: quantize with F32 scales, then qtk_q_double_quant",
 		                tname(opts));
-	/* round-to-nearest of symmetric schemes with f16 scales and whole
-	 * groups: a fused row kernel where the ISA has one (the special cases
-	 * send a row back to the group-by-group path below) */
+	/* symmetric schemes with f16 scales and whole groups: a fused row
+	 * kernel where the ISA has one (the special cases send a row back to
+	 * the group-by-group path below) */
 	int search = opts && opts->search;
 	int fused = (search ? c.K->search_row != NULL : c.K->rtn_row != NULL) &&
 	            L->scale_dtype == QTK_DT_F16 &&
@@ -477,23 +480,52 @@ qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 	            L->group != QTK_GROUP_ROW && gl % 16 == 0 && cols % gl == 0;
 
 	for (size_t r = 0; r < nrows; r++) {
+		const float *x = src + r * cols;
 		uint8_t *codes = (uint8_t *)dst->p[QTK_PLANE_CODES] + r * cb;
 		uint16_t *sc = (uint16_t *)dst->p[QTK_PLANE_SCALES] + r * gpr;
-		if (fused && !search && c.K->rtn_row(c.m, src + r * cols, cols, gl, sc, codes))
+		acc_lanes A;
+		acc_lanes *ap = acc ? &A : NULL;
+
+		if (fused && (search ? c.K->search_row(c.m, x, cols, gl, opts->importance, sc,
+		                                       codes, ap)
+		                     : c.K->rtn_row(c.m, x, cols, gl, sc, codes, ap))) {
+			if (acc)
+				acc_fold(acc, &A, cols);
 			continue;
-		if (fused && search && c.K->search_row(c.m, src + r * cols, cols, gl,
-		                                       opts->importance, sc, codes))
-			continue;
+		}
 		memset(codes, 0, cb);
 		for (size_t g = 0; g < gpr; g++) {
 			size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
 			const float *imp = opts && opts->importance ? opts->importance + i0 : NULL;
-			QTK_TRY(quant_group(&c, src + r * cols + i0, n, imp, codes + code_off(c.m, i0),
+			QTK_TRY(quant_group(&c, x + i0, n, imp, codes + code_off(c.m, i0),
 			                    dst->p[QTK_PLANE_SCALES], dst->p[QTK_PLANE_BIASES],
 			                    r * gpr + g, row0 + r, g, st));
 		}
+		if (acc) {
+			qtk_q_cplanes cp;
+			for (int p = 0; p < QTK_PLANE_MAX; p++) {
+				uint64_t rb = qtk_q_row_bytes(L, cols, p);
+				cp.p[p] = dst->p[p] && rb ? (const uint8_t *)dst->p[p] + r * rb : NULL;
+			}
+			intq_dequantize(L, &cp, 1, cols, row_buf);
+			qtk_q_acc_add(acc, x, row_buf, cols);
+		}
 	}
 	return QTK_OK;
+}
+
+qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
+                      size_t cols, const qtk_q_planes *dst,
+                      const qtk_q_opts *opts, qtk_status *st)
+{
+	return quantize_rows(L, src, nrows, cols, dst, opts, NULL, NULL, st);
+}
+
+qtk_err intq_quantize_acc(const qtk_q_layout *L, const float *src, size_t nrows,
+                          size_t cols, const qtk_q_planes *dst, const qtk_q_opts *opts,
+                          qtk_q_acc *acc, float *row_buf, qtk_status *st)
+{
+	return quantize_rows(L, src, nrows, cols, dst, opts, acc, row_buf, st);
 }
 
 /* ------------------------------------------------------------------ */
@@ -552,6 +584,19 @@ float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
  * (acc_impl.h): the same bits for the same call at every ISA. The f32
  * block sums add a relative error of about 1e-7 to each quantity, far
  * below what the metrics are read for. */
+void acc_fold(qtk_q_acc *a, const acc_lanes *A, size_t n)
+{
+	for (int l = 0; l < 16; l++) {
+		a->sse += A->sse[l];
+		a->ssw += A->ssw[l];
+		a->sshat += A->ssh[l];
+		a->dot += A->dot[l];
+		if (A->mx[l] > a->max_abs)
+			a->max_abs = A->mx[l];
+	}
+	a->n += n;
+}
+
 void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat, size_t n)
 {
 	acc_lanes A;
@@ -564,15 +609,7 @@ void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat, size_t n)
 		acc_block_avx2(&A, w, w_hat, n);
 	else
 		acc_block_scalar(&A, w, w_hat, n);
-	for (int l = 0; l < 16; l++) {
-		a->sse += A.sse[l];
-		a->ssw += A.ssw[l];
-		a->sshat += A.ssh[l];
-		a->dot += A.dot[l];
-		if (A.mx[l] > a->max_abs)
-			a->max_abs = A.mx[l];
-	}
-	a->n += n;
+	acc_fold(a, &A, n);
 }
 
 void qtk_q_acc_merge(qtk_q_acc *into, const qtk_q_acc *from)

@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "acc_impl.h"
 #include "quant_impl.h"
 
 /* Calls body(M, ...) with the mode as a constant, so each mode's loop is
@@ -309,11 +310,99 @@ T512 static float dot_512(int m, const uint8_t *codes, size_t n, float d, float 
 	DISPATCH(dot_b512, m, codes, n, d, b, x)
 }
 
+/* The error sums of rtn_row / search_row, kept in registers: the f32 lanes
+ * of the current 256-element block and the double lanes of the row
+ * (acc_impl.h; the same operations as acc_block_avx512 on the dequantized
+ * row, so the sums are those of qtk_q_acc_add on it). */
+typedef struct {
+	__m512 se, sx, sy, sd, mx;
+	__m512d e0, e1, x0, x1, y0, y1, d0, d1, m0, m1;
+	unsigned nv; /* vectors in the current block */
+} met512;
+
+T512H INL void met_init(met512 *M)
+{
+	M->se = M->sx = M->sy = M->sd = M->mx = _mm512_setzero_ps();
+	M->e0 = M->e1 = M->x0 = M->x1 = M->y0 = M->y1 = M->d0 = M->d1 = M->m0 = M->m1 =
+		_mm512_setzero_pd();
+	M->nv = 0;
+}
+
+T512H INL void met_add(__m512d *lo, __m512d *hi, __m512 s)
+{
+	*lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
+	*hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm256_castpd_ps(
+	                             _mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))));
+}
+
+T512H INL void met_max(__m512d *lo, __m512d *hi, __m512 s)
+{
+	__m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(s));
+	__m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+	*lo = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, *lo, _CMP_GT_OQ), *lo, a);
+	*hi = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(b, *hi, _CMP_GT_OQ), *hi, b);
+}
+
+/* End of a block: f32 lanes into the double lanes, then from +0 again. */
+T512H INL void met_flush(met512 *M)
+{
+	met_add(&M->e0, &M->e1, M->se);
+	met_add(&M->x0, &M->x1, M->sx);
+	met_add(&M->y0, &M->y1, M->sy);
+	met_add(&M->d0, &M->d1, M->sd);
+	met_max(&M->m0, &M->m1, M->mx);
+	M->se = M->sx = M->sy = M->sd = M->mx = _mm512_setzero_ps();
+	M->nv = 0;
+}
+
+T512H INL void met_vec(met512 *M, __m512 x, __m512 y)
+{
+	__m512 e = _mm512_sub_ps(x, y);
+	M->se = _mm512_add_ps(M->se, _mm512_mul_ps(e, e));
+	M->sx = _mm512_add_ps(M->sx, _mm512_mul_ps(x, x));
+	M->sy = _mm512_add_ps(M->sy, _mm512_mul_ps(y, y));
+	M->sd = _mm512_add_ps(M->sd, _mm512_mul_ps(x, y));
+	e = _mm512_abs_ps(e);
+	M->mx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(e, M->mx, _CMP_GT_OQ), M->mx, e);
+	if (++M->nv == 16) /* 256 elements */
+		met_flush(M);
+}
+
+T512H INL void met_store(met512 *M, acc_lanes *A)
+{
+	if (M->nv)
+		met_flush(M);
+	_mm512_storeu_pd(A->sse, M->e0);
+	_mm512_storeu_pd(A->sse + 8, M->e1);
+	_mm512_storeu_pd(A->ssw, M->x0);
+	_mm512_storeu_pd(A->ssw + 8, M->x1);
+	_mm512_storeu_pd(A->ssh, M->y0);
+	_mm512_storeu_pd(A->ssh + 8, M->y1);
+	_mm512_storeu_pd(A->dot, M->d0);
+	_mm512_storeu_pd(A->dot + 8, M->d1);
+	_mm512_storeu_pd(A->mx, M->m0);
+	_mm512_storeu_pd(A->mx + 8, M->m1);
+}
+
+/* The codes of a group from p, and (M) its error sums against the values
+ * dequantize gives: val(q) * sd. */
+T512H INL void emit_512(const int m, const float *x, size_t n, float p, float sd,
+                        uint8_t *codes, met512 *M)
+{
+	for (size_t j = 0; j < n; j += 16) {
+		__m512 xv = _mm512_loadu_ps(x + j);
+		__m512i q = code16_512(m, xv, _mm512_set1_ps(p), _mm512_setzero_ps());
+		store16(m, _mm512_cvtepi32_epi8(q), codes, j);
+		if (M)
+			met_vec(M, xv, _mm512_mul_ps(val16_512(m, q), _mm512_set1_ps(sd)));
+	}
+}
+
 /* One group of rtn_row (see quant_impl.h): the scan, the scale, its f16
  * store and the codes without leaving registers or calling out, so the
  * groups' dependency chains overlap in the out-of-order core. */
 T512H INL int rtn_group_512(const int m, const float *x, size_t n, uint16_t *sc,
-                            uint8_t *codes)
+                            uint8_t *codes, met512 *M)
 {
 	__m512i ab = _mm512_setzero_si512(), msk = _mm512_set1_epi32(0x7fffffff);
 	__m512 lo = _mm512_set1_ps(FLT_MAX), hi = _mm512_set1_ps(-FLT_MAX);
@@ -348,11 +437,7 @@ T512H INL int rtn_group_512(const int m, const float *x, size_t n, uint16_t *sc,
 	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
 		return 0;
 	memcpy(sc, &h, 2);
-	for (size_t j = 0; j < n; j += 16) {
-		__m512i q = code16_512(m, _mm512_loadu_ps(x + j), _mm512_set1_ps(id),
-		                       _mm512_setzero_ps());
-		store16(m, _mm512_cvtepi32_epi8(q), codes, j);
-	}
+	emit_512(m, x, n, id, sd, codes, M);
 	return 1;
 }
 
@@ -389,7 +474,7 @@ T512H INL float rtn_scale_512(const int m, const float *x, size_t n)
  * td_k = d * r_k, codes from p_k = 1/td_k, errors with the f16-stored
  * scale (sqerr1_512: the same lanes and fold), the first strictly best. */
 T512H INL int search_group_512(const int m, const float *x, size_t n, const float *imp,
-                               uint16_t *sc, uint8_t *codes)
+                               uint16_t *sc, uint8_t *codes, met512 *M)
 {
 	float d = rtn_scale_512(m, x, n), td[16], p[16], sd[16], e[INTQ_NRATIO];
 	__m512 vr, vt, vp, vs;
@@ -423,52 +508,61 @@ T512H INL int search_group_512(const int m, const float *x, size_t n, const floa
 		_mm256_storeu_si256((__m256i *)hs, h);
 		memcpy(sc, &hs[w], 2);
 	}
-	for (size_t j = 0; j < n; j += 16) {
-		__m512i q = code16_512(m, _mm512_loadu_ps(x + j), _mm512_set1_ps(p[w]),
-		                       _mm512_setzero_ps());
-		store16(m, _mm512_cvtepi32_epi8(q), codes, j);
-	}
+	emit_512(m, x, n, p[w], sd[w], codes, M);
 	(void)td;
 	return 1;
 }
 
 T512H INL int search_row_b512(const int m, const float *x, size_t cols, size_t gl,
-                              const float *imp, uint16_t *scales, uint8_t *codes)
+                              const float *imp, uint16_t *scales, uint8_t *codes,
+                              acc_lanes *A)
 {
+	met512 M;
+
+	met_init(&M);
 	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
 		if (!search_group_512(m, x + i0, gl, imp ? imp + i0 : NULL, scales + g,
-		                      codes + (QM_8BIT(m) ? i0 : i0 / 2)))
+		                      codes + (QM_8BIT(m) ? i0 : i0 / 2), A ? &M : NULL))
 			return 0;
+	if (A)
+		met_store(&M, A);
 	return 1;
 }
 
 T512H static int search_row_512(int m, const float *x, size_t cols, size_t gl,
-                                const float *imp, uint16_t *scales, uint8_t *codes)
+                                const float *imp, uint16_t *scales, uint8_t *codes,
+                                acc_lanes *A)
 {
 	switch (m) {
-	case QM_INT8: return search_row_b512(QM_INT8, x, cols, gl, imp, scales, codes);
-	case QM_INT4: return search_row_b512(QM_INT4, x, cols, gl, imp, scales, codes);
-	case QM_NF4: return search_row_b512(QM_NF4, x, cols, gl, imp, scales, codes);
+	case QM_INT8: return search_row_b512(QM_INT8, x, cols, gl, imp, scales, codes, A);
+	case QM_INT4: return search_row_b512(QM_INT4, x, cols, gl, imp, scales, codes, A);
+	case QM_NF4: return search_row_b512(QM_NF4, x, cols, gl, imp, scales, codes, A);
 	default: return 0;
 	}
 }
 
 T512H INL int rtn_row_b512(const int m, const float *x, size_t cols, size_t gl,
-                           uint16_t *scales, uint8_t *codes)
+                           uint16_t *scales, uint8_t *codes, acc_lanes *A)
 {
+	met512 M;
+
+	met_init(&M);
 	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
-		if (!rtn_group_512(m, x + i0, gl, scales + g, codes + (QM_8BIT(m) ? i0 : i0 / 2)))
+		if (!rtn_group_512(m, x + i0, gl, scales + g, codes + (QM_8BIT(m) ? i0 : i0 / 2),
+		                   A ? &M : NULL))
 			return 0;
+	if (A)
+		met_store(&M, A);
 	return 1;
 }
 
 T512H static int rtn_row_512(int m, const float *x, size_t cols, size_t gl,
-                             uint16_t *scales, uint8_t *codes)
+                             uint16_t *scales, uint8_t *codes, acc_lanes *A)
 {
 	switch (m) {
-	case QM_INT8: return rtn_row_b512(QM_INT8, x, cols, gl, scales, codes);
-	case QM_INT4: return rtn_row_b512(QM_INT4, x, cols, gl, scales, codes);
-	case QM_NF4: return rtn_row_b512(QM_NF4, x, cols, gl, scales, codes);
+	case QM_INT8: return rtn_row_b512(QM_INT8, x, cols, gl, scales, codes, A);
+	case QM_INT4: return rtn_row_b512(QM_INT4, x, cols, gl, scales, codes, A);
+	case QM_NF4: return rtn_row_b512(QM_NF4, x, cols, gl, scales, codes, A);
 	default: return 0;
 	}
 }

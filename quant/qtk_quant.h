@@ -369,6 +369,15 @@ QTK_API qtk_err qtk_q_quantize_rows(const qtk_q_layout *L, const float *src,
                                     size_t nrows, size_t cols,
                                     const qtk_q_planes *dst,
                                     const qtk_q_opts *opts, qtk_status *st);
+/* qtk_q_quantize_rows, and each row's error statistics added to acc: the
+ * sums of dequantizing the row and calling qtk_q_acc_add on it, row by row
+ * (fused into the quantize kernels where the ISA has them, so the bits do
+ * not depend on the ISA). */
+QTK_API qtk_err qtk_q_quantize_rows_acc(const qtk_q_layout *L, const float *src,
+                                        size_t nrows, size_t cols,
+                                        const qtk_q_planes *dst,
+                                        const qtk_q_opts *opts, qtk_q_acc *acc,
+                                        qtk_status *st);
 QTK_API void qtk_q_dequantize_rows(const qtk_q_layout *L,
                                    const qtk_q_cplanes *src, size_t nrows,
                                    size_t cols, float *dst);

@@ -27,6 +27,12 @@ void intq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
                      size_t nrows, size_t cols, float *dst);
 float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
                const float *x);
+/* intq_quantize plus each row's error sums into acc (row_buf: cols floats) */
+qtk_err intq_quantize_acc(const qtk_q_layout *L, const float *src, size_t nrows,
+                          size_t cols, const qtk_q_planes *dst, const qtk_q_opts *opts,
+                          qtk_q_acc *acc, float *row_buf, qtk_status *st);
+
+struct acc_lanes;
 
 /* ------------------------------------------------------------------ */
 /* Group kernels of the integer schemes (intq.c: scalar reference,     */
@@ -190,12 +196,14 @@ typedef struct {
 	 * tie, a scale f16 cannot hold): the caller then redoes the row group
 	 * by group. NULL where there is none. */
 	int (*rtn_row)(int m, const float *x, size_t cols, size_t gl, uint16_t *scales,
-	               uint8_t *codes);
+	               uint8_t *codes, struct acc_lanes *A);
 	/* The same with the data-free search (search_group's candidates, errors
 	 * and choice; imp: the row's importance or NULL); 0 also when a
-	 * candidate's stored scale is not an ordinary finite non-zero f16. */
+	 * candidate's stored scale is not an ordinary finite non-zero f16.
+	 * A (both): NULL, or the row's error lanes (acc_impl.h) to fill: the
+	 * sums qtk_q_acc_add would give on the row and its dequantization. */
 	int (*search_row)(int m, const float *x, size_t cols, size_t gl, const float *imp,
-	                  uint16_t *scales, uint8_t *codes);
+	                  uint16_t *scales, uint8_t *codes, struct acc_lanes *A);
 } intq_kernels;
 
 /* The search's clipping ratios (intq.c), r = 1 first. */

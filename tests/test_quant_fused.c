@@ -2,7 +2,8 @@
  * and whole groups; round-to-nearest and the data-free search, with and
  * without importance) give the bytes of the group-by-group scalar
  * reference, including rows they hand back midway (a zero, tiny, tied,
- * non-finite or f16-overflowing group after ordinary ones). */
+ * non-finite or f16-overflowing group after ordinary ones), and their
+ * error sums equal dequantize + qtk_q_acc_add row by row. */
 #include <math.h>
 #include <stdlib.h>
 
@@ -63,6 +64,7 @@ TEST(quant_fused_rows_equal_group_path)
 			qtk_q_opts o = { .tensor = "w", .search = mode > 0,
 			                 .importance = mode == 2 ? imp : NULL };
 			qtk_status st0, st1;
+			qtk_q_acc a0 = { 0 }, a1 = { 0 }, ar = { 0 };
 			uint64_t sz[QTK_PLANE_MAX];
 			int rc0, rc1;
 
@@ -77,10 +79,17 @@ TEST(quant_fused_rows_equal_group_path)
 				q1.p[1] = s1 + r * sb;
 				o.row0 = (uint64_t)r;
 				qtk_isa_force(QTK_ISA_SCALAR);
-				rc0 = qtk_q_quantize_rows(&L, x + r * C, 1, C, &q0, &o, &st0);
+				rc0 = qtk_q_quantize_rows_acc(&L, x + r * C, 1, C, &q0, &o, &a0, &st0);
 				qtk_isa_force(QTK_ISA_AVX512);
-				rc1 = qtk_q_quantize_rows(&L, x + r * C, 1, C, &q1, &o, &st1);
+				rc1 = qtk_q_quantize_rows_acc(&L, x + r * C, 1, C, &q1, &o, &a1, &st1);
 				CHECK_EQ(rc0, rc1);
+				if (!rc0) {
+					/* the reference: dequantize the row, qtk_q_acc_add */
+					float y[C];
+					qtk_q_cplanes cp = { { q0.p[0], q0.p[1], NULL, NULL } };
+					qtk_q_dequantize_rows(&L, &cp, 1, C, y);
+					qtk_q_acc_add(&ar, x + r * C, y, C);
+				}
 				if (rc0 || rc1) {
 					CHECK_STR(st0.msg, st1.msg);
 					memset(c0 + r * cb, 0, cb);
@@ -92,6 +101,13 @@ TEST(quant_fused_rows_equal_group_path)
 			REQUIRE(qtk_q_plane_sizes(&L, R, C, sz) == QTK_OK);
 			CHECK_MSG(!memcmp(c0, c1, sz[0]) && !memcmp(s0, s1, sz[1]), "%s g%u mode %d differs",
 			          qtk_q_scheme_get(sch[k])->name, groups[g], mode);
+			/* the error sums: fused (AVX-512) = group path (scalar) =
+			 * dequantize + qtk_q_acc_add, bit for bit */
+			CHECK_MSG(!memcmp(&a0, &a1, sizeof a0) && !memcmp(&a0, &ar, sizeof a0),
+			          "%s g%u mode %d: sums differ (sse %.17g %.17g %.17g)",
+			          qtk_q_scheme_get(sch[k])->name, groups[g], mode, a0.sse, a1.sse,
+			          ar.sse);
+			CHECK(a0.n > 0 && a0.sse > 0);
 			compared++;
 		}
 	qtk_isa_force(isa0);

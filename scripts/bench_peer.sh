@@ -40,9 +40,11 @@ for round in 1 2 3; do
 	# both write a new file (no old output to unlink)
 	rm -f "$DIR/lq-q4_0.gguf" "$DIR/qtk-q4_0.gguf"
 	sync # the other tool's writeback does not run during this one
+	cat "$IN" > /dev/null # warm again: the guest's reclaim may have dropped pages
 	/usr/bin/time -v env LD_LIBRARY_PATH="$LQ:$LD_LIBRARY_PATH" "$LQ/llama-quantize" --pure \
 		"$IN" "$DIR/lq-q4_0.gguf" Q4_0 2 > "$DIR/lq.log" 2> "$DIR/lq.time"
 	sync
+	cat "$IN" > /dev/null
 	/usr/bin/time -v "$QTK" convert "$IN" -o "$DIR/qtk-q4_0.gguf" -F gguf --scheme int4 \
 		--group 32 -j 2 --force --quiet > "$DIR/qtk.log" 2> "$DIR/qtk.time"
 	ls=$(wall "$DIR/lq.time"); qs=$(wall "$DIR/qtk.time")

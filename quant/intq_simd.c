@@ -398,51 +398,9 @@ T512H INL void emit_512(const int m, const float *x, size_t n, float p, float sd
 	}
 }
 
-/* One group of rtn_row (see quant_impl.h): the scan, the scale, its f16
- * store and the codes without leaving registers or calling out, so the
- * groups' dependency chains overlap in the out-of-order core. */
-T512H INL int rtn_group_512(const int m, const float *x, size_t n, uint16_t *sc,
-                            uint8_t *codes, met512 *M)
-{
-	__m512i ab = _mm512_setzero_si512(), msk = _mm512_set1_epi32(0x7fffffff);
-	__m512 lo = _mm512_set1_ps(FLT_MAX), hi = _mm512_set1_ps(-FLT_MAX);
-	uint32_t abits;
-	float amax, mn, mx, d, id, sd;
-	unsigned short h;
-
-	for (size_t j = 0; j < n; j += 16) {
-		__m512 v = _mm512_loadu_ps(x + j);
-		ab = _mm512_max_epu32(ab, _mm512_and_si512(_mm512_castps_si512(v), msk));
-		lo = _mm512_min_ps(lo, v);
-		hi = _mm512_max_ps(hi, v);
-	}
-	abits = _mm512_reduce_max_epu32(ab);
-	if (abits >= 0x7f800000u || abits < 0x00800000u) /* non-finite; < FLT_MIN */
-		return 0;
-	memcpy(&amax, &abits, 4);
-	if (m == QM_INT8) {
-		d = amax / 127.0f;
-	} else if (m == QM_INT4) {
-		mn = _mm512_reduce_min_ps(lo);
-		mx = _mm512_reduce_max_ps(hi);
-		if (-mn == mx)
-			return 0; /* the first of the two decides: the group path */
-		d = intq_q4_edge(mn, mx) * -0.125f; /* = / -8 exactly */
-	} else {
-		d = amax;
-	}
-	id = 1.0f / d;
-	h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
-	sd = _cvtsh_ss(h);
-	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
-		return 0;
-	memcpy(sc, &h, 2);
-	emit_512(m, x, n, id, sd, codes, M);
-	return 1;
-}
-
-/* The RTN scale d of a group (the rtn_group_512 rule), or 0 when the group
- * needs the group path. */
+/* The RTN scale d of a group (quant_group's rule for int8, int4, nf4), or
+ * 0 when the group needs the group path: non-finite, all below FLT_MIN,
+ * or an int4 min/max tie (then the first in the group decides). */
 T512H INL float rtn_scale_512(const int m, const float *x, size_t n)
 {
 	__m512i ab = _mm512_setzero_si512(), msk = _mm512_set1_epi32(0x7fffffff);
@@ -470,13 +428,34 @@ T512H INL float rtn_scale_512(const int m, const float *x, size_t n)
 	return amax;
 }
 
+/* One group of rtn_row (see quant_impl.h): the scale, its f16 store and
+ * the codes without leaving registers or calling out, so the groups'
+ * dependency chains overlap in the out-of-order core. */
+T512H INL int rtn_group_512(const int m, const float *x, size_t n, uint16_t *sc,
+                            uint8_t *codes, met512 *M)
+{
+	float d = rtn_scale_512(m, x, n), id, sd;
+	unsigned short h;
+
+	if (d == 0.0f)
+		return 0;
+	id = 1.0f / d;
+	h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+	sd = _cvtsh_ss(h);
+	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
+		return 0;
+	memcpy(sc, &h, 2);
+	emit_512(m, x, n, id, sd, codes, M);
+	return 1;
+}
+
 /* One group of search_row: search_group's symmetric candidates
  * td_k = d * r_k, codes from p_k = 1/td_k, errors with the f16-stored
  * scale (sqerr1_512: the same lanes and fold), the first strictly best. */
 T512H INL int search_group_512(const int m, const float *x, size_t n, const float *imp,
                                uint16_t *sc, uint8_t *codes, met512 *M)
 {
-	float d = rtn_scale_512(m, x, n), td[16], p[16], sd[16], e[INTQ_NRATIO];
+	float d = rtn_scale_512(m, x, n), p[16], sd[16], e[INTQ_NRATIO];
 	__m512 vr, vt, vp, vs;
 	__m256i h;
 	__mmask16 live = (__mmask16)((1u << INTQ_NRATIO) - 1);
@@ -495,7 +474,6 @@ T512H INL int search_group_512(const int m, const float *x, size_t n, const floa
 	    _mm512_mask_cmp_ps_mask(live, vs, _mm512_setzero_ps(), _CMP_EQ_OQ) ||
 	    _mm512_mask_cmp_ps_mask(live, _mm512_abs_ps(vp), _mm512_set1_ps(FLT_MAX), _CMP_GT_OQ))
 		return 0;
-	_mm512_storeu_ps(td, vt);
 	_mm512_storeu_ps(p, vp);
 	_mm512_storeu_ps(sd, vs);
 	for (size_t k = 0; k < INTQ_NRATIO; k++)
@@ -509,7 +487,6 @@ T512H INL int search_group_512(const int m, const float *x, size_t n, const floa
 		memcpy(sc, &hs[w], 2);
 	}
 	emit_512(m, x, n, p[w], sd[w], codes, M);
-	(void)td;
 	return 1;
 }
 

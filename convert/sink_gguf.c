@@ -148,8 +148,15 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		out->qk = 0;
 		if (is_dit(g->model) && !strncmp(n, dit_prefix, strlen(dit_prefix)))
 			n += strlen(dit_prefix);
-		if (strlen(n) >= sizeof out->name)
-			return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': name too long for GGUF", n);
+		/* ggml's reader takes names of at most GGML_MAX_NAME - 1 = 63 bytes;
+		 * stable-diffusion.cpp builds ggml with 128 and ComfyUI-GGUF's
+		 * converter allows 127, so DiT names may be that long */
+		size_t max = is_dit(g->model) ? 127 : 63;
+		if (strlen(n) > max)
+			return qtk_fail(st, QTK_E_UNSUPPORTED,
+			                "tensor '%s': a GGUF tensor name of %zu bytes: %s reads at most %zu",
+			                n, strlen(n), is_dit(g->model) ? "stable-diffusion.cpp" : "ggml",
+			                max);
 		snprintf(out->name, sizeof out->name, "%s", n);
 	}
 	if (t->ndim > QTK_GGUF_MAX_DIMS) {
@@ -169,10 +176,25 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		QTK_TRY(qtk_gguf_kvs_add_arr(g->kvs, key, QTK_GGUF_I32, dims, t->ndim, st));
 		out->flat = 1;
 	}
-	if (!qtk_dtype_is_float(t->dtype))
-		return qtk_fail(st, QTK_E_UNSUPPORTED,
-		                "tensor '%s': %s tensors have no GGUF type qtk writes", t->name,
-		                qtk_dtype_name(t->dtype));
+	if (!qtk_dtype_is_float(t->dtype)) {
+		/* signed integers: GGUF's I8..I64, copied as they are (whatever
+		 * their size: they are not weights) */
+		switch (t->dtype) {
+		case QTK_DT_I8: out->type = QTK_GGML_I8; break;
+		case QTK_DT_I16: out->type = QTK_GGML_I16; break;
+		case QTK_DT_I32: out->type = QTK_GGML_I32; break;
+		case QTK_DT_I64: out->type = QTK_GGML_I64; break;
+		default:
+			return qtk_fail(st, QTK_E_UNSUPPORTED,
+			                "tensor '%s': %s tensors have no GGUF type (GGUF holds signed "
+			                "integers only)", t->name, qtk_dtype_name(t->dtype));
+		}
+		if (L->scheme != QTK_SCHEME_RAW)
+			return qtk_fail(st, QTK_E_UNSUPPORTED,
+			                "tensor '%s': an integer tensor can only be kept as it is",
+			                t->name);
+		return QTK_OK;
+	}
 	/* 1-D and tiny tensors in F32, as llama.cpp and ComfyUI-GGUF keep them */
 	if (t->ndim <= 1 || t->nelem <= 1024) {
 		L->scheme = t->dtype == QTK_DT_F32 && !t->blk_elems ? QTK_SCHEME_RAW
@@ -191,9 +213,13 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		out->type = t->gtype; /* kept ggml blocks are copied as they are */
 		return QTK_OK;
 	}
+	if (L->scheme == QTK_SCHEME_RAW && t->dtype == QTK_DT_F64) {
+		out->type = QTK_GGML_F64; /* kept as it is */
+		return QTK_OK;
+	}
 	if (L->scheme == QTK_SCHEME_RAW) {
 		if (t->dtype != QTK_DT_F32 && t->dtype != QTK_DT_F16 && t->dtype != QTK_DT_BF16)
-			L->scheme = QTK_SCHEME_F32; /* F64 / F8: widen */
+			L->scheme = QTK_SCHEME_F32; /* F8: widened exactly */
 		out->type = L->scheme == QTK_SCHEME_F32 ? QTK_GGML_F32 :
 		            t->dtype == QTK_DT_F16 ? QTK_GGML_F16 :
 		            t->dtype == QTK_DT_BF16 ? QTK_GGML_BF16 : QTK_GGML_F32;

@@ -167,3 +167,86 @@ TEST(convert_gguf_other_model_arch_from_config)
 	      qtk_gguf_find(f, "h.0.attn.c_attn.weight") != NULL);
 	qtk_gguf_close(f);
 }
+
+/* GGUF output of tensors that are not float weights: signed integers go as
+ * GGUF I8..I64 byte for byte, F64 as F64, unsigned integers are refused by
+ * name; a tensor name ggml cannot read (64 bytes or more) is refused by
+ * name and length, and nothing is written. */
+TEST(convert_gguf_integer_f64_and_long_names)
+{
+	char in[4096], out[4096], longname[80];
+	int32_t i32[64];
+	int64_t i64[4] = { -1, 2, -3, (int64_t)1 << 40 };
+	double f64[40 * 40];
+	float w[64 * 64];
+	qtk_st_desc d[4] = {
+		{ .name = "ints", .dtype = QTK_DT_I32, .ndim = 2, .shape = { 8, 8 } },
+		{ .name = "big", .dtype = QTK_DT_I64, .ndim = 1, .shape = { 4 } },
+		{ .name = "dbl", .dtype = QTK_DT_F64, .ndim = 2, .shape = { 40, 40 } },
+		{ .name = "w", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 64, 64 } },
+	};
+	const void *data[4] = { i32, i64, f64, w };
+	qtk_recipe *r = NULL;
+	qtk_conv_report *rep = NULL;
+	qtk_gguf_file *f = NULL;
+	qtk_status st;
+
+	for (int i = 0; i < 64; i++)
+		i32[i] = i * 1000 - 7;
+	for (int i = 0; i < 40 * 40; i++)
+		f64[i] = 1.0 / (i + 3);
+	for (int i = 0; i < 64 * 64; i++)
+		w[i] = (float)((i * 37) % 101 - 50) * 0.01f;
+	snprintf(in, sizeof in, "%s", t_tmp("mixed.safetensors"));
+	snprintf(out, sizeof out, "%s", t_tmp("mixed.gguf"));
+	REQUIRE(qtk_st_write(in, d, data, 4, NULL, NULL, &st) == QTK_OK);
+	REQUIRE(qtk_recipe_new(&r, QTK_SCHEME_INT8, 32, &st) == QTK_OK);
+	REQUIRE(qtk_recipe_add_keep(r, "dbl", &st) == QTK_OK); /* kept: F64 as it is */
+	{
+		qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .format = QTK_OUT_GGUF,
+		                    .scale_dtype = QTK_DT_F16, .threads = 1, .force = 1 };
+		CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "%s", st.msg);
+		qtk_conv_report_free(rep);
+		rep = NULL;
+	}
+	REQUIRE(qtk_gguf_open(out, &f, &st) == QTK_OK);
+	CHECK(qtk_gguf_find(f, "ints")->type == QTK_GGML_I32 &&
+	      !memcmp(qtk_gguf_find(f, "ints")->data, i32, sizeof i32));
+	CHECK(qtk_gguf_find(f, "big")->type == QTK_GGML_I64 &&
+	      !memcmp(qtk_gguf_find(f, "big")->data, i64, sizeof i64));
+	CHECK(qtk_gguf_find(f, "dbl")->type == QTK_GGML_F64 &&
+	      !memcmp(qtk_gguf_find(f, "dbl")->data, f64, sizeof f64));
+	CHECK_EQ(qtk_gguf_find(f, "w")->type, QTK_GGML_Q8_0);
+	qtk_gguf_close(f);
+	unlink(out);
+
+	/* a 64-byte name: refused, nothing written */
+	memset(longname, 'n', 64);
+	longname[64] = 0;
+	d[3].name = longname;
+	REQUIRE(qtk_st_write(in, d, data, 4, NULL, &(qtk_write_opts){ .force = 1 }, &st) == QTK_OK);
+	{
+		qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .format = QTK_OUT_GGUF,
+		                    .scale_dtype = QTK_DT_F16, .threads = 1, .force = 1 };
+		CHECK_EQ(qtk_convert(&o, &rep, &st), QTK_E_UNSUPPORTED);
+		CHECK_MSG(strstr(st.msg, longname) && strstr(st.msg, "64 bytes") &&
+		          strstr(st.msg, "at most 63"), "message: %s", st.msg);
+		qtk_conv_report_free(rep);
+		rep = NULL;
+	}
+	CHECK(!t_exists(out));
+
+	/* unsigned integers have no GGUF type */
+	d[3].name = "w";
+	d[0].dtype = QTK_DT_U32;
+	REQUIRE(qtk_st_write(in, d, data, 4, NULL, &(qtk_write_opts){ .force = 1 }, &st) == QTK_OK);
+	{
+		qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .format = QTK_OUT_GGUF,
+		                    .scale_dtype = QTK_DT_F16, .threads = 1, .force = 1 };
+		CHECK_EQ(qtk_convert(&o, &rep, &st), QTK_E_UNSUPPORTED);
+		CHECK_MSG(strstr(st.msg, "'ints'") && strstr(st.msg, "U32"), "message: %s", st.msg);
+		qtk_conv_report_free(rep);
+	}
+	CHECK(!t_exists(out));
+	qtk_recipe_free(r);
+}

@@ -7,16 +7,13 @@
  * temporary name and renamed into place only when complete. */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <dirent.h>
 
 #include "conv_impl.h"
 
@@ -57,9 +54,7 @@ struct mlx_sink {
 	size_t nout, cap;
 	size_t nshards;
 	qtk_st_writer **w;      /* [nshards] */
-	char *path;             /* the target directory */
-	char *tmp;              /* the directory being built */
-	int force;
+	qtk_outdir *od;         /* the target directory and the one being built */
 };
 
 /* ---- planning ----------------------------------------------------------- */
@@ -257,138 +252,9 @@ uint64_t mlx_tensor_bytes(const mlx_sink *m, size_t i)
 	return b;
 }
 
-/* ---- the output directory ----------------------------------------------- */
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-	(void)sb;
-	(void)flag;
-	(void)f;
-	remove(p);
-	return 0;
-}
-
-static void rm_rf(const char *p)
-{
-	if (p)
-		nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static char *dir_of(const char *path)
-{
-	const char *s = strrchr(path, '/');
-	char *d;
-
-	if (!s)
-		return qtk_strdup(".");
-	if (s == path)
-		return qtk_strdup("/");
-	d = qtk_malloc((size_t)(s - path) + 1);
-	if (d) {
-		memcpy(d, path, (size_t)(s - path));
-		d[s - path] = 0;
-	}
-	return d;
-}
-
-/* The target without trailing slashes; its last component. */
-static const char *base_of(const char *p)
-{
-	const char *s = strrchr(p, '/');
-	return s ? s + 1 : p;
-}
-
-/* Remove ".<base>.qtk-tmp-<pid>-*" directories of dead processes. */
-static void sweep_stale(const char *dir, const char *base)
-{
-	char prefix[NAME_MAX + 32], full[PATH_MAX];
-	size_t plen;
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	if (!d)
-		return;
-	snprintf(prefix, sizeof prefix, ".%s.qtk-tmp-", base);
-	plen = strlen(prefix);
-	while ((e = readdir(d)) != NULL) {
-		long pid;
-
-		if (strncmp(e->d_name, prefix, plen))
-			continue;
-		pid = strtol(e->d_name + plen, NULL, 10);
-		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
-			continue;
-		snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-		rm_rf(full);
-	}
-	closedir(d);
-}
-
-/* Refuse a target directory that holds one of the inputs. */
-static qtk_err check_inputs(const char *path, const qtk_write_opts *wo, qtk_status *st)
-{
-	char out[PATH_MAX], in[PATH_MAX];
-	size_t n;
-
-	if (!realpath(path, out))
-		return QTK_OK;
-	n = strlen(out);
-	for (size_t i = 0; i < wo->ninputs; i++) {
-		if (!realpath(wo->inputs[i], in))
-			continue;
-		if (!strncmp(in, out, n) && (in[n] == '/' || in[n] == 0))
-			return qtk_fail(st, QTK_E_SAME_FILE,
-			                "%s: output directory holds an input of this run (%s); "
-			                "refusing to replace it", path, wo->inputs[i]);
-	}
-	return QTK_OK;
-}
-
-static qtk_err make_tmp(mlx_sink *m, const char *path, qtk_status *st)
-{
-	char *dir;
-	size_t len;
-	struct stat sb;
-
-	len = strlen(path);
-	while (len > 1 && path[len - 1] == '/')
-		len--;
-	m->path = qtk_malloc(len + 1);
-	if (!m->path)
-		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	memcpy(m->path, path, len);
-	m->path[len] = 0;
-	if (!*m->path || !strcmp(base_of(m->path), ".") || !strcmp(base_of(m->path), ".."))
-		return qtk_fail(st, QTK_E_ARG, "output '%s' is not a directory name", path);
-	if (stat(m->path, &sb) == 0 && !m->force)
-		return qtk_fail(st, QTK_E_EXISTS, "%s: output exists (use --force to replace it)",
-		                m->path);
-	dir = dir_of(m->path);
-	if (!dir)
-		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	sweep_stale(dir, base_of(m->path));
-	len = strlen(dir) + strlen(base_of(m->path)) + 64;
-	m->tmp = qtk_malloc(len);
-	if (!m->tmp) {
-		qtk_free(dir);
-		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	}
-	snprintf(m->tmp, len, "%s/.%s.qtk-tmp-%ld-XXXXXX", dir, base_of(m->path), (long)getpid());
-	qtk_free(dir);
-	if (qtk_fault_check(QTK_FAULT_OPEN) || !mkdtemp(m->tmp)) {
-		int err = errno;
-		qtk_free(m->tmp);
-		m->tmp = NULL;
-		return qtk_fail(st, QTK_E_IO, "%s: cannot create temporary directory: %s", m->path,
-		                strerror(err));
-	}
-	chmod(m->tmp, 0755);
-	return QTK_OK;
-}
-
 static void tmp_file(const mlx_sink *m, const char *name, char *buf, size_t n)
 {
-	snprintf(buf, n, "%s/%s", m->tmp, name);
+	snprintf(buf, n, "%s/%s", qtk_outdir_tmp(m->od), name);
 }
 
 static void shard_name(const mlx_sink *m, size_t k, char *buf, size_t n)
@@ -466,14 +332,7 @@ static qtk_err open_shards(mlx_sink *m, qtk_status *st)
 
 qtk_err mlx_open(mlx_sink *m, const char *path, const qtk_write_opts *wo, qtk_status *st)
 {
-	qtk_err rc;
-
-	m->force = wo->force;
-	rc = make_tmp(m, path, st);
-	if (!rc)
-		rc = check_inputs(m->path, wo, st);
-	if (rc)
-		return rc;
+	QTK_TRY(qtk_outdir_open(&m->od, path, wo, st));
 	assign_shards(m);
 	return open_shards(m, st);
 }
@@ -559,7 +418,7 @@ static qtk_err write_small(const mlx_sink *m, const char *name, const void *data
 	tmp_file(m, name, path, sizeof path);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0)
-		return qtk_fail(st, QTK_E_IO, "%s/%s: cannot create: %s", m->path, name,
+		return qtk_fail(st, QTK_E_IO, "%s/%s: cannot create: %s", qtk_outdir_path(m->od), name,
 		                strerror(errno));
 	while (n && !err) {
 		ssize_t w;
@@ -584,7 +443,7 @@ static qtk_err write_small(const mlx_sink *m, const char *name, const void *data
 	if (close(fd) != 0 && !err)
 		err = errno;
 	if (err)
-		return qtk_fail(st, QTK_E_IO, "%s/%s: write failed: %s", m->path, name, strerror(err));
+		return qtk_fail(st, QTK_E_IO, "%s/%s: write failed: %s", qtk_outdir_path(m->od), name, strerror(err));
 	return QTK_OK;
 }
 
@@ -750,75 +609,22 @@ static qtk_err copy_file(const mlx_sink *m, const char *name, qtk_status *st)
 	return rc;
 }
 
-static int fsync_path(const char *p)
-{
-	int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-
-	if (fd < 0)
-		return errno;
-	if (fsync(fd) != 0 && errno != EINVAL)
-		rc = errno;
-	close(fd);
-	return rc;
-}
-
-/* Move the finished directory into place: no-replace, or an atomic swap
- * with the old output (--force), which is then removed. */
-static qtk_err move_into_place(mlx_sink *m, qtk_status *st)
-{
-	struct stat sb;
-	int exists = lstat(m->path, &sb) == 0, err = qtk_fault_check(QTK_FAULT_RENAME);
-	char *dir;
-
-	if (!err && exists && !m->force)
-		return qtk_fail(st, QTK_E_EXISTS, "%s: output appeared while writing; not replaced",
-		                m->path);
-	if (!err && renameat2(AT_FDCWD, m->tmp, AT_FDCWD, m->path,
-	                      exists ? RENAME_EXCHANGE : RENAME_NOREPLACE) != 0) {
-		err = errno;
-		if (err == EINVAL || err == ENOSYS) {
-			/* file system without renameat2 flags */
-			err = 0;
-			if (exists && !err)
-				rm_rf(m->path);
-			if (rename(m->tmp, m->path) != 0)
-				err = errno;
-			exists = 0;
-		}
-	}
-	if (err)
-		return qtk_fail(st, err == EEXIST ? QTK_E_EXISTS : QTK_E_IO,
-		                "%s: cannot move output into place: %s", m->path, strerror(err));
-	if (exists)
-		rm_rf(m->tmp); /* the tmp name now holds the old output */
-	qtk_free(m->tmp);
-	m->tmp = NULL;
-	dir = dir_of(m->path);
-	if (dir)
-		fsync_path(dir);
-	qtk_free(dir);
-	return QTK_OK;
-}
-
 static void sink_free(mlx_sink *m)
 {
 	for (size_t k = 0; m->w && k < m->nshards; k++)
 		qtk_st_writer_abort(m->w[k]);
-	rm_rf(m->tmp);
+	qtk_outdir_abort(m->od);
 	for (size_t i = 0; i < m->nout; i++)
 		qtk_free(m->out[i].name);
 	qtk_free(m->out);
 	qtk_free(m->t);
 	qtk_free(m->w);
-	qtk_free(m->tmp);
-	qtk_free(m->path);
 	qtk_free(m);
 }
 
 qtk_err mlx_commit(mlx_sink *m, qtk_status *st)
 {
 	qtk_err rc = QTK_OK;
-	int err;
 
 	for (size_t k = 0; k < m->nshards && !rc; k++) {
 		rc = qtk_st_writer_commit(m->w[k], st);
@@ -830,10 +636,10 @@ qtk_err mlx_commit(mlx_sink *m, qtk_status *st)
 		rc = write_config(m, st);
 	for (size_t i = 0; !rc && m->c.dir && i < sizeof copy_files / sizeof *copy_files; i++)
 		rc = copy_file(m, copy_files[i], st);
-	if (!rc && (err = fsync_path(m->tmp)) != 0)
-		rc = qtk_fail(st, QTK_E_IO, "%s: fsync failed: %s", m->path, strerror(err));
-	if (!rc)
-		rc = move_into_place(m, st);
+	if (!rc) {
+		rc = qtk_outdir_commit(m->od, st);
+		m->od = NULL; /* freed by the commit */
+	}
 	sink_free(m);
 	return rc;
 }

@@ -2,6 +2,7 @@
  * Temporary names are ".<name>.qtk-tmp-<pid>-XXXXXX" so a later run can tell
  * a live writer's file from one left by a killed process. */
 #include <dirent.h>
+#include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -351,4 +352,227 @@ void qtk_map_close(qtk_map *m)
 	qtk_free(m->path);
 	memset(m, 0, sizeof *m);
 	m->fd = -1;
+}
+
+/* ---- atomic output directories ------------------------------------------ */
+
+struct qtk_outdir {
+	char *path;     /* the target, without trailing slashes */
+	char *tmp;      /* the directory being built beside it; NULL once moved */
+	int force;
+};
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+	(void)sb, (void)flag, (void)f;
+	remove(p);
+	return 0;
+}
+
+static void rm_tree(const char *p)
+{
+	if (p)
+		nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *last_part(const char *p)
+{
+	const char *s = strrchr(p, '/');
+	return s ? s + 1 : p;
+}
+
+/* Remove ".<base>.qtk-tmp-<pid>-*" directories of dead processes in dir. */
+static void sweep_stale_dirs(const char *dir, const char *base)
+{
+	char prefix[NAME_MAX + 32], full[PATH_MAX];
+	size_t plen;
+	DIR *d = opendir(dir);
+	struct dirent *e;
+
+	if (!d)
+		return;
+	snprintf(prefix, sizeof prefix, ".%s.qtk-tmp-", base);
+	plen = strlen(prefix);
+	while ((e = readdir(d)) != NULL) {
+		long pid;
+
+		if (strncmp(e->d_name, prefix, plen))
+			continue;
+		pid = strtol(e->d_name + plen, NULL, 10);
+		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
+			continue;
+		snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+		rm_tree(full);
+	}
+	closedir(d);
+}
+
+/* A target directory that holds (or is) one of the inputs is refused. */
+static qtk_err dir_holds_input(const char *path, const qtk_write_opts *wo, qtk_status *st)
+{
+	char out[PATH_MAX], in[PATH_MAX];
+	size_t n;
+
+	if (!wo || !realpath(path, out))
+		return QTK_OK;
+	n = strlen(out);
+	for (size_t i = 0; i < wo->ninputs; i++) {
+		if (!realpath(wo->inputs[i], in))
+			continue;
+		if (!strncmp(in, out, n) && (in[n] == '/' || in[n] == 0))
+			return qtk_fail(st, QTK_E_SAME_FILE,
+			                "%s: output directory holds an input of this run (%s); "
+			                "refusing to replace it", path, wo->inputs[i]);
+	}
+	return QTK_OK;
+}
+
+void qtk_outdir_abort(qtk_outdir *d)
+{
+	if (!d)
+		return;
+	rm_tree(d->tmp);
+	qtk_free(d->tmp);
+	qtk_free(d->path);
+	qtk_free(d);
+}
+
+qtk_err qtk_outdir_open(qtk_outdir **out, const char *path, const qtk_write_opts *opts,
+                        qtk_status *st)
+{
+	qtk_outdir *d = qtk_calloc(1, sizeof *d);
+	size_t len = strlen(path);
+	struct stat sb;
+	char *dir;
+	qtk_err rc;
+
+	*out = NULL;
+	if (!d)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	d->force = opts && opts->force;
+	while (len > 1 && path[len - 1] == '/')
+		len--;
+	d->path = qtk_malloc(len + 1);
+	if (!d->path) {
+		qtk_outdir_abort(d);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	memcpy(d->path, path, len);
+	d->path[len] = 0;
+	if (!*d->path || !strcmp(last_part(d->path), ".") || !strcmp(last_part(d->path), "..")) {
+		qtk_outdir_abort(d);
+		return qtk_fail(st, QTK_E_ARG, "output '%s' is not a directory name", path);
+	}
+	if (stat(d->path, &sb) == 0 && !d->force) {
+		rc = qtk_fail(st, QTK_E_EXISTS, "%s: output exists (use --force to replace it)",
+		              d->path);
+		qtk_outdir_abort(d);
+		return rc;
+	}
+	if ((rc = dir_holds_input(d->path, opts, st)) != QTK_OK) {
+		qtk_outdir_abort(d);
+		return rc;
+	}
+	dir = dir_of(d->path);
+	if (!dir) {
+		qtk_outdir_abort(d);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	sweep_stale_dirs(dir, last_part(d->path));
+	len = strlen(dir) + strlen(last_part(d->path)) + 64;
+	d->tmp = qtk_malloc(len);
+	if (d->tmp)
+		snprintf(d->tmp, len, "%s/.%s.qtk-tmp-%ld-XXXXXX", dir, last_part(d->path),
+		         (long)getpid());
+	qtk_free(dir);
+	if (!d->tmp) {
+		qtk_outdir_abort(d);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	if (qtk_fault_check(QTK_FAULT_OPEN) || !mkdtemp(d->tmp)) {
+		int err = errno;
+		rc = qtk_fail(st, QTK_E_IO, "%s: cannot create temporary directory: %s", d->path,
+		              strerror(err));
+		qtk_free(d->tmp);
+		d->tmp = NULL;
+		qtk_outdir_abort(d);
+		return rc;
+	}
+	chmod(d->tmp, 0755);
+	*out = d;
+	return QTK_OK;
+}
+
+const char *qtk_outdir_tmp(const qtk_outdir *d)
+{
+	return d->tmp;
+}
+
+const char *qtk_outdir_path(const qtk_outdir *d)
+{
+	return d->path;
+}
+
+static int fsync_dir_path(const char *p)
+{
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+
+	if (fd < 0)
+		return errno;
+	if (fsync(fd) != 0 && errno != EINVAL)
+		rc = errno;
+	close(fd);
+	return rc;
+}
+
+qtk_err qtk_outdir_commit(qtk_outdir *d, qtk_status *st)
+{
+	struct stat sb;
+	int exists, err;
+	qtk_err rc = QTK_OK;
+	char *dir;
+
+	if ((err = fsync_dir_path(d->tmp)) != 0) {
+		rc = qtk_fail(st, QTK_E_IO, "%s: fsync failed: %s", d->path, strerror(err));
+		qtk_outdir_abort(d);
+		return rc;
+	}
+	/* no-replace, or an atomic swap with the old output (force), which is
+	 * then removed under the temporary name */
+	exists = lstat(d->path, &sb) == 0;
+	err = qtk_fault_check(QTK_FAULT_RENAME);
+	if (!err && exists && !d->force) {
+		rc = qtk_fail(st, QTK_E_EXISTS, "%s: output appeared while writing; not replaced",
+		              d->path);
+		qtk_outdir_abort(d);
+		return rc;
+	}
+	if (!err && renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->path,
+	                      exists ? RENAME_EXCHANGE : RENAME_NOREPLACE) != 0) {
+		err = errno;
+		if (err == EINVAL || err == ENOSYS) { /* no renameat2 flags here */
+			err = 0;
+			if (exists)
+				rm_tree(d->path);
+			if (rename(d->tmp, d->path) != 0)
+				err = errno;
+			exists = 0;
+		}
+	}
+	if (err) {
+		rc = qtk_fail(st, err == EEXIST ? QTK_E_EXISTS : QTK_E_IO,
+		              "%s: cannot move output into place: %s", d->path, strerror(err));
+		qtk_outdir_abort(d);
+		return rc;
+	}
+	if (exists)
+		rm_tree(d->tmp); /* the temporary name now holds the old output */
+	qtk_free(d->tmp);
+	d->tmp = NULL;
+	dir = dir_of(d->path);
+	if (dir)
+		fsync_dir_path(dir);
+	qtk_free(dir);
+	qtk_outdir_abort(d);
+	return QTK_OK;
 }

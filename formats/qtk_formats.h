@@ -110,6 +110,27 @@ QTK_API qtk_err qtk_st_write(const char *path, const qtk_st_desc *descs,
                              const char *const *meta,
                              const qtk_write_opts *opts, qtk_status *st);
 
+/* ---- atomic output directories (formats/fileio.c) --------------------- */
+
+/* A directory output (MLX's model directory) built under a temporary name
+ * beside PATH (".NAME.qtk-tmp-PID-XXXXXX", those of dead processes removed
+ * first) and moved into place at commit: no-replace, or, with
+ * opts->force, an atomic exchange with the old directory, which is then
+ * removed. Refuses an existing PATH without force (QTK_E_EXISTS) and a PATH
+ * that holds one of opts->inputs (QTK_E_SAME_FILE). Files go into
+ * qtk_outdir_tmp(d), each written atomically by its own writer. */
+typedef struct qtk_outdir qtk_outdir;
+QTK_API qtk_err qtk_outdir_open(qtk_outdir **out, const char *path,
+                                const qtk_write_opts *opts, qtk_status *st);
+QTK_API const char *qtk_outdir_tmp(const qtk_outdir *d);
+QTK_API const char *qtk_outdir_path(const qtk_outdir *d); /* PATH, no trailing '/' */
+/* fsync the temporary directory, move it into place, fsync the parent.
+ * Frees d either way; on failure the temporary is removed and PATH is as
+ * it was. */
+QTK_API qtk_err qtk_outdir_commit(qtk_outdir *d, qtk_status *st);
+/* Remove the temporary directory and free d. NULL is fine. */
+QTK_API void qtk_outdir_abort(qtk_outdir *d);
+
 /* ===================================================================== */
 /* qtk packed format (docs/format.md)                                     */
 /* ===================================================================== */

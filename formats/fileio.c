@@ -82,7 +82,21 @@ int qtk_fmt_same_file(const char *a, const char *b)
 	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-/* Remove ".<base>.qtk-tmp-<pid>-*" files whose pid is gone. */
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
+{
+	(void)sb, (void)flag, (void)f;
+	remove(p);
+	return 0;
+}
+
+/* Remove a file, or a directory and all it holds. */
+static void rm_tree(const char *p)
+{
+	if (p)
+		nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Remove ".<base>.qtk-tmp-<pid>-*" files and directories whose pid is gone. */
 static void sweep_stale(const char *dir, const char *base)
 {
 	char prefix[NAME_MAX + 32];
@@ -104,7 +118,7 @@ static void sweep_stale(const char *dir, const char *base)
 		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
 			continue; /* a live writer owns it */
 		snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-		unlink(full);
+		rm_tree(full);
 	}
 	closedir(d);
 }
@@ -224,20 +238,28 @@ qtk_err qtk_out_truncate(qtk_outfile *o, uint64_t size, qtk_status *st)
 	return QTK_OK;
 }
 
-static int fsync_dir(const char *path)
+static int fsync_dir_path(const char *p)
 {
-	char *dir = dir_of(path);
-	int fd, rc = 0;
+	int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
 
-	if (!dir)
-		return ENOMEM;
-	fd = open(dir, O_RDONLY | O_DIRECTORY);
-	qtk_free(dir);
 	if (fd < 0)
 		return errno;
 	if (fsync(fd) != 0 && errno != EINVAL)
 		rc = errno;
 	close(fd);
+	return rc;
+}
+
+/* fsync the directory holding path. */
+static int fsync_dir(const char *path)
+{
+	char *dir = dir_of(path);
+	int rc;
+
+	if (!dir)
+		return ENOMEM;
+	rc = fsync_dir_path(dir);
+	qtk_free(dir);
 	return rc;
 }
 
@@ -362,49 +384,10 @@ struct qtk_outdir {
 	int force;
 };
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *f)
-{
-	(void)sb, (void)flag, (void)f;
-	remove(p);
-	return 0;
-}
-
-static void rm_tree(const char *p)
-{
-	if (p)
-		nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static const char *last_part(const char *p)
 {
 	const char *s = strrchr(p, '/');
 	return s ? s + 1 : p;
-}
-
-/* Remove ".<base>.qtk-tmp-<pid>-*" directories of dead processes in dir. */
-static void sweep_stale_dirs(const char *dir, const char *base)
-{
-	char prefix[NAME_MAX + 32], full[PATH_MAX];
-	size_t plen;
-	DIR *d = opendir(dir);
-	struct dirent *e;
-
-	if (!d)
-		return;
-	snprintf(prefix, sizeof prefix, ".%s.qtk-tmp-", base);
-	plen = strlen(prefix);
-	while ((e = readdir(d)) != NULL) {
-		long pid;
-
-		if (strncmp(e->d_name, prefix, plen))
-			continue;
-		pid = strtol(e->d_name + plen, NULL, 10);
-		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
-			continue;
-		snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-		rm_tree(full);
-	}
-	closedir(d);
 }
 
 /* A target directory that holds (or is) one of the inputs is refused. */
@@ -478,7 +461,7 @@ qtk_err qtk_outdir_open(qtk_outdir **out, const char *path, const qtk_write_opts
 		qtk_outdir_abort(d);
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	}
-	sweep_stale_dirs(dir, last_part(d->path));
+	sweep_stale(dir, last_part(d->path));
 	len = strlen(dir) + strlen(last_part(d->path)) + 64;
 	d->tmp = qtk_malloc(len);
 	if (d->tmp)
@@ -513,24 +496,12 @@ const char *qtk_outdir_path(const qtk_outdir *d)
 	return d->path;
 }
 
-static int fsync_dir_path(const char *p)
-{
-	int fd = open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
-
-	if (fd < 0)
-		return errno;
-	if (fsync(fd) != 0 && errno != EINVAL)
-		rc = errno;
-	close(fd);
-	return rc;
-}
 
 qtk_err qtk_outdir_commit(qtk_outdir *d, qtk_status *st)
 {
 	struct stat sb;
 	int exists, err;
 	qtk_err rc = QTK_OK;
-	char *dir;
 
 	if ((err = fsync_dir_path(d->tmp)) != 0) {
 		rc = qtk_fail(st, QTK_E_IO, "%s: fsync failed: %s", d->path, strerror(err));
@@ -569,10 +540,7 @@ qtk_err qtk_outdir_commit(qtk_outdir *d, qtk_status *st)
 		rm_tree(d->tmp); /* the temporary name now holds the old output */
 	qtk_free(d->tmp);
 	d->tmp = NULL;
-	dir = dir_of(d->path);
-	if (dir)
-		fsync_dir_path(dir);
-	qtk_free(dir);
+	fsync_dir(d->path);
 	qtk_outdir_abort(d);
 	return QTK_OK;
 }

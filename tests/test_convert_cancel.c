@@ -1,4 +1,5 @@
-/* tests: a conversion cancelled midway (the flag SIGINT/SIGTERM set) leaves
+/* tests: a cancelled conversion (the flag SIGINT/SIGTERM set, seen by the
+ * workers between items, after the output was opened) leaves
  * the output path as it was, for every output format: nothing when there
  * was nothing, the old file or directory byte for byte under --force, and
  * no temporary file or directory beside it. */
@@ -30,7 +31,9 @@ static int convert(const char *out, qtk_out_format fmt, int cancel, qtk_status *
 		return -1;
 	o.recipe = r;
 	if (cancel) {
-		cancel_flag = 0;
+		/* raised before the first item (as a signal at any moment would be
+		 * seen by the next item): deterministic however fast the run is */
+		cancel_flag = 1;
 		o.cancel = &cancel_flag;
 		o.progress = cancel_now;
 	}

@@ -54,6 +54,7 @@ typedef struct {
 	uint64_t chunk;
 	qtk_q_acc *acc;         /* [nitems] */
 	uint32_t *crc;          /* [nitems] crc32 of each item's source bytes */
+	int want_crc;           /* the source crc32s go into .qtk metadata only */
 	qtk_pack_writer *w;
 	int gguf;               /* writing GGUF instead of .qtk */
 	gguf_plan gp;
@@ -264,7 +265,8 @@ static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 	else
 		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start, from,
 		                            (size_t)it->count, st));
-	j->crc[k] = qtk_crc32(0, from, it->count);
+	if (j->want_crc)
+		j->crc[k] = qtk_crc32(0, from, it->count);
 	src_release(p->t, it->start, it->count);
 	return QTK_OK;
 }
@@ -392,7 +394,8 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 	QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start * cb,
 	                            b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
 	src_span(p->t, elem0, nelem, &boff, &blen);
-	j->crc[k] = qtk_crc32(0, p->t->data + boff, blen);
+	if (j->want_crc)
+		j->crc[k] = qtk_crc32(0, p->t->data + boff, blen);
 	src_release(p->t, boff, blen);
 	if (__atomic_sub_fetch(&p->remaining, 1, __ATOMIC_ACQ_REL) == 0) {
 		rc = dq_finish(j, p, b, st);
@@ -480,7 +483,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 				QTK_TRY(src_read_f32(j->s, p->t, elem0 + u0, nu, b->in, st));
 			else
 				QTK_TRY(read_rows(j, it, p, u0, nu, cols, b->in, st));
-			if (!gathered) { /* the crc of the bytes just read, while cached */
+			if (j->want_crc && !gathered) { /* the bytes just read, while cached */
 				uint64_t o, l;
 				src_span(p->t, elem ? elem0 + u0 : elem0 + u0 * cols, sr * sc, &o, &l);
 				crc = qtk_crc32(crc, p->t->data + o, l);
@@ -490,7 +493,8 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 			QTK_TRY(qtk_q_quantize_rows_acc(L, b->in, (size_t)sr, (size_t)sc, &d, &qo,
 			                                &j->acc[k], st));
 		}
-		j->crc[k] = gathered ? qtk_crc32(0, p->t->data + boff, blen) : crc;
+		if (j->want_crc)
+			j->crc[k] = gathered ? qtk_crc32(0, p->t->data + boff, blen) : crc;
 	}
 	if (j->gguf)
 		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));
@@ -711,7 +715,7 @@ static json_t *sources_json(const job *j)
 
 	for (size_t f = 0; f < j->s->nfiles; f++) {
 		const src_file *sf = &j->s->files[f];
-		int have = sf->base && order;
+		int have = sf->base && order && j->want_crc;
 		uLong crc = have ? file_crc(j, f, order) : 0;
 		char hex[16];
 		json_t *o = json_object();
@@ -966,6 +970,7 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
 	}
 	j.gguf = o->format == QTK_OUT_GGUF;
+	j.want_crc = o->format == QTK_OUT_QTK; /* GGUF and MLX have no place for them */
 	rc = src_open(&j.s, o->input, st);
 	if (rc)
 		goto out;

@@ -36,17 +36,24 @@ rss() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1" | awk '{printf
 wall() { sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$1" | awk -F: '{print $(NF-1) * 60 + $NF}'; }
 echo "peer: $IN ($size bytes), $(nproc) cores, 2 threads each, Q4_0"
 printf '%-34s %9s %9s %11s\n' tool seconds "GB/s" "peak RSS"
-for round in 1 2 3; do
-	# both write a new file (no old output to unlink)
-	rm -f "$DIR/lq-q4_0.gguf" "$DIR/qtk-q4_0.gguf"
+run_lq() {
 	sync # the other tool's writeback does not run during this one
 	cat "$IN" > /dev/null # warm again: the guest's reclaim may have dropped pages
 	/usr/bin/time -v env LD_LIBRARY_PATH="$LQ:$LD_LIBRARY_PATH" "$LQ/llama-quantize" --pure \
 		"$IN" "$DIR/lq-q4_0.gguf" Q4_0 2 > "$DIR/lq.log" 2> "$DIR/lq.time"
+}
+run_qtk() {
 	sync
 	cat "$IN" > /dev/null
 	/usr/bin/time -v "$QTK" convert "$IN" -o "$DIR/qtk-q4_0.gguf" -F gguf --scheme int4 \
 		--group 32 -j 2 --force --quiet > "$DIR/qtk.log" 2> "$DIR/qtk.time"
+}
+# four rounds, the order alternating: on this shared VM whichever runs
+# second in a round is often slowed by what the first left behind
+for round in 1 2 3 4; do
+	# both write a new file (no old output to unlink)
+	rm -f "$DIR/lq-q4_0.gguf" "$DIR/qtk-q4_0.gguf"
+	if [ $((round % 2)) = 1 ]; then run_lq; run_qtk; else run_qtk; run_lq; fi
 	ls=$(wall "$DIR/lq.time"); qs=$(wall "$DIR/qtk.time")
 	printf '%-34s %9.2f %9.2f %8s MB\n' "llama-quantize --pure (round $round)" "$ls" \
 		"$(echo "$size $ls" | awk '{print $1 / $2 / 1e9}')" "$(rss "$DIR/lq.time")"

@@ -9,6 +9,76 @@
 #include "cli.h"
 #include "qtk_formats.h"
 
+/* The metadata qtk convert writes, summarized (any other JSON as it is):
+ * provenance, options, recipe, and the worst tensor of the error
+ * statistics; --json prints everything. */
+static void print_metadata(const char *text)
+{
+	json_t *m = json_loads(text, 0, NULL), *src, *files, *t, *opts, *rec;
+	const char *key, *worst = NULL;
+	double wv = -1;
+	size_t nstat = 0, i;
+
+	if (!json_is_object(m) || !json_is_object(json_object_get(m, "source"))) {
+		printf("metadata: %s\n", text);
+		json_decref(m);
+		return;
+	}
+	printf("metadata (qtk %s", json_string_value(json_object_get(m, "qtk_version")) ?
+	       json_string_value(json_object_get(m, "qtk_version")) : "?");
+	if (json_is_string(json_object_get(m, "model")))
+		printf(", model %s", json_string_value(json_object_get(m, "model")));
+	printf("; --json prints all of it):\n");
+	src = json_object_get(m, "source");
+	files = json_object_get(src, "files");
+	printf("  source: %s", json_string_value(json_object_get(src, "format")) ?
+	       json_string_value(json_object_get(src, "format")) : "?");
+	json_array_foreach(files, i, t)
+		printf("%s %s (%lld bytes%s%s)", i ? "," : "",
+		       json_string_value(json_object_get(t, "name")) ?
+		       json_string_value(json_object_get(t, "name")) : "?",
+		       (long long)json_integer_value(json_object_get(t, "bytes")),
+		       json_string_length(json_object_get(t, "crc32")) ? ", crc32 " : "",
+		       json_string_length(json_object_get(t, "crc32")) ?
+		       json_string_value(json_object_get(t, "crc32")) : "");
+	printf("\n");
+	if (json_is_object(json_object_get(m, "config")))
+		printf("  config.json: stored\n");
+	opts = json_object_get(m, "options");
+	if (json_is_object(opts)) {
+		json_t *v;
+		printf("  options:");
+		json_object_foreach(opts, key, v) {
+			char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+			printf(" %s=%s", key, s ? s : "?");
+			free(s);
+		}
+		printf("\n");
+	}
+	rec = json_object_get(m, "recipe");
+	if (json_is_object(rec))
+		printf("  recipe: scheme %s, group %s, %zu rules\n",
+		       json_string_value(json_object_get(rec, "scheme")) ?
+		       json_string_value(json_object_get(rec, "scheme")) : "?",
+		       json_string_value(json_object_get(rec, "group")) ?
+		       json_string_value(json_object_get(rec, "group")) : "?",
+		       json_array_size(json_object_get(rec, "rules")));
+	json_object_foreach(json_object_get(m, "tensors"), key, t) {
+		json_t *r = json_object_get(t, "rel_fro");
+		if (!json_is_number(r))
+			continue;
+		nstat++;
+		if (json_number_value(r) > wv) {
+			wv = json_number_value(r);
+			worst = key;
+		}
+	}
+	if (nstat)
+		printf("  error statistics: %zu tensors, worst relative error %.4g (%s)\n", nstat,
+		       wv, worst);
+	json_decref(m);
+}
+
 static uint64_t tensor_bytes(const qtk_pack_tensor *t, int stored)
 {
 	uint64_t b = 0;
@@ -70,7 +140,8 @@ static int print_text(const char *path, const qtk_pack_file *f)
 	       elems ? 8.0 * (double)total / (double)elems : 0.0);
 	if (stored != total)
 		printf(", %llu stored (zstd)", (unsigned long long)stored);
-	printf("\nmetadata: %s\n", qtk_pack_metadata(f, NULL));
+	printf("\n");
+	print_metadata(qtk_pack_metadata(f, NULL));
 	return QTK_EXIT_OK;
 }
 

@@ -236,6 +236,15 @@ TEST(convert_cli_dry_run_and_json)
 	CHECK(strstr(text, "\"bits_per_weight\"") && strstr(text, "\"rel_fro\""));
 	CHECK(strstr(text, "\"peak_rss_bytes\""));
 	free(text);
+	/* inspect summarizes the metadata convert wrote */
+	CHECK_EQ(t_system("%s inspect %s > %s", q, out, t_tmp("i.txt")), 0);
+	text = t_read_file(t_tmp("i.txt"), NULL);
+	REQUIRE(text);
+	CHECK_MSG(strstr(text, "  source: safetensors in.safetensors (") &&
+	          strstr(text, "crc32 ") && strstr(text, "  recipe: scheme nf4") &&
+	          strstr(text, "  error statistics: ") && strstr(text, "worst relative error"),
+	          "inspect: %s", text);
+	free(text);
 }
 
 /* Start a deliberately slow conversion (tiny chunks, one thread, search)

@@ -405,27 +405,36 @@ T512H INL float rtn_scale_512(const int m, const float *x, size_t n)
 {
 	__m512i ab = _mm512_setzero_si512(), msk = _mm512_set1_epi32(0x7fffffff);
 	__m512 lo = _mm512_set1_ps(FLT_MAX), hi = _mm512_set1_ps(-FLT_MAX);
+	__m512 inf = _mm512_set1_ps(INFINITY);
+	__mmask16 bad = 0;
 	uint32_t abits;
 	float amax, mn, mx;
 
-	for (size_t j = 0; j < n; j += 16) {
-		__m512 v = _mm512_loadu_ps(x + j);
-		ab = _mm512_max_epu32(ab, _mm512_and_si512(_mm512_castps_si512(v), msk));
-		lo = _mm512_min_ps(lo, v);
-		hi = _mm512_max_ps(hi, v);
+	if (m == QM_INT4) {
+		/* min and max (two reductions); NaN or Inf found by a mask */
+		for (size_t j = 0; j < n; j += 16) {
+			__m512 v = _mm512_loadu_ps(x + j);
+			bad |= _mm512_cmp_ps_mask(_mm512_abs_ps(v), inf, _CMP_NLT_UQ);
+			lo = _mm512_min_ps(lo, v);
+			hi = _mm512_max_ps(hi, v);
+		}
+		if (bad)
+			return 0.0f;
+		mn = _mm512_reduce_min_ps(lo);
+		mx = _mm512_reduce_max_ps(hi);
+		amax = -mn > mx ? -mn : mx;
+		if (amax < FLT_MIN || -mn == mx)
+			return 0.0f; /* zero or tiny; a tie: the first of the two decides */
+		return intq_q4_edge(mn, mx) * -0.125f;
 	}
+	/* int8, nf4: the largest magnitude (its bits: Inf and NaN are above) */
+	for (size_t j = 0; j < n; j += 16)
+		ab = _mm512_max_epu32(ab, _mm512_and_si512(_mm512_loadu_si512(x + j), msk));
 	abits = _mm512_reduce_max_epu32(ab);
 	if (abits >= 0x7f800000u || abits < 0x00800000u)
 		return 0.0f;
 	memcpy(&amax, &abits, 4);
-	if (m == QM_INT8)
-		return amax / 127.0f;
-	if (m == QM_INT4) {
-		mn = _mm512_reduce_min_ps(lo);
-		mx = _mm512_reduce_max_ps(hi);
-		return -mn == mx ? 0.0f : intq_q4_edge(mn, mx) * -0.125f;
-	}
-	return amax;
+	return m == QM_INT8 ? amax / 127.0f : amax;
 }
 
 /* One group of rtn_row (see quant_impl.h): the scale, its f16 store and

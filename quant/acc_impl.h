@@ -20,6 +20,8 @@ typedef struct acc_lanes {
 /* Fold a call's 16 lanes into a (lane order), n elements. */
 void acc_fold(qtk_q_acc *a, const acc_lanes *A, size_t n);
 
+/* A call's lanes over w, w_hat [0, n): A is all zero on entry and holds
+ * the call's double lanes on return. */
 void acc_block_scalar(acc_lanes *A, const float *w, const float *w_hat, size_t n);
 void acc_block_avx2(acc_lanes *A, const float *w, const float *w_hat, size_t n);
 void acc_block_avx512(acc_lanes *A, const float *w, const float *w_hat, size_t n);

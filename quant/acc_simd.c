@@ -3,7 +3,7 @@
 #include <immintrin.h>
 #include <math.h>
 
-#include "acc_impl.h"
+#include "acc_avx512.h"
 
 #define AB 256 /* block length (acc_impl.h) */
 
@@ -99,64 +99,18 @@ acc_block_avx2(acc_lanes *A, const float *w, const float *w_hat, size_t n)
 	}
 }
 
-/* f32 lane sums s added to double lanes (lo: lanes 0-7, hi: 8-15). */
-__attribute__((target("avx512f"))) static inline void
-add16(__m512d *lo, __m512d *hi, __m512 s)
-{
-	*lo = _mm512_add_pd(*lo, _mm512_cvtps_pd(_mm512_castps512_ps256(s)));
-	*hi = _mm512_add_pd(*hi, _mm512_cvtps_pd(_mm256_castpd_ps(
-	                             _mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))));
-}
-
-__attribute__((target("avx512f"))) static inline void
-max16(__m512d *lo, __m512d *hi, __m512 s)
-{
-	__m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(s));
-	__m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
-	*lo = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, *lo, _CMP_GT_OQ), *lo, a);
-	*hi = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(b, *hi, _CMP_GT_OQ), *hi, b);
-}
-
+/* A call's lanes start at 0 (qtk_q_acc_add clears A): met512 from zero,
+ * the short last block's absent elements read as 0 (adding +0 to a sum that
+ * is never -0 changes nothing). */
 __attribute__((target("avx512f"))) void
 acc_block_avx512(acc_lanes *A, const float *w, const float *w_hat, size_t n)
 {
-	__m512d e0 = _mm512_loadu_pd(A->sse), e1 = _mm512_loadu_pd(A->sse + 8);
-	__m512d x0 = _mm512_loadu_pd(A->ssw), x1 = _mm512_loadu_pd(A->ssw + 8);
-	__m512d y0 = _mm512_loadu_pd(A->ssh), y1 = _mm512_loadu_pd(A->ssh + 8);
-	__m512d d0 = _mm512_loadu_pd(A->dot), d1 = _mm512_loadu_pd(A->dot + 8);
-	__m512d m0 = _mm512_loadu_pd(A->mx), m1 = _mm512_loadu_pd(A->mx + 8);
+	met512 M;
 
-	for (size_t b = 0; b < n; b += AB) {
-		__m512 se = _mm512_setzero_ps(), sx = se, sy = se, sd = se, mx = se;
-		size_t m = n - b < AB ? n - b : AB;
-
-		for (size_t i = 0; i < m; i += 16) {
-			__mmask16 k = m - i >= 16 ? (__mmask16)0xffff
-			                          : (__mmask16)((1u << (m - i)) - 1);
-			__m512 x = _mm512_maskz_loadu_ps(k, w + b + i);
-			__m512 y = _mm512_maskz_loadu_ps(k, w_hat + b + i);
-			__m512 e = _mm512_sub_ps(x, y);
-			se = _mm512_add_ps(se, _mm512_mul_ps(e, e));
-			sx = _mm512_add_ps(sx, _mm512_mul_ps(x, x));
-			sy = _mm512_add_ps(sy, _mm512_mul_ps(y, y));
-			sd = _mm512_add_ps(sd, _mm512_mul_ps(x, y));
-			e = _mm512_abs_ps(e);
-			mx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(e, mx, _CMP_GT_OQ), mx, e);
-		}
-		add16(&e0, &e1, se);
-		add16(&x0, &x1, sx);
-		add16(&y0, &y1, sy);
-		add16(&d0, &d1, sd);
-		max16(&m0, &m1, mx);
+	met_init(&M);
+	for (size_t i = 0; i < n; i += 16) {
+		__mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+		met_vec(&M, _mm512_maskz_loadu_ps(k, w + i), _mm512_maskz_loadu_ps(k, w_hat + i));
 	}
-	_mm512_storeu_pd(A->sse, e0);
-	_mm512_storeu_pd(A->sse + 8, e1);
-	_mm512_storeu_pd(A->ssw, x0);
-	_mm512_storeu_pd(A->ssw + 8, x1);
-	_mm512_storeu_pd(A->ssh, y0);
-	_mm512_storeu_pd(A->ssh + 8, y1);
-	_mm512_storeu_pd(A->dot, d0);
-	_mm512_storeu_pd(A->dot + 8, d1);
-	_mm512_storeu_pd(A->mx, m0);
-	_mm512_storeu_pd(A->mx + 8, m1);
+	met_store(&M, A);
 }

@@ -246,8 +246,6 @@ static void mlx_params(float lo, float hi, float levels, float *s, float *b)
 
 /* Clipping ratios of the data-free search; r = 1 (RTN) comes first. */
 const float intq_ratios[INTQ_NRATIO] = { 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f };
-#define ratios intq_ratios
-#define NRATIO ((size_t)INTQ_NRATIO)
 _Static_assert(2 * INTQ_NRATIO <= 16, "search parameters fit one vector");
 
 /* Data-free search over the clipping ratios above. On entry *d, *mn hold
@@ -266,14 +264,14 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 	float levels = QM_LEVELS(c->m), mid = 0.5f * (lo + hi), h = 0.5f * (hi - lo);
 	/* sv: the scales, then the biases; padded to 16 so the conversions
 	 * below run as one vector (no scalar tail) */
-	float td[NRATIO], tm[NRATIO], sv[16] = { 0 };
+	float td[INTQ_NRATIO], tm[INTQ_NRATIO], sv[16] = { 0 };
 	uint16_t hv[16];
 	int mlx = c->m >= QM_MLX4;
 
 	if (c->affine && h == 0.0f)
 		return; /* constant group: RTN is exact */
-	for (size_t k = 0; k < NRATIO; k++) {
-		float r = ratios[k];
+	for (size_t k = 0; k < INTQ_NRATIO; k++) {
+		float r = intq_ratios[k];
 		td[k] = *d;
 		tm[k] = *mn;
 		if (k > 0 && mlx) {
@@ -285,7 +283,7 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 			td[k] = td[0] * r;
 		}
 		sv[k] = td[k];
-		sv[NRATIO + k] = c->affine ? tm[k] : 0.0f;
+		sv[INTQ_NRATIO + k] = c->affine ? tm[k] : 0.0f;
 	}
 	/* all parameters as they read back from the scale dtype, at once */
 	if (c->L->scale_dtype != QTK_DT_F32) {
@@ -293,10 +291,10 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 		qtk_to_f32(c->L->scale_dtype, hv, sv, 16);
 	}
 	/* the candidates whose stored parameters are finite, in order */
-	float p[NRATIO], b[NRATIO], sd[NRATIO], sb[NRATIO], e[NRATIO];
-	size_t idx[NRATIO], nc = 0;
-	for (size_t k = 0; k < NRATIO; k++) {
-		if (!isfinite(sv[k]) || !isfinite(sv[NRATIO + k]))
+	float p[INTQ_NRATIO], b[INTQ_NRATIO], sd[INTQ_NRATIO], sb[INTQ_NRATIO], e[INTQ_NRATIO];
+	size_t idx[INTQ_NRATIO], nc = 0;
+	for (size_t k = 0; k < INTQ_NRATIO; k++) {
+		if (!isfinite(sv[k]) || !isfinite(sv[INTQ_NRATIO + k]))
 			continue;
 		/* 1/td overflowing is a zero group later (tiny-group rule):
 		 * score it as one */
@@ -305,7 +303,7 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 			p[nc] = 0.0f;
 		b[nc] = tm[k];
 		sd[nc] = sv[k];
-		sb[nc] = sv[NRATIO + k];
+		sb[nc] = sv[INTQ_NRATIO + k];
 		idx[nc++] = k;
 	}
 	if (!nc)
@@ -453,11 +451,10 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 }
 
 /* Rows [0, nrows) of src; with acc, each row's error sums too (row by
- * row: a fused kernel's lanes, or the row dequantized into row_buf and
- * qtk_q_acc_add). */
+ * row: a fused kernel's lanes, or q_acc_row). */
 static qtk_err quantize_rows(const qtk_q_layout *L, const float *src, size_t nrows,
                              size_t cols, const qtk_q_planes *dst, const qtk_q_opts *opts,
-                             qtk_q_acc *acc, float *row_buf, qtk_status *st)
+                             qtk_q_acc *acc, float **row_buf, qtk_status *st)
 {
 	size_t gl = group_len(L, cols);
 	size_t gpr = (size_t)qtk_q_groups_per_row(L, cols);
@@ -501,15 +498,8 @@ static qtk_err quantize_rows(const qtk_q_layout *L, const float *src, size_t nro
 			                    dst->p[QTK_PLANE_SCALES], dst->p[QTK_PLANE_BIASES],
 			                    r * gpr + g, row0 + r, g, st));
 		}
-		if (acc) {
-			qtk_q_cplanes cp;
-			for (int p = 0; p < QTK_PLANE_MAX; p++) {
-				uint64_t rb = qtk_q_row_bytes(L, cols, p);
-				cp.p[p] = dst->p[p] && rb ? (const uint8_t *)dst->p[p] + r * rb : NULL;
-			}
-			intq_dequantize(L, &cp, 1, cols, row_buf);
-			qtk_q_acc_add(acc, x, row_buf, cols);
-		}
+		if (acc)
+			QTK_TRY(q_acc_row(L, dst, r, cols, x, acc, row_buf, st));
 	}
 	return QTK_OK;
 }
@@ -523,7 +513,7 @@ qtk_err intq_quantize(const qtk_q_layout *L, const float *src, size_t nrows,
 
 qtk_err intq_quantize_acc(const qtk_q_layout *L, const float *src, size_t nrows,
                           size_t cols, const qtk_q_planes *dst, const qtk_q_opts *opts,
-                          qtk_q_acc *acc, float *row_buf, qtk_status *st)
+                          qtk_q_acc *acc, float **row_buf, qtk_status *st)
 {
 	return quantize_rows(L, src, nrows, cols, dst, opts, acc, row_buf, st);
 }

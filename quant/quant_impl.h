@@ -27,10 +27,15 @@ void intq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
                      size_t nrows, size_t cols, float *dst);
 float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
                const float *x);
-/* intq_quantize plus each row's error sums into acc (row_buf: cols floats) */
+/* intq_quantize plus each row's error sums into acc (*row_buf: as q_acc_row) */
 qtk_err intq_quantize_acc(const qtk_q_layout *L, const float *src, size_t nrows,
                           size_t cols, const qtk_q_planes *dst, const qtk_q_opts *opts,
-                          qtk_q_acc *acc, float *row_buf, qtk_status *st);
+                          qtk_q_acc *acc, float **row_buf, qtk_status *st);
+/* Add the error sums of row r of dst (quantized from x) to acc: the row
+ * dequantized into *buf (cols floats, allocated on first use; the caller
+ * frees it) and qtk_q_acc_add (scheme.c). */
+qtk_err q_acc_row(const qtk_q_layout *L, const qtk_q_planes *dst, size_t r, size_t cols,
+                  const float *x, qtk_q_acc *acc, float **buf, qtk_status *st);
 
 struct acc_lanes;
 

@@ -168,29 +168,36 @@ qtk_err qtk_q_quantize_rows(const qtk_q_layout *L, const float *src, size_t nrow
 	return s->quantize(L, src, nrows, cols, dst, opts, st);
 }
 
+qtk_err q_acc_row(const qtk_q_layout *L, const qtk_q_planes *dst, size_t r, size_t cols,
+                  const float *x, qtk_q_acc *acc, float **buf, qtk_status *st)
+{
+	qtk_q_cplanes cp;
+
+	if (!*buf && !(*buf = qtk_malloc((cols ? cols : 1) * sizeof(float))))
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (int p = 0; p < QTK_PLANE_MAX; p++) {
+		uint64_t rb = qtk_q_row_bytes(L, cols, p);
+		cp.p[p] = dst->p[p] && rb ? (const uint8_t *)dst->p[p] + r * rb : NULL;
+	}
+	qtk_q_dequantize_rows(L, &cp, 1, cols, *buf);
+	qtk_q_acc_add(acc, x, *buf, cols);
+	return QTK_OK;
+}
+
 qtk_err qtk_q_quantize_rows_acc(const qtk_q_layout *L, const float *src, size_t nrows,
                                 size_t cols, const qtk_q_planes *dst,
                                 const qtk_q_opts *opts, qtk_q_acc *acc, qtk_status *st)
 {
 	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
-	float *row = qtk_malloc((cols ? cols : 1) * sizeof(float));
+	float *row = NULL; /* allocated only for rows the fused kernels do not sum */
 	qtk_err rc;
 
-	if (!row)
-		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	if (s && s->quantize == intq_quantize) {
-		rc = intq_quantize_acc(L, src, nrows, cols, dst, opts, acc, row, st);
+		rc = intq_quantize_acc(L, src, nrows, cols, dst, opts, acc, &row, st);
 	} else {
 		rc = qtk_q_quantize_rows(L, src, nrows, cols, dst, opts, st);
-		for (size_t r = 0; !rc && r < nrows; r++) {
-			qtk_q_cplanes cp;
-			for (int p = 0; p < QTK_PLANE_MAX; p++) {
-				uint64_t rb = qtk_q_row_bytes(L, cols, p);
-				cp.p[p] = dst->p[p] && rb ? (const uint8_t *)dst->p[p] + r * rb : NULL;
-			}
-			qtk_q_dequantize_rows(L, &cp, 1, cols, row);
-			qtk_q_acc_add(acc, src + r * cols, row, cols);
-		}
+		for (size_t r = 0; !rc && r < nrows; r++)
+			rc = q_acc_row(L, dst, r, cols, src + r * cols, acc, &row, st);
 	}
 	qtk_free(row);
 	return rc;

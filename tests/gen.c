@@ -165,11 +165,41 @@ out:
 	return rc;
 }
 
+/* Tensor k: name, dims d0 (and d1 when 2-D). */
+static size_t put(gen_tensor *t, char (*names)[96], size_t k, qtk_dtype dt, uint32_t ndim,
+                  uint64_t d0, uint64_t d1, int kind, const char *name)
+{
+	snprintf(names[k], 96, "%s", name);
+	t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dt, .ndim = ndim, .shape = { d0, d1 } };
+	t[k].kind = kind;
+	return k + 1;
+}
+
+/* The 9 tensors of LLaMA layer l (HF names) from k on; returns the next k. */
+static size_t llama_layer(gen_tensor *t, char (*names)[96], size_t k, qtk_dtype dt,
+                          uint64_t l, uint64_t dim, uint64_t ffn)
+{
+	static const struct { const char *part; int rows_ffn, cols_ffn, norm; } w[] = {
+		{ "self_attn.q_proj.weight", 0, 0, 0 }, { "self_attn.k_proj.weight", 0, 0, 0 },
+		{ "self_attn.v_proj.weight", 0, 0, 0 }, { "self_attn.o_proj.weight", 0, 0, 0 },
+		{ "mlp.gate_proj.weight", 1, 0, 0 }, { "mlp.up_proj.weight", 1, 0, 0 },
+		{ "mlp.down_proj.weight", 0, 1, 0 }, { "input_layernorm.weight", 0, 0, 1 },
+		{ "post_attention_layernorm.weight", 0, 0, 1 },
+	};
+	char name[96];
+
+	for (size_t i = 0; i < sizeof w / sizeof *w; i++) {
+		snprintf(name, sizeof name, "model.layers.%llu.%s", (unsigned long long)l, w[i].part);
+		k = w[i].norm ? put(t, names, k, dt, 1, dim, 0, 1, name)
+		              : put(t, names, k, dt, 2, w[i].rows_ffn ? ffn : dim,
+		                    w[i].cols_ffn ? ffn : dim, 0, name);
+	}
+	return k;
+}
+
 long gen_llama_like(const char *out, qtk_dtype dtype, uint64_t dim, uint64_t ffn,
                     uint64_t target_bytes, uint64_t seed, qtk_status *st)
 {
-	static const char *const attn[] = { "q_proj", "k_proj", "v_proj", "o_proj" };
-	static const char *const mlp[] = { "gate_proj", "up_proj", "down_proj" };
 	size_t es = qtk_dtype_size(dtype);
 	uint64_t per_layer = (4 * dim * dim + 3 * ffn * dim + 2 * dim) * es;
 	uint64_t layers = target_bytes / per_layer + (target_bytes % per_layer != 0);
@@ -182,30 +212,9 @@ long gen_llama_like(const char *out, qtk_dtype dtype, uint64_t dim, uint64_t ffn
 		qtk_fail(st, QTK_E_NOMEM, "out of memory");
 		goto out;
 	}
-	for (uint64_t l = 0; l < layers; l++) {
-		for (int a = 0; a < 4; a++, k++) {
-			snprintf(names[k], 96, "model.layers.%llu.self_attn.%s.weight",
-			         (unsigned long long)l, attn[a]);
-			t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2,
-			                        .shape = { dim, dim } };
-		}
-		for (int m = 0; m < 3; m++, k++) {
-			snprintf(names[k], 96, "model.layers.%llu.mlp.%s.weight",
-			         (unsigned long long)l, mlp[m]);
-			t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2,
-			                        .shape = { m == 2 ? dim : ffn, m == 2 ? ffn : dim } };
-		}
-		snprintf(names[k], 96, "model.layers.%llu.input_layernorm.weight", (unsigned long long)l);
-		t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 1, .shape = { dim } };
-		t[k++].kind = 1;
-		snprintf(names[k], 96, "model.layers.%llu.post_attention_layernorm.weight",
-		         (unsigned long long)l);
-		t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 1, .shape = { dim } };
-		t[k++].kind = 1;
-	}
-	snprintf(names[k], 96, "model.norm.weight");
-	t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 1, .shape = { dim } };
-	t[k++].kind = 1;
+	for (uint64_t l = 0; l < layers; l++)
+		k = llama_layer(t, names, k, dtype, l, dim, ffn);
+	k = put(t, names, k, dtype, 1, dim, 0, 1, "model.norm.weight");
 	if (write_all(out, t, k, seed, NULL, st) == QTK_OK)
 		rc = (long)k;
 out:
@@ -218,8 +227,6 @@ long gen_llama_model(const char *dir, qtk_dtype dtype, uint64_t dim, uint64_t ff
                      uint64_t layers, uint64_t vocab, uint64_t heads, uint64_t seed,
                      qtk_status *st)
 {
-	static const char *const attn[] = { "q_proj", "k_proj", "v_proj", "o_proj" };
-	static const char *const mlp[] = { "gate_proj", "up_proj", "down_proj" };
 	size_t n = (size_t)layers * 9 + 3, k = 0;
 	gen_tensor *t = calloc(n, sizeof *t);
 	char (*names)[96] = calloc(n, 96), path[4096];
@@ -230,36 +237,11 @@ long gen_llama_model(const char *dir, qtk_dtype dtype, uint64_t dim, uint64_t ff
 		qtk_fail(st, QTK_E_NOMEM, "out of memory");
 		goto out;
 	}
-	snprintf(names[k], 96, "model.embed_tokens.weight");
-	t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2, .shape = { vocab, dim } };
-	k++;
-	for (uint64_t l = 0; l < layers; l++) {
-		snprintf(names[k], 96, "model.layers.%llu.input_layernorm.weight", (unsigned long long)l);
-		t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 1, .shape = { dim } };
-		t[k++].kind = 1;
-		for (int a = 0; a < 4; a++, k++) {
-			snprintf(names[k], 96, "model.layers.%llu.self_attn.%s.weight",
-			         (unsigned long long)l, attn[a]);
-			t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2,
-			                        .shape = { dim, dim } };
-		}
-		snprintf(names[k], 96, "model.layers.%llu.post_attention_layernorm.weight",
-		         (unsigned long long)l);
-		t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 1, .shape = { dim } };
-		t[k++].kind = 1;
-		for (int m = 0; m < 3; m++, k++) {
-			snprintf(names[k], 96, "model.layers.%llu.mlp.%s.weight",
-			         (unsigned long long)l, mlp[m]);
-			t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2,
-			                        .shape = { m == 2 ? dim : ffn, m == 2 ? ffn : dim } };
-		}
-	}
-	snprintf(names[k], 96, "model.norm.weight");
-	t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 1, .shape = { dim } };
-	t[k++].kind = 1;
-	snprintf(names[k], 96, "lm_head.weight");
-	t[k].d = (qtk_st_desc){ .name = names[k], .dtype = dtype, .ndim = 2, .shape = { vocab, dim } };
-	k++;
+	k = put(t, names, k, dtype, 2, vocab, dim, 0, "model.embed_tokens.weight");
+	for (uint64_t l = 0; l < layers; l++)
+		k = llama_layer(t, names, k, dtype, l, dim, ffn);
+	k = put(t, names, k, dtype, 1, dim, 0, 1, "model.norm.weight");
+	k = put(t, names, k, dtype, 2, vocab, dim, 0, "lm_head.weight");
 	snprintf(path, sizeof path, "%s/config.json", dir);
 	f = fopen(path, "w");
 	if (!f) {

@@ -182,6 +182,13 @@ TEST(convert_cli_refusals)
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int3 2>/dev/null", q, in, out), 2);
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int4 --group 48 2>/dev/null", q, in, out), 2);
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int4 --bogus 2>/dev/null", q, in, out), 2);
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int4-affine --affine-rule q4 2>%s", q, in,
+	                  out, t_tmp("err")), 2);
+	{
+		char *err = t_read_file(t_tmp("err"), NULL);
+		CHECK(err && strstr(err, "unknown affine rule 'q4'"));
+		free(err);
+	}
 	CHECK_EQ(t_system("%s convert %s -o %s --scheme int4 -q", q, in, out), 0);
 	CHECK(t_exists(out));
 	/* existing output: refused without --force, replaced with it */

@@ -8,6 +8,7 @@
 
 #include "qtk_convert.h"
 #include "test.h"
+#include "test_conv_util.h"
 
 static volatile int cancel_flag;
 
@@ -20,16 +21,10 @@ static void cancel_now(void *ctx, size_t done, size_t total, uint64_t b, uint64_
 
 static int convert(const char *out, qtk_out_format fmt, int cancel, qtk_status *st)
 {
-	qtk_recipe *r = NULL;
-	qtk_conv_report *rep = NULL;
 	qtk_conv_opts o = { .input = t_data("stories260K/model.safetensors"), .output = out,
 	                    .format = fmt, .scale_dtype = QTK_DT_F16, .threads = 1,
 	                    .chunk_elems = 512, .force = 1 };
-	int rc;
 
-	if (qtk_recipe_new(&r, QTK_SCHEME_INT4, 32, st) != QTK_OK)
-		return -1;
-	o.recipe = r;
 	if (cancel) {
 		/* raised before the first item (as a signal at any moment would be
 		 * seen by the next item): deterministic however fast the run is */
@@ -37,10 +32,7 @@ static int convert(const char *out, qtk_out_format fmt, int cancel, qtk_status *
 		o.cancel = &cancel_flag;
 		o.progress = cancel_now;
 	}
-	rc = qtk_convert(&o, &rep, st);
-	qtk_conv_report_free(rep);
-	qtk_recipe_free(r);
-	return rc;
+	return t_convert(&o, QTK_SCHEME_INT4, 32, NULL, NULL, st);
 }
 
 TEST(convert_cancel_every_format_leaves_the_old_output)

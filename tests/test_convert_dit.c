@@ -9,6 +9,7 @@
 #include "gen.h"
 #include "qtk_convert.h"
 #include "test.h"
+#include "test_conv_util.h"
 
 static const struct {
 	const char *fixture, *model, *gguf_prefix;
@@ -35,21 +36,9 @@ static int preset_keeps(size_t m, const char *name)
 static int convert(const char *in, const char *out, qtk_out_format fmt, const char *preset,
                    qtk_conv_report **rep, qtk_status *st)
 {
-	qtk_recipe *r = NULL;
 	qtk_conv_opts o = { .input = in, .output = out, .format = fmt,
 	                    .scale_dtype = QTK_DT_F16, .threads = 2, .force = 1 };
-	int rc;
-
-	if (qtk_recipe_new(&r, QTK_SCHEME_INT4, 32, st) != QTK_OK)
-		return -1;
-	if (qtk_recipe_add_preset(r, preset, st) != QTK_OK) {
-		qtk_recipe_free(r);
-		return -1;
-	}
-	o.recipe = r;
-	rc = qtk_convert(&o, rep, st);
-	qtk_recipe_free(r);
-	return rc;
+	return t_convert(&o, QTK_SCHEME_INT4, 32, &(t_rules){ .preset = preset }, rep, st);
 }
 
 TEST(convert_dit_standins_qtk_and_gguf)

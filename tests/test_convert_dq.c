@@ -8,22 +8,15 @@
 
 #include "qtk_convert.h"
 #include "test.h"
+#include "test_conv_util.h"
 
 static int conv_dq(const char *in, const char *out, int threads, uint64_t chunk,
                    int search, qtk_conv_report **rep, qtk_status *st)
 {
-	qtk_recipe *r = NULL;
 	qtk_conv_opts o = { .input = in, .output = out, .scale_dtype = QTK_DT_F16,
 	                    .threads = threads, .chunk_elems = chunk, .search = search,
 	                    .qflags = QTK_QF_DOUBLE_QUANT, .force = 1 };
-	int rc;
-
-	if (qtk_recipe_new(&r, QTK_SCHEME_NF4, 64, st) != QTK_OK)
-		return -1;
-	o.recipe = r;
-	rc = qtk_convert(&o, rep, st);
-	qtk_recipe_free(r);
-	return rc;
+	return t_convert(&o, QTK_SCHEME_NF4, 64, NULL, rep, st);
 }
 
 /* Planes of tensor t equal the in-memory reference; returns 1 if so. */

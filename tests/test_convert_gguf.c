@@ -8,25 +8,16 @@
 
 #include "qtk_convert.h"
 #include "test.h"
+#include "test_conv_util.h"
 
 #define SRC_GGUF "stories260K/source-tinyllamas-stories-260k-f32.gguf"
 
 static int convert_gguf(const char *out, qtk_scheme_id s, uint32_t g, qtk_status *st)
 {
-	qtk_recipe *r = NULL;
-	qtk_conv_report *rep = NULL;
 	qtk_conv_opts o = { .input = t_data("stories260K/model.safetensors"), .output = out,
 	                    .format = QTK_OUT_GGUF, .scale_dtype = QTK_DT_F16, .threads = 2,
 	                    .force = 1 };
-	int rc;
-
-	if (qtk_recipe_new(&r, s, g, st) != QTK_OK)
-		return -1;
-	o.recipe = r;
-	rc = qtk_convert(&o, &rep, st);
-	qtk_conv_report_free(rep);
-	qtk_recipe_free(r);
-	return rc;
+	return t_convert(&o, s, g, NULL, NULL, st);
 }
 
 /* Every tensor of the reference: same name (output -> tied token_embd),
@@ -141,8 +132,6 @@ TEST(convert_gguf_refuses_what_gguf_cannot_hold)
 TEST(convert_gguf_other_model_arch_from_config)
 {
 	char in[4096], out[4096];
-	qtk_recipe *r = NULL;
-	qtk_conv_report *rep = NULL;
 	qtk_gguf_file *f = NULL;
 	qtk_status st;
 	const char *s, *gpt2 = t_shared("ckpts/capp-gpt2/model.safetensors");
@@ -152,14 +141,12 @@ TEST(convert_gguf_other_model_arch_from_config)
 		SKIP("../shared/ckpts/capp-gpt2 not present");
 	snprintf(in, sizeof in, "%s", gpt2);
 	snprintf(out, sizeof out, "%s", t_tmp("gpt2.gguf"));
-	REQUIRE(qtk_recipe_new(&r, QTK_SCHEME_INT8, 32, &st) == QTK_OK);
 	{
-		qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .format = QTK_OUT_GGUF,
+		qtk_conv_opts o = { .input = in, .output = out, .format = QTK_OUT_GGUF,
 		                    .scale_dtype = QTK_DT_F16, .threads = 2, .force = 1 };
-		CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "%s", st.msg);
+		CHECK_MSG(t_convert(&o, QTK_SCHEME_INT8, 32, NULL, NULL, &st) == QTK_OK, "%s",
+		          st.msg);
 	}
-	qtk_conv_report_free(rep);
-	qtk_recipe_free(r);
 	REQUIRE(qtk_gguf_open(out, &f, &st) == QTK_OK);
 	CHECK_EQ(qtk_gguf_get_str(f, "general.architecture", &s, &len, &st), QTK_OK);
 	CHECK(len == 4 && !memcmp(s, "gpt2", 4));
@@ -186,8 +173,9 @@ TEST(convert_gguf_integer_f64_and_long_names)
 		{ .name = "w", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 64, 64 } },
 	};
 	const void *data[4] = { i32, i64, f64, w };
-	qtk_recipe *r = NULL;
-	qtk_conv_report *rep = NULL;
+	qtk_conv_opts o = { .input = in, .output = out, .format = QTK_OUT_GGUF,
+	                    .scale_dtype = QTK_DT_F16, .threads = 1, .force = 1 };
+	t_rules keep = { .keep = "dbl" }; /* kept: F64 as it is */
 	qtk_gguf_file *f = NULL;
 	qtk_status st;
 
@@ -200,15 +188,7 @@ TEST(convert_gguf_integer_f64_and_long_names)
 	snprintf(in, sizeof in, "%s", t_tmp("mixed.safetensors"));
 	snprintf(out, sizeof out, "%s", t_tmp("mixed.gguf"));
 	REQUIRE(qtk_st_write(in, d, data, 4, NULL, NULL, &st) == QTK_OK);
-	REQUIRE(qtk_recipe_new(&r, QTK_SCHEME_INT8, 32, &st) == QTK_OK);
-	REQUIRE(qtk_recipe_add_keep(r, "dbl", &st) == QTK_OK); /* kept: F64 as it is */
-	{
-		qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .format = QTK_OUT_GGUF,
-		                    .scale_dtype = QTK_DT_F16, .threads = 1, .force = 1 };
-		CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "%s", st.msg);
-		qtk_conv_report_free(rep);
-		rep = NULL;
-	}
+	CHECK_MSG(t_convert(&o, QTK_SCHEME_INT8, 32, &keep, NULL, &st) == QTK_OK, "%s", st.msg);
 	REQUIRE(qtk_gguf_open(out, &f, &st) == QTK_OK);
 	CHECK(qtk_gguf_find(f, "ints")->type == QTK_GGML_I32 &&
 	      !memcmp(qtk_gguf_find(f, "ints")->data, i32, sizeof i32));
@@ -225,28 +205,41 @@ TEST(convert_gguf_integer_f64_and_long_names)
 	longname[64] = 0;
 	d[3].name = longname;
 	REQUIRE(qtk_st_write(in, d, data, 4, NULL, &(qtk_write_opts){ .force = 1 }, &st) == QTK_OK);
-	{
-		qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .format = QTK_OUT_GGUF,
-		                    .scale_dtype = QTK_DT_F16, .threads = 1, .force = 1 };
-		CHECK_EQ(qtk_convert(&o, &rep, &st), QTK_E_UNSUPPORTED);
-		CHECK_MSG(strstr(st.msg, longname) && strstr(st.msg, "64 bytes") &&
-		          strstr(st.msg, "at most 63"), "message: %s", st.msg);
-		qtk_conv_report_free(rep);
-		rep = NULL;
-	}
+	CHECK_EQ(t_convert(&o, QTK_SCHEME_INT8, 32, &keep, NULL, &st), QTK_E_UNSUPPORTED);
+	CHECK_MSG(strstr(st.msg, longname) && strstr(st.msg, "64 bytes") &&
+	          strstr(st.msg, "at most 63"), "message: %s", st.msg);
 	CHECK(!t_exists(out));
 
 	/* unsigned integers have no GGUF type */
 	d[3].name = "w";
 	d[0].dtype = QTK_DT_U32;
 	REQUIRE(qtk_st_write(in, d, data, 4, NULL, &(qtk_write_opts){ .force = 1 }, &st) == QTK_OK);
-	{
-		qtk_conv_opts o = { .input = in, .output = out, .recipe = r, .format = QTK_OUT_GGUF,
-		                    .scale_dtype = QTK_DT_F16, .threads = 1, .force = 1 };
-		CHECK_EQ(qtk_convert(&o, &rep, &st), QTK_E_UNSUPPORTED);
-		CHECK_MSG(strstr(st.msg, "'ints'") && strstr(st.msg, "U32"), "message: %s", st.msg);
-		qtk_conv_report_free(rep);
-	}
+	CHECK_EQ(t_convert(&o, QTK_SCHEME_INT8, 32, &keep, NULL, &st), QTK_E_UNSUPPORTED);
+	CHECK_MSG(strstr(st.msg, "'ints'") && strstr(st.msg, "U32"), "message: %s", st.msg);
 	CHECK(!t_exists(out));
-	qtk_recipe_free(r);
+}
+
+/* A tensor of more than 4 dims goes to GGUF as [rows][cols] with its shape
+ * in an INT32 array KV: a dim INT32 cannot hold is refused by name (here an
+ * empty 5-D tensor, so the file stays tiny), and nothing is written. */
+TEST(convert_gguf_5d_dim_beyond_int32)
+{
+	char in[4096], out[4096];
+	float w[64 * 64] = { 0 };
+	qtk_st_desc d[2] = {
+		{ .name = "huge", .dtype = QTK_DT_F32, .ndim = 5,
+		  .shape = { (uint64_t)INT32_MAX + 1, 0, 1, 2, 2 } },
+		{ .name = "w", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 64, 64 } },
+	};
+	const void *data[2] = { NULL, w };
+	qtk_conv_opts o = { .input = in, .output = out, .format = QTK_OUT_GGUF,
+	                    .scale_dtype = QTK_DT_F16, .threads = 1, .force = 1 };
+	qtk_status st;
+
+	snprintf(in, sizeof in, "%s", t_tmp("5d.safetensors"));
+	snprintf(out, sizeof out, "%s", t_tmp("5d.gguf"));
+	REQUIRE(qtk_st_write(in, d, data, 2, NULL, NULL, &st) == QTK_OK);
+	CHECK_EQ(t_convert(&o, QTK_SCHEME_INT8, 32, NULL, NULL, &st), QTK_E_UNSUPPORTED);
+	CHECK_MSG(strstr(st.msg, "'huge'") && strstr(st.msg, "INT32"), "message: %s", st.msg);
+	CHECK(!t_exists(out));
 }

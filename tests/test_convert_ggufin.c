@@ -11,6 +11,7 @@
 
 #include "qtk_convert.h"
 #include "test.h"
+#include "test_conv_util.h"
 #include "test_gguf_util.h"
 
 #define SRC_GGUF "stories260K/source-tinyllamas-stories-260k-f32.gguf"
@@ -18,23 +19,9 @@
 static int conv(const char *in, const char *out, qtk_out_format fmt, qtk_scheme_id s,
                 uint32_t g, const char *keep, qtk_status *st)
 {
-	qtk_recipe *r = NULL;
-	qtk_conv_report *rep = NULL;
 	qtk_conv_opts o = { .input = in, .output = out, .format = fmt,
 	                    .scale_dtype = QTK_DT_F16, .threads = 2, .force = 1 };
-	int rc;
-
-	if (qtk_recipe_new(&r, s, g, st) != QTK_OK)
-		return -1;
-	if (keep && qtk_recipe_add_keep(r, keep, st) != QTK_OK) {
-		qtk_recipe_free(r);
-		return -1;
-	}
-	o.recipe = r;
-	rc = qtk_convert(&o, &rep, st);
-	qtk_conv_report_free(rep);
-	qtk_recipe_free(r);
-	return rc;
+	return t_convert(&o, s, g, &(t_rules){ .keep = keep }, NULL, st);
 }
 
 /* Tensors of a (by name) equal to those of b: type, shape and bytes.
@@ -197,7 +184,6 @@ TEST(convert_gguf_block_inputs)
 		qtk_gguf_file *a = NULL;
 		qtk_rt_model *m = NULL;
 		qtk_conv_report *rep = NULL;
-		qtk_recipe *r = NULL;
 		int blocks = 0;
 
 		snprintf(in, sizeof in, "%s", t_tmp("in.gguf"));
@@ -239,9 +225,8 @@ TEST(convert_gguf_block_inputs)
 		{
 			qtk_conv_opts o = { .input = in, .output = out2, .format = QTK_OUT_QTK,
 			                    .scale_dtype = QTK_DT_F16, .threads = 1, .force = 1 };
-			REQUIRE(qtk_recipe_new(&r, QTK_SCHEME_INT8, 32, &st) == QTK_OK);
-			o.recipe = r;
-			CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "%s", st.msg);
+			CHECK_MSG(t_convert(&o, QTK_SCHEME_INT8, 32, NULL, &rep, &st) == QTK_OK, "%s",
+			          st.msg);
 			for (size_t i = 0; rep && i < rep->ntensors; i++) {
 				const qtk_conv_tensor *t = &rep->tensors[i];
 				const qtk_gguf_tensor *x = qtk_gguf_find(a, t->name);
@@ -252,7 +237,6 @@ TEST(convert_gguf_block_inputs)
 				          t->name, t->m.rel_fro);
 			}
 			qtk_conv_report_free(rep);
-			qtk_recipe_free(r);
 		}
 		qtk_gguf_close(a);
 	}

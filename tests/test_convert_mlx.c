@@ -9,29 +9,16 @@
 
 #include "test.h"
 #include "test_mlx_util.h"
+#include "test_conv_util.h"
 
 int mlx_test_convert(const char *in, const char *out, qtk_out_format fmt, qtk_scheme_id s,
                      uint32_t g, const char *set, qtk_dtype sdt, qtk_status *st)
 {
-	qtk_recipe *r = NULL;
-	qtk_conv_report *rep = NULL;
 	/* MLX's affine rule for every output, so .qtk and MLX files of the
 	 * same options hold the same parameters */
 	qtk_conv_opts o = { .input = in, .output = out, .format = fmt,
 	                    .scale_dtype = sdt, .threads = 2, .force = 1, .affine_rule = 2 };
-	int rc;
-
-	if (qtk_recipe_new(&r, s, g, st) != QTK_OK)
-		return -1;
-	if (set && qtk_recipe_add_set(r, set, st) != QTK_OK) {
-		qtk_recipe_free(r);
-		return -1;
-	}
-	o.recipe = r;
-	rc = qtk_convert(&o, &rep, st);
-	qtk_conv_report_free(rep);
-	qtk_recipe_free(r);
-	return rc;
+	return t_convert(&o, s, g, &(t_rules){ .set = set }, NULL, st);
 }
 
 /* ---- the independent MLX reader ---------------------------------------- */
@@ -474,7 +461,6 @@ TEST(convert_affine_rule_defaults)
 	};
 	for (size_t k = 0; k < sizeof c / sizeof *c; k++) {
 		char out[4096];
-		qtk_recipe *r = NULL;
 		qtk_conv_report *rep = NULL;
 		qtk_status st;
 		size_t quant = 0;
@@ -484,9 +470,8 @@ TEST(convert_affine_rule_defaults)
 
 		snprintf(out, sizeof out, "%s", t_tmp(c[k].fmt == QTK_OUT_MLX ? "o" :
 		                                      c[k].fmt == QTK_OUT_GGUF ? "o.gguf" : "o.qtk"));
-		REQUIRE(qtk_recipe_new(&r, c[k].s, 32, &st) == QTK_OK);
-		o.recipe = r;
-		CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "case %zu: %s", k, st.msg);
+		CHECK_MSG(t_convert(&o, c[k].s, 32, NULL, &rep, &st) == QTK_OK, "case %zu: %s", k,
+		          st.msg);
 		for (size_t i = 0; rep && i < rep->ntensors; i++) {
 			const qtk_q_layout *L = &rep->tensors[i].layout;
 			if (L->scheme != c[k].s)
@@ -497,6 +482,5 @@ TEST(convert_affine_rule_defaults)
 		}
 		CHECK_MSG(quant > 20, "case %zu: %zu quantized", k, quant);
 		qtk_conv_report_free(rep);
-		qtk_recipe_free(r);
 	}
 }

@@ -10,6 +10,18 @@
 /* The 16-bit side may be unaligned (tensor data in a mapping): vector loads
  * and stores are unaligned ones, scalar tails go through memcpy. */
 
+/* Widening reads its source once, in order, usually from the page cache
+ * (a checkpoint's mapping), whose 4 KB pages are scattered in memory: the
+ * hardware prefetcher stops at each page's end, and the loop waits on
+ * memory. So it asks for the line PF_AHEAD bytes on, once per 64-byte line
+ * read. Reading a 970 MB page-cached F16 file this way went from 9.7 to
+ * 22-26 GB/s on one core (4 KB on: 21; 16 KB: 24). A prefetch past the end
+ * of the source is harmless: it does not fault. */
+#ifndef QTK_PF_AHEAD
+#define QTK_PF_AHEAD 8192
+#endif
+#define PF(p) _mm_prefetch((const char *)(p) + QTK_PF_AHEAD, _MM_HINT_T0)
+
 static inline uint16_t ld16(const uint8_t *p)
 {
 	uint16_t v;
@@ -27,6 +39,8 @@ __attribute__((target("avx2,f16c"))) void qtk_f16_to_f32_avx2(const void *src_, 
 	size_t i = 0;
 	const __m256i e = _mm256_set1_epi32(0x7c00), m = _mm256_set1_epi32(0x3ff);
 	for (; i + 8 <= n; i += 8) {
+		if (!(i & 31))
+			PF(s8 + 2 * i);
 		__m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s8 + 2 * i));
 		__m256 f = _mm256_cvtph_ps(h);
 		__m256i w = _mm256_cvtepu16_epi32(h);
@@ -53,6 +67,8 @@ __attribute__((target("avx512f"))) void qtk_f16_to_f32_avx512(const void *src_, 
 	size_t i = 0;
 	const __m512i e = _mm512_set1_epi32(0x7c00), m = _mm512_set1_epi32(0x3ff);
 	for (; i + 16 <= n; i += 16) {
+		if (!(i & 31))
+			PF(s8 + 2 * i);
 		__m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(s8 + 2 * i));
 		__m512 f = _mm512_cvtph_ps(h);
 		__m512i w = _mm512_cvtepu16_epi32(h);
@@ -77,6 +93,8 @@ __attribute__((target("avx2"))) void qtk_bf16_to_f32_avx2(const void *src_, floa
 	const uint8_t *s8 = src_;
 	size_t i = 0;
 	for (; i + 8 <= n; i += 8) {
+		if (!(i & 31))
+			PF(s8 + 2 * i);
 		__m128i h = _mm_loadu_si128((const __m128i *)(const void *)(s8 + 2 * i));
 		__m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
 		_mm256_storeu_si256((__m256i *)(void *)(dst + i), w);
@@ -91,6 +109,8 @@ __attribute__((target("avx512f"))) void qtk_bf16_to_f32_avx512(const void *src_,
 	const uint8_t *s8 = src_;
 	size_t i = 0;
 	for (; i + 16 <= n; i += 16) {
+		if (!(i & 31))
+			PF(s8 + 2 * i);
 		__m256i h = _mm256_loadu_si256((const __m256i *)(const void *)(s8 + 2 * i));
 		__m512i w = _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16);
 		_mm512_storeu_si512((void *)(dst + i), w);

@@ -312,21 +312,21 @@ T512 static float dot_512(int m, const uint8_t *codes, size_t n, float d, float 
 
 /* The codes of a group from p, and (M) its error sums against the values
  * dequantize gives: val(q) * sd. */
-T512H INL void emit_512(const int m, const float *x, size_t n, float p, float sd,
-                        uint8_t *codes, met512 *M)
+T512H INL void emit_512(const int m, const int acc, const float *x, size_t n, float p,
+                        float sd, uint8_t *codes, met512 *M)
 {
 	for (size_t j = 0; j < n; j += 16) {
 		__m512 xv = _mm512_loadu_ps(x + j);
 		__m512i q = code16_512(m, xv, _mm512_set1_ps(p), _mm512_setzero_ps());
 		store16(m, _mm512_cvtepi32_epi8(q), codes, j);
-		if (M)
+		if (acc)
 			met_vec(M, xv, _mm512_mul_ps(val16_512(m, q), _mm512_set1_ps(sd)));
 	}
 }
 
 /* The RTN scale d of a group (quant_group's rule for int8, int4, nf4), or
- * 0 when the group needs the group path: non-finite, all below FLT_MIN,
- * or an int4 min/max tie (then the first in the group decides). */
+ * 0 when the group needs the group path: non-finite or all below FLT_MIN.
+ * An int4 min/max tie is settled as there: the first of the two decides. */
 T512H INL float rtn_scale_512(const int m, const float *x, size_t n)
 {
 	__m512i ab = _mm512_setzero_si512(), msk = _mm512_set1_epi32(0x7fffffff);
@@ -349,8 +349,10 @@ T512H INL float rtn_scale_512(const int m, const float *x, size_t n)
 		mn = _mm512_reduce_min_ps(lo);
 		mx = _mm512_reduce_max_ps(hi);
 		amax = -mn > mx ? -mn : mx;
-		if (amax < FLT_MIN || -mn == mx)
-			return 0.0f; /* zero or tiny; a tie: the first of the two decides */
+		if (amax < FLT_MIN)
+			return 0.0f; /* zero or tiny */
+		if (-mn == mx) /* a tie: the first of the two in the group decides */
+			return x[first_abs_512(x, n, amax)] * -0.125f;
 		return intq_q4_edge(mn, mx) * -0.125f;
 	}
 	/* int8, nf4: the largest magnitude (its bits: Inf and NaN are above) */
@@ -366,7 +368,7 @@ T512H INL float rtn_scale_512(const int m, const float *x, size_t n)
 /* One group of rtn_row (see quant_impl.h): the scale, its f16 store and
  * the codes without leaving registers or calling out, so the groups'
  * dependency chains overlap in the out-of-order core. */
-T512H INL int rtn_group_512(const int m, const float *x, size_t n, uint16_t *sc,
+T512H INL int rtn_group_512(const int m, const int acc, const float *x, size_t n, uint16_t *sc,
                             uint8_t *codes, met512 *M)
 {
 	float d = rtn_scale_512(m, x, n), id, sd;
@@ -380,14 +382,14 @@ T512H INL int rtn_group_512(const int m, const float *x, size_t n, uint16_t *sc,
 	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
 		return 0;
 	memcpy(sc, &h, 2);
-	emit_512(m, x, n, id, sd, codes, M);
+	emit_512(m, acc, x, n, id, sd, codes, M);
 	return 1;
 }
 
 /* One group of search_row: search_group's symmetric candidates
  * td_k = d * r_k, codes from p_k = 1/td_k, errors with the f16-stored
  * scale (sqerr1_512: the same lanes and fold), the first strictly best. */
-T512H INL int search_group_512(const int m, const float *x, size_t n, const float *imp,
+T512H INL int search_group_512(const int m, const int acc, const float *x, size_t n, const float *imp,
                                uint16_t *sc, uint8_t *codes, met512 *M)
 {
 	float d = rtn_scale_512(m, x, n), p[16], sd[16], e[INTQ_NRATIO];
@@ -421,11 +423,11 @@ T512H INL int search_group_512(const int m, const float *x, size_t n, const floa
 		_mm256_storeu_si256((__m256i *)hs, h);
 		memcpy(sc, &hs[w], 2);
 	}
-	emit_512(m, x, n, p[w], sd[w], codes, M);
+	emit_512(m, acc, x, n, p[w], sd[w], codes, M);
 	return 1;
 }
 
-T512H INL int search_row_b512(const int m, const float *x, size_t cols, size_t gl,
+T512H INL int search_row_b512(const int m, const int acc, const float *x, size_t cols, size_t gl,
                               const float *imp, uint16_t *scales, uint8_t *codes,
                               acc_lanes *A)
 {
@@ -433,10 +435,10 @@ T512H INL int search_row_b512(const int m, const float *x, size_t cols, size_t g
 
 	met_init(&M);
 	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
-		if (!search_group_512(m, x + i0, gl, imp ? imp + i0 : NULL, scales + g,
-		                      codes + (QM_8BIT(m) ? i0 : i0 / 2), A ? &M : NULL))
+		if (!search_group_512(m, acc, x + i0, gl, imp ? imp + i0 : NULL, scales + g,
+		                      codes + (QM_8BIT(m) ? i0 : i0 / 2), &M))
 			return 0;
-	if (A)
+	if (acc)
 		met_store(&M, A);
 	return 1;
 }
@@ -446,24 +448,145 @@ T512H static int search_row_512(int m, const float *x, size_t cols, size_t gl,
                                 acc_lanes *A)
 {
 	switch (m) {
-	case QM_INT8: return search_row_b512(QM_INT8, x, cols, gl, imp, scales, codes, A);
-	case QM_INT4: return search_row_b512(QM_INT4, x, cols, gl, imp, scales, codes, A);
-	case QM_NF4: return search_row_b512(QM_NF4, x, cols, gl, imp, scales, codes, A);
+	case QM_INT8: return A ? search_row_b512(QM_INT8, 1, x, cols, gl, imp, scales, codes, A)
+	                       : search_row_b512(QM_INT8, 0, x, cols, gl, imp, scales, codes, A);
+	case QM_INT4: return A ? search_row_b512(QM_INT4, 1, x, cols, gl, imp, scales, codes, A)
+	                       : search_row_b512(QM_INT4, 0, x, cols, gl, imp, scales, codes, A);
+	case QM_NF4: return A ? search_row_b512(QM_NF4, 1, x, cols, gl, imp, scales, codes, A)
+	                      : search_row_b512(QM_NF4, 0, x, cols, gl, imp, scales, codes, A);
 	default: return 0;
 	}
 }
 
-T512H INL int rtn_row_b512(const int m, const float *x, size_t cols, size_t gl,
+/* op k of the 16-group reduction: 0 min, 1 max (f32), 2 max (u32 bits) */
+T512 INL __m512 red_op(const int k, __m512 a, __m512 b)
+{
+	if (k == 0)
+		return _mm512_min_ps(a, b);
+	if (k == 1)
+		return _mm512_max_ps(a, b);
+	return _mm512_castsi512_ps(_mm512_max_epu32(_mm512_castps_si512(a), _mm512_castps_si512(b)));
+}
+
+/* Lane g of the result: op over the 16 lanes of v[g] (v is clobbered). A
+ * transpose by halves: v[2i], v[2i+1] share a vector after the first step
+ * (256-bit halves), four groups after the second (128-bit quarters), and
+ * so on; then lane 4q + j holds group 4j + q, which the last permute
+ * undoes. min and max do not depend on order (NaN is found apart). */
+T512 INL __m512 red16_512(const int k, __m512 *v)
+{
+	const __m512i tr = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+
+	for (int i = 0; i < 8; i++)
+		v[i] = red_op(k, _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x44),
+		              _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xee));
+	for (int i = 0; i < 4; i++)
+		v[i] = red_op(k, _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0x88),
+		              _mm512_shuffle_f32x4(v[2 * i], v[2 * i + 1], 0xdd));
+	for (int i = 0; i < 2; i++)
+		v[i] = red_op(k, _mm512_shuffle_ps(v[2 * i], v[2 * i + 1], 0x44),
+		              _mm512_shuffle_ps(v[2 * i], v[2 * i + 1], 0xee));
+	v[0] = red_op(k, _mm512_shuffle_ps(v[0], v[1], 0x88), _mm512_shuffle_ps(v[0], v[1], 0xdd));
+	return _mm512_permutexvar_ps(tr, v[0]);
+}
+
+/* rtn_group_512 on 16 groups of gl at once: the scale rule runs on a
+ * vector of 16 groups (one reduction for all of them, no per-group
+ * branch), then the codes and error sums group by group. 0 when any of
+ * the 16 needs the group path. */
+T512H INL int rtn_block_512(const int m, const int acc, const float *x, size_t gl, uint16_t *sc,
+                            uint8_t *codes, met512 *M)
+{
+	__m512 a[16], b[16], d, id, sd, amax, inf = _mm512_set1_ps(INFINITY);
+	__m512 fmax = _mm512_set1_ps(FLT_MAX);
+	__m256i h;
+	__mmask16 bad = 0;
+	float pv[16], dv[16];
+
+	if (m == QM_INT4) {
+		/* per group min and max; NaN apart (min/max would drop it) */
+		for (int g = 0; g < 16; g++) {
+			const float *xg = x + (size_t)g * gl;
+			__m512 lo = _mm512_loadu_ps(xg), hi = lo;
+			bad |= _mm512_cmp_ps_mask(lo, lo, _CMP_UNORD_Q);
+			for (size_t j = 16; j < gl; j += 16) {
+				__m512 v = _mm512_loadu_ps(xg + j);
+				bad |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+				lo = _mm512_min_ps(lo, v);
+				hi = _mm512_max_ps(hi, v);
+			}
+			a[g] = lo;
+			b[g] = hi;
+		}
+		__m512 mn = red16_512(0, a), mx = red16_512(1, b);
+		__m512 nmn = _mm512_sub_ps(_mm512_setzero_ps(), mn);
+		/* intq_q4_edge: of min and max the one of larger magnitude;
+		 * Inf (it is the min or the max), zero or tiny: the group path */
+		__mmask16 lo_wins = _mm512_cmp_ps_mask(nmn, mx, _CMP_GT_OQ), tie;
+		__m512 edge = _mm512_mask_blend_ps(lo_wins, mx, mn);
+		amax = _mm512_mask_blend_ps(lo_wins, mx, nmn);
+		bad = (__mmask16)(bad | _mm512_cmp_ps_mask(amax, inf, _CMP_NLT_UQ) |
+		                  _mm512_cmp_ps_mask(amax, _mm512_set1_ps(FLT_MIN), _CMP_LT_OQ));
+		tie = (__mmask16)(_mm512_cmp_ps_mask(nmn, mx, _CMP_EQ_OQ) & ~bad);
+		if (tie) { /* -min = max: the first of the two in the group decides */
+			_mm512_storeu_ps(pv, amax);
+			_mm512_storeu_ps(dv, edge);
+			for (unsigned t = tie; t; t &= t - 1) {
+				size_t g = (size_t)__builtin_ctz(t);
+				dv[g] = x[g * gl + first_abs_512(x + g * gl, gl, pv[g])];
+			}
+			edge = _mm512_loadu_ps(dv);
+		}
+		d = _mm512_mul_ps(edge, _mm512_set1_ps(-0.125f));
+	} else {
+		/* int8, nf4: the largest magnitude's bits (Inf and NaN above) */
+		const __m512i msk = _mm512_set1_epi32(0x7fffffff);
+		for (int g = 0; g < 16; g++) {
+			const float *xg = x + (size_t)g * gl;
+			__m512i ab = _mm512_and_si512(_mm512_loadu_si512(xg), msk);
+			for (size_t j = 16; j < gl; j += 16)
+				ab = _mm512_max_epu32(ab, _mm512_and_si512(_mm512_loadu_si512(xg + j), msk));
+			a[g] = _mm512_castsi512_ps(ab);
+		}
+		__m512i ab = _mm512_castps_si512(red16_512(2, a));
+		bad = (__mmask16)(_mm512_cmpge_epu32_mask(ab, _mm512_set1_epi32(0x7f800000)) |
+		                  _mm512_cmplt_epu32_mask(ab, _mm512_set1_epi32(0x00800000)));
+		amax = _mm512_castsi512_ps(ab);
+		d = m == QM_INT8 ? _mm512_div_ps(amax, _mm512_set1_ps(127.0f)) : amax;
+	}
+	id = _mm512_div_ps(_mm512_set1_ps(1.0f), d);
+	h = _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT);
+	sd = _mm512_cvtph_ps(h);
+	bad = (__mmask16)(bad | _mm512_cmp_ps_mask(sd, _mm512_setzero_ps(), _CMP_EQ_OQ) |
+	                  _mm512_cmp_ps_mask(_mm512_abs_ps(sd), fmax, _CMP_NLE_UQ) |
+	                  _mm512_cmp_ps_mask(_mm512_abs_ps(id), fmax, _CMP_NLE_UQ));
+	if (bad)
+		return 0;
+	_mm256_storeu_si256((__m256i *)sc, h);
+	_mm512_storeu_ps(pv, id);
+	_mm512_storeu_ps(dv, sd);
+	for (size_t g = 0; g < 16; g++)
+		emit_512(m, acc, x + g * gl, gl, pv[g], dv[g],
+		         codes + (QM_8BIT(m) ? g * gl : g * gl / 2), M);
+	return 1;
+}
+
+T512H INL int rtn_row_b512(const int m, const int acc, const float *x, size_t cols, size_t gl,
                            uint16_t *scales, uint8_t *codes, acc_lanes *A)
 {
 	met512 M;
+	size_t g = 0, i0 = 0;
 
 	met_init(&M);
-	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
-		if (!rtn_group_512(m, x + i0, gl, scales + g, codes + (QM_8BIT(m) ? i0 : i0 / 2),
-		                   A ? &M : NULL))
+	for (; i0 + 16 * gl <= cols; g += 16, i0 += 16 * gl)
+		if (!rtn_block_512(m, acc, x + i0, gl, scales + g, codes + (QM_8BIT(m) ? i0 : i0 / 2),
+		                   &M))
 			return 0;
-	if (A)
+	for (; i0 < cols; g++, i0 += gl)
+		if (!rtn_group_512(m, acc, x + i0, gl, scales + g, codes + (QM_8BIT(m) ? i0 : i0 / 2),
+		                   &M))
+			return 0;
+	if (acc)
 		met_store(&M, A);
 	return 1;
 }
@@ -472,9 +595,12 @@ T512H static int rtn_row_512(int m, const float *x, size_t cols, size_t gl,
                              uint16_t *scales, uint8_t *codes, acc_lanes *A)
 {
 	switch (m) {
-	case QM_INT8: return rtn_row_b512(QM_INT8, x, cols, gl, scales, codes, A);
-	case QM_INT4: return rtn_row_b512(QM_INT4, x, cols, gl, scales, codes, A);
-	case QM_NF4: return rtn_row_b512(QM_NF4, x, cols, gl, scales, codes, A);
+	case QM_INT8: return A ? rtn_row_b512(QM_INT8, 1, x, cols, gl, scales, codes, A)
+	                       : rtn_row_b512(QM_INT8, 0, x, cols, gl, scales, codes, A);
+	case QM_INT4: return A ? rtn_row_b512(QM_INT4, 1, x, cols, gl, scales, codes, A)
+	                       : rtn_row_b512(QM_INT4, 0, x, cols, gl, scales, codes, A);
+	case QM_NF4: return A ? rtn_row_b512(QM_NF4, 1, x, cols, gl, scales, codes, A)
+	                      : rtn_row_b512(QM_NF4, 0, x, cols, gl, scales, codes, A);
 	default: return 0;
 	}
 }

@@ -197,8 +197,8 @@ typedef struct {
 	/* Round-to-nearest of one whole row of a symmetric scheme (INT8, INT4,
 	 * NF4) in groups of gl (16 | gl, gl | cols) with f16 scales, fused: the
 	 * same results as quant_group for every group, or 0 as soon as a group
-	 * needs its special cases (non-finite, zero or tiny, an INT4 min/max
-	 * tie, a scale f16 cannot hold): the caller then redoes the row group
+	 * needs its special cases (non-finite, zero or tiny, a scale f16
+	 * cannot hold): the caller then redoes the row group
 	 * by group. NULL where there is none. */
 	int (*rtn_row)(int m, const float *x, size_t cols, size_t gl, uint16_t *scales,
 	               uint8_t *codes, struct acc_lanes *A);

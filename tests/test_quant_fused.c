@@ -10,7 +10,9 @@
 #include "qtk_quant.h"
 #include "test.h"
 
-enum { R = 12, C = 512 };
+/* C: 17 groups of 128, 136 of 16, so every group size has runs of 16
+ * groups (the kernels' blocks) and a tail after them. */
+enum { R = 14, C = 2176 };
 
 static uint32_t seed = 99;
 static float urand(void)
@@ -19,14 +21,30 @@ static float urand(void)
 	return (float)(seed >> 8) / 8388608.0f - 1.0f;
 }
 
-/* Row r: ordinary values, with row-specific trouble from column 300 on. */
+/* Row r: ordinary values, with row-specific trouble from column 1200 on
+ * (rows 3-9) or in one place (rows 10-13). */
 static void fill(float *x)
 {
 	for (int r = 0; r < R; r++)
 		for (int i = 0; i < C; i++) {
 			float *v = &x[r * C + i];
 			*v = urand() * (r % 3 == 0 ? 0.02f : r % 3 == 1 ? 3.0f : 700.0f);
-			if (i < 300)
+			switch (r) {
+			case 10: /* one min/max tie (+5 first) in the first block */
+				*v = i == 40 ? 5.0f : i == 43 ? -5.0f : *v;
+				continue;
+			case 11: /* one zero group in the first block at every size */
+				*v = i >= 128 && i < 256 ? 0.0f : *v;
+				continue;
+			case 12: /* NaN in a block: an error */
+				*v = i == 1000 ? NAN : *v;
+				continue;
+			case 13: /* Inf in the first group */
+				*v = i == 5 ? -INFINITY : *v;
+				continue;
+			default: break;
+			}
+			if (i < 1200)
 				continue;
 			switch (r) {
 			case 3: *v = 0.0f; break;                             /* zero groups */
@@ -85,7 +103,7 @@ TEST(quant_fused_rows_equal_group_path)
 				CHECK_EQ(rc0, rc1);
 				if (!rc0) {
 					/* the reference: dequantize the row, qtk_q_acc_add */
-					float y[C];
+					static float y[C];
 					qtk_q_cplanes cp = { { q0.p[0], q0.p[1], NULL, NULL } };
 					qtk_q_dequantize_rows(&L, &cp, 1, C, y);
 					qtk_q_acc_add(&ar, x + r * C, y, C);

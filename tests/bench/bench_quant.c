@@ -15,7 +15,7 @@ typedef struct {
 	float *x, *y;
 	qtk_q_planes P;
 	qtk_q_cplanes C;
-	int search;
+	int search, acc;
 } job;
 
 static void run_q(void *a)
@@ -23,7 +23,9 @@ static void run_q(void *a)
 	job *j = a;
 	qtk_status st;
 	qtk_q_opts o = { .tensor = "bench", .search = j->search };
-	if (qtk_q_quantize_rows(&j->L, j->x, ROWS, COLS, &j->P, &o, &st) != QTK_OK)
+	qtk_q_acc acc = { 0 };
+	if ((j->acc ? qtk_q_quantize_rows_acc(&j->L, j->x, ROWS, COLS, &j->P, &o, &acc, &st)
+	            : qtk_q_quantize_rows(&j->L, j->x, ROWS, COLS, &j->P, &o, &st)) != QTK_OK)
 		fprintf(stderr, "quantize failed: %s\n", st.msg);
 }
 
@@ -77,8 +79,9 @@ BENCH(quant)
 	qtk_isa best = qtk_isa_active();
 	printf("quant: %dx%d f32 (%.1f MB), group 32, f16 scales; GB/s of f32 (dot: of the f32 weights)\n",
 	       ROWS, COLS, gb * 1e3);
-	printf("%-12s %-7s %9s %9s %9s %9s %9s %8s\n", "scheme", "isa", "RTN", "search",
-	       "deq", "dot", "memcpy", "srch/RTN");
+	printf("RTN+err: with the error sums convert reports (qtk_q_quantize_rows_acc)\n");
+	printf("%-12s %-7s %9s %9s %9s %9s %9s %9s %8s\n", "scheme", "isa", "RTN", "RTN+err",
+	       "search", "deq", "dot", "memcpy", "srch/RTN");
 	for (size_t k = 0; k < sizeof ids / sizeof ids[0]; k++) {
 		j.L.scheme = ids[k];
 		for (int pass = 0; pass < 2; pass++) {
@@ -87,14 +90,17 @@ BENCH(quant)
 			j.search = 0;
 			run_q(&j); /* warm: pages touched, clocks up */
 			double tq = b_best(reps, run_q, &j);
+			j.acc = 1;
+			double ta = b_best(reps, run_q, &j);
+			j.acc = 0;
 			j.search = 1;
 			double ts = b_best(reps, run_q, &j);
 			j.search = 0;
 			run_q(&j);
 			double td = b_best(reps, run_dq, &j), tt = b_best(reps, run_dot, &j);
 			double tc = b_best(reps, run_cp, &j);
-			printf("%-12s %-7s %9.2f %9.2f %9.2f %9.2f %9.2f %7.1fx\n",
-			       qtk_q_scheme_get(ids[k])->name, qtk_isa_name(isa), gb / tq, gb / ts,
+			printf("%-12s %-7s %9.2f %9.2f %9.2f %9.2f %9.2f %9.2f %7.1fx\n",
+			       qtk_q_scheme_get(ids[k])->name, qtk_isa_name(isa), gb / tq, gb / ta, gb / ts,
 			       gb / td, gb / tt, gb / tc, ts / tq);
 		}
 	}

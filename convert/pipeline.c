@@ -65,7 +65,9 @@ typedef struct {
 	size_t items_done;      /* atomic */
 	uint64_t bytes_done;    /* atomic: source bytes */
 	int failed;             /* atomic */
-	pthread_mutex_t lock;   /* guards err */
+	pthread_mutex_t lock;   /* guards err and live */
+	pthread_cond_t idle;    /* signalled by each worker as it ends */
+	int live;               /* workers not yet ended */
 	qtk_status err;
 } job;
 
@@ -576,6 +578,10 @@ static void *worker(void *arg)
 	qtk_free(b.out);
 	for (int p = 0; p < QTK_PLANE_MAX; p++)
 		qtk_free(b.planes[p]);
+	pthread_mutex_lock(&j->lock);
+	j->live--;
+	pthread_cond_signal(&j->idle);
+	pthread_mutex_unlock(&j->lock);
 	return NULL;
 }
 
@@ -607,16 +613,27 @@ static qtk_err run_workers(job *j, int nthreads, qtk_status *st)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	for (size_t i = 0; i < j->n; i++)
 		total += j->pt[i].t->nbytes;
-	for (; started < nthreads; started++)
-		if (pthread_create(&tids[started], NULL, worker, j) != 0)
+	for (; started < nthreads; started++) {
+		pthread_mutex_lock(&j->lock);
+		j->live++;
+		pthread_mutex_unlock(&j->lock);
+		if (pthread_create(&tids[started], NULL, worker, j) != 0) {
+			pthread_mutex_lock(&j->lock);
+			j->live--;
+			pthread_mutex_unlock(&j->lock);
 			break;
+		}
+	}
 	if (started == 0) {
 		qtk_free(tids);
 		return qtk_fail(st, QTK_E_NOMEM, "cannot start worker threads");
 	}
+	/* progress every 50 ms until the last worker ends (it wakes us at
+	 * once: no poll interval added to the run) */
 	for (;;) {
 		size_t done = __atomic_load_n(&j->items_done, __ATOMIC_ACQUIRE);
-		int stop = done >= j->nitems || __atomic_load_n(&j->failed, __ATOMIC_RELAXED);
+		struct timespec until;
+		int live;
 
 		if (j->o->progress) {
 			size_t td = tensors_done(j, done);
@@ -624,9 +641,25 @@ static qtk_err run_workers(job *j, int nthreads, qtk_status *st)
 			               __atomic_load_n(&j->bytes_done, __ATOMIC_RELAXED), total,
 			               td < j->n ? j->pt[td].t->name : "");
 		}
-		if (stop)
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 50 * 1000 * 1000;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&j->lock);
+		if (j->live > 0)
+			pthread_cond_timedwait(&j->idle, &j->lock, &until);
+		live = j->live;
+		pthread_mutex_unlock(&j->lock);
+		if (live == 0)
 			break;
-		usleep(50 * 1000); /* workers see a cancel at their next item */
+	}
+	if (j->o->progress) { /* the final figures */
+		size_t done = __atomic_load_n(&j->items_done, __ATOMIC_ACQUIRE), td = tensors_done(j, done);
+		j->o->progress(j->o->progress_ctx, td, j->n,
+		               __atomic_load_n(&j->bytes_done, __ATOMIC_RELAXED), total,
+		               td < j->n ? j->pt[td].t->name : "");
 	}
 	for (int i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);
@@ -878,6 +911,7 @@ static void job_free(job *j)
 	qtk_free(j->crc);
 	src_close(j->s);
 	pthread_mutex_destroy(&j->lock);
+	pthread_cond_destroy(&j->idle);
 }
 
 static qtk_err open_gguf(job *j, const qtk_write_opts *wo, qtk_status *st)
@@ -961,12 +995,14 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	*out = NULL;
 	memset(&j, 0, sizeof j);
 	pthread_mutex_init(&j.lock, NULL);
+	pthread_cond_init(&j.idle, NULL);
 	j.o = o;
 	j.chunk = o->chunk_elems ? o->chunk_elems : DEFAULT_CHUNK_ELEMS;
 	if (nthreads < 1)
 		nthreads = 1;
 	if (!o->input || !o->recipe || (!o->output && !o->dry_run)) {
 		pthread_mutex_destroy(&j.lock);
+		pthread_cond_destroy(&j.idle);
 		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
 	}
 	j.gguf = o->format == QTK_OUT_GGUF;

@@ -11,6 +11,10 @@
  * byte i; INT4 stores q + 8, INT4_AFFINE q; scales/biases one per group. */
 #include "gguf_impl.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 void qtk_gg_deq_q8_0(const uint8_t *b, float *y)
 {
 	float d = qtk_f16_to_f32(gg_le16(b));
@@ -106,6 +110,30 @@ qtk_err qtk_gguf_unpack_q8_0(const void *src, size_t nrows, size_t cols, int8_t 
 }
 
 /* 32 qtk nibbles (16 bytes, pairs) <-> ggml's split halves. */
+#if defined(__SSE2__)
+/* 32 codes: qtk's pairs (2i, 2i+1) in byte i -> ggml's (j, j+16) in byte j */
+static void to_ggml_nibbles(const uint8_t *q, uint8_t *qs)
+{
+	const __m128i m = _mm_set1_epi8(15);
+	__m128i b = _mm_loadu_si128((const __m128i *)(const void *)q);
+	__m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+	__m128i v0 = _mm_unpacklo_epi8(lo, hi), v1 = _mm_unpackhi_epi8(lo, hi); /* v[0..15], v[16..31] */
+
+	_mm_storeu_si128((__m128i *)(void *)qs, _mm_or_si128(v0, _mm_slli_epi16(v1, 4)));
+}
+
+static void from_ggml_nibbles(const uint8_t *qs, uint8_t *q)
+{
+	const __m128i m = _mm_set1_epi8(15), ff = _mm_set1_epi16(0xff);
+	__m128i b = _mm_loadu_si128((const __m128i *)(const void *)qs);
+	__m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+
+	/* 16-bit lane i of lo: v[2i] | v[2i+1] << 8 -> v[2i] | v[2i+1] << 4 */
+	lo = _mm_and_si128(_mm_or_si128(lo, _mm_srli_epi16(lo, 4)), ff);
+	hi = _mm_and_si128(_mm_or_si128(hi, _mm_srli_epi16(hi, 4)), ff);
+	_mm_storeu_si128((__m128i *)(void *)q, _mm_packus_epi16(lo, hi));
+}
+#else
 static void to_ggml_nibbles(const uint8_t *q, uint8_t *qs)
 {
 	uint8_t v[32];
@@ -129,6 +157,7 @@ static void from_ggml_nibbles(const uint8_t *qs, uint8_t *q)
 	for (int i = 0; i < 16; i++)
 		q[i] = (uint8_t)(v[2 * i] | v[2 * i + 1] << 4);
 }
+#endif
 
 qtk_err qtk_gguf_pack_q4_0(const uint8_t *codes, const uint16_t *scales, size_t nrows,
                            size_t cols, void *dst, qtk_status *st)

@@ -38,8 +38,8 @@ ACC512 void met_max(__m512d *lo, __m512d *hi, __m512 s)
 {
 	__m512d a = _mm512_cvtps_pd(_mm512_castps512_ps256(s));
 	__m512d b = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
-	*lo = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(a, *lo, _CMP_GT_OQ), *lo, a);
-	*hi = _mm512_mask_blend_pd(_mm512_cmp_pd_mask(b, *hi, _CMP_GT_OQ), *hi, b);
+	*lo = _mm512_max_pd(a, *lo); /* a > lo ? a : lo (NaN: lo) */
+	*hi = _mm512_max_pd(b, *hi);
 }
 
 /* End of a block: f32 lanes into the double lanes, then from +0 again. */
@@ -61,8 +61,7 @@ ACC512 void met_vec(met512 *M, __m512 x, __m512 y)
 	M->sx = _mm512_add_ps(M->sx, _mm512_mul_ps(x, x));
 	M->sy = _mm512_add_ps(M->sy, _mm512_mul_ps(y, y));
 	M->sd = _mm512_add_ps(M->sd, _mm512_mul_ps(x, y));
-	e = _mm512_abs_ps(e);
-	M->mx = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(e, M->mx, _CMP_GT_OQ), M->mx, e);
+	M->mx = _mm512_max_ps(_mm512_abs_ps(e), M->mx); /* |e| > mx ? |e| : mx (NaN: mx) */
 	if (++M->nv == 16) /* 256 elements */
 		met_flush(M);
 }

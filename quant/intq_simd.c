@@ -318,7 +318,12 @@ T512H INL void emit_512(const int m, const int acc, const float *x, size_t n, fl
 	for (size_t j = 0; j < n; j += 16) {
 		__m512 xv = _mm512_loadu_ps(x + j);
 		__m512i q = code16_512(m, xv, _mm512_set1_ps(p), _mm512_setzero_ps());
-		store16(m, _mm512_cvtepi32_epi8(q), codes, j);
+		if (QM_8BIT(m)) {
+			_mm_storeu_si128((__m128i *)(codes + j), _mm512_cvtepi32_epi8(q));
+		} else { /* lanes 2i, 2i+1 (< 16) -> byte i: low | high << 4 */
+			__m512i w = _mm512_or_si512(q, _mm512_srli_epi64(q, 28));
+			_mm_storel_epi64((__m128i *)(codes + j / 2), _mm512_cvtepi64_epi8(w));
+		}
 		if (acc)
 			met_vec(M, xv, _mm512_mul_ps(val16_512(m, q), _mm512_set1_ps(sd)));
 	}

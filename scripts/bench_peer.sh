@@ -48,9 +48,13 @@ run_qtk() {
 	/usr/bin/time -v "$QTK" convert "$IN" -o "$DIR/qtk-q4_0.gguf" -F gguf --scheme int4 \
 		--group 32 -j 2 --force --quiet > "$DIR/qtk.log" 2> "$DIR/qtk.time"
 }
-# four rounds, the order alternating: on this shared VM whichever runs
-# second in a round is often slowed by what the first left behind
-for round in 1 2 3 4; do
+# QTK_PEER_ROUNDS rounds (default 6), the order alternating: on this shared
+# VM whichever runs second in a round is often slowed by what the first
+# left behind
+rounds=${QTK_PEER_ROUNDS:-6}
+ratios=""; lq_all=""; qtk_all=""
+round=1
+while [ "$round" -le "$rounds" ]; do
 	# both write a new file (no old output to unlink)
 	rm -f "$DIR/lq-q4_0.gguf" "$DIR/qtk-q4_0.gguf"
 	if [ $((round % 2)) = 1 ]; then run_lq; run_qtk; else run_qtk; run_lq; fi
@@ -59,8 +63,22 @@ for round in 1 2 3 4; do
 		"$(echo "$size $ls" | awk '{print $1 / $2 / 1e9}')" "$(rss "$DIR/lq.time")"
 	printf '%-34s %9.2f %9.2f %8s MB\n' "qtk convert -F gguf (round $round)" "$qs" \
 		"$(echo "$size $qs" | awk '{print $1 / $2 / 1e9}')" "$(rss "$DIR/qtk.time")"
-	echo "speed-up: $(echo "$ls $qs" | awk '{printf "%.2f", $1 / $2}')x"
+	r=$(echo "$ls $qs" | awk '{printf "%.2f", $1 / $2}')
+	echo "speed-up: ${r}x"
+	ratios="$ratios $r"; lq_all="$lq_all $ls"; qtk_all="$qtk_all $qs"
+	round=$((round + 1))
 done
+# the summary: per-round speed-ups (min, median, max) and each tool's best
+echo "$ratios" | tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1}
+	END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+	     printf "speed-up over %d rounds: min %.2fx, median %.2fx, max %.2fx\n", NR, v[1], m, v[NR]}'
+med() { echo "$1" | tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1}
+	END {printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+best_lq=$(echo "$lq_all" | tr ' ' '\n' | grep . | sort -n | head -1)
+best_qtk=$(echo "$qtk_all" | tr ' ' '\n' | grep . | sort -n | head -1)
+med_lq=$(med "$lq_all"); med_qtk=$(med "$qtk_all")
+echo "median against median: llama-quantize ${med_lq} s, qtk ${med_qtk} s: $(echo "$med_lq $med_qtk" | awk '{printf "%.2f", $1 / $2}')x"
+echo "best against best: llama-quantize ${best_lq} s, qtk ${best_qtk} s: $(echo "$best_lq $best_qtk" | awk '{printf "%.2f", $1 / $2}')x"
 printf 'tensors vs llama-quantize --pure: '
 "$GEN" gguf-cmp "$DIR/qtk-q4_0.gguf" "$DIR/lq-q4_0.gguf" | tail -1
 rm -f "$DIR/lq-q4_0.gguf" "$DIR/qtk-q4_0.gguf"

@@ -10,8 +10,6 @@
 
 #include "qtk_formats.h"
 
-struct qtk_dio;
-
 typedef struct {
 	char *path;     /* final path */
 	char *tmp;      /* temporary path in the same directory */
@@ -19,7 +17,6 @@ typedef struct {
 	int force;      /* replace an existing target */
 	int slot;       /* index in the signal-cleanup registry, -1 if none */
 	uint64_t dirty; /* atomic: bytes written since writeback was last started */
-	struct qtk_dio *dio; /* direct I/O of the sized part, or NULL */
 } qtk_outfile;
 
 /* Create the temporary file for path. Refuses (QTK_E_EXISTS) an existing
@@ -30,20 +27,8 @@ qtk_err qtk_out_open(qtk_outfile *o, const char *path,
 /* Write all of buf at off (retries short writes; EINTR-safe). Thread-safe. */
 qtk_err qtk_out_pwrite(qtk_outfile *o, const void *buf, size_t n, uint64_t off,
                        qtk_status *st);
-/* Set the final size and reserve its blocks; used before parallel pwrite.
- * For a size of qtk_dio_min_size or more, the whole 4 KB blocks of
- * [0, size) are then written with O_DIRECT by a writer thread (see
- * fileio.c) unless the filesystem refuses it; QTK_DIRECT_IO=1 in the
- * environment turns that on at any size, =0 off. Either way a byte reads
- * back (after commit) as its last write, an unwritten byte as zero. Call
- * it once. */
+/* Set the final size (sparse); used before parallel pwrite. */
 qtk_err qtk_out_truncate(qtk_outfile *o, uint64_t size, qtk_status *st);
-/* Tests: the most partial blocks held in memory before one is written
- * (default 1024), the size from which direct I/O is used (1 GiB), and
- * whether qtk_out_truncate turned it on. */
-extern size_t qtk_dio_pending_limit;
-extern uint64_t qtk_dio_min_size;
-int qtk_out_is_direct(const qtk_outfile *o);
 /* fsync the file, move it into place, fsync the directory. On failure the
  * temporary is removed and the target is untouched. */
 qtk_err qtk_out_commit(qtk_outfile *o, qtk_status *st);

@@ -603,6 +603,15 @@ static size_t tensors_done(const job *j, size_t items_done)
 	return lo;
 }
 
+static void report_progress(const job *j, uint64_t total)
+{
+	size_t td = tensors_done(j, __atomic_load_n(&j->items_done, __ATOMIC_ACQUIRE));
+
+	j->o->progress(j->o->progress_ctx, td, j->n,
+	               __atomic_load_n(&j->bytes_done, __ATOMIC_RELAXED), total,
+	               td < j->n ? j->pt[td].t->name : "");
+}
+
 static qtk_err run_workers(job *j, int nthreads, qtk_status *st)
 {
 	pthread_t *tids = qtk_calloc((size_t)nthreads, sizeof *tids);
@@ -631,16 +640,11 @@ static qtk_err run_workers(job *j, int nthreads, qtk_status *st)
 	/* progress every 50 ms until the last worker ends (it wakes us at
 	 * once: no poll interval added to the run) */
 	for (;;) {
-		size_t done = __atomic_load_n(&j->items_done, __ATOMIC_ACQUIRE);
 		struct timespec until;
 		int live;
 
-		if (j->o->progress) {
-			size_t td = tensors_done(j, done);
-			j->o->progress(j->o->progress_ctx, td, j->n,
-			               __atomic_load_n(&j->bytes_done, __ATOMIC_RELAXED), total,
-			               td < j->n ? j->pt[td].t->name : "");
-		}
+		if (j->o->progress)
+			report_progress(j, total);
 		clock_gettime(CLOCK_REALTIME, &until);
 		until.tv_nsec += 50 * 1000 * 1000;
 		if (until.tv_nsec >= 1000000000L) {
@@ -655,12 +659,8 @@ static qtk_err run_workers(job *j, int nthreads, qtk_status *st)
 		if (live == 0)
 			break;
 	}
-	if (j->o->progress) { /* the final figures */
-		size_t done = __atomic_load_n(&j->items_done, __ATOMIC_ACQUIRE), td = tensors_done(j, done);
-		j->o->progress(j->o->progress_ctx, td, j->n,
-		               __atomic_load_n(&j->bytes_done, __ATOMIC_RELAXED), total,
-		               td < j->n ? j->pt[td].t->name : "");
-	}
+	if (j->o->progress) /* the final figures */
+		report_progress(j, total);
 	for (int i = 0; i < started; i++)
 		pthread_join(tids[i], NULL);
 	qtk_free(tids);

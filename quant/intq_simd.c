@@ -190,6 +190,18 @@ T512 INL __m512i unpack16_512(const int m, const uint8_t *codes, size_t j)
 	return m == QM_INT8 ? _mm512_cvtepi8_epi32(b) : _mm512_cvtepu8_epi32(b);
 }
 
+/* Store 16 codes given as int32 lanes (values of intq_code1) at element
+ * j: bytes, or for 4 bits lanes 2i, 2i+1 (< 16) as byte i = low | high << 4. */
+T512 INL void store_q512(const int m, __m512i q, uint8_t *codes, size_t j)
+{
+	if (QM_8BIT(m)) {
+		_mm_storeu_si128((__m128i *)(codes + j), _mm512_cvtepi32_epi8(q));
+		return;
+	}
+	_mm_storel_epi64((__m128i *)(codes + j / 2),
+	                 _mm512_cvtepi64_epi8(_mm512_or_si512(q, _mm512_srli_epi64(q, 28))));
+}
+
 T512 INL void encode_b512(const int m, const float *x, size_t n, float p, float b,
                           uint8_t *codes)
 {
@@ -197,8 +209,7 @@ T512 INL void encode_b512(const int m, const float *x, size_t n, float p, float 
 	size_t j = 0;
 
 	for (; j + 16 <= n; j += 16) {
-		__m512i q = code16_512(m, _mm512_loadu_ps(x + j), vp, vb);
-		store16(m, _mm512_cvtepi32_epi8(q), codes, j);
+		store_q512(m, code16_512(m, _mm512_loadu_ps(x + j), vp, vb), codes, j);
 	}
 	for (; j < n; j += QM_8BIT(m) ? 1 : 2) {
 		unsigned lo = intq_code1(m, x[j], p, b);
@@ -318,12 +329,7 @@ T512H INL void emit_512(const int m, const int acc, const float *x, size_t n, fl
 	for (size_t j = 0; j < n; j += 16) {
 		__m512 xv = _mm512_loadu_ps(x + j);
 		__m512i q = code16_512(m, xv, _mm512_set1_ps(p), _mm512_setzero_ps());
-		if (QM_8BIT(m)) {
-			_mm_storeu_si128((__m128i *)(codes + j), _mm512_cvtepi32_epi8(q));
-		} else { /* lanes 2i, 2i+1 (< 16) -> byte i: low | high << 4 */
-			__m512i w = _mm512_or_si512(q, _mm512_srli_epi64(q, 28));
-			_mm_storel_epi64((__m128i *)(codes + j / 2), _mm512_cvtepi64_epi8(w));
-		}
+		store_q512(m, q, codes, j);
 		if (acc)
 			met_vec(M, xv, _mm512_mul_ps(val16_512(m, q), _mm512_set1_ps(sd)));
 	}

@@ -68,14 +68,15 @@ while [ "$round" -le "$rounds" ]; do
 	ratios="$ratios $r"; lq_all="$lq_all $ls"; qtk_all="$qtk_all $qs"
 	round=$((round + 1))
 done
-# the summary: per-round speed-ups (min, median, max) and each tool's best
-echo "$ratios" | tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1}
-	END {m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-	     printf "speed-up over %d rounds: min %.2fx, median %.2fx, max %.2fx\n", NR, v[1], m, v[NR]}'
-med() { echo "$1" | tr ' ' '\n' | grep . | sort -n | awk '{v[NR] = $1}
+# the summary: per-round speed-ups (min, median, max), each tool's median
+# and best
+sorted() { echo "$1" | tr ' ' '\n' | grep . | sort -n; }
+med() { sorted "$1" | awk '{v[NR] = $1}
 	END {printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-best_lq=$(echo "$lq_all" | tr ' ' '\n' | grep . | sort -n | head -1)
-best_qtk=$(echo "$qtk_all" | tr ' ' '\n' | grep . | sort -n | head -1)
+echo "speed-up over $rounds rounds: min $(sorted "$ratios" | head -1)x," \
+	"median $(med "$ratios")x, max $(sorted "$ratios" | tail -1)x"
+best_lq=$(sorted "$lq_all" | head -1)
+best_qtk=$(sorted "$qtk_all" | head -1)
 med_lq=$(med "$lq_all"); med_qtk=$(med "$qtk_all")
 echo "median against median: llama-quantize ${med_lq} s, qtk ${med_qtk} s: $(echo "$med_lq $med_qtk" | awk '{printf "%.2f", $1 / $2}')x"
 echo "best against best: llama-quantize ${best_lq} s, qtk ${best_qtk} s: $(echo "$best_lq $best_qtk" | awk '{printf "%.2f", $1 / $2}')x"

@@ -10,6 +10,7 @@
 CC ?= cc
 PREFIX ?= /usr/local
 B ?= build
+MULTIARCH := $(or $(shell $(CC) -print-multiarch 2>/dev/null),x86_64-linux-gnu)
 FUZZ_SECONDS ?= 60
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
@@ -18,7 +19,7 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
 OPT ?= -O2 -g
 SAN ?=
 CPPFLAGS += -D_GNU_SOURCE -Iquant -Iformats -Iruntime -Iconvert \
-            -I/usr/include/x86_64-linux-gnu/openblas-pthread
+            -I/usr/include/$(MULTIARCH)/openblas-pthread
 CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(SAN) -fPIC -fvisibility=hidden -pthread \
              -MMD -MP $(CFLAGS)
 LDLIBS_ALL = -ljansson -lzstd -lz -lopenblas -lpthread -lm $(LDLIBS)

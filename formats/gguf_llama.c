@@ -144,9 +144,14 @@ qtk_err qtk_gguf_llama_config(const char *config_path, qtk_gguf_kvs *k,
                               qtk_gguf_llama_hparams *hp, qtk_status *st)
 {
 	json_error_t e;
-	json_t *root = json_load_file(config_path, 0, &e);
+	json_t *root;
 	qtk_err rc;
+	char *text;
+	size_t len;
 
+	QTK_TRY(qtk_fmt_read_input(config_path, &text, &len, st));
+	root = json_loadb(text, len, 0, &e);
+	qtk_free(text);
 	if (!root)
 		return qtk_fail(st, QTK_E_GG_CONFIG, "%s: %s (line %d)", config_path, e.text, e.line);
 	rc = json_is_object(root) ? config_parse(root, config_path, hp, st)

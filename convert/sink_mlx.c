@@ -375,7 +375,7 @@ static int our_name(const char *name)
 static qtk_err mlx_is_ours(const char *dir, qtk_status *st)
 {
 	char foreign[256] = "", path[PATH_MAX];
-	int config = 0, weights = 0;
+	int config = 0, weights = 0, named = 0; /* named: foreign only by its type */
 	struct dirent *e;
 	DIR *d = opendir(dir);
 
@@ -389,8 +389,10 @@ static qtk_err mlx_is_ours(const char *dir, qtk_status *st)
 			continue;
 		if (!kind || fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
 		    !S_ISREG(sb.st_mode)) {
-			if (!*foreign || strcmp(e->d_name, foreign) < 0)
+			if (!*foreign || strcmp(e->d_name, foreign) < 0) {
 				snprintf(foreign, sizeof foreign, "%s", e->d_name);
+				named = kind != 0;
+			}
 			continue;
 		}
 		config |= !strcmp(e->d_name, "config.json");
@@ -398,9 +400,9 @@ static qtk_err mlx_is_ours(const char *dir, qtk_status *st)
 	}
 	closedir(d);
 	if (*foreign)
-		return qtk_fail(st, QTK_E_ARG, "%s: holds '%s', which qtk's MLX output does not: "
-		                "not a previous MLX output; not replaced, even with --force", dir,
-		                foreign);
+		return qtk_fail(st, QTK_E_ARG, "%s: holds '%s', %s: not a previous MLX output; not "
+		                "replaced, even with --force", dir, foreign,
+		                named ? "which is not a regular file" : "a file qtk's MLX output has not");
 	if (!config || !weights)
 		return qtk_fail(st, QTK_E_ARG, "%s: no %s: not a previous MLX output; not replaced, "
 		                "even with --force", dir, config ? "model*.safetensors" : "config.json");

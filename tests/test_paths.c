@@ -253,6 +253,9 @@ TEST(paths_output_mlx_replaces_only_empty_or_previous_mlx)
 	REQUIRE(t_write_file(p, "{}", 2) == 0);
 	CHECK_EQ(to_mlx(foreign, "--force"), 1);
 	CHECK(err_has("'notes.txt'", "not a previous MLX output", NULL));
+	REQUIRE(make_qtk() == 0);
+	CHECK_EQ(qtk("export %s --to mlx -R -q --force -o %s", tp("m.qtk"), foreign), 1);
+	CHECK(err_has("'notes.txt'", "not a previous MLX output", NULL));
 	CHECK_EQ(t_dir_entries(foreign), 2);
 	snprintf(p, sizeof p, "%s/notes.txt", foreign);
 	back = t_read_file(p, NULL);
@@ -293,7 +296,7 @@ TEST(paths_output_mlx_replaces_only_empty_or_previous_mlx)
 	snprintf(p, sizeof p, "%s/tokenizer.json", sub);
 	REQUIRE(mkdir(p, 0755) == 0);
 	CHECK_EQ(to_mlx(sub, "--force"), 1);
-	CHECK(err_has("'tokenizer.json'", NULL));
+	CHECK(err_has("'tokenizer.json'", "not a regular file", NULL));
 	/* a regular file where the directory would go */
 	REQUIRE(t_write_file(file, "keep", 4) == 0);
 	CHECK_EQ(to_mlx(file, "--force"), 1);

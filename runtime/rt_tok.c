@@ -341,6 +341,24 @@ const char *qtk_tok_text(const qtk_tok *t, int32_t prev, int32_t id, size_t *len
 	return p;
 }
 
+/* U+2581 spelled by byte tokens is a space too: a stray UTF-8 lead byte
+ * announces more bytes than follow it and takes (part of) an escaped space
+ * into its symbol, which then falls back to bytes (llama.cpp does the
+ * same). Pieces never leave U+2581 in the output. */
+static size_t unescape_bytes(char *s, size_t n)
+{
+	size_t o = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		if (i + 3 <= n && !memcmp(s + i, "\xe2\x96\x81", 3)) {
+			s[o++] = ' ';
+			i += 2;
+		} else
+			s[o++] = s[i];
+	}
+	return o;
+}
+
 qtk_err qtk_tok_decode(const qtk_tok *t, const int32_t *ids, size_t n, char **text, size_t *len,
                        qtk_status *st)
 {
@@ -371,6 +389,7 @@ qtk_err qtk_tok_decode(const qtk_tok *t, const int32_t *ids, size_t n, char **te
 		memcpy(out + o, p, l);
 		o += l;
 	}
+	o = unescape_bytes(out, o);
 	out[o] = 0;
 	*text = out;
 	*len = o;

@@ -482,7 +482,8 @@ static qtk_err read_all(const char *path, uint8_t **buf, size_t *size, qtk_statu
 
 	*buf = NULL;
 	if (fd < 0)
-		return qtk_fail(st, QTK_E_IO, "%s: %s", path, strerror(errno));
+		return qtk_fail(st, errno == ENOENT ? QTK_E_NOT_FOUND : QTK_E_IO, "%s: cannot open: %s",
+		                path, strerror(errno));
 	if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || sb.st_size > (off_t)TOK_MAX_TEXT * 2) {
 		close(fd);
 		return qtk_fail(st, QTK_E_IO, "%s: not a regular file of at most %u bytes", path,
@@ -532,7 +533,8 @@ static int ends_with(const char *s, const char *suffix)
 	return a >= b && !strcmp(s + a - b, suffix);
 }
 
-/* 'g' GGUF, 's' sentencepiece, 'b' tokenizer.bin, 'j' JSON, 0 unreadable. */
+/* 'g' GGUF, 's' sentencepiece, 'b' tokenizer.bin, 'j' JSON, 0 unreadable
+ * (errno tells why). */
 static int sniff(const char *path)
 {
 	uint8_t b[4] = { 0 };
@@ -577,5 +579,6 @@ qtk_err qtk_tok_open(const char *path, qtk_tok **out, qtk_status *st)
 		                "%s: tokenizer.json is not supported (use tokenizer.model or a GGUF)",
 		                path);
 	}
-	return qtk_fail(st, QTK_E_IO, "%s: %s", path, strerror(errno));
+	return qtk_fail(st, errno == ENOENT ? QTK_E_NOT_FOUND : QTK_E_IO, "%s: cannot open: %s",
+	                path, strerror(errno));
 }

@@ -184,34 +184,40 @@ static uint32_t utf8_len(uint8_t c)
 	return len[c >> 4];
 }
 
-/* Escaped text: an optional leading space, then text, ' ' as U+2581; with
- * sp_ws, leading/trailing ' ' dropped and runs folded (sentencepiece's
- * remove_extra_whitespaces). Returns its length. */
-static size_t escape(const qtk_tok *t, const char *text, size_t len, int sp_ws, char *out)
+/* sentencepiece's remove_extra_whitespaces: text without leading and
+ * trailing ' ', runs of ' ' folded into one. Returns its length. */
+static size_t fold_spaces(const char *text, size_t len, char *out)
 {
-	size_t o = 0, end = len, i = 0;
-	int space = 0;
+	size_t o = 0, i = 0, end = len;
 
-	if (sp_ws) {
-		while (i < end && text[i] == ' ')
-			i++;
-		while (end > i && text[end - 1] == ' ')
-			end--;
-	}
-	if (i == end)
+	while (i < end && text[i] == ' ')
+		i++;
+	while (end > i && text[end - 1] == ' ')
+		end--;
+	for (; i < end; i++)
+		if (text[i] != ' ' || (o && out[o - 1] != ' '))
+			out[o++] = text[i];
+	return o;
+}
+
+/* Escaped text: ' ' in front if asked, then text with ' ' as U+2581.
+ * Returns its length (0 for empty text: no space in front then). */
+static size_t escape(const char *text, size_t len, int prefix, char *out)
+{
+	size_t o = 0;
+
+	if (!len)
 		return 0;
-	if (t->add_space) {
+	if (prefix) {
 		memcpy(out, "\xe2\x96\x81", 3);
 		o = 3;
 	}
-	for (; i < end; i++) {
-		if (text[i] != ' ') {
+	for (size_t i = 0; i < len; i++) {
+		if (text[i] != ' ')
 			out[o++] = text[i];
-			space = 0;
-		} else if (!(sp_ws && space)) {
+		else {
 			memcpy(out + o, "\xe2\x96\x81", 3);
 			o += 3;
-			space = 1;
 		}
 	}
 	return o;
@@ -298,12 +304,113 @@ out:
 	return rc;
 }
 
+/* A stretch of the text: raw bytes [off, off+len), or (id >= 0) the
+ * user-defined piece found there. */
+typedef struct {
+	size_t off, len;
+	int32_t id;
+} tok_frag;
+
+static qtk_err frag_add(tok_frag **f, size_t *n, size_t *cap, tok_frag x)
+{
+	if (*n == *cap) {
+		size_t c = *cap * 2;
+		tok_frag *p = qtk_realloc(*f, c * sizeof *p);
+		if (!p)
+			return QTK_E_NOMEM;
+		*f = p;
+		*cap = c;
+	}
+	(*f)[(*n)++] = x;
+	return QTK_OK;
+}
+
+/* Split the raw stretches of *f at each occurrence of piece u, leftmost
+ * first and not overlapping. */
+static qtk_err split_at(const qtk_tok *t, const char *text, int32_t u, tok_frag **f, size_t *n,
+                        size_t *cap)
+{
+	const char *piece = t->text + t->off[u];
+	size_t plen = t->off[u + 1] - t->off[u], nn = 0, ncap = *n + 8;
+	tok_frag *g = qtk_malloc(ncap * sizeof *g);
+	qtk_err rc = g ? QTK_OK : QTK_E_NOMEM;
+
+	for (size_t i = 0; i < *n && !rc; i++) {
+		size_t pos = (*f)[i].off, end = pos + (*f)[i].len;
+		const char *m;
+
+		if ((*f)[i].id >= 0) {
+			rc = frag_add(&g, &nn, &ncap, (*f)[i]);
+			continue;
+		}
+		while (!rc && (m = memmem(text + pos, end - pos, piece, plen))) {
+			size_t at = (size_t)(m - text);
+			if (at > pos)
+				rc = frag_add(&g, &nn, &ncap, (tok_frag){ pos, at - pos, -1 });
+			if (!rc)
+				rc = frag_add(&g, &nn, &ncap, (tok_frag){ at, plen, u });
+			pos = at + plen;
+		}
+		if (!rc && pos < end)
+			rc = frag_add(&g, &nn, &ncap, (tok_frag){ pos, end - pos, -1 });
+	}
+	qtk_free(*f);
+	*f = g;
+	*n = rc ? 0 : nn;
+	*cap = ncap;
+	return rc;
+}
+
+/* llama.cpp's tokenizer_st_partition without special parsing: user-defined
+ * pieces are cut out of the text before anything else, longest first
+ * (control and unknown pieces in the text stay text). */
+static qtk_err partition(const qtk_tok *t, const char *text, size_t len, tok_frag **f,
+                         size_t *n, qtk_status *st)
+{
+	size_t cap = 8;
+
+	*n = 0;
+	if (!(*f = qtk_malloc(cap * sizeof **f)))
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", t->name);
+	if (len)
+		(*f)[(*n)++] = (tok_frag){ 0, len, -1 };
+	for (size_t k = 0; k < t->nud && *n; k++)
+		if (split_at(t, text, t->ud[k], f, n, &cap))
+			return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", t->name);
+	return QTK_OK;
+}
+
+/* Each stretch: a user-defined piece as it is, raw text escaped (with a
+ * space in front when it opens the text or follows such a piece, as
+ * llama.cpp does) and merged. buf holds 3 * len + 3 bytes. */
+static qtk_err encode_frags(const qtk_tok *t, const char *text, const tok_frag *f, size_t nf,
+                            char *buf, int32_t *ids, size_t cap, size_t *n, qtk_status *st)
+{
+	int after_special = 1;
+
+	for (size_t i = 0; i < nf; i++) {
+		size_t blen;
+
+		if (f[i].id >= 0) {
+			QTK_TRY(emit(t, f[i].id, ids, cap, n, st));
+			after_special = 1;
+			continue;
+		}
+		blen = escape(text + f[i].off, f[i].len, t->add_space && after_special, buf);
+		if (blen)
+			QTK_TRY(encode_escaped(t, buf, blen, ids, cap, n, st));
+		after_special = 0;
+	}
+	return QTK_OK;
+}
+
 qtk_err qtk_tok_encode(const qtk_tok *t, const char *text, size_t len, unsigned flags,
                        int32_t *ids, size_t cap, size_t *n, qtk_status *st)
 {
-	size_t blen;
-	char *buf;
-	qtk_err rc = QTK_OK;
+	char *buf, *folded = NULL;
+	tok_frag *f = NULL;
+	size_t nf;
+	qtk_err rc;
 
 	*n = 0;
 	if (len > INT32_MAX / 4)
@@ -313,9 +420,19 @@ qtk_err qtk_tok_encode(const qtk_tok *t, const char *text, size_t len, unsigned 
 		QTK_TRY(emit(t, t->bos, ids, cap, n, st));
 	if (!(buf = qtk_malloc(3 * len + 4)))
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory encoding %zu bytes", t->name, len);
-	blen = escape(t, text, len, (flags & QTK_TOK_SP_WHITESPACE) && t->remove_extra_ws, buf);
-	if (blen)
-		rc = encode_escaped(t, buf, blen, ids, cap, n, st);
+	if ((flags & QTK_TOK_SP_WHITESPACE) && t->remove_extra_ws) {
+		if (!(folded = qtk_malloc(len + 1))) {
+			qtk_free(buf);
+			return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", t->name);
+		}
+		len = fold_spaces(text, len, folded);
+		text = folded;
+	}
+	rc = partition(t, text, len, &f, &nf, st);
+	if (!rc)
+		rc = encode_frags(t, text, f, nf, buf, ids, cap, n, st);
+	qtk_free(f);
+	qtk_free(folded);
 	qtk_free(buf);
 	if (!rc && (flags & QTK_TOK_ADD_EOS) && t->eos >= 0)
 		rc = emit(t, t->eos, ids, cap, n, st);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -34,6 +35,7 @@ void qtk_tok_close(qtk_tok *t)
 	qtk_free(t->dec);
 	qtk_free(t->dec_off);
 	qtk_free(t->slot);
+	qtk_free(t->ud);
 	qtk_free(t);
 }
 
@@ -157,6 +159,44 @@ static void tok_decoded(qtk_tok *t, size_t i, size_t *fill)
 	t->dec_off[i + 1] = (uint32_t)*fill;
 }
 
+typedef struct {
+	uint32_t len;
+	int32_t id;
+} ud_key;
+
+static int ud_cmp(const void *a, const void *b)
+{
+	const ud_key *x = a, *y = b;
+
+	return x->len != y->len ? (x->len > y->len ? -1 : 1) : (x->id > y->id) - (x->id < y->id);
+}
+
+/* The user-defined pieces, longest first, as llama.cpp partitions by them. */
+static qtk_err ud_list(qtk_tok *t, qtk_status *st)
+{
+	ud_key *k;
+
+	for (size_t i = 0; i < t->n; i++)
+		t->nud += t->type[i] == QTK_TOK_USER_DEFINED && t->off[i + 1] > t->off[i];
+	if (!t->nud)
+		return QTK_OK;
+	t->ud = qtk_malloc(t->nud * sizeof *t->ud);
+	k = qtk_malloc(t->nud * sizeof *k);
+	if (!t->ud || !k) {
+		qtk_free(k);
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", t->name);
+	}
+	t->nud = 0;
+	for (size_t i = 0; i < t->n; i++)
+		if (t->type[i] == QTK_TOK_USER_DEFINED && t->off[i + 1] > t->off[i])
+			k[t->nud++] = (ud_key){ t->off[i + 1] - t->off[i], (int32_t)i };
+	qsort(k, t->nud, sizeof *k, ud_cmp);
+	for (size_t i = 0; i < t->nud; i++)
+		t->ud[i] = k[i].id;
+	qtk_free(k);
+	return QTK_OK;
+}
+
 qtk_err tok_finish(qtk_tok *t, qtk_status *st)
 {
 	size_t fill = 0;
@@ -187,6 +227,7 @@ qtk_err tok_finish(qtk_tok *t, qtk_status *st)
 			t->byte_id[b] = qtk_tok_find(t, &c, 1);
 		}
 	}
+	QTK_TRY(ud_list(t, st));
 	if (t->unk >= 0 && (size_t)t->unk >= t->n)
 		t->unk = -1;
 	if ((t->bos >= 0 && (size_t)t->bos >= t->n) || (t->eos >= 0 && (size_t)t->eos >= t->n))

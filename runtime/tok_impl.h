@@ -23,6 +23,8 @@ struct qtk_tok {
 	size_t nslot;        /* power of two, >= 2n */
 	size_t max_len;      /* longest piece in bytes */
 	int32_t byte_id[256]; /* token for each byte (<0xXX>, else the 1-byte piece), -1 none */
+	int32_t *ud;         /* [nud] user-defined pieces, longest first (ties: lower id) */
+	size_t nud;
 	int32_t bos, eos, unk; /* -1: none */
 	int add_bos;         /* prompts start with BOS */
 	int add_space;       /* put ' ' in front of the text (add_dummy_prefix) */

@@ -736,3 +736,54 @@ TEST(tok_threads)
 	qtk_tok_close(t);
 	free(text);
 }
+
+/* User-defined pieces are cut out of the text first (llama.cpp does so
+ * without special parsing): the GGUF with "ed" (266) and "ing" (299)
+ * marked user-defined; ids from llama-tokenize on the same patch. */
+TEST(tok_user_defined)
+{
+	static const struct {
+		const char *text;
+		int32_t ids[20];
+		int n;
+	} cases[] = {
+		{ "played and smiled", { 1, 337, 266, 410, 269, 262, 423, 290, 266 }, 9 },
+		{ "ed", { 1, 266 }, 2 },
+		{ "edinged", { 1, 266, 299, 266 }, 4 },
+		{ "The bird sang while playing. She wanted",
+		  { 1, 291, 268, 315, 418, 296, 416, 428, 263, 415, 290, 411, 337, 299, 410, 426, 338, 391,
+		    266 }, 19 },
+		{ " ed ing", { 1, 410, 410, 266, 410, 410, 299 }, 7 },
+	};
+	static const char key[] = "tokenizer.ggml.token_type";
+	size_t n;
+	uint8_t *b = t_read_file(t_data(TOK_GGUF), &n), *p;
+	uint32_t count;
+	int32_t ud = QTK_TOK_USER_DEFINED;
+	qtk_tok *t;
+	qtk_status st;
+
+	REQUIRE(b);
+	p = memmem(b, n, key, sizeof key - 1);
+	REQUIRE(p);
+	p += sizeof key - 1 + 8; /* value type, element type; v1: a u32 count */
+	memcpy(&count, p, 4);
+	REQUIRE(count == 512);
+	memcpy(p + 4 + 4 * 266, &ud, 4);
+	memcpy(p + 4 + 4 * 299, &ud, 4);
+	REQUIRE(t_write_file(t_tmp("ud.gguf"), b, n) == 0);
+	REQUIRE(qtk_tok_open(t_tmp("ud.gguf"), &t, &st) == QTK_OK);
+	for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+		size_t len = strlen(cases[c].text), nt;
+		int32_t *ids = enc(t, cases[c].text, len, QTK_TOK_ADD_BOS, &nt);
+		REQUIRE(ids);
+		CHECK_MSG(nt == (size_t)cases[c].n && !memcmp(ids, cases[c].ids, nt * sizeof *ids),
+		          "case %zu: ids differ from llama.cpp's", c);
+		/* a user-defined piece decodes as its text */
+		if (c == 2)
+			CHECK(roundtrips(t, cases[c].text, len, ids, nt));
+		free(ids);
+	}
+	qtk_tok_close(t);
+	free(b);
+}

@@ -306,8 +306,8 @@ static qtk_err gg_array(const qtk_gguf_file *f, const char *name, const char *ke
 	return QTK_OK;
 }
 
-/* An optional id KV: absent keeps *id, a value past the vocabulary is -1
- * (llama.cpp warns and drops it too). */
+/* An optional id KV: absent or past the vocabulary keeps the default in
+ * *id (llama.cpp warns "bad special token" and does the same). */
 static qtk_err gg_id(const qtk_gguf_file *f, const char *key, size_t n, int32_t *id,
                      qtk_status *st)
 {
@@ -318,7 +318,8 @@ static qtk_err gg_id(const qtk_gguf_file *f, const char *key, size_t n, int32_t 
 		return QTK_OK;
 	if (rc)
 		return rc;
-	*id = v < n ? (int32_t)v : -1;
+	if (v < n)
+		*id = (int32_t)v;
 	return QTK_OK;
 }
 

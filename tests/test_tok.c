@@ -471,6 +471,7 @@ typedef struct {
 	uint32_t tt_type;    /* I32, or another */
 	int bos_str;         /* bos_token_id as a string */
 	int no_bos;          /* add_bos_token false */
+	int bos_big;         /* bos_token_id 100, past the 9 tokens */
 } gg_spec;
 
 static void gg_write(const char *path, const gg_spec *g)
@@ -496,7 +497,7 @@ static void gg_write(const char *path, const gg_spec *g)
 	if (g->bos_str)
 		qtk_gguf_kvs_add_str(k, "tokenizer.ggml.bos_token_id", "1", 1, &st);
 	else
-		qtk_gguf_kvs_add_u32(k, "tokenizer.ggml.bos_token_id", 1, &st);
+		qtk_gguf_kvs_add_u32(k, "tokenizer.ggml.bos_token_id", g->bos_big ? 100 : 1, &st);
 	if (g->no_bos)
 		qtk_gguf_kvs_add_bool(k, "tokenizer.ggml.add_bos_token", 0, &st);
 	REQUIRE(qtk_gguf_writer_open(&w, path, k, NULL, 0, NULL, &st) == QTK_OK);
@@ -506,25 +507,25 @@ static void gg_write(const char *path, const gg_spec *g)
 
 TEST(tok_gguf_vocab)
 {
-	static const gg_spec good = { 1, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_I32, 0, 0 };
+	static const gg_spec good = { 1, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_I32, 0, 0, 0 };
 	static const struct {
 		const char *what;
 		gg_spec g;
 		qtk_err code;
 	} bad[] = {
-		{ "no tokenizer.ggml.model", { 0, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_I32, 0, 0 },
+		{ "no tokenizer.ggml.model", { 0, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_I32, 0, 0, 0 },
 		  QTK_E_NOT_FOUND },
-		{ "gpt2 vocabulary", { 2, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_I32, 0, 0 },
+		{ "gpt2 vocabulary", { 2, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_I32, 0, 0, 0 },
 		  QTK_E_UNSUPPORTED },
-		{ "tokens of i32", { 1, QTK_GGUF_I32, QTK_GGUF_F32, 9, QTK_GGUF_I32, 0, 0 },
+		{ "tokens of i32", { 1, QTK_GGUF_I32, QTK_GGUF_F32, 9, QTK_GGUF_I32, 0, 0, 0 },
 		  QTK_E_GG_KV_MISMATCH },
-		{ "scores of i32", { 1, QTK_GGUF_STRING, QTK_GGUF_I32, 9, QTK_GGUF_I32, 0, 0 },
+		{ "scores of i32", { 1, QTK_GGUF_STRING, QTK_GGUF_I32, 9, QTK_GGUF_I32, 0, 0, 0 },
 		  QTK_E_GG_KV_MISMATCH },
-		{ "8 scores for 9 tokens", { 1, QTK_GGUF_STRING, QTK_GGUF_F32, 8, QTK_GGUF_I32, 0, 0 },
+		{ "8 scores for 9 tokens", { 1, QTK_GGUF_STRING, QTK_GGUF_F32, 8, QTK_GGUF_I32, 0, 0, 0 },
 		  QTK_E_FORMAT },
-		{ "token_type of f32", { 1, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_F32, 0, 0 },
+		{ "token_type of f32", { 1, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_F32, 0, 0, 0 },
 		  QTK_E_GG_KV_MISMATCH },
-		{ "bos id a string", { 1, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_I32, 1, 0 },
+		{ "bos id a string", { 1, QTK_GGUF_STRING, QTK_GGUF_F32, 9, QTK_GGUF_I32, 1, 0, 0 },
 		  QTK_E_GG_KV_MISMATCH },
 	};
 	qtk_tok *t;
@@ -549,6 +550,13 @@ TEST(tok_gguf_vocab)
 		gg_write(t_tmp("nobos.gguf"), &g);
 		REQUIRE(qtk_tok_open(t_tmp("nobos.gguf"), &t, &st) == QTK_OK);
 		CHECK(!qtk_tok_wants_bos(t));
+		qtk_tok_close(t);
+		/* a BOS id past the vocabulary keeps the default 1 (llama.cpp too) */
+		g.no_bos = 0;
+		g.bos_big = 1;
+		gg_write(t_tmp("bigbos.gguf"), &g);
+		REQUIRE(qtk_tok_open(t_tmp("bigbos.gguf"), &t, &st) == QTK_OK);
+		CHECK_EQ(qtk_tok_bos(t), 1);
 		qtk_tok_close(t);
 	}
 	for (size_t c = 0; c < sizeof bad / sizeof bad[0]; c++) {
@@ -649,6 +657,11 @@ TEST(tok_open_errors)
 	REQUIRE(b);
 	memcpy(b + n, unigram, sizeof unigram);
 	expect_fail(b, n + sizeof unigram, "uni.model", QTK_E_UNSUPPORTED, "unigram");
+	/* trainer_spec.bos_id = 600 (field 41: key c8 02, value d8 04) */
+	b = realloc(b, n + 6);
+	REQUIRE(b);
+	memcpy(b + n, (const uint8_t[]){ 0x12, 0x04, 0xc8, 0x02, 0xd8, 0x04 }, 6);
+	expect_fail(b, n + 6, "bos.model", QTK_E_FORMAT, "BOS id 600");
 	/* without an extension, told by content */
 	REQUIRE(t_write_file(t_tmp("vocab"), b, n) == 0);
 	CHECK(qtk_tok_open(t_tmp("vocab"), &t, &st) == QTK_OK && qtk_tok_count(t) == 512);

@@ -68,7 +68,9 @@ QTK_API const qtk_pack_file *qtk_rt_file(const qtk_rt_model *m);
 
 /* A sentencepiece-style (SPM) vocabulary as LLaMA 1/2, Mistral and the
  * llama2.c models use, read from a sentencepiece tokenizer.model, a
- * llama2.c tokenizer.bin or a GGUF's tokenizer.ggml.* KVs (model "llama").
+ * llama2.c tokenizer.bin, a GGUF's tokenizer.ggml.* KVs (model "llama") or
+ * a Hugging Face tokenizer.json of that kind (BPE with U+2581, merged by
+ * rule rank as Hugging Face tokenizers does).
  * Encoding is llama.cpp's SPM tokenizer: ' ' becomes U+2581, a space is
  * put in front of the text, UTF-8 characters are merged pairwise by the
  * highest score of the merged piece (ties: leftmost), and characters no
@@ -91,8 +93,8 @@ enum {
  * encoding (sentencepiece does; llama.cpp does not, so the default not). */
 #define QTK_TOK_SP_WHITESPACE 0x4u
 
-/* Open PATH: a tokenizer.model, a tokenizer.bin or a .gguf, told by the
- * name's extension, else by its first bytes. On failure *out is NULL and
+/* Open PATH: a tokenizer.model, a tokenizer.bin, a .gguf or a
+ * tokenizer.json, told by the name's extension, else by its first bytes. On failure *out is NULL and
  * st names the file and the problem. */
 QTK_API qtk_err qtk_tok_open(const char *path, qtk_tok **out, qtk_status *st);
 /* The vocabulary of an open GGUF (name is used in messages). The

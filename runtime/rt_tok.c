@@ -131,6 +131,25 @@ static tok_pair heap_pop(tok_work *w)
 	return top;
 }
 
+/* tokenizer.json: the pair if a merge rule joins the two pieces (and,
+ * with Metaspace split, the right one does not open a word). Lower rank
+ * first, then leftmost, as Hugging Face tokenizers' BPE. */
+static int make_ranked_pair(const tok_work *w, const tok_sym *l, int32_t left, tok_pair *p)
+{
+	const tok_sym *r = &w->sym[l->next];
+	int64_t rank;
+
+	if (l->id < 0 || r->id < 0 ||
+	    (w->t->split_words && r->n >= 3 && !memcmp(w->buf + r->off, "\xe2\x96\x81", 3)))
+		return 0;
+	rank = tok_merge_find(w->t, l->id, r->id, &p->id);
+	if (rank < 0)
+		return 0;
+	p->size = l->n + r->n;
+	p->key = (uint64_t)(UINT32_MAX - (uint32_t)rank) << 32 | (uint32_t)~(uint32_t)left;
+	return 1;
+}
+
 /* The pair (left, its right neighbour) if their concatenation is a piece. */
 static int make_pair(const tok_work *w, int32_t left, tok_pair *p)
 {
@@ -138,6 +157,8 @@ static int make_pair(const tok_work *w, int32_t left, tok_pair *p)
 
 	if (left < 0 || (l = &w->sym[left])->next < 0)
 		return 0;
+	if (w->t->ranked)
+		return make_ranked_pair(w, l, left, p);
 	p->size = l->n + w->sym[l->next].n;
 	p->id = qtk_tok_find(w->t, w->buf + l->off, p->size);
 	if (p->id < 0)
@@ -245,6 +266,15 @@ static qtk_err emit_symbols(const tok_work *w, int32_t *ids, size_t cap, size_t 
 			QTK_TRY(emit(t, s->id, ids, cap, n, st));
 			continue;
 		}
+		if (t->ranked) { /* tokenizer.json: byte fallback was done up front */
+			if (t->unk < 0)
+				return qtk_fail(st, QTK_E_UNSUPPORTED,
+				                "%s: a character has no token and the vocabulary no <unk>",
+				                t->name);
+			if (!(t->fuse_unk && s->prev >= 0 && w->sym[s->prev].id < 0))
+				QTK_TRY(emit(t, t->unk, ids, cap, n, st));
+			continue;
+		}
 		for (uint32_t k = 0; k < s->n; k++) {
 			int32_t b = t->byte_id[(uint8_t)w->buf[s->off + k]];
 			if (b < 0 && t->unk < 0)
@@ -268,6 +298,28 @@ size_t qtk_tok_max_tokens(size_t len)
 	return len > (SIZE_MAX - 5) / 3 ? SIZE_MAX : 3 * len + 5;
 }
 
+/* The symbol(s) of one character at buf[off, off+len): the character, or
+ * for tokenizer.json a byte token per byte when the character is no piece
+ * (Hugging Face's BPE falls back before merging; llama.cpp after).
+ * Returns the new symbol count. */
+static size_t add_symbols(const qtk_tok *t, const char *buf, uint32_t off, uint32_t len,
+                          tok_sym *sym, size_t nsym)
+{
+	int32_t id = qtk_tok_find(t, buf + off, len);
+	int bytes = id < 0 && t->ranked && t->byte_fallback;
+
+	for (uint32_t k = 0; bytes && k < len; k++)
+		bytes = t->byte_id[(uint8_t)buf[off + k]] >= 0;
+	if (!bytes) {
+		sym[nsym++] = (tok_sym){ .off = off, .n = len, .id = id };
+		return nsym;
+	}
+	for (uint32_t k = 0; k < len; k++)
+		sym[nsym++] = (tok_sym){ .off = off + k, .n = 1,
+		                         .id = t->byte_id[(uint8_t)buf[off + k]] };
+	return nsym;
+}
+
 /* The merging itself, over buf[0, blen) (non-empty). */
 static qtk_err encode_escaped(const qtk_tok *t, const char *buf, size_t blen, int32_t *ids,
                               size_t cap, size_t *n, qtk_status *st)
@@ -282,15 +334,16 @@ static qtk_err encode_escaped(const qtk_tok *t, const char *buf, size_t blen, in
 		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory encoding %zu bytes", t->name, blen);
 		goto out;
 	}
-	for (size_t off = 0; off < blen; nsym++) {
+	for (size_t off = 0; off < blen;) {
 		uint32_t len = utf8_len((uint8_t)buf[off]);
-		tok_sym *s = &w.sym[nsym];
-		s->n = len < blen - off ? len : (uint32_t)(blen - off);
-		s->off = (uint32_t)off;
-		s->prev = (int32_t)nsym - 1;
-		off += s->n;
-		s->next = off == blen ? -1 : (int32_t)nsym + 1;
-		s->id = qtk_tok_find(t, buf + s->off, s->n);
+		if (len > blen - off)
+			len = (uint32_t)(blen - off);
+		nsym = add_symbols(t, buf, (uint32_t)off, len, w.sym, nsym);
+		off += len;
+	}
+	for (size_t i = 0; i < nsym; i++) {
+		w.sym[i].prev = (int32_t)i - 1;
+		w.sym[i].next = i + 1 < nsym ? (int32_t)i + 1 : -1;
 	}
 	for (size_t i = 0; i + 1 < nsym; i++) /* queue every pair, then heapify: O(n) */
 		w.nheap += make_pair(&w, (int32_t)i, &w.heap[w.nheap]);
@@ -389,14 +442,20 @@ static qtk_err encode_frags(const qtk_tok *t, const char *text, const tok_frag *
 	int after_special = 1;
 
 	for (size_t i = 0; i < nf; i++) {
+		const char *s = text + f[i].off;
 		size_t blen;
+		int space;
 
 		if (f[i].id >= 0) {
 			QTK_TRY(emit(t, f[i].id, ids, cap, n, st));
 			after_special = 1;
 			continue;
 		}
-		blen = escape(text + f[i].off, f[i].len, t->add_space && after_special, buf);
+		/* Metaspace: "first" only at the start, and not before a space */
+		space = t->add_space && after_special && !(t->space_first_only && f[i].off) &&
+		        !(t->space_unless_one &&
+		          (*s == ' ' || (f[i].len >= 3 && !memcmp(s, "\xe2\x96\x81", 3))));
+		blen = escape(s, f[i].len, space, buf);
 		if (blen)
 			QTK_TRY(encode_escaped(t, buf, blen, ids, cap, n, st));
 		after_special = 0;

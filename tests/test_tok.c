@@ -928,3 +928,37 @@ TEST(tok_json_refused)
 		CHECK_EQ(qtk_tok_open(t_tmp("missing.json"), &t, &st), QTK_E_NOT_FOUND);
 	}
 }
+
+/* A piece with U+2581 inside ("a▁b") lets merges cross words: then the
+ * whole text merges in one heap (the per-word shortcut would give
+ * U+2581 a, U+2581 b). */
+TEST(tok_cross_word_piece)
+{
+	static const char *const pieces[] = { "<unk>", "<s>", "</s>", "\xe2\x96\x81", "a", "b",
+	                                      "\xe2\x96\x81" "a", "a\xe2\x96\x81", "a\xe2\x96\x81" "b",
+	                                      "\xe2\x96\x81" "b" };
+	static const float scores[] = { 0, 0, 0, 0, 0, 0, -2, -1, -0.5f, -4 };
+	static const int32_t types[] = { 2, 3, 3, 1, 1, 1, 1, 1, 1, 1 };
+	qtk_gguf_kvs *k = qtk_gguf_kvs_new();
+	qtk_gguf_writer *w;
+	qtk_tok *t;
+	qtk_status st;
+	int32_t ids[8];
+	size_t n;
+
+	REQUIRE(k);
+	REQUIRE(qtk_gguf_kvs_add_str(k, "tokenizer.ggml.model", "llama", 5, &st) == QTK_OK);
+	REQUIRE(qtk_gguf_kvs_add_arr_str(k, "tokenizer.ggml.tokens", pieces, NULL, 10, &st) == QTK_OK);
+	REQUIRE(qtk_gguf_kvs_add_arr(k, "tokenizer.ggml.scores", QTK_GGUF_F32, scores, 10, &st) == QTK_OK);
+	REQUIRE(qtk_gguf_kvs_add_arr(k, "tokenizer.ggml.token_type", QTK_GGUF_I32, types, 10, &st) ==
+	        QTK_OK);
+	REQUIRE(qtk_gguf_writer_open(&w, t_tmp("x.gguf"), k, NULL, 0, NULL, &st) == QTK_OK);
+	REQUIRE(qtk_gguf_writer_commit(w, &st) == QTK_OK);
+	qtk_gguf_kvs_free(k);
+	REQUIRE(qtk_tok_open(t_tmp("x.gguf"), &t, &st) == QTK_OK);
+	CHECK(qtk_tok_encode(t, "a b", 3, 0, ids, 8, &n, &st) == QTK_OK);
+	CHECK(n == 2 && ids[0] == 3 && ids[1] == 8);
+	CHECK(qtk_tok_encode(t, "b a b", 5, 0, ids, 8, &n, &st) == QTK_OK);
+	CHECK(n == 3 && ids[0] == 9 && ids[1] == 3 && ids[2] == 8);
+	qtk_tok_close(t);
+}

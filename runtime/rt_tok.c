@@ -3,7 +3,9 @@
  * cut into UTF-8 characters; adjacent pairs whose concatenation is a piece
  * wait in a max-heap by that piece's score (ties: leftmost); the best pair
  * is merged and its new neighbours are queued, until no pair is a piece.
- * Symbols that are no piece become byte tokens. O(n log n). */
+ * Symbols that are no piece become byte tokens. O(n log n), word by word
+ * when no piece can span a word start. A tokenizer.json ranks pairs by
+ * their merge rule instead (Hugging Face tokenizers' BPE). */
 #include <string.h>
 
 #include "tok_impl.h"

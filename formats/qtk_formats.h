@@ -503,6 +503,15 @@ typedef struct {
 	int32_t *types;
 	int32_t unk_id, bos_id, eos_id, pad_id; /* -1: none */
 	void *map_;             /* private */
+	/* trainer_spec (defaults when absent, as sentencepiece) */
+	int32_t model_type;     /* 1 unigram (default), 2 BPE, 3 word, 4 char */
+	int byte_fallback;      /* 0 */
+	int ws_as_suffix;       /* treat_whitespace_as_suffix: 0 */
+	/* normalizer_spec */
+	int add_dummy_prefix;   /* 1 */
+	int remove_extra_ws;    /* remove_extra_whitespaces: 1 */
+	int escape_ws;          /* escape_whitespaces: 1 */
+	int has_charsmap;       /* a non-empty precompiled_charsmap (e.g. nmt_nfkc) */
 } qtk_spm_vocab;
 
 QTK_API qtk_err qtk_spm_read(const char *path, qtk_spm_vocab **out, qtk_status *st);

@@ -107,12 +107,13 @@ typedef enum {
 	QTK_E_GG_BOUNDS = 135,          /* tensor data past the end of the file */
 	QTK_E_GG_OVERLAP = 136,         /* two tensors share bytes */
 	QTK_E_GG_DUP_TENSOR = 137,      /* a tensor name appears twice */
-	QTK_E_GG_NAME = 138,            /* empty key/name, or a NUL byte in it */
+	QTK_E_GG_NAME = 138,            /* empty key/name, a NUL in it, a key not printable ASCII or > 65535 bytes */
 	QTK_E_GG_KV_MISMATCH = 139,     /* a KV has another type than the caller asked for */
 	QTK_E_GG_INCOMPLETE = 140,      /* writer: tensor bytes not written exactly once */
 	QTK_E_GG_LAYOUT = 141,          /* writer/packer: shape, type or layout the target cannot hold */
 	QTK_E_GG_TOKENIZER = 142,       /* tokenizer.model is not a valid sentencepiece model */
 	QTK_E_GG_CONFIG = 143,          /* config.json lacks or has a bad hyper-parameter */
+	QTK_E_GG_BOOL = 144,            /* a bool KV (or bool array element) other than 0 or 1 */
 
 	/* quant (quant/): 170-189 */
 	QTK_E_Q_NONFINITE = 170,      /* NaN or Inf in the input */

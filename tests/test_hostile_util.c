@@ -208,6 +208,7 @@ int hs_st_sharded(const char *dir)
 		"{\"metadata\": {\"total_size\": 4184},\n"
 		" \"weight_map\": {\"a.w\": \"s1.safetensors\", \"a.b\": \"s1.safetensors\",\n"
 		"                \"b.w\": \"s2.safetensors\", \"b.i\": \"s2.safetensors\"}}\n";
+	static const char *const meta[] = { "format", "pt", NULL };
 	char p[3][4200];
 	size_t n;
 	uint8_t *a, *b;
@@ -215,8 +216,6 @@ int hs_st_sharded(const char *dir)
 	snprintf(p[0], sizeof p[0], "%s/s1.safetensors", dir);
 	snprintf(p[1], sizeof p[1], "%s/s2.safetensors", dir);
 	snprintf(p[2], sizeof p[2], "%s/m.safetensors.index.json", dir);
-	static const char *const meta[] = { "format", "pt", NULL };
-
 	a = write_st(p[0], s1, 2, meta, &n);
 	b = write_st(p[1], s2, 2, NULL, &n);
 	free(a);

@@ -6,8 +6,8 @@
  * must exit 0 or 1 (no signal, no hang); a command that writes must either
  * succeed with a readable output or leave the output directory empty (no
  * output, no temporary); verify must refuse every changed .qtk byte
- * outside zero padding. Under make check (QTK_SANITIZED) the sample is a
- * third the size: each run of the sanitized binary costs ~10x more. */
+ * outside zero padding. 72 cases per file; under make check (QTK_SANITIZED)
+ * 18, a quarter: each run of the sanitized binary costs ~10x more. */
 #include <stdlib.h>
 
 #include "qtk_formats.h"

@@ -12,7 +12,7 @@ static void verify_usage(FILE *f)
 	fprintf(f, "Usage: qtk verify [-q] FILE.qtk\n\n"
 	           "Check a packed file: structure, every plane's crc32, zstd frames,\n"
 	           "NaN/Inf scales and the metadata JSON. Exit 0 if intact, 1 otherwise\n"
-	           "(the message names the first bad tensor).\n\n"
+	           "(the message names the first bad tensor), 2 for a bad command line.\n\n"
 	           "  -q, --quiet  print nothing on success\n"
 	           "  -h, --help   show this help\n");
 }

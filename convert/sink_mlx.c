@@ -266,22 +266,21 @@ static void shard_name(const mlx_sink *m, size_t k, char *buf, size_t n)
 		snprintf(buf, n, "model-%05zu-of-%05zu.safetensors", k + 1, m->nshards);
 }
 
-static uint64_t shard_limit(void)
+/* $QTK_MLX_SHARD_BYTES (tests force small shards) or 5 GiB. */
+static qtk_err shard_limit(uint64_t *limit, qtk_status *st)
 {
-	const char *e = getenv("QTK_MLX_SHARD_BYTES"); /* tests force small shards */
-	char *end;
-	unsigned long long v;
+	const char *e = getenv("QTK_MLX_SHARD_BYTES");
 
+	*limit = MLX_SHARD_LIMIT;
 	if (!e || !*e)
-		return MLX_SHARD_LIMIT;
-	v = strtoull(e, &end, 10);
-	return *end || v == 0 ? MLX_SHARD_LIMIT : v;
+		return QTK_OK;
+	return qtk_parse_u64("QTK_MLX_SHARD_BYTES", e, 1, UINT64_MAX, limit, st);
 }
 
 /* Greedy, in output order, as mlx-lm's make_shards (never an empty shard). */
-static void assign_shards(mlx_sink *m)
+static void assign_shards(mlx_sink *m, uint64_t limit)
 {
-	uint64_t limit = shard_limit(), size = 0;
+	uint64_t size = 0;
 	size_t shard = 0, idx = 0;
 
 	for (size_t i = 0; i < m->nout; i++) {
@@ -438,8 +437,11 @@ static const qtk_outdir_kind mlx_kind = { .name = "MLX", .check = mlx_is_ours };
 
 qtk_err mlx_open(mlx_sink *m, const char *path, const qtk_write_opts *wo, qtk_status *st)
 {
+	uint64_t limit;
+
+	QTK_TRY(shard_limit(&limit, st));
 	QTK_TRY(qtk_outdir_open(&m->od, path, wo, &mlx_kind, st));
-	assign_shards(m);
+	assign_shards(m, limit);
 	return open_shards(m, st);
 }
 
@@ -758,8 +760,12 @@ void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c)
 	const char *s = json_string_value(json_object_get(r, "scheme"));
 	const char *g = json_string_value(json_object_get(r, "group"));
 	int id = s ? qtk_q_scheme_from_name(s) : -1;
+	uint64_t gv = 0;
 
 	c->main_scheme = id >= 0 ? (qtk_scheme_id)id : QTK_SCHEME_RAW;
-	c->main_group = g ? (uint32_t)strtoul(g, NULL, 10) : 0;
+	/* from a .qtk file's metadata when exporting: anything but a group
+	 * size ("row", junk) means no main group */
+	c->main_group = g && qtk_parse_u64("group", g, 1, 4096, &gv, NULL) == QTK_OK ?
+	                (uint32_t)gv : 0;
 	json_decref(r);
 }

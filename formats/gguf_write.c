@@ -87,6 +87,13 @@ static qtk_err kv_begin(qtk_gguf_kvs *k, const char *key, uint32_t type, size_t 
 
 	if (!kl)
 		return qtk_fail(st, QTK_E_GG_NAME, "GGUF writer: empty KV key");
+	/* what the reader accepts: printable ASCII, at most 65535 bytes */
+	if (kl > 65535)
+		return qtk_fail(st, QTK_E_GG_NAME, "GGUF writer: KV key of %zu bytes (at most 65535)", kl);
+	for (size_t i = 0; i < kl; i++)
+		if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
+			return qtk_fail(st, QTK_E_GG_NAME, "GGUF writer: KV key '%s' is not printable ASCII",
+			                key);
 	for (size_t i = 0; i < k->n; i++)
 		if (!strcmp(k->keys[i], key))
 			return qtk_fail(st, QTK_E_GG_DUP_KEY, "GGUF writer: KV '%s' added twice", key);
@@ -125,6 +132,9 @@ qtk_err qtk_gguf_kvs_add(qtk_gguf_kvs *k, const char *key, uint32_t type, const 
 			                "GGUF writer: general.alignment %u is not a power of two", a);
 	} else if (key && !strcmp(key, "general.alignment"))
 		return qtk_fail(st, QTK_E_GG_ALIGNMENT, "GGUF writer: general.alignment must be u32");
+	if (type == QTK_GGUF_BOOL && *(const uint8_t *)value > 1)
+		return qtk_fail(st, QTK_E_GG_BOOL, "GGUF writer: KV '%s': bool value %u, not 0 or 1",
+		                key ? key : "", *(const uint8_t *)value);
 	QTK_TRY(kv_begin(k, key, type, sz, st));
 	/* host values to little-endian */
 	if (sz == 1)
@@ -190,6 +200,11 @@ qtk_err qtk_gguf_kvs_add_arr(qtk_gguf_kvs *k, const char *key, uint32_t elem_typ
 		                key ? key : "", elem_type);
 	if (__builtin_mul_overflow(n, (size_t)sz, &bytes) || bytes > SIZE_MAX - 12)
 		return qtk_fail(st, QTK_E_OVERFLOW, "GGUF writer: KV '%s' too large", key);
+	for (size_t i = 0; elem_type == QTK_GGUF_BOOL && i < n; i++)
+		if (p[i] > 1)
+			return qtk_fail(st, QTK_E_GG_BOOL,
+			                "GGUF writer: KV '%s': bool element %zu is %u, not 0 or 1",
+			                key ? key : "", i, p[i]);
 	QTK_TRY(kv_begin(k, key, QTK_GGUF_ARRAY, bytes + 12, st));
 	put_u32(k, elem_type);
 	put_u64(k, n);

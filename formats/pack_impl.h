@@ -19,6 +19,7 @@
 #define PK_DEFAULT_ALIGN 4096u
 #define PK_RF_COMPRESSED 0x1u      /* required flag: some plane is zstd */
 #define PK_RF_KNOWN PK_RF_COMPRESSED
+#define PK_OF_STORED_CRC 0x1u      /* optional flag: records hold stored_crc32 */
 
 /* header field offsets */
 enum {
@@ -33,7 +34,7 @@ enum {
 enum {
 	R_NAME_OFF = 0, R_NAME_LEN = 4, R_NDIM = 8, R_SCHEME = 9, R_SRC_DT = 10,
 	R_SCALE_DT = 11, R_DTYPE = 12, R_GROUP = 16, R_QFLAGS = 20, R_SHAPE = 24,
-	R_PLANES = 88, R_PLANE_SIZE = 32,
+	R_PLANES = 88, R_PLANE_SIZE = 32, R_STORED_CRC = 216,
 	P_OFFSET = 0, P_SIZE = 8, P_STORED = 16, P_CRC = 24, P_FLAGS = 28
 };
 _Static_assert(H_HCRC + 4 == PK_HEADER_SIZE, "header layout");
@@ -83,6 +84,7 @@ typedef struct {
 	uint64_t rows, cols;
 	uint32_t name_off, name_len;
 	pk_wplane p[QTK_PLANE_MAX];
+	uint32_t stored_crc;   /* zstd form: crc32 of the stored bytes, planes in order */
 } pk_wtensor;
 
 struct qtk_pack_writer {

@@ -246,7 +246,8 @@ QTK_API qtk_dtype qtk_pack_plane_dtype(const qtk_pack_tensor *t, int plane);
  * size and the crc32. */
 QTK_API qtk_err qtk_pack_plane_read(const qtk_pack_file *f, const qtk_pack_tensor *t,
                                     int p, void *dst, qtk_status *st);
-/* Check every plane of tensor i: crc32, zstd frames, NaN/Inf scales. */
+/* Check every plane of tensor i: crc32, zstd frames, NaN/Inf scales, and
+ * that the padding before each plane is zero (QTK_E_PK_PADDING). */
 QTK_API qtk_err qtk_pack_verify_tensor(const qtk_pack_file *f, size_t i, qtk_status *st);
 /* All tensors in order; stops at (and names) the first bad tensor. Also
  * checks the metadata is a JSON object. */

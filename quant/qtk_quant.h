@@ -88,6 +88,7 @@ typedef enum {
 	QTK_E_PK_SCALES = 93,          /* a stored scale / bias is NaN or Inf */
 	QTK_E_PK_ZSTD = 94,            /* compressed plane is not one valid zstd frame of the plane size */
 	QTK_E_PK_INCOMPLETE = 95,      /* writer: plane bytes not written exactly once */
+	QTK_E_PK_PADDING = 96,         /* a padding byte (between sections or planes) is not zero */
 	/* GGUF (formats/gguf_*.c): 120-169 */
 	QTK_E_GG_TOO_SMALL = 120,       /* file shorter than the fixed GGUF header */
 	QTK_E_GG_MAGIC = 121,           /* not a GGUF file (bad magic) */

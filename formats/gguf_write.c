@@ -184,6 +184,10 @@ qtk_err qtk_gguf_kvs_add(qtk_gguf_kvs *k, const char *key, uint32_t type, const 
 		if (!a || (a & (a - 1)))
 			return qtk_fail(st, QTK_E_GG_ALIGNMENT,
 			                "GGUF writer: general.alignment %u is not a power of two", a);
+		if (a > QTK_GGUF_MAX_ALIGN)
+			return qtk_fail(st, QTK_E_GG_ALIGNMENT,
+			                "GGUF writer: general.alignment %u is larger than %u, the most qtk writes",
+			                a, QTK_GGUF_MAX_ALIGN);
 	} else if (key && !strcmp(key, "general.alignment"))
 		return qtk_fail(st, QTK_E_GG_ALIGNMENT, "GGUF writer: general.alignment must be u32");
 	QTK_TRY(kv_begin(k, key, type, sz, st));

@@ -282,6 +282,12 @@ enum {
 
 #define QTK_GGUF_MAX_DIMS 4
 #define QTK_GGUF_DEFAULT_ALIGN 32u
+/* The largest general.alignment qtk reads or writes: 64 KiB, the largest
+ * page size of common platforms (arm64 and ppc64le 64K-page kernels);
+ * aligning a mapped tensor beyond its page buys nothing, llama.cpp and
+ * gguf-py write 32, and an unbounded value lets a 64-byte file ask for a
+ * 2 GiB output (the header alone is padded to it). */
+#define QTK_GGUF_MAX_ALIGN 65536u
 #define QTK_GGUF_QK 32u  /* elements per Q8_0 / Q4_0 / Q4_1 block */
 
 /* "Q4_0"; NULL for an unknown or retired type. */

@@ -103,7 +103,7 @@ typedef enum {
 	QTK_E_GG_SHAPE = 130,           /* element count or byte size of a tensor wraps */
 	QTK_E_GG_TYPE = 131,            /* unknown or retired ggml type */
 	QTK_E_GG_BLOCK = 132,           /* ne[0] not a multiple of the type's block size */
-	QTK_E_GG_ALIGNMENT = 133,       /* general.alignment not a u32 power of two */
+	QTK_E_GG_ALIGNMENT = 133,       /* general.alignment not a u32 power of two <= 64 KiB */
 	QTK_E_GG_MISALIGNED = 134,      /* tensor offset not a multiple of the alignment */
 	QTK_E_GG_BOUNDS = 135,          /* tensor data past the end of the file */
 	QTK_E_GG_OVERLAP = 136,         /* two tensors share bytes */

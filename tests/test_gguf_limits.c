@@ -183,3 +183,69 @@ TEST(gguf_kvs_duplicate_keys_refused_at_scale)
 	CHECK_EQ(qtk_gguf_kvs_count(k), MANY_KVS + 1);
 	qtk_gguf_kvs_free(k);
 }
+
+/* A file with only general.alignment = a (and optionally the tensor "w"). */
+static void align_file(gbuf *g, uint32_t a, int tensor)
+{
+	g->len = 0;
+	gb_header(g, tensor ? 1 : 0, 1);
+	gb_str(g, "general.alignment");
+	gb_u32(g, 4);
+	gb_u32(g, a);
+	if (tensor)
+		gb_tensor_f32(g, a);
+}
+
+/* general.alignment is bounded by 64 KiB (QTK_GGUF_MAX_ALIGN) on read and
+ * on write: a 57-byte file asking for 2^31 made a fully allocated 2 GiB
+ * GGUF output (its header padded to the alignment). */
+TEST(gguf_alignment_bounded)
+{
+	gbuf g = { 0 };
+	qtk_gguf_file *f = NULL;
+	qtk_gguf_kvs *k;
+	qtk_status st;
+	char in[4200], out[4200];
+
+	align_file(&g, 1u << 31, 0);
+	REQUIRE(qtk_gguf_open_mem(g.b, g.len, "big.gguf", &f, &st) == QTK_E_GG_ALIGNMENT);
+	CHECK_MSG(strstr(st.msg, "big.gguf") && strstr(st.msg, "2147483648") &&
+	          strstr(st.msg, "65536"), "%s", st.msg);
+	CHECK(f == NULL);
+	align_file(&g, 1u << 17, 1);
+	REQUIRE(qtk_gguf_open_mem(g.b, g.len, "big.gguf", &f, &st) == QTK_E_GG_ALIGNMENT);
+	CHECK(strstr(st.msg, "131072") != NULL);
+
+	/* convert refuses it naming the file, and writes nothing */
+	align_file(&g, 1u << 31, 0);
+	snprintf(in, sizeof in, "%s", t_tmp("a31.gguf"));
+	snprintf(out, sizeof out, "%s", t_tmp("a31.out.gguf"));
+	REQUIRE(t_write_file(in, g.b, g.len) == 0);
+	CHECK_EQ(conv(in, out, QTK_OUT_GGUF, &st), QTK_E_GG_ALIGNMENT);
+	CHECK_MSG(strstr(st.msg, "a31.gguf") && strstr(st.msg, "2147483648"), "%s", st.msg);
+	CHECK(access(out, F_OK) != 0);
+	CHECK_EQ(t_dir_entries(t_tmpdir()), 1);
+
+	/* 64 KiB itself is fine, read and carried over to the output */
+	align_file(&g, 65536, 1);
+	REQUIRE(qtk_gguf_open_mem(g.b, g.len, "ok.gguf", &f, &st) == QTK_OK);
+	CHECK_EQ(qtk_gguf_alignment(f), 65536);
+	CHECK_EQ(qtk_gguf_data_offset(f), 65536);
+	qtk_gguf_close(f);
+	snprintf(in, sizeof in, "%s", t_tmp("a16.gguf"));
+	REQUIRE(t_write_file(in, g.b, g.len) == 0);
+	CHECK_MSG(conv(in, out, QTK_OUT_GGUF, &st) == QTK_OK, "%s", st.msg);
+	REQUIRE(qtk_gguf_open(out, &f, &st) == QTK_OK);
+	CHECK_EQ(qtk_gguf_alignment(f), 65536);
+	qtk_gguf_close(f);
+
+	/* the writer: 64 KiB yes, 128 KiB and 2^31 no */
+	k = qtk_gguf_kvs_new();
+	REQUIRE(k);
+	CHECK_EQ(qtk_gguf_kvs_add_u32(k, "general.alignment", 1u << 31, &st), QTK_E_GG_ALIGNMENT);
+	CHECK(strstr(st.msg, "2147483648") != NULL);
+	CHECK_EQ(qtk_gguf_kvs_add_u32(k, "general.alignment", 1u << 17, &st), QTK_E_GG_ALIGNMENT);
+	CHECK_EQ(qtk_gguf_kvs_add_u32(k, "general.alignment", 65536, &st), QTK_OK);
+	qtk_gguf_kvs_free(k);
+	free(g.b);
+}

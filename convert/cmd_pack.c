@@ -20,13 +20,9 @@ static void pack_usage(FILE *f, int unpack)
 		           "  --zstd        compress with zstd (the default and only codec)\n"
 		           "  --level N     zstd level 1..19 (default 9)\n"
 		           "  --no-split    do not split 16-bit planes into byte planes first\n");
-	fprintf(f, "  -f, --force   replace an existing OUT (a regular file only)
-"
-	           "  -h, --help    show this help
-
-"
-	           "Exit status: 0 success, 1 failure, 2 usage error.
-");
+	fprintf(f, "  -f, --force   replace an existing OUT (a regular file only)\n"
+	           "  -h, --help    show this help\n\n"
+	           "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
 static int run(int argc, char **argv, int unpack)

@@ -435,6 +435,10 @@ static qtk_err check_alignment(qtk_gguf_file *f, qtk_status *st)
 	if (a == 0 || (a & (a - 1)))
 		return qtk_fail(st, QTK_E_GG_ALIGNMENT,
 		                "%s: KV 'general.alignment' = %u is not a power of two", f->name, a);
+	if (a > QTK_GGUF_MAX_ALIGN)
+		return qtk_fail(st, QTK_E_GG_ALIGNMENT,
+		                "%s: KV 'general.alignment' = %u is larger than %u, the most qtk accepts (a page on any common platform)",
+		                f->name, a, QTK_GGUF_MAX_ALIGN);
 	f->align = a;
 	return QTK_OK;
 }

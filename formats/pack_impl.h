@@ -122,6 +122,14 @@ qtk_err pk_shape_2d(uint32_t ndim, const uint64_t *shape, uint64_t *rows,
 
 /* The file's name for messages (pack_read.c). */
 const char *pk_file_name(const qtk_pack_file *f);
+/* Where the padding before tensor i's first plane starts (pack_read.c). */
+uint64_t pk_pad_from(const qtk_pack_file *f, size_t i);
+/* QTK_E_PK_PADDING naming the offset of the first nonzero byte of the
+ * file's [a, b) and `where` that gap is, if there is one. */
+qtk_err pk_check_zero(const qtk_pack_file *f, uint64_t a, uint64_t b, const char *where,
+                      qtk_status *st);
+/* "codes", "scales", "biases", "dq" */
+extern const char *const pk_plane_names[QTK_PLANE_MAX];
 
 /* Elements of 2 bytes in this plane? (byte-plane split applies) */
 int pk_plane_is16(const qtk_q_layout *L, int p);

@@ -2,6 +2,7 @@
  * verification, and the zstd transport form (qtk pack / unpack). */
 #include <jansson.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -44,6 +45,12 @@ static qtk_err decompress(const qtk_pack_file *f, const qtk_pack_tensor *t, int 
 	    ZSTD_findFrameCompressedSize(pl->data, (size_t)pl->stored_size) != pl->stored_size)
 		return qtk_fail(st, QTK_E_PK_ZSTD, "%s: tensor '%s': plane %d is not one zstd frame of %llu bytes",
 		                pk_file_name(f), t->name, p, (unsigned long long)pl->size);
+	/* the frame header descriptor's unused bit (0x10), which a decoder
+	 * "shall not interpret": libzstd never sets it, and refusing it
+	 * leaves no bit of a frame header unchecked (docs/format.md) */
+	if (((const uint8_t *)pl->data)[4] & 0x10)
+		return qtk_fail(st, QTK_E_PK_ZSTD, "%s: tensor '%s': plane %d: zstd frame header sets the unused bit",
+		                pk_file_name(f), t->name, p);
 	if (pl->flags & QTK_PACK_PF_BYTESPLIT) {
 		tmp = qtk_malloc((size_t)pl->size);
 		if (!tmp)
@@ -128,18 +135,27 @@ qtk_err qtk_pack_verify_tensor(const qtk_pack_file *f, size_t i, qtk_status *st)
 {
 	const qtk_pack_tensor *t = qtk_pack_get(f, i);
 
+	uint64_t pad;
+
 	if (!t)
 		return qtk_fail(st, QTK_E_ARG, "pack: no tensor %zu", i);
 	QTK_TRY(check_stored_crc(f, i, t, st));
+	pad = pk_pad_from(f, i);
 	for (int p = 0; p < QTK_PLANE_MAX; p++) {
 		const qtk_pack_plane *pl = &t->planes[p];
 		const uint8_t *buf = pl->data;
 		uint8_t *tmp = NULL;
 		qtk_dtype dt = qtk_pack_plane_dtype(t, p);
 		int64_t bad;
+		char where[128];
 
 		if (pl->size == 0)
 			continue;
+		/* the padding before each plane (open checked its range) */
+		snprintf(where, sizeof where, "before tensor '%.64s' plane %d (%s)", t->name, p,
+		         pk_plane_names[p]);
+		QTK_TRY(pk_check_zero(f, pad, pl->offset, where, st));
+		pad = pl->offset + pl->stored_size;
 		if (pl->flags & QTK_PACK_PF_ZSTD) {
 			qtk_err rc;
 

@@ -272,7 +272,8 @@ QTK_API qtk_dtype qtk_pack_plane_dtype(const qtk_pack_tensor *t, int plane);
  * size and the crc32. */
 QTK_API qtk_err qtk_pack_plane_read(const qtk_pack_file *f, const qtk_pack_tensor *t,
                                     int p, void *dst, qtk_status *st);
-/* Check every plane of tensor i: crc32, zstd frames, NaN/Inf scales. */
+/* Check every plane of tensor i: crc32, zstd frames, NaN/Inf scales, and
+ * that the padding before each plane is zero (QTK_E_PK_PADDING). */
 QTK_API qtk_err qtk_pack_verify_tensor(const qtk_pack_file *f, size_t i, qtk_status *st);
 /* All tensors in order; stops at (and names) the first bad tensor. Also
  * checks the metadata is a JSON object. */
@@ -307,6 +308,12 @@ enum {
 
 #define QTK_GGUF_MAX_DIMS 4
 #define QTK_GGUF_DEFAULT_ALIGN 32u
+/* The largest general.alignment qtk reads or writes: 64 KiB, the largest
+ * page size of common platforms (arm64 and ppc64le 64K-page kernels);
+ * aligning a mapped tensor beyond its page buys nothing, llama.cpp and
+ * gguf-py write 32, and an unbounded value lets a 64-byte file ask for a
+ * 2 GiB output (the header alone is padded to it). */
+#define QTK_GGUF_MAX_ALIGN 65536u
 #define QTK_GGUF_QK 32u  /* elements per Q8_0 / Q4_0 / Q4_1 block */
 
 /* "Q4_0"; NULL for an unknown or retired type. */

@@ -88,6 +88,7 @@ typedef enum {
 	QTK_E_PK_SCALES = 93,          /* a stored scale / bias is NaN or Inf */
 	QTK_E_PK_ZSTD = 94,            /* compressed plane is not one valid zstd frame of the plane size */
 	QTK_E_PK_INCOMPLETE = 95,      /* writer: plane bytes not written exactly once */
+	QTK_E_PK_PADDING = 96,         /* a padding byte (between sections or planes) is not zero */
 	/* GGUF (formats/gguf_*.c): 120-169 */
 	QTK_E_GG_TOO_SMALL = 120,       /* file shorter than the fixed GGUF header */
 	QTK_E_GG_MAGIC = 121,           /* not a GGUF file (bad magic) */
@@ -102,7 +103,7 @@ typedef enum {
 	QTK_E_GG_SHAPE = 130,           /* element count or byte size of a tensor wraps */
 	QTK_E_GG_TYPE = 131,            /* unknown or retired ggml type */
 	QTK_E_GG_BLOCK = 132,           /* ne[0] not a multiple of the type's block size */
-	QTK_E_GG_ALIGNMENT = 133,       /* general.alignment not a u32 power of two */
+	QTK_E_GG_ALIGNMENT = 133,       /* general.alignment not a u32 power of two <= 64 KiB */
 	QTK_E_GG_MISALIGNED = 134,      /* tensor offset not a multiple of the alignment */
 	QTK_E_GG_BOUNDS = 135,          /* tensor data past the end of the file */
 	QTK_E_GG_OVERLAP = 136,         /* two tensors share bytes */

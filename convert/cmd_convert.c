@@ -277,6 +277,32 @@ static void print_summary(const qtk_conv_report *rep, const char *out)
 	free(sorted);
 }
 
+/* What happened to values, on stderr whatever -q says: tensors widened to
+ * F32 because a narrow type qtk had chosen cannot hold a value, and
+ * nonzero values stored as zero. */
+static void print_value_notes(const qtk_conv_report *rep, const char *out)
+{
+	uint64_t total = 0;
+	size_t tensors = 0;
+
+	for (size_t i = 0; i < rep->ntensors; i++) {
+		const qtk_conv_tensor *t = &rep->tensors[i];
+		if (t->fallback)
+			fprintf(stderr, "qtk: note: %s: tensor '%s': %s\n", out, t->name, t->fallback);
+		if (t->flushed) {
+			if (tensors < 10)
+				fprintf(stderr, "qtk: note: %s: tensor '%s': %llu nonzero values stored "
+				        "as zero (below the smallest value their type holds)\n", out,
+				        t->name, (unsigned long long)t->flushed);
+			total += t->flushed;
+			tensors++;
+		}
+	}
+	if (tensors > 10)
+		fprintf(stderr, "qtk: note: %s: %llu nonzero values stored as zero in %zu tensors "
+		        "(--json lists them all)\n", out, (unsigned long long)total, tensors);
+}
+
 static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
 {
 	json_t *root = json_object(), *arr = json_array();
@@ -318,6 +344,10 @@ static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
 		json_object_set_new(o, "rule", json_string(t->origin));
 		json_object_set_new(o, "source_bytes", json_integer((json_int_t)t->src_bytes));
 		json_object_set_new(o, "output_bytes", json_integer((json_int_t)t->out_bytes));
+		if (!dry)
+			json_object_set_new(o, "flushed", json_integer((json_int_t)t->flushed));
+		if (t->fallback)
+			json_object_set_new(o, "fallback", json_string(t->fallback));
 		if (t->has_metrics) {
 			json_t *m = json_object();
 			json_object_set_new(m, "rmse", json_real(t->m.rmse));
@@ -432,6 +462,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 				c->co.scale_dtype = QTK_DT_F32;
 			else
 				return cli_usage_error("convert", "bad scale dtype '%s'", optarg);
+			c->co.scale_dtype_set = 1;
 			break;
 		case OPT_DQ: c->co.qflags |= QTK_QF_DOUBLE_QUANT; break;
 		case OPT_AFFINE_RULE:
@@ -550,6 +581,8 @@ int cmd_convert(int argc, char **argv)
 	}
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);
+	if (!c.co.dry_run)
+		print_value_notes(rep, c.output);
 	if (c.json) {
 		json_t *j = report_json(rep, c.output, c.co.dry_run);
 		if (preset_used)

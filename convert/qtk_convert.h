@@ -174,6 +174,11 @@ typedef struct {
 	size_t nrequantized;
 	char **requantized;         /* [nrequantized] tensor names */
 	char **reasons;             /* [nrequantized] why */
+	char **notes;               /* [nrequantized] NULL, or why a value that did
+	                               not fit the requantized layout's F16/BF16
+	                               sent it to F32 (GGUF: the tensor; MLX:
+	                               scales and biases) */
+	uint64_t *flushed;          /* [nrequantized] nonzero values stored as zero */
 	double seconds;
 	int threads;
 } qtk_export_report;

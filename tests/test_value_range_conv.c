@@ -466,3 +466,53 @@ TEST(value_range_conv_wider_rule_f16_widens)
 	CHECK_EQ(t_convert(&o, QTK_SCHEME_INT8, 64, &ru, &rep, &st), QTK_E_Q_VALUE_RANGE);
 	CHECK_MSG(strstr(st.msg, in) && strstr(st.msg, "row 7 col 9: 70000"), "%s", st.msg);
 }
+
+/* Exit status of `qtk export QTK --to FMT -o OUT -R`, stderr in *err. */
+static int run_export(const char *qtk, const char *fmt, const char *out, char **err)
+{
+	TPATH(ef, "stderr.txt");
+	int rc = t_system("%s export %s --to %s -o %s -R -q 2>%s", qbin(), qtk, fmt, out, ef);
+	*err = slurp(ef);
+	return rc;
+}
+
+TEST(value_range_export_requantized_widen_to_f32)
+{
+	TPATH(in, "in.safetensors");
+	TPATH(q1, "a.qtk");
+	TPATH(q2, "b.qtk");
+	TPATH(g, "o.gguf");
+	TPATH(m, "o.mlx");
+	/* 'w': an int4 scale beyond F16 (F32 scales in the .qtk); 'v': rows of
+	 * 100 with 7e4, int8 per row (GGUF would keep it in F16) */
+	t_spec ts[2] = { { "w", 16, 128, 3, 70, 6e5f }, { "v", 16, 100, 5, 7, 7e4f } };
+	uint32_t type = 0;
+	char *err;
+
+	write_ckpt(in, QTK_DT_F32, ts, 2);
+	REQUIRE(run(in, q1, "--scheme int4 --group 32 --set v=int8:row", &err) == 0);
+	free(err);
+	CHECK_EQ(run_export(q1, "gguf", g, &err), 0);
+	HAS(err, "qtk: note:");
+	HAS(err, "tensor 'w': row 3 group 2: scale -75000 does not fit F16; stored in F32 instead");
+	HAS(err, "tensor 'v': row 5 col 7: 70000 does not fit F16 (largest finite 65504); "
+	         "stored in F32 instead");
+	free(err);
+	CHECK(gguf_at(g, "v", 5, 7, &type) == 7e4f);
+	CHECK_EQ(type, QTK_GGML_F32);
+	CHECK(gguf_at(g, "w", 3, 70, &type) == 6e5f);
+	CHECK_EQ(type, QTK_GGML_F32);
+	/* MLX: nf4 is requantized as MLX int4-affine with F16 scales (qtk's
+	 * pick for an F32 model): the bias 6e5 does not fit, F32 then */
+	ts[1].v = 0;
+	write_ckpt(in, QTK_DT_F32, ts, 2);
+	REQUIRE(run(in, q2, "--scheme nf4 --group 64", &err) == 0);
+	free(err);
+	CHECK_EQ(run_export(q2, "mlx", m, &err), 0);
+	HAS(err, "tensor 'w': row 3 group 1: scale");
+	HAS(err, "scales and biases stored in F32 instead");
+	free(err);
+	CHECK_EQ(mlx_dtype(m, "w.scales"), QTK_DT_F32);
+	CHECK_EQ(mlx_dtype(m, "w.biases"), QTK_DT_F32);
+	CHECK_EQ(mlx_dtype(m, "v"), QTK_DT_F32); /* rows of 100: kept at source precision */
+}

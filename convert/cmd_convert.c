@@ -37,6 +37,8 @@ static void convert_usage(FILE *f)
 "  -s, --scheme SCHEME      int8, int4, int4-affine, int8-affine, nf4, f16, bf16, f32\n"
 "  -g, --group N            group size: 32, 64, 128 (default 64) or 'row'\n"
 "      --scale-dtype T      f16 (default), bf16 or f32 for scales and biases\n"
+"                           (given: a scale it cannot hold fails; the default\n"
+"                           goes f32 for that tensor, with a note)\n"
 "      --double-quant       nf4: 8-bit group scales in blocks of 256 (bitsandbytes)\n"
 "      --affine-rule R      int4/int8-affine parameters: ggml (Q4_1: min and\n"
 "                           range) or mlx (mx.quantize's); default mlx for\n"
@@ -59,6 +61,9 @@ static void convert_usage(FILE *f)
 "Rules apply in this order, first match wins: --set and --keep (in the order\n"
 "given), the recipe file, the preset; then the defaults (integer, 1-D and\n"
 "<= 1024-element tensors and rows shorter than 32 are kept).\n"
+"A finite value a type you chose cannot hold (f16/bf16: beyond 65504 or\n"
+"3.39e38) fails naming file, tensor and position; where qtk chose the type\n"
+"(GGUF's f16 fallback, default f16 scales) the tensor goes f32, with a note.\n"
 "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n");
 }
 

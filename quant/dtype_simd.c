@@ -120,11 +120,16 @@ __attribute__((target("avx512f"))) void qtk_bf16_to_f32_avx512(const void *src_,
 		dst[i] = qtk_bf16_to_f32(ld16(s8 + 2 * i));
 }
 
-/* Narrowing checks (half.h): each vector's lanes are tested against the
- * flush and overflow ranges with a few integer compares on |x|; a vector
- * that has a lane in either goes through narrow_lanes, which applies the
- * scalar predicates lane by lane (rare: the loop pays one test and a
- * predicted branch per vector). */
+/* Narrowing checks (half.h). A lane flushes when |x| - 1 <= flush_max - 1
+ * and overflows when |x| - ovf_min <= Inf - ovf_min - 1, both unsigned (0
+ * wraps to the top, NaN and Inf lie above the overflow range): so each
+ * vector only folds |x| - 1 and |x| - ovf_min into running unsigned minima
+ * (two subtracts, two mins), and once per block of NARROW_BLOCK elements
+ * the minima are compared with the limits. A block with a hit is rechecked
+ * lane by lane with the scalar predicates (narrow_lanes); blocks without
+ * one (nearly all) cost no branch per vector and no second pass. */
+#define NARROW_BLOCK 256
+
 static void narrow_lanes(const float *src, size_t i, size_t w, uint32_t flush_max,
                          uint32_t ovf_min, size_t *first, uint64_t *flushed)
 {
@@ -147,27 +152,53 @@ static void narrow_tail(int f16, const float *src, uint8_t *d8, size_t i, size_t
 	}
 }
 
-/* mask of lanes with flush_max >= |x| >= 1 or ovf_min <= |x| < Inf, from
- * the magnitude bits a (< 2^31, so signed compares are unsigned ones) */
-__attribute__((target("avx2"))) static inline int narrow_any256(__m256i a, __m256i fl_lim,
-                                                                __m256i ov_lim)
+/* End of the block starting at i: whole steps of `step` elements. */
+static size_t block_end(size_t i, size_t n, size_t step)
 {
-	const __m256i zero = _mm256_setzero_si256(), inf = _mm256_set1_epi32(0x7f800000);
-	__m256i fl = _mm256_andnot_si256(_mm256_cmpeq_epi32(a, zero), _mm256_cmpgt_epi32(fl_lim, a));
-	__m256i ov = _mm256_and_si256(_mm256_cmpgt_epi32(a, ov_lim), _mm256_cmpgt_epi32(inf, a));
-	__m256i bad = _mm256_or_si256(fl, ov);
-	return !_mm256_testz_si256(bad, bad);
+	return n - i >= NARROW_BLOCK ? i + NARROW_BLOCK : i + (n - i) / step * step;
 }
 
-__attribute__((target("avx512f"))) static inline __mmask16 narrow_any512(__m512i a,
-                                                                        uint32_t flush_max,
-                                                                        uint32_t ovf_min)
+typedef struct {
+	__m256i fl, ov; /* running minima of |x| - 1 and |x| - ovf_min */
+} nacc256;
+
+__attribute__((target("avx2"))) static inline void nacc256_add(nacc256 *m, __m256i a,
+                                                               __m256i ovf_min)
 {
-	__mmask16 fl = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a, _mm512_set1_epi32(1)),
-	                                       _mm512_set1_epi32((int)flush_max));
-	__mmask16 ov = _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a, _mm512_set1_epi32((int)ovf_min)),
-	                                       _mm512_set1_epi32((int)(F32_INF_BITS - ovf_min)));
-	return (__mmask16)(fl | ov);
+	m->fl = _mm256_min_epu32(m->fl, _mm256_sub_epi32(a, _mm256_set1_epi32(1)));
+	m->ov = _mm256_min_epu32(m->ov, _mm256_sub_epi32(a, ovf_min));
+}
+
+/* 1 if a lane of the block flushes or overflows */
+__attribute__((target("avx2"))) static inline int nacc256_hit(const nacc256 *m,
+                                                              uint32_t flush_max,
+                                                              uint32_t ovf_min)
+{
+	__m256i fl_lim = _mm256_set1_epi32((int)(flush_max - 1));
+	__m256i ov_lim = _mm256_set1_epi32((int)(F32_INF_BITS - ovf_min - 1));
+	__m256i hit = _mm256_or_si256(
+		_mm256_cmpeq_epi32(_mm256_min_epu32(m->fl, fl_lim), m->fl),
+		_mm256_cmpeq_epi32(_mm256_min_epu32(m->ov, ov_lim), m->ov));
+	return !_mm256_testz_si256(hit, hit);
+}
+
+typedef struct {
+	__m512i fl, ov;
+} nacc512;
+
+__attribute__((target("avx512f"))) static inline void nacc512_add(nacc512 *m, __m512i a,
+                                                                  __m512i ovf_min)
+{
+	m->fl = _mm512_min_epu32(m->fl, _mm512_sub_epi32(a, _mm512_set1_epi32(1)));
+	m->ov = _mm512_min_epu32(m->ov, _mm512_sub_epi32(a, ovf_min));
+}
+
+__attribute__((target("avx512f"))) static inline int nacc512_hit(const nacc512 *m,
+                                                                 uint32_t flush_max,
+                                                                 uint32_t ovf_min)
+{
+	return (_mm512_cmple_epu32_mask(m->fl, _mm512_set1_epi32((int)(flush_max - 1))) |
+	        _mm512_cmple_epu32_mask(m->ov, _mm512_set1_epi32((int)(F32_INF_BITS - ovf_min - 1)))) != 0;
 }
 
 /* F32 -> BF16, round to nearest even; NaN: quiet bit set, sign kept. */
@@ -178,25 +209,27 @@ __attribute__((target("avx2"))) size_t qtk_f32_to_bf16_avx2(const float *src, vo
 	size_t i = 0, first = n;
 	const __m256i one = _mm256_set1_epi32(1), bias = _mm256_set1_epi32(0x7fff),
 	              abs = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000),
-	              q = _mm256_set1_epi32(0x40), fl_lim = _mm256_set1_epi32(BHALF_FLUSH_MAX + 1),
-	              ov_lim = _mm256_set1_epi32(BHALF_OVF_MIN - 1);
-	for (; i + 16 <= n; i += 16) {
-		__m256i r[2];
-		int any = 0;
-		for (int k = 0; k < 2; k++) {
-			__m256i u = _mm256_loadu_si256((const __m256i *)(const void *)(src + i + 8 * k));
-			__m256i a = _mm256_and_si256(u, abs);
-			__m256i isnan = _mm256_cmpgt_epi32(a, inf);
-			__m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
-			__m256i rn = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, lsb)), 16);
-			__m256i nn = _mm256_or_si256(_mm256_srli_epi32(u, 16), q);
-			r[k] = _mm256_blendv_epi8(rn, nn, isnan);
-			any |= narrow_any256(a, fl_lim, ov_lim);
+	              q = _mm256_set1_epi32(0x40), om = _mm256_set1_epi32((int)BHALF_OVF_MIN);
+	while (i + 16 <= n) {
+		size_t b0 = i, end = block_end(i, n, 16);
+		nacc256 m = { _mm256_set1_epi32(-1), _mm256_set1_epi32(-1) };
+		for (; i < end; i += 16) {
+			__m256i r[2];
+			for (int k = 0; k < 2; k++) {
+				__m256i u = _mm256_loadu_si256((const __m256i *)(const void *)(src + i + 8 * k));
+				__m256i a = _mm256_and_si256(u, abs);
+				__m256i isnan = _mm256_cmpgt_epi32(a, inf);
+				__m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+				__m256i rn = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(bias, lsb)), 16);
+				__m256i nn = _mm256_or_si256(_mm256_srli_epi32(u, 16), q);
+				r[k] = _mm256_blendv_epi8(rn, nn, isnan);
+				nacc256_add(&m, a, om);
+			}
+			__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
+			_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), p);
 		}
-		__m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r[0], r[1]), 0xd8);
-		_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), p);
-		if (any)
-			narrow_lanes(src, i, 16, BHALF_FLUSH_MAX, BHALF_OVF_MIN, &first, flushed);
+		if (nacc256_hit(&m, BHALF_FLUSH_MAX, BHALF_OVF_MIN))
+			narrow_lanes(src, b0, i - b0, BHALF_FLUSH_MAX, BHALF_OVF_MIN, &first, flushed);
 	}
 	narrow_lanes(src, i, n - i, BHALF_FLUSH_MAX, BHALF_OVF_MIN, &first, flushed);
 	narrow_tail(0, src, d8, i, n);
@@ -210,17 +243,22 @@ __attribute__((target("avx512f"))) size_t qtk_f32_to_bf16_avx512(const float *sr
 	size_t i = 0, first = n;
 	const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff),
 	              abs = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000),
-	              q = _mm512_set1_epi32(0x40);
-	for (; i + 16 <= n; i += 16) {
-		__m512i u = _mm512_loadu_si512((const void *)(src + i));
-		__m512i a = _mm512_and_si512(u, abs);
-		__mmask16 isnan = _mm512_cmpgt_epi32_mask(a, inf);
-		__m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
-		__m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), 16);
-		r = _mm512_mask_mov_epi32(r, isnan, _mm512_or_si512(_mm512_srli_epi32(u, 16), q));
-		_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), _mm512_cvtepi32_epi16(r));
-		if (narrow_any512(a, BHALF_FLUSH_MAX, BHALF_OVF_MIN))
-			narrow_lanes(src, i, 16, BHALF_FLUSH_MAX, BHALF_OVF_MIN, &first, flushed);
+	              q = _mm512_set1_epi32(0x40), om = _mm512_set1_epi32((int)BHALF_OVF_MIN);
+	while (i + 16 <= n) {
+		size_t b0 = i, end = block_end(i, n, 16);
+		nacc512 m = { _mm512_set1_epi32(-1), _mm512_set1_epi32(-1) };
+		for (; i < end; i += 16) {
+			__m512i u = _mm512_loadu_si512((const void *)(src + i));
+			__m512i a = _mm512_and_si512(u, abs);
+			__mmask16 isnan = _mm512_cmpgt_epi32_mask(a, inf);
+			__m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), one);
+			__m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(bias, lsb)), 16);
+			r = _mm512_mask_mov_epi32(r, isnan, _mm512_or_si512(_mm512_srli_epi32(u, 16), q));
+			_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), _mm512_cvtepi32_epi16(r));
+			nacc512_add(&m, a, om);
+		}
+		if (nacc512_hit(&m, BHALF_FLUSH_MAX, BHALF_OVF_MIN))
+			narrow_lanes(src, b0, i - b0, BHALF_FLUSH_MAX, BHALF_OVF_MIN, &first, flushed);
 	}
 	narrow_lanes(src, i, n - i, BHALF_FLUSH_MAX, BHALF_OVF_MIN, &first, flushed);
 	narrow_tail(0, src, d8, i, n);
@@ -235,15 +273,18 @@ __attribute__((target("avx2,f16c"))) size_t qtk_f32_to_f16_avx2(const float *src
 {
 	uint8_t *d8 = dst_;
 	size_t i = 0, first = n;
-	const __m256i abs = _mm256_set1_epi32(0x7fffffff),
-	              fl_lim = _mm256_set1_epi32(HALF_FLUSH_MAX + 1),
-	              ov_lim = _mm256_set1_epi32(HALF_OVF_MIN - 1);
-	for (; i + 8 <= n; i += 8) {
-		__m256 v = _mm256_loadu_ps(src + i);
-		__m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-		_mm_storeu_si128((__m128i *)(void *)(d8 + 2 * i), h);
-		if (narrow_any256(_mm256_and_si256(_mm256_castps_si256(v), abs), fl_lim, ov_lim))
-			narrow_lanes(src, i, 8, HALF_FLUSH_MAX, HALF_OVF_MIN, &first, flushed);
+	const __m256i abs = _mm256_set1_epi32(0x7fffffff), om = _mm256_set1_epi32((int)HALF_OVF_MIN);
+	while (i + 8 <= n) {
+		size_t b0 = i, end = block_end(i, n, 8);
+		nacc256 m = { _mm256_set1_epi32(-1), _mm256_set1_epi32(-1) };
+		for (; i < end; i += 8) {
+			__m256 v = _mm256_loadu_ps(src + i);
+			__m128i h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			_mm_storeu_si128((__m128i *)(void *)(d8 + 2 * i), h);
+			nacc256_add(&m, _mm256_and_si256(_mm256_castps_si256(v), abs), om);
+		}
+		if (nacc256_hit(&m, HALF_FLUSH_MAX, HALF_OVF_MIN))
+			narrow_lanes(src, b0, i - b0, HALF_FLUSH_MAX, HALF_OVF_MIN, &first, flushed);
 	}
 	narrow_lanes(src, i, n - i, HALF_FLUSH_MAX, HALF_OVF_MIN, &first, flushed);
 	narrow_tail(1, src, d8, i, n);
@@ -255,14 +296,18 @@ __attribute__((target("avx512f"))) size_t qtk_f32_to_f16_avx512(const float *src
 {
 	uint8_t *d8 = dst_;
 	size_t i = 0, first = n;
-	const __m512i abs = _mm512_set1_epi32(0x7fffffff);
-	for (; i + 16 <= n; i += 16) {
-		__m512 v = _mm512_loadu_ps(src + i);
-		__m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-		_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), h);
-		if (narrow_any512(_mm512_and_si512(_mm512_castps_si512(v), abs), HALF_FLUSH_MAX,
-		                  HALF_OVF_MIN))
-			narrow_lanes(src, i, 16, HALF_FLUSH_MAX, HALF_OVF_MIN, &first, flushed);
+	const __m512i abs = _mm512_set1_epi32(0x7fffffff), om = _mm512_set1_epi32((int)HALF_OVF_MIN);
+	while (i + 16 <= n) {
+		size_t b0 = i, end = block_end(i, n, 16);
+		nacc512 m = { _mm512_set1_epi32(-1), _mm512_set1_epi32(-1) };
+		for (; i < end; i += 16) {
+			__m512 v = _mm512_loadu_ps(src + i);
+			__m256i h = _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+			_mm256_storeu_si256((__m256i *)(void *)(d8 + 2 * i), h);
+			nacc512_add(&m, _mm512_and_si512(_mm512_castps_si512(v), abs), om);
+		}
+		if (nacc512_hit(&m, HALF_FLUSH_MAX, HALF_OVF_MIN))
+			narrow_lanes(src, b0, i - b0, HALF_FLUSH_MAX, HALF_OVF_MIN, &first, flushed);
 	}
 	narrow_lanes(src, i, n - i, HALF_FLUSH_MAX, HALF_OVF_MIN, &first, flushed);
 	narrow_tail(1, src, d8, i, n);

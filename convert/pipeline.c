@@ -624,7 +624,9 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 			j->crc[k] = gathered ? qtk_crc32(0, p->t->data + boff, blen) : crc;
 	}
 	__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
-	if (redoing(j)) /* this output is dropped: only the marks matter now */
+	/* this output is dropped: only the marks matter now (MLX finds some
+	 * while converting scales and biases, so it still writes) */
+	if (redoing(j) && !j->ms)
 		return QTK_OK;
 	if (j->gguf)
 		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));

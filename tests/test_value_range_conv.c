@@ -411,21 +411,26 @@ TEST(value_range_conv_mlx_scales_and_biases)
 	TPATH(in, "in.safetensors");
 	/* F16 model: scales in F16 (qtk's pick); int8's bias -128 * 515 does
 	 * not fit F16 */
-	t_spec ts[2] = { { "a.weight", 64, 256, 3, 70, 65400.0f }, { "b.weight", 64, 256, 0, 0, 0 } };
+	t_spec ts[3] = { { "a.weight", 64, 256, 3, 70, 65400.0f }, { "b.weight", 64, 256, 0, 0, 0 },
+	                 { "c.weight", 64, 256, 60, 7, -65400.0f } };
 	char *err;
 
-	write_ckpt(in, QTK_DT_F16, ts, 2);
-	CHECK_EQ(run(in, t_tmp("m1"), "-F mlx --scheme int8 --group 64", &err), 0);
+	/* -j 1: 'a' is marked first; 'c' must still be found in that pass */
+	write_ckpt(in, QTK_DT_F16, ts, 3);
+	CHECK_EQ(run(in, t_tmp("m1"), "-F mlx --scheme int8 --group 64 -j 1", &err), 0);
 	HAS(err, "tensor 'a.weight': row 3: MLX bias of group 1 (-65920) does not fit F16; "
 	         "scales and biases stored in F32 instead");
+	HAS(err, "tensor 'c.weight': row 60: MLX bias of group 0");
 	free(err);
 	CHECK_EQ(mlx_dtype(t_tmp("m1"), "a.scales"), QTK_DT_F32);
 	CHECK_EQ(mlx_dtype(t_tmp("m1"), "a.biases"), QTK_DT_F32);
 	CHECK_EQ(mlx_dtype(t_tmp("m1"), "b.scales"), QTK_DT_F16);
+	CHECK_EQ(mlx_dtype(t_tmp("m1"), "c.biases"), QTK_DT_F32);
 	/* F32 model, int4 scale beyond F16: default scales widen, an explicit
 	 * --scale-dtype f16 refuses */
 	ts[0].v = 6e5f;
-	write_ckpt(in, QTK_DT_F32, ts, 2);
+	ts[2].v = 0;
+	write_ckpt(in, QTK_DT_F32, ts, 3);
 	CHECK_EQ(run(in, t_tmp("m2"), "-F mlx --scheme int4 --group 64", &err), 0);
 	HAS(err, "tensor 'a.weight': row 3 group 1: scale -75000 does not fit F16");
 	free(err);

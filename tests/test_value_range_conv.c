@@ -521,3 +521,32 @@ TEST(value_range_export_requantized_widen_to_f32)
 	CHECK_EQ(mlx_dtype(m, "w.biases"), QTK_DT_F32);
 	CHECK_EQ(mlx_dtype(m, "v"), QTK_DT_F32); /* rows of 100: kept at source precision */
 }
+
+TEST(value_range_conv_double_quant_absmax_lost_counted)
+{
+	TPATH(in, "in.safetensors");
+	TPATH(out, "o.qtk");
+	/* 256 groups of 64 (one double-quant block): absmax 0.01 everywhere but
+	 * 1.0 at (0, 0) and 1e-6 at (5, 3). offset = 3.540001/256, s = (1 -
+	 * offset)/127, and the 1e-6 group comes back as offset - 2s < 0: its 64
+	 * nonzero values decode to (about) zero */
+	float *f = malloc(16 * 1024 * 4);
+	qtk_st_desc d = { .name = "w", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 16, 1024 } };
+	const void *data[1] = { f };
+	qtk_write_opts wo = { .force = 1 };
+	qtk_conv_opts o = { .input = in, .output = out, .scale_dtype = QTK_DT_F16, .threads = 2,
+	                    .qflags = QTK_QF_DOUBLE_QUANT };
+	qtk_conv_report *rep = NULL;
+	qtk_status st;
+
+	for (int r = 0; r < 16; r++)
+		for (int c = 0; c < 1024; c++) {
+			float a = r == 0 && c < 64 ? 1.0f : r == 5 && c / 64 == 3 ? 1e-6f : 0.01f;
+			f[r * 1024 + c] = c % 64 ? (c % 2 ? 0.5f : -0.25f) * a : a;
+		}
+	REQUIRE(qtk_st_write(in, &d, data, 1, NULL, &wo, &st) == QTK_OK);
+	free(f);
+	REQUIRE(t_convert(&o, QTK_SCHEME_NF4, 64, NULL, &rep, &st) == QTK_OK);
+	CHECK_EQ(rep->tensors[0].flushed, 64);
+	qtk_conv_report_free(rep);
+}

@@ -325,7 +325,7 @@ static qtk_err value_error(job *j, size_t i, qtk_err rc, qtk_status *st)
 		snprintf(why, sizeof why, "%s; %s in F32 instead", q ? q + 3 : m,
 		         w == W_STORE ? "stored" : "scales and biases stored");
 		j->widen_why[i] = qtk_strdup(why); /* NULL: the report says less */
-		j->widen[i] = (uint8_t)w;
+		__atomic_store_n(&j->widen[i], (uint8_t)w, __ATOMIC_RELAXED);
 	}
 	__atomic_store_n(&j->redo, 1, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&j->lock);

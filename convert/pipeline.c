@@ -49,7 +49,8 @@ typedef struct {
 	uint64_t flushed;       /* atomic: nonzero values stored as zero */
 } plan_tensor;
 
-/* job.widen bits: what a second pass stores in F32 */
+/* job.widen bits: what a second pass stores wider: F32, or for a float
+ * store of a BF16 source its own BF16 bytes (they hold every value) */
 enum { W_STORE = 1, W_SCALES = 2 };
 
 typedef struct {
@@ -192,10 +193,16 @@ static qtk_err plan(job *j, qtk_status *st)
 		if (!sc->float_store || sc->store_dtype == QTK_DT_F32)
 			p->auto_store = 0;
 		if (j->widen[i] & W_STORE) {
-			p->d.layout.scheme = QTK_SCHEME_F32;
+			/* a BF16 source goes back to its own bytes, anything else F32 */
+			int bf = t->dtype == QTK_DT_BF16 && !t->blk_elems;
+			memset(&p->d.layout, 0, sizeof p->d.layout);
+			p->d.layout.scheme = bf ? QTK_SCHEME_RAW : QTK_SCHEME_F32;
+			if (bf && j->gguf && j->gt[i].qk) /* rows gathered: a float copy */
+				p->d.layout.scheme = QTK_SCHEME_BF16;
+			p->d.layout.dtype = t->dtype;
 			sc = qtk_q_scheme_get(p->d.layout.scheme);
 			if (j->gguf)
-				j->gt[i].type = QTK_GGML_F32;
+				j->gt[i].type = bf ? QTK_GGML_BF16 : QTK_GGML_F32;
 			p->auto_store = 0;
 		}
 		if (j->ms) {
@@ -322,8 +329,10 @@ static qtk_err value_error(job *j, size_t i, qtk_err rc, qtk_status *st)
 		const char *m = st->msg, *q = !strncmp(m, "tensor '", 8) ? strstr(m, "': ") : NULL;
 		char why[400];
 
-		snprintf(why, sizeof why, "%s; %s in F32 instead", q ? q + 3 : m,
-		         w == W_STORE ? "stored" : "scales and biases stored");
+		snprintf(why, sizeof why, "%s; %s instead", q ? q + 3 : m,
+		         w == W_SCALES ? "scales and biases stored in F32"
+		         : p->t->dtype == QTK_DT_BF16 && !p->t->blk_elems ? "kept in BF16 (the source's)"
+		                                                          : "stored in F32");
 		j->widen_why[i] = qtk_strdup(why); /* NULL: the report says less */
 		__atomic_store_n(&j->widen[i], (uint8_t)w, __ATOMIC_RELAXED);
 	}

@@ -550,3 +550,25 @@ TEST(value_range_conv_double_quant_absmax_lost_counted)
 	CHECK_EQ(rep->tensors[0].flushed, 64);
 	qtk_conv_report_free(rep);
 }
+
+TEST(value_range_conv_gguf_fallback_bf16_source_stays_bf16)
+{
+	TPATH(in, "in.safetensors");
+	TPATH(out, "o.gguf");
+	/* a BF16 checkpoint: GGUF's F16 for rows of 100 cannot hold 7e4 (its
+	 * BF16 value, 70144); the source's own BF16 bytes can */
+	t_spec ts[2] = { { "w", 64, 256, 0, 0, 0 }, { "v", 64, 100, 5, 7, 7e4f } };
+	uint32_t type = 0;
+	char *err;
+	float want;
+	uint16_t h = qtk_f32_to_bf16(7e4f);
+
+	want = qtk_bf16_to_f32(h);
+	write_ckpt(in, QTK_DT_BF16, ts, 2);
+	CHECK_EQ(run(in, out, "-F gguf --scheme int8 --group 32", &err), 0);
+	HAS(err, "tensor 'v': row 5 col 7: 70144 does not fit F16 (largest finite 65504); "
+	         "kept in BF16 (the source's) instead");
+	free(err);
+	CHECK(gguf_at(out, "v", 5, 7, &type) == want);
+	CHECK_EQ(type, QTK_GGML_BF16);
+}

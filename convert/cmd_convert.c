@@ -37,6 +37,8 @@ static void convert_usage(FILE *f)
 "  -s, --scheme SCHEME      int8, int4, int4-affine, int8-affine, nf4, f16, bf16, f32\n"
 "  -g, --group N            group size: 32, 64, 128 (default 64) or 'row'\n"
 "      --scale-dtype T      f16 (default), bf16 or f32 for scales and biases\n"
+"                           (given: a scale it cannot hold fails; the default\n"
+"                           goes f32 for that tensor, with a note)\n"
 "      --double-quant       nf4: 8-bit group scales in blocks of 256 (bitsandbytes)\n"
 "      --affine-rule R      int4/int8-affine parameters: ggml (Q4_1: min and\n"
 "                           range) or mlx (mx.quantize's); default mlx for\n"
@@ -60,6 +62,9 @@ static void convert_usage(FILE *f)
 "Rules apply in this order, first match wins: --set and --keep (in the order\n"
 "given), the recipe file, the preset; then the defaults (integer, 1-D and\n"
 "<= 1024-element tensors and rows shorter than 32 are kept).\n"
+"A finite value a type you chose cannot hold (f16/bf16: beyond 65504 or\n"
+"3.39e38) fails naming file, tensor and position; where qtk chose the type\n"
+"(GGUF's f16 fallback, default f16 scales) the tensor goes f32, with a note.\n"
 "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n");
 }
 
@@ -278,6 +283,32 @@ static void print_summary(const qtk_conv_report *rep, const char *out)
 	free(sorted);
 }
 
+/* What happened to values, on stderr whatever -q says: tensors widened to
+ * F32 because a narrow type qtk had chosen cannot hold a value, and
+ * nonzero values stored as zero. */
+static void print_value_notes(const qtk_conv_report *rep, const char *out)
+{
+	uint64_t total = 0;
+	size_t tensors = 0;
+
+	for (size_t i = 0; i < rep->ntensors; i++) {
+		const qtk_conv_tensor *t = &rep->tensors[i];
+		if (t->fallback)
+			fprintf(stderr, "qtk: note: %s: tensor '%s': %s\n", out, t->name, t->fallback);
+		if (t->flushed) {
+			if (tensors < 10)
+				fprintf(stderr, "qtk: note: %s: tensor '%s': %llu nonzero values stored "
+				        "as zero (below the smallest value their type holds)\n", out,
+				        t->name, (unsigned long long)t->flushed);
+			total += t->flushed;
+			tensors++;
+		}
+	}
+	if (tensors > 10)
+		fprintf(stderr, "qtk: note: %s: %llu nonzero values stored as zero in %zu tensors "
+		        "(--json lists them all)\n", out, (unsigned long long)total, tensors);
+}
+
 static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
 {
 	json_t *root = json_object(), *arr = json_array();
@@ -319,6 +350,10 @@ static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
 		json_object_set_new(o, "rule", json_string(t->origin));
 		json_object_set_new(o, "source_bytes", json_integer((json_int_t)t->src_bytes));
 		json_object_set_new(o, "output_bytes", json_integer((json_int_t)t->out_bytes));
+		if (!dry)
+			json_object_set_new(o, "flushed", json_integer((json_int_t)t->flushed));
+		if (t->fallback)
+			json_object_set_new(o, "fallback", json_string(t->fallback));
 		if (t->has_metrics) {
 			json_t *m = json_object();
 			json_object_set_new(m, "rmse", json_real(t->m.rmse));
@@ -460,6 +495,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 				c->co.scale_dtype = QTK_DT_F32;
 			else
 				return cli_usage_error("convert", "bad scale dtype '%s'", optarg);
+			c->co.scale_dtype_set = 1;
 			break;
 		case OPT_DQ: c->co.qflags |= QTK_QF_DOUBLE_QUANT; break;
 		case OPT_AFFINE_RULE:
@@ -578,6 +614,8 @@ int cmd_convert(int argc, char **argv)
 	}
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);
+	if (!c.co.dry_run)
+		print_value_notes(rep, c.output);
 	if (c.json) {
 		json_t *j = report_json(rep, c.output, c.co.dry_run);
 		if (preset_used)

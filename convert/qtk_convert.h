@@ -70,6 +70,8 @@ QTK_API char *qtk_recipe_json(const qtk_recipe *r);
 typedef struct {
 	qtk_q_layout layout;
 	const char *origin;     /* the rule that decided, or "default: ..." */
+	int wider;              /* a "wider" rule: its float type is qtk's pick,
+	                           widened to F32 when a value does not fit */
 } qtk_decision;
 
 /* Decide how a tensor of this name/dtype/shape is stored. Integer and BOOL
@@ -92,6 +94,10 @@ typedef struct {
 	qtk_out_format format;
 	const qtk_recipe *recipe;
 	qtk_dtype scale_dtype;      /* F16 default */
+	int scale_dtype_set;        /* 1: the user chose scale_dtype, so a scale or
+	                               bias it cannot hold fails the conversion;
+	                               0: qtk's default, widened to F32 for that
+	                               tensor (reported) */
 	uint32_t qflags;            /* QTK_QF_DOUBLE_QUANT */
 	int affine_rule;            /* int4/int8-affine parameters: 0 = MLX's rule
 	                               for --format mlx, ggml's Q4_1 rule otherwise;
@@ -120,6 +126,12 @@ typedef struct {
 	uint64_t src_bytes, out_bytes;
 	int has_metrics;
 	qtk_q_metrics m;
+	uint64_t flushed;           /* nonzero values stored as zero (qtk_q_opts) */
+	char *fallback;             /* NULL, or why a narrow type qtk had chosen
+	                               (GGUF's F16 for rows the block does not
+	                               divide, default F16 scales, MLX scales in
+	                               the model dtype, a "wider" F16) was widened
+	                               to F32 for this tensor */
 } qtk_conv_tensor;
 
 typedef struct {
@@ -162,6 +174,11 @@ typedef struct {
 	size_t nrequantized;
 	char **requantized;         /* [nrequantized] tensor names */
 	char **reasons;             /* [nrequantized] why */
+	char **notes;               /* [nrequantized] NULL, or why a value that did
+	                               not fit the requantized layout's F16/BF16
+	                               sent it to F32 (GGUF: the tensor; MLX:
+	                               scales and biases) */
+	uint64_t *flushed;          /* [nrequantized] nonzero values stored as zero */
 	double seconds;
 	int threads;
 } qtk_export_report;

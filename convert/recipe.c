@@ -469,6 +469,7 @@ qtk_err qtk_recipe_decide(const qtk_recipe *r, const char *name, qtk_dtype dtype
 			return QTK_OK;
 		case QTK_ACT_WIDER:
 			set_store(&d->layout, wider(r->scheme), r->group);
+			d->wider = 1;
 			break;
 		case QTK_ACT_STORE:
 			set_store(&d->layout, hit->scheme,

@@ -246,6 +246,7 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		L->group = 0;
 		L->flags = 0;
 		out->type = QTK_GGML_F16;
+		out->fallback = L->scheme == QTK_SCHEME_F16;
 		return QTK_OK;
 	}
 	return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': GGUF cannot hold it: %s", t->name,

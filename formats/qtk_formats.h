@@ -583,8 +583,10 @@ QTK_API qtk_err qtk_mlx_unpack_codes(const qtk_q_layout *L, const uint32_t *in, 
 /* MLX scales (the qtk scales, stored as F16, BF16 or F32, converted) and
  * biases for n groups in out_dtype (F16/BF16/F32): -offset*scale for
  * symmetric schemes (biases unused, may be NULL), the stored bias for
- * affine ones. QTK_E_GG_LAYOUT if a value is not exact in out_dtype (e.g.
- * -8*scale overflows F16, or an f16 scale does not fit BF16). */
+ * affine ones. QTK_E_Q_SCALE_RANGE if a finite value overflows out_dtype
+ * (e.g. -128*scale beyond F16), QTK_E_GG_LAYOUT if one is not exact there
+ * (an f16 scale that does not fit BF16). Never writes Inf for a finite
+ * value. */
 QTK_API qtk_err qtk_mlx_scales(const qtk_q_layout *L, const void *scales, size_t n,
                                qtk_dtype out_dtype, void *out, qtk_status *st);
 QTK_API qtk_err qtk_mlx_biases(const qtk_q_layout *L, const void *scales, const void *biases,

@@ -119,6 +119,8 @@ typedef enum {
 	/* quant (quant/): 170-189 */
 	QTK_E_Q_NONFINITE = 170,      /* NaN or Inf in the input */
 	QTK_E_Q_SCALE_RANGE = 171,    /* a scale is not finite in its dtype */
+	QTK_E_Q_VALUE_RANGE = 172,    /* a finite value overflows the float type it is
+	                                 stored in (F16/BF16 float store) */
 
 	/* convert (convert/): 190-209 */
 
@@ -247,8 +249,18 @@ QTK_API float qtk_e5m2_to_f32(uint8_t v);   /* OCP FP8 E5M2 */
  * SIMD where it pays; bit-identical to the scalar path. Returns
  * QTK_E_ARG for a non-float dtype. */
 QTK_API qtk_err qtk_to_f32(qtk_dtype dt, const void *src, float *dst, size_t n);
-/* Convert n f32 values to F32/F16/BF16 (round to nearest even). */
+/* Convert n f32 values to F32/F16/BF16 (round to nearest even; a finite
+ * value beyond the range becomes Inf: see qtk_from_f32_checked). */
 QTK_API qtk_err qtk_from_f32(qtk_dtype dt, const float *src, void *dst, size_t n);
+/* qtk_from_f32 (every value converted, the same bits on every ISA), and
+ * what the narrowing did to finite values: *first_ovf (if not NULL) = the
+ * index of the first finite value stored as Inf (F16: |x| >= 65520; BF16:
+ * |x| >= 3.3961775e38), n if none; *flushed (if not NULL) += the number of
+ * nonzero values stored as zero (F16: |x| <= 2^-25; BF16: f32 subnormals
+ * <= 2^-134). F32 never overflows or flushes. The checks run inside the
+ * SIMD loops (a few compares per vector). */
+QTK_API qtk_err qtk_from_f32_checked(qtk_dtype dt, const float *src, void *dst, size_t n,
+                                     size_t *first_ovf, uint64_t *flushed);
 
 /* ===================================================================== */
 /* Storage schemes                                                        */
@@ -316,6 +328,16 @@ typedef struct {
 	const float *importance;   /* [cols] per-input-channel weights, or NULL */
 	const char *tensor;        /* for error messages; may be NULL */
 	uint64_t row0;             /* index of the first row, for messages */
+	/* Float stores called on a flat run of elements (nrows = 1, cols =
+	 * the run): row_len != 0 says so, and messages name row and column
+	 * from elem0 + i (elem0: the tensor index of src[0]) instead of row0. */
+	uint64_t elem0, row_len;
+	/* NULL, or += the nonzero finite inputs stored as zero: F16/BF16 float
+	 * stores that flush (qtk_from_f32_checked), and the nonzero elements of
+	 * zero groups (all subnormal, or a scale that rounds to 0 in the scale
+	 * dtype or whose inverse overflows; affine: the elements that differ
+	 * from the bias of a group whose scale became 0). */
+	uint64_t *flushed;
 } qtk_q_opts;
 
 /* Per-chunk error accumulators (double). Chunks combine in chunk order, so
@@ -343,7 +365,10 @@ typedef struct qtk_q_scheme {
 	uint8_t float_store;    /* F32/F16/BF16: plain float storage */
 	qtk_dtype store_dtype;  /* float schemes: the stored dtype */
 	/* Quantize nrows rows of f32 into planes; rejects NaN/Inf (naming
-	 * tensor, row and group) and scales that do not fit scale_dtype. */
+	 * tensor, row and group), scales and biases that do not fit
+	 * scale_dtype (QTK_E_Q_SCALE_RANGE) and, for F16/BF16 float stores,
+	 * finite values their type cannot hold (QTK_E_Q_VALUE_RANGE, naming
+	 * row, column and value). */
 	qtk_err (*quantize)(const qtk_q_layout *L, const float *src, size_t nrows,
 	                    size_t cols, const qtk_q_planes *dst,
 	                    const qtk_q_opts *opts, qtk_status *st);

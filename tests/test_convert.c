@@ -66,6 +66,7 @@ TEST(convert_nan_weight_leaves_nothing)
 	CHECK_EQ(qtk_convert(&o, &rep, &st), QTK_E_Q_NONFINITE);
 	CHECK(rep == NULL);
 	CHECK_MSG(strstr(st.msg, "w1") && strstr(st.msg, "row 3"), "message: %s", st.msg);
+	CHECK_MSG(!strncmp(st.msg, in, strlen(in)), "the file first: %s", st.msg); /* issue 15 */
 	CHECK(!t_exists(out));
 	CHECK_EQ(t_dir_entries(t_tmpdir()), 1); /* only the input */
 	qtk_recipe_free(r);

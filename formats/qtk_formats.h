@@ -351,6 +351,7 @@ typedef struct {
 	uint64_t file_offset;   /* absolute */
 	const void *data;       /* in the mapping */
 	uint64_t nbytes;
+	const char *file_;      /* private: the file's name, for messages */
 } qtk_gguf_tensor;
 
 typedef struct qtk_gguf_file qtk_gguf_file;
@@ -404,8 +405,9 @@ QTK_API const qtk_gguf_tensor *qtk_gguf_get(const qtk_gguf_file *f, size_t i);
 QTK_API const qtk_gguf_tensor *qtk_gguf_find(const qtk_gguf_file *f, const char *name);
 
 /* Dequantize elements [elem0, elem0+n) (flat, ne[0] innermost) to f32,
- * exactly as ggml does: F32, F16, BF16, Q8_0, Q4_0, Q4_1. Other types:
- * QTK_E_UNSUPPORTED naming the type. */
+ * exactly as ggml does: F32, F16, BF16, Q8_0, Q4_0, Q4_1; F64 rounded to
+ * nearest (a finite value beyond f32's range: QTK_E_UNSUPPORTED). Other
+ * types: QTK_E_UNSUPPORTED naming the type. Messages name file and tensor. */
 QTK_API qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0,
                                   uint64_t n, float *dst, qtk_status *st);
 

@@ -112,7 +112,7 @@ TEST(inspect_json_bounded_for_huge_gguf_values)
 	CHECK_MSG(n > 0 && n < 4096, "%ld bytes of text", n);
 }
 
-/* A GGUF whose key, tensor name and string value hold bytes that are not
+/* A GGUF whose tensor name and string value hold bytes that are not
  * UTF-8 (and control characters): valid JSON, invalid bytes as U+FFFD. */
 static void odd_gguf(const char *path)
 {
@@ -120,7 +120,7 @@ static void odd_gguf(const char *path)
 	tg_buf g = { 0 };
 
 	tg_buf_header(&g, 1, 2);
-	tg_buf_str(&g, "key.\xff\xfe");
+	tg_buf_str(&g, "key.x"); /* keys must be ASCII (the reader refuses others) */
 	tg_buf_u32(&g, QTK_GGUF_STRING);
 	tg_buf_str(&g, "v\x01\"\\\xc3\x28\xed\xa0\x80\xf0\x9f\x98\x80");
 	tg_buf_str(&g, "arr");
@@ -154,7 +154,7 @@ TEST(inspect_json_non_utf8_is_valid_json)
 	CHECK_EQ(t_system("%s inspect --json '%s' > %s", q, gg, out), 0);
 	CHECK_EQ(py_check(out,
 	         "assert d[\"path\"].endswith(\"g\\ufffd\\ufffd.gguf\"), d[\"path\"]; "
-	         "v=d[\"kv\"][\"key.\\ufffd\\ufffd\"][\"value\"]; "
+	         "v=d[\"kv\"][\"key.x\"][\"value\"]; "
 	         "assert v==\"v\\x01\\\"\\\\\\ufffd(\\ufffd\\ufffd\\ufffd\\U0001F600\", ascii(v); "
 	         "assert d[\"kv\"][\"arr\"][\"value\"]==[\"\\ufffd\",\"ok\"]; "
 	         "assert d[\"tensors\"][0][\"name\"]==\"w\\ufffd\\ufffd\""), 0);

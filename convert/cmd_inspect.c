@@ -14,8 +14,9 @@ static void inspect_usage(FILE *f)
 {
 	fprintf(f, "Usage: qtk inspect [--json] PATH\n\n"
 	           "Show the tensors (name, dtype, shape, bytes), totals and metadata of\n"
-	           "PATH: a .safetensors file, a *.safetensors.index.json, a directory, or a\n"
-	           ".qtk file.\n"
+	           "PATH: a .safetensors file, a *.safetensors.index.json, a model directory\n"
+	           "(the file Hugging Face loaders read in it, shown as \"read ...\"), a\n"
+	           "GGUF file or a .qtk file.\n"
 	           "The checkpoint is fully validated; a malformed one is an error.\n\n"
 	           "  --json      print the same as JSON on stdout\n"
 	           "  -h, --help  show this help\n\n"
@@ -42,6 +43,8 @@ static int print_text(const char *path, const qtk_st_file *f)
 	}
 	printf("%s: safetensors, %zu tensor%s in %zu file%s\n", path, n, n == 1 ? "" : "s",
 	       qtk_st_shard_count(f), qtk_st_shard_count(f) == 1 ? "" : "s");
+	if (strcmp(path, qtk_st_path(f)))
+		printf("  read %s (picked in the directory)\n", qtk_st_path(f));
 	for (size_t i = 0; i < qtk_st_meta_count(f); i++) {
 		const char *k = qtk_st_meta_key(f, i);
 		printf("  meta %s = %s\n", k, qtk_st_meta_get(f, k));
@@ -94,6 +97,7 @@ static int print_json(const char *path, const qtk_st_file *f)
 		bad |= json_object_set_new(md, k, json_string(qtk_st_meta_get(f, k)));
 	}
 	bad |= bad || json_object_set_new(r, "path", json_string(path)) ||
+	       json_object_set_new(r, "resolved", json_string(qtk_st_path(f))) ||
 	       json_object_set_new(r, "format", json_string("safetensors")) ||
 	       json_object_set_new(r, "tensor_count", json_integer((json_int_t)qtk_st_count(f))) ||
 	       json_object_set_new(r, "total_elements", json_integer((json_int_t)params)) ||

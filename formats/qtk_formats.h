@@ -315,7 +315,10 @@ enum {
 	QTK_GGML_F64 = 28, QTK_GGML_BF16 = 30, QTK_GGML_TYPE_COUNT = 40
 };
 
-#define QTK_GGUF_MAX_DIMS 4
+#define QTK_GGUF_MAX_DIMS 4      /* ggml's GGML_MAX_DIMS: what qtk writes */
+#define QTK_GGUF_READ_MAX_DIMS QTK_MAX_DIMS /* what qtk reads: gguf-py writes
+                                           any rank (ComfyUI-GGUF's 5-D Wan
+                                           patch_embedding.weight) */
 #define QTK_GGUF_DEFAULT_ALIGN 32u
 #define QTK_GGUF_QK 32u  /* elements per Q8_0 / Q4_0 / Q4_1 block */
 
@@ -344,8 +347,8 @@ typedef struct {
 typedef struct {
 	const char *name;       /* NUL-terminated copy */
 	uint32_t type;          /* ggml type */
-	uint32_t n_dims;        /* 1..4 */
-	uint64_t ne[QTK_GGUF_MAX_DIMS]; /* ne[0] innermost; unused dims 1 */
+	uint32_t n_dims;        /* 1..QTK_GGUF_READ_MAX_DIMS */
+	uint64_t ne[QTK_GGUF_READ_MAX_DIMS]; /* ne[0] innermost; unused dims 1 */
 	uint32_t ndim;          /* = n_dims; shape in safetensors order: */
 	uint64_t shape[QTK_MAX_DIMS];   /* shape[ndim-1] = ne[0] */
 	uint64_t nelem;

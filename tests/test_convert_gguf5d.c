@@ -327,10 +327,10 @@ static int same_gguf(const char *pa, const char *pb, const char *src)
 
 /* A Wan GGUF with a true 5-D patch_embedding.weight converts to .qtk, GGUF
  * and MLX exactly as the same tensors in safetensors do; the .qtk keeps
- * the 5-D shape and values. */
+ * the 5-D shape and values, and exports to the same GGUF. */
 TEST(convert_gguf_5d_as_from_safetensors)
 {
-	char gg[4096], sf[4096], a[4096], b[4096], fa[4200], fb[4200];
+	char gg[4096], sf[4096], a[4096], b[4096], c[4096], fa[4200], fb[4200];
 	uint16_t *pe = NULL;
 	qtk_rt_model *m = NULL;
 	qtk_status st;
@@ -377,6 +377,17 @@ TEST(convert_gguf_5d_as_from_safetensors)
 		CHECK_MSG(t && t->type == QTK_GGML_F16 && t->nbytes == PE_N * 2 &&
 		          !memcmp(t->data, pe, PE_N * 2), "patch_embedding.weight: values differ");
 		qtk_gguf_close(g);
+	}
+
+	/* back: the .qtk exported to GGUF gives the same tensors */
+	snprintf(c, sizeof c, "%s", t_tmp("x.gguf"));
+	{
+		qtk_export_opts o = { .input = a, .output = c, .format = QTK_OUT_GGUF,
+		                      .threads = 2, .force = 1 };
+		qtk_export_report *r = NULL;
+		CHECK_MSG(qtk_export(&o, &r, &st) == QTK_OK, "%s", st.msg);
+		qtk_export_report_free(r);
+		CHECK_EQ(same_gguf(c, fa, gg), 2);
 	}
 
 	/* MLX: the same directory as from safetensors */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,8 +27,11 @@ static void convert_usage(FILE *f)
 	fprintf(f,
 "Usage: qtk convert INPUT -o OUTPUT --scheme SCHEME [OPTIONS]\n\n"
 "Convert a checkpoint (a .safetensors file, a *.safetensors.index.json, a\n"
-"directory of shards, or a GGUF file) into a packed .qtk file, a GGUF file\n"
-"or an MLX directory, streaming with bounded memory.\n\n"
+"model directory, or a GGUF file) into a packed .qtk file, a GGUF file\n"
+"or an MLX directory, streaming with bounded memory. In a directory qtk\n"
+"reads what Hugging Face loaders read: model.safetensors, else its index,\n"
+"else diffusion_pytorch_model.safetensors.index.json, else that file, else\n"
+"the only index or .safetensors file; it says which on stderr.\n\n"
 "  -o, --output PATH        output file, or directory for mlx (required\n"
 "                           unless --dry-run)\n"
 "  -F, --format FMT         qtk (default), gguf (Q8_0/Q4_0/Q4_1: int8, int4,\n"
@@ -309,11 +313,14 @@ static void print_value_notes(const qtk_conv_report *rep, const char *out)
 		        "(--json lists them all)\n", out, (unsigned long long)total, tensors);
 }
 
-static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
+static json_t *report_json(const qtk_conv_report *rep, const char *in, const char *out,
+                           int dry)
 {
 	json_t *root = json_object(), *arr = json_array();
 	char lay[48];
 
+	json_object_set_new(root, "input", json_string(in));
+	json_object_set_new(root, "resolved", json_string(rep->resolved));
 	json_object_set_new(root, "output", out ? json_string(out) : json_null());
 	json_object_set_new(root, "dry_run", json_boolean(dry));
 	json_object_set_new(root, "model", rep->model ? json_string(rep->model) : json_null());
@@ -527,6 +534,21 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 	return check_rules(c);
 }
 
+/* An input directory: say on stderr which file in it is read (the same
+ * choice the source makes when it opens it; its errors are reported then). */
+static void say_resolved(const char *input)
+{
+	struct stat sb;
+	char *p = NULL;
+	qtk_status tmp;
+
+	if (stat(input, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		return;
+	if (qtk_st_resolve(input, &p, &tmp) == QTK_OK)
+		fprintf(stderr, "qtk: reading %s (picked in directory %s)\n", p, input);
+	qtk_free(p);
+}
+
 /* Recipe: --set/--keep first, then the recipe file, then the preset. */
 static qtk_err build_recipe(cli_opts *c, qtk_recipe **out, const char **preset_used,
                             qtk_status *st)
@@ -584,6 +606,8 @@ int cmd_convert(int argc, char **argv)
 	if (rc)
 		return rc < 0 ? QTK_EXIT_OK : rc;
 	qtk_status_clear(&st);
+	if (!c.quiet)
+		say_resolved(c.input);
 	if (build_recipe(&c, &recipe, &preset_used, &st))
 		return cli_report(&st);
 	c.co.input = c.input;
@@ -617,7 +641,7 @@ int cmd_convert(int argc, char **argv)
 	if (!c.co.dry_run)
 		print_value_notes(rep, c.output);
 	if (c.json) {
-		json_t *j = report_json(rep, c.output, c.co.dry_run);
+		json_t *j = report_json(rep, c.input, c.output, c.co.dry_run);
 		if (preset_used)
 			json_object_set_new(j, "preset", json_string(preset_used));
 		json_dumpf(j, stdout, JSON_INDENT(2));

@@ -12,8 +12,9 @@ static void inspect_usage(FILE *f)
 {
 	fprintf(f, "Usage: qtk inspect [--json] PATH\n\n"
 	           "Show the tensors (name, dtype, shape, bytes), totals and metadata of\n"
-	           "PATH: a .safetensors file, a *.safetensors.index.json, a directory, or a\n"
-	           ".qtk file.\n"
+	           "PATH: a .safetensors file, a *.safetensors.index.json, a model directory\n"
+	           "(the file Hugging Face loaders read in it, shown as \"read ...\"), a\n"
+	           "GGUF file or a .qtk file.\n"
 	           "The checkpoint is fully validated; a malformed one is an error.\n\n"
 	           "  --json      print the same as JSON on stdout\n"
 	           "  -h, --help  show this help\n\n"
@@ -40,6 +41,8 @@ static int print_text(const char *path, const qtk_st_file *f)
 	}
 	printf("%s: safetensors, %zu tensor%s in %zu file%s\n", path, n, n == 1 ? "" : "s",
 	       qtk_st_shard_count(f), qtk_st_shard_count(f) == 1 ? "" : "s");
+	if (strcmp(path, qtk_st_path(f)))
+		printf("  read %s (picked in the directory)\n", qtk_st_path(f));
 	for (size_t i = 0; i < qtk_st_meta_count(f); i++) {
 		const char *k = qtk_st_meta_key(f, i);
 		printf("  meta %s = %s\n", k, qtk_st_meta_get(f, k));
@@ -77,6 +80,7 @@ static int print_json(const char *path, const qtk_st_file *f)
 	cj_init(&j, stdout);
 	cj_obj(&j, NULL);
 	cj_str(&j, "path", path);
+	cj_str(&j, "resolved", qtk_st_path(f));
 	cj_str(&j, "format", "safetensors");
 	cj_uint(&j, "tensor_count", qtk_st_count(f));
 	cj_uint(&j, "total_elements", params);

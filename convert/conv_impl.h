@@ -29,6 +29,8 @@ typedef struct {
 
 typedef struct {
 	const char *format;       /* "safetensors" or "gguf" */
+	const char *path;         /* the file read: the input, or the file
+	                             picked in an input directory */
 	size_t n;
 	src_tensor *t;
 	size_t nfiles;

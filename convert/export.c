@@ -624,6 +624,13 @@ static qtk_err open_out(ex_job *j, qtk_status *st)
 		d[i].n_dims = t->ndim ? t->ndim : 1;
 		for (uint32_t k = 0; k < QTK_GGUF_MAX_DIMS; k++)
 			d[i].ne[k] = k < t->ndim ? t->shape[t->ndim - 1 - k] : 1;
+		if (j->gt[i].flat) {
+			/* > 4 dims: [rows][cols], the shape in comfy.gguf.orig_shape
+			 * (gguf_plan_tensor), as convert writes it */
+			d[i].n_dims = 2;
+			d[i].ne[0] = t->shape[t->ndim - 1];
+			d[i].ne[1] = t->nelem / t->shape[t->ndim - 1];
+		}
 	}
 	rc = qtk_gguf_writer_open(&j->gw, j->o->output, j->gp.kvs, d, j->n, &wo, st);
 	qtk_free(d);

@@ -1039,6 +1039,10 @@ static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
 	}
 	rep->model = qtk_detect_model(names, j->n);
 	qtk_free(names);
+	if (!(rep->resolved = qtk_strdup(j->s->path))) {
+		qtk_conv_report_free(rep);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
 	*out = rep;
 	return QTK_OK;
 }
@@ -1053,6 +1057,7 @@ void qtk_conv_report_free(qtk_conv_report *rep)
 	}
 	qtk_free(rep->tensors);
 	free(rep->metadata_json);
+	qtk_free(rep->resolved);
 	qtk_free(rep);
 }
 

@@ -143,6 +143,8 @@ typedef struct {
 	int threads;
 	const char *model;          /* detected family or NULL */
 	char *metadata_json;        /* what was stored in the output */
+	char *resolved;             /* the file read: the input, or the file
+	                               picked in an input directory */
 } qtk_conv_report;
 
 /* Run (or with dry_run, only plan) a conversion. *rep is filled on success

@@ -328,10 +328,10 @@ static qtk_err parse_infos(cur *c, uint64_t *namebytes)
 		t->nelem = len;                     /* name length until fill */
 		*namebytes += len + 1;
 		QTK_TRY(rd_u32(c, &t->n_dims, QTK_E_GG_NDIM, "n_dims", name));
-		if (t->n_dims == 0 || t->n_dims > QTK_GGUF_MAX_DIMS)
+		if (t->n_dims == 0 || t->n_dims > QTK_GGUF_READ_MAX_DIMS)
 			return qtk_fail(c->st, QTK_E_GG_NDIM, "%s: tensor '%s': %u dims (1 to %d allowed)",
-			                f->name, name, t->n_dims, QTK_GGUF_MAX_DIMS);
-		for (uint32_t d = 0; d < QTK_GGUF_MAX_DIMS; d++)
+			                f->name, name, t->n_dims, QTK_GGUF_READ_MAX_DIMS);
+		for (uint32_t d = 0; d < QTK_GGUF_READ_MAX_DIMS; d++)
 			t->ne[d] = 1;
 		for (uint32_t d = 0; d < t->n_dims; d++) {
 			QTK_TRY(rd_len(c, &t->ne[d], QTK_E_GG_DIM, "dim", name));

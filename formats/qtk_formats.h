@@ -67,9 +67,17 @@ typedef struct {
 typedef struct qtk_st_file qtk_st_file;
 
 /* Open PATH: a .safetensors file, a *.safetensors.index.json, or a
- * directory (its index, or its single .safetensors file). Costs O(header).
+ * directory (the file qtk_st_resolve picks in it). Costs O(header).
  * On failure *out is NULL and st names file, tensor and problem. */
 QTK_API qtk_err qtk_st_open(const char *path, qtk_st_file **out, qtk_status *st);
+/* The file qtk_st_open reads for PATH: PATH itself, or in a directory the
+ * file a Hugging Face loader reads there: model.safetensors, else
+ * model.safetensors.index.json, else diffusion_pytorch_model.safetensors
+ * .index.json, else diffusion_pytorch_model.safetensors, else the only
+ * *.safetensors.index.json, else the only .safetensors file (several:
+ * QTK_E_ARG naming them; none: QTK_E_NOT_FOUND). *out is the path (a
+ * directory's joined to the file's name); the caller frees it with qtk_free. */
+QTK_API qtk_err qtk_st_resolve(const char *path, char **out, qtk_status *st);
 QTK_API void qtk_st_close(qtk_st_file *f); /* NULL is fine */
 
 /* Tensors in the order of their data (shard order, then offset). */
@@ -88,6 +96,8 @@ QTK_API const char *qtk_st_shard_path(const qtk_st_file *f, size_t i);
 QTK_API uint64_t qtk_st_shard_size(const qtk_st_file *f, size_t i);
 /* The directory the checkpoint lives in (for config.json and friends). */
 QTK_API const char *qtk_st_dir(const qtk_st_file *f);
+/* The file opened (the index of a set): PATH, or the one picked in it. */
+QTK_API const char *qtk_st_path(const qtk_st_file *f);
 
 /* Convert elements [elem0, elem0+n) of a floating tensor to f32. */
 QTK_API qtk_err qtk_st_read_f32(const qtk_st_tensor *t, uint64_t elem0,
@@ -306,7 +316,10 @@ enum {
 	QTK_GGML_F64 = 28, QTK_GGML_BF16 = 30, QTK_GGML_TYPE_COUNT = 40
 };
 
-#define QTK_GGUF_MAX_DIMS 4
+#define QTK_GGUF_MAX_DIMS 4      /* ggml's GGML_MAX_DIMS: what qtk writes */
+#define QTK_GGUF_READ_MAX_DIMS QTK_MAX_DIMS /* what qtk reads: gguf-py writes
+                                           any rank (ComfyUI-GGUF's 5-D Wan
+                                           patch_embedding.weight) */
 #define QTK_GGUF_DEFAULT_ALIGN 32u
 /* The largest general.alignment qtk reads or writes: 64 KiB, the largest
  * page size of common platforms (arm64 and ppc64le 64K-page kernels);
@@ -341,8 +354,8 @@ typedef struct {
 typedef struct {
 	const char *name;       /* NUL-terminated copy */
 	uint32_t type;          /* ggml type */
-	uint32_t n_dims;        /* 1..4 */
-	uint64_t ne[QTK_GGUF_MAX_DIMS]; /* ne[0] innermost; unused dims 1 */
+	uint32_t n_dims;        /* 1..QTK_GGUF_READ_MAX_DIMS */
+	uint64_t ne[QTK_GGUF_READ_MAX_DIMS]; /* ne[0] innermost; unused dims 1 */
 	uint32_t ndim;          /* = n_dims; shape in safetensors order: */
 	uint64_t shape[QTK_MAX_DIMS];   /* shape[ndim-1] = ne[0] */
 	uint64_t nelem;

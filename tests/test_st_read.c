@@ -752,3 +752,45 @@ TEST(st_open_alloc_failures)
 	}
 	CHECK(ok);
 }
+
+/* Picking a file in a directory: every allocation failure (candidate
+ * lists, the joined path) is NOMEM with nothing leaked, for a pick and for
+ * the refusal that lists the candidates. */
+TEST(st_open_directory_alloc_failures)
+{
+	static const struct { const char *dir; qtk_err want; } cs[] = {
+		{ "pick", QTK_OK }, { "ambiguous", QTK_E_ARG },
+	};
+	t_system("mkdir -p '%s' '%s'", t_tmp("pick"), t_tmp("ambiguous"));
+	mk_set("pick", "model.safetensors.index.json", "model", "sharded");
+	mk_tagged("pick", "consolidated.safetensors", "consolidated");
+	mk_tagged("pick", "reference_logits.safetensors", "logits");
+	for (int i = 0; i < 12; i++) {
+		char n[64];
+		snprintf(n, sizeof n, "step-%02d.safetensors", i);
+		mk_tagged("ambiguous", n, "t");
+	}
+	for (size_t c = 0; c < sizeof cs / sizeof *cs; c++) {
+		char d[512];
+		int done = 0;
+		snprintf(d, sizeof d, "%s", t_tmp(cs[c].dir));
+		for (uint64_t n = 1; n < 100000 && !done; n++) {
+			qtk_status st;
+			qtk_st_file *f = NULL;
+			qtk_fault_arm(QTK_FAULT_ALLOC, n, 0);
+			qtk_err rc = qtk_st_open(d, &f, &st);
+			int fired = qtk_fault_fired(QTK_FAULT_ALLOC);
+			qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
+			if (!fired) {
+				CHECK_MSG(rc == cs[c].want, "%s: %s", cs[c].dir, qtk_err_name(rc));
+				done = 1;
+			} else {
+				CHECK_MSG(rc == QTK_E_NOMEM, "%s, n=%llu: %s (%s)", cs[c].dir,
+				          (unsigned long long)n, qtk_err_name(rc), st.msg);
+				CHECK(f == NULL);
+			}
+			qtk_st_close(f);
+		}
+		CHECK(done);
+	}
+}

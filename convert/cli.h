@@ -5,6 +5,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "qtk_convert.h"
 
@@ -72,6 +73,15 @@ void cj_raw_begin(cj_writer *j, const char *key);
 int cj_finish(cj_writer *j);
 /* n, or the largest length <= max that does not split a UTF-8 sequence. */
 size_t cj_utf8_cut(const char *s, size_t n, size_t max);
+
+/* Names and strings read from a file (or a path) as text output shows
+ * them: control bytes, backslashes, C1 controls and bytes that are not
+ * valid UTF-8 written as \xNN / \\, so a hostile file cannot send terminal
+ * escape sequences; at most CLI_TEXT_MAX bytes, then "...". Points into a
+ * ring of 8 static buffers (for several in one printf). */
+#define CLI_TEXT_MAX 1024
+const char *cli_text(const char *s, size_t n);
+#define CLI_TXT(s) cli_text((s), (s) ? strlen(s) : 0)
 
 /* Print "qtk: MSG" to stderr for a failed status; returns QTK_EXIT_FAIL. */
 int cli_report(const qtk_status *st);

@@ -17,8 +17,9 @@ static void print_scalar(const qtk_gguf_kv *kv)
 {
 	switch (kv->type) {
 	case QTK_GGUF_STRING:
-		printf("\"%.*s%s\"", (int)(kv->count < SHOW_CHARS ? kv->count : SHOW_CHARS),
-		       (const char *)kv->data, kv->count > SHOW_CHARS ? "..." : "");
+		printf("\"%s%s\"", cli_text((const char *)kv->data,
+		       kv->count < SHOW_CHARS ? (size_t)kv->count : SHOW_CHARS),
+		       kv->count > SHOW_CHARS ? "..." : "");
 		break;
 	default: {
 		/* reuse the array accessors by viewing the scalar as a 1-array */
@@ -50,7 +51,7 @@ static void print_array(const qtk_gguf_kv *kv)
 		double d;
 		printf(i ? ", " : " ");
 		if (!qtk_gguf_arr_str(kv, i, &s, &len))
-			printf("\"%.*s\"", (int)(len < 24 ? len : 24), s);
+			printf("\"%s\"", cli_text(s, len < 24 ? (size_t)len : 24));
 		else if (!qtk_gguf_arr_f64(kv, i, &d))
 			printf("%.9g", d);
 		else
@@ -66,11 +67,11 @@ static int print_text(const char *path, const qtk_gguf_file *f)
 	uint64_t bytes = 0, elems = 0;
 
 	printf("%s: GGUF v%u, %zu KVs, %zu tensors, alignment %u, data at %" PRIu64 ", %" PRIu64
-	       " bytes\n", path, qtk_gguf_version(f), qtk_gguf_kv_count(f), n,
+	       " bytes\n", CLI_TXT(path), qtk_gguf_version(f), qtk_gguf_kv_count(f), n,
 	       qtk_gguf_alignment(f), qtk_gguf_data_offset(f), qtk_gguf_file_size(f));
 	for (size_t i = 0; i < qtk_gguf_kv_count(f); i++) {
 		const qtk_gguf_kv *kv = qtk_gguf_kv_get(f, i);
-		printf("  %-40s %-6s ", kv->key, qtk_gguf_vtype_name(kv->type));
+		printf("  %-40s %-6s ", CLI_TXT(kv->key), qtk_gguf_vtype_name(kv->type));
 		if (kv->type == QTK_GGUF_ARRAY)
 			print_array(kv);
 		else
@@ -87,7 +88,7 @@ static int print_text(const char *path, const qtk_gguf_file *f)
 			                      t->shape[d]);
 		if (k < sizeof shape)
 			snprintf(shape + k, sizeof shape - k, "]");
-		printf("%-44s %-6s %-20s %12" PRIu64 " %12" PRIu64 "\n", t->name,
+		printf("%-44s %-6s %-20s %12" PRIu64 " %12" PRIu64 "\n", CLI_TXT(t->name),
 		       qtk_ggml_type_name(t->type), shape, t->nbytes, t->file_offset);
 		bytes += t->nbytes;
 		elems += t->nelem;

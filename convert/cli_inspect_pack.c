@@ -20,27 +20,27 @@ static void print_metadata(const char *text)
 	size_t nstat = 0, i;
 
 	if (!json_is_object(m) || !json_is_object(json_object_get(m, "source"))) {
-		printf("metadata: %s\n", text);
+		printf("metadata: %s\n", CLI_TXT(text));
 		json_decref(m);
 		return;
 	}
 	printf("metadata (qtk %s", json_string_value(json_object_get(m, "qtk_version")) ?
-	       json_string_value(json_object_get(m, "qtk_version")) : "?");
+	       CLI_TXT(json_string_value(json_object_get(m, "qtk_version"))) : "?");
 	if (json_is_string(json_object_get(m, "model")))
-		printf(", model %s", json_string_value(json_object_get(m, "model")));
+		printf(", model %s", CLI_TXT(json_string_value(json_object_get(m, "model"))));
 	printf("; --json prints all of it):\n");
 	src = json_object_get(m, "source");
 	files = json_object_get(src, "files");
 	printf("  source: %s", json_string_value(json_object_get(src, "format")) ?
-	       json_string_value(json_object_get(src, "format")) : "?");
+	       CLI_TXT(json_string_value(json_object_get(src, "format"))) : "?");
 	json_array_foreach(files, i, t)
 		printf("%s %s (%lld bytes%s%s)", i ? "," : "",
 		       json_string_value(json_object_get(t, "name")) ?
-		       json_string_value(json_object_get(t, "name")) : "?",
+		       CLI_TXT(json_string_value(json_object_get(t, "name"))) : "?",
 		       (long long)json_integer_value(json_object_get(t, "bytes")),
 		       json_string_length(json_object_get(t, "crc32")) ? ", crc32 " : "",
 		       json_string_length(json_object_get(t, "crc32")) ?
-		       json_string_value(json_object_get(t, "crc32")) : "");
+		       CLI_TXT(json_string_value(json_object_get(t, "crc32"))) : "");
 	printf("\n");
 	if (json_is_object(json_object_get(m, "config")))
 		printf("  config.json: stored\n");
@@ -50,7 +50,7 @@ static void print_metadata(const char *text)
 		printf("  options:");
 		json_object_foreach(opts, key, v) {
 			char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-			printf(" %s=%s", key, s ? s : "?");
+			printf(" %s=%s", CLI_TXT(key), s ? CLI_TXT(s) : "?");
 			free(s);
 		}
 		printf("\n");
@@ -59,9 +59,9 @@ static void print_metadata(const char *text)
 	if (json_is_object(rec))
 		printf("  recipe: scheme %s, group %s, %zu rules\n",
 		       json_string_value(json_object_get(rec, "scheme")) ?
-		       json_string_value(json_object_get(rec, "scheme")) : "?",
+		       CLI_TXT(json_string_value(json_object_get(rec, "scheme"))) : "?",
 		       json_string_value(json_object_get(rec, "group")) ?
-		       json_string_value(json_object_get(rec, "group")) : "?",
+		       CLI_TXT(json_string_value(json_object_get(rec, "group"))) : "?",
 		       json_array_size(json_object_get(rec, "rules")));
 	json_object_foreach(json_object_get(m, "tensors"), key, t) {
 		json_t *r = json_object_get(t, "rel_fro");
@@ -75,7 +75,7 @@ static void print_metadata(const char *text)
 	}
 	if (nstat)
 		printf("  error statistics: %zu tensors, worst relative error %.4g (%s)\n", nstat,
-		       wv, worst);
+		       wv, CLI_TXT(worst));
 	json_decref(m);
 }
 
@@ -114,7 +114,7 @@ static int print_text(const char *path, const qtk_pack_file *f)
 	uint64_t total = 0, stored = 0, elems = 0;
 	size_t n = qtk_pack_count(f);
 
-	printf("%s: qtk packed format %d.%u, %zu tensors, %llu bytes\n", path,
+	printf("%s: qtk packed format %d.%u, %zu tensors, %llu bytes\n", CLI_TXT(path),
 	       QTK_PACK_VERSION_MAJOR, qtk_pack_version_minor(f), n,
 	       (unsigned long long)qtk_pack_file_size(f));
 	printf("%-40s %-12s %-6s %-5s %-20s %7s %12s\n", "name", "scheme", "group", "src",
@@ -125,7 +125,7 @@ static int print_text(const char *path, const qtk_pack_file *f)
 
 		shape_str(t, shape, sizeof shape);
 		group_str(t, group, sizeof group);
-		printf("%-40s %-12s %-6s %-5s %-20s %7.3f %12llu%s\n", t->name,
+		printf("%-40s %-12s %-6s %-5s %-20s %7.3f %12llu%s\n", CLI_TXT(t->name),
 		       qtk_q_scheme_get(t->layout.scheme)->name, group,
 		       qtk_dtype_name(t->src_dtype), shape,
 		       qtk_q_bits_per_weight(&t->layout, t->rows, t->cols),

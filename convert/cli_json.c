@@ -208,3 +208,47 @@ int cj_finish(cj_writer *j)
 	}
 	return QTK_EXIT_OK;
 }
+
+/* ---- text output: names and strings from files, made safe to print ---- */
+
+const char *cli_text(const char *s, size_t n)
+{
+	/* a ring, so one printf can show several; single-threaded CLI use */
+	static char ring[8][CLI_TEXT_MAX + 8];
+	static unsigned next;
+	char *out = ring[next++ % 8];
+	const unsigned char *p = (const unsigned char *)(s ? s : "(null)");
+	size_t k = 0, i = 0;
+
+	if (!s)
+		n = 6;
+	while (i < n) {
+		size_t len = utf8_len(p + i, n - i);
+
+		/* C1 controls (U+0080..U+009F: 0xC2 0x80..0x9F) act as escapes too */
+		if (len == 2 && p[i] == 0xc2 && p[i + 1] < 0xa0)
+			len = 0;
+		if (len && !(len == 1 && (p[i] < 0x20 || p[i] == 0x7f || p[i] == '\\'))) {
+			if (k + len > CLI_TEXT_MAX)
+				break;
+			memcpy(out + k, p + i, len);
+			k += len;
+			i += len;
+			continue;
+		}
+		if (k + 4 > CLI_TEXT_MAX)
+			break;
+		if (p[i] == '\\') {
+			out[k++] = '\\';
+			out[k++] = '\\';
+		} else {
+			k += (size_t)snprintf(out + k, 5, "\\x%02x", p[i]);
+		}
+		i++;
+	}
+	if (i < n)
+		memcpy(out + k, "...", 4);
+	else
+		out[k] = 0;
+	return out;
+}

@@ -39,20 +39,20 @@ static int print_text(const char *path, const qtk_st_file *f)
 		size_t l = strlen(t->name);
 		w = l > w && l < 80 ? l : w;
 	}
-	printf("%s: safetensors, %zu tensor%s in %zu file%s\n", path, n, n == 1 ? "" : "s",
+	printf("%s: safetensors, %zu tensor%s in %zu file%s\n", CLI_TXT(path), n, n == 1 ? "" : "s",
 	       qtk_st_shard_count(f), qtk_st_shard_count(f) == 1 ? "" : "s");
 	if (strcmp(path, qtk_st_path(f)))
-		printf("  read %s (picked in the directory)\n", qtk_st_path(f));
+		printf("  read %s (picked in the directory)\n", CLI_TXT(qtk_st_path(f)));
 	for (size_t i = 0; i < qtk_st_meta_count(f); i++) {
 		const char *k = qtk_st_meta_key(f, i);
-		printf("  meta %s = %s\n", k, qtk_st_meta_get(f, k));
+		printf("  meta %s = %s\n", CLI_TXT(k), CLI_TXT(qtk_st_meta_get(f, k)));
 	}
 	printf("\n%-*s  %-7s  %-20s  %12s\n", (int)w, "name", "dtype", "shape", "bytes");
 	for (size_t i = 0; i < n; i++) {
 		const qtk_st_tensor *t = qtk_st_get(f, i);
 		char sh[256];
 		shape_str(t, sh, sizeof sh);
-		printf("%-*s  %-7s  %-20s  %12" PRIu64 "\n", (int)w, t->name,
+		printf("%-*s  %-7s  %-20s  %12" PRIu64 "\n", (int)w, CLI_TXT(t->name),
 		       qtk_dtype_name(t->dtype), sh, t->nbytes);
 		bytes += t->nbytes;
 		params += t->nelem;

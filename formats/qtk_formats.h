@@ -61,6 +61,7 @@ typedef struct {
 	uint64_t nbytes;
 	uint32_t shard;         /* which file of a sharded set holds it */
 	uint64_t file_offset;   /* absolute offset of data in that file */
+	const char *file_;      /* private: that file's path, for messages */
 } qtk_st_tensor;
 
 /* One safetensors file, or a sharded set presented as one namespace. */
@@ -99,7 +100,9 @@ QTK_API const char *qtk_st_dir(const qtk_st_file *f);
 /* The file opened (the index of a set): PATH, or the one picked in it. */
 QTK_API const char *qtk_st_path(const qtk_st_file *f);
 
-/* Convert elements [elem0, elem0+n) of a floating tensor to f32. */
+/* Convert elements [elem0, elem0+n) of a floating tensor to f32. A finite
+ * F64 value beyond f32's range is refused (QTK_E_UNSUPPORTED naming file,
+ * tensor, element and value), never made Inf. */
 QTK_API qtk_err qtk_st_read_f32(const qtk_st_tensor *t, uint64_t elem0,
                                 uint64_t n, float *dst, qtk_status *st);
 

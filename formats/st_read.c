@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -251,6 +252,7 @@ static qtk_err parse_entry(qtk_st_file *f, const qtk_map *m, uint32_t shard,
 	t->nelem = nelem;
 	t->nbytes = nbytes;
 	t->shard = shard;
+	t->file_ = path;
 	t->file_offset = data0 + a;
 	t->data = m->data ? m->data + data0 + a : NULL;
 	return QTK_OK;
@@ -778,21 +780,39 @@ const char *qtk_st_path(const qtk_st_file *f) { return f ? f->path : NULL; }
 qtk_err qtk_st_read_f32(const qtk_st_tensor *t, uint64_t elem0, uint64_t n, float *dst,
                         qtk_status *st)
 {
+	const char *file;
 	uint64_t end;
+
 	if (!t || (n && !dst))
 		return qtk_fail(st, QTK_E_ARG, "qtk_st_read_f32: NULL argument");
+	file = t->file_ ? t->file_ : "safetensors";
 	if (!qtk_dtype_is_float(t->dtype))
-		return qtk_fail(st, QTK_E_ARG, "tensor '%s': dtype %s is not a float type", t->name,
-		                qtk_dtype_name(t->dtype));
+		return qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': dtype %s is not a float type", file,
+		                t->name, qtk_dtype_name(t->dtype));
 	if (__builtin_add_overflow(elem0, n, &end) || end > t->nelem)
-		return qtk_fail(st, QTK_E_ARG, "tensor '%s': elements [%llu, +%llu) past %llu",
-		                t->name, (unsigned long long)elem0, (unsigned long long)n,
+		return qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': elements [%llu, +%llu) past %llu",
+		                file, t->name, (unsigned long long)elem0, (unsigned long long)n,
 		                (unsigned long long)t->nelem);
 	if (!n)
 		return QTK_OK;
 	if (n > SIZE_MAX)
-		return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': read too large", t->name);
+		return qtk_fail(st, QTK_E_OVERFLOW, "%s: tensor '%s': read too large", file, t->name);
 	const uint8_t *src = (const uint8_t *)t->data + elem0 * qtk_dtype_size(t->dtype);
 	qtk_err rc = qtk_to_f32(t->dtype, src, dst, (size_t)n);
-	return rc ? qtk_fail(st, rc, "tensor '%s': conversion failed", t->name) : QTK_OK;
+	if (rc)
+		return qtk_fail(st, rc, "%s: tensor '%s': conversion to f32 failed", file, t->name);
+	/* F64 is the one source type whose finite values can exceed f32: a
+	 * value rounded to Inf there is refused, not passed on as Inf */
+	if (t->dtype == QTK_DT_F64)
+		for (size_t i = 0; i < (size_t)n; i++)
+			if (isinf(dst[i])) {
+				double v;
+				memcpy(&v, src + 8 * i, 8);
+				if (isfinite(v))
+					return qtk_fail(st, QTK_E_UNSUPPORTED,
+					                "%s: tensor '%s': element %llu is %g, beyond f32's range",
+					                file, t->name,
+					                (unsigned long long)(elem0 + i), v);
+			}
+	return QTK_OK;
 }

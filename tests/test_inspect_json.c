@@ -180,3 +180,44 @@ TEST(inspect_json_non_utf8_is_valid_json)
 	         "assert d[\"shards\"][0][\"path\"].endswith(\"s\\ufffd.safetensors\"); "
 	         "assert d[\"tensor_count\"]==2"), 0);
 }
+
+/* Text output: a hostile file cannot reach the terminal with control bytes
+ * (ESC sequences, C1 CSI) or invalid UTF-8: they print as \xNN. */
+TEST(inspect_text_escapes_control_bytes)
+{
+	const char *q = bin(), *out = t_tmp("o.txt");
+	static const uint64_t ne[1] = { 32 };
+	char gg[4200];
+	tg_buf g = { 0 };
+	size_t n;
+	unsigned char *b;
+
+	snprintf(gg, sizeof gg, "%s", t_tmp("esc\x1b[2J.gguf"));
+	tg_buf_header(&g, 1, 2);
+	tg_buf_str(&g, "general.name");
+	tg_buf_u32(&g, QTK_GGUF_STRING);
+	tg_buf_str(&g, "\x1b]0;owned\x07\x1b[31mred\xc2\x9b" "1m\x7f\\");
+	tg_buf_str(&g, "arr");
+	tg_buf_u32(&g, QTK_GGUF_ARRAY);
+	tg_buf_u32(&g, QTK_GGUF_STRING);
+	tg_buf_u64(&g, 1);
+	tg_buf_str(&g, "\x1b[H\xff");
+	tg_buf_info(&g, "w\x1b[1m\r", 1, ne, QTK_GGML_F32, 0);
+	tg_buf_pad(&g, 32);
+	tg_buf_need(&g, 128);
+	memset(g.b + g.len, 0, 128);
+	g.len += 128;
+	REQUIRE(t_write_file(gg, g.b, g.len) == 0);
+	free(g.b);
+	CHECK_EQ(t_system("%s inspect '%s' > %s", q, gg, out), 0);
+	b = (unsigned char *)t_read_file(out, &n);
+	REQUIRE(b);
+	for (size_t i = 0; i < n; i++)
+		CHECK_MSG(b[i] >= 0x20 || b[i] == '\n', "raw control byte 0x%02x at %zu", b[i], i);
+	for (size_t i = 0; i + 1 < n; i++)
+		CHECK_MSG(!(b[i] == 0xc2 && b[i + 1] >= 0x80 && b[i + 1] < 0xa0), "raw C1 at %zu", i);
+	CHECK(memmem(b, n, "\\x1b]0;owned\\x07\\x1b[31mred\\xc2\\x9b1m\\x7f\\\\", 41) != NULL);
+	CHECK(memmem(b, n, "w\\x1b[1m\\x0d", 11) != NULL);
+	CHECK(memmem(b, n, "esc\\x1b[2J.gguf", 15) != NULL);
+	free(b);
+}

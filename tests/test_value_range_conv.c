@@ -572,3 +572,50 @@ TEST(value_range_conv_gguf_fallback_bf16_source_stays_bf16)
 	CHECK(gguf_at(out, "v", 5, 7, &type) == want);
 	CHECK_EQ(type, QTK_GGML_BF16);
 }
+
+/* An F64 safetensors value beyond f32's range: refused naming file, tensor
+ * and element, where it used to reach the quantizer as Inf (and a 1-D F64
+ * tensor kept as it is still converts byte for byte). */
+TEST(value_range_conv_f64_beyond_f32_refused)
+{
+	TPATH(in, "in64.safetensors");
+	TPATH(out, "o.qtk");
+	qtk_st_desc d[2] = {
+		{ .name = "w", .dtype = QTK_DT_F64, .ndim = 2, .shape = { 32, 64 } },
+		{ .name = "b", .dtype = QTK_DT_F64, .ndim = 1, .shape = { 4 } },
+	};
+	double *w = calloc(32 * 64, sizeof *w), b[4] = { 1e300, -1e300, 0, 1 };
+	const void *data[2] = { w, b };
+	qtk_write_opts wo = { .force = 1 };
+	qtk_status st;
+	char *err;
+
+	for (size_t i = 0; i < 32 * 64; i++)
+		w[i] = 0.01 * (double)((int)(i % 37) - 18);
+	w[5 * 64 + 9] = 1e39; /* row 5, col 9: element 329 */
+	REQUIRE(qtk_st_write(in, d, data, 2, NULL, &wo, &st) == QTK_OK);
+	CHECK_EQ(run(in, out, "--scheme int8", &err), 1);
+	HAS(err, in);
+	HAS(err, "tensor 'w': element 329 is 1e+39, beyond f32's range");
+	CHECK(!t_exists(out));
+	free(err);
+	/* the library read says the same, and a value f32 holds reads */
+	{
+		qtk_st_file *f;
+		float buf[64];
+		REQUIRE(qtk_st_open(in, &f, &st) == QTK_OK);
+		const qtk_st_tensor *t = qtk_st_find(f, "w");
+		CHECK_EQ(qtk_st_read_f32(t, 320, 10, buf, &st), QTK_E_UNSUPPORTED);
+		HAS(st.msg, in);
+		CHECK_EQ(qtk_st_read_f32(t, 0, 64, buf, &st), QTK_OK);
+		CHECK(buf[1] == (float)(0.01 * -17));
+		qtk_st_close(f);
+	}
+	/* fixed: the big value replaced by one f32 holds; 'b' (1-D, kept) has
+	 * 1e300 and is stored as its F64 bytes */
+	w[5 * 64 + 9] = 3e38;
+	REQUIRE(qtk_st_write(in, d, data, 2, NULL, &wo, &st) == QTK_OK);
+	CHECK_EQ(run(in, out, "--scheme int8", &err), 0);
+	free(err);
+	free(w);
+}

@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "acc_avx2.h"
 #include "acc_avx512.h"
 #include "quant_impl.h"
 
@@ -878,6 +879,351 @@ T256 static float dot_256(int m, const uint8_t *codes, size_t n, float d, float 
 	DISPATCH(dot_b256, m, codes, n, d, b, x)
 }
 
+/* ---- the fused row kernels (AVX2 + F16C) ---------------------------- */
+
+#define T256H __attribute__((target("avx2,f16c")))
+
+/* Store 8 codes given as int32 lanes (values of intq_code1) at element j
+ * (j % 8 == 0): bytes, or for 4 bits lanes 2i, 2i+1 (< 16) as byte
+ * i = low | high << 4. */
+T256 INL void store_q256(const int m, __m256i q, uint8_t *codes, size_t j)
+{
+	if (QM_8BIT(m)) { /* byte 0 of each lane, both halves into 64 bits */
+		const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
+		                                      -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1,
+		                                      -1, -1, -1, -1, -1, -1, -1, -1);
+		__m256i b = _mm256_shuffle_epi8(q, pick);
+		__m128i v = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+		_mm_storel_epi64((__m128i *)(codes + j), v);
+		return;
+	}
+	/* 64-bit lane i: c[2i] | c[2i+1] << 32 -> byte 0 = c[2i] | c[2i+1] << 4;
+	 * bytes 0 and 8 of the low half to bytes 0, 1, of the high half to 2, 3 */
+	const __m256i pick = _mm256_setr_epi8(0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	                                      -1, -1, -1, -1, 0, 8, -1, -1, -1, -1, -1, -1, -1, -1,
+	                                      -1, -1, -1, -1);
+	__m256i b = _mm256_shuffle_epi8(_mm256_or_si256(q, _mm256_srli_epi64(q, 28)), pick);
+	__m128i v = _mm_or_si128(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+	uint32_t u = (uint32_t)_mm_cvtsi128_si32(v);
+	memcpy(codes + j / 2, &u, 4);
+}
+
+/* The codes of a group from p, and (M) its error sums against the values
+ * dequantize gives: val(q) * sd. Half 0 of every 16 elements first, then
+ * half 1 (acc_avx2.h). */
+T256H INL void emit_256(const int m, const int acc, const float *x, size_t n, float p,
+                        float sd, uint8_t *codes, met256 *M, acc_lanes *A)
+{
+	for (int h = 0; h < 2; h++)
+		for (size_t j = 8 * (size_t)h; j < n; j += 16) {
+			__m256 xv = _mm256_loadu_ps(x + j);
+			__m256i q = code8_256(m, xv, _mm256_set1_ps(p), _mm256_setzero_ps());
+			store_q256(m, q, codes, j);
+			if (acc)
+				met8_vec(&M[h], A, h, xv,
+				         _mm256_mul_ps(val8_256(m, q), _mm256_set1_ps(sd)));
+		}
+}
+
+T256 INL uint32_t hmaxu8(__m256i v)
+{
+	__m128i a = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+	a = _mm_max_epu32(a, _mm_shuffle_epi32(a, 0x4e));
+	a = _mm_max_epu32(a, _mm_shuffle_epi32(a, 0xb1));
+	return (uint32_t)_mm_cvtsi128_si32(a);
+}
+
+/* rtn_scale_512 on 8-lane vectors: the RTN scale d of a group, or 0 when
+ * the group needs the group path (non-finite, all below FLT_MIN). */
+T256H INL float rtn_scale_256(const int m, const float *x, size_t n)
+{
+	uint32_t abits;
+	float amax, mn, mx;
+
+	if (m == QM_INT4) {
+		/* min and max; NaN apart (min/max would drop it), Inf is one of them */
+		__m256 lo = _mm256_loadu_ps(x), hi = lo, bad = _mm256_cmp_ps(lo, lo, _CMP_UNORD_Q);
+		for (size_t j = 8; j < n; j += 8) {
+			__m256 v = _mm256_loadu_ps(x + j);
+			bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+			lo = _mm256_min_ps(lo, v);
+			hi = _mm256_max_ps(hi, v);
+		}
+		if (_mm256_movemask_ps(bad))
+			return 0.0f;
+		mn = hmin8(lo);
+		mx = hmax8(hi);
+		amax = -mn > mx ? -mn : mx;
+		if (amax < FLT_MIN || !(amax <= FLT_MAX))
+			return 0.0f; /* zero or tiny, or Inf */
+		if (-mn == mx) /* a tie: the first of the two in the group decides */
+			return x[first_abs_256(x, n, amax)] * -0.125f;
+		return intq_q4_edge(mn, mx) * -0.125f;
+	}
+	/* int8, nf4: the largest magnitude (its bits: Inf and NaN are above) */
+	const __m256i msk = _mm256_set1_epi32(0x7fffffff);
+	__m256i ab = _mm256_setzero_si256();
+	for (size_t j = 0; j < n; j += 8)
+		ab = _mm256_max_epu32(ab, _mm256_and_si256(
+			_mm256_loadu_si256((const __m256i *)(x + j)), msk));
+	abits = hmaxu8(ab);
+	if (abits >= 0x7f800000u || abits < 0x00800000u)
+		return 0.0f;
+	memcpy(&amax, &abits, 4);
+	return m == QM_INT8 ? amax / 127.0f : amax;
+}
+
+/* One group of rtn_row (rtn_group_512's rule). */
+T256H INL int rtn_group_256(const int m, const int acc, const float *x, size_t n,
+                            uint16_t *sc, uint8_t *codes, met256 *M, acc_lanes *A)
+{
+	float d = rtn_scale_256(m, x, n), id, sd;
+	unsigned short h;
+
+	if (d == 0.0f)
+		return 0;
+	id = 1.0f / d;
+	h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+	sd = _cvtsh_ss(h);
+	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
+		return 0;
+	memcpy(sc, &h, 2);
+	emit_256(m, acc, x, n, id, sd, codes, M, A);
+	return 1;
+}
+
+/* op k of the 8-group reduction: 0 min, 1 max (f32), 2 max (u32 bits) */
+T256 INL __m256 red_op256(const int k, __m256 a, __m256 b)
+{
+	if (k == 0)
+		return _mm256_min_ps(a, b);
+	if (k == 1)
+		return _mm256_max_ps(a, b);
+	return _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+}
+
+/* Lane g of the result: op over the 8 lanes of v[g] (v is clobbered); the
+ * transpose by halves of red16_512 with one step less: after the last step
+ * lane 4q + j holds group 2j + q, which the permute undoes. */
+T256 INL __m256 red8_256(const int k, __m256 *v)
+{
+	const __m256i tr = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+
+	for (int i = 0; i < 4; i++)
+		v[i] = red_op256(k, _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x20),
+		                 _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x31));
+	for (int i = 0; i < 2; i++)
+		v[i] = red_op256(k, _mm256_shuffle_ps(v[2 * i], v[2 * i + 1], 0x44),
+		                 _mm256_shuffle_ps(v[2 * i], v[2 * i + 1], 0xee));
+	v[0] = red_op256(k, _mm256_shuffle_ps(v[0], v[1], 0x88), _mm256_shuffle_ps(v[0], v[1], 0xdd));
+	return _mm256_permutevar8x32_ps(v[0], tr);
+}
+
+/* rtn_block_512 on 8 groups of gl: the scale rule on a vector of 8 groups,
+ * then the codes and error sums group by group. 0 when any of the 8 needs
+ * the group path. */
+T256H INL int rtn_block_256(const int m, const int acc, const float *x, size_t gl,
+                            uint16_t *sc, uint8_t *codes, met256 *M, acc_lanes *A)
+{
+	const __m256 fmax = _mm256_set1_ps(FLT_MAX), sign = _mm256_set1_ps(-0.0f);
+	__m256 a[8], b[8], d, id, sd, amax, bad = _mm256_setzero_ps();
+	__m128i h;
+	float pv[8], dv[8];
+
+	if (m == QM_INT4) {
+		/* per group min and max; NaN apart (min/max would drop it) */
+		for (int g = 0; g < 8; g++) {
+			const float *xg = x + (size_t)g * gl;
+			__m256 lo = _mm256_loadu_ps(xg), hi = lo;
+			bad = _mm256_or_ps(bad, _mm256_cmp_ps(lo, lo, _CMP_UNORD_Q));
+			for (size_t j = 8; j < gl; j += 8) {
+				__m256 v = _mm256_loadu_ps(xg + j);
+				bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+				lo = _mm256_min_ps(lo, v);
+				hi = _mm256_max_ps(hi, v);
+			}
+			a[g] = lo;
+			b[g] = hi;
+		}
+		if (_mm256_movemask_ps(bad))
+			return 0;
+		__m256 mn = red8_256(0, a), mx = red8_256(1, b);
+		__m256 nmn = _mm256_sub_ps(_mm256_setzero_ps(), mn);
+		/* intq_q4_edge: of min and max the one of larger magnitude;
+		 * Inf (it is the min or the max), zero or tiny: the group path */
+		__m256 lo_wins = _mm256_cmp_ps(nmn, mx, _CMP_GT_OQ), tie;
+		__m256 edge = _mm256_blendv_ps(mx, mn, lo_wins);
+		amax = _mm256_blendv_ps(mx, nmn, lo_wins);
+		bad = _mm256_or_ps(_mm256_cmp_ps(amax, fmax, _CMP_NLE_UQ),
+		                   _mm256_cmp_ps(amax, _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ));
+		if (_mm256_movemask_ps(bad))
+			return 0;
+		tie = _mm256_cmp_ps(nmn, mx, _CMP_EQ_OQ);
+		if (_mm256_movemask_ps(tie)) { /* -min = max: the first of the two decides */
+			_mm256_storeu_ps(pv, amax);
+			_mm256_storeu_ps(dv, edge);
+			for (unsigned t = (unsigned)_mm256_movemask_ps(tie); t; t &= t - 1) {
+				size_t g = (size_t)__builtin_ctz(t);
+				dv[g] = x[g * gl + first_abs_256(x + g * gl, gl, pv[g])];
+			}
+			edge = _mm256_loadu_ps(dv);
+		}
+		d = _mm256_mul_ps(edge, _mm256_set1_ps(-0.125f));
+	} else {
+		/* int8, nf4: the largest magnitude's bits (Inf and NaN above) */
+		const __m256i msk = _mm256_set1_epi32(0x7fffffff);
+		for (int g = 0; g < 8; g++) {
+			const float *xg = x + (size_t)g * gl;
+			__m256i ab = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)xg), msk);
+			for (size_t j = 8; j < gl; j += 8)
+				ab = _mm256_max_epu32(ab, _mm256_and_si256(
+					_mm256_loadu_si256((const __m256i *)(xg + j)), msk));
+			a[g] = _mm256_castsi256_ps(ab);
+		}
+		__m256i ab = _mm256_castps_si256(red8_256(2, a));
+		/* unsigned compares as signed ones: the bits are below 2^31 */
+		bad = _mm256_castsi256_ps(_mm256_or_si256(
+			_mm256_cmpgt_epi32(ab, _mm256_set1_epi32(0x7f7fffff)),
+			_mm256_cmpgt_epi32(_mm256_set1_epi32(0x00800000), ab)));
+		if (_mm256_movemask_ps(bad))
+			return 0;
+		amax = _mm256_castsi256_ps(ab);
+		d = m == QM_INT8 ? _mm256_div_ps(amax, _mm256_set1_ps(127.0f)) : amax;
+	}
+	id = _mm256_div_ps(_mm256_set1_ps(1.0f), d);
+	h = _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT);
+	sd = _mm256_cvtph_ps(h);
+	bad = _mm256_or_ps(_mm256_cmp_ps(sd, _mm256_setzero_ps(), _CMP_EQ_OQ),
+	                   _mm256_or_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, sd), fmax, _CMP_NLE_UQ),
+	                                _mm256_cmp_ps(_mm256_andnot_ps(sign, id), fmax, _CMP_NLE_UQ)));
+	if (_mm256_movemask_ps(bad))
+		return 0;
+	_mm_storeu_si128((__m128i *)sc, h);
+	_mm256_storeu_ps(pv, id);
+	_mm256_storeu_ps(dv, sd);
+	for (size_t g = 0; g < 8; g++)
+		emit_256(m, acc, x + g * gl, gl, pv[g], dv[g],
+		         codes + (QM_8BIT(m) ? g * gl : g * gl / 2), M, A);
+	return 1;
+}
+
+T256H INL int rtn_row_b256(const int m, const int acc, const float *x, size_t cols, size_t gl,
+                           uint16_t *scales, uint8_t *codes, acc_lanes *A)
+{
+	met256 M[2];
+	size_t g = 0, i0 = 0;
+
+	if (acc)
+		memset(A, 0, sizeof *A);
+	met8_init(&M[0]);
+	met8_init(&M[1]);
+	for (; i0 + 8 * gl <= cols; g += 8, i0 += 8 * gl)
+		if (!rtn_block_256(m, acc, x + i0, gl, scales + g,
+		                   codes + (QM_8BIT(m) ? i0 : i0 / 2), M, A))
+			return 0;
+	for (; i0 < cols; g++, i0 += gl)
+		if (!rtn_group_256(m, acc, x + i0, gl, scales + g,
+		                   codes + (QM_8BIT(m) ? i0 : i0 / 2), M, A))
+			return 0;
+	if (acc) {
+		met8_end(&M[0], A, 0);
+		met8_end(&M[1], A, 1);
+	}
+	return 1;
+}
+
+T256H static int rtn_row_256(int m, const float *x, size_t cols, size_t gl,
+                             uint16_t *scales, uint8_t *codes, acc_lanes *A)
+{
+	switch (m) {
+	case QM_INT8: return A ? rtn_row_b256(QM_INT8, 1, x, cols, gl, scales, codes, A)
+	                       : rtn_row_b256(QM_INT8, 0, x, cols, gl, scales, codes, A);
+	case QM_INT4: return A ? rtn_row_b256(QM_INT4, 1, x, cols, gl, scales, codes, A)
+	                       : rtn_row_b256(QM_INT4, 0, x, cols, gl, scales, codes, A);
+	case QM_NF4: return A ? rtn_row_b256(QM_NF4, 1, x, cols, gl, scales, codes, A)
+	                      : rtn_row_b256(QM_NF4, 0, x, cols, gl, scales, codes, A);
+	default: return 0;
+	}
+}
+
+/* One group of search_row (search_group_512's candidates, errors and
+ * choice on 8-lane vectors: 6 candidates, lanes 6 and 7 unused). */
+T256H INL int search_group_256(const int m, const int acc, const float *x, size_t n,
+                               const float *imp, uint16_t *sc, uint8_t *codes, met256 *M,
+                               acc_lanes *A)
+{
+	const __m256 fmax = _mm256_set1_ps(FLT_MAX), sign = _mm256_set1_ps(-0.0f);
+	const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(INTQ_NRATIO),
+	                                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+	float d = rtn_scale_256(m, x, n), p[8], sd[8], e[INTQ_NRATIO];
+	uint16_t hs[8];
+	__m256 vt, vp, vs, bad;
+	__m128i h;
+	size_t w = 0;
+
+	if (d == 0.0f)
+		return 0;
+	/* td_0 = d, td_k = d * r_k; every stored scale an ordinary f16 */
+	vt = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_maskload_ps(intq_ratios, live));
+	vt = _mm256_blend_ps(vt, _mm256_set1_ps(d), 1);
+	vp = _mm256_div_ps(_mm256_set1_ps(1.0f), vt);
+	h = _mm256_cvtps_ph(vt, _MM_FROUND_TO_NEAREST_INT);
+	vs = _mm256_cvtph_ps(h);
+	bad = _mm256_or_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, vs), fmax, _CMP_GT_OQ),
+	                   _mm256_or_ps(_mm256_cmp_ps(vs, _mm256_setzero_ps(), _CMP_EQ_OQ),
+	                                _mm256_cmp_ps(_mm256_andnot_ps(sign, vp), fmax, _CMP_GT_OQ)));
+	if (_mm256_movemask_ps(_mm256_and_ps(bad, _mm256_castsi256_ps(live))))
+		return 0;
+	_mm256_storeu_ps(p, vp);
+	_mm256_storeu_ps(sd, vs);
+	for (size_t k = 0; k < INTQ_NRATIO; k++)
+		e[k] = sqerr1_256(m, x, imp, n, p[k], 0.0f, sd[k], 0.0f);
+	for (size_t k = 1; k < INTQ_NRATIO; k++)
+		if (e[k] < e[w])
+			w = k;
+	_mm_storeu_si128((__m128i *)hs, h);
+	memcpy(sc, &hs[w], 2);
+	emit_256(m, acc, x, n, p[w], sd[w], codes, M, A);
+	return 1;
+}
+
+T256H INL int search_row_b256(const int m, const int acc, const float *x, size_t cols,
+                              size_t gl, const float *imp, uint16_t *scales, uint8_t *codes,
+                              acc_lanes *A)
+{
+	met256 M[2];
+
+	if (acc)
+		memset(A, 0, sizeof *A);
+	met8_init(&M[0]);
+	met8_init(&M[1]);
+	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
+		if (!search_group_256(m, acc, x + i0, gl, imp ? imp + i0 : NULL, scales + g,
+		                      codes + (QM_8BIT(m) ? i0 : i0 / 2), M, A))
+			return 0;
+	if (acc) {
+		met8_end(&M[0], A, 0);
+		met8_end(&M[1], A, 1);
+	}
+	return 1;
+}
+
+T256H static int search_row_256(int m, const float *x, size_t cols, size_t gl,
+                                const float *imp, uint16_t *scales, uint8_t *codes,
+                                acc_lanes *A)
+{
+	switch (m) {
+	case QM_INT8: return A ? search_row_b256(QM_INT8, 1, x, cols, gl, imp, scales, codes, A)
+	                       : search_row_b256(QM_INT8, 0, x, cols, gl, imp, scales, codes, A);
+	case QM_INT4: return A ? search_row_b256(QM_INT4, 1, x, cols, gl, imp, scales, codes, A)
+	                       : search_row_b256(QM_INT4, 0, x, cols, gl, imp, scales, codes, A);
+	case QM_NF4: return A ? search_row_b256(QM_NF4, 1, x, cols, gl, imp, scales, codes, A)
+	                      : search_row_b256(QM_NF4, 0, x, cols, gl, imp, scales, codes, A);
+	default: return 0;
+	}
+}
+
 const intq_kernels intq_k_avx2 = {
-	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256, NULL, NULL,
+	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256, rtn_row_256,
+	search_row_256,
 };

@@ -677,37 +677,57 @@ T256 static size_t first_abs_256(const float *x, size_t n, float a)
 	return first_abs_tail(x, j, n, a);
 }
 
-T256 INL __m256i code8_256(const int m, __m256 x, __m256 p, __m256 b)
+/* Codes of 8 elements as int32 (intq_code1, lane by lane). rtn: p is the
+ * reciprocal of the group's RTN scale, so |x*p| <= 8 (int4) or 127 (int8)
+ * up to rounding, and the clamps that cannot bind are left out. */
+T256 INL __m256i code8r_256(const int m, const int rtn, __m256 x, __m256 p, __m256 b)
 {
 	__m256 v, lim = _mm256_set1_ps(QM_LEVELS(m)), zero = _mm256_setzero_ps();
 
 	switch (m) {
 	case QM_INT8: {
+		/* roundf(y) = trunc(y + copysign(0.5 - 2^-25, y)) for every
+		 * finite y: the sum rounds up to the next integer exactly when
+		 * |frac(y)| >= 0.5 (0.5 itself by the tie to even) */
 		__m256 y = _mm256_mul_ps(x, p);
-		__m256 t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-		__m256 sgn = _mm256_set1_ps(-0.0f);
-		__m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sgn, _mm256_sub_ps(y, t)),
-		                          _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-		__m256 one = _mm256_or_ps(_mm256_and_ps(y, sgn), _mm256_set1_ps(1.0f));
-		t = _mm256_add_ps(t, _mm256_and_ps(up, one));
-		t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
-		return _mm256_cvttps_epi32(t);
+		__m256 h = _mm256_or_ps(_mm256_and_ps(y, _mm256_set1_ps(-0.0f)),
+		                        _mm256_set1_ps(0x1.fffffep-2f));
+		v = _mm256_add_ps(y, h);
+		if (!rtn) /* clamp, then trunc = trunc, then clamp */
+			v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-127.0f)),
+			                  _mm256_set1_ps(127.0f));
+		return _mm256_cvttps_epi32(v);
 	}
 	case QM_INT4:
 		v = _mm256_add_ps(_mm256_mul_ps(x, p), _mm256_set1_ps(8.5f));
-		break;
+		if (!rtn) /* RTN: v >= 0.5 up to rounding */
+			v = _mm256_max_ps(v, zero);
+		return _mm256_cvttps_epi32(_mm256_min_ps(v, lim));
 	case QM_NF4: {
+		/* qtk_q_nf4_code's binary search over the midpoints (their count
+		 * below y): against mid[7], then mid[3] or mid[11], ... */
 		__m256 y = _mm256_mul_ps(x, p);
-		__m256i c = _mm256_setzero_si256();
-		for (int k = 0; k < 15; k++) {
-			__m256 gt = _mm256_cmp_ps(y, _mm256_set1_ps(intq_nf4_mid[k]), _CMP_GT_OQ);
-			c = _mm256_sub_epi32(c, _mm256_castps_si256(gt));
-		}
-		return c;
+		__m256 gt = _mm256_cmp_ps(y, _mm256_set1_ps(intq_nf4_mid[7]), _CMP_GT_OQ);
+		__m256i lo = _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(8));
+		__m256 t = _mm256_blendv_ps(_mm256_set1_ps(intq_nf4_mid[3]),
+		                            _mm256_set1_ps(intq_nf4_mid[11]), gt);
+		gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
+		lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(4)));
+		/* step 2: mid[lo + 1] of lo = 0, 4, 8, 12; step 1: mid[lo], lo even */
+		const float *md = intq_nf4_mid;
+		t = _mm256_permutevar8x32_ps(_mm256_setr_ps(md[1], md[5], md[9], md[13], 0, 0, 0, 0),
+		                             _mm256_srli_epi32(lo, 2));
+		gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
+		lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(2)));
+		t = _mm256_permutevar8x32_ps(_mm256_setr_ps(md[0], md[2], md[4], md[6], md[8], md[10],
+		                                            md[12], md[14]),
+		                             _mm256_srli_epi32(lo, 1));
+		gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
+		return _mm256_sub_epi32(lo, _mm256_castps_si256(gt));
 	}
 	case QM_AFF4:
 	case QM_AFF8:
-		v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, b), p), _mm256_set1_ps(0.5f));
+		v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, b), p), _mm256_set1_ps(0x1.fffffep-2f));
 		break;
 	default:
 		v = _mm256_round_ps(_mm256_div_ps(_mm256_sub_ps(x, b), p),
@@ -716,6 +736,11 @@ T256 INL __m256i code8_256(const int m, __m256 x, __m256 p, __m256 b)
 	}
 	v = _mm256_min_ps(_mm256_max_ps(v, zero), lim);
 	return _mm256_cvttps_epi32(v);
+}
+
+T256 INL __m256i code8_256(const int m, __m256 x, __m256 p, __m256 b)
+{
+	return code8r_256(m, 0, x, p, b);
 }
 
 T256 INL __m256 val8_256(const int m, __m256i q)

@@ -727,7 +727,7 @@ T256 INL __m256i code8r_256(const int m, const int rtn, __m256 x, __m256 p, __m2
 	}
 	case QM_AFF4:
 	case QM_AFF8:
-		v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, b), p), _mm256_set1_ps(0x1.fffffep-2f));
+		v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(x, b), p), _mm256_set1_ps(0.5f));
 		break;
 	default:
 		v = _mm256_round_ps(_mm256_div_ps(_mm256_sub_ps(x, b), p),

@@ -933,21 +933,43 @@ T256 INL void store_q256(const int m, __m256i q, uint8_t *codes, size_t j)
 	memcpy(codes + j / 2, &u, 4);
 }
 
-/* The codes of a group from p, and (M) its error sums against the values
- * dequantize gives: val(q) * sd. Half 0 of every 16 elements first, then
- * half 1 (acc_avx2.h). */
-T256H INL void emit_256(const int m, const int acc, const float *x, size_t n, float p,
-                        float sd, uint8_t *codes, met256 *M, acc_lanes *A)
+/* Half h of a group (elements 16k + 8h to 16k + 8h + 7): the codes from
+ * p and (M: that half's sums) the error sums against the values dequantize
+ * gives, val(q) * sd. rtn: p is the RTN one (code8r_256). */
+T256H INL void emit_half(const int m, const int acc, const int rtn, const int h, const float *x,
+                         size_t n, __m256 p, __m256 sd, uint8_t *codes, met256 *M,
+                         acc_lanes *A)
 {
-	for (int h = 0; h < 2; h++)
-		for (size_t j = 8 * (size_t)h; j < n; j += 16) {
-			__m256 xv = _mm256_loadu_ps(x + j);
-			__m256i q = code8_256(m, xv, _mm256_set1_ps(p), _mm256_setzero_ps());
-			store_q256(m, q, codes, j);
-			if (acc)
-				met8_vec(&M[h], A, h, xv,
-				         _mm256_mul_ps(val8_256(m, q), _mm256_set1_ps(sd)));
-		}
+	for (size_t j = 8 * (size_t)h; j < n; j += 16) {
+		__m256 xv = _mm256_loadu_ps(x + j);
+		__m256i q = code8r_256(m, rtn, xv, p, _mm256_setzero_ps());
+		store_q256(m, q, codes, j);
+		if (acc)
+			met8_vec(M, A, h, xv, _mm256_mul_ps(val8_256(m, q), sd));
+	}
+}
+
+/* A whole group: half 0, then half 1 (acc_avx2.h). */
+T256H INL void emit_256(const int m, const int acc, const int rtn, const float *x, size_t n,
+                        float p, float sd, uint8_t *codes, met256 *M, acc_lanes *A)
+{
+	emit_half(m, acc, rtn, 0, x, n, _mm256_set1_ps(p), _mm256_set1_ps(sd), codes, &M[0], A);
+	emit_half(m, acc, rtn, 1, x, n, _mm256_set1_ps(p), _mm256_set1_ps(sd), codes, &M[1], A);
+}
+
+/* Half h of 8 groups of gl in a row, so that half's sums stay in
+ * registers from group to group. */
+T256H INL void emit8_half(const int m, const int acc, const int h, const float *x, size_t gl,
+                          const float *pv, const float *dv, uint8_t *codes, met256 *M,
+                          acc_lanes *A)
+{
+	met256 L = *M;
+
+	for (size_t g = 0; g < 8; g++)
+		emit_half(m, acc, 1, h, x + g * gl, gl, _mm256_broadcast_ss(pv + g),
+		          _mm256_broadcast_ss(dv + g), codes + (QM_8BIT(m) ? g * gl : g * gl / 2),
+		          &L, A);
+	*M = L;
 }
 
 T256 INL uint32_t hmaxu8(__m256i v)
@@ -1013,7 +1035,7 @@ T256H INL int rtn_group_256(const int m, const int acc, const float *x, size_t n
 	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
 		return 0;
 	memcpy(sc, &h, 2);
-	emit_256(m, acc, x, n, id, sd, codes, M, A);
+	emit_256(m, acc, 1, x, n, id, sd, codes, M, A);
 	return 1;
 }
 
@@ -1056,14 +1078,18 @@ T256H INL int rtn_block_256(const int m, const int acc, const float *x, size_t g
 	float pv[8], dv[8];
 
 	if (m == QM_INT4) {
-		/* per group min and max; NaN apart (min/max would drop it) */
+		/* per group min and max; NaN apart (min/max would drop it), but
+		 * with the error sums a NaN makes them NaN, which rtn_row_b256
+		 * checks once per row */
 		for (int g = 0; g < 8; g++) {
 			const float *xg = x + (size_t)g * gl;
 			__m256 lo = _mm256_loadu_ps(xg), hi = lo;
-			bad = _mm256_or_ps(bad, _mm256_cmp_ps(lo, lo, _CMP_UNORD_Q));
+			if (!acc)
+				bad = _mm256_or_ps(bad, _mm256_cmp_ps(lo, lo, _CMP_UNORD_Q));
 			for (size_t j = 8; j < gl; j += 8) {
 				__m256 v = _mm256_loadu_ps(xg + j);
-				bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+				if (!acc)
+					bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 				lo = _mm256_min_ps(lo, v);
 				hi = _mm256_max_ps(hi, v);
 			}
@@ -1126,9 +1152,8 @@ T256H INL int rtn_block_256(const int m, const int acc, const float *x, size_t g
 	_mm_storeu_si128((__m128i *)sc, h);
 	_mm256_storeu_ps(pv, id);
 	_mm256_storeu_ps(dv, sd);
-	for (size_t g = 0; g < 8; g++)
-		emit_256(m, acc, x + g * gl, gl, pv[g], dv[g],
-		         codes + (QM_8BIT(m) ? g * gl : g * gl / 2), M, A);
+	emit8_half(m, acc, 0, x, gl, pv, dv, codes, &M[0], A);
+	emit8_half(m, acc, 1, x, gl, pv, dv, codes, &M[1], A);
 	return 1;
 }
 
@@ -1153,6 +1178,11 @@ T256H INL int rtn_row_b256(const int m, const int acc, const float *x, size_t co
 	if (acc) {
 		met8_end(&M[0], A, 0);
 		met8_end(&M[1], A, 1);
+		/* a NaN in x made its e = x - y and so its lane's e² sum NaN
+		 * (the int4 blocks leave NaN to this) */
+		for (int l = 0; l < 16; l++)
+			if (A->sse[l] != A->sse[l])
+				return 0;
 	}
 	return 1;
 }
@@ -1208,7 +1238,7 @@ T256H INL int search_group_256(const int m, const int acc, const float *x, size_
 			w = k;
 	_mm_storeu_si128((__m128i *)hs, h);
 	memcpy(sc, &hs[w], 2);
-	emit_256(m, acc, x, n, p[w], sd[w], codes, M, A);
+	emit_256(m, acc, 0, x, n, p[w], sd[w], codes, M, A);
 	return 1;
 }
 

@@ -6,8 +6,8 @@
  * (x, y): e = x - y, f32 lane sums of e², x², y², x·y and max |e|; after a
  * half's 16th vector (256 elements of the call) and at the end, its f32
  * lanes are added to its 8 double lanes of acc_lanes and start again from
- * +0. The halves never meet, so a caller may run them in either order
- * (the fused kernels run a group's half 0, then its half 1). */
+ * +0. The halves never meet: each lane sees its elements in order however
+ * a caller interleaves the two. */
 #ifndef QTK_ACC_AVX2_H
 #define QTK_ACC_AVX2_H
 

@@ -908,68 +908,63 @@ T256 static float dot_256(int m, const uint8_t *codes, size_t n, float d, float 
 
 #define T256H __attribute__((target("avx2,f16c")))
 
-/* Store 8 codes given as int32 lanes (values of intq_code1) at element j
- * (j % 8 == 0): bytes, or for 4 bits lanes 2i, 2i+1 (< 16) as byte
- * i = low | high << 4. */
-T256 INL void store_q256(const int m, __m256i q, uint8_t *codes, size_t j)
+/* Store 16 codes given as int32 lanes (q0: elements j to j + 7, q1: the
+ * next 8) at element j. */
+T256 INL void store_q16_256(const int m, __m256i q0, __m256i q1, uint8_t *codes, size_t j)
 {
-	if (QM_8BIT(m)) { /* byte 0 of each lane, both halves into 64 bits */
-		const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
-		                                      -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1,
-		                                      -1, -1, -1, -1, -1, -1, -1, -1);
-		__m256i b = _mm256_shuffle_epi8(q, pick);
-		__m128i v = _mm_unpacklo_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-		_mm_storel_epi64((__m128i *)(codes + j), v);
+	/* 16-bit lanes: elements 0-3, 8-11 | 4-7, 12-15 */
+	__m256i w = QM_INT8 == m ? _mm256_packs_epi32(q0, q1) : _mm256_packus_epi32(q0, q1);
+
+	if (QM_8BIT(m)) {
+		__m256i b = _mm256_packs_epi16(w, w); /* bytes 0-3, 8-11 | 4-7, 12-15 */
+		_mm_storeu_si128((__m128i *)(codes + j),
+		                 _mm_unpacklo_epi32(_mm256_castsi256_si128(b),
+		                                    _mm256_extracti128_si256(b, 1)));
 		return;
 	}
-	/* 64-bit lane i: c[2i] | c[2i+1] << 32 -> byte 0 = c[2i] | c[2i+1] << 4;
-	 * bytes 0 and 8 of the low half to bytes 0, 1, of the high half to 2, 3 */
-	const __m256i pick = _mm256_setr_epi8(0, 8, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-	                                      -1, -1, -1, -1, 0, 8, -1, -1, -1, -1, -1, -1, -1, -1,
+	/* 32-bit lane i: c[2i] | c[2i+1] << 16 -> byte 0 = c[2i] | c[2i+1] << 4,
+	 * bytes of pairs 0, 1, 4, 5 | 2, 3, 6, 7; those to bytes 0-3 */
+	const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	                                      -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
 	                                      -1, -1, -1, -1);
-	__m256i b = _mm256_shuffle_epi8(_mm256_or_si256(q, _mm256_srli_epi64(q, 28)), pick);
-	__m128i v = _mm_or_si128(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
-	uint32_t u = (uint32_t)_mm_cvtsi128_si32(v);
-	memcpy(codes + j / 2, &u, 4);
+	__m256i b = _mm256_shuffle_epi8(_mm256_or_si256(w, _mm256_srli_epi32(w, 12)), pick);
+	_mm_storel_epi64((__m128i *)(codes + j / 2),
+	                 _mm_unpacklo_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
 }
 
-/* Half h of a group (elements 16k + 8h to 16k + 8h + 7): the codes from
- * p and (M: that half's sums) the error sums against the values dequantize
- * gives, val(q) * sd. rtn: p is the RTN one (code8r_256). */
-T256H INL void emit_half(const int m, const int acc, const int rtn, const int h, const float *x,
-                         size_t n, __m256 p, __m256 sd, uint8_t *codes, met256 *M,
-                         acc_lanes *A)
+/* The codes of a group from p, and (M0, M1: the halves' sums) its error
+ * sums against the values dequantize gives, val(q) * sd; 16 elements at a
+ * time. rtn: p is the RTN one (code8r_256). */
+T256H INL void emit16_256(const int m, const int acc, const int rtn, const float *x, size_t n,
+                          __m256 p, __m256 sd, uint8_t *codes, met256 *M0, met256 *M1,
+                          acc_lanes *A)
 {
-	for (size_t j = 8 * (size_t)h; j < n; j += 16) {
-		__m256 xv = _mm256_loadu_ps(x + j);
-		__m256i q = code8r_256(m, rtn, xv, p, _mm256_setzero_ps());
-		store_q256(m, q, codes, j);
-		if (acc)
-			met8_vec(M, A, h, xv, _mm256_mul_ps(val8_256(m, q), sd));
+	for (size_t j = 0; j < n; j += 16) {
+		__m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+		__m256i q0 = code8r_256(m, rtn, x0, p, _mm256_setzero_ps());
+		__m256i q1 = code8r_256(m, rtn, x1, p, _mm256_setzero_ps());
+		store_q16_256(m, q0, q1, codes, j);
+		if (acc) {
+			met8_vec(M0, A, 0, x0, _mm256_mul_ps(val8_256(m, q0), sd));
+			met8_vec(M1, A, 1, x1, _mm256_mul_ps(val8_256(m, q1), sd));
+		}
 	}
 }
 
-/* A whole group: half 0, then half 1 (acc_avx2.h). */
-T256H INL void emit_256(const int m, const int acc, const int rtn, const float *x, size_t n,
-                        float p, float sd, uint8_t *codes, met256 *M, acc_lanes *A)
+/* emit16_256 on 8 groups of gl in a row (pv, dv: their p and sd), the
+ * sums kept in registers from group to group. */
+T256H INL void emit8_256(const int m, const int acc, const float *x, size_t gl,
+                         const float *pv, const float *dv, uint8_t *codes, met256 *M,
+                         acc_lanes *A)
 {
-	emit_half(m, acc, rtn, 0, x, n, _mm256_set1_ps(p), _mm256_set1_ps(sd), codes, &M[0], A);
-	emit_half(m, acc, rtn, 1, x, n, _mm256_set1_ps(p), _mm256_set1_ps(sd), codes, &M[1], A);
-}
-
-/* Half h of 8 groups of gl in a row, so that half's sums stay in
- * registers from group to group. */
-T256H INL void emit8_half(const int m, const int acc, const int h, const float *x, size_t gl,
-                          const float *pv, const float *dv, uint8_t *codes, met256 *M,
-                          acc_lanes *A)
-{
-	met256 L = *M;
+	met256 L0 = M[0], L1 = M[1];
 
 	for (size_t g = 0; g < 8; g++)
-		emit_half(m, acc, 1, h, x + g * gl, gl, _mm256_broadcast_ss(pv + g),
-		          _mm256_broadcast_ss(dv + g), codes + (QM_8BIT(m) ? g * gl : g * gl / 2),
-		          &L, A);
-	*M = L;
+		emit16_256(m, acc, 1, x + g * gl, gl, _mm256_broadcast_ss(pv + g),
+		           _mm256_broadcast_ss(dv + g), codes + (QM_8BIT(m) ? g * gl : g * gl / 2),
+		           &L0, &L1, A);
+	M[0] = L0;
+	M[1] = L1;
 }
 
 T256 INL uint32_t hmaxu8(__m256i v)
@@ -1035,7 +1030,7 @@ T256H INL int rtn_group_256(const int m, const int acc, const float *x, size_t n
 	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
 		return 0;
 	memcpy(sc, &h, 2);
-	emit_256(m, acc, 1, x, n, id, sd, codes, M, A);
+	emit16_256(m, acc, 1, x, n, _mm256_set1_ps(id), _mm256_set1_ps(sd), codes, &M[0], &M[1], A);
 	return 1;
 }
 
@@ -1152,8 +1147,7 @@ T256H INL int rtn_block_256(const int m, const int acc, const float *x, size_t g
 	_mm_storeu_si128((__m128i *)sc, h);
 	_mm256_storeu_ps(pv, id);
 	_mm256_storeu_ps(dv, sd);
-	emit8_half(m, acc, 0, x, gl, pv, dv, codes, &M[0], A);
-	emit8_half(m, acc, 1, x, gl, pv, dv, codes, &M[1], A);
+	emit8_256(m, acc, x, gl, pv, dv, codes, M, A);
 	return 1;
 }
 
@@ -1238,7 +1232,8 @@ T256H INL int search_group_256(const int m, const int acc, const float *x, size_
 			w = k;
 	_mm_storeu_si128((__m128i *)hs, h);
 	memcpy(sc, &hs[w], 2);
-	emit_256(m, acc, 0, x, n, p[w], sd[w], codes, M, A);
+	emit16_256(m, acc, 0, x, n, _mm256_set1_ps(p[w]), _mm256_set1_ps(sd[w]), codes, &M[0], &M[1],
+	           A);
 	return 1;
 }
 

@@ -677,6 +677,31 @@ T256 static size_t first_abs_256(const float *x, size_t n, float a)
 	return first_abs_tail(x, j, n, a);
 }
 
+/* NF4 codes of y (= x * p) as int32, and in *hi the lanes whose code is 8
+ * or more: qtk_q_nf4_code's binary search over the midpoints (their count
+ * below y), against mid[7], then mid[3] or mid[11], then mid[lo + 1] of
+ * lo = 0, 4, 8, 12, then mid[lo] of even lo. */
+T256 INL __m256i nf4_code8(__m256 y, __m256 *hi)
+{
+	const float *md = intq_nf4_mid;
+	__m256 gt = _mm256_cmp_ps(y, _mm256_set1_ps(md[7]), _CMP_GT_OQ), t;
+	__m256i lo = _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(8));
+
+	*hi = gt;
+	t = _mm256_blendv_ps(_mm256_set1_ps(md[3]), _mm256_set1_ps(md[11]), gt);
+	gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
+	lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(4)));
+	t = _mm256_permutevar8x32_ps(_mm256_setr_ps(md[1], md[5], md[9], md[13], 0, 0, 0, 0),
+	                             _mm256_srli_epi32(lo, 2));
+	gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
+	lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(2)));
+	t = _mm256_permutevar8x32_ps(_mm256_setr_ps(md[0], md[2], md[4], md[6], md[8], md[10],
+	                                            md[12], md[14]),
+	                             _mm256_srli_epi32(lo, 1));
+	gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
+	return _mm256_sub_epi32(lo, _mm256_castps_si256(gt));
+}
+
 /* Codes of 8 elements as int32 (intq_code1, lane by lane). rtn: p is the
  * reciprocal of the group's RTN scale, so |x*p| <= 8 (int4) or 127 (int8)
  * up to rounding, and the clamps that cannot bind are left out. */
@@ -704,26 +729,8 @@ T256 INL __m256i code8r_256(const int m, const int rtn, __m256 x, __m256 p, __m2
 			v = _mm256_max_ps(v, zero);
 		return _mm256_cvttps_epi32(_mm256_min_ps(v, lim));
 	case QM_NF4: {
-		/* qtk_q_nf4_code's binary search over the midpoints (their count
-		 * below y): against mid[7], then mid[3] or mid[11], ... */
-		__m256 y = _mm256_mul_ps(x, p);
-		__m256 gt = _mm256_cmp_ps(y, _mm256_set1_ps(intq_nf4_mid[7]), _CMP_GT_OQ);
-		__m256i lo = _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(8));
-		__m256 t = _mm256_blendv_ps(_mm256_set1_ps(intq_nf4_mid[3]),
-		                            _mm256_set1_ps(intq_nf4_mid[11]), gt);
-		gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
-		lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(4)));
-		/* step 2: mid[lo + 1] of lo = 0, 4, 8, 12; step 1: mid[lo], lo even */
-		const float *md = intq_nf4_mid;
-		t = _mm256_permutevar8x32_ps(_mm256_setr_ps(md[1], md[5], md[9], md[13], 0, 0, 0, 0),
-		                             _mm256_srli_epi32(lo, 2));
-		gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
-		lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(2)));
-		t = _mm256_permutevar8x32_ps(_mm256_setr_ps(md[0], md[2], md[4], md[6], md[8], md[10],
-		                                            md[12], md[14]),
-		                             _mm256_srli_epi32(lo, 1));
-		gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
-		return _mm256_sub_epi32(lo, _mm256_castps_si256(gt));
+		__m256 hi;
+		return nf4_code8(_mm256_mul_ps(x, p), &hi);
 	}
 	case QM_AFF4:
 	case QM_AFF8:
@@ -755,6 +762,37 @@ T256 INL __m256 val8_256(const int m, __m256i q)
 	if (m == QM_INT4)
 		q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
 	return _mm256_cvtepi32_ps(q);
+}
+
+/* The values of a group's codes times its scale d, val(q) * d, for NF4 as
+ * two 8-entry tables of those products (the same f32 multiplications). */
+typedef struct {
+	__m256 d, lo, hi; /* d; NF4: values 0-7 and 8-15 times d */
+} vscale;
+
+T256 INL vscale vscale_256(const int m, __m256 d)
+{
+	vscale v = { d, d, d };
+
+	if (m == QM_NF4) {
+		v.lo = _mm256_mul_ps(_mm256_loadu_ps(intq_nf4_values), d);
+		v.hi = _mm256_mul_ps(_mm256_loadu_ps(intq_nf4_values + 8), d);
+	}
+	return v;
+}
+
+/* The codes of x (code8r_256) into *q, and val(q) * d. */
+T256 INL __m256 codeval8_256(const int m, const int rtn, __m256 x, __m256 p, __m256 b,
+                             vscale s, __m256i *q)
+{
+	if (m == QM_NF4) {
+		__m256 hi;
+		*q = nf4_code8(_mm256_mul_ps(x, p), &hi);
+		return _mm256_blendv_ps(_mm256_permutevar8x32_ps(s.lo, *q),
+		                        _mm256_permutevar8x32_ps(s.hi, *q), hi);
+	}
+	*q = code8r_256(m, rtn, x, p, b);
+	return _mm256_mul_ps(val8_256(m, *q), s.d);
 }
 
 /* int32 codes of elements [8h, 8h + 8) of 16 code bytes */
@@ -794,10 +832,11 @@ T256 static void encode_256(int m, const float *x, size_t n, float p, float b,
 }
 
 T256 INL __m256 err8_256(const int m, const float *x, const float *imp, size_t j,
-                         __m256 vp, __m256 vb, __m256 vd, __m256 vdb)
+                         __m256 vp, __m256 vb, vscale vd, __m256 vdb)
 {
 	__m256 xv = _mm256_loadu_ps(x + j);
-	__m256 w = _mm256_mul_ps(val8_256(m, code8_256(m, xv, vp, vb)), vd);
+	__m256i q;
+	__m256 w = codeval8_256(m, 0, xv, vp, vb, vd, &q);
 	if (QM_AFFINE(m))
 		w = _mm256_add_ps(w, vdb);
 	__m256 e = _mm256_sub_ps(xv, w);
@@ -810,8 +849,9 @@ T256 INL __m256 err8_256(const int m, const float *x, const float *imp, size_t j
 T256 INL float sqerr1_256(const int m, const float *x, const float *imp, size_t n,
                           float p, float b, float d, float db)
 {
-	__m256 vp = _mm256_set1_ps(p), vb = _mm256_set1_ps(b), vd = _mm256_set1_ps(d);
+	__m256 vp = _mm256_set1_ps(p), vb = _mm256_set1_ps(b);
 	__m256 vdb = _mm256_set1_ps(db), a0 = _mm256_setzero_ps(), a1 = a0;
+	vscale vd = vscale_256(m, _mm256_set1_ps(d));
 	float lane[16];
 	size_t j = 0;
 
@@ -939,14 +979,17 @@ T256H INL void emit16_256(const int m, const int acc, const int rtn, const float
                           __m256 p, __m256 sd, uint8_t *codes, met256 *M0, met256 *M1,
                           acc_lanes *A)
 {
+	vscale vs = vscale_256(m, sd);
+
 	for (size_t j = 0; j < n; j += 16) {
 		__m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
-		__m256i q0 = code8r_256(m, rtn, x0, p, _mm256_setzero_ps());
-		__m256i q1 = code8r_256(m, rtn, x1, p, _mm256_setzero_ps());
+		__m256i q0, q1;
+		__m256 y0 = codeval8_256(m, rtn, x0, p, _mm256_setzero_ps(), vs, &q0);
+		__m256 y1 = codeval8_256(m, rtn, x1, p, _mm256_setzero_ps(), vs, &q1);
 		store_q16_256(m, q0, q1, codes, j);
 		if (acc) {
-			met8_vec(M0, A, 0, x0, _mm256_mul_ps(val8_256(m, q0), sd));
-			met8_vec(M1, A, 1, x1, _mm256_mul_ps(val8_256(m, q1), sd));
+			met8_vec(M0, A, 0, x0, y0);
+			met8_vec(M1, A, 1, x1, y1);
 		}
 	}
 }

@@ -34,35 +34,32 @@ void acc_block_scalar(acc_lanes *A, const float *w, const float *w_hat, size_t n
 	}
 }
 
-/* Two met256 halves (acc_avx2.h) side by side; the short last vectors
- * read absent elements as 0 (adding +0 to a sum that is never -0 changes
- * nothing). */
+/* met256 (acc_avx2.h); the short last vectors read absent elements as 0
+ * (adding +0 to a sum that is never -0 changes nothing). */
 __attribute__((target("avx2"))) void
 acc_block_avx2(acc_lanes *A, const float *w, const float *w_hat, size_t n)
 {
 	const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-	met256 M[2];
+	met256 M;
 
-	met8_init(&M[0]);
-	met8_init(&M[1]);
+	met2_init(&M);
 	for (size_t i = 0; i < n; i += 16) {
+		__m256 x[2], y[2];
 		for (int h = 0; h < 2; h++) {
 			size_t at = i + 8 * (size_t)h;
-			__m256 x, y;
 			if (at + 8 <= n) {
-				x = _mm256_loadu_ps(w + at);
-				y = _mm256_loadu_ps(w_hat + at);
+				x[h] = _mm256_loadu_ps(w + at);
+				y[h] = _mm256_loadu_ps(w_hat + at);
 			} else {
 				int left = at < n ? (int)(n - at) : 0;
 				__m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32(left), idx);
-				x = _mm256_maskload_ps(w + (at < n ? at : n), k);
-				y = _mm256_maskload_ps(w_hat + (at < n ? at : n), k);
+				x[h] = _mm256_maskload_ps(w + (at < n ? at : n), k);
+				y[h] = _mm256_maskload_ps(w_hat + (at < n ? at : n), k);
 			}
-			met8_vec(&M[h], A, h, x, y);
 		}
+		met2_vec(&M, A, x[0], y[0], x[1], y[1]);
 	}
-	met8_end(&M[0], A, 0);
-	met8_end(&M[1], A, 1);
+	met2_end(&M, A);
 }
 
 /* A call's lanes start at 0 (qtk_q_acc_add clears A): met512 from zero,

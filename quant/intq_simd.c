@@ -972,12 +972,11 @@ T256 INL void store_q16_256(const int m, __m256i q0, __m256i q1, uint8_t *codes,
 	                 _mm_unpacklo_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
 }
 
-/* The codes of a group from p, and (M0, M1: the halves' sums) its error
- * sums against the values dequantize gives, val(q) * sd; 16 elements at a
- * time. rtn: p is the RTN one (code8r_256). */
+/* The codes of a group from p, and (M) its error sums against the values
+ * dequantize gives, val(q) * sd; 16 elements at a time. rtn: p is the RTN
+ * one (code8r_256). */
 T256H INL void emit16_256(const int m, const int acc, const int rtn, const float *x, size_t n,
-                          __m256 p, __m256 sd, uint8_t *codes, met256 *M0, met256 *M1,
-                          acc_lanes *A)
+                          __m256 p, __m256 sd, uint8_t *codes, met256 *M, acc_lanes *A)
 {
 	vscale vs = vscale_256(m, sd);
 
@@ -987,10 +986,8 @@ T256H INL void emit16_256(const int m, const int acc, const int rtn, const float
 		__m256 y0 = codeval8_256(m, rtn, x0, p, _mm256_setzero_ps(), vs, &q0);
 		__m256 y1 = codeval8_256(m, rtn, x1, p, _mm256_setzero_ps(), vs, &q1);
 		store_q16_256(m, q0, q1, codes, j);
-		if (acc) {
-			met8_vec(M0, A, 0, x0, y0);
-			met8_vec(M1, A, 1, x1, y1);
-		}
+		if (acc)
+			met2_vec(M, A, x0, y0, x1, y1);
 	}
 }
 
@@ -1000,14 +997,13 @@ T256H INL void emit8_256(const int m, const int acc, const float *x, size_t gl,
                          const float *pv, const float *dv, uint8_t *codes, met256 *M,
                          acc_lanes *A)
 {
-	met256 L0 = M[0], L1 = M[1];
+	met256 L = *M;
 
 	for (size_t g = 0; g < 8; g++)
 		emit16_256(m, acc, 1, x + g * gl, gl, _mm256_broadcast_ss(pv + g),
 		           _mm256_broadcast_ss(dv + g), codes + (QM_8BIT(m) ? g * gl : g * gl / 2),
-		           &L0, &L1, A);
-	M[0] = L0;
-	M[1] = L1;
+		           &L, A);
+	*M = L;
 }
 
 T256 INL uint32_t hmaxu8(__m256i v)
@@ -1073,7 +1069,7 @@ T256H INL int rtn_group_256(const int m, const int acc, const float *x, size_t n
 	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
 		return 0;
 	memcpy(sc, &h, 2);
-	emit16_256(m, acc, 1, x, n, _mm256_set1_ps(id), _mm256_set1_ps(sd), codes, &M[0], &M[1], A);
+	emit16_256(m, acc, 1, x, n, _mm256_set1_ps(id), _mm256_set1_ps(sd), codes, M, A);
 	return 1;
 }
 
@@ -1197,24 +1193,22 @@ T256H INL int rtn_block_256(const int m, const int acc, const float *x, size_t g
 T256H INL int rtn_row_b256(const int m, const int acc, const float *x, size_t cols, size_t gl,
                            uint16_t *scales, uint8_t *codes, acc_lanes *A)
 {
-	met256 M[2];
+	met256 M;
 	size_t g = 0, i0 = 0;
 
 	if (acc)
 		memset(A, 0, sizeof *A);
-	met8_init(&M[0]);
-	met8_init(&M[1]);
+	met2_init(&M);
 	for (; i0 + 8 * gl <= cols; g += 8, i0 += 8 * gl)
 		if (!rtn_block_256(m, acc, x + i0, gl, scales + g,
-		                   codes + (QM_8BIT(m) ? i0 : i0 / 2), M, A))
+		                   codes + (QM_8BIT(m) ? i0 : i0 / 2), &M, A))
 			return 0;
 	for (; i0 < cols; g++, i0 += gl)
 		if (!rtn_group_256(m, acc, x + i0, gl, scales + g,
-		                   codes + (QM_8BIT(m) ? i0 : i0 / 2), M, A))
+		                   codes + (QM_8BIT(m) ? i0 : i0 / 2), &M, A))
 			return 0;
 	if (acc) {
-		met8_end(&M[0], A, 0);
-		met8_end(&M[1], A, 1);
+		met2_end(&M, A);
 		/* a NaN in x made its e = x - y and so its lane's e² sum NaN
 		 * (the int4 blocks leave NaN to this) */
 		for (int l = 0; l < 16; l++)
@@ -1275,8 +1269,7 @@ T256H INL int search_group_256(const int m, const int acc, const float *x, size_
 			w = k;
 	_mm_storeu_si128((__m128i *)hs, h);
 	memcpy(sc, &hs[w], 2);
-	emit16_256(m, acc, 0, x, n, _mm256_set1_ps(p[w]), _mm256_set1_ps(sd[w]), codes, &M[0], &M[1],
-	           A);
+	emit16_256(m, acc, 0, x, n, _mm256_set1_ps(p[w]), _mm256_set1_ps(sd[w]), codes, M, A);
 	return 1;
 }
 
@@ -1284,19 +1277,17 @@ T256H INL int search_row_b256(const int m, const int acc, const float *x, size_t
                               size_t gl, const float *imp, uint16_t *scales, uint8_t *codes,
                               acc_lanes *A)
 {
-	met256 M[2];
+	met256 M;
 
 	if (acc)
 		memset(A, 0, sizeof *A);
-	met8_init(&M[0]);
-	met8_init(&M[1]);
+	met2_init(&M);
 	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
 		if (!search_group_256(m, acc, x + i0, gl, imp ? imp + i0 : NULL, scales + g,
-		                      codes + (QM_8BIT(m) ? i0 : i0 / 2), M, A))
+		                      codes + (QM_8BIT(m) ? i0 : i0 / 2), &M, A))
 			return 0;
 	if (acc) {
-		met8_end(&M[0], A, 0);
-		met8_end(&M[1], A, 1);
+		met2_end(&M, A);
 	}
 	return 1;
 }

@@ -129,17 +129,13 @@ T512 INL __m512i code16_512(const int m, __m512 x, __m512 p, __m512 b)
 
 	switch (m) {
 	case QM_INT8: {
-		/* roundf: trunc, then away from zero when |frac| >= 0.5 */
+		/* roundf(y) = trunc(y + copysign(0.5 - 2^-25, y)) (code8r_256),
+		 * clamped before the trunc */
 		__m512 y = _mm512_mul_ps(x, p);
-		__m512 t = _mm512_roundscale_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-		__mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(y, t)),
-		                                  _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-		__m512 one = _mm512_castsi512_ps(_mm512_or_si512(
-			_mm512_and_si512(_mm512_castps_si512(y), _mm512_set1_epi32((int)0x80000000u)),
-			_mm512_castps_si512(_mm512_set1_ps(1.0f))));
-		t = _mm512_mask_add_ps(t, up, t, one);
-		t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
-		return _mm512_cvttps_epi32(t);
+		v = _mm512_add_ps(y, _mm512_or_ps(_mm512_and_ps(y, _mm512_set1_ps(-0.0f)),
+		                                  _mm512_set1_ps(0x1.fffffep-2f)));
+		v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+		return _mm512_cvttps_epi32(v);
 	}
 	case QM_INT4:
 		v = _mm512_add_ps(_mm512_mul_ps(x, p), _mm512_set1_ps(8.5f));

@@ -31,7 +31,8 @@ cat "$SRC" > /dev/null
 t0=$(now); cat "$SRC" > /dev/null; t1=$(now)
 cat_s=$(echo "$t1 $t0" | awk '{print $1 - $2}')
 cat_gbs=$(echo "$size $cat_s" | awk '{printf "%.2f", $1 / $2 / 1e9}')
-echo "source: $SRC ($size bytes), $(nproc) cores, -j $J"
+echo "source: $SRC ($size bytes), $(nproc) cores, -j $J; qtk isa: $("$GEN" isa)" \
+	"(CPU: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'))"
 printf '%-8s %-5s %-7s %-5s %9s %9s %9s %11s\n' scheme group mode out seconds "GB/s" "vs cat" "peak RSS"
 printf '%-8s %-5s %-7s %-5s %9.2f %9s %9s %11s\n' cat - - - "$cat_s" "$cat_gbs" 1.00 -
 # one configuration: scheme group mode(rtn|search) format(qtk|gguf)

@@ -104,13 +104,11 @@ static inline size_t rt_elem(int order, size_t k, unsigned p)
 	return k * RT_BLK + (p < 16 ? 2 * p : 2 * (p - 16) + 1);
 }
 
-/* Group of element e (e may be past cols: then a padding index whose
- * scale is 0, or the last partial group). */
+/* Group of element e. Past cols: the last partial group, or the padding
+ * index gpr whose scale is 0; for QTK_GROUP_ROW always group 0. */
 static inline size_t rt_group(const rt_job *J, size_t e)
 {
-	if (J->gshift < 0)
-		return e < J->cols ? 0 : 1;
-	return e >> J->gshift;
+	return J->gshift < 0 ? 0 : e >> J->gshift;
 }
 
 /* ---- activations (rt_act.c) ---------------------------------------- */

@@ -1,0 +1,302 @@
+/* runtime (private): the AVX2 kernel bodies, compiled twice by
+ * rt_kern_avx2.c: with RT_VNNI 0 (maddubs + madd) and RT_VNNI 1 (AVX-VNNI
+ * dpbusd), under the matching target pragma. One block (32 positions) per
+ * vector; the 16 lanes of rt_kern_ref.c are two vectors: even blocks in
+ * the first, odd blocks in the second. */
+
+/* ---- integer path -------------------------------------------------- */
+
+static inline __attribute__((always_inline)) __m256i
+NM(idot)(const int kind, __m256i w, __m256i a, __m256i init, const rt_job *J)
+{
+#if RT_VNNI
+	switch (kind) {
+	case RK_S8:
+		w = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
+		break;
+	case RK_L4:
+		w = _mm256_shuffle_epi8(
+			_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)J->lut_u)), w);
+		break;
+	default:
+		break;
+	}
+	return _mm256_dpbusd_avx_epi32(init, w, a);
+#else
+	const __m256i one16 = _mm256_set1_epi16(1);
+	__m256i sw;
+	switch (kind) {
+	case RK_S4:
+	case RK_A4:
+		return _mm256_add_epi32(init, _mm256_madd_epi16(_mm256_maddubs_epi16(w, a), one16));
+	case RK_L4:
+		sw = _mm256_shuffle_epi8(
+			_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(const void *)J->lut_s)), w);
+		break;
+	case RK_A8:
+		sw = _mm256_xor_si256(w, _mm256_set1_epi8((char)0x80));
+		break;
+	default:
+		sw = w;
+		break;
+	}
+	__m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(sw), _mm256_sign_epi8(a, sw)),
+	                              one16);
+	return _mm256_add_epi32(init, p);
+#endif
+}
+
+static inline __attribute__((always_inline)) __m256i
+NM(int_init)(const int kind, __m256i s, int off)
+{
+#if RT_VNNI
+	switch (kind) {
+	case RK_S4: return _mm256_mullo_epi32(s, _mm256_set1_epi32(-off));
+	case RK_S8:
+	case RK_L4: return _mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), s), 7);
+	default: return _mm256_setzero_si256();
+	}
+#else
+	switch (kind) {
+	case RK_S4: return _mm256_mullo_epi32(s, _mm256_set1_epi32(-off));
+	case RK_A8: return _mm256_slli_epi32(s, 7);
+	default: return _mm256_setzero_si256();
+	}
+#endif
+}
+
+/* Codes of block kk of src as 32 bytes in position order. */
+static inline __attribute__((always_inline)) __m256i
+NM(load_codes)(const int kind, const uint8_t *src, size_t kk)
+{
+	if (RK_BITS(kind) == 8)
+		return _mm256_loadu_si256((const __m256i *)(const void *)(src + kk * RT_BLK));
+	__m256i v = _mm256_broadcastsi128_si256(
+		_mm_loadu_si128((const __m128i *)(const void *)(src + kk * 16)));
+	v = _mm256_blend_epi32(v, _mm256_srli_epi16(v, 4), 0xf0);
+	return _mm256_and_si256(v, _mm256_set1_epi8(15));
+}
+
+/* Group scales of the 8 lanes of block k. */
+static inline __attribute__((always_inline)) __m256
+NM(lane_scales)(const rt_job *J, const float *ws, size_t k, __m256i gidx)
+{
+	if (J->gshift < 0)
+		return _mm256_set1_ps(ws[0]);
+	size_t base = (k * RT_BLK) >> J->gshift;
+	if (J->gshift == 4)
+		return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(ws + base)), gidx);
+	return _mm256_set1_ps(ws[base]);
+}
+
+/* Rows cp[0..R) x vectors bi[0..C): acc[r][c][bank]. */
+static inline __attribute__((always_inline)) void
+NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
+             const uint8_t *const *cp, const uint8_t *const *tail, size_t kfull,
+             const float *const *ws, const float *const *wb, const size_t *bi,
+             __m256 acc[RT_TR][2][2])
+{
+	const rt_act *A = J->act;
+	const size_t nbp = A->nbp;
+	const int affine = RK_AFFINE(kind);
+	const __m256i gidx = A->order ? _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1)
+	                              : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int c = 0; c < C; c++)
+			acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+	for (size_t k = 0; k < nbp; k++) {
+		const int bank = (int)(k & 1);
+		__m256i w[RT_TR];
+		__m256 sw[RT_TR], bw[RT_TR] = { _mm256_setzero_ps() };
+
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			/* pairs past kfull come from the zeroed tail copy */
+			w[r] = k < kfull ? NM(load_codes)(kind, cp[r], k)
+			                 : NM(load_codes)(kind, tail[r], k - kfull);
+			sw[r] = NM(lane_scales)(J, ws[r], k, gidx);
+			if (affine)
+				bw[r] = NM(lane_scales)(J, wb[r], k, gidx);
+		}
+#pragma GCC unroll 2
+		for (int c = 0; c < C; c++) {
+			size_t o = bi[c] * nbp + k;
+			__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(A->q + o * RT_BLK));
+			__m256i init = NM(int_init)(kind,
+				_mm256_loadu_si256((const __m256i *)(const void *)(A->s + o * 8)), J->off);
+			__m256 d = _mm256_loadu_ps(A->d + o * 8);
+			__m256 xs = affine ? _mm256_loadu_ps(A->xs + o * 8) : _mm256_setzero_ps();
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++) {
+				__m256 f = _mm256_cvtepi32_ps(NM(idot)(kind, w[r], a, init, J));
+				acc[r][c][bank] = _mm256_fmadd_ps(f, _mm256_mul_ps(sw[r], d), acc[r][c][bank]);
+				if (affine)
+					acc[r][c][bank] = _mm256_fmadd_ps(xs, bw[r], acc[r][c][bank]);
+			}
+		}
+	}
+}
+
+/* ---- float path ------------------------------------------------------- */
+
+static inline __attribute__((always_inline)) void
+NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, size_t kfull,
+               const uint8_t *tail, const float *ws, const float *wb, float *out)
+{
+	const rt_act *A = J->act;
+	const int affine = RK_AFFINE(kind);
+	const __m256 lut0 = _mm256_loadu_ps(J->lut_f), lut1 = _mm256_loadu_ps(J->lut_f + 8);
+	const __m256i off = _mm256_set1_epi32(J->off), seven = _mm256_set1_epi32(7);
+
+	for (size_t k = 0; k < A->nbp; k++) {
+		__m256i w = k < kfull ? NM(load_codes)(kind, codes, k)
+		                      : NM(load_codes)(kind, tail, k - kfull);
+		__m128i h[2] = { _mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1) };
+#pragma GCC unroll 4
+		for (int i = 0; i < 4; i++) { /* positions 8i..8i+7 */
+			__m128i c8 = (i & 1) ? _mm_srli_si128(h[i >> 1], 8) : h[i >> 1];
+			__m256i c32 = kind == RK_S8 ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
+			__m256 v;
+			switch (kind) {
+			case RK_L4:
+				v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut0, c32),
+				                     _mm256_permutevar8x32_ps(lut1, c32),
+				                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(c32, seven)));
+				break;
+			case RK_S4: v = _mm256_cvtepi32_ps(_mm256_sub_epi32(c32, off)); break;
+			default: v = _mm256_cvtepi32_ps(c32); break;
+			}
+			size_t e0 = rt_elem(A->order, k, 8u * (unsigned)i);
+			size_t g = J->gshift < 0 ? 0 : e0 >> J->gshift;
+			v = _mm256_mul_ps(v, _mm256_set1_ps(ws[g]));
+			if (affine)
+				v = _mm256_add_ps(v, _mm256_set1_ps(wb[g]));
+			_mm256_storeu_ps(out + (k * RT_BLK + 8 * (size_t)i), v);
+		}
+	}
+}
+
+static inline __attribute__((always_inline)) void
+NM(float_tile)(const int R, const int C, const rt_job *J, const float *const *wr,
+               const size_t *bi, __m256 acc[RT_TR][2][2])
+{
+	const rt_act *A = J->act;
+	size_t n = A->nbp * RT_BLK;
+	const float *x[2];
+
+#pragma GCC unroll 2
+	for (int c = 0; c < C; c++)
+		x[c] = A->xf + bi[c] * n;
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int c = 0; c < C; c++)
+			acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+	for (size_t p = 0; p < n; p += 16) {
+#pragma GCC unroll 2
+		for (int h = 0; h < 2; h++) {
+			__m256 w[RT_TR];
+#pragma GCC unroll 4
+			for (int r = 0; r < R; r++)
+				w[r] = _mm256_loadu_ps(wr[r] + p + 8 * (size_t)h);
+#pragma GCC unroll 2
+			for (int c = 0; c < C; c++) {
+				__m256 xv = _mm256_loadu_ps(x[c] + p + 8 * (size_t)h);
+#pragma GCC unroll 4
+				for (int r = 0; r < R; r++)
+					acc[r][c][h] = _mm256_fmadd_ps(w[r], xv, acc[r][c][h]);
+			}
+		}
+	}
+}
+
+/* ---- driver ------------------------------------------------------------- */
+
+static inline __attribute__((always_inline)) float NM(fold)(__m256 lo, __m256 hi)
+{
+	__m256 a = _mm256_add_ps(lo, hi);
+	__m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+	b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+	b = _mm_add_ss(b, _mm_shuffle_ps(b, b, 1));
+	return _mm_cvtss_f32(b);
+}
+
+static inline __attribute__((always_inline)) void
+NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scratch)
+{
+	const rt_act *A = J->act;
+	const size_t nbp = A->nbp, B = A->batch;
+	const size_t sstride = J->gpr + RT_SPAD;
+	const size_t pb = RK_BITS(kind) == 8 ? 2 * RT_BLK : RT_BLK;
+	size_t kfull = J->cb / pb * 2;
+	float *wsb = scratch, *wbb = wsb + RT_TR * sstride;
+	uint8_t *tailb = (uint8_t *)(wbb + RT_TR * sstride);
+	float *dec = (float *)(void *)(tailb + RT_TR * 64);
+
+	if (kfull > nbp)
+		kfull = nbp;
+	for (size_t cc = 0; cc < B; cc += J->tile_cols) {
+		size_t ce = cc + J->tile_cols < B ? cc + J->tile_cols : B;
+		for (size_t rt = r0; rt < r1; rt += RT_TR) {
+			const uint8_t *cp[RT_TR], *tail[RT_TR];
+			const float *ws[RT_TR], *wb[RT_TR], *wr[RT_TR];
+
+			for (int i = 0; i < RT_TR; i++) {
+				size_t rr = rt + (size_t)i < r1 ? rt + (size_t)i : r1 - 1;
+				uint8_t *t = tailb + 64 * i;
+				cp[i] = J->codes + rr * J->cb;
+				ws[i] = wsb + (size_t)i * sstride;
+				wb[i] = wbb + (size_t)i * sstride;
+				row_scales_256(J, kind, rr, wsb + (size_t)i * sstride, wbb + (size_t)i * sstride);
+				memset(t, 0, 64);
+				if (kfull < nbp)
+					memcpy(t, cp[i] + kfull / 2 * pb, J->cb - kfull / 2 * pb);
+				tail[i] = t;
+				if (J->path == QTK_RT_FLOAT) {
+					float *o = dec + (size_t)i * nbp * RT_BLK;
+					NM(decode_row)(kind, J, cp[i], kfull, t, ws[i], wb[i], o);
+					wr[i] = o;
+				}
+			}
+			for (size_t b0 = cc; b0 < ce;) {
+				int C = ce - b0 >= 2 ? 2 : 1;
+				size_t bi[2] = { b0, b0 + (size_t)C - 1 };
+				__m256 acc[RT_TR][2][2];
+
+				if (C == 1) { /* four rows at once */
+					if (J->path == QTK_RT_FLOAT)
+						NM(float_tile)(4, 1, J, wr, bi, acc);
+					else
+						NM(int_tile)(kind, 4, 1, J, cp, tail, kfull, ws, wb, bi, acc);
+				} else { /* two rows x two vectors, twice */
+					for (int h = 0; h < RT_TR; h += 2) {
+						__m256 (*ah)[2][2] = acc + h;
+						if (J->path == QTK_RT_FLOAT)
+							NM(float_tile)(2, 2, J, wr + h, bi, ah);
+						else
+							NM(int_tile)(kind, 2, 2, J, cp + h, tail + h, kfull, ws + h,
+							             wb + h, bi, ah);
+					}
+				}
+				for (int i = 0; i < RT_TR && rt + (size_t)i < r1; i++)
+					for (int c = 0; c < C; c++)
+						J->y[bi[c] * J->rows + rt + (size_t)i] = NM(fold)(acc[i][c][0], acc[i][c][1]);
+				b0 += (size_t)C;
+			}
+		}
+	}
+}
+
+static void NM(rows_s8)(const rt_job *J, size_t r0, size_t r1, void *s) { NM(rows_kind)(RK_S8, J, r0, r1, s); }
+static void NM(rows_a8)(const rt_job *J, size_t r0, size_t r1, void *s) { NM(rows_kind)(RK_A8, J, r0, r1, s); }
+static void NM(rows_s4)(const rt_job *J, size_t r0, size_t r1, void *s) { NM(rows_kind)(RK_S4, J, r0, r1, s); }
+static void NM(rows_a4)(const rt_job *J, size_t r0, size_t r1, void *s) { NM(rows_kind)(RK_A4, J, r0, r1, s); }
+static void NM(rows_l4)(const rt_job *J, size_t r0, size_t r1, void *s) { NM(rows_kind)(RK_L4, J, r0, r1, s); }
+
+static const rt_rows_fn NM(table)[RK_COUNT] = {
+	[RK_S8] = NM(rows_s8), [RK_A8] = NM(rows_a8), [RK_S4] = NM(rows_s4),
+	[RK_A4] = NM(rows_a4), [RK_L4] = NM(rows_l4),
+};

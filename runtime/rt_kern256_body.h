@@ -2,7 +2,15 @@
  * rt_kern_avx2.c: with RT_VNNI 0 (maddubs + madd) and RT_VNNI 1 (AVX-VNNI
  * dpbusd), under the matching target pragma. One block (32 positions) per
  * vector; the 16 lanes of rt_kern_ref.c are two vectors: even blocks in
- * the first, odd blocks in the second. */
+ * the first, odd blocks in the second. Integer sums are exact; the f32
+ * steps are rt_kern_ref.c's, in its order per lane. */
+
+/* Does this kind add the prepared correction (rt_act.s) to its sums? */
+#if RT_VNNI
+#define NEEDS_CORR(kind) ((kind) == RK_S4 || (kind) == RK_S8 || (kind) == RK_L4)
+#else
+#define NEEDS_CORR(kind) ((kind) == RK_S4 || (kind) == RK_A8)
+#endif
 
 /* ---- integer path -------------------------------------------------- */
 
@@ -46,95 +54,83 @@ NM(idot)(const int kind, __m256i w, __m256i a, __m256i init, const rt_job *J)
 #endif
 }
 
-static inline __attribute__((always_inline)) __m256i
-NM(int_init)(const int kind, __m256i s, int off)
+/* Codes of the pair at src as two vectors of 32 bytes in position order. */
+static inline __attribute__((always_inline)) void
+NM(load_pair)(const int kind, const uint8_t *src, __m256i *w0, __m256i *w1)
 {
-#if RT_VNNI
-	switch (kind) {
-	case RK_S4: return _mm256_mullo_epi32(s, _mm256_set1_epi32(-off));
-	case RK_S8:
-	case RK_L4: return _mm256_slli_epi32(_mm256_sub_epi32(_mm256_setzero_si256(), s), 7);
-	default: return _mm256_setzero_si256();
+	if (RK_BITS(kind) == 8) {
+		*w0 = _mm256_loadu_si256((const __m256i *)(const void *)src);
+		*w1 = _mm256_loadu_si256((const __m256i *)(const void *)(src + RT_BLK));
+		return;
 	}
-#else
-	switch (kind) {
-	case RK_S4: return _mm256_mullo_epi32(s, _mm256_set1_epi32(-off));
-	case RK_A8: return _mm256_slli_epi32(s, 7);
-	default: return _mm256_setzero_si256();
-	}
-#endif
+	__m256i v = _mm256_loadu_si256((const __m256i *)(const void *)src);
+	*w0 = _mm256_and_si256(v, _mm256_set1_epi8(15));
+	*w1 = _mm256_and_si256(_mm256_srli_epi16(v, 4), _mm256_set1_epi8(15));
 }
 
-/* Codes of block kk of src as 32 bytes in position order. */
-static inline __attribute__((always_inline)) __m256i
-NM(load_codes)(const int kind, const uint8_t *src, size_t kk)
-{
-	if (RK_BITS(kind) == 8)
-		return _mm256_loadu_si256((const __m256i *)(const void *)(src + kk * RT_BLK));
-	__m256i v = _mm256_broadcastsi128_si256(
-		_mm_loadu_si128((const __m128i *)(const void *)(src + kk * 16)));
-	v = _mm256_blend_epi32(v, _mm256_srli_epi16(v, 4), 0xf0);
-	return _mm256_and_si256(v, _mm256_set1_epi8(15));
-}
-
-/* Group scales of the 8 lanes of block k. */
+/* Lane scales of block half h (0: the pair's first block) of a pair whose
+ * first group is base; uni[h]: the common offset of the half, or -1. */
 static inline __attribute__((always_inline)) __m256
-NM(lane_scales)(const rt_job *J, const float *ws, size_t k, __m256i gidx)
+NM(lane_scales)(const float *ws, size_t base, int uni, __m256i idx)
 {
-	if (J->gshift < 0)
-		return _mm256_set1_ps(ws[0]);
-	size_t base = (k * RT_BLK) >> J->gshift;
-	if (J->gshift == 4)
-		return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(ws + base)), gidx);
-	return _mm256_set1_ps(ws[base]);
+	if (uni >= 0)
+		return _mm256_set1_ps(ws[base + (size_t)uni]);
+	return _mm256_permutevar8x32_ps(_mm256_loadu_ps(ws + base), idx);
 }
 
-/* Rows cp[0..R) x vectors bi[0..C): acc[r][c][bank]. */
+/* Pairs k0, k0+2, .. < k1 of rows cp[0..R) (codes of block k at cp[r] +
+ * (k - kofs) * bytes per block) x vectors bi[0..C): acc[r][c][block % 2]. */
 static inline __attribute__((always_inline)) void
 NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
-             const uint8_t *const *cp, const uint8_t *const *tail, size_t kfull,
+             const uint8_t *const *cp, size_t kofs, size_t k0, size_t k1,
              const float *const *ws, const float *const *wb, const size_t *bi,
              __m256 acc[RT_TR][2][2])
 {
 	const rt_act *A = J->act;
-	const size_t nbp = A->nbp;
+	const size_t nbp = A->nbp, bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
 	const int affine = RK_AFFINE(kind);
-	const __m256i gidx = A->order ? _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1)
-	                              : _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+	__m256i idx[2];
+	int uni[2];
+
+	for (int h = 0; h < 2; h++) {
+		idx[h] = _mm256_loadu_si256((const __m256i *)(const void *)(J->gidx + 8 * h));
+		uni[h] = J->gidx[8 * h];
+		for (int l = 1; l < 8; l++)
+			if (J->gidx[8 * h + l] != J->gidx[8 * h])
+				uni[h] = -1;
+	}
+	for (size_t k = k0; k < k1; k += 2) {
+		size_t base = J->gshift < 0 ? 0 : (k * RT_BLK) >> J->gshift;
+		__m256i w[RT_TR][2];
 
 #pragma GCC unroll 4
-	for (int r = 0; r < R; r++)
+		for (int r = 0; r < R; r++)
+			NM(load_pair)(kind, cp[r] + (k - kofs) * bpb, &w[r][0], &w[r][1]);
 #pragma GCC unroll 2
-		for (int c = 0; c < C; c++)
-			acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
-	for (size_t k = 0; k < nbp; k++) {
-		const int bank = (int)(k & 1);
-		__m256i w[RT_TR];
-		__m256 sw[RT_TR], bw[RT_TR] = { _mm256_setzero_ps() };
-
-#pragma GCC unroll 4
-		for (int r = 0; r < R; r++) {
-			/* pairs past kfull come from the zeroed tail copy */
-			w[r] = k < kfull ? NM(load_codes)(kind, cp[r], k)
-			                 : NM(load_codes)(kind, tail[r], k - kfull);
-			sw[r] = NM(lane_scales)(J, ws[r], k, gidx);
-			if (affine)
-				bw[r] = NM(lane_scales)(J, wb[r], k, gidx);
-		}
-#pragma GCC unroll 2
-		for (int c = 0; c < C; c++) {
-			size_t o = bi[c] * nbp + k;
-			__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(A->q + o * RT_BLK));
-			__m256i init = NM(int_init)(kind,
-				_mm256_loadu_si256((const __m256i *)(const void *)(A->s + o * 8)), J->off);
-			__m256 d = _mm256_loadu_ps(A->d + o * 8);
-			__m256 xs = affine ? _mm256_loadu_ps(A->xs + o * 8) : _mm256_setzero_ps();
+		for (int h = 0; h < 2; h++) {
+			__m256 sw[RT_TR], bw[RT_TR] = { _mm256_setzero_ps() };
 #pragma GCC unroll 4
 			for (int r = 0; r < R; r++) {
-				__m256 f = _mm256_cvtepi32_ps(NM(idot)(kind, w[r], a, init, J));
-				acc[r][c][bank] = _mm256_fmadd_ps(f, _mm256_mul_ps(sw[r], d), acc[r][c][bank]);
+				sw[r] = NM(lane_scales)(ws[r], base, uni[h], idx[h]);
 				if (affine)
-					acc[r][c][bank] = _mm256_fmadd_ps(xs, bw[r], acc[r][c][bank]);
+					bw[r] = NM(lane_scales)(wb[r], base, uni[h], idx[h]);
+			}
+#pragma GCC unroll 2
+			for (int c = 0; c < C; c++) {
+				size_t o = bi[c] * nbp + k + (size_t)h;
+				__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(A->q + o * RT_BLK));
+				__m256i init = NEEDS_CORR(kind)
+					? _mm256_loadu_si256((const __m256i *)(const void *)(A->s + o * 8))
+					: _mm256_setzero_si256();
+				__m256 d = _mm256_loadu_ps(A->d + o * 8);
+#pragma GCC unroll 4
+				for (int r = 0; r < R; r++) {
+					__m256 f = _mm256_cvtepi32_ps(NM(idot)(kind, w[r][h], a, init, J));
+					acc[r][c][h] = _mm256_fmadd_ps(f, _mm256_mul_ps(sw[r], d), acc[r][c][h]);
+					if (affine)
+						acc[r][c][h] = _mm256_fmadd_ps(_mm256_loadu_ps(A->xs + o * 8), bw[r],
+						                               acc[r][c][h]);
+				}
 			}
 		}
 	}
@@ -147,34 +143,39 @@ NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, size_t kfu
                const uint8_t *tail, const float *ws, const float *wb, float *out)
 {
 	const rt_act *A = J->act;
+	const size_t bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
 	const int affine = RK_AFFINE(kind);
 	const __m256 lut0 = _mm256_loadu_ps(J->lut_f), lut1 = _mm256_loadu_ps(J->lut_f + 8);
 	const __m256i off = _mm256_set1_epi32(J->off), seven = _mm256_set1_epi32(7);
 
-	for (size_t k = 0; k < A->nbp; k++) {
-		__m256i w = k < kfull ? NM(load_codes)(kind, codes, k)
-		                      : NM(load_codes)(kind, tail, k - kfull);
-		__m128i h[2] = { _mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1) };
+	for (size_t k = 0; k < A->nbp; k += 2) {
+		__m256i wp[2];
+		NM(load_pair)(kind, k < kfull ? codes + k * bpb : tail + (k - kfull) * bpb, &wp[0],
+		              &wp[1]);
+#pragma GCC unroll 2
+		for (int hb = 0; hb < 2; hb++) {
+			__m128i h[2] = { _mm256_castsi256_si128(wp[hb]), _mm256_extracti128_si256(wp[hb], 1) };
 #pragma GCC unroll 4
-		for (int i = 0; i < 4; i++) { /* positions 8i..8i+7 */
-			__m128i c8 = (i & 1) ? _mm_srli_si128(h[i >> 1], 8) : h[i >> 1];
-			__m256i c32 = kind == RK_S8 ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
-			__m256 v;
-			switch (kind) {
-			case RK_L4:
-				v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut0, c32),
-				                     _mm256_permutevar8x32_ps(lut1, c32),
-				                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(c32, seven)));
-				break;
-			case RK_S4: v = _mm256_cvtepi32_ps(_mm256_sub_epi32(c32, off)); break;
-			default: v = _mm256_cvtepi32_ps(c32); break;
+			for (int i = 0; i < 4; i++) { /* positions 8i..8i+7 of block k + hb */
+				__m128i c8 = (i & 1) ? _mm_srli_si128(h[i >> 1], 8) : h[i >> 1];
+				__m256i c32 = kind == RK_S8 ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
+				__m256 v;
+				switch (kind) {
+				case RK_L4:
+					v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut0, c32),
+					                     _mm256_permutevar8x32_ps(lut1, c32),
+					                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(c32, seven)));
+					break;
+				case RK_S4: v = _mm256_cvtepi32_ps(_mm256_sub_epi32(c32, off)); break;
+				default: v = _mm256_cvtepi32_ps(c32); break;
+				}
+				/* 8 positions lie in one group */
+				size_t g = rt_group(J, rt_elem(A->order, k + (size_t)hb, 8u * (unsigned)i));
+				v = _mm256_mul_ps(v, _mm256_set1_ps(ws[g]));
+				if (affine)
+					v = _mm256_add_ps(v, _mm256_set1_ps(wb[g]));
+				_mm256_storeu_ps(out + ((k + (size_t)hb) * RT_BLK + 8 * (size_t)i), v);
 			}
-			size_t e0 = rt_elem(A->order, k, 8u * (unsigned)i);
-			size_t g = J->gshift < 0 ? 0 : e0 >> J->gshift;
-			v = _mm256_mul_ps(v, _mm256_set1_ps(ws[g]));
-			if (affine)
-				v = _mm256_add_ps(v, _mm256_set1_ps(wb[g]));
-			_mm256_storeu_ps(out + (k * RT_BLK + 8 * (size_t)i), v);
 		}
 	}
 }
@@ -190,11 +191,6 @@ NM(float_tile)(const int R, const int C, const rt_job *J, const float *const *wr
 #pragma GCC unroll 2
 	for (int c = 0; c < C; c++)
 		x[c] = A->xf + bi[c] * n;
-#pragma GCC unroll 4
-	for (int r = 0; r < R; r++)
-#pragma GCC unroll 2
-		for (int c = 0; c < C; c++)
-			acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
 	for (size_t p = 0; p < n; p += 16) {
 #pragma GCC unroll 2
 		for (int h = 0; h < 2; h++) {
@@ -222,6 +218,26 @@ static inline __attribute__((always_inline)) float NM(fold)(__m256 lo, __m256 hi
 	b = _mm_add_ps(b, _mm_movehl_ps(b, b));
 	b = _mm_add_ss(b, _mm_shuffle_ps(b, b, 1));
 	return _mm_cvtss_f32(b);
+}
+
+/* One tile: zero, the pairs inside the rows, the tail pair. */
+static inline __attribute__((always_inline)) void
+NM(tile)(const int kind, const int R, const int C, const rt_job *J, const uint8_t *const *cp,
+         const uint8_t *const *tail, size_t kfull, const float *const *ws,
+         const float *const *wb, const float *const *wr, const size_t *bi,
+         __m256 acc[RT_TR][2][2])
+{
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int c = 0; c < C; c++)
+			acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
+	if (J->path == QTK_RT_FLOAT) {
+		NM(float_tile)(R, C, J, wr, bi, acc);
+		return;
+	}
+	NM(int_tile)(kind, R, C, J, cp, 0, 0, kfull, ws, wb, bi, acc);
+	NM(int_tile)(kind, R, C, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
 }
 
 static inline __attribute__((always_inline)) void
@@ -255,6 +271,7 @@ NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scrat
 				if (kfull < nbp)
 					memcpy(t, cp[i] + kfull / 2 * pb, J->cb - kfull / 2 * pb);
 				tail[i] = t;
+				wr[i] = NULL;
 				if (J->path == QTK_RT_FLOAT) {
 					float *o = dec + (size_t)i * nbp * RT_BLK;
 					NM(decode_row)(kind, J, cp[i], kfull, t, ws[i], wb[i], o);
@@ -266,21 +283,12 @@ NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scrat
 				size_t bi[2] = { b0, b0 + (size_t)C - 1 };
 				__m256 acc[RT_TR][2][2];
 
-				if (C == 1) { /* four rows at once */
-					if (J->path == QTK_RT_FLOAT)
-						NM(float_tile)(4, 1, J, wr, bi, acc);
-					else
-						NM(int_tile)(kind, 4, 1, J, cp, tail, kfull, ws, wb, bi, acc);
-				} else { /* two rows x two vectors, twice */
-					for (int h = 0; h < RT_TR; h += 2) {
-						__m256 (*ah)[2][2] = acc + h;
-						if (J->path == QTK_RT_FLOAT)
-							NM(float_tile)(2, 2, J, wr + h, bi, ah);
-						else
-							NM(int_tile)(kind, 2, 2, J, cp + h, tail + h, kfull, ws + h,
-							             wb + h, bi, ah);
-					}
-				}
+				if (C == 1) /* four rows at once */
+					NM(tile)(kind, 4, 1, J, cp, tail, kfull, ws, wb, wr, bi, acc);
+				else /* two rows x two vectors, twice */
+					for (int h = 0; h < RT_TR; h += 2)
+						NM(tile)(kind, 2, 2, J, cp + h, tail + h, kfull, ws + h, wb + h,
+						         wr + h, bi, acc + h);
 				for (int i = 0; i < RT_TR && rt + (size_t)i < r1; i++)
 					for (int c = 0; c < C; c++)
 						J->y[bi[c] * J->rows + rt + (size_t)i] = NM(fold)(acc[i][c][0], acc[i][c][1]);
@@ -300,3 +308,5 @@ static const rt_rows_fn NM(table)[RK_COUNT] = {
 	[RK_S8] = NM(rows_s8), [RK_A8] = NM(rows_a8), [RK_S4] = NM(rows_s4),
 	[RK_A4] = NM(rows_a4), [RK_L4] = NM(rows_l4),
 };
+
+#undef NEEDS_CORR

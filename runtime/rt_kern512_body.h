@@ -3,27 +3,42 @@
  * RT_VNNI 1 (dpbusd, AVX-512 VNNI), under the matching target pragma. NM(x)
  * gives each copy its own names. The arithmetic is rt_kern_ref.c's: the
  * integer lane sums are exact either way, and the f32 steps are the same
- * operations in the same order per lane. */
+ * operations in the same order per lane. One vector holds a pair of blocks
+ * (64 positions): its 16 lanes are rt_kern_ref.c's 16 lanes. */
 
-/* ---- integer path -------------------------------------------------- */
+#define INL static inline __attribute__((always_inline))
 
-/* Lane sums p (16 x int32: block k in lanes 0..7, k+1 in 8..15) of the
- * codes w (64 bytes in position order, as stored: nibbles already
- * unpacked) against the activations a; init: the kind's correction for
- * this vector (see int_init). */
-static inline __attribute__((always_inline)) __m512i
-NM(idot)(const int kind, __m512i w, __m512i a, __m512i init, const rt_job *J)
+/* Does this kind add the prepared correction (rt_act.s) to its sums? */
+#if RT_VNNI
+#define NEEDS_CORR(kind) ((kind) == RK_S4 || (kind) == RK_S8 || (kind) == RK_L4)
+#else
+#define NEEDS_CORR(kind) ((kind) == RK_S4 || (kind) == RK_A8)
+#endif
+
+/* The codes of a pair of blocks (at src) as 64 bytes in position order. */
+INL __m512i NM(load_pair)(const int kind, const uint8_t *src)
+{
+	if (RK_BITS(kind) == 8)
+		return _mm512_loadu_si512(src);
+	/* 32 bytes twice; the upper copy shifted: low nibbles, then high ones */
+	__m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)src));
+	v = _mm512_mask_srli_epi16(v, 0xffff0000u, v, 4);
+	return _mm512_and_si512(v, _mm512_set1_epi8(15));
+}
+
+/* Lane sums of the codes w against the activations a, plus init. */
+INL __m512i NM(idot)(const int kind, __m512i w, __m512i a, __m512i init, const rt_job *J)
 {
 #if RT_VNNI
 	switch (kind) {
-	case RK_S8: /* (c + 128) u8: corrected by -128 * s */
+	case RK_S8: /* c + 128 as u8 */
 		w = _mm512_xor_si512(w, _mm512_set1_epi8((char)0x80));
 		break;
-	case RK_L4: /* level + 128 u8 */
+	case RK_L4: /* level + 128 as u8 */
 		w = _mm512_shuffle_epi8(
 			_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)J->lut_u)), w);
 		break;
-	default: /* S4 (corrected by -off * s), A4, A8: unsigned codes */
+	default: /* S4, A4, A8: unsigned codes */
 		break;
 	}
 	return _mm512_dpbusd_epi32(init, w, a);
@@ -38,7 +53,7 @@ NM(idot)(const int kind, __m512i w, __m512i a, __m512i init, const rt_job *J)
 		sw = _mm512_shuffle_epi8(
 			_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(const void *)J->lut_s)), w);
 		break;
-	case RK_A8: /* c - 128 as s8, corrected by +128 * s */
+	case RK_A8: /* c - 128 as s8 */
 		sw = _mm512_xor_si512(w, _mm512_set1_epi8((char)0x80));
 		break;
 	default: /* RK_S8 */
@@ -52,87 +67,54 @@ NM(idot)(const int kind, __m512i w, __m512i a, __m512i init, const rt_job *J)
 #endif
 }
 
-/* The correction added to the lane sums, from the lane sums s of a. */
-static inline __attribute__((always_inline)) __m512i
-NM(int_init)(const int kind, __m512i s, int off)
+/* The 16 lane scales of a pair from the row's scales (base: the pair's
+ * first group). */
+INL __m512 NM(lane_scales)(const rt_job *J, const float *ws, size_t base, __m512i gidx)
 {
-#if RT_VNNI
-	switch (kind) {
-	case RK_S4: return _mm512_mullo_epi32(s, _mm512_set1_epi32(-off));
-	case RK_S8:
-	case RK_L4: return _mm512_slli_epi32(_mm512_sub_epi32(_mm512_setzero_si512(), s), 7);
-	default: return _mm512_setzero_si512();
-	}
-#else
-	switch (kind) {
-	case RK_S4: return _mm512_mullo_epi32(s, _mm512_set1_epi32(-off));
-	case RK_A8: return _mm512_slli_epi32(s, 7);
-	default: return _mm512_setzero_si512();
-	}
-#endif
+	if (J->gperm)
+		return _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(ws + base));
+	return _mm512_set1_ps(ws[base]);
 }
 
-/* Integer tile: rows rr[0..RT_TR) (codes at cp[i], scales ws[i], biases
- * wb[i]) x C vectors starting at b0 (indices bi[0..C)), all pairs. */
-static inline __attribute__((always_inline)) void
-NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_t *const *cp,
-             const uint8_t *const *tail, size_t kfull, const float *const *ws,
-             const float *const *wb, const size_t *bi, __m512 acc[RT_TR][4])
+/* ---- integer path -------------------------------------------------- */
+
+/* Pairs k0, k0+2, .. < k1 of rows cp[0..RT_TR) (codes of block k at
+ * cp[r] + (k - kofs) * bytes per block) x C vectors bi[0..C), into acc. */
+INL void NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_t *const *cp,
+                      size_t kofs, size_t k0, size_t k1, const float *const *ws,
+                      const float *const *wb, const size_t *bi, __m512 acc[RT_TR][4])
 {
 	const rt_act *A = J->act;
-	const size_t nbp = A->nbp;
+	const size_t nbp = A->nbp, bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
 	const int affine = RK_AFFINE(kind);
-	const __m512i gidx = J->gshift == 4 ? (A->order ? _mm512_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1, 2, 2, 3, 3, 2, 2, 3, 3)
-	                                                : _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3))
-	                                    : _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-	const int perm = J->gshift == 4 || J->gshift == 5;
+	const __m512i gidx = _mm512_loadu_si512(J->gidx);
 
-#pragma GCC unroll 4
-	for (int r = 0; r < RT_TR; r++)
-#pragma GCC unroll 4
-		for (int c = 0; c < C; c++)
-			acc[r][c] = _mm512_setzero_ps();
-	for (size_t k = 0; k < nbp; k += 2) {
+	for (size_t k = k0; k < k1; k += 2) {
 		size_t base = J->gshift < 0 ? 0 : (k * RT_BLK) >> J->gshift;
 		__m512i w[RT_TR];
 		__m512 sw[RT_TR], bw[RT_TR] = { _mm512_setzero_ps() };
 
 #pragma GCC unroll 4
 		for (int r = 0; r < RT_TR; r++) {
-			const uint8_t *src = k < kfull ? cp[r] : tail[r];
-			size_t kk = k < kfull ? k : k - kfull;
-			if (RK_BITS(kind) == 8) {
-				w[r] = _mm512_loadu_si512(src + kk * RT_BLK);
-			} else {
-				__m512i v = _mm512_castsi256_si512(
-					_mm256_loadu_si256((const __m256i *)(const void *)(src + kk * 16)));
-				v = _mm512_shuffle_i64x2(v, v, 0x50);
-				v = _mm512_mask_blend_epi64(0xcc, v, _mm512_srli_epi16(v, 4));
-				w[r] = _mm512_and_si512(v, _mm512_set1_epi8(15));
-			}
-			if (perm) {
-				sw[r] = _mm512_permutexvar_ps(gidx, _mm512_castps256_ps512(_mm256_loadu_ps(ws[r] + base)));
-				if (affine)
-					bw[r] = _mm512_permutexvar_ps(gidx, _mm512_castps256_ps512(_mm256_loadu_ps(wb[r] + base)));
-			} else {
-				sw[r] = _mm512_set1_ps(ws[r][base]);
-				if (affine)
-					bw[r] = _mm512_set1_ps(wb[r][base]);
-			}
+			w[r] = NM(load_pair)(kind, cp[r] + (k - kofs) * bpb);
+			sw[r] = NM(lane_scales)(J, ws[r], base, gidx);
+			if (affine)
+				bw[r] = NM(lane_scales)(J, wb[r], base, gidx);
 		}
 #pragma GCC unroll 4
 		for (int c = 0; c < C; c++) {
 			size_t o = bi[c] * nbp + k;
 			__m512i a = _mm512_loadu_si512(A->q + o * RT_BLK);
-			__m512i init = NM(int_init)(kind, _mm512_loadu_si512(A->s + o * 8), J->off);
+			__m512i init = NEEDS_CORR(kind) ? _mm512_loadu_si512(A->s + o * 8)
+			                                : _mm512_setzero_si512();
 			__m512 d = _mm512_loadu_ps(A->d + o * 8);
-			__m512 xs = affine ? _mm512_loadu_ps(A->xs + o * 8) : _mm512_setzero_ps();
 #pragma GCC unroll 4
 			for (int r = 0; r < RT_TR; r++) {
 				__m512 f = _mm512_cvtepi32_ps(NM(idot)(kind, w[r], a, init, J));
 				acc[r][c] = _mm512_fmadd_ps(f, _mm512_mul_ps(sw[r], d), acc[r][c]);
 				if (affine)
-					acc[r][c] = _mm512_fmadd_ps(xs, bw[r], acc[r][c]);
+					acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(A->xs + o * 8), bw[r],
+					                            acc[r][c]);
 			}
 		}
 	}
@@ -142,53 +124,38 @@ NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_t *const 
 
 /* Decode one row into out[nbp*32] f32 in position order: w = val * scale
  * (+ bias), the values rt_kern_ref.c's float_row multiplies. */
-static inline __attribute__((always_inline)) void
-NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, size_t kfull,
-               const uint8_t *tail, const float *ws, const float *wb, float *out)
+INL void NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, size_t kfull,
+                        const uint8_t *tail, const float *ws, const float *wb, float *out)
 {
 	const rt_act *A = J->act;
+	const size_t bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
 	const int affine = RK_AFFINE(kind);
 	const __m512 lut = _mm512_loadu_ps(J->lut_f);
 	const __m512i off = _mm512_set1_epi32(J->off);
-	/* order 1, g16: positions 0..7 of a half-block are one group, 8..15 the next */
-	const int split = A->order && J->gshift == 4;
-	const __m512i sidx = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
 
 	for (size_t k = 0; k < A->nbp; k += 2) {
-		const uint8_t *src = k < kfull ? codes : tail;
-		size_t kk = k < kfull ? k : k - kfull;
-		__m512i w;
-
-		if (RK_BITS(kind) == 8) {
-			w = _mm512_loadu_si512(src + kk * RT_BLK);
-		} else {
-			__m512i v = _mm512_castsi256_si512(
-				_mm256_loadu_si256((const __m256i *)(const void *)(src + kk * 16)));
-			v = _mm512_shuffle_i64x2(v, v, 0x50);
-			v = _mm512_mask_blend_epi64(0xcc, v, _mm512_srli_epi16(v, 4));
-			w = _mm512_and_si512(v, _mm512_set1_epi8(15));
-		}
+		const uint8_t *src = k < kfull ? codes + k * bpb : tail + (k - kfull) * bpb;
+		size_t base = J->gshift < 0 ? 0 : (k * RT_BLK) >> J->gshift;
+		__m512i w = NM(load_pair)(kind, src);
 #pragma GCC unroll 4
-		for (int i = 0; i < 4; i++) { /* 16 positions: block k + i/2, half i%2 */
+		for (int i = 0; i < 4; i++) { /* positions 16i..16i+15 of the pair */
 			__m128i c8 = _mm512_extracti32x4_epi32(w, i);
 			__m512i c32 = kind == RK_S8 ? _mm512_cvtepi8_epi32(c8) : _mm512_cvtepu8_epi32(c8);
-			__m512 v;
+			__m512 v, s, b = _mm512_setzero_ps();
 			switch (kind) {
 			case RK_L4: v = _mm512_permutexvar_ps(c32, lut); break;
 			case RK_S4: v = _mm512_cvtepi32_ps(_mm512_sub_epi32(c32, off)); break;
 			default: v = _mm512_cvtepi32_ps(c32); break;
 			}
-			size_t e0 = rt_elem(A->order, k + (size_t)(i >> 1), 16u * (unsigned)(i & 1));
-			size_t g = J->gshift < 0 ? 0 : e0 >> J->gshift;
-			__m512 s, b = _mm512_setzero_ps();
-			if (split) {
-				s = _mm512_permutexvar_ps(sidx, _mm512_castps128_ps512(_mm_loadu_ps(ws + g)));
+			if (J->funi[i] >= 0) {
+				s = _mm512_set1_ps(ws[base + (size_t)J->funi[i]]);
 				if (affine)
-					b = _mm512_permutexvar_ps(sidx, _mm512_castps128_ps512(_mm_loadu_ps(wb + g)));
+					b = _mm512_set1_ps(wb[base + (size_t)J->funi[i]]);
 			} else {
-				s = _mm512_set1_ps(ws[g]);
+				__m512i fi = _mm512_loadu_si512(J->fidx[i]);
+				s = _mm512_permutexvar_ps(fi, _mm512_loadu_ps(ws + base));
 				if (affine)
-					b = _mm512_set1_ps(wb[g]);
+					b = _mm512_permutexvar_ps(fi, _mm512_loadu_ps(wb + base));
 			}
 			v = _mm512_mul_ps(v, s);
 			if (affine)
@@ -198,10 +165,9 @@ NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, size_t kfu
 	}
 }
 
-/* Float tile: decoded rows wr[0..RT_TR) x C vectors bi[0..C). */
-static inline __attribute__((always_inline)) void
-NM(float_tile)(const int C, const rt_job *J, const float *const *wr, const size_t *bi,
-               __m512 acc[RT_TR][4])
+/* Decoded rows wr[0..RT_TR) x C vectors bi[0..C). */
+INL void NM(float_tile)(const int C, const rt_job *J, const float *const *wr, const size_t *bi,
+                        __m512 acc[RT_TR][4])
 {
 	const rt_act *A = J->act;
 	size_t n = A->nbp * RT_BLK;
@@ -210,11 +176,6 @@ NM(float_tile)(const int C, const rt_job *J, const float *const *wr, const size_
 #pragma GCC unroll 4
 	for (int c = 0; c < C; c++)
 		x[c] = A->xf + bi[c] * n;
-#pragma GCC unroll 4
-	for (int r = 0; r < RT_TR; r++)
-#pragma GCC unroll 4
-		for (int c = 0; c < C; c++)
-			acc[r][c] = _mm512_setzero_ps();
 	for (size_t p = 0; p < n; p += 16) {
 		__m512 w[RT_TR];
 #pragma GCC unroll 4
@@ -233,7 +194,7 @@ NM(float_tile)(const int C, const rt_job *J, const float *const *wr, const size_
 /* ---- driver ------------------------------------------------------------- */
 
 /* The sum of a vector's 16 lanes by rt_fold16's tree. */
-static inline __attribute__((always_inline)) float NM(fold)(__m512 v)
+INL float NM(fold)(__m512 v)
 {
 	__m256 a = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
 	__m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
@@ -242,8 +203,26 @@ static inline __attribute__((always_inline)) float NM(fold)(__m512 v)
 	return _mm_cvtss_f32(b);
 }
 
-static inline __attribute__((always_inline)) void
-NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scratch)
+/* One tile of C vectors: zero, the pairs inside the rows, the tail pair. */
+INL void NM(tile)(const int kind, const int C, const rt_job *J, const uint8_t *const *cp,
+                  const uint8_t *const *tail, size_t kfull, const float *const *ws,
+                  const float *const *wb, const float *const *wr, const size_t *bi,
+                  __m512 acc[RT_TR][4])
+{
+#pragma GCC unroll 4
+	for (int r = 0; r < RT_TR; r++)
+#pragma GCC unroll 4
+		for (int c = 0; c < C; c++)
+			acc[r][c] = _mm512_setzero_ps();
+	if (J->path == QTK_RT_FLOAT) {
+		NM(float_tile)(C, J, wr, bi, acc);
+		return;
+	}
+	NM(int_tile)(kind, C, J, cp, 0, 0, kfull, ws, wb, bi, acc);
+	NM(int_tile)(kind, C, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
+}
+
+INL void NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scratch)
 {
 	const rt_act *A = J->act;
 	const size_t nbp = A->nbp, B = A->batch;
@@ -262,20 +241,20 @@ NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scrat
 		for (size_t rt = r0; rt < r1; rt += RT_TR) {
 			const uint8_t *cp[RT_TR], *tail[RT_TR];
 			const float *ws[RT_TR], *wb[RT_TR], *wr[RT_TR];
-			size_t rr[RT_TR];
 
 			for (int i = 0; i < RT_TR; i++) {
 				/* a short last tile repeats its last row; the copy is not stored */
-				rr[i] = rt + (size_t)i < r1 ? rt + (size_t)i : r1 - 1;
-				cp[i] = J->codes + rr[i] * J->cb;
+				size_t rr = rt + (size_t)i < r1 ? rt + (size_t)i : r1 - 1;
+				uint8_t *t = tailb + 64 * i;
+				cp[i] = J->codes + rr * J->cb;
 				ws[i] = wsb + (size_t)i * sstride;
 				wb[i] = wbb + (size_t)i * sstride;
-				row_scales_512(J, kind, rr[i], wsb + (size_t)i * sstride, wbb + (size_t)i * sstride);
-				uint8_t *t = tailb + 64 * i;
+				row_scales_512(J, kind, rr, wsb + (size_t)i * sstride, wbb + (size_t)i * sstride);
 				memset(t, 0, 64);
 				if (kfull < nbp)
 					memcpy(t, cp[i] + kfull / 2 * pb, J->cb - kfull / 2 * pb);
 				tail[i] = t;
+				wr[i] = NULL;
 				if (J->path == QTK_RT_FLOAT) {
 					float *o = dec + (size_t)i * nbp * RT_BLK;
 					NM(decode_row)(kind, J, cp[i], kfull, t, ws[i], wb[i], o);
@@ -289,21 +268,12 @@ NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scrat
 
 				for (int c = 0; c < 4; c++)
 					bi[c] = b0 + (size_t)(c < C ? c : C - 1);
-				if (J->path == QTK_RT_FLOAT) {
-					if (C == 4)
-						NM(float_tile)(4, J, wr, bi, acc);
-					else if (C == 2)
-						NM(float_tile)(2, J, wr, bi, acc);
-					else
-						NM(float_tile)(1, J, wr, bi, acc);
-				} else {
-					if (C == 4)
-						NM(int_tile)(kind, 4, J, cp, tail, kfull, ws, wb, bi, acc);
-					else if (C == 2)
-						NM(int_tile)(kind, 2, J, cp, tail, kfull, ws, wb, bi, acc);
-					else
-						NM(int_tile)(kind, 1, J, cp, tail, kfull, ws, wb, bi, acc);
-				}
+				if (C == 4)
+					NM(tile)(kind, 4, J, cp, tail, kfull, ws, wb, wr, bi, acc);
+				else if (C == 2)
+					NM(tile)(kind, 2, J, cp, tail, kfull, ws, wb, wr, bi, acc);
+				else
+					NM(tile)(kind, 1, J, cp, tail, kfull, ws, wb, wr, bi, acc);
 				for (int i = 0; i < RT_TR && rt + (size_t)i < r1; i++)
 					for (int c = 0; c < C; c++)
 						J->y[bi[c] * J->rows + rt + (size_t)i] = NM(fold)(acc[i][c]);
@@ -323,3 +293,6 @@ static const rt_rows_fn NM(table)[RK_COUNT] = {
 	[RK_S8] = NM(rows_s8), [RK_A8] = NM(rows_a8), [RK_S4] = NM(rows_s4),
 	[RK_A4] = NM(rows_a4), [RK_L4] = NM(rows_l4),
 };
+
+#undef INL
+#undef NEEDS_CORR

@@ -208,6 +208,22 @@ static void build_job(rt_job *J, const qtk_rt_tensor *w, int kind, qtk_rt_path p
 	J->kind = (rt_kind)kind;
 	J->off = s->code_offset;
 	J->path = path;
+	/* lane group offsets within a pair (the same for every pair: groups
+	 * of 16 and 32 repeat every 64 elements, larger ones cover a pair) */
+	int order = RK_BITS(kind) == 4;
+	size_t g00 = rt_group(J, rt_elem(order, 0, 0));
+	for (unsigned l = 0; l < 16; l++) {
+		J->gidx[l] = (int32_t)(rt_group(J, rt_elem(order, l / 8, 4 * (l % 8))) - g00);
+		J->gperm |= J->gidx[l] != 0;
+	}
+	for (unsigned i = 0; i < 4; i++) {
+		J->funi[i] = -2;
+		for (unsigned t = 0; t < 16; t++) {
+			int32_t o = (int32_t)(rt_group(J, rt_elem(order, i / 2, 16 * (i % 2) + t)) - g00);
+			J->fidx[i][t] = o;
+			J->funi[i] = J->funi[i] == -2 || J->funi[i] == o ? o : -1;
+		}
+	}
 	if (kind == RK_L4)
 		for (int i = 0; i < 16; i++) {
 			float v = rintf(127.0f * s->levels[i]);
@@ -215,6 +231,20 @@ static void build_job(rt_job *J, const qtk_rt_tensor *w, int kind, qtk_rt_path p
 			J->lut_u[i] = (uint8_t)(J->lut_s[i] + 128);
 			J->lut_f[i] = s->levels[i];
 		}
+}
+
+/* What the SIMD kernels add to their integer lane sums, per unit of the
+ * lane sum of the activations: the offset of codes they read unsigned
+ * (VNNI) or a sign flip of 8-bit affine codes (maddubs). */
+static int corr_of(const rt_job *J)
+{
+	switch (J->kind) {
+	case RK_S4: return -J->off;
+	case RK_S8:
+	case RK_L4: return J->vnni ? -128 : 0;
+	case RK_A8: return J->vnni ? 0 : 128;
+	default: return 0;
+	}
 }
 
 size_t rt_scratch_bytes(const rt_job *J)
@@ -260,7 +290,7 @@ static qtk_err run_quant(qtk_rt_pool *pool, const qtk_rt_tensor *w, int kind,
 	J.vnni = use_vnni(isa);
 	J.y = y;
 	rc = rt_act_prepare(rt_pool_act(pool), isa, pool, x, batch, J.cols,
-	                    RK_BITS(kind) == 4, path);
+	                    RK_BITS(kind) == 4, path, corr_of(&J));
 	if (rc)
 		return qtk_fail(st, rc, "tensor '%s': out of memory for %zu input vectors",
 		                tname(w), batch);

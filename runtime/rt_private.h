@@ -30,12 +30,14 @@ typedef enum {
 #define RK_AFFINE(k) ((k) == RK_A8 || (k) == RK_A4)
 
 /* Activations prepared for one product (rt_act.c). Positions: the kernels
- * see block k of a vector as 32 positions. Order 0 (8-bit codes): position
- * p is element 32k + p. Order 1 (4-bit codes): positions 0..15 are the even
- * elements 32k, 32k+2, ..., 32k+30 and positions 16..31 the odd ones, the
- * order in which a block's 16 code bytes unpack (low nibbles, then high
- * nibbles) without a shuffle. Lane j of a block is positions 4j..4j+3.
- * Elements past cols are 0. Blocks nb..nbp-1 (at most one) are all zero. */
+ * see a vector as blocks of 32 positions, in pairs. Order 0 (8-bit codes):
+ * position p of block k is element 32k + p. Order 1 (4-bit codes): block
+ * 2m holds the even elements of 64m..64m+63 and block 2m+1 the odd ones,
+ * the order in which a pair's 32 code bytes unpack (all low nibbles, then
+ * all high nibbles) without a shuffle. Lane j of a block is positions
+ * 4j..4j+3 (one group: groups are 16 elements or more and aligned). The
+ * activation scale is per block of 32 positions. Elements past cols are 0;
+ * blocks nb..nbp-1 (at most one) are all zero. */
 typedef struct {
 	size_t batch, cols;
 	size_t nb;    /* blocks of 32 per vector */
@@ -43,7 +45,9 @@ typedef struct {
 	int order;
 	int path;     /* QTK_RT_FLOAT or QTK_RT_INT8 */
 	int8_t *q;    /* INT8: [batch][nbp*32] int8 codes, position order */
-	int32_t *s;   /* INT8: [batch][nbp*8] sum of q over each lane */
+	int32_t *s;   /* INT8: [batch][nbp*8] corr * (sum of q over each lane):
+	                 the correction the SIMD kernels add to their integer sums */
+	int corr;
 	float *d;     /* INT8: [batch][nbp*8] the block's scale, once per lane */
 	float *xs;    /* INT8: [batch][nbp*8] f32 sum of x over each lane */
 	float *xf;    /* FLOAT: [batch][nbp*32] x in position order */
@@ -69,6 +73,14 @@ typedef struct {
 	float lut_f[16];       /* RK_L4, FLOAT path: the levels */
 	int path;
 	int vnni;              /* use dpbusd */
+	/* lane l of a block pair (8 * (k % 2) + j) reads group base + gidx[l],
+	 * base = rt_group(rt_elem(order, k, 0)) of the pair's first block */
+	int32_t gidx[16];
+	int gperm;             /* some gidx is not 0 */
+	/* FLOAT path: positions 16i..16i+15 of a pair read base + fidx[i][t];
+	 * funi[i]: their common offset, or -1 */
+	int32_t fidx[4][16];
+	int funi[4];
 	const rt_act *act;
 	float *y;              /* [batch][rows] */
 	size_t tile_cols;      /* vectors per cache chunk of a GEMM */
@@ -101,7 +113,7 @@ static inline size_t rt_elem(int order, size_t k, unsigned p)
 {
 	if (!order)
 		return k * RT_BLK + p;
-	return k * RT_BLK + (p < 16 ? 2 * p : 2 * (p - 16) + 1);
+	return (k >> 1) * 2 * RT_BLK + 2 * (size_t)p + (k & 1);
 }
 
 /* Group of element e. Past cols: the last partial group, or the padding
@@ -116,7 +128,7 @@ static inline size_t rt_group(const rt_job *J, size_t e)
 /* Prepare x [batch][cols] for order and path into a (its arrays grow as
  * needed). QTK_E_NOMEM. The result is the same on every ISA. */
 qtk_err rt_act_prepare(rt_act *a, qtk_isa isa, qtk_rt_pool *pool, const float *x,
-                       size_t batch, size_t cols, int order, int path);
+                       size_t batch, size_t cols, int order, int path, int corr);
 void rt_act_free(rt_act *a);
 
 /* ---- thread pool (rt_pool.c) ----------------------------------------- */

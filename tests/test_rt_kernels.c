@@ -311,10 +311,16 @@ TEST(rt_kernels_error_bounds)
 						if (qtk_q_scheme_get(L.scheme)->mode == QTK_QMODE_LOOKUP)
 							enf += fabs((double)xb[c]) * fabs((double)wd[c] - (double)wi[c]);
 					}
-					for (size_t k = 0; k * 32 < cols; k++) {
+					/* activation blocks: 32 elements (8-bit codes); the even,
+					 * then the odd elements of 64 (4-bit codes) */
+					int four = qtk_q_scheme_get(L.scheme)->code_bits == 4;
+					for (size_t k = 0; k * 32 < cols + 32; k++) {
 						float amax = 0;
 						double sw = 0;
-						for (size_t c = k * 32; c < cols && c < k * 32 + 32; c++) {
+						for (size_t t = 0; t < 32; t++) {
+							size_t c = four ? (k / 2) * 64 + 2 * t + (k & 1) : k * 32 + t;
+							if (c >= cols)
+								continue;
 							amax = fabsf(xb[c]) > amax ? fabsf(xb[c]) : amax;
 							sw += fabs((double)wi[c]);
 						}

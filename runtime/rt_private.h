@@ -16,6 +16,8 @@
 #define RT_TR 4     /* rows per kernel tile */
 #define RT_TC 4     /* input vectors per kernel tile (batch > 1) */
 
+typedef struct { uint8_t b[32]; } rt_b32; /* 32 bytes, for asm operands */
+
 /* Kernel kinds: one per (code_bits, mode) of quant's scheme table. */
 typedef enum {
 	RK_S8, /* 8-bit symmetric, two's complement codes:  v = (int8)c */

@@ -128,6 +128,18 @@ INL void NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_
 
 /* ---- float path ------------------------------------------------------- */
 
+/* 128-bit lane i of v (a constant once the callers' loops unroll; a
+ * switch so that unoptimized builds still get immediates). */
+INL __m128i NM(quarter)(__m512i v, int i)
+{
+	switch (i) {
+	case 0: return _mm512_extracti32x4_epi32(v, 0);
+	case 1: return _mm512_extracti32x4_epi32(v, 1);
+	case 2: return _mm512_extracti32x4_epi32(v, 2);
+	default: return _mm512_extracti32x4_epi32(v, 3);
+	}
+}
+
 /* Decode one row into out[nbp*32] f32 in position order: w = val * scale
  * (+ bias), the values rt_kern_ref.c's float_row multiplies. */
 INL void NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, size_t kfull,
@@ -145,7 +157,7 @@ INL void NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, s
 		__m512i w = NM(load_pair)(kind, src);
 #pragma GCC unroll 4
 		for (int i = 0; i < 4; i++) { /* positions 16i..16i+15 of the pair */
-			__m128i c8 = _mm512_extracti32x4_epi32(w, i);
+			__m128i c8 = NM(quarter)(w, i);
 			__m512i c32 = kind == RK_S8 ? _mm512_cvtepi8_epi32(c8) : _mm512_cvtepu8_epi32(c8);
 			__m512 v, s, b = _mm512_setzero_ps();
 			switch (kind) {

@@ -112,6 +112,9 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 			for (int r = 0; r < R; r++) {
 				const uint8_t *src = cp[r] + (k - kofs) * bpb;
 				__m256i w;
+				/* the same place in the next tile's row (see the AVX-512 body) */
+				if (!h)
+					_mm_prefetch((const char *)(src + RT_TR * J->cb), _MM_HINT_T0);
 				if (RK_BITS(kind) == 8) {
 					w = _mm256_loadu_si256((const __m256i *)(const void *)(src + RT_BLK * (size_t)h));
 				} else {

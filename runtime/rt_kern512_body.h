@@ -91,6 +91,7 @@ INL void NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_
 	const int affine = RK_AFFINE(kind);
 	const __m512i gidx = _mm512_loadu_si512(J->gidx);
 	const int gshift = J->gshift, gperm = J->gperm;
+	const size_t pf = RT_TR * J->cb;
 	const int8_t *q = A->q;
 	const int32_t *cs = A->s;
 	const float *ad = A->d, *axs = A->xs;
@@ -102,6 +103,9 @@ INL void NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_
 
 #pragma GCC unroll 4
 		for (int r = 0; r < RT_TR; r++) {
+			/* the same place in the next tile's row: a tile ahead of use, so
+			 * that cold weights stream at the memory's pace */
+			_mm_prefetch((const char *)(cp[r] + pf + (k - kofs) * bpb), _MM_HINT_T0);
 			w[r] = NM(load_pair)(kind, cp[r] + (k - kofs) * bpb);
 			sw[r] = NM(lane_scales)(gperm, ws[r], base, gidx);
 			if (affine)

@@ -228,13 +228,16 @@ static inline __attribute__((always_inline)) float NM(fold)(__m256 lo, __m256 hi
 	return _mm_cvtss_f32(b);
 }
 
-/* One tile: zero, the pairs inside the rows, the tail pair. */
+/* One tile of R rows (rt .. at most r1) x C vectors: the pairs inside the
+ * rows, the tail pair, then the folded sums into y. */
 static inline __attribute__((always_inline)) void
 NM(tile)(const int kind, const int R, const int C, const rt_job *J, const uint8_t *const *cp,
          const uint8_t *const *tail, size_t kfull, const float *const *ws,
-         const float *const *wb, const float *const *wr, const size_t *bi,
-         __m256 acc[RT_TR][2][2])
+         const float *const *wb, const float *const *wr, const size_t *bi, size_t rt,
+         size_t r1)
 {
+	__m256 acc[RT_TR][2][2];
+
 #pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
@@ -242,10 +245,16 @@ NM(tile)(const int kind, const int R, const int C, const rt_job *J, const uint8_
 			acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
 	if (J->path == QTK_RT_FLOAT) {
 		NM(float_tile)(R, C, J, wr, bi, acc);
-		return;
+	} else {
+		NM(int_tile)(kind, R, C, J, cp, 0, 0, kfull, ws, wb, bi, acc);
+		NM(int_tile)(kind, R, C, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
 	}
-	NM(int_tile)(kind, R, C, J, cp, 0, 0, kfull, ws, wb, bi, acc);
-	NM(int_tile)(kind, R, C, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int c = 0; c < C; c++)
+			if (rt + (size_t)r < r1)
+				J->y[bi[c] * J->rows + rt + (size_t)r] = NM(fold)(acc[r][c][0], acc[r][c][1]);
 }
 
 static inline __attribute__((always_inline)) void
@@ -289,20 +298,16 @@ NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scrat
 			for (size_t b0 = cc; b0 < ce;) {
 				int C = ce - b0 >= 2 ? 2 : 1;
 				size_t bi[2] = { b0, b0 + (size_t)C - 1 };
-				__m256 acc[RT_TR][2][2];
 
 				/* two rows at a time: 16 registers hold 2 x 2 x 2 accumulators */
 				for (int h = 0; h < RT_TR; h += 2) {
 					if (C == 1)
 						NM(tile)(kind, 2, 1, J, cp + h, tail + h, kfull, ws + h, wb + h,
-						         wr + h, bi, acc + h);
+						         wr + h, bi, rt + (size_t)h, r1);
 					else
 						NM(tile)(kind, 2, 2, J, cp + h, tail + h, kfull, ws + h, wb + h,
-						         wr + h, bi, acc + h);
+						         wr + h, bi, rt + (size_t)h, r1);
 				}
-				for (int i = 0; i < RT_TR && rt + (size_t)i < r1; i++)
-					for (int c = 0; c < C; c++)
-						J->y[bi[c] * J->rows + rt + (size_t)i] = NM(fold)(acc[i][c][0], acc[i][c][1]);
 				b0 += (size_t)C;
 			}
 		}

@@ -153,6 +153,13 @@ QTK_API qtk_err qtk_rt_matmul(qtk_rt_pool *pool, const qtk_rt_tensor *w,
                               qtk_rt_path path, const float *x, size_t batch,
                               float *y, qtk_status *st);
 
+/* Row `row` of w as f32 values (cols of them), exactly as
+ * qtk_q_dequantize_rows gives them (NF4 double quant included; float
+ * storage widened): an embedding lookup. QTK_E_ARG for a row out of range,
+ * QTK_E_UNSUPPORTED for storage that is not a number the kernels read. */
+QTK_API qtk_err qtk_rt_row_f32(const qtk_rt_tensor *w, uint64_t row, float *out,
+                               qtk_status *st);
+
 /* 1 if qtk_rt_matmul has a kernel for this layout (its scheme row's
  * code_bits and mode, or float storage), else 0. */
 QTK_API int qtk_rt_supported(const qtk_q_layout *L);

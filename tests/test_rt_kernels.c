@@ -420,6 +420,43 @@ TEST(rt_kernels_batch_64)
 	free(y1);
 }
 
+/* One row as f32 (embedding lookups): the dequantized values, every layout. */
+TEST(rt_kernels_row_f32_is_the_dequantized_row)
+{
+	static const uint32_t groups[] = { 16, 64, QTK_GROUP_ROW };
+	const size_t rows = 5, cols = 97;
+	float src[5 * 97], row[97];
+	qtk_status st;
+	int n = 0;
+
+	gen_w(src, rows, cols, 21);
+	for (size_t gi = 0; gi < 3; gi++) {
+		size_t it = 0;
+		qtk_q_layout L;
+		while (next_layout(&it, groups[gi], gi ? QTK_DT_BF16 : QTK_DT_F16, &L)) {
+			qw w;
+			REQUIRE(qw_make(&w, &L, rows, cols, src) == 0);
+			for (size_t r = 0; r < rows; r++) {
+				REQUIRE(qtk_rt_row_f32(&w.t, r, row, &st) == QTK_OK);
+				CHECK_MSG(!memcmp(row, w.wd + r * cols, sizeof row), "%s g%u row %zu",
+				          qtk_q_scheme_get(L.scheme)->name, L.group, r);
+			}
+			CHECK_EQ(qtk_rt_row_f32(&w.t, rows, row, &st), QTK_E_ARG);
+			qw_free(&w);
+			n++;
+		}
+	}
+	CHECK(n >= 15);
+	/* float storage: widened */
+	uint16_t h[4] = { 0x3c00, 0xc000, 0x0001, 0x7bff };
+	qtk_q_layout F = { (qtk_scheme_id)qtk_q_scheme_from_name("f16"), 0, QTK_DT_F16, 0, QTK_DT_F16 };
+	const void *pl[QTK_PLANE_MAX] = { h, NULL, NULL, NULL };
+	qtk_rt_tensor t;
+	REQUIRE(qtk_rt_tensor_init(&t, "e", &F, 2, 2, pl, &st) == QTK_OK);
+	REQUIRE(qtk_rt_row_f32(&t, 1, row, &st) == QTK_OK);
+	CHECK(row[0] == qtk_f16_to_f32(0x0001) && row[1] == 65504.0f);
+}
+
 /* ---- inputs that are not ordinary --------------------------------------- */
 
 TEST(rt_kernels_nonfinite_input_gives_nan)

@@ -144,9 +144,10 @@ QTK_API void qtk_rt_pool_run(qtk_rt_pool *p, size_t n, qtk_rt_range_fn fn, void 
  * (never the whole matrix): results do not depend on the thread count; they
  * are OpenBLAS's sums, not qtk's lane order.
  *
- * pool may be NULL (one thread). Errors: QTK_E_ARG (NULL pointers, batch
- * 0, plane sizes that do not fit the layout), QTK_E_UNSUPPORTED (a layout
- * no kernel reads), QTK_E_NOMEM. */
+ * pool may be NULL (one thread, created and freed by the call: pass a
+ * pool when calling often). Errors: QTK_E_ARG (NULL pointers, batch 0,
+ * plane sizes that do not fit the layout), QTK_E_UNSUPPORTED (a layout no
+ * kernel reads), QTK_E_NOMEM; y is then unspecified. */
 typedef enum { QTK_RT_FLOAT = 0, QTK_RT_INT8 = 1 } qtk_rt_path;
 
 QTK_API qtk_err qtk_rt_matmul(qtk_rt_pool *pool, const qtk_rt_tensor *w,

@@ -522,6 +522,51 @@ TEST(rt_kernels_bad_arguments)
 	qw_free(&w);
 }
 
+/* Every allocation of a product (pool, threads' scratch, activations)
+ * failing in turn: QTK_E_NOMEM (or a pool that cannot start), nothing
+ * leaked (make check), and the product right once the sweep is past. */
+TEST(rt_kernels_allocation_faults)
+{
+	const size_t rows = 40, cols = 100, B = 3;
+	float src[40 * 100], x[3 * 100], y0[3 * 40], y[3 * 40];
+	qtk_q_layout L = { QTK_SCHEME_NF4, 32, QTK_DT_F16, QTK_QF_DOUBLE_QUANT, QTK_DT_F32 };
+	qtk_status st;
+	qw w;
+	int done = 0;
+
+	gen_w(src, rows, cols, 2);
+	gen_x(x, B * cols, cols, 3);
+	REQUIRE(qw_make(&w, &L, rows, cols, src) == 0);
+	REQUIRE(matmul(NULL, &w, QTK_RT_INT8, x, B, y0) == 0);
+	for (int path = 0; path < 2; path++)
+		for (uint64_t nth = 1; nth < 1000; nth++) {
+			qtk_rt_pool *pool = NULL;
+			qtk_err rc;
+
+			qtk_fault_arm(QTK_FAULT_ALLOC, nth, 0);
+			rc = qtk_rt_pool_create(2, &pool, &st);
+			if (!rc) {
+				rc = qtk_rt_matmul(pool, &w.t, (qtk_rt_path)path, x, B, y, &st);
+				qtk_rt_pool_free(pool);
+			} else {
+				CHECK(pool == NULL);
+			}
+			if (!qtk_fault_fired(QTK_FAULT_ALLOC)) {
+				qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
+				CHECK_MSG(rc == QTK_OK, "n %llu: %s", (unsigned long long)nth, st.msg);
+				if (path == 1)
+					CHECK(!memcmp(y, y0, sizeof y));
+				done++;
+				break;
+			}
+			qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
+			CHECK_MSG(rc == QTK_E_NOMEM, "n %llu: %s", (unsigned long long)nth,
+			          qtk_err_name(rc));
+		}
+	CHECK_EQ(done, 2);
+	qw_free(&w);
+}
+
 /* ---- the scheme table ---------------------------------------------------- */
 
 /* A new quantized row of quant's table without a kernel fails here. */

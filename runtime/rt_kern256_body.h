@@ -69,11 +69,12 @@ NM(load_pair)(const int kind, const uint8_t *src, __m256i *w0, __m256i *w1)
 }
 
 /* Lane scales of block half h (0: the pair's first block) of a pair whose
- * first group is base; uni[h]: the common offset of the half, or -1. */
+ * first group is base: perm (a constant), a permutation by idx, else the
+ * half's common offset uni. */
 static inline __attribute__((always_inline)) __m256
-NM(lane_scales)(const float *ws, size_t base, int uni, __m256i idx)
+NM(lane_scales)(const int perm, const float *ws, size_t base, int uni, __m256i idx)
 {
-	if (uni >= 0)
+	if (!perm)
 		return _mm256_set1_ps(ws[base + (size_t)uni]);
 	return _mm256_permutevar8x32_ps(_mm256_loadu_ps(ws + base), idx);
 }
@@ -83,7 +84,7 @@ NM(lane_scales)(const float *ws, size_t base, int uni, __m256i idx)
  * Row by row, so that only a row's codes and scales are live besides the
  * accumulators (16 registers). */
 static inline __attribute__((always_inline)) void
-NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
+NM(int_tile)(const int kind, const int R, const int C, const int perm, const rt_job *J,
              const uint8_t *const *cp, size_t kofs, size_t k0, size_t k1,
              const float *const *ws, const float *const *wb, const size_t *bi,
              __m256 acc[RT_TR][2][2])
@@ -100,9 +101,6 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 	for (int h = 0; h < 2; h++) {
 		idx[h] = _mm256_loadu_si256((const __m256i *)(const void *)(J->gidx + 8 * h));
 		uni[h] = J->gidx[8 * h];
-		for (int l = 1; l < 8; l++)
-			if (J->gidx[8 * h + l] != J->gidx[8 * h])
-				uni[h] = -1;
 	}
 	for (size_t k = k0; k < k1; k += 2) {
 		size_t base = gshift < 0 ? 0 : (k * RT_BLK) >> gshift;
@@ -123,7 +121,7 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 						w = _mm256_srli_epi16(w, 4);
 					w = _mm256_and_si256(w, _mm256_set1_epi8(15));
 				}
-				__m256 sw = NM(lane_scales)(ws[r], base, uni[h], idx[h]);
+				__m256 sw = NM(lane_scales)(perm, ws[r], base, uni[h], idx[h]);
 #pragma GCC unroll 2
 				for (int c = 0; c < C; c++) {
 					size_t o = bi[c] * nbp + k + (size_t)h;
@@ -136,7 +134,7 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 					                               acc[r][c][h]);
 					if (affine)
 						acc[r][c][h] = _mm256_fmadd_ps(_mm256_loadu_ps(axs + o * 8),
-						                               NM(lane_scales)(wb[r], base, uni[h], idx[h]),
+						                               NM(lane_scales)(perm, wb[r], base, uni[h], idx[h]),
 						                               acc[r][c][h]);
 				}
 			}
@@ -260,6 +258,16 @@ static inline __attribute__((always_inline)) float NM(fold)(__m256 lo, __m256 hi
 	return _mm_cvtss_f32(b);
 }
 
+/* Do both blocks of a pair read one group each (every lane of a block the
+ * same)? Then their lane scales are broadcasts, else permutations. */
+static inline int NM(uniform_halves)(const rt_job *J)
+{
+	for (int l = 0; l < 16; l++)
+		if (J->gidx[l] != J->gidx[l & 8])
+			return 0;
+	return 1;
+}
+
 /* One tile of R rows (rt .. at most r1) x C vectors: the pairs inside the
  * rows, the tail pair, then the folded sums into y. */
 static inline __attribute__((always_inline)) void
@@ -281,9 +289,12 @@ NM(tile)(const int kind, const int R, const int C, const rt_job *J, const uint8_
 		NM(float_gemv)(kind, R, J, tail, kfull, kfull, J->act->nbp, ws, wb, x, acc);
 	} else if (J->path == QTK_RT_FLOAT) {
 		NM(float_tile)(R, C, J, wr, bi, acc);
+	} else if (NM(uniform_halves)(J)) {
+		NM(int_tile)(kind, R, C, 0, J, cp, 0, 0, kfull, ws, wb, bi, acc);
+		NM(int_tile)(kind, R, C, 0, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
 	} else {
-		NM(int_tile)(kind, R, C, J, cp, 0, 0, kfull, ws, wb, bi, acc);
-		NM(int_tile)(kind, R, C, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
+		NM(int_tile)(kind, R, C, 1, J, cp, 0, 0, kfull, ws, wb, bi, acc);
+		NM(int_tile)(kind, R, C, 1, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
 	}
 #pragma GCC unroll 4
 	for (int r = 0; r < R; r++)

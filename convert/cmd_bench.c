@@ -360,6 +360,15 @@ static void report(bench_run *R, const qtk_rt_tensor *t, const char *op, qtk_rt_
 	fflush(stdout);
 }
 
+/* Let OpenBLAS's threads stop spinning (they wait for work some 0.1 s
+ * after a call) before qtk's pool is timed again. */
+static void blas_settle(void)
+{
+	struct timespec ts = { 0, 300 * 1000 * 1000 };
+
+	nanosleep(&ts, NULL);
+}
+
 /* Everything measured on one weight: GEMV cold and hot, GEMM. w: its f32
  * values for OpenBLAS. */
 static int bench_weight(bench_run *R, const qtk_rt_tensor *t, const float *w)
@@ -390,29 +399,40 @@ static int bench_weight(bench_run *R, const qtk_rt_tensor *t, const float *w)
 	c.rows = (size_t)t->rows;
 	c.cols = (size_t)t->cols;
 	double hot_bw = probe_hot(R, (size_t)weight_bytes(t));
+	/* the BLAS figures of a weight once (float weights: both paths are BLAS) */
+	stats b[3];
+	int have_blas = 0;
 	for (int path = 0; path < 2; path++) {
+		stats q[3];
 		if (quant ? !(o->paths & (1 << path)) : path != 1)
 			continue;
 		c.path = (qtk_rt_path)path;
-		for (int cold = 1; cold >= 0; cold--) {
-			stats q, b;
-			c.batch = 1;
-			q = time_op(R, op_qtk, &c, 2, o->reps, cold);
-			openblas_set_num_threads((int)o->threads);
-			b = time_op(R, op_blas, &c, 2, o->reps, cold);
-			openblas_set_num_threads(1);
-			report(R, t, "gemv", c.path, cold ? "cold" : "hot", 1, q, b,
-			       cold ? R->read_gbps : hot_bw);
-		}
+		/* qtk first: OpenBLAS's threads spin for a while after each of its
+		 * calls and would take a core from the pool */
+		c.batch = 1;
+		q[0] = time_op(R, op_qtk, &c, 2, o->reps, 1);
+		q[1] = time_op(R, op_qtk, &c, 2, o->reps, 0);
 		if (o->batch) {
-			stats q, b;
 			c.batch = o->batch;
-			q = time_op(R, op_qtk, &c, 1, (o->reps + 1) / 2, 0);
-			openblas_set_num_threads((int)o->threads);
-			b = time_op(R, op_blas, &c, 1, (o->reps + 1) / 2, 0);
-			openblas_set_num_threads(1);
-			report(R, t, "gemm", c.path, "hot", o->batch, q, b, 0);
+			q[2] = time_op(R, op_qtk, &c, 1, (o->reps + 1) / 2, 0);
 		}
+		if (!have_blas) {
+			openblas_set_num_threads((int)o->threads);
+			c.batch = 1;
+			b[0] = time_op(R, op_blas, &c, 2, o->reps, 1);
+			b[1] = time_op(R, op_blas, &c, 2, o->reps, 0);
+			if (o->batch) {
+				c.batch = o->batch;
+				b[2] = time_op(R, op_blas, &c, 1, (o->reps + 1) / 2, 0);
+			}
+			openblas_set_num_threads(1);
+			blas_settle();
+			have_blas = 1;
+		}
+		report(R, t, "gemv", c.path, "cold", 1, q[0], b[0], R->read_gbps);
+		report(R, t, "gemv", c.path, "hot", 1, q[1], b[1], hot_bw);
+		if (o->batch)
+			report(R, t, "gemm", c.path, "hot", o->batch, q[2], b[2], 0);
 	}
 	free(x);
 	free(y);

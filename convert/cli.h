@@ -34,6 +34,11 @@ int cli_inspect_gguf(const char *path, int json);
 
 /* Print "qtk: MSG" to stderr for a failed status; returns QTK_EXIT_FAIL. */
 int cli_report(const qtk_status *st);
+/* The value of option opt as a number in [lo, hi] (qtk_parse_u64: digits
+ * only, no sign or junk): 0, or QTK_EXIT_USAGE after printing a usage
+ * error that names the option and the value. */
+int cli_uint(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64_t hi,
+             uint64_t *out);
 /* Print "qtk CMD: MSG\nTry 'qtk CMD --help'." and return QTK_EXIT_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -52,7 +52,8 @@ static void convert_usage(FILE *f)
 "      --chunk N            elements per work item (default 1048576)\n"
 "  -n, --dry-run            print the plan; write nothing\n"
 "      --json               print the summary (or plan) as JSON on stdout\n"
-"  -f, --force              replace an existing output\n"
+"  -f, --force              replace an existing output (a regular file, or a\n"
+"                           previous MLX output; never a FIFO, device, link)\n"
 "  -v, --verbose            one line per tensor on stderr\n"
 "  -q, --quiet              no progress bar and no summary\n"
 "  -h, --help               show this help\n\n"
@@ -333,18 +334,21 @@ static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
 	return root;
 }
 
+/* --group: a power of two from 16 to 4096, or "row". 0 or a usage error. */
 static int parse_group(const char *s, uint32_t *g)
 {
-	char *end;
-	unsigned long v;
+	uint64_t v;
+	int rc;
 
 	if (!strcmp(s, "row")) {
 		*g = QTK_GROUP_ROW;
 		return 0;
 	}
-	v = strtoul(s, &end, 10);
-	if (!*s || *end || v < 16 || v > 4096 || (v & (v - 1)))
-		return -1;
+	rc = cli_uint("convert", "--group", s, 16, 4096, &v);
+	if (rc)
+		return rc;
+	if (v & (v - 1))
+		return cli_usage_error("convert", "--group: %s is not a power of two (16 to 4096, or 'row')", s);
 	*g = (uint32_t)v;
 	return 0;
 }
@@ -358,9 +362,39 @@ typedef struct {
 	qtk_conv_opts co;
 } cli_opts;
 
+/* The command line's rules, checked as the recipe will take them (scheme
+ * names, groups legal for the scheme, patterns, the preset's name), so a
+ * bad one is a usage error before any file is opened. The recipe itself
+ * is built again in build_recipe, with the file's rules after these. */
+static int check_rules(const cli_opts *c)
+{
+	const char *const *p = qtk_recipe_presets();
+	qtk_recipe *r;
+	qtk_status st;
+	qtk_err rc = QTK_OK;
+
+	if (qtk_recipe_new(&r, c->scheme >= 0 ? (qtk_scheme_id)c->scheme : QTK_SCHEME_INT8,
+	                   c->group, &st))
+		return cli_report(&st);
+	for (int i = 0; i < c->nset && !rc; i++)
+		rc = qtk_recipe_add_set(r, c->set[i], &st);
+	for (int i = 0; i < c->nkeep && !rc; i++)
+		rc = qtk_recipe_add_keep(r, c->keep[i], &st);
+	qtk_recipe_free(r);
+	if (rc)
+		return rc == QTK_E_ARG ? cli_usage_error("convert", "%s", st.msg) : cli_report(&st);
+	while (*p && strcmp(*p, c->preset))
+		p++;
+	if (!*p && strcmp(c->preset, "auto"))
+		return cli_usage_error("convert", "--preset: unknown preset '%s' (auto, none, mixed, flux, wan, ltxv)",
+		                       c->preset);
+	return 0;
+}
+
 static int parse_args(int argc, char **argv, cli_opts *c)
 {
-	int ch;
+	uint64_t v;
+	int ch, rc;
 
 	memset(c, 0, sizeof *c);
 	c->scheme = -1;
@@ -389,8 +423,8 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 			c->scheme_given = 1;
 			break;
 		case 'g':
-			if (parse_group(optarg, &c->group))
-				return cli_usage_error("convert", "bad group '%s' (a power of two from 16 to 4096, or 'row')", optarg);
+			if ((rc = parse_group(optarg, &c->group)) != 0)
+				return rc;
 			c->group_given = 1;
 			break;
 		case 'r': c->recipe = optarg; break;
@@ -407,22 +441,16 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 			break;
 		case OPT_SEARCH: c->co.search = 1; break;
 		case OPT_CALIB: c->calib = optarg; break;
-		case 'j': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-			if (!*optarg || *end || v < 1 || v > 1024)
-				return cli_usage_error("convert", "bad thread count '%s'", optarg);
+		case 'j':
+			if ((rc = cli_uint("convert", "--threads", optarg, 1, 1024, &v)) != 0)
+				return rc;
 			c->co.threads = (int)v;
 			break;
-		}
-		case OPT_CHUNK: {
-			char *end;
-			unsigned long long v = strtoull(optarg, &end, 10);
-			if (!*optarg || *end || v < 1024 || v > (1ull << 30))
-				return cli_usage_error("convert", "bad chunk '%s' (1024 .. 2^30 elements)", optarg);
+		case OPT_CHUNK:
+			if ((rc = cli_uint("convert", "--chunk", optarg, 1024, 1ull << 30, &v)) != 0)
+				return rc;
 			c->co.chunk_elems = v;
 			break;
-		}
 		case OPT_SCALE:
 			if (!strcmp(optarg, "f16"))
 				c->co.scale_dtype = QTK_DT_F16;
@@ -460,7 +488,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 		return cli_usage_error("convert", "missing -o OUTPUT");
 	if (c->scheme < 0 && !c->recipe)
 		return cli_usage_error("convert", "missing --scheme");
-	return 0;
+	return check_rules(c);
 }
 
 /* Recipe: --set/--keep first, then the recipe file, then the preset. */

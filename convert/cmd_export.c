@@ -32,7 +32,8 @@ static void export_usage(FILE *f)
 "                           (its size and crc32 must match)\n"
 "  -j, --threads N          worker threads (default: all cores)\n"
 "      --json               print the report as JSON on stdout\n"
-"  -f, --force              replace an existing output\n"
+"  -f, --force              replace an existing output (a regular file, or a\n"
+"                           previous MLX output; never a FIFO, device, link)\n"
 "  -q, --quiet              no report\n"
 "  -h, --help               show this help\n\n"
 "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n");
@@ -90,7 +91,8 @@ int cmd_export(int argc, char **argv)
 	qtk_export_report *rep = NULL;
 	qtk_status st;
 	struct sigaction sa, old_int, old_term;
-	int ch, json = 0, quiet = 0, to = 0;
+	int ch, json = 0, quiet = 0, to = 0, urc;
+	uint64_t v;
 	qtk_err rc;
 
 	memset(&o, 0, sizeof o);
@@ -109,14 +111,11 @@ int cmd_export(int argc, char **argv)
 			break;
 		case 'o': o.output = optarg; break;
 		case 'R': o.requantize = 1; break;
-		case 'j': {
-			char *end;
-			long v = strtol(optarg, &end, 10);
-			if (!*optarg || *end || v < 1 || v > 1024)
-				return cli_usage_error("export", "bad thread count '%s'", optarg);
+		case 'j':
+			if ((urc = cli_uint("export", "--threads", optarg, 1, 1024, &v)) != 0)
+				return urc;
 			o.threads = (int)v;
 			break;
-		}
 		case OPT_JSON: json = 1; break;
 		case 'f': o.force = 1; break;
 		case 'q': quiet = 1; break;

@@ -20,8 +20,9 @@ static void pack_usage(FILE *f, int unpack)
 		           "  --zstd        compress with zstd (the default and only codec)\n"
 		           "  --level N     zstd level 1..19 (default 9)\n"
 		           "  --no-split    do not split 16-bit planes into byte planes first\n");
-	fprintf(f, "  -f, --force   replace an existing OUT\n"
-	           "  -h, --help    show this help\n");
+	fprintf(f, "  -f, --force   replace an existing OUT (a regular file only)\n"
+	           "  -h, --help    show this help\n\n"
+	           "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
 static int run(int argc, char **argv, int unpack)
@@ -42,12 +43,14 @@ static int run(int argc, char **argv, int unpack)
 		} else if (!unpack && !strcmp(argv[i], "--no-split")) {
 			split = 0;
 		} else if (!unpack && !strcmp(argv[i], "--level")) {
-			char *end;
+			uint64_t v;
+			int rc;
+
 			if (++i >= argc)
 				return cli_usage_error(cmd, "--level needs a value");
-			level = (int)strtol(argv[i], &end, 10);
-			if (*end || level < 1 || level > 19)
-				return cli_usage_error(cmd, "--level must be 1..19");
+			if ((rc = cli_uint(cmd, "--level", argv[i], 1, 19, &v)) != 0)
+				return rc;
+			level = (int)v;
 		} else if (argv[i][0] == '-' && argv[i][1]) {
 			return cli_usage_error(cmd, "unknown option '%s'", argv[i]);
 		} else if (npaths < 2) {

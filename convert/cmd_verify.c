@@ -1,6 +1,6 @@
 /* convert: `qtk verify FILE.qtk` — validate the directory, then check every
- * plane's crc32, every zstd frame and every stored scale; report the first
- * bad tensor. */
+ * plane's crc32, every zstd frame, every stored scale and the padding
+ * between planes; report the first bad tensor (or padding byte). */
 #include <stdio.h>
 #include <string.h>
 
@@ -11,8 +11,9 @@ static void verify_usage(FILE *f)
 {
 	fprintf(f, "Usage: qtk verify [-q] FILE.qtk\n\n"
 	           "Check a packed file: structure, every plane's crc32, zstd frames,\n"
-	           "NaN/Inf scales and the metadata JSON. Exit 0 if intact, 1 otherwise\n"
-	           "(the message names the first bad tensor).\n\n"
+	           "NaN/Inf scales, zero padding and the metadata JSON. Exit 0 if intact,\n"
+	           "1 otherwise (the message names the first bad tensor, or the offset\n"
+	           "of a nonzero padding byte and its gap), 2 for a bad command line.\n\n"
 	           "  -q, --quiet  print nothing on success\n"
 	           "  -h, --help   show this help\n");
 }

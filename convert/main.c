@@ -1,6 +1,7 @@
 /* convert: `qtk`, the command line. Dispatches to one cmd_* per command. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -43,6 +44,36 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	return QTK_EXIT_USAGE;
 }
 
+int cli_uint(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64_t hi,
+             uint64_t *out)
+{
+	qtk_status st;
+
+	if (qtk_parse_u64(opt, s, lo, hi, out, &st) != QTK_OK)
+		return cli_usage_error(cmd, "%s", st.msg);
+	return 0;
+}
+
+/* The environment variables the library reads: a value it would ignore or
+ * misread is a usage error here, before any file is touched. */
+static int check_env(void)
+{
+	const char *isa = getenv("QTK_ISA"), *shard = getenv("QTK_MLX_SHARD_BYTES");
+	uint64_t v;
+	qtk_status st;
+
+	if (isa && *isa && qtk_isa_from_name(isa) < 0) {
+		fprintf(stderr, "qtk: QTK_ISA='%.64s': expected scalar, avx2 or avx512\n", isa);
+		return QTK_EXIT_USAGE;
+	}
+	if (shard && *shard &&
+	    qtk_parse_u64("QTK_MLX_SHARD_BYTES", shard, 1, UINT64_MAX, &v, &st) != QTK_OK) {
+		fprintf(stderr, "qtk: %s\n", st.msg);
+		return QTK_EXIT_USAGE;
+	}
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -57,9 +88,13 @@ int main(int argc, char **argv)
 		printf("qtk %s\n", QTK_VERSION);
 		return QTK_EXIT_OK;
 	}
-	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-		if (!strcmp(argv[1], commands[i].name))
-			return commands[i].run(argc - 1, argv + 1);
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+		if (strcmp(argv[1], commands[i].name))
+			continue;
+		if (check_env())
+			return QTK_EXIT_USAGE;
+		return commands[i].run(argc - 1, argv + 1);
+	}
 	fprintf(stderr, "qtk: unknown command '%s'\nTry 'qtk --help' for more information.\n",
 	        argv[1]);
 	return QTK_EXIT_USAGE;

@@ -187,16 +187,19 @@ static qtk_err parse_scheme_group(const char *spec, const char *what,
 	*scheme = (qtk_scheme_id)id;
 	*group = QTK_RULE_MAIN_GROUP;
 	if (colon) {
-		char *end;
-		unsigned long g;
+		uint64_t g;
 
+		char gwhat[160];
+
+		if (!qtk_q_scheme_get(*scheme)->quantized)
+			return qtk_fail(st, QTK_E_ARG, "%s: scheme %s takes no group", what, name);
 		if (!strcmp(colon + 1, "row")) {
 			*group = QTK_GROUP_ROW;
 			return QTK_OK;
 		}
-		g = strtoul(colon + 1, &end, 10);
-		if (!colon[1] || *end || g == 0 || g > 4096)
-			return qtk_fail(st, QTK_E_ARG, "%s: bad group '%s'", what, colon + 1);
+		/* 1..4096 here; qtk_recipe_add checks it is a power of two >= 16 */
+		snprintf(gwhat, sizeof gwhat, "%s: group", what);
+		QTK_TRY(qtk_parse_u64(gwhat, colon + 1, 1, 4096, &g, st));
 		*group = (uint32_t)g;
 	}
 	return QTK_OK;
@@ -207,12 +210,13 @@ qtk_err qtk_recipe_add_set(qtk_recipe *r, const char *spec, qtk_status *st)
 	const char *eq = strrchr(spec, '=');
 	qtk_rule rule = { .ndim = -1, .max_elems = UINT64_MAX,
 	                  .action = QTK_ACT_STORE, .origin = "--set" };
-	char *pat;
+	char *pat, what[128];
 	qtk_err rc;
 
+	snprintf(what, sizeof what, "--set '%.100s'", spec);
 	if (!eq || eq == spec)
-		return qtk_fail(st, QTK_E_ARG, "--set '%s': expected PATTERN=SCHEME[:GROUP]", spec);
-	QTK_TRY(parse_scheme_group(eq + 1, "--set", &rule.scheme, &rule.group, st));
+		return qtk_fail(st, QTK_E_ARG, "%s: expected PATTERN=SCHEME[:GROUP]", what);
+	QTK_TRY(parse_scheme_group(eq + 1, what, &rule.scheme, &rule.group, st));
 	pat = qtk_malloc((size_t)(eq - spec) + 1);
 	if (!pat)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
@@ -221,6 +225,8 @@ qtk_err qtk_recipe_add_set(qtk_recipe *r, const char *spec, qtk_status *st)
 	rule.pattern = pat;
 	rc = qtk_recipe_add(r, &rule, st);
 	qtk_free(pat);
+	if (rc == QTK_E_ARG)
+		qtk_status_prefix(st, what);
 	return rc;
 }
 
@@ -321,11 +327,17 @@ qtk_err qtk_recipe_load(qtk_recipe *r, const char *path, int scheme_from_cli,
                         int group_from_cli, qtk_status *st)
 {
 	json_error_t jerr;
-	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-	json_t *v;
+	json_t *root, *v;
 	qtk_err rc = QTK_OK;
 	const char *key;
+	char *text;
+	size_t len;
 
+	rc = qtk_fmt_read_input(path, &text, &len, st);
+	if (rc) /* a recipe that cannot be read is a bad argument, as one that cannot be parsed */
+		return rc == QTK_E_NOMEM ? rc : (st->code = QTK_E_ARG);
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	qtk_free(text);
 	if (!root)
 		return qtk_fail(st, QTK_E_ARG, "%s: line %d: %s", path, jerr.line, jerr.text);
 	if (!json_is_object(root)) {

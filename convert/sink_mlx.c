@@ -5,6 +5,7 @@
  * P.weight becomes MLX affine P.weight (U32) / P.scales / P.biases
  * (formats/mlx_pack.c). The directory is built beside the target under a
  * temporary name and renamed into place only when complete. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -265,22 +266,21 @@ static void shard_name(const mlx_sink *m, size_t k, char *buf, size_t n)
 		snprintf(buf, n, "model-%05zu-of-%05zu.safetensors", k + 1, m->nshards);
 }
 
-static uint64_t shard_limit(void)
+/* $QTK_MLX_SHARD_BYTES (tests force small shards) or 5 GiB. */
+static qtk_err shard_limit(uint64_t *limit, qtk_status *st)
 {
-	const char *e = getenv("QTK_MLX_SHARD_BYTES"); /* tests force small shards */
-	char *end;
-	unsigned long long v;
+	const char *e = getenv("QTK_MLX_SHARD_BYTES");
 
+	*limit = MLX_SHARD_LIMIT;
 	if (!e || !*e)
-		return MLX_SHARD_LIMIT;
-	v = strtoull(e, &end, 10);
-	return *end || v == 0 ? MLX_SHARD_LIMIT : v;
+		return QTK_OK;
+	return qtk_parse_u64("QTK_MLX_SHARD_BYTES", e, 1, UINT64_MAX, limit, st);
 }
 
 /* Greedy, in output order, as mlx-lm's make_shards (never an empty shard). */
-static void assign_shards(mlx_sink *m)
+static void assign_shards(mlx_sink *m, uint64_t limit)
 {
-	uint64_t limit = shard_limit(), size = 0;
+	uint64_t size = 0;
 	size_t shard = 0, idx = 0;
 
 	for (size_t i = 0; i < m->nout; i++) {
@@ -330,10 +330,118 @@ static qtk_err open_shards(mlx_sink *m, qtk_status *st)
 	return rc;
 }
 
+/* ---- a previous output ---------------------------------------------------- */
+
+/* Is name one of the files this sink writes? 2: a weights file. */
+static int our_name(const char *name)
+{
+	size_t n = strlen(name), d = 0;
+
+	if (!strcmp(name, "model.safetensors"))
+		return 2;
+	if (!strcmp(name, "model.safetensors.index.json") || !strcmp(name, "config.json"))
+		return 1;
+	for (size_t i = 0; i < sizeof copy_files / sizeof *copy_files; i++)
+		if (!strcmp(name, copy_files[i]))
+			return 1;
+	/* model-0000N-of-0000M.safetensors (%05zu: 5 digits or more) */
+	if (strncmp(name, "model-", 6) || !ends_with(name, ".safetensors"))
+		return 0;
+	name += 6;
+	n -= 6 + strlen(".safetensors");
+	for (int part = 0; part < 2; part++) {
+		size_t k = 0;
+
+		while (d + k < n && name[d + k] >= '0' && name[d + k] <= '9')
+			k++;
+		if (k < 5)
+			return 0;
+		d += k;
+		if (part == 0) {
+			if (n - d < 4 || strncmp(name + d, "-of-", 4))
+				return 0;
+			d += 4;
+		}
+	}
+	return d == n ? 2 : 0;
+}
+
+/* A previous qtk MLX output: a directory whose every entry is a regular
+ * file named as this sink names its files, config.json among them, and
+ * whose every .safetensors file is valid with the metadata "format": "mlx"
+ * (a Hugging Face checkpoint has "pt" there). The first foreign entry in
+ * name order is reported. */
+static qtk_err mlx_is_ours(const char *dir, qtk_status *st)
+{
+	char foreign[256] = "", path[PATH_MAX];
+	int config = 0, weights = 0, named = 0; /* named: foreign only by its type */
+	struct dirent *e;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return qtk_fail(st, QTK_E_IO, "%s: cannot read directory: %s", dir, strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		struct stat sb;
+		int kind = our_name(e->d_name);
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (!kind || fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    !S_ISREG(sb.st_mode)) {
+			if (!*foreign || strcmp(e->d_name, foreign) < 0) {
+				snprintf(foreign, sizeof foreign, "%s", e->d_name);
+				named = kind != 0;
+			}
+			continue;
+		}
+		config |= !strcmp(e->d_name, "config.json");
+		weights |= kind == 2;
+	}
+	closedir(d);
+	if (*foreign)
+		return qtk_fail(st, QTK_E_ARG, "%s: holds '%s', %s: not a previous MLX output; not "
+		                "replaced, even with --force", dir, foreign,
+		                named ? "which is not a regular file" : "a file qtk's MLX output has not");
+	if (!config || !weights)
+		return qtk_fail(st, QTK_E_ARG, "%s: no %s: not a previous MLX output; not replaced, "
+		                "even with --force", dir, config ? "model*.safetensors" : "config.json");
+	if (!(d = opendir(dir)))
+		return qtk_fail(st, QTK_E_IO, "%s: cannot read directory: %s", dir, strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		qtk_st_file *f;
+		const char *fmt;
+		qtk_err rc;
+
+		if (our_name(e->d_name) != 2)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		if ((rc = qtk_st_open(path, &f, st)) != QTK_OK) {
+			closedir(d);
+			return rc;
+		}
+		fmt = qtk_st_meta_get(f, "format");
+		rc = fmt && !strcmp(fmt, "mlx") ? QTK_OK
+		     : qtk_fail(st, QTK_E_ARG, "%s: no safetensors metadata \"format\": \"mlx\": "
+		                "not a previous MLX output; not replaced, even with --force", path);
+		qtk_st_close(f);
+		if (rc) {
+			closedir(d);
+			return rc;
+		}
+	}
+	closedir(d);
+	return QTK_OK;
+}
+
+static const qtk_outdir_kind mlx_kind = { .name = "MLX", .check = mlx_is_ours };
+
 qtk_err mlx_open(mlx_sink *m, const char *path, const qtk_write_opts *wo, qtk_status *st)
 {
-	QTK_TRY(qtk_outdir_open(&m->od, path, wo, st));
-	assign_shards(m);
+	uint64_t limit;
+
+	QTK_TRY(shard_limit(&limit, st));
+	QTK_TRY(qtk_outdir_open(&m->od, path, wo, &mlx_kind, st));
+	assign_shards(m, limit);
 	return open_shards(m, st);
 }
 
@@ -515,14 +623,20 @@ static void main_form(const mlx_sink *m, unsigned *bits, unsigned *group)
 
 static json_t *load_config(const mlx_sink *m)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], *text;
 	json_t *cfg = NULL;
+	qtk_status tmp;
+	size_t len;
 
 	if (m->c.config_json)
 		cfg = json_loads(m->c.config_json, 0, NULL);
 	else if (m->c.dir) {
 		snprintf(path, sizeof path, "%s/config.json", m->c.dir);
-		cfg = json_load_file(path, 0, NULL);
+		/* not a regular file: refused when the input was opened */
+		if (qtk_fmt_read_input(path, &text, &len, &tmp) == QTK_OK) {
+			cfg = json_loadb(text, len, 0, NULL);
+			qtk_free(text);
+		}
 	}
 	if (cfg && !json_is_object(cfg)) {
 		json_decref(cfg);
@@ -579,32 +693,17 @@ static qtk_err write_config(const mlx_sink *m, qtk_status *st)
 
 static qtk_err copy_file(const mlx_sink *m, const char *name, qtk_status *st)
 {
-	char from[PATH_MAX];
-	FILE *f;
-	uint8_t *buf;
-	long size;
+	char from[PATH_MAX], *buf;
+	size_t size;
 	qtk_err rc;
 
 	snprintf(from, sizeof from, "%s/%s", m->c.dir, name);
-	f = fopen(from, "rb");
-	if (!f)
+	rc = qtk_fmt_read_input(from, &buf, &size, st);
+	if (rc == QTK_E_NOT_FOUND)
 		return QTK_OK; /* absent: nothing to copy */
-	if (fseek(f, 0, SEEK_END) || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
-		fclose(f);
-		return qtk_fail(st, QTK_E_IO, "%s: cannot read", from);
-	}
-	buf = qtk_malloc((size_t)size + 1);
-	if (!buf) {
-		fclose(f);
-		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", from);
-	}
-	if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-		fclose(f);
-		qtk_free(buf);
-		return qtk_fail(st, QTK_E_IO, "%s: cannot read", from);
-	}
-	fclose(f);
-	rc = write_small(m, name, buf, (size_t)size, st);
+	if (rc)
+		return rc;
+	rc = write_small(m, name, buf, size, st);
 	qtk_free(buf);
 	return rc;
 }
@@ -661,8 +760,12 @@ void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c)
 	const char *s = json_string_value(json_object_get(r, "scheme"));
 	const char *g = json_string_value(json_object_get(r, "group"));
 	int id = s ? qtk_q_scheme_from_name(s) : -1;
+	uint64_t gv = 0;
 
 	c->main_scheme = id >= 0 ? (qtk_scheme_id)id : QTK_SCHEME_RAW;
-	c->main_group = g ? (uint32_t)strtoul(g, NULL, 10) : 0;
+	/* from a .qtk file's metadata when exporting: anything but a group
+	 * size ("row", junk) means no main group */
+	c->main_group = g && qtk_parse_u64("group", g, 1, 4096, &gv, NULL) == QTK_OK ?
+	                (uint32_t)gv : 0;
 	json_decref(r);
 }

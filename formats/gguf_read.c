@@ -179,6 +179,12 @@ static qtk_err skip_array(cur *c, int depth, const char *key, uint32_t *et, uint
 		                "%s: KV '%s': array count %llu of %s does not fit the %llu bytes left",
 		                c->f->name, key, (unsigned long long)*count, vt_names[*et],
 		                (unsigned long long)left(c));
+	if (*et == QTK_GGUF_BOOL)
+		for (uint64_t i = 0; i < *count; i++)
+			if (c->f->data[c->pos + i] > 1)
+				return qtk_fail(c->st, QTK_E_GG_BOOL,
+				                "%s: KV '%s': bool array element %llu is %u, not 0 or 1",
+				                c->f->name, key, (unsigned long long)i, c->f->data[c->pos + i]);
 	if (*et != QTK_GGUF_STRING && *et != QTK_GGUF_ARRAY) {
 		c->pos += *count * min;
 		return QTK_OK;
@@ -206,6 +212,10 @@ static qtk_err skip_value(cur *c, uint32_t vt, int depth, const char *key, uint6
 	if (left(c) < vt_size[vt])
 		return qtk_fail(c->st, QTK_E_GG_COUNT, "%s: KV '%s': %s value past the end of the file",
 		                c->f->name, key, vt_names[vt]);
+	/* the spec: 0 is false, 1 is true, anything else makes the file invalid */
+	if (vt == QTK_GGUF_BOOL && c->f->data[c->pos] > 1)
+		return qtk_fail(c->st, QTK_E_GG_BOOL, "%s: KV '%s': bool value %u, not 0 or 1",
+		                c->f->name, key, c->f->data[c->pos]);
 	c->pos += vt_size[vt];
 	return QTK_OK;
 }
@@ -254,6 +264,23 @@ static qtk_err parse_header(cur *c, uint64_t *nt, uint64_t *nkv)
 	return QTK_OK;
 }
 
+/* The spec's rules for keys: ASCII (printable here: no control bytes), at
+ * most 65535 bytes. */
+static qtk_err check_key(cur *c, const uint8_t *s, uint64_t len)
+{
+	if (len > 65535)
+		return qtk_fail(c->st, QTK_E_GG_NAME, "%s: key of %llu bytes at %llu (at most 65535)",
+		                c->f->name, (unsigned long long)len,
+		                (unsigned long long)(c->pos - len - c->wide));
+	for (uint64_t i = 0; i < len; i++)
+		if (s[i] < 0x20 || s[i] > 0x7e)
+			return qtk_fail(c->st, QTK_E_GG_NAME,
+			                "%s: key '%.*s' has byte 0x%02x at %llu (keys are printable ASCII)",
+			                c->f->name, (int)i, (const char *)s, s[i],
+			                (unsigned long long)i);
+	return QTK_OK;
+}
+
 /* Pass 1 over the KVs: validate, note where each is, count name bytes and
  * string-array elements. Pass 2 (fill_kvs) fills the records. */
 static qtk_err parse_kvs(cur *c, uint64_t nkv, uint64_t *namebytes, uint64_t *nstr)
@@ -267,6 +294,7 @@ static qtk_err parse_kvs(cur *c, uint64_t nkv, uint64_t *namebytes, uint64_t *ns
 		uint64_t len, start;
 
 		QTK_TRY(rd_name(c, &s, &len, "key"));
+		QTK_TRY(check_key(c, s, len));
 		snprintf(key, sizeof key, "%.*s", (int)(len < 80 ? len : 80), (const char *)s);
 		kv->key = (const char *)s;          /* fixed up in fill */
 		kv->count = len;                    /* key length until fill */
@@ -407,6 +435,10 @@ static qtk_err check_alignment(qtk_gguf_file *f, qtk_status *st)
 	if (a == 0 || (a & (a - 1)))
 		return qtk_fail(st, QTK_E_GG_ALIGNMENT,
 		                "%s: KV 'general.alignment' = %u is not a power of two", f->name, a);
+	if (a > QTK_GGUF_MAX_ALIGN)
+		return qtk_fail(st, QTK_E_GG_ALIGNMENT,
+		                "%s: KV 'general.alignment' = %u is larger than %u, the most qtk accepts (a page on any common platform)",
+		                f->name, a, QTK_GGUF_MAX_ALIGN);
 	f->align = a;
 	return QTK_OK;
 }

@@ -19,12 +19,24 @@ struct qtk_gguf_kvs {
 	size_t len, cap;
 	char **keys;
 	size_t n, kcap;
+	size_t *slot;       /* [nslot] key set, open addressing: 1 + index into
+	                     * keys, 0 = empty; nslot a power of two >= 2n */
+	size_t nslot;
+	uint64_t seed;      /* per list, so no fixed set of keys collides */
 	uint32_t align;     /* general.alignment when set, else 0 */
 };
 
 qtk_gguf_kvs *qtk_gguf_kvs_new(void)
 {
-	return qtk_calloc(1, sizeof(qtk_gguf_kvs));
+	qtk_gguf_kvs *k = qtk_calloc(1, sizeof(qtk_gguf_kvs));
+	uint64_t s;
+
+	if (k) {
+		/* the address (ASLR) mixed: only probe lengths depend on it */
+		s = (uint64_t)(uintptr_t)k * 0x9e3779b97f4a7c15ull;
+		k->seed = s ^ (s >> 29);
+	}
+	return k;
 }
 
 void qtk_gguf_kvs_free(qtk_gguf_kvs *k)
@@ -34,8 +46,54 @@ void qtk_gguf_kvs_free(qtk_gguf_kvs *k)
 	for (size_t i = 0; i < k->n; i++)
 		qtk_free(k->keys[i]);
 	qtk_free(k->keys);
+	qtk_free(k->slot);
 	qtk_free(k->buf);
 	qtk_free(k);
+}
+
+/* FNV-1a from a seeded basis, then a 64-bit finalizer (murmur3's fmix). */
+static uint64_t key_hash(const char *key, uint64_t seed)
+{
+	uint64_t h = 0xcbf29ce484222325ull ^ seed;
+
+	for (const unsigned char *p = (const unsigned char *)key; *p; p++)
+		h = (h ^ *p) * 0x100000001b3ull;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdull;
+	h ^= h >> 33;
+	return h;
+}
+
+/* The slot holding key, or the empty slot where it would go. */
+static size_t *key_slot(const qtk_gguf_kvs *k, const char *key, uint64_t h)
+{
+	size_t m = k->nslot - 1, i = (size_t)h & m;
+
+	while (k->slot[i] && strcmp(k->keys[k->slot[i] - 1], key))
+		i = (i + 1) & m;
+	return &k->slot[i];
+}
+
+/* Room for one more key at load <= 1/2 (rehash into twice the slots). */
+static int slots_reserve(qtk_gguf_kvs *k)
+{
+	size_t ns = k->nslot ? k->nslot : 32, *old = k->slot, oldn = k->nslot;
+
+	while (ns / 2 < k->n + 1)
+		if (__builtin_mul_overflow(ns, 2, &ns))
+			return -1;
+	if (ns == k->nslot)
+		return 0;
+	if (ns > SIZE_MAX / sizeof *k->slot || !(k->slot = qtk_calloc(ns, sizeof *k->slot))) {
+		k->slot = old;
+		return -1;
+	}
+	k->nslot = ns;
+	for (size_t i = 0; i < oldn; i++)
+		if (old[i])
+			*key_slot(k, k->keys[old[i] - 1], key_hash(k->keys[old[i] - 1], k->seed)) = old[i];
+	qtk_free(old);
+	return 0;
 }
 
 size_t qtk_gguf_kvs_count(const qtk_gguf_kvs *k) { return k->n; }
@@ -82,14 +140,24 @@ static void put_u64(qtk_gguf_kvs *k, uint64_t v)
 static qtk_err kv_begin(qtk_gguf_kvs *k, const char *key, uint32_t type, size_t value_bytes,
                         qtk_status *st)
 {
-	size_t kl = key ? strlen(key) : 0, need;
+	size_t kl = key ? strlen(key) : 0, need, *slot;
 	char **keys;
 
 	if (!kl)
 		return qtk_fail(st, QTK_E_GG_NAME, "GGUF writer: empty KV key");
-	for (size_t i = 0; i < k->n; i++)
-		if (!strcmp(k->keys[i], key))
-			return qtk_fail(st, QTK_E_GG_DUP_KEY, "GGUF writer: KV '%s' added twice", key);
+	/* what the reader accepts: printable ASCII, at most 65535 bytes */
+	if (kl > 65535)
+		return qtk_fail(st, QTK_E_GG_NAME, "GGUF writer: KV key of %zu bytes (at most 65535)", kl);
+	for (size_t i = 0; i < kl; i++)
+		if ((unsigned char)key[i] < 0x20 || (unsigned char)key[i] > 0x7e)
+			return qtk_fail(st, QTK_E_GG_NAME, "GGUF writer: KV key '%s' is not printable ASCII",
+			                key);
+	/* a hash set, not a scan: 80k KVs copied from a GGUF took 14 s */
+	if (slots_reserve(k))
+		return qtk_fail(st, QTK_E_NOMEM, "GGUF writer: out of memory");
+	slot = key_slot(k, key, key_hash(key, k->seed));
+	if (*slot)
+		return qtk_fail(st, QTK_E_GG_DUP_KEY, "GGUF writer: KV '%s' added twice", key);
 	if (__builtin_add_overflow(kl, 12, &need) || __builtin_add_overflow(need, value_bytes, &need))
 		return qtk_fail(st, QTK_E_OVERFLOW, "GGUF writer: KV '%s' too large", key);
 	if (k->n == k->kcap) {
@@ -101,7 +169,7 @@ static qtk_err kv_begin(qtk_gguf_kvs *k, const char *key, uint32_t type, size_t 
 	}
 	if (grow(k, need) || !(k->keys[k->n] = qtk_strdup(key)))
 		return qtk_fail(st, QTK_E_NOMEM, "GGUF writer: out of memory");
-	k->n++;
+	*slot = ++k->n;
 	put_u64(k, kl);
 	put_bytes(k, key, kl);
 	put_u32(k, type);
@@ -123,8 +191,15 @@ qtk_err qtk_gguf_kvs_add(qtk_gguf_kvs *k, const char *key, uint32_t type, const 
 		if (!a || (a & (a - 1)))
 			return qtk_fail(st, QTK_E_GG_ALIGNMENT,
 			                "GGUF writer: general.alignment %u is not a power of two", a);
+		if (a > QTK_GGUF_MAX_ALIGN)
+			return qtk_fail(st, QTK_E_GG_ALIGNMENT,
+			                "GGUF writer: general.alignment %u is larger than %u, the most qtk writes",
+			                a, QTK_GGUF_MAX_ALIGN);
 	} else if (key && !strcmp(key, "general.alignment"))
 		return qtk_fail(st, QTK_E_GG_ALIGNMENT, "GGUF writer: general.alignment must be u32");
+	if (type == QTK_GGUF_BOOL && *(const uint8_t *)value > 1)
+		return qtk_fail(st, QTK_E_GG_BOOL, "GGUF writer: KV '%s': bool value %u, not 0 or 1",
+		                key ? key : "", *(const uint8_t *)value);
 	QTK_TRY(kv_begin(k, key, type, sz, st));
 	/* host values to little-endian */
 	if (sz == 1)
@@ -190,6 +265,11 @@ qtk_err qtk_gguf_kvs_add_arr(qtk_gguf_kvs *k, const char *key, uint32_t elem_typ
 		                key ? key : "", elem_type);
 	if (__builtin_mul_overflow(n, (size_t)sz, &bytes) || bytes > SIZE_MAX - 12)
 		return qtk_fail(st, QTK_E_OVERFLOW, "GGUF writer: KV '%s' too large", key);
+	for (size_t i = 0; elem_type == QTK_GGUF_BOOL && i < n; i++)
+		if (p[i] > 1)
+			return qtk_fail(st, QTK_E_GG_BOOL,
+			                "GGUF writer: KV '%s': bool element %zu is %u, not 0 or 1",
+			                key ? key : "", i, p[i]);
 	QTK_TRY(kv_begin(k, key, QTK_GGUF_ARRAY, bytes + 12, st));
 	put_u32(k, elem_type);
 	put_u64(k, n);

@@ -19,6 +19,7 @@
 #define PK_DEFAULT_ALIGN 4096u
 #define PK_RF_COMPRESSED 0x1u      /* required flag: some plane is zstd */
 #define PK_RF_KNOWN PK_RF_COMPRESSED
+#define PK_OF_STORED_CRC 0x1u      /* optional flag: records hold stored_crc32 */
 
 /* header field offsets */
 enum {
@@ -33,7 +34,7 @@ enum {
 enum {
 	R_NAME_OFF = 0, R_NAME_LEN = 4, R_NDIM = 8, R_SCHEME = 9, R_SRC_DT = 10,
 	R_SCALE_DT = 11, R_DTYPE = 12, R_GROUP = 16, R_QFLAGS = 20, R_SHAPE = 24,
-	R_PLANES = 88, R_PLANE_SIZE = 32,
+	R_PLANES = 88, R_PLANE_SIZE = 32, R_STORED_CRC = 216,
 	P_OFFSET = 0, P_SIZE = 8, P_STORED = 16, P_CRC = 24, P_FLAGS = 28
 };
 _Static_assert(H_HCRC + 4 == PK_HEADER_SIZE, "header layout");
@@ -83,6 +84,7 @@ typedef struct {
 	uint64_t rows, cols;
 	uint32_t name_off, name_len;
 	pk_wplane p[QTK_PLANE_MAX];
+	uint32_t stored_crc;   /* zstd form: crc32 of the stored bytes, planes in order */
 } pk_wtensor;
 
 struct qtk_pack_writer {
@@ -120,6 +122,14 @@ qtk_err pk_shape_2d(uint32_t ndim, const uint64_t *shape, uint64_t *rows,
 
 /* The file's name for messages (pack_read.c). */
 const char *pk_file_name(const qtk_pack_file *f);
+/* Where the padding before tensor i's first plane starts (pack_read.c). */
+uint64_t pk_pad_from(const qtk_pack_file *f, size_t i);
+/* QTK_E_PK_PADDING naming the offset of the first nonzero byte of the
+ * file's [a, b) and `where` that gap is, if there is one. */
+qtk_err pk_check_zero(const qtk_pack_file *f, uint64_t a, uint64_t b, const char *where,
+                      qtk_status *st);
+/* "codes", "scales", "biases", "dq" */
+extern const char *const pk_plane_names[QTK_PLANE_MAX];
 
 /* Elements of 2 bytes in this plane? (byte-plane split applies) */
 int pk_plane_is16(const qtk_q_layout *L, int p);

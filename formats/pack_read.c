@@ -17,6 +17,9 @@ struct qtk_pack_file {
 	const char *meta;        /* NUL-terminated JSON text */
 	uint64_t meta_len;
 	uint32_t minor;
+	uint64_t *pad_from;      /* [n] start of the padding before tensor i's
+	                          * first plane: the end of the plane before it,
+	                          * or the start of the data section */
 };
 
 typedef struct {
@@ -75,6 +78,39 @@ static qtk_err check_header(const qtk_pack_file *f, pk_hdr *h, qtk_status *st)
 	return QTK_OK;
 }
 
+const char *const pk_plane_names[QTK_PLANE_MAX] = { "codes", "scales", "biases", "dq" };
+
+/* Index of the first nonzero byte of b[0, n), or n. */
+static uint64_t first_nonzero(const uint8_t *b, uint64_t n)
+{
+	uint64_t k = 0, w;
+
+	for (; k < n && ((uintptr_t)(b + k) & 7); k++)
+		if (b[k])
+			return k;
+	for (; n - k >= 8; k += 8) {
+		memcpy(&w, b + k, 8);
+		if (w)
+			break;
+	}
+	for (; k < n; k++)
+		if (b[k])
+			return k;
+	return n;
+}
+
+qtk_err pk_check_zero(const qtk_pack_file *f, uint64_t a, uint64_t b, const char *where,
+                      qtk_status *st)
+{
+	uint64_t k = a < b ? first_nonzero(f->data + a, b - a) : 0;
+
+	if (a >= b || k == b - a)
+		return QTK_OK;
+	return qtk_fail(st, QTK_E_PK_PADDING, "%s: byte 0x%02x at offset %llu is not zero: it is padding [%llu, %llu) %s",
+	                f->name, f->data[a + k], (unsigned long long)(a + k),
+	                (unsigned long long)a, (unsigned long long)b, where);
+}
+
 /* Sections in order: header | records | index | strings | pad | data | meta. */
 static qtk_err check_sections(const qtk_pack_file *f, const pk_hdr *h, qtk_status *st)
 {
@@ -106,7 +142,10 @@ static qtk_err check_sections(const qtk_pack_file *f, const pk_hdr *h, qtk_statu
 	    pk_crc32(0, f->data + h->meta, h->metasize) != pk_get32(f->data + H_METACRC))
 		return qtk_fail(st, QTK_E_PK_META, "%s: metadata section is not one NUL-terminated text with a matching crc32",
 		                f->name);
-	return QTK_OK;
+	/* O(padding): less than tensor_align bytes in a file qtk wrote, on the
+	 * pages the directory crc has just read */
+	return pk_check_zero(f, h->strtab + h->strsize, h->data,
+	                     "between the string table and the data section", st);
 }
 
 static qtk_err decode_name(const qtk_pack_file *f, const pk_hdr *h, const uint8_t *r,
@@ -259,12 +298,12 @@ static qtk_err check_index(const qtk_pack_file *f, qtk_status *st)
 static qtk_err parse(qtk_pack_file *f, unsigned flags, qtk_status *st)
 {
 	pk_hdr h;
+	uint64_t prev_end;
 
 	memset(&h, 0, sizeof h);
-	uint64_t prev_end = 0;
-
 	QTK_TRY(check_header(f, &h, st));
 	QTK_TRY(check_sections(f, &h, st));
+	prev_end = h.data;
 	f->minor = pk_get16(f->data + H_MINOR);
 	f->n = (size_t)h.count;
 	f->index = f->data + h.index;
@@ -272,11 +311,22 @@ static qtk_err parse(qtk_pack_file *f, unsigned flags, qtk_status *st)
 	f->meta_len = h.metasize - 1;
 	/* count was bounded by the file size above */
 	f->t = qtk_calloc(f->n ? f->n : 1, sizeof *f->t);
-	if (!f->t)
+	f->pad_from = qtk_malloc((f->n ? f->n : 1) * sizeof *f->pad_from);
+	if (!f->t || !f->pad_from)
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", f->name);
-	for (size_t i = 0; i < f->n; i++)
+	for (size_t i = 0; i < f->n; i++) {
+		f->pad_from[i] = prev_end;
 		QTK_TRY(decode_tensor(f, &h, i, &prev_end, st));
+	}
 	QTK_TRY(check_index(f, st));
+	/* after the last plane up to the metadata: empty in a file qtk wrote,
+	 * and next to the metadata open has just read. Padding between planes
+	 * is checked by verify, which reads the planes around it. */
+	QTK_TRY(pk_check_zero(f, prev_end, h.data + h.datasize,
+	                      prev_end == h.data ? "in a data section that holds no plane"
+	                                         : "after the last plane of the data section", st));
+	QTK_TRY(pk_check_zero(f, h.data + h.datasize, h.meta,
+	                      "between the data section and the metadata", st));
 	if (flags & QTK_PACK_OPEN_VERIFY)
 		QTK_TRY(qtk_pack_verify(f, st));
 	return QTK_OK;
@@ -354,6 +404,7 @@ void qtk_pack_close(qtk_pack_file *f)
 	if (f->map.fd >= 0 || f->map.data)
 		qtk_map_close(&f->map);
 	qtk_free(f->t);
+	qtk_free(f->pad_from);
 	qtk_free(f->name);
 	qtk_free(f);
 }
@@ -420,4 +471,9 @@ uint32_t qtk_pack_version_minor(const qtk_pack_file *f)
 const char *pk_file_name(const qtk_pack_file *f)
 {
 	return f->name;
+}
+
+uint64_t pk_pad_from(const qtk_pack_file *f, size_t i)
+{
+	return f->pad_from[i];
 }

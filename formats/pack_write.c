@@ -327,7 +327,7 @@ static qtk_err close_plane(qtk_pack_writer *w, size_t i, int p, qtk_status *st)
 	return QTK_OK;
 }
 
-static void encode_record(uint8_t *r, const pk_wtensor *t)
+static void encode_record(uint8_t *r, const pk_wtensor *t, int stored_crc)
 {
 	memset(r, 0, PK_RECORD_SIZE);
 	pk_put32(r + R_NAME_OFF, t->name_off);
@@ -349,6 +349,8 @@ static void encode_record(uint8_t *r, const pk_wtensor *t)
 		pk_put32(q + P_CRC, t->p[p].crc);
 		pk_put32(q + P_FLAGS, t->p[p].flags);
 	}
+	if (stored_crc)
+		pk_put32(r + R_STORED_CRC, t->stored_crc);
 }
 
 /* Directory section: records, index, strings (contiguous) and its crc. */
@@ -362,12 +364,14 @@ static qtk_err write_directory(qtk_pack_writer *w, uint32_t *crc, uint32_t *rfla
 	if (!buf)
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", w->out.path);
 	*rflags = 0;
-	for (size_t i = 0; i < w->n; i++) {
-		encode_record(buf + i * PK_RECORD_SIZE, &w->t[i]);
+	for (size_t i = 0; i < w->n; i++)
 		for (int p = 0; p < QTK_PLANE_MAX; p++)
 			if (w->t[i].p[p].flags & QTK_PACK_PF_ZSTD)
 				*rflags |= PK_RF_COMPRESSED;
-	}
+	/* zstd frames: the plane crc32s cover the decompressed bytes only, and
+	 * frames have bits a decoder ignores; the stored bytes get a crc too */
+	for (size_t i = 0; i < w->n; i++)
+		encode_record(buf + i * PK_RECORD_SIZE, &w->t[i], (*rflags & PK_RF_COMPRESSED) != 0);
 	for (size_t k = 0; k < w->n; k++)
 		pk_put32(buf + n * PK_RECORD_SIZE + 4 * k, w->index[k]);
 	memcpy(buf + n * (PK_RECORD_SIZE + 4), w->strtab, (size_t)w->strtab_size);
@@ -390,6 +394,7 @@ static void encode_header(uint8_t *h, const qtk_pack_writer *w, uint32_t rflags,
 	pk_put32(h + H_BOM, PK_BOM);
 	pk_put32(h + H_HSIZE, PK_HEADER_SIZE);
 	pk_put32(h + H_RFLAGS, rflags);
+	pk_put32(h + H_OFLAGS, rflags & PK_RF_COMPRESSED ? PK_OF_STORED_CRC : 0);
 	pk_put32(h + H_RECSIZE, PK_RECORD_SIZE);
 	pk_put64(h + H_COUNT, n);
 	pk_put64(h + H_DIR, PK_HEADER_SIZE);

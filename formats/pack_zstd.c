@@ -2,6 +2,7 @@
  * verification, and the zstd transport form (qtk pack / unpack). */
 #include <jansson.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <unistd.h>
 #include <zstd.h>
 
@@ -44,6 +45,12 @@ static qtk_err decompress(const qtk_pack_file *f, const qtk_pack_tensor *t, int 
 	    ZSTD_findFrameCompressedSize(pl->data, (size_t)pl->stored_size) != pl->stored_size)
 		return qtk_fail(st, QTK_E_PK_ZSTD, "%s: tensor '%s': plane %d is not one zstd frame of %llu bytes",
 		                pk_file_name(f), t->name, p, (unsigned long long)pl->size);
+	/* the frame header descriptor's unused bit (0x10), which a decoder
+	 * "shall not interpret": libzstd never sets it, and refusing it
+	 * leaves no bit of a frame header unchecked (docs/format.md) */
+	if (((const uint8_t *)pl->data)[4] & 0x10)
+		return qtk_fail(st, QTK_E_PK_ZSTD, "%s: tensor '%s': plane %d: zstd frame header sets the unused bit",
+		                pk_file_name(f), t->name, p);
 	if (pl->flags & QTK_PACK_PF_BYTESPLIT) {
 		tmp = qtk_malloc((size_t)pl->size);
 		if (!tmp)
@@ -102,21 +109,53 @@ static int64_t first_nonfinite(qtk_dtype dt, const uint8_t *b, uint64_t n)
 	return -1;
 }
 
+/* Files with PK_OF_STORED_CRC: the crc32 of tensor i's stored bytes (its
+ * planes in plane order) must match its record. A zstd frame decodes the
+ * same with some bits changed (the frame header's unused bit, bits inside
+ * compressed blocks), which the decompressed bytes' crc cannot see. */
+static qtk_err check_stored_crc(const qtk_pack_file *f, size_t i, const qtk_pack_tensor *t,
+                                qtk_status *st)
+{
+	const uint8_t *d = qtk_pack_file_data(f);
+	const uint8_t *r = d + pk_get64(d + H_DIR) + (uint64_t)i * pk_get32(d + H_RECSIZE);
+	uint32_t crc = 0;
+
+	if (!(pk_get32(d + H_OFLAGS) & PK_OF_STORED_CRC))
+		return QTK_OK;
+	for (int p = 0; p < QTK_PLANE_MAX; p++)
+		if (t->planes[p].stored_size)
+			crc = pk_crc32(crc, t->planes[p].data, t->planes[p].stored_size);
+	if (crc != pk_get32(r + R_STORED_CRC))
+		return qtk_fail(st, QTK_E_CHECKSUM, "%s: tensor '%s': crc32 of the stored bytes mismatch",
+		                pk_file_name(f), t->name);
+	return QTK_OK;
+}
+
 qtk_err qtk_pack_verify_tensor(const qtk_pack_file *f, size_t i, qtk_status *st)
 {
 	const qtk_pack_tensor *t = qtk_pack_get(f, i);
 
+	uint64_t pad;
+
 	if (!t)
 		return qtk_fail(st, QTK_E_ARG, "pack: no tensor %zu", i);
+	QTK_TRY(check_stored_crc(f, i, t, st));
+	pad = pk_pad_from(f, i);
 	for (int p = 0; p < QTK_PLANE_MAX; p++) {
 		const qtk_pack_plane *pl = &t->planes[p];
 		const uint8_t *buf = pl->data;
 		uint8_t *tmp = NULL;
 		qtk_dtype dt = qtk_pack_plane_dtype(t, p);
 		int64_t bad;
+		char where[128];
 
 		if (pl->size == 0)
 			continue;
+		/* the padding before each plane (open checked its range) */
+		snprintf(where, sizeof where, "before tensor '%.64s' plane %d (%s)", t->name, p,
+		         pk_plane_names[p]);
+		QTK_TRY(pk_check_zero(f, pad, pl->offset, where, st));
+		pad = pl->offset + pl->stored_size;
 		if (pl->flags & QTK_PACK_PF_ZSTD) {
 			qtk_err rc;
 
@@ -282,6 +321,8 @@ static qtk_err put_plane(qtk_pack_writer *w, size_t i, int p, const qtk_pack_pla
 		out = z;
 		stored = r;
 		pl->flags |= QTK_PACK_PF_ZSTD;
+		/* planes come here in plane order: one running crc per tensor */
+		w->t[i].stored_crc = pk_crc32(w->t[i].stored_crc, z, stored);
 	}
 	pl->crc = src->crc32;
 	rc = qtk_out_pwrite(&w->out, out, (size_t)stored, pk_place(w, i, p, stored), st);

@@ -70,16 +70,10 @@ qtk_isa qtk_isa_active(void)
 	int lvl = __atomic_load_n(&isa_level, __ATOMIC_RELAXED);
 
 	if (lvl < 0) {
-		const char *env = getenv("QTK_ISA");
-		qtk_isa isa = best_isa();
+		/* an unknown value is ignored here; the qtk command refuses it */
+		int want = qtk_isa_from_name(getenv("QTK_ISA"));
 
-		if (env && !strcmp(env, "scalar"))
-			isa = QTK_ISA_SCALAR;
-		else if (env && !strcmp(env, "avx2"))
-			isa = cap(QTK_ISA_AVX2);
-		else if (env && !strcmp(env, "avx512"))
-			isa = cap(QTK_ISA_AVX512);
-		lvl = (int)isa;
+		lvl = (int)(want < 0 ? best_isa() : cap((qtk_isa)want));
 		__atomic_store_n(&isa_level, lvl, __ATOMIC_RELAXED);
 	}
 	return (qtk_isa)lvl;
@@ -91,6 +85,14 @@ qtk_isa qtk_isa_force(qtk_isa isa)
 
 	__atomic_store_n(&isa_level, (int)got, __ATOMIC_RELAXED);
 	return got;
+}
+
+int qtk_isa_from_name(const char *name)
+{
+	for (int i = QTK_ISA_SCALAR; name && i <= QTK_ISA_AVX512; i++)
+		if (!strcmp(name, qtk_isa_name((qtk_isa)i)))
+			return i;
+	return -1;
 }
 
 const char *qtk_isa_name(qtk_isa isa)

@@ -88,6 +88,7 @@ typedef enum {
 	QTK_E_PK_SCALES = 93,          /* a stored scale / bias is NaN or Inf */
 	QTK_E_PK_ZSTD = 94,            /* compressed plane is not one valid zstd frame of the plane size */
 	QTK_E_PK_INCOMPLETE = 95,      /* writer: plane bytes not written exactly once */
+	QTK_E_PK_PADDING = 96,         /* a padding byte (between sections or planes) is not zero */
 	/* GGUF (formats/gguf_*.c): 120-169 */
 	QTK_E_GG_TOO_SMALL = 120,       /* file shorter than the fixed GGUF header */
 	QTK_E_GG_MAGIC = 121,           /* not a GGUF file (bad magic) */
@@ -102,17 +103,18 @@ typedef enum {
 	QTK_E_GG_SHAPE = 130,           /* element count or byte size of a tensor wraps */
 	QTK_E_GG_TYPE = 131,            /* unknown or retired ggml type */
 	QTK_E_GG_BLOCK = 132,           /* ne[0] not a multiple of the type's block size */
-	QTK_E_GG_ALIGNMENT = 133,       /* general.alignment not a u32 power of two */
+	QTK_E_GG_ALIGNMENT = 133,       /* general.alignment not a u32 power of two <= 64 KiB */
 	QTK_E_GG_MISALIGNED = 134,      /* tensor offset not a multiple of the alignment */
 	QTK_E_GG_BOUNDS = 135,          /* tensor data past the end of the file */
 	QTK_E_GG_OVERLAP = 136,         /* two tensors share bytes */
 	QTK_E_GG_DUP_TENSOR = 137,      /* a tensor name appears twice */
-	QTK_E_GG_NAME = 138,            /* empty key/name, or a NUL byte in it */
+	QTK_E_GG_NAME = 138,            /* empty key/name, a NUL in it, a key not printable ASCII or > 65535 bytes */
 	QTK_E_GG_KV_MISMATCH = 139,     /* a KV has another type than the caller asked for */
 	QTK_E_GG_INCOMPLETE = 140,      /* writer: tensor bytes not written exactly once */
 	QTK_E_GG_LAYOUT = 141,          /* writer/packer: shape, type or layout the target cannot hold */
 	QTK_E_GG_TOKENIZER = 142,       /* tokenizer.model is not a valid sentencepiece model */
 	QTK_E_GG_CONFIG = 143,          /* config.json lacks or has a bad hyper-parameter */
+	QTK_E_GG_BOOL = 144,            /* a bool KV (or bool array element) other than 0 or 1 */
 
 	/* quant (quant/): 170-189 */
 	QTK_E_Q_NONFINITE = 170,      /* NaN or Inf in the input */
@@ -139,6 +141,13 @@ QTK_API void qtk_status_prefix(qtk_status *st, const char *prefix);
 QTK_API void qtk_status_clear(qtk_status *st);
 /* Stable symbolic name of a code, e.g. "QTK_E_ST_OVERLAP". */
 QTK_API const char *qtk_err_name(qtk_err code);
+
+/* Parse s as a number in [lo, hi]: decimal digits only (no sign, space,
+ * prefix or trailing characters). QTK_E_ARG otherwise, the message naming
+ * `what` (an option or variable name) and the value; *out is set only on
+ * success. */
+QTK_API qtk_err qtk_parse_u64(const char *what, const char *s, uint64_t lo, uint64_t hi,
+                              uint64_t *out, qtk_status *st);
 
 /* The only macro that returns: forwards a non-OK code. */
 #define QTK_TRY(e) do { qtk_err rc_ = (e); if (rc_ != QTK_OK) return rc_; } while (0)
@@ -186,6 +195,9 @@ QTK_API qtk_isa qtk_isa_active(void);
 QTK_API qtk_isa qtk_isa_force(qtk_isa isa);
 QTK_API int qtk_isa_supported(qtk_isa isa);
 QTK_API const char *qtk_isa_name(qtk_isa isa);
+/* The ISA named "scalar", "avx2" or "avx512" ($QTK_ISA's values); -1 for
+ * anything else. */
+QTK_API int qtk_isa_from_name(const char *name);
 
 /* crc32 as zlib computes it (crc32(crc, buf, n)), folded with PCLMULQDQ
  * when the CPU runs the AVX2 kernels. crc: 0 to start, or the value of the

@@ -61,6 +61,21 @@ static const mcase cases[] = {
 	{ "overlap", 3, QTK_E_GG_OVERLAP, "share bytes" },
 	{ "dup_tensor", 2, QTK_E_GG_DUP_TENSOR, "'w.f32' appears twice" },
 	{ "tensor_info_truncated", 3, QTK_E_GG_DIM, "'w.q4_1'" },
+	/* found by the hostile sweep (test_hostile.c): spec violations that opened */
+	{ "bool_value_2", 3, QTK_E_GG_BOOL, "'t.bool': bool value 2" },
+	{ "bool_value_ff_v1", 1, QTK_E_GG_BOOL, "'t.bool': bool value 255" },
+	{ "bool_array_element", 3, QTK_E_GG_BOOL, "'t.nested': bool array element 0 is 2" },
+	{ "key_not_ascii", 3, QTK_E_GG_NAME, "key 't.' has byte 0xe9 at 2" },
+	{ "key_control_byte", 2, QTK_E_GG_NAME, "byte 0x01 at 0" },
+	{ "key_len_65536", 3, QTK_E_GG_NAME, "key of 65536 bytes" },
+	/* more of the classes GGUF readers got wrong */
+	{ "type_u32_max", 3, QTK_E_GG_TYPE, "'w.q8_0': unknown ggml type 4294967295" },
+	{ "ndims_u32_max", 3, QTK_E_GG_NDIM, "'w.q4_0': 4294967295 dims" },
+	{ "arr_str_len_max", 3, QTK_E_GG_STRING, "'t.strs'" },
+	{ "arr_str_len_wraps", 3, QTK_E_GG_STRING, "'t.strs'" },
+	{ "v1_arr_str_len_max", 1, QTK_E_GG_STRING, "'t.strs'" },
+	{ "kv_type_u32_max", 3, QTK_E_GG_KV_TYPE, "'t.i64': unknown value type 4294967295" },
+	{ "nested_elem_type_unknown", 3, QTK_E_GG_KV_TYPE, "'t.nested': unknown array element type 13" },
 };
 
 /* Apply case c to a freshly built file. */
@@ -150,7 +165,40 @@ static void patch(tg_file *g, const char *c)
 		memcpy(b + g->t_name[1] + g->wide, "w.f32", 5);
 	else if (!strcmp(c, "tensor_info_truncated"))
 		g->len = g->t_ne[5] + 3;
-	else if (!strcmp(c, "nest_too_deep")) {
+	else if (!strcmp(c, "bool_value_2"))
+		b[g->kv_val[6]] = 2;
+	else if (!strcmp(c, "bool_value_ff_v1"))
+		b[g->kv_val[6]] = 0xff;
+	else if (!strcmp(c, "bool_array_element"))
+		tg_put32(b + g->kv_val[5], QTK_GGUF_BOOL); /* elements: the bytes 02 00 00 00 ... */
+	else if (!strcmp(c, "key_not_ascii"))
+		b[g->kv_key[3] + g->wide + 2] ^= 0x80;  /* "t.i64" -> "t.\xe964" */
+	else if (!strcmp(c, "key_control_byte"))
+		b[g->kv_key[0] + g->wide] = 0x01;
+	else if (!strcmp(c, "type_u32_max"))
+		tg_put32(b + g->t_type[3], UINT32_MAX);
+	else if (!strcmp(c, "ndims_u32_max"))
+		tg_put32(b + g->t_ndims[4], UINT32_MAX);
+	else if (!strcmp(c, "arr_str_len_max") || !strcmp(c, "v1_arr_str_len_max"))
+		tg_putlen(g, g->kv_val[4] + 4 + g->wide, UINT64_MAX); /* "a" */
+	else if (!strcmp(c, "arr_str_len_wraps"))
+		tg_putlen(g, g->kv_val[4] + 4 + 2 * g->wide + 1, UINT64_MAX - 8); /* "bc" */
+	else if (!strcmp(c, "kv_type_u32_max"))
+		tg_put32(b + g->kv_type[3], UINT32_MAX);
+	else if (!strcmp(c, "nested_elem_type_unknown"))
+		tg_put32(b + g->kv_val[5] + 4 + g->wide, 13); /* the first inner array's type */
+	else if (!strcmp(c, "key_len_65536")) {
+		/* key 2 ("t.f32") becomes 65536 bytes of 'k' */
+		size_t at = g->kv_key[2], rest = at + g->wide + 5, big = 65536;
+		uint8_t *nb = malloc(g->len + big);
+		memcpy(nb, b, at);
+		tg_put64(nb + at, big);
+		memset(nb + at + 8, 'k', big);
+		memcpy(nb + at + 8 + big, b + rest, g->len - rest);
+		free(g->buf);
+		g->buf = nb;
+		g->len = at + 8 + big + g->len - rest;
+	} else if (!strcmp(c, "nest_too_deep")) {
 		/* replace "t.nested" by 9 nested levels: [[[...[u8 x 0]...]]] */
 		size_t at = g->kv_val[5];
 		uint8_t *nb = malloc(at + 9 * 12 + 64);

@@ -383,6 +383,11 @@ TEST(gguf_write_rejects_bad_input)
 	CHECK_EQ(qtk_gguf_kvs_add_u32(k, "", 2, &st), QTK_E_GG_NAME);
 	CHECK_EQ(qtk_gguf_kvs_add_u32(k, "general.alignment", 48, &st), QTK_E_GG_ALIGNMENT);
 	CHECK_EQ(qtk_gguf_kvs_add_f32(k, "general.alignment", 32, &st), QTK_E_GG_ALIGNMENT);
+	/* what the reader would refuse (GGUF spec: ASCII keys, bools 0/1) */
+	CHECK_EQ(qtk_gguf_kvs_add_u32(k, "caf\xc3\xa9", 1, &st), QTK_E_GG_NAME);
+	CHECK_EQ(qtk_gguf_kvs_add_u32(k, "tab\there", 1, &st), QTK_E_GG_NAME);
+	CHECK_EQ(qtk_gguf_kvs_add(k, "b", QTK_GGUF_BOOL, "\x02", &st), QTK_E_GG_BOOL);
+	CHECK_EQ(qtk_gguf_kvs_add_arr(k, "bs", QTK_GGUF_BOOL, "\x01\x00\xff", 3, &st), QTK_E_GG_BOOL);
 	CHECK_EQ(qtk_gguf_kvs_count(k), 1);
 	CHECK_EQ(qtk_gguf_writer_open(&w, path, k, d, 2, NULL, &st), QTK_E_GG_DUP_TENSOR);
 	d[1].name = "x";

@@ -223,6 +223,7 @@ TEST(st_valid_edge_cases)
 	}
 }
 
+#define A_HDR_BOMB "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}"
 #define T1(dt, shape, a, b) "{\"t\":{\"dtype\":\"" dt "\",\"shape\":" shape ",\"data_offsets\":[" a "," b "]}}"
 
 typedef struct {
@@ -324,6 +325,28 @@ static const bad_case bad_cases[] = {
 	  "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, QTK_E_ST_DUPLICATE, NULL, 0 },
 	{ "empty name", "{\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
 	  QTK_E_ST_NAME, NULL, 0 },
+	/* more parser bug classes: numbers that are not integers, duplicates
+	 * below the top level, a byte-order mark, an empty header */
+	{ "dim in exponent form", T1("F32", "[1e0]", "0", "4"), 4, QTK_E_ST_SHAPE, NULL, 0 },
+	{ "dim 1.0", T1("F32", "[1.0]", "0", "4"), 4, QTK_E_ST_SHAPE, NULL, 0 },
+	{ "dim -1e0", T1("F32", "[-1e0]", "0", "4"), 4, QTK_E_ST_SHAPE, NULL, 0 },
+	{ "offset 4.0", T1("F32", "[1]", "0", "4.0"), 4, QTK_E_ST_OFFSETS, NULL, 0 },
+	{ "offset as string", T1("F32", "[1]", "0", "\"4\""), 4, QTK_E_ST_OFFSETS, NULL, 0 },
+	{ "negative begin", T1("F32", "[1]", "-1", "4"), 4, QTK_E_ST_OFFSETS, NULL, 0 },
+	{ "dim with leading zero", T1("F32", "[01]", "0", "4"), 4, QTK_E_ST_JSON, NULL, 0 },
+	{ "dim true", T1("F32", "[true]", "0", "4"), 4, QTK_E_ST_SHAPE, NULL, 0 },
+	{ "duplicate key in an entry",
+	  "{\"t\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+	  QTK_E_ST_DUPLICATE, NULL, 0 },
+	{ "duplicate key in metadata", "{\"__metadata__\":{\"a\":\"1\",\"a\":\"2\"}}", 0,
+	  QTK_E_ST_DUPLICATE, NULL, 0 },
+	{ "two __metadata__", "{\"__metadata__\":{},\"__metadata__\":{}}", 0, QTK_E_ST_DUPLICATE,
+	  NULL, 0 },
+	{ "UTF-8 byte-order mark", "\xef\xbb\xbf{}", 0, QTK_E_ST_JSON, NULL, 0 },
+	{ "header of spaces", "        ", 0, QTK_E_ST_JSON, NULL, 0 },
+	{ "header null", "null", 0, QTK_E_ST_JSON, NULL, 0 },
+	{ "metadata value null", "{\"__metadata__\":{\"a\":null}}", 0, QTK_E_ST_METADATA, NULL, 0 },
+	{ "shape of 1000 dims", NULL, 0, QTK_E_UNSUPPORTED, NULL, 0 }, /* built below */
 };
 
 TEST(st_malformed_suite)
@@ -334,7 +357,19 @@ TEST(st_malformed_suite)
 		const bad_case *c = &bad_cases[i];
 		char rel[64];
 		snprintf(rel, sizeof rel, "bad%02zu.safetensors", i);
-		const char *p = c->hdr ? mk(rel, c->hdr, c->datalen) : mk_raw(rel, c->raw, c->rawlen);
+		const char *p;
+
+		if (!strcmp(c->what, "shape of 1000 dims")) {
+			char *h = malloc(8192);
+			size_t k = (size_t)snprintf(h, 8192, "{\"t\":{\"dtype\":\"U8\",\"shape\":[1");
+			for (int d = 1; d < 1000; d++)
+				k += (size_t)snprintf(h + k, 8192 - k, ",1");
+			snprintf(h + k, 8192 - k, "],\"data_offsets\":[0,1]}}");
+			p = mk(rel, h, 1);
+			free(h);
+		} else {
+			p = c->hdr ? mk(rel, c->hdr, c->datalen) : mk_raw(rel, c->raw, c->rawlen);
+		}
 		qtk_status st;
 		qtk_st_file *f = (qtk_st_file *)&st; /* must come back NULL */
 		qtk_err rc = qtk_st_open(p, &f, &st);
@@ -344,6 +379,90 @@ TEST(st_malformed_suite)
 		CHECK_MSG(strstr(st.msg, rel) != NULL, "%s: message does not name the file: %s",
 		          c->what, st.msg);
 		qtk_st_close(f);
+	}
+}
+
+/* JSON nesting bombs (a stack-depth attack on recursive parsers): in a
+ * shape, in the metadata, at the top, and in a sharded index. jansson
+ * stops at depth 2048; the file is refused, the process survives. */
+TEST(st_json_nesting_bombs)
+{
+	static const char *const where[] = { "{\"t\":{\"dtype\":\"F32\",\"shape\":", "{\"__metadata__\":",
+	                                     "" };
+	size_t depth = 200000;
+
+	for (int w = 0; w < 3; w++) {
+		size_t pre = strlen(where[w]), k = 0;
+		char *h = malloc(pre + 2 * depth + 64), rel[32];
+		qtk_st_file *f;
+		qtk_status st;
+
+		memcpy(h, where[w], pre);
+		k = pre;
+		memset(h + k, '[', depth);
+		k += depth;
+		memset(h + k, ']', depth);
+		k += depth;
+		k += (size_t)snprintf(h + k, 64, "%s", w == 0 ? ",\"data_offsets\":[0,0]}}" : w == 1 ? "}" : "");
+		h[k] = 0;
+		snprintf(rel, sizeof rel, "bomb%d.safetensors", w);
+		CHECK_EQ(qtk_st_open(mk(rel, h, 0), &f, &st), QTK_E_ST_JSON);
+		CHECK(f == NULL);
+		free(h);
+	}
+	/* the same in an index */
+	{
+		char *ix = malloc(2 * depth + 64);
+		size_t k = (size_t)snprintf(ix, 64, "{\"weight_map\":{\"a\":");
+		qtk_st_file *f;
+		qtk_status st;
+
+		memset(ix + k, '[', depth);
+		memset(ix + k + depth, ']', depth);
+		snprintf(ix + k + 2 * depth, 8, "}}");
+		t_system("mkdir -p '%s'", t_tmp("bombset"));
+		mk("bombset/s1.safetensors", A_HDR_BOMB, 4);
+		t_write_file(t_tmp("bombset/m.safetensors.index.json"), ix, strlen(ix));
+		CHECK_EQ(qtk_st_open(t_tmp("bombset"), &f, &st), QTK_E_ST_INDEX);
+		free(ix);
+	}
+}
+
+/* Index files: the shard name must be a plain, non-empty file name; the
+ * JSON must be valid UTF-8 and free of duplicate keys. */
+TEST(st_index_malformed)
+{
+	static const struct {
+		const char *what, *index;
+		qtk_err want;
+	} cs[] = {
+		{ "empty shard name", "{\"weight_map\":{\"a\":\"\"}}", QTK_E_ST_INDEX },
+		{ "shard is '.'", "{\"weight_map\":{\"a\":\".\"}}", QTK_E_ST_INDEX },
+		{ "shard is '..'", "{\"weight_map\":{\"a\":\"..\"}}", QTK_E_ST_INDEX },
+		{ "absolute shard path", "{\"weight_map\":{\"a\":\"/etc/passwd\"}}", QTK_E_ST_INDEX },
+		{ "duplicate index key",
+		  "{\"weight_map\":{\"a\":\"s1.safetensors\",\"a\":\"s1.safetensors\"}}", QTK_E_ST_INDEX },
+		{ "index not UTF-8", "{\"weight_map\":{\"a\":\"s1.safetensors\"},\"x\":\"\xff\"}", QTK_E_ST_INDEX },
+		{ "weight_map an array", "{\"weight_map\":[\"s1.safetensors\"]}", QTK_E_ST_INDEX },
+		{ "index is empty", "", QTK_E_ST_INDEX },
+		{ "index names itself", "{\"weight_map\":{\"a\":\"m.safetensors.index.json\"}}",
+		  QTK_E_ST_HEADER_LEN },
+	};
+	for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+		char dir[32], rel[64];
+		qtk_st_file *f = NULL;
+		qtk_status st;
+		qtk_err rc;
+
+		snprintf(dir, sizeof dir, "ix%zu", i);
+		t_system("mkdir -p '%s'", t_tmp(dir));
+		snprintf(rel, sizeof rel, "%s/s1.safetensors", dir);
+		mk(rel, A_HDR_BOMB, 4);
+		snprintf(rel, sizeof rel, "%s/m.safetensors.index.json", dir);
+		t_write_file(t_tmp(rel), cs[i].index, strlen(cs[i].index));
+		rc = qtk_st_open(t_tmp(dir), &f, &st);
+		CHECK_MSG(rc == cs[i].want, "%s: got %s (%s)", cs[i].what, qtk_err_name(rc), st.msg);
+		CHECK(f == NULL);
 	}
 }
 

@@ -34,6 +34,10 @@ int cmd_bench(int argc, char **argv);
  * (cli_inspect_gguf.c); cmd_inspect.c picks one by the file's magic. */
 int cli_inspect_pack(const char *path, int json);
 int cli_inspect_gguf(const char *path, int json);
+/* `verify FILE --against SOURCE` (cli_verify_against.c); cmd_verify.c
+ * hands over when --against is among its arguments. */
+int cli_verify_against(int argc, char **argv);
+void cli_verify_against_usage(FILE *f);
 
 /* `inspect --json` output bounds (docs/cli.md): arrays show their first
  * CJ_MAX_ELEMS elements, string values their first CJ_MAX_STR bytes and

@@ -1,6 +1,7 @@
 /* convert: `qtk verify FILE.qtk` — validate the directory, then check every
  * plane's crc32, every zstd frame, every stored scale and the padding
- * between planes; report the first bad tensor (or padding byte). */
+ * between planes; report the first bad tensor (or padding byte). With
+ * --against SOURCE, cli_verify_against.c also measures every tensor. */
 #include <stdio.h>
 #include <string.h>
 
@@ -9,13 +10,15 @@
 
 static void verify_usage(FILE *f)
 {
-	fprintf(f, "Usage: qtk verify [-q] FILE.qtk\n\n"
+	fprintf(f, "Usage: qtk verify [-q] FILE.qtk\n"
+	           "       qtk verify FILE --against SOURCE [OPTIONS]\n\n"
 	           "Check a packed file: structure, every plane's crc32, zstd frames,\n"
 	           "NaN/Inf scales, zero padding and the metadata JSON. Exit 0 if intact,\n"
 	           "1 otherwise (the message names the first bad tensor, or the offset\n"
 	           "of a nonzero padding byte and its gap), 2 for a bad command line.\n\n"
 	           "  -q, --quiet  print nothing on success\n"
-	           "  -h, --help   show this help\n");
+	           "  -h, --help   show this help\n\n");
+	cli_verify_against_usage(f);
 }
 
 int cmd_verify(int argc, char **argv)
@@ -26,6 +29,9 @@ int cmd_verify(int argc, char **argv)
 	int quiet = 0;
 	uint64_t bytes = 0;
 
+	for (int i = 1; i < argc; i++)
+		if (!strcmp(argv[i], "--against"))
+			return cli_verify_against(argc, argv);
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			verify_usage(stdout);

@@ -190,6 +190,71 @@ QTK_API qtk_err qtk_export(const qtk_export_opts *o, qtk_export_report **rep,
                            qtk_status *st);
 QTK_API void qtk_export_report_free(qtk_export_report *rep);
 
+/* ===================================================================== */
+/* Verify against the source: weight and layer-output error per tensor    */
+/* ===================================================================== */
+
+#define QTK_VERIFY_BATCH 64u   /* input vectors per tensor by default */
+
+typedef struct {
+	const char *file;           /* .qtk or GGUF file to check */
+	const char *source;         /* the checkpoint it was made from: safetensors
+	                               (file, index, directory) or GGUF */
+	const char *inputs;         /* activation statistics file (llama.cpp
+	                               imatrix GGUF), or NULL: X ~ N(0, 1) */
+	uint32_t batch;             /* input vectors; 0 = QTK_VERIFY_BATCH */
+	uint64_t seed;              /* of the input draw */
+	qtk_rt_path path;           /* activation path of the products */
+	int threads;                /* 0 = all cores */
+	/* [QTK_SCHEME_COUNT] limits on out_rel_err by scheme (NaN: the
+	 * default), or NULL for the defaults */
+	const double *max_out_err;
+} qtk_verify_opts;
+
+/* One tensor of FILE, compared with its source tensor. */
+typedef struct {
+	char *name;                 /* in FILE */
+	char *source_name;          /* in SOURCE */
+	qtk_q_layout layout;        /* how FILE stores it */
+	uint64_t rows, cols;        /* the 2-D view [prod(shape[:-1])][shape[-1]] */
+	int qk_rows;                /* rows matched through LLaMA's q/k order */
+	int from_stats;             /* X drawn from the statistics (else N(0, 1)) */
+	qtk_q_metrics w;            /* weights: W_hat against W */
+	qtk_q_metrics out;          /* outputs: W_hat X against W X (rel_fro is
+	                               out_rel_err = |WX - W_hat X| / |WX|) */
+	double out_row_max;         /* worst row's |y_r - y_hat_r| / |y_r| */
+	double limit;               /* the limit on out.rel_fro */
+	int pass;
+	char *problem;              /* a failure besides the limit (a NaN or Inf),
+	                               else NULL */
+} qtk_verify_tensor;
+
+typedef struct {
+	size_t n;
+	qtk_verify_tensor *t;       /* FILE order */
+	size_t nskipped;            /* tensors not compared (integer tensors) */
+	char **skipped;             /* [nskipped] names */
+	char **skip_reasons;        /* [nskipped] */
+	size_t nfailed;
+	size_t source_unused;       /* SOURCE tensors FILE has no counterpart of */
+	char *source_unused_first;  /* the first of them, or NULL */
+	uint32_t batch;
+	int threads;
+	double seconds;
+} qtk_verify_report;
+
+/* The default limit on out_rel_err for a scheme (docs/cli.md says how the
+ * values were chosen). */
+QTK_API double qtk_verify_default_limit(qtk_scheme_id s);
+/* Check FILE's integrity (every crc32 of a .qtk), match every tensor with
+ * its source tensor (same name; LLaMA's GGUF names and q/k row order; a
+ * DiT prefix), then measure each: *rep is filled on success, also when
+ * tensors fail their limits (see nfailed). Errors: a tensor missing from
+ * SOURCE or of another shape, unreadable inputs. */
+QTK_API qtk_err qtk_verify_against(const qtk_verify_opts *o, qtk_verify_report **rep,
+                                   qtk_status *st);
+QTK_API void qtk_verify_report_free(qtk_verify_report *rep); /* NULL is fine */
+
 #ifdef __cplusplus
 }
 #endif

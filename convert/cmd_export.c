@@ -32,7 +32,8 @@ static void export_usage(FILE *f)
 "                           (its size and crc32 must match)\n"
 "  -j, --threads N          worker threads (default: all cores)\n"
 "      --json               print the report as JSON on stdout\n"
-"  -f, --force              replace an existing output\n"
+"  -f, --force              replace an existing output (a regular file, or a\n"
+"                           previous MLX output; never a FIFO, device, link)\n"
 "  -q, --quiet              no report\n"
 "  -h, --help               show this help\n\n"
 "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n");

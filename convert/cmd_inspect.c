@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <jansson.h>
 
@@ -111,17 +112,18 @@ static int print_json(const char *path, const qtk_st_file *f)
 	return rc;
 }
 
-/* 1 if the file at path starts with the n bytes of magic. */
+/* 1 if the file at path starts with the n bytes of magic (not for a
+ * directory or FIFO: the safetensors reader then says what it is). */
 static int has_magic(const char *path, const char *magic, size_t n)
 {
 	char buf[8];
-	FILE *f = fopen(path, "rb");
-	int yes = 0;
+	qtk_status tmp;
+	int fd, yes;
 
-	if (f) {
-		yes = n <= sizeof buf && fread(buf, 1, n, f) == n && !memcmp(buf, magic, n);
-		fclose(f);
-	}
+	if (qtk_fmt_open_input(path, &fd, NULL, &tmp) != QTK_OK)
+		return 0;
+	yes = n <= sizeof buf && read(fd, buf, n) == (ssize_t)n && !memcmp(buf, magic, n);
+	close(fd);
 	return yes;
 }
 

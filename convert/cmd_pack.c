@@ -20,7 +20,7 @@ static void pack_usage(FILE *f, int unpack)
 		           "  --zstd        compress with zstd (the default and only codec)\n"
 		           "  --level N     zstd level 1..19 (default 9)\n"
 		           "  --no-split    do not split 16-bit planes into byte planes first\n");
-	fprintf(f, "  -f, --force   replace an existing OUT\n"
+	fprintf(f, "  -f, --force   replace an existing OUT (a regular file only)\n"
 	           "  -h, --help    show this help\n");
 }
 

@@ -39,6 +39,10 @@ typedef struct {
 } src;
 
 qtk_err src_open(src **out, const char *path, qtk_status *st);
+/* The files qtk may read beside a checkpoint in dir (config.json, tokenizer
+ * files): each that exists must be a regular file. Checked when the input is
+ * opened, so that a FIFO there fails at once, not when it is read. */
+qtk_err src_check_side_files(const char *dir, qtk_status *st);
 void src_close(src *s);
 /* Elements [elem0, elem0 + n) of a floating tensor as f32. */
 qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,

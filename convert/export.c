@@ -708,6 +708,8 @@ qtk_err qtk_export(const qtk_export_opts *o, qtk_export_report **out, qtk_status
 	rc = qtk_pack_open(o->input, 0, &j.f, st);
 	if (!rc)
 		rc = load_meta(&j, st);
+	if (!rc) /* config.json and tokenizer files are read from there */
+		rc = src_check_side_files(j.srcdir, st);
 	if (!rc)
 		rc = make_fake_src(&j, st);
 	if (!rc)

@@ -683,13 +683,19 @@ static const char *group_name(uint32_t g, char buf[16])
 
 static json_t *config_json(const src *s)
 {
-	char path[4096];
+	char path[4096], *text;
+	size_t len;
 	json_t *cfg;
+	qtk_status tmp;
 
 	if (!s->dir)
 		return NULL;
 	snprintf(path, sizeof path, "%s/config.json", s->dir);
-	cfg = json_load_file(path, 0, NULL);
+	/* not a regular file: refused when the input was opened */
+	if (qtk_fmt_read_input(path, &text, &len, &tmp) != QTK_OK)
+		return NULL;
+	cfg = json_loadb(text, len, 0, NULL);
+	qtk_free(text);
 	if (cfg && !json_is_object(cfg)) {
 		json_decref(cfg);
 		cfg = NULL;

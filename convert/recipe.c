@@ -321,11 +321,17 @@ qtk_err qtk_recipe_load(qtk_recipe *r, const char *path, int scheme_from_cli,
                         int group_from_cli, qtk_status *st)
 {
 	json_error_t jerr;
-	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-	json_t *v;
+	json_t *root, *v;
 	qtk_err rc = QTK_OK;
 	const char *key;
+	char *text;
+	size_t len;
 
+	rc = qtk_fmt_read_input(path, &text, &len, st);
+	if (rc) /* a recipe that cannot be read is a bad argument, as one that cannot be parsed */
+		return rc == QTK_E_NOMEM ? rc : (st->code = QTK_E_ARG);
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	qtk_free(text);
 	if (!root)
 		return qtk_fail(st, QTK_E_ARG, "%s: line %d: %s", path, jerr.line, jerr.text);
 	if (!json_is_object(root)) {

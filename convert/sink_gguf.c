@@ -107,7 +107,15 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 		const char *mt;
 
 		snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
-		cfg = s->dir && stat(path, &sb) == 0 ? json_load_file(path, 0, NULL) : NULL;
+		cfg = NULL;
+		if (s->dir && stat(path, &sb) == 0) {
+			char *text;
+			size_t len;
+
+			QTK_TRY(qtk_fmt_read_input(path, &text, &len, st));
+			cfg = json_loadb(text, len, 0, NULL);
+			qtk_free(text);
+		}
 		mt = json_string_value(json_object_get(cfg, "model_type"));
 		if (mt && *mt && strlen(mt) < 64)
 			rc = qtk_gguf_kvs_add_str(g->kvs, "general.architecture", mt, strlen(mt), st);

@@ -5,6 +5,7 @@
  * P.weight becomes MLX affine P.weight (U32) / P.scales / P.biases
  * (formats/mlx_pack.c). The directory is built beside the target under a
  * temporary name and renamed into place only when complete. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -330,9 +331,114 @@ static qtk_err open_shards(mlx_sink *m, qtk_status *st)
 	return rc;
 }
 
+/* ---- a previous output ---------------------------------------------------- */
+
+/* Is name one of the files this sink writes? 2: a weights file. */
+static int our_name(const char *name)
+{
+	size_t n = strlen(name), d = 0;
+
+	if (!strcmp(name, "model.safetensors"))
+		return 2;
+	if (!strcmp(name, "model.safetensors.index.json") || !strcmp(name, "config.json"))
+		return 1;
+	for (size_t i = 0; i < sizeof copy_files / sizeof *copy_files; i++)
+		if (!strcmp(name, copy_files[i]))
+			return 1;
+	/* model-0000N-of-0000M.safetensors (%05zu: 5 digits or more) */
+	if (strncmp(name, "model-", 6) || !ends_with(name, ".safetensors"))
+		return 0;
+	name += 6;
+	n -= 6 + strlen(".safetensors");
+	for (int part = 0; part < 2; part++) {
+		size_t k = 0;
+
+		while (d + k < n && name[d + k] >= '0' && name[d + k] <= '9')
+			k++;
+		if (k < 5)
+			return 0;
+		d += k;
+		if (part == 0) {
+			if (n - d < 4 || strncmp(name + d, "-of-", 4))
+				return 0;
+			d += 4;
+		}
+	}
+	return d == n ? 2 : 0;
+}
+
+/* A previous qtk MLX output: a directory whose every entry is a regular
+ * file named as this sink names its files, config.json among them, and
+ * whose every .safetensors file is valid with the metadata "format": "mlx"
+ * (a Hugging Face checkpoint has "pt" there). The first foreign entry in
+ * name order is reported. */
+static qtk_err mlx_is_ours(const char *dir, qtk_status *st)
+{
+	char foreign[256] = "", path[PATH_MAX];
+	int config = 0, weights = 0, named = 0; /* named: foreign only by its type */
+	struct dirent *e;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return qtk_fail(st, QTK_E_IO, "%s: cannot read directory: %s", dir, strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		struct stat sb;
+		int kind = our_name(e->d_name);
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		if (!kind || fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+		    !S_ISREG(sb.st_mode)) {
+			if (!*foreign || strcmp(e->d_name, foreign) < 0) {
+				snprintf(foreign, sizeof foreign, "%s", e->d_name);
+				named = kind != 0;
+			}
+			continue;
+		}
+		config |= !strcmp(e->d_name, "config.json");
+		weights |= kind == 2;
+	}
+	closedir(d);
+	if (*foreign)
+		return qtk_fail(st, QTK_E_ARG, "%s: holds '%s', %s: not a previous MLX output; not "
+		                "replaced, even with --force", dir, foreign,
+		                named ? "which is not a regular file" : "a file qtk's MLX output has not");
+	if (!config || !weights)
+		return qtk_fail(st, QTK_E_ARG, "%s: no %s: not a previous MLX output; not replaced, "
+		                "even with --force", dir, config ? "model*.safetensors" : "config.json");
+	if (!(d = opendir(dir)))
+		return qtk_fail(st, QTK_E_IO, "%s: cannot read directory: %s", dir, strerror(errno));
+	while ((e = readdir(d)) != NULL) {
+		qtk_st_file *f;
+		const char *fmt;
+		qtk_err rc;
+
+		if (our_name(e->d_name) != 2)
+			continue;
+		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+		if ((rc = qtk_st_open(path, &f, st)) != QTK_OK) {
+			closedir(d);
+			return rc;
+		}
+		fmt = qtk_st_meta_get(f, "format");
+		rc = fmt && !strcmp(fmt, "mlx") ? QTK_OK
+		     : qtk_fail(st, QTK_E_ARG, "%s: no safetensors metadata \"format\": \"mlx\": "
+		                "not a previous MLX output; not replaced, even with --force", path);
+		qtk_st_close(f);
+		if (rc) {
+			closedir(d);
+			return rc;
+		}
+	}
+	closedir(d);
+	return QTK_OK;
+}
+
+static const qtk_outdir_kind mlx_kind = { .name = "MLX", .check = mlx_is_ours };
+
 qtk_err mlx_open(mlx_sink *m, const char *path, const qtk_write_opts *wo, qtk_status *st)
 {
-	QTK_TRY(qtk_outdir_open(&m->od, path, wo, st));
+	QTK_TRY(qtk_outdir_open(&m->od, path, wo, &mlx_kind, st));
 	assign_shards(m);
 	return open_shards(m, st);
 }
@@ -515,14 +621,20 @@ static void main_form(const mlx_sink *m, unsigned *bits, unsigned *group)
 
 static json_t *load_config(const mlx_sink *m)
 {
-	char path[PATH_MAX];
+	char path[PATH_MAX], *text;
 	json_t *cfg = NULL;
+	qtk_status tmp;
+	size_t len;
 
 	if (m->c.config_json)
 		cfg = json_loads(m->c.config_json, 0, NULL);
 	else if (m->c.dir) {
 		snprintf(path, sizeof path, "%s/config.json", m->c.dir);
-		cfg = json_load_file(path, 0, NULL);
+		/* not a regular file: refused when the input was opened */
+		if (qtk_fmt_read_input(path, &text, &len, &tmp) == QTK_OK) {
+			cfg = json_loadb(text, len, 0, NULL);
+			qtk_free(text);
+		}
 	}
 	if (cfg && !json_is_object(cfg)) {
 		json_decref(cfg);
@@ -579,32 +691,17 @@ static qtk_err write_config(const mlx_sink *m, qtk_status *st)
 
 static qtk_err copy_file(const mlx_sink *m, const char *name, qtk_status *st)
 {
-	char from[PATH_MAX];
-	FILE *f;
-	uint8_t *buf;
-	long size;
+	char from[PATH_MAX], *buf;
+	size_t size;
 	qtk_err rc;
 
 	snprintf(from, sizeof from, "%s/%s", m->c.dir, name);
-	f = fopen(from, "rb");
-	if (!f)
+	rc = qtk_fmt_read_input(from, &buf, &size, st);
+	if (rc == QTK_E_NOT_FOUND)
 		return QTK_OK; /* absent: nothing to copy */
-	if (fseek(f, 0, SEEK_END) || (size = ftell(f)) < 0 || fseek(f, 0, SEEK_SET)) {
-		fclose(f);
-		return qtk_fail(st, QTK_E_IO, "%s: cannot read", from);
-	}
-	buf = qtk_malloc((size_t)size + 1);
-	if (!buf) {
-		fclose(f);
-		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", from);
-	}
-	if (fread(buf, 1, (size_t)size, f) != (size_t)size) {
-		fclose(f);
-		qtk_free(buf);
-		return qtk_fail(st, QTK_E_IO, "%s: cannot read", from);
-	}
-	fclose(f);
-	rc = write_small(m, name, buf, (size_t)size, st);
+	if (rc)
+		return rc;
+	rc = write_small(m, name, buf, size, st);
 	qtk_free(buf);
 	return rc;
 }

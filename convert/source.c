@@ -3,24 +3,49 @@
  * interface. GGUF tensors keep their names; dims are given in safetensors
  * order (the last is ggml's ne[0]); Q8_0 / Q4_0 / Q4_1 tensors read as f32
  * exactly as ggml dequantizes them. */
-#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include "conv_impl.h"
 
-/* Does path start with the GGUF magic? (Directories and short files: no.) */
+/* Does path start with the GGUF magic? (Directories, FIFOs and short files:
+ * no; the safetensors reader then says what they are.) */
 static int is_gguf(const char *path)
 {
 	unsigned char m[4];
-	int fd = open(path, O_RDONLY | O_CLOEXEC), yes;
+	qtk_status tmp;
+	int fd, yes;
 
-	if (fd < 0)
+	if (qtk_fmt_open_input(path, &fd, NULL, &tmp) != QTK_OK)
 		return 0;
 	yes = read(fd, m, 4) == 4 && memcmp(m, "GGUF", 4) == 0;
 	close(fd);
 	return yes;
+}
+
+/* Files read beside a checkpoint when present: config.json (metadata, GGUF
+ * and MLX), tokenizer.model (GGUF vocabulary) and those MLX output copies. */
+static const char *const side_files[] = {
+	"config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+	"special_tokens_map.json", "generation_config.json",
+};
+
+qtk_err src_check_side_files(const char *dir, qtk_status *st)
+{
+	char path[4096];
+
+	for (size_t i = 0; dir && i < sizeof side_files / sizeof *side_files; i++) {
+		qtk_err rc;
+
+		if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, side_files[i]) >= sizeof path)
+			return qtk_fail(st, QTK_E_ARG, "%s: path too long", dir);
+		rc = qtk_fmt_check_input(path, st);
+		if (rc && rc != QTK_E_NOT_FOUND)
+			return rc;
+	}
+	return QTK_OK;
 }
 
 static qtk_dtype gguf_dtype(uint32_t type, int *ok)
@@ -122,6 +147,11 @@ qtk_err src_open(src **out, const char *path, qtk_status *st)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	}
 	s->dir = qtk_st_dir(s->st);
+	rc = src_check_side_files(s->dir, st);
+	if (rc) {
+		src_close(s);
+		return rc;
+	}
 	for (size_t f = 0; f < s->nfiles; f++) {
 		s->files[f].path = qtk_st_shard_path(s->st, f);
 		s->files[f].size = qtk_st_shard_size(s->st, f);

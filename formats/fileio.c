@@ -1,6 +1,7 @@
-/* formats: crash-safe output files and read-only mappings (see fileio.h).
- * Temporary names are ".<name>.qtk-tmp-<pid>-XXXXXX" so a later run can tell
- * a live writer's file from one left by a killed process. */
+/* formats: crash-safe output files, checked inputs and read-only mappings
+ * (see fileio.h). Temporary names are ".qtk-tmp-<pid>-XXXXXX" in the
+ * target's directory: a fixed length (any legal target name works), and the
+ * pid lets a later run tell a live writer's file from a killed one's. */
 #include <dirent.h>
 #include <ftw.h>
 #include <errno.h>
@@ -96,31 +97,59 @@ static void rm_tree(const char *p)
 		nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-/* Remove ".<base>.qtk-tmp-<pid>-*" files and directories whose pid is gone. */
-static void sweep_stale(const char *dir, const char *base)
+#define TMP_PREFIX ".qtk-tmp-"
+
+/* The pid in a temporary's name: ".qtk-tmp-<pid>-XXXXXX", or the
+ * ".<target>.qtk-tmp-<pid>-XXXXXX" of older versions; 0 for other names. */
+static long temp_pid(const char *name)
 {
-	char prefix[NAME_MAX + 32];
-	size_t plen;
+	const char *p = name, *q = NULL;
+	char *end;
+	long pid;
+
+	if (name[0] != '.')
+		return 0;
+	while ((p = strstr(p, TMP_PREFIX)) != NULL)
+		q = p++;
+	if (!q)
+		return 0;
+	q += sizeof TMP_PREFIX - 1;
+	if (*q < '1' || *q > '9')
+		return 0;
+	pid = strtol(q, &end, 10);
+	return *end == '-' && strlen(end + 1) == 6 ? pid : 0;
+}
+
+/* Remove the temporaries (files and directories) of dead processes in dir. */
+static void sweep_stale(const char *dir)
+{
 	DIR *d = opendir(dir);
 	struct dirent *e;
 
 	if (!d)
 		return;
-	snprintf(prefix, sizeof prefix, ".%s.qtk-tmp-", base);
-	plen = strlen(prefix);
 	while ((e = readdir(d)) != NULL) {
 		char full[PATH_MAX];
-		long pid;
+		long pid = temp_pid(e->d_name);
 
-		if (strncmp(e->d_name, prefix, plen) != 0)
-			continue;
-		pid = strtol(e->d_name + plen, NULL, 10);
-		if (pid > 0 && (kill((pid_t)pid, 0) == 0 || errno == EPERM))
-			continue; /* a live writer owns it */
-		snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
-		rm_tree(full);
+		if (pid <= 0 || kill((pid_t)pid, 0) == 0 || errno == EPERM)
+			continue; /* not a temporary, or a live writer owns it */
+		if ((size_t)snprintf(full, sizeof full, "%s/%s", dir, e->d_name) < sizeof full)
+			rm_tree(full);
 	}
 	closedir(d);
+}
+
+/* "DIR/.qtk-tmp-<pid>-XXXXXX", a mkstemp/mkdtemp template (NULL: out of
+ * memory). Its length does not depend on the target's name. */
+static char *temp_template(const char *dir)
+{
+	size_t n = strlen(dir) + sizeof TMP_PREFIX + 32;
+	char *t = qtk_malloc(n);
+
+	if (t)
+		snprintf(t, n, "%s/" TMP_PREFIX "%ld-XXXXXX", dir, (long)getpid());
+	return t;
 }
 
 static qtk_err io_fail(qtk_status *st, const char *path, const char *what, int err)
@@ -128,14 +157,50 @@ static qtk_err io_fail(qtk_status *st, const char *path, const char *what, int e
 	return qtk_fail(st, QTK_E_IO, "%s: %s: %s", path, what, strerror(err));
 }
 
+/* ---- what is at a path ------------------------------------------------- */
+
+/* What a file that is not the expected kind is, for messages. */
+static const char *type_phrase(mode_t m)
+{
+	return S_ISREG(m) ? "is a regular file" : S_ISDIR(m) ? "is a directory" :
+	       S_ISFIFO(m) ? "is a FIFO" : S_ISSOCK(m) ? "is a socket" :
+	       S_ISCHR(m) ? "is a character device" : S_ISBLK(m) ? "is a block device" :
+	       S_ISLNK(m) ? "is a symbolic link" : "is not a regular file";
+}
+
+/* An output path holding something --force must not replace. */
+static qtk_err refuse_node(qtk_status *st, const char *path, mode_t m, const char *wanted)
+{
+	if (S_ISLNK(m))
+		return qtk_fail(st, QTK_E_ARG, "%s: output is a symbolic link; qtk neither writes "
+		                "through nor replaces one (name the file itself)", path);
+	return qtk_fail(st, QTK_E_ARG, "%s: output %s; not replaced, even with --force (%s)",
+	                path, type_phrase(m), wanted);
+}
+
+/* lstat an output path into *sb, or set *absent when nothing is there;
+ * anything else (a name too long, a missing directory ...) fails. */
+static qtk_err out_lstat(const char *path, struct stat *sb, int *absent, qtk_status *st)
+{
+	*absent = 0;
+	if (lstat(path, sb) == 0)
+		return QTK_OK;
+	if (errno == ENOENT) {
+		*absent = 1;
+		return QTK_OK;
+	}
+	return qtk_fail(st, QTK_E_IO, "%s: %s", path, strerror(errno));
+}
+
 /* ---- output ------------------------------------------------------------- */
+
+static const char file_wanted[] = "only a regular file is replaced";
 
 qtk_err qtk_out_open(qtk_outfile *o, const char *path,
                      const qtk_write_opts *opts, qtk_status *st)
 {
 	char *dir = NULL;
-	size_t n;
-	int err;
+	int err, absent;
 	struct stat sb;
 
 	memset(o, 0, sizeof *o);
@@ -150,28 +215,25 @@ qtk_err qtk_out_open(qtk_outfile *o, const char *path,
 			return qtk_fail(st, QTK_E_SAME_FILE,
 			                "%s: output is also an input of this run; refusing to overwrite it",
 			                path);
-	if (stat(path, &sb) == 0) {
-		if (!o->force)
-			return qtk_fail(st, QTK_E_EXISTS,
-			                "%s: output exists (use --force to replace it)", path);
-		if (S_ISDIR(sb.st_mode))
-			return qtk_fail(st, QTK_E_ARG, "%s: output is a directory", path);
-	}
+	/* lstat: a link is not followed, and a FIFO, socket or device is
+	 * refused before anything is created (checked again at commit) */
+	QTK_TRY(out_lstat(path, &sb, &absent, st));
+	if (!absent && !S_ISREG(sb.st_mode))
+		return refuse_node(st, path, sb.st_mode, file_wanted);
+	if (!absent && !o->force)
+		return qtk_fail(st, QTK_E_EXISTS,
+		                "%s: output exists (use --force to replace it)", path);
 	dir = dir_of(path);
 	if (!dir)
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
-	sweep_stale(dir, base_of(path));
-	n = strlen(dir) + strlen(base_of(path)) + 64;
-	o->tmp = qtk_malloc(n);
+	sweep_stale(dir);
+	o->tmp = temp_template(dir);
 	o->path = qtk_strdup(path);
+	qtk_free(dir);
 	if (!o->tmp || !o->path) {
-		qtk_free(dir);
 		qtk_out_abort(o);
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
 	}
-	snprintf(o->tmp, n, "%s/.%s.qtk-tmp-%ld-XXXXXX", dir, base_of(path),
-	         (long)getpid());
-	qtk_free(dir);
 	err = qtk_fault_check(QTK_FAULT_OPEN);
 	if (err) {
 		qtk_out_abort(o);
@@ -263,6 +325,90 @@ static int fsync_dir(const char *path)
 	return rc;
 }
 
+static qtk_err appeared(qtk_status *st, const char *path)
+{
+	return qtk_fail(st, QTK_E_EXISTS, "%s: output appeared while writing; not replaced", path);
+}
+
+/* Replace what is at o->path, a regular file when last looked at, by an
+ * exchange, and look at what came out: anything else that got there
+ * meanwhile is swapped back and refused. 1: retry (the path emptied). */
+static qtk_err exchange_file(qtk_outfile *o, int *retry, qtk_status *st)
+{
+	struct stat sb;
+	int err;
+
+	if (renameat2(AT_FDCWD, o->tmp, AT_FDCWD, o->path, RENAME_EXCHANGE) != 0) {
+		err = errno;
+		if (err == ENOENT) {
+			*retry = 1;
+			return QTK_OK;
+		}
+		if (err != EINVAL && err != ENOSYS)
+			return io_fail(st, o->path, "cannot move output into place", err);
+		/* no exchange on this filesystem: a plain rename */
+		if (rename(o->tmp, o->path) != 0)
+			return io_fail(st, o->path, "cannot move output into place", errno);
+		return QTK_OK;
+	}
+	/* o->tmp now names the old output */
+	if (lstat(o->tmp, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+		if (renameat2(AT_FDCWD, o->tmp, AT_FDCWD, o->path, RENAME_EXCHANGE) == 0)
+			return refuse_node(st, o->path, sb.st_mode, file_wanted);
+		err = errno;
+		/* keep it: never unlink what is not ours */
+		registry_del(o->slot);
+		o->slot = -1;
+		qtk_fail(st, QTK_E_IO, "%s: while writing, the output was replaced by one that "
+		         "%s, which could not be put back (%s): it is now %s", o->path,
+		         type_phrase(sb.st_mode), strerror(err), o->tmp);
+		qtk_free(o->tmp);
+		o->tmp = NULL;
+		return QTK_E_IO;
+	}
+	unlink(o->tmp);
+	return QTK_OK;
+}
+
+/* Move the finished temporary to o->path. Without force: link, which never
+ * replaces. With force: the path is looked at again (it may have changed
+ * since the open) and only a regular file is replaced. */
+static qtk_err place_file(qtk_outfile *o, qtk_status *st)
+{
+	for (int tries = 0; tries < 3; tries++) {
+		struct stat sb;
+		int absent, retry = 0, err;
+
+		if (!o->force) {
+			if (link(o->tmp, o->path) != 0) {
+				err = errno;
+				return err == EEXIST ? appeared(st, o->path)
+				                     : io_fail(st, o->path, "cannot move output into place", err);
+			}
+			unlink(o->tmp);
+			return QTK_OK;
+		}
+		QTK_TRY(out_lstat(o->path, &sb, &absent, st));
+		if (!absent && !S_ISREG(sb.st_mode))
+			return refuse_node(st, o->path, sb.st_mode, file_wanted);
+		if (!absent) {
+			QTK_TRY(exchange_file(o, &retry, st));
+			if (!retry)
+				return QTK_OK;
+			continue;
+		}
+		if (renameat2(AT_FDCWD, o->tmp, AT_FDCWD, o->path, RENAME_NOREPLACE) == 0)
+			return QTK_OK;
+		err = errno;
+		if (err == EEXIST)
+			continue; /* something appeared: look at it */
+		if (err == EINVAL || err == ENOSYS) /* no renameat2 flags here */
+			err = rename(o->tmp, o->path) == 0 ? 0 : errno;
+		return err ? io_fail(st, o->path, "cannot move output into place", err) : QTK_OK;
+	}
+	return appeared(st, o->path);
+}
+
 qtk_err qtk_out_commit(qtk_outfile *o, qtk_status *st)
 {
 	int err = qtk_fault_check(QTK_FAULT_FSYNC);
@@ -281,21 +427,8 @@ qtk_err qtk_out_commit(qtk_outfile *o, qtk_status *st)
 	}
 	o->fd = -1;
 	err = qtk_fault_check(QTK_FAULT_RENAME);
-	if (!err) {
-		if (o->force) {
-			if (rename(o->tmp, o->path) != 0)
-				err = errno;
-		} else if (link(o->tmp, o->path) != 0) {
-			/* link refuses to replace a target that appeared meanwhile */
-			err = errno;
-		} else {
-			unlink(o->tmp);
-		}
-	}
-	if (err) {
-		rc = err == EEXIST
-		     ? qtk_fail(st, QTK_E_EXISTS, "%s: output appeared while writing; not replaced", o->path)
-		     : io_fail(st, o->path, "cannot move output into place", err);
+	rc = err ? io_fail(st, o->path, "cannot move output into place", err) : place_file(o, st);
+	if (rc) {
 		qtk_out_abort(o);
 		return rc;
 	}
@@ -327,27 +460,99 @@ void qtk_out_abort(qtk_outfile *o)
 	o->tmp = o->path = NULL;
 }
 
-/* ---- input mapping ------------------------------------------------------ */
+/* ---- inputs ------------------------------------------------------------- */
+
+static qtk_err not_regular(qtk_status *st, const char *path, mode_t m)
+{
+	return qtk_fail(st, QTK_E_IO, "%s: %s, not a regular file", path, type_phrase(m));
+}
+
+qtk_err qtk_fmt_check_input(const char *path, qtk_status *st)
+{
+	struct stat sb;
+
+	if (stat(path, &sb) != 0)
+		return qtk_fail(st, errno == ENOENT ? QTK_E_NOT_FOUND : QTK_E_IO,
+		                "%s: cannot open: %s", path, strerror(errno));
+	return S_ISREG(sb.st_mode) ? QTK_OK : not_regular(st, path, sb.st_mode);
+}
+
+qtk_err qtk_fmt_open_input(const char *path, int *fd, uint64_t *size, qtk_status *st)
+{
+	struct stat sb;
+	int f, fl;
+
+	*fd = -1;
+	/* stat first: opening a device can do something by itself */
+	QTK_TRY(qtk_fmt_check_input(path, st));
+	/* O_NONBLOCK: a FIFO put there since cannot block the open */
+	f = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+	if (f < 0)
+		return qtk_fail(st, errno == ENOENT ? QTK_E_NOT_FOUND : QTK_E_IO,
+		                "%s: cannot open: %s", path, strerror(errno));
+	if (fstat(f, &sb) != 0) {
+		int err = errno;
+		close(f);
+		return qtk_fail(st, QTK_E_IO, "%s: cannot open: %s", path, strerror(err));
+	}
+	if (!S_ISREG(sb.st_mode)) {
+		close(f);
+		return not_regular(st, path, sb.st_mode);
+	}
+	fl = fcntl(f, F_GETFL);
+	if (fl >= 0)
+		fcntl(f, F_SETFL, fl & ~O_NONBLOCK);
+	*fd = f;
+	if (size)
+		*size = (uint64_t)sb.st_size;
+	return QTK_OK;
+}
+
+qtk_err qtk_fmt_read_input(const char *path, char **out, size_t *len, qtk_status *st)
+{
+	uint64_t size;
+	size_t got = 0;
+	char *buf;
+	int fd;
+
+	*out = NULL;
+	if (len)
+		*len = 0;
+	QTK_TRY(qtk_fmt_open_input(path, &fd, &size, st));
+	buf = size < SIZE_MAX ? qtk_malloc((size_t)size + 1) : NULL;
+	if (!buf) {
+		close(fd);
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
+	}
+	while (got < size) {
+		ssize_t r = read(fd, buf + got, (size_t)size - got);
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int err = errno;
+			close(fd);
+			qtk_free(buf);
+			return qtk_fail(st, QTK_E_IO, "%s: read failed: %s", path, strerror(err));
+		}
+		if (r == 0)
+			break; /* shrank meanwhile: what is there */
+		got += (size_t)r;
+	}
+	close(fd);
+	buf[got] = 0;
+	*out = buf;
+	if (len)
+		*len = got;
+	return QTK_OK;
+}
 
 qtk_err qtk_map_open(qtk_map *m, const char *path, qtk_status *st)
 {
-	struct stat sb;
 	void *p;
 
 	memset(m, 0, sizeof *m);
-	m->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (m->fd < 0)
-		return qtk_fail(st, errno == ENOENT ? QTK_E_NOT_FOUND : QTK_E_IO,
-		                "%s: cannot open: %s", path, strerror(errno));
-	if (fstat(m->fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-		int err = errno;
-		close(m->fd);
-		m->fd = -1;
-		return qtk_fail(st, QTK_E_IO, "%s: %s", path,
-		                S_ISDIR(sb.st_mode) ? "is a directory" :
-		                !S_ISREG(sb.st_mode) ? "not a regular file" : strerror(err));
-	}
-	m->size = (uint64_t)sb.st_size;
+	QTK_TRY(qtk_fmt_open_input(path, &m->fd, &m->size, st));
 	m->path = qtk_strdup(path);
 	if (!m->path) {
 		qtk_map_close(m);
@@ -382,7 +587,11 @@ struct qtk_outdir {
 	char *path;     /* the target, without trailing slashes */
 	char *tmp;      /* the directory being built beside it; NULL once moved */
 	int force;
+	const qtk_outdir_kind *kind; /* may be NULL: only an empty directory is replaced */
 };
+
+/* What may be at an output directory's path. */
+enum { DIR_ABSENT, DIR_EMPTY, DIR_OURS };
 
 static const char *last_part(const char *p)
 {
@@ -410,6 +619,49 @@ static qtk_err dir_holds_input(const char *path, const qtk_write_opts *wo, qtk_s
 	return QTK_OK;
 }
 
+/* 1 if the directory at p has no entry, 0 if it has one, -1 (errno) if it
+ * cannot be read. */
+static int dir_is_empty(const char *p)
+{
+	DIR *d = opendir(p);
+	struct dirent *e;
+	int empty = 1;
+
+	if (!d)
+		return -1;
+	while (empty && (e = readdir(d)) != NULL)
+		empty = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+/* What is at p (the target, or the old output after an exchange): nothing,
+ * an empty directory, or one d->kind accepts; anything else fails. */
+static qtk_err dir_classify(const qtk_outdir *d, const char *p, int *what, qtk_status *st)
+{
+	char wanted[96];
+	struct stat sb;
+	int absent, empty;
+
+	QTK_TRY(out_lstat(p, &sb, &absent, st));
+	*what = DIR_ABSENT;
+	if (absent)
+		return QTK_OK;
+	snprintf(wanted, sizeof wanted, "only an empty directory%s%s%s is replaced",
+	         d->kind ? " or a previous " : "", d->kind ? d->kind->name : "",
+	         d->kind ? " output" : "");
+	if (!S_ISDIR(sb.st_mode))
+		return refuse_node(st, p, sb.st_mode, wanted);
+	empty = dir_is_empty(p);
+	if (empty < 0)
+		return qtk_fail(st, QTK_E_IO, "%s: cannot read directory: %s", p, strerror(errno));
+	*what = empty ? DIR_EMPTY : DIR_OURS;
+	if (!empty && !d->kind)
+		return qtk_fail(st, QTK_E_ARG, "%s: output directory is not empty; not replaced, "
+		                "even with --force (%s)", p, wanted);
+	return empty ? QTK_OK : d->kind->check(p, st);
+}
+
 void qtk_outdir_abort(qtk_outdir *d)
 {
 	if (!d)
@@ -421,11 +673,11 @@ void qtk_outdir_abort(qtk_outdir *d)
 }
 
 qtk_err qtk_outdir_open(qtk_outdir **out, const char *path, const qtk_write_opts *opts,
-                        qtk_status *st)
+                        const qtk_outdir_kind *kind, qtk_status *st)
 {
 	qtk_outdir *d = qtk_calloc(1, sizeof *d);
 	size_t len = strlen(path);
-	struct stat sb;
+	int what;
 	char *dir;
 	qtk_err rc;
 
@@ -433,6 +685,7 @@ qtk_err qtk_outdir_open(qtk_outdir **out, const char *path, const qtk_write_opts
 	if (!d)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	d->force = opts && opts->force;
+	d->kind = kind;
 	while (len > 1 && path[len - 1] == '/')
 		len--;
 	d->path = qtk_malloc(len + 1);
@@ -446,13 +699,14 @@ qtk_err qtk_outdir_open(qtk_outdir **out, const char *path, const qtk_write_opts
 		qtk_outdir_abort(d);
 		return qtk_fail(st, QTK_E_ARG, "output '%s' is not a directory name", path);
 	}
-	if (stat(d->path, &sb) == 0 && !d->force) {
-		rc = qtk_fail(st, QTK_E_EXISTS, "%s: output exists (use --force to replace it)",
-		              d->path);
+	if ((rc = dir_holds_input(d->path, opts, st)) != QTK_OK ||
+	    (rc = dir_classify(d, d->path, &what, st)) != QTK_OK) {
 		qtk_outdir_abort(d);
 		return rc;
 	}
-	if ((rc = dir_holds_input(d->path, opts, st)) != QTK_OK) {
+	if (what == DIR_OURS && !d->force) {
+		rc = qtk_fail(st, QTK_E_EXISTS, "%s: output exists (use --force to replace it)",
+		              d->path);
 		qtk_outdir_abort(d);
 		return rc;
 	}
@@ -461,12 +715,8 @@ qtk_err qtk_outdir_open(qtk_outdir **out, const char *path, const qtk_write_opts
 		qtk_outdir_abort(d);
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	}
-	sweep_stale(dir, last_part(d->path));
-	len = strlen(dir) + strlen(last_part(d->path)) + 64;
-	d->tmp = qtk_malloc(len);
-	if (d->tmp)
-		snprintf(d->tmp, len, "%s/.%s.qtk-tmp-%ld-XXXXXX", dir, last_part(d->path),
-		         (long)getpid());
+	sweep_stale(dir);
+	d->tmp = temp_template(dir);
 	qtk_free(dir);
 	if (!d->tmp) {
 		qtk_outdir_abort(d);
@@ -496,51 +746,97 @@ const char *qtk_outdir_path(const qtk_outdir *d)
 	return d->path;
 }
 
+/* Exchange d->tmp with the previous output at d->path, then look at the old
+ * one (now at d->tmp): if something foreign got into it meanwhile, swap
+ * back and refuse. 1 in *retry: the path emptied, look again. */
+static qtk_err dir_exchange(qtk_outdir *d, int *retry, qtk_status *st)
+{
+	qtk_status tmp;
+	int what, err;
+
+	if (renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->path, RENAME_EXCHANGE) != 0) {
+		err = errno;
+		if (err == ENOENT) {
+			*retry = 1;
+			return QTK_OK;
+		}
+		if (err != EINVAL && err != ENOSYS)
+			return qtk_fail(st, QTK_E_IO, "%s: cannot move output into place: %s",
+			                d->path, strerror(err));
+		/* no exchange on this filesystem: remove the old output (just
+		 * checked), then rename */
+		rm_tree(d->path);
+		if (rename(d->tmp, d->path) != 0)
+			return qtk_fail(st, QTK_E_IO, "%s: cannot move output into place: %s",
+			                d->path, strerror(errno));
+		qtk_free(d->tmp);
+		d->tmp = NULL;
+		return QTK_OK;
+	}
+	if (dir_classify(d, d->tmp, &what, &tmp) != QTK_OK) {
+		if (renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->path, RENAME_EXCHANGE) == 0)
+			return qtk_fail(st, QTK_E_ARG, "%s: the old output changed while writing; "
+			                "not replaced", d->path);
+		err = errno;
+		qtk_fail(st, QTK_E_IO, "%s: the old output changed while writing and could not be "
+		         "put back (%s): it is now %s", d->path, strerror(err), d->tmp);
+		qtk_free(d->tmp); /* never remove what is not ours */
+		d->tmp = NULL;
+		return QTK_E_IO;
+	}
+	rm_tree(d->tmp); /* the temporary name now holds the old output */
+	qtk_free(d->tmp);
+	d->tmp = NULL;
+	return QTK_OK;
+}
+
+/* Move d->tmp to d->path after looking at what is there now. A plain rename
+ * replaces nothing but an empty directory (a non-empty one is ENOTEMPTY, a
+ * file ENOTDIR), so only a previous output needs the exchange. */
+static qtk_err dir_place(qtk_outdir *d, qtk_status *st)
+{
+	for (int tries = 0; tries < 3; tries++) {
+		int what, retry = 0, err;
+
+		QTK_TRY(dir_classify(d, d->path, &what, st));
+		if (what == DIR_OURS && !d->force)
+			return appeared(st, d->path);
+		if (what == DIR_OURS) {
+			QTK_TRY(dir_exchange(d, &retry, st));
+			if (!retry)
+				return QTK_OK;
+			continue;
+		}
+		if (rename(d->tmp, d->path) == 0) {
+			qtk_free(d->tmp);
+			d->tmp = NULL;
+			return QTK_OK;
+		}
+		err = errno;
+		if (err != ENOTEMPTY && err != EEXIST && err != ENOTDIR && err != EISDIR)
+			return qtk_fail(st, QTK_E_IO, "%s: cannot move output into place: %s", d->path,
+			                strerror(err));
+		/* something got there meanwhile: look at it */
+	}
+	return appeared(st, d->path);
+}
 
 qtk_err qtk_outdir_commit(qtk_outdir *d, qtk_status *st)
 {
-	struct stat sb;
-	int exists, err;
-	qtk_err rc = QTK_OK;
+	qtk_err rc;
+	int err;
 
 	if ((err = fsync_dir_path(d->tmp)) != 0) {
 		rc = qtk_fail(st, QTK_E_IO, "%s: fsync failed: %s", d->path, strerror(err));
 		qtk_outdir_abort(d);
 		return rc;
 	}
-	/* no-replace, or an atomic swap with the old output (force), which is
-	 * then removed under the temporary name */
-	exists = lstat(d->path, &sb) == 0;
 	err = qtk_fault_check(QTK_FAULT_RENAME);
-	if (!err && exists && !d->force) {
-		rc = qtk_fail(st, QTK_E_EXISTS, "%s: output appeared while writing; not replaced",
-		              d->path);
-		qtk_outdir_abort(d);
-		return rc;
-	}
-	if (!err && renameat2(AT_FDCWD, d->tmp, AT_FDCWD, d->path,
-	                      exists ? RENAME_EXCHANGE : RENAME_NOREPLACE) != 0) {
-		err = errno;
-		if (err == EINVAL || err == ENOSYS) { /* no renameat2 flags here */
-			err = 0;
-			if (exists)
-				rm_tree(d->path);
-			if (rename(d->tmp, d->path) != 0)
-				err = errno;
-			exists = 0;
-		}
-	}
-	if (err) {
-		rc = qtk_fail(st, err == EEXIST ? QTK_E_EXISTS : QTK_E_IO,
-		              "%s: cannot move output into place: %s", d->path, strerror(err));
-		qtk_outdir_abort(d);
-		return rc;
-	}
-	if (exists)
-		rm_tree(d->tmp); /* the temporary name now holds the old output */
-	qtk_free(d->tmp);
-	d->tmp = NULL;
-	fsync_dir(d->path);
+	rc = err ? qtk_fail(st, QTK_E_IO, "%s: cannot move output into place: %s", d->path,
+	                    strerror(err))
+	         : dir_place(d, st);
+	if (rc == QTK_OK)
+		fsync_dir(d->path);
 	qtk_outdir_abort(d);
-	return QTK_OK;
+	return rc;
 }

@@ -1,7 +1,9 @@
 /* formats (private): crash-safe output files and read-only mappings.
- * Every writer in formats/ goes through qtk_out_*: a temporary file beside
- * the target, fsync, rename (or link for no-replace), fsync of the directory;
- * any failure removes the temporary and leaves the target as it was. */
+ * Every writer in formats/ goes through qtk_out_*: a temporary file in the
+ * target's directory, fsync, rename (or link for no-replace), fsync of the
+ * directory; any failure removes the temporary and leaves the target as it
+ * was. Every reader maps its files through qtk_map_open, which refuses
+ * anything but a regular file without blocking (qtk_fmt_open_input). */
 #ifndef QTK_FILEIO_H
 #define QTK_FILEIO_H
 
@@ -19,9 +21,12 @@ typedef struct {
 	uint64_t dirty; /* atomic: bytes written since writeback was last started */
 } qtk_outfile;
 
-/* Create the temporary file for path. Refuses (QTK_E_EXISTS) an existing
- * target unless opts->force, and (QTK_E_SAME_FILE) a target that is one of
- * opts->inputs. Removes stale temporaries of dead qtk processes. */
+/* Create the temporary file ".qtk-tmp-PID-XXXXXX" in path's directory.
+ * Refuses (QTK_E_EXISTS) an existing target unless opts->force, and
+ * (QTK_E_SAME_FILE) a target that is one of opts->inputs. A target that is
+ * not a regular file (a symbolic link, directory, FIFO, socket or device) is
+ * refused even with force, here and again at commit. Removes stale
+ * temporaries of dead qtk processes. */
 qtk_err qtk_out_open(qtk_outfile *o, const char *path,
                      const qtk_write_opts *opts, qtk_status *st);
 /* Write all of buf at off (retries short writes; EINTR-safe). Thread-safe. */
@@ -29,8 +34,10 @@ qtk_err qtk_out_pwrite(qtk_outfile *o, const void *buf, size_t n, uint64_t off,
                        qtk_status *st);
 /* Set the final size (sparse); used before parallel pwrite. */
 qtk_err qtk_out_truncate(qtk_outfile *o, uint64_t size, qtk_status *st);
-/* fsync the file, move it into place, fsync the directory. On failure the
- * temporary is removed and the target is untouched. */
+/* fsync the file, move it into place, fsync the directory. With force an
+ * existing target is exchanged, and swapped back if what came out is not a
+ * regular file. On failure the temporary is removed and the target is
+ * untouched. */
 qtk_err qtk_out_commit(qtk_outfile *o, qtk_status *st);
 /* Remove the temporary (no-op after commit). Safe to call twice. */
 void qtk_out_abort(qtk_outfile *o);

@@ -144,9 +144,14 @@ qtk_err qtk_gguf_llama_config(const char *config_path, qtk_gguf_kvs *k,
                               qtk_gguf_llama_hparams *hp, qtk_status *st)
 {
 	json_error_t e;
-	json_t *root = json_load_file(config_path, 0, &e);
+	json_t *root;
 	qtk_err rc;
+	char *text;
+	size_t len;
 
+	QTK_TRY(qtk_fmt_read_input(config_path, &text, &len, st));
+	root = json_loadb(text, len, 0, &e);
+	qtk_free(text);
 	if (!root)
 		return qtk_fail(st, QTK_E_GG_CONFIG, "%s: %s (line %d)", config_path, e.text, e.line);
 	rc = json_is_object(root) ? config_parse(root, config_path, hp, st)
@@ -245,8 +250,33 @@ static qtk_err spm_bad(qtk_status *st, const char *path, const char *what, uint6
 	                path, what, (unsigned long long)i);
 }
 
+/* normalizer_spec {2 precompiled_charsmap, 3 add_dummy_prefix,
+ * 4 remove_extra_whitespaces, 5 escape_whitespaces} */
+static qtk_err spm_normalizer(qtk_spm_vocab *v, pb sub, const char *path, qtk_status *st)
+{
+	uint32_t f, wt;
+	uint64_t iv;
+	pb s2;
+
+	while (sub.p < sub.end) {
+		if (pb_field(&sub, &f, &wt, &s2, &iv))
+			return spm_bad(st, path, "bad normalizer_spec field", 0);
+		if (f == 2 && wt == 2)
+			v->has_charsmap = s2.end > s2.p;
+		else if (wt == 0 && f == 3)
+			v->add_dummy_prefix = iv != 0;
+		else if (wt == 0 && f == 4)
+			v->remove_extra_ws = iv != 0;
+		else if (wt == 0 && f == 5)
+			v->escape_ws = iv != 0;
+	}
+	return QTK_OK;
+}
+
 /* ModelProto: 1 = repeated SentencePiece {1 piece, 2 score (f32), 3 type},
- * 2 = TrainerSpec {40 unk_id, 41 bos_id, 42 eos_id, 43 pad_id}. */
+ * 2 = TrainerSpec {3 model_type, 24 treat_whitespace_as_suffix,
+ * 35 byte_fallback, 40 unk_id, 41 bos_id, 42 eos_id, 43 pad_id},
+ * 3 = NormalizerSpec (spm_normalizer). */
 static qtk_err spm_parse(qtk_spm_vocab *v, const char *path, qtk_status *st)
 {
 	const qtk_map *m = v->map_;
@@ -272,6 +302,8 @@ static qtk_err spm_parse(qtk_spm_vocab *v, const char *path, qtk_status *st)
 	v->bos_id = 1;
 	v->eos_id = 2;
 	v->pad_id = -1;
+	v->model_type = 1;
+	v->add_dummy_prefix = v->remove_extra_ws = v->escape_ws = 1;
 	b.p = m->data;
 	while (b.p < b.end) {
 		pb_field(&b, &f, &wt, &sub, &iv);
@@ -307,8 +339,15 @@ static qtk_err spm_parse(qtk_spm_vocab *v, const char *path, qtk_status *st)
 					if (f == 41) v->bos_id = id;
 					if (f == 42) v->eos_id = id;
 					if (f == 43) v->pad_id = id;
-				}
+				} else if (wt == 0 && f == 3)
+					v->model_type = (int32_t)(uint32_t)iv;
+				else if (wt == 0 && f == 24)
+					v->ws_as_suffix = iv != 0;
+				else if (wt == 0 && f == 35)
+					v->byte_fallback = iv != 0;
 			}
+		} else if (f == 3 && wt == 2) {
+			QTK_TRY(spm_normalizer(v, sub, path, st));
 		}
 	}
 	if (v->n == 0)

@@ -32,6 +32,19 @@ QTK_API void qtk_fmt_remove_temps(void);
 /* 1 if both paths exist and are the same file (device and inode). */
 QTK_API int qtk_fmt_same_file(const char *a, const char *b);
 
+/* Inputs. Every file qtk reads is opened here: stat'ed first, opened with
+ * O_NONBLOCK (a FIFO cannot block the open) and fstat'ed; anything but a
+ * regular file is refused naming its type ("PATH: is a FIFO, not a regular
+ * file"). QTK_E_NOT_FOUND when PATH does not exist. */
+QTK_API qtk_err qtk_fmt_open_input(const char *path, int *fd, uint64_t *size,
+                                   qtk_status *st);
+/* The same check without opening (for optional files beside an input). */
+QTK_API qtk_err qtk_fmt_check_input(const char *path, qtk_status *st);
+/* The whole file, NUL-terminated, in a buffer the caller frees with
+ * qtk_free; *len (may be NULL) gets its length. */
+QTK_API qtk_err qtk_fmt_read_input(const char *path, char **data, size_t *len,
+                                   qtk_status *st);
+
 /* ===================================================================== */
 /* safetensors                                                            */
 /* ===================================================================== */
@@ -113,15 +126,28 @@ QTK_API qtk_err qtk_st_write(const char *path, const qtk_st_desc *descs,
 /* ---- atomic output directories (formats/fileio.c) --------------------- */
 
 /* A directory output (MLX's model directory) built under a temporary name
- * beside PATH (".NAME.qtk-tmp-PID-XXXXXX", those of dead processes removed
- * first) and moved into place at commit: no-replace, or, with
- * opts->force, an atomic exchange with the old directory, which is then
- * removed. Refuses an existing PATH without force (QTK_E_EXISTS) and a PATH
- * that holds one of opts->inputs (QTK_E_SAME_FILE). Files go into
- * qtk_outdir_tmp(d), each written atomically by its own writer. */
+ * in PATH's parent (".qtk-tmp-PID-XXXXXX", those of dead processes removed
+ * first) and moved into place at commit. What may be at PATH: nothing, an
+ * empty directory (used with or without force), or, with opts->force, a
+ * directory KIND says is a previous output of its kind (atomically
+ * exchanged, then removed). Anything else is refused even with force: a
+ * symbolic link, a file of any type, a non-empty directory KIND does not
+ * accept (naming the first foreign entry), a PATH that holds one of
+ * opts->inputs (QTK_E_SAME_FILE); an existing previous output without force
+ * is QTK_E_EXISTS. PATH is looked at again right before the move, and the
+ * old directory once more after the exchange (swapped back if it changed).
+ * Files go into qtk_outdir_tmp(d), each written atomically by its own
+ * writer. */
+typedef struct {
+	const char *name;  /* "MLX", for messages */
+	/* QTK_OK if the non-empty directory DIR holds only what an output of
+	 * this kind holds; else a failure naming the first foreign entry */
+	qtk_err (*check)(const char *dir, qtk_status *st);
+} qtk_outdir_kind;
 typedef struct qtk_outdir qtk_outdir;
 QTK_API qtk_err qtk_outdir_open(qtk_outdir **out, const char *path,
-                                const qtk_write_opts *opts, qtk_status *st);
+                                const qtk_write_opts *opts, const qtk_outdir_kind *kind,
+                                qtk_status *st);
 QTK_API const char *qtk_outdir_tmp(const qtk_outdir *d);
 QTK_API const char *qtk_outdir_path(const qtk_outdir *d); /* PATH, no trailing '/' */
 /* fsync the temporary directory, move it into place, fsync the parent.
@@ -477,6 +503,15 @@ typedef struct {
 	int32_t *types;
 	int32_t unk_id, bos_id, eos_id, pad_id; /* -1: none */
 	void *map_;             /* private */
+	/* trainer_spec (defaults when absent, as sentencepiece) */
+	int32_t model_type;     /* 1 unigram (default), 2 BPE, 3 word, 4 char */
+	int byte_fallback;      /* 0 */
+	int ws_as_suffix;       /* treat_whitespace_as_suffix: 0 */
+	/* normalizer_spec */
+	int add_dummy_prefix;   /* 1 */
+	int remove_extra_ws;    /* remove_extra_whitespaces: 1 */
+	int escape_ws;          /* escape_whitespaces: 1 */
+	int has_charsmap;       /* a non-empty precompiled_charsmap (e.g. nmt_nfkc) */
 } qtk_spm_vocab;
 
 QTK_API qtk_err qtk_spm_read(const char *path, qtk_spm_vocab **out, qtk_status *st);

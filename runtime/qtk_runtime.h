@@ -165,6 +165,88 @@ QTK_API int qtk_rt_allow_vnni(int allow);
  * "avx512", "avx512-vnni". */
 QTK_API const char *qtk_rt_variant(void);
 
+
+/* ===================================================================== */
+/* Tokenizer (runtime/rt_tok*.c)                                          */
+/* ===================================================================== */
+
+/* A sentencepiece-style (SPM) vocabulary as LLaMA 1/2, Mistral and the
+ * llama2.c models use, read from a sentencepiece tokenizer.model, a
+ * llama2.c tokenizer.bin, a GGUF's tokenizer.ggml.* KVs (model "llama") or
+ * a Hugging Face tokenizer.json of that kind (BPE with U+2581, merged by
+ * rule rank as Hugging Face tokenizers does).
+ * Encoding is llama.cpp's SPM tokenizer: ' ' becomes U+2581, a space is
+ * put in front of the text, UTF-8 characters are merged pairwise by the
+ * highest score of the merged piece (ties: leftmost), and characters no
+ * piece covers become byte tokens <0xXX>. docs/model.md has the rules and
+ * what is not supported. A qtk_tok is immutable after open: encode and
+ * decode may run from several threads at once. */
+typedef struct qtk_tok qtk_tok;
+
+/* Token kinds: the values of sentencepiece and tokenizer.ggml.token_type. */
+enum {
+	QTK_TOK_NORMAL = 1, QTK_TOK_UNKNOWN = 2, QTK_TOK_CONTROL = 3,
+	QTK_TOK_USER_DEFINED = 4, QTK_TOK_UNUSED = 5, QTK_TOK_BYTE = 6
+};
+
+/* qtk_tok_encode flags */
+#define QTK_TOK_ADD_BOS 0x1u   /* put the BOS token first (if the vocabulary has one) */
+#define QTK_TOK_ADD_EOS 0x2u   /* put the EOS token last (if the vocabulary has one) */
+/* sentencepiece's remove_extra_whitespaces, when the tokenizer.model sets
+ * it: drop leading and trailing ' ' and fold runs of ' ' into one before
+ * encoding (sentencepiece does; llama.cpp does not, so the default not). */
+#define QTK_TOK_SP_WHITESPACE 0x4u
+
+/* Open PATH: a tokenizer.model, a tokenizer.bin, a .gguf or a
+ * tokenizer.json, told by the name's extension, else by its first bytes. On failure *out is NULL and
+ * st names the file and the problem. */
+QTK_API qtk_err qtk_tok_open(const char *path, qtk_tok **out, qtk_status *st);
+/* The vocabulary of an open GGUF (name is used in messages). The
+ * tokenizer copies what it needs: f may be closed afterwards. */
+QTK_API qtk_err qtk_tok_from_gguf(const qtk_gguf_file *f, const char *name, qtk_tok **out,
+                                  qtk_status *st);
+QTK_API void qtk_tok_close(qtk_tok *t); /* NULL is fine */
+
+QTK_API size_t qtk_tok_count(const qtk_tok *t);
+/* QTK_E_FORMAT naming the tokenizer file if it does not hold n_vocab tokens. */
+QTK_API qtk_err qtk_tok_check_count(const qtk_tok *t, size_t n_vocab, qtk_status *st);
+QTK_API int32_t qtk_tok_bos(const qtk_tok *t);   /* -1: none */
+QTK_API int32_t qtk_tok_eos(const qtk_tok *t);   /* -1: none */
+QTK_API int32_t qtk_tok_unk(const qtk_tok *t);   /* -1: none */
+/* 1 if the vocabulary asks for BOS in front of a prompt (llama.cpp's
+ * add_bos: tokenizer.ggml.add_bos_token, true for SPM by default). */
+QTK_API int qtk_tok_wants_bos(const qtk_tok *t);
+/* Piece i as stored (U+2581 for spaces; tokenizer.bin's ' ' are stored as
+ * U+2581 too), its score and kind. NULL / 0 for an id out of range. */
+QTK_API const char *qtk_tok_piece(const qtk_tok *t, int32_t id, size_t *len);
+QTK_API float qtk_tok_score(const qtk_tok *t, int32_t id);
+QTK_API int qtk_tok_type(const qtk_tok *t, int32_t id);
+/* Id of the piece with exactly this text, -1 if none. */
+QTK_API int32_t qtk_tok_find(const qtk_tok *t, const char *piece, size_t len);
+
+/* Most tokens qtk_tok_encode can give for len bytes of text (any flags). */
+QTK_API size_t qtk_tok_max_tokens(size_t len);
+/* Tokenize text[0, len) (any bytes, not NUL-terminated) into ids[0, *n).
+ * QTK_E_ARG if cap is too small (cap >= qtk_tok_max_tokens(len) always
+ * suffices); QTK_E_UNSUPPORTED if a byte has neither a byte token nor an
+ * <unk> to fall back to. O(len log len). */
+QTK_API qtk_err qtk_tok_encode(const qtk_tok *t, const char *text, size_t len, unsigned flags,
+                               int32_t *ids, size_t cap, size_t *n, qtk_status *st);
+
+/* The bytes token id stands for when it follows token prev (-1: none), as
+ * llama2.c prints a generated token: the piece with U+2581 as ' ', the raw
+ * byte of a byte token, nothing for control, unknown and unused tokens;
+ * when prev is BOS or -1 a leading space is dropped (the space encoding
+ * put in front). Points into t; NULL (and *len 0) for an id out of range. */
+QTK_API const char *qtk_tok_text(const qtk_tok *t, int32_t prev, int32_t id, size_t *len);
+/* Decode ids into a NUL-terminated string (freed with qtk_free) as
+ * sentencepiece does: qtk_tok_text of each token, with the leading space of
+ * the first piece dropped when the vocabulary adds one in front. So
+ * decode(encode(s)) == s, also for bytes that are not UTF-8. QTK_E_ARG for
+ * an id out of range. */
+QTK_API qtk_err qtk_tok_decode(const qtk_tok *t, const int32_t *ids, size_t n, char **text,
+                               size_t *len, qtk_status *st);
+
 #ifdef __cplusplus
 }
 #endif

@@ -19,7 +19,8 @@ extern "C" {
 
 /* A borrowed, read-only view of one plane: into the mapping (zero copy)
  * for plain planes, or into memory the model owns for zstd planes, which
- * are decompressed (and crc-checked) at load. 64-byte aligned. */
+ * are decompressed (and crc-checked) at load. 64-byte aligned, except
+ * GGUF tensors viewed in place (the file's alignment, 32 by default). */
 typedef struct {
 	const void *data;      /* NULL when size is 0 */
 	uint64_t size;         /* bytes */

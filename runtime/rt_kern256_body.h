@@ -79,7 +79,9 @@ NM(lane_scales)(const float *ws, size_t base, int uni, __m256i idx)
 }
 
 /* Pairs k0, k0+2, .. < k1 of rows cp[0..R) (codes of block k at cp[r] +
- * (k - kofs) * bytes per block) x vectors bi[0..C): acc[r][c][block % 2]. */
+ * (k - kofs) * bytes per block) x vectors bi[0..C): acc[r][c][block % 2].
+ * Row by row, so that only a row's codes and scales are live besides the
+ * accumulators (16 registers). */
 static inline __attribute__((always_inline)) void
 NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
              const uint8_t *const *cp, size_t kofs, size_t k0, size_t k1,
@@ -88,7 +90,10 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 {
 	const rt_act *A = J->act;
 	const size_t nbp = A->nbp, bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
-	const int affine = RK_AFFINE(kind);
+	const int affine = RK_AFFINE(kind), gshift = J->gshift;
+	const int8_t *q = A->q;
+	const int32_t *cs = A->s;
+	const float *ad = A->d, *axs = A->xs;
 	__m256i idx[2];
 	int uni[2];
 
@@ -100,35 +105,38 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 				uni[h] = -1;
 	}
 	for (size_t k = k0; k < k1; k += 2) {
-		size_t base = J->gshift < 0 ? 0 : (k * RT_BLK) >> J->gshift;
-		__m256i w[RT_TR][2];
-
-#pragma GCC unroll 4
-		for (int r = 0; r < R; r++)
-			NM(load_pair)(kind, cp[r] + (k - kofs) * bpb, &w[r][0], &w[r][1]);
+		size_t base = gshift < 0 ? 0 : (k * RT_BLK) >> gshift;
 #pragma GCC unroll 2
 		for (int h = 0; h < 2; h++) {
-			__m256 sw[RT_TR], bw[RT_TR] = { _mm256_setzero_ps() };
 #pragma GCC unroll 4
 			for (int r = 0; r < R; r++) {
-				sw[r] = NM(lane_scales)(ws[r], base, uni[h], idx[h]);
-				if (affine)
-					bw[r] = NM(lane_scales)(wb[r], base, uni[h], idx[h]);
-			}
+				const uint8_t *src = cp[r] + (k - kofs) * bpb;
+				__m256i w;
+				/* the same place in the next tile's row (see the AVX-512 body) */
+				if (!h)
+					_mm_prefetch((const char *)(src + RT_TR * J->cb), _MM_HINT_T0);
+				if (RK_BITS(kind) == 8) {
+					w = _mm256_loadu_si256((const __m256i *)(const void *)(src + RT_BLK * (size_t)h));
+				} else {
+					w = _mm256_loadu_si256((const __m256i *)(const void *)src);
+					if (h)
+						w = _mm256_srli_epi16(w, 4);
+					w = _mm256_and_si256(w, _mm256_set1_epi8(15));
+				}
+				__m256 sw = NM(lane_scales)(ws[r], base, uni[h], idx[h]);
 #pragma GCC unroll 2
-			for (int c = 0; c < C; c++) {
-				size_t o = bi[c] * nbp + k + (size_t)h;
-				__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(A->q + o * RT_BLK));
-				__m256i init = NEEDS_CORR(kind)
-					? _mm256_loadu_si256((const __m256i *)(const void *)(A->s + o * 8))
-					: _mm256_setzero_si256();
-				__m256 d = _mm256_loadu_ps(A->d + o * 8);
-#pragma GCC unroll 4
-				for (int r = 0; r < R; r++) {
-					__m256 f = _mm256_cvtepi32_ps(NM(idot)(kind, w[r][h], a, init, J));
-					acc[r][c][h] = _mm256_fmadd_ps(f, _mm256_mul_ps(sw[r], d), acc[r][c][h]);
+				for (int c = 0; c < C; c++) {
+					size_t o = bi[c] * nbp + k + (size_t)h;
+					__m256i a = _mm256_loadu_si256((const __m256i *)(const void *)(q + o * RT_BLK));
+					__m256i init = NEEDS_CORR(kind)
+						? _mm256_loadu_si256((const __m256i *)(const void *)(cs + o * 8))
+						: _mm256_setzero_si256();
+					__m256 f = _mm256_cvtepi32_ps(NM(idot)(kind, w, a, init, J));
+					acc[r][c][h] = _mm256_fmadd_ps(f, _mm256_mul_ps(sw, _mm256_loadu_ps(ad + o * 8)),
+					                               acc[r][c][h]);
 					if (affine)
-						acc[r][c][h] = _mm256_fmadd_ps(_mm256_loadu_ps(A->xs + o * 8), bw[r],
+						acc[r][c][h] = _mm256_fmadd_ps(_mm256_loadu_ps(axs + o * 8),
+						                               NM(lane_scales)(wb[r], base, uni[h], idx[h]),
 						                               acc[r][c][h]);
 				}
 			}
@@ -283,12 +291,15 @@ NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scrat
 				size_t bi[2] = { b0, b0 + (size_t)C - 1 };
 				__m256 acc[RT_TR][2][2];
 
-				if (C == 1) /* four rows at once */
-					NM(tile)(kind, 4, 1, J, cp, tail, kfull, ws, wb, wr, bi, acc);
-				else /* two rows x two vectors, twice */
-					for (int h = 0; h < RT_TR; h += 2)
+				/* two rows at a time: 16 registers hold 2 x 2 x 2 accumulators */
+				for (int h = 0; h < RT_TR; h += 2) {
+					if (C == 1)
+						NM(tile)(kind, 2, 1, J, cp + h, tail + h, kfull, ws + h, wb + h,
+						         wr + h, bi, acc + h);
+					else
 						NM(tile)(kind, 2, 2, J, cp + h, tail + h, kfull, ws + h, wb + h,
 						         wr + h, bi, acc + h);
+				}
 				for (int i = 0; i < RT_TR && rt + (size_t)i < r1; i++)
 					for (int c = 0; c < C; c++)
 						J->y[bi[c] * J->rows + rt + (size_t)i] = NM(fold)(acc[i][c][0], acc[i][c][1]);

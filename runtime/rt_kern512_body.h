@@ -20,8 +20,10 @@ INL __m512i NM(load_pair)(const int kind, const uint8_t *src)
 {
 	if (RK_BITS(kind) == 8)
 		return _mm512_loadu_si512(src);
-	/* 32 bytes twice; the upper copy shifted: low nibbles, then high ones */
-	__m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(const void *)src));
+	/* 32 bytes twice (a load, no shuffle: gcc does not always fold the
+	 * intrinsic's load); the upper copy shifted: low nibbles, then high */
+	__m512i v;
+	__asm__("vbroadcasti64x4 %1, %0" : "=v"(v) : "m"(*(const rt_b32 *)(const void *)src));
 	v = _mm512_mask_srli_epi16(v, 0xffff0000u, v, 4);
 	return _mm512_and_si512(v, _mm512_set1_epi8(15));
 }
@@ -69,9 +71,9 @@ INL __m512i NM(idot)(const int kind, __m512i w, __m512i a, __m512i init, const r
 
 /* The 16 lane scales of a pair from the row's scales (base: the pair's
  * first group). */
-INL __m512 NM(lane_scales)(const rt_job *J, const float *ws, size_t base, __m512i gidx)
+INL __m512 NM(lane_scales)(int gperm, const float *ws, size_t base, __m512i gidx)
 {
-	if (J->gperm)
+	if (gperm)
 		return _mm512_permutexvar_ps(gidx, _mm512_loadu_ps(ws + base));
 	return _mm512_set1_ps(ws[base]);
 }
@@ -88,32 +90,40 @@ INL void NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_
 	const size_t nbp = A->nbp, bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
 	const int affine = RK_AFFINE(kind);
 	const __m512i gidx = _mm512_loadu_si512(J->gidx);
+	const int gshift = J->gshift, gperm = J->gperm;
+	const size_t pf = RT_TR * J->cb;
+	const int8_t *q = A->q;
+	const int32_t *cs = A->s;
+	const float *ad = A->d, *axs = A->xs;
 
 	for (size_t k = k0; k < k1; k += 2) {
-		size_t base = J->gshift < 0 ? 0 : (k * RT_BLK) >> J->gshift;
+		size_t base = gshift < 0 ? 0 : (k * RT_BLK) >> gshift;
 		__m512i w[RT_TR];
 		__m512 sw[RT_TR], bw[RT_TR] = { _mm512_setzero_ps() };
 
 #pragma GCC unroll 4
 		for (int r = 0; r < RT_TR; r++) {
+			/* the same place in the next tile's row: a tile ahead of use, so
+			 * that cold weights stream at the memory's pace */
+			_mm_prefetch((const char *)(cp[r] + pf + (k - kofs) * bpb), _MM_HINT_T0);
 			w[r] = NM(load_pair)(kind, cp[r] + (k - kofs) * bpb);
-			sw[r] = NM(lane_scales)(J, ws[r], base, gidx);
+			sw[r] = NM(lane_scales)(gperm, ws[r], base, gidx);
 			if (affine)
-				bw[r] = NM(lane_scales)(J, wb[r], base, gidx);
+				bw[r] = NM(lane_scales)(gperm, wb[r], base, gidx);
 		}
 #pragma GCC unroll 4
 		for (int c = 0; c < C; c++) {
 			size_t o = bi[c] * nbp + k;
-			__m512i a = _mm512_loadu_si512(A->q + o * RT_BLK);
-			__m512i init = NEEDS_CORR(kind) ? _mm512_loadu_si512(A->s + o * 8)
+			__m512i a = _mm512_loadu_si512(q + o * RT_BLK);
+			__m512i init = NEEDS_CORR(kind) ? _mm512_loadu_si512(cs + o * 8)
 			                                : _mm512_setzero_si512();
-			__m512 d = _mm512_loadu_ps(A->d + o * 8);
+			__m512 d = _mm512_loadu_ps(ad + o * 8);
 #pragma GCC unroll 4
 			for (int r = 0; r < RT_TR; r++) {
 				__m512 f = _mm512_cvtepi32_ps(NM(idot)(kind, w[r], a, init, J));
 				acc[r][c] = _mm512_fmadd_ps(f, _mm512_mul_ps(sw[r], d), acc[r][c]);
 				if (affine)
-					acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(A->xs + o * 8), bw[r],
+					acc[r][c] = _mm512_fmadd_ps(_mm512_loadu_ps(axs + o * 8), bw[r],
 					                            acc[r][c]);
 			}
 		}
@@ -121,6 +131,18 @@ INL void NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_
 }
 
 /* ---- float path ------------------------------------------------------- */
+
+/* 128-bit lane i of v (a constant once the callers' loops unroll; a
+ * switch so that unoptimized builds still get immediates). */
+INL __m128i NM(quarter)(__m512i v, int i)
+{
+	switch (i) {
+	case 0: return _mm512_extracti32x4_epi32(v, 0);
+	case 1: return _mm512_extracti32x4_epi32(v, 1);
+	case 2: return _mm512_extracti32x4_epi32(v, 2);
+	default: return _mm512_extracti32x4_epi32(v, 3);
+	}
+}
 
 /* Decode one row into out[nbp*32] f32 in position order: w = val * scale
  * (+ bias), the values rt_kern_ref.c's float_row multiplies. */
@@ -139,7 +161,7 @@ INL void NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, s
 		__m512i w = NM(load_pair)(kind, src);
 #pragma GCC unroll 4
 		for (int i = 0; i < 4; i++) { /* positions 16i..16i+15 of the pair */
-			__m128i c8 = _mm512_extracti32x4_epi32(w, i);
+			__m128i c8 = NM(quarter)(w, i);
 			__m512i c32 = kind == RK_S8 ? _mm512_cvtepi8_epi32(c8) : _mm512_cvtepu8_epi32(c8);
 			__m512 v, s, b = _mm512_setzero_ps();
 			switch (kind) {
@@ -203,12 +225,15 @@ INL float NM(fold)(__m512 v)
 	return _mm_cvtss_f32(b);
 }
 
-/* One tile of C vectors: zero, the pairs inside the rows, the tail pair. */
+/* One tile of C vectors: the pairs inside the rows, the tail pair, then
+ * rows rt .. (at most r1) of y. */
 INL void NM(tile)(const int kind, const int C, const rt_job *J, const uint8_t *const *cp,
                   const uint8_t *const *tail, size_t kfull, const float *const *ws,
                   const float *const *wb, const float *const *wr, const size_t *bi,
-                  __m512 acc[RT_TR][4])
+                  size_t rt, size_t r1)
 {
+	__m512 acc[RT_TR][4];
+
 #pragma GCC unroll 4
 	for (int r = 0; r < RT_TR; r++)
 #pragma GCC unroll 4
@@ -216,10 +241,32 @@ INL void NM(tile)(const int kind, const int C, const rt_job *J, const uint8_t *c
 			acc[r][c] = _mm512_setzero_ps();
 	if (J->path == QTK_RT_FLOAT) {
 		NM(float_tile)(C, J, wr, bi, acc);
-		return;
+	} else {
+		NM(int_tile)(kind, C, J, cp, 0, 0, kfull, ws, wb, bi, acc);
+		NM(int_tile)(kind, C, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
 	}
-	NM(int_tile)(kind, C, J, cp, 0, 0, kfull, ws, wb, bi, acc);
-	NM(int_tile)(kind, C, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
+#pragma GCC unroll 4
+	for (int i = 0; i < RT_TR; i++)
+#pragma GCC unroll 4
+		for (int c = 0; c < C; c++)
+			if (rt + (size_t)i < r1)
+				J->y[bi[c] * J->rows + rt + (size_t)i] = NM(fold)(acc[i][c]);
+}
+
+/* Ask for the scales (and biases) of the tile after this one: they are a
+ * separate stream the hardware prefetcher starts late on. */
+INL void NM(prefetch_scales)(const rt_job *J, size_t r, size_t r1)
+{
+	size_t n, es = J->dq ? 1 : qtk_dtype_size(J->sdt);
+
+	if (r >= r1)
+		return;
+	n = ((r1 - r < RT_TR ? r1 - r : RT_TR) * J->gpr) * es;
+	for (size_t o = 0; o < n; o += 64) {
+		_mm_prefetch((const char *)(J->scales + r * J->gpr * es + o), _MM_HINT_T0);
+		if (J->biases)
+			_mm_prefetch((const char *)(J->biases + r * J->gpr * es + o), _MM_HINT_T0);
+	}
 }
 
 INL void NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scratch)
@@ -241,6 +288,8 @@ INL void NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, vo
 		for (size_t rt = r0; rt < r1; rt += RT_TR) {
 			const uint8_t *cp[RT_TR], *tail[RT_TR];
 			const float *ws[RT_TR], *wb[RT_TR], *wr[RT_TR];
+
+			NM(prefetch_scales)(J, rt + RT_TR, r1);
 
 			for (int i = 0; i < RT_TR; i++) {
 				/* a short last tile repeats its last row; the copy is not stored */
@@ -264,19 +313,15 @@ INL void NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, vo
 			for (size_t b0 = cc; b0 < ce;) {
 				size_t left = ce - b0, bi[4];
 				int C = left >= 4 ? 4 : left >= 2 ? 2 : 1;
-				__m512 acc[RT_TR][4];
 
 				for (int c = 0; c < 4; c++)
 					bi[c] = b0 + (size_t)(c < C ? c : C - 1);
 				if (C == 4)
-					NM(tile)(kind, 4, J, cp, tail, kfull, ws, wb, wr, bi, acc);
+					NM(tile)(kind, 4, J, cp, tail, kfull, ws, wb, wr, bi, rt, r1);
 				else if (C == 2)
-					NM(tile)(kind, 2, J, cp, tail, kfull, ws, wb, wr, bi, acc);
+					NM(tile)(kind, 2, J, cp, tail, kfull, ws, wb, wr, bi, rt, r1);
 				else
-					NM(tile)(kind, 1, J, cp, tail, kfull, ws, wb, wr, bi, acc);
-				for (int i = 0; i < RT_TR && rt + (size_t)i < r1; i++)
-					for (int c = 0; c < C; c++)
-						J->y[bi[c] * J->rows + rt + (size_t)i] = NM(fold)(acc[i][c]);
+					NM(tile)(kind, 1, J, cp, tail, kfull, ws, wb, wr, bi, rt, r1);
 				b0 += (size_t)C;
 			}
 		}

@@ -63,14 +63,27 @@ int qtk_rt_supported(const qtk_q_layout *L)
 
 static int vnni_allowed = -1; /* -1: from $QTK_VNNI on first use */
 
+/* AVX-512 VNNI (bit 1) and AVX-VNNI (bit 0), read once: CPUID is slow
+ * under a hypervisor. */
+static int vnni_bits = -1;
+
 static int cpu_vnni(qtk_isa isa)
 {
-	unsigned a, b, c, d;
+	int bits = __atomic_load_n(&vnni_bits, __ATOMIC_RELAXED);
 
+	if (bits < 0) {
+		unsigned a, b, c, d;
+		bits = 0;
+		if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1))
+			bits |= 2;
+		if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1))
+			bits |= 1;
+		__atomic_store_n(&vnni_bits, bits, __ATOMIC_RELAXED);
+	}
 	if (isa == QTK_ISA_AVX512)
-		return __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1);
+		return (bits & 2) != 0;
 	if (isa == QTK_ISA_AVX2)
-		return __get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1);
+		return (bits & 1) != 0;
 	return 0;
 }
 

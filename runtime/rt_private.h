@@ -16,6 +16,8 @@
 #define RT_TR 4     /* rows per kernel tile */
 #define RT_TC 4     /* input vectors per kernel tile (batch > 1) */
 
+typedef struct { uint8_t b[32]; } rt_b32; /* 32 bytes, for asm operands */
+
 /* Kernel kinds: one per (code_bits, mode) of quant's scheme table. */
 typedef enum {
 	RK_S8, /* 8-bit symmetric, two's complement codes:  v = (int8)c */
@@ -130,6 +132,21 @@ static inline size_t rt_group(const rt_job *J, size_t e)
 qtk_err rt_act_prepare(rt_act *a, qtk_isa isa, qtk_rt_pool *pool, const float *x,
                        size_t batch, size_t cols, int order, int path, int corr);
 void rt_act_free(rt_act *a);
+
+/* ---- models (rt_load.c, rt_gguf.c) ----------------------------------- */
+
+struct qtk_rt_model {
+	qtk_pack_file *f;     /* a .qtk file, or NULL */
+	qtk_gguf_file *g;     /* a GGUF file, or NULL */
+	qtk_rt_tensor *t;     /* [n] */
+	void **owned;         /* [n * QTK_PLANE_MAX] buffers the model owns (or NULL) */
+	size_t n;
+};
+
+/* 1 if the file at path starts with the GGUF magic. */
+int rt_is_gguf(const char *path);
+/* qtk_rt_open of a GGUF file. */
+qtk_err rt_open_gguf(const char *path, qtk_rt_model **out, qtk_status *st);
 
 /* ---- thread pool (rt_pool.c) ----------------------------------------- */
 

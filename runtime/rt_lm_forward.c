@@ -24,19 +24,23 @@ struct qtk_rt_lm_ctx {
 	void *hook_user;
 	unsigned threads;
 	/* the KV cache: positions 0 .. n_ctx-1 of one sequence */
-	float *key_cache;   /* (n_layer, n_ctx, n_head_kv * head_dim), after RoPE */
+	uint32_t n_ctx8;    /* n_ctx rounded up to 8 */
+	float *key_cache;   /* (n_layer, n_head_kv, head_dim, n_ctx8) after RoPE,
+	                       transposed: a head's scores are sums over d of
+	                       q[d] * a contiguous row of positions */
 	float *value_cache; /* (n_layer, n_ctx, n_head_kv * head_dim) */
 	/* one step of up to n_batch tokens (row b: the step's token b) */
 	float *x;           /* (n_batch, n_embd) the residual stream */
 	float *xb;          /* (n_batch, n_embd) normed input; output of wo / w_down */
 	float *q;           /* (n_batch, n_head * head_dim) queries, after RoPE */
+	float *k;           /* (n_batch, n_head_kv * head_dim) keys, before the cache */
 	float *att_out;     /* (n_batch, n_head * head_dim) attention output, heads side by side */
 	float *hb;          /* (n_batch, n_ff) gate; then silu(gate) * up */
 	float *hb2;         /* (n_batch, n_ff) up */
 	float *rope_cos;    /* (n_batch, rope_dims / 2) cos(position * inv_freq[i]) */
 	float *rope_sin;    /* (n_batch, rope_dims / 2) */
 	double *inv_freq;   /* (rope_dims / 2) theta^(-2i / rope_dims) */
-	float *att;         /* (threads, n_ctx) attention weights, a row per thread */
+	float *att;         /* (threads, n_ctx8) attention weights, a row per thread */
 };
 
 /* n1 * n2 * n3 floats, or 0 on overflow. */
@@ -54,10 +58,11 @@ static qtk_err alloc_buffers(qtk_rt_lm_ctx *c, qtk_status *st)
 {
 	const qtk_rt_lm_desc *d = &c->lm->d;
 	size_t kv = (size_t)d->n_head_kv * d->head_dim, qd = (size_t)d->n_head * d->head_dim;
-	size_t nb = c->n_batch, cache = floats(d->n_layer, c->n_ctx, kv);
+	size_t nb = c->n_batch, cache = floats(d->n_layer, c->n_ctx8, kv);
 	struct { void **p; size_t bytes; } buf[] = {
 		{ (void **)&c->key_cache, cache },
 		{ (void **)&c->value_cache, cache },
+		{ (void **)&c->k, floats(nb, kv, 1) },
 		{ (void **)&c->x, floats(nb, d->n_embd, 1) },
 		{ (void **)&c->xb, floats(nb, d->n_embd, 1) },
 		{ (void **)&c->q, floats(nb, qd, 1) },
@@ -67,14 +72,15 @@ static qtk_err alloc_buffers(qtk_rt_lm_ctx *c, qtk_status *st)
 		{ (void **)&c->rope_cos, floats(nb, d->rope_dims / 2, 1) },
 		{ (void **)&c->rope_sin, floats(nb, d->rope_dims / 2, 1) },
 		{ (void **)&c->inv_freq, floats(d->rope_dims / 2, 2, 1) },
-		{ (void **)&c->att, floats(c->threads, c->n_ctx, 1) },
+		{ (void **)&c->att, floats(c->threads, c->n_ctx8, 1) },
 	};
 
 	for (size_t i = 0; i < sizeof buf / sizeof *buf; i++) {
 		if (!buf[i].bytes)
 			return qtk_fail(st, QTK_E_OVERFLOW, "%s: a context of %u positions is too large",
 			                c->lm->path, c->n_ctx);
-		if (!(*buf[i].p = qtk_malloc(buf[i].bytes)))
+		/* zeros: the attention reads whole vectors of 8 positions */
+		if (!(*buf[i].p = qtk_calloc(1, buf[i].bytes)))
 			return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory for a context of %u positions "
 			                "(%zu bytes)", c->lm->path, c->n_ctx, buf[i].bytes);
 	}
@@ -92,6 +98,7 @@ void qtk_rt_lm_ctx_free(qtk_rt_lm_ctx *c)
 	qtk_free(c->x);
 	qtk_free(c->xb);
 	qtk_free(c->q);
+	qtk_free(c->k);
 	qtk_free(c->att_out);
 	qtk_free(c->hb);
 	qtk_free(c->hb2);
@@ -124,6 +131,7 @@ qtk_err qtk_rt_lm_ctx_new(const qtk_rt_lm *lm, const qtk_rt_lm_opts *o, qtk_rt_l
 	c->hook = o->hook;
 	c->hook_user = o->hook_user;
 	c->n_ctx = o->n_ctx ? o->n_ctx : lm->d.n_ctx;
+	c->n_ctx8 = c->n_ctx > UINT32_MAX - 7 ? 0 : (c->n_ctx + 7) / 8 * 8;
 	c->n_batch = o->n_batch ? o->n_batch : (c->n_ctx < 512 ? c->n_ctx : 512);
 	c->pool = o->pool;
 	rc = QTK_OK;
@@ -220,20 +228,6 @@ static void rope(const qtk_rt_lm_ctx *c, float *v, size_t n, size_t heads)
 	}
 }
 
-/* Dot product in 8 partial sums, folded in a fixed order. */
-static float dot(const float *a, const float *b, size_t n)
-{
-	float s[8] = { 0 };
-	size_t i = 0;
-
-	for (; i + 8 <= n; i += 8)
-		for (int k = 0; k < 8; k++)
-			s[k] += a[i + k] * b[i + k];
-	for (; i < n; i++)
-		s[0] += a[i] * b[i];
-	return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
-}
-
 /* ===================================================================== */
 /* Attention                                                              */
 /* ===================================================================== */
@@ -243,46 +237,115 @@ typedef struct {
 	size_t layer, pos;
 } att_job;
 
+/* 8 floats; GCC lowers their element-wise operations to the target's
+ * vectors (SSE pairs, AVX2), each lane computed as the scalar code would. */
+typedef float v8f __attribute__((vector_size(32)));
+
 /* Heads [b0, e) of the step, item = token * n_head + head: the softmax of
- * q . k over positions 0 .. token's position (causal), then the weighted
- * sum of v. One thread computes an item in a fixed order, so the result
- * does not depend on the thread count. */
-static void attend(void *ctx, size_t b0, size_t e, unsigned t)
+ * q . k over positions 0 .. the token's position (causal), then the sum of
+ * v weighted by it. Each score is a sum over d in order, each output
+ * element a sum over positions in order, computed by one thread: the
+ * result depends neither on the thread count nor on the ISA. */
+static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t b0, size_t e,
+                                                              unsigned t)
 {
 	const att_job *J = ctx;
 	const qtk_rt_lm_ctx *c = J->c;
 	const qtk_rt_lm_desc *d = &c->lm->d;
 	size_t hd = d->head_dim, kvd = (size_t)d->n_head_kv * hd, qd = (size_t)d->n_head * hd;
-	size_t group = d->n_head / d->n_head_kv;
-	const float *kc = c->key_cache + J->layer * c->n_ctx * kvd;
+	size_t group = d->n_head / d->n_head_kv, ld = c->n_ctx8;
+	const float *kc = c->key_cache + J->layer * d->n_head_kv * hd * ld;
 	const float *vc = c->value_cache + J->layer * c->n_ctx * kvd;
-	float *a = c->att + (size_t)t * c->n_ctx;
+	float *a = c->att + (size_t)t * ld;
 	float scale = (float)(1.0 / sqrt((double)hd));
 
 	for (size_t it = b0; it < e; it++) {
 		size_t b = it / d->n_head, h = it % d->n_head, kvh = h / group;
 		size_t np = J->pos + b + 1; /* positions this token sees */
-		const float *q = c->q + b * qd + h * hd;
+		const float *q = c->q + b * qd + h * hd, *kt = kc + kvh * hd * ld;
 		float *out = c->att_out + b * qd + h * hd;
 		float mx = -INFINITY;
 		double sum = 0;
+		size_t i = 0;
 
-		for (size_t s = 0; s < np; s++) {
-			a[s] = dot(q, kc + s * kvd + kvh * hd, hd) * scale;
-			mx = a[s] > mx ? a[s] : mx;
+		/* scores of 8 positions at a time: a[s] = scale * sum_d q[d] k[d][s] */
+		for (size_t s = 0; s < np; s += 8) {
+			v8f acc = { 0 };
+			for (size_t k = 0; k < hd; k++) {
+				v8f kv;
+				memcpy(&kv, kt + k * ld + s, sizeof kv);
+				acc += q[k] * kv;
+			}
+			acc *= scale;
+			memcpy(a + s, &acc, sizeof acc);
 		}
-		for (size_t s = 0; s < np; s++) {
-			a[s] = expf(a[s] - mx);
-			sum += (double)a[s];
+		/* softmax: the max (any order gives the same), exp, sums in 4
+		 * double chains folded in a fixed order, one reciprocal */
+		{
+			float m4[4] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY };
+			double s4[4] = { 0 };
+			float inv;
+			size_t s = 0;
+			for (; s + 4 <= np; s += 4)
+				for (int j = 0; j < 4; j++)
+					m4[j] = a[s + j] > m4[j] ? a[s + j] : m4[j];
+			for (; s < np; s++)
+				m4[0] = a[s] > m4[0] ? a[s] : m4[0];
+			mx = fmaxf(fmaxf(m4[0], m4[1]), fmaxf(m4[2], m4[3]));
+			for (s = 0; s + 4 <= np; s += 4)
+				for (int j = 0; j < 4; j++) {
+					a[s + j] = expf(a[s + j] - mx);
+					s4[j] += (double)a[s + j];
+				}
+			for (; s < np; s++) {
+				a[s] = expf(a[s] - mx);
+				s4[0] += (double)a[s];
+			}
+			sum = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+			inv = (float)(1.0 / sum);
+			for (s = 0; s < np; s++)
+				a[s] *= inv;
 		}
-		memset(out, 0, hd * sizeof(float));
-		for (size_t s = 0; s < np; s++) {
-			const float *v = vc + s * kvd + kvh * hd;
-			float w = (float)((double)a[s] / sum);
-			for (size_t i = 0; i < hd; i++)
-				out[i] += w * v[i];
+		/* out = sum_s w[s] v[s], 8 elements of the head at a time */
+		for (; i + 8 <= hd; i += 8) {
+			v8f o = { 0 };
+			for (size_t s = 0; s < np; s++) {
+				v8f vv;
+				memcpy(&vv, vc + s * kvd + kvh * hd + i, sizeof vv);
+				o += a[s] * vv;
+			}
+			memcpy(out + i, &o, sizeof o);
+		}
+		for (; i < hd; i++) {
+			float o = 0;
+			for (size_t s = 0; s < np; s++)
+				o += a[s] * vc[s * kvd + kvh * hd + i];
+			out[i] = o;
 		}
 	}
+}
+
+static void attend_ref(void *ctx, size_t b0, size_t e, unsigned t)
+{
+	attend_body(ctx, b0, e, t);
+}
+
+__attribute__((target("avx2"))) static void attend_avx2(void *ctx, size_t b0, size_t e,
+                                                        unsigned t)
+{
+	attend_body(ctx, b0, e, t);
+}
+
+/* k (n, n_head_kv * head_dim) of positions pos.. into the transposed cache. */
+static void store_keys(qtk_rt_lm_ctx *c, size_t l, size_t n, size_t pos)
+{
+	const qtk_rt_lm_desc *d = &c->lm->d;
+	size_t kvd = (size_t)d->n_head_kv * d->head_dim, ld = c->n_ctx8;
+	float *kc = c->key_cache + l * kvd * ld;
+
+	for (size_t b = 0; b < n; b++)
+		for (size_t j = 0; j < kvd; j++)
+			kc[j * ld + pos + b] = c->k[b * kvd + j];
 }
 
 /* One attention block over the step's n tokens at positions pos..pos+n-1:
@@ -293,17 +356,18 @@ static qtk_err attention_block(qtk_rt_lm_ctx *c, size_t l, size_t n, size_t pos,
 	const qtk_rt_lm_desc *d = &c->lm->d;
 	const lm_layer *L = &c->lm->layers[l];
 	size_t kvd = (size_t)d->n_head_kv * d->head_dim;
-	float *kc = c->key_cache + (l * c->n_ctx + pos) * kvd;   /* this step's rows */
 	float *vc = c->value_cache + (l * c->n_ctx + pos) * kvd;
 	att_job J = { c, l, pos };
 
 	rmsnorm(c->xb, c->x, L->attn_norm, n, d->n_embd, d->rms_eps);
 	QTK_TRY(linear(c, L->wq, c->xb, n, c->q, st));
-	QTK_TRY(linear(c, L->wk, c->xb, n, kc, st));
+	QTK_TRY(linear(c, L->wk, c->xb, n, c->k, st));
 	QTK_TRY(linear(c, L->wv, c->xb, n, vc, st));
 	rope(c, c->q, n, d->n_head);
-	rope(c, kc, n, d->n_head_kv);
-	qtk_rt_pool_run(c->pool, n * d->n_head, attend, &J);
+	rope(c, c->k, n, d->n_head_kv);
+	store_keys(c, l, n, pos);
+	qtk_rt_pool_run(c->pool, n * d->n_head,
+	                qtk_isa_active() >= QTK_ISA_AVX2 ? attend_avx2 : attend_ref, &J);
 	QTK_TRY(linear(c, L->wo, c->att_out, n, c->xb, st));
 	for (size_t i = 0; i < n * d->n_embd; i++)
 		c->x[i] += c->xb[i];

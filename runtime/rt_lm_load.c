@@ -65,7 +65,7 @@ void lm_rows_f32(const qtk_rt_tensor *t, const qtk_q_layout *L, const void *scal
 	qtk_q_cplanes cp;
 
 	if (!s->quantized) {
-		qtk_dtype dt = L->scheme == QTK_SCHEME_RAW ? L->dtype : s->store_dtype;
+		qtk_dtype dt = s->mode == QTK_QMODE_RAW ? L->dtype : s->store_dtype;
 		qtk_to_f32(dt, codes + row0 * t->cols * qtk_dtype_size(dt), out, n * (size_t)t->cols);
 		return;
 	}
@@ -81,6 +81,16 @@ void lm_rows_f32(const qtk_rt_tensor *t, const qtk_q_layout *L, const void *scal
 
 /* ---- weights by name ---------------------------------------------------- */
 
+/* The scheme row that stores source bytes as they are (found in quant's
+ * table by its mode, as the kernels find theirs). */
+static qtk_scheme_id raw_scheme(void)
+{
+	for (int id = 0; id < QTK_SCHEME_COUNT; id++)
+		if (qtk_q_scheme_get((qtk_scheme_id)id)->mode == QTK_QMODE_RAW)
+			return (qtk_scheme_id)id;
+	return (qtk_scheme_id)0;
+}
+
 /* A view of a safetensors tensor: in place for F32 (4-byte aligned), F16
  * and BF16 (2-byte aligned); other float dtypes widened to f32 at load. */
 static qtk_err st_view(qtk_rt_lm *lm, const qtk_st_tensor *t, const qtk_rt_tensor **out,
@@ -88,7 +98,7 @@ static qtk_err st_view(qtk_rt_lm *lm, const qtk_st_tensor *t, const qtk_rt_tenso
 {
 	qtk_rt_tensor *v = &lm->views[lm->nviews];
 	const void *planes[QTK_PLANE_MAX] = { NULL };
-	qtk_q_layout L = { .scheme = QTK_SCHEME_RAW, .dtype = t->dtype };
+	qtk_q_layout L = { .scheme = raw_scheme(), .dtype = t->dtype };
 	uint64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1, rows;
 	uintptr_t a = (uintptr_t)t->data;
 
@@ -175,7 +185,7 @@ static qtk_err need_norm(qtk_rt_lm *lm, const char *name, float **out, qtk_statu
 	QTK_TRY(need(lm, name, 0, lm->d.n_embd, &t, st));
 	s = qtk_q_scheme_get(t->layout.scheme);
 	if ((t->layout.flags & QTK_QF_DOUBLE_QUANT) ||
-	    (!s->quantized && t->layout.scheme == QTK_SCHEME_RAW && !qtk_dtype_is_float(t->layout.dtype)))
+	    (s->mode == QTK_QMODE_RAW && !qtk_dtype_is_float(t->layout.dtype)))
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s: tensor '%s': a norm weight stored as %s",
 		                lm->path, name, s->name);
 	if (!(*out = own(lm, qtk_malloc(lm->d.n_embd * sizeof(float)))))
@@ -194,7 +204,7 @@ static void count(qtk_rt_lm *lm, const qtk_rt_tensor *t)
 		lm->bytes += t->planes[p].size;
 	if (t == lm->embd && t != lm->head)
 		return; /* a lookup table: not among the products */
-	name = t->layout.scheme == QTK_SCHEME_RAW
+	name = s->mode == QTK_QMODE_RAW
 	     ? (t->layout.dtype == QTK_DT_F32 ? "f32" : t->layout.dtype == QTK_DT_F16 ? "f16"
 	        : t->layout.dtype == QTK_DT_BF16 ? "bf16" : "raw")
 	     : s->name;

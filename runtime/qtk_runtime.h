@@ -281,6 +281,8 @@ typedef struct {
 	uint32_t rope_dims;  /* leading dimensions of each head RoPE rotates */
 	float rms_eps;       /* RMSNorm epsilon */
 	float rope_theta;    /* RoPE base frequency */
+	uint32_t window;     /* sliding-window attention span (Mistral); 0: none.
+	                        Contexts longer than it are refused (not applied) */
 	int tied;            /* the output head is the token embedding */
 	qtk_rt_rope rope;    /* follows the names: HF -> HALF, GGUF -> INTERLEAVED */
 	qtk_rt_names names;

@@ -191,6 +191,7 @@ static qtk_err cfg_parse(json_t *c, const char *where, qtk_rt_lm_desc *d, qtk_st
 	QTK_TRY(cfg_u32(c, where, "head_dim", 0, d->n_embd / d->n_head, &d->head_dim, st));
 	QTK_TRY(cfg_f32(c, where, "rms_norm_eps", 1, 0, &d->rms_eps, st));
 	QTK_TRY(cfg_f32(c, where, "rope_theta", 0, 10000.0f, &d->rope_theta, st));
+	QTK_TRY(cfg_u32(c, where, "sliding_window", 0, 0, &d->window, st));
 	QTK_TRY(cfg_f32(c, where, "partial_rotary_factor", 0, 1.0f, &prf, st));
 	if (!(prf > 0.0f && prf <= 1.0f))
 		return qtk_fail(st, QTK_E_FORMAT, "%s: partial_rotary_factor %g is not in (0, 1]",

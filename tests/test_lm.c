@@ -400,6 +400,20 @@ TEST(lm_bad_models_are_refused_by_name)
 	CHECK(strstr(st.msg, "num_hidden_layers") != NULL);
 	CHECK_EQ(open_dir("[1, 2]", NULL, NULL, &st), QTK_E_FORMAT);
 	CHECK_EQ(open_dir("{\"hidden_size\": ", NULL, NULL, &st), QTK_E_FORMAT);
+	/* a sliding window shorter than the context asked for */
+	CHECK_EQ(open_dir(CFG(", \"sliding_window\": 100"), NULL, NULL, &st), QTK_OK);
+	{
+		qtk_rt_lm_ctx *c = NULL;
+		qtk_rt_lm_opts o = { .threads = 1 };
+		REQUIRE(qtk_rt_lm_open(t_tmp("m"), &lm, &st) == QTK_OK);
+		CHECK_EQ(qtk_rt_lm_ctx_new(lm, &o, &c, &st), QTK_E_UNSUPPORTED);
+		CHECK(!c && strstr(st.msg, "window is 100"));
+		o.n_ctx = 100;
+		CHECK_EQ(qtk_rt_lm_ctx_new(lm, &o, &c, &st), QTK_OK);
+		qtk_rt_lm_ctx_free(c);
+		qtk_rt_lm_close(lm);
+		lm = NULL;
+	}
 	/* no config.json at all */
 	REQUIRE(t_system("rm %s", t_tmp("m/config.json")) == 0);
 	CHECK(qtk_rt_lm_open(t_tmp("m"), &lm, &st) != QTK_OK && !lm);
@@ -446,5 +460,41 @@ TEST(lm_bad_calls)
 	CHECK_EQ(r.windows, 3);
 	CHECK_EQ(r.scored, 15);
 	qtk_rt_lm_ctx_free(c);
+	qtk_rt_lm_close(lm);
+}
+
+/* A .qtk made from a GGUF keeps GGUF names (interleaved RoPE) and records
+ * its source: the description and the vocabulary come from there. A .qtk
+ * made from safetensors finds the tokenizer beside its source. */
+TEST(lm_qtk_finds_description_and_tokenizer_through_its_source)
+{
+	qtk_conv_opts o = { .output = t_tmp("g.qtk"), .format = QTK_OUT_QTK,
+	                    .scale_dtype = QTK_DT_F16, .threads = 2, .force = 1 };
+	qtk_rt_lm *lm;
+	qtk_tok *tok = NULL;
+	qtk_status st;
+	double ppl;
+
+	o.input = t_data("stories260K/source-tinyllamas-stories-260k-f32.gguf");
+	REQUIRE(t_convert(&o, QTK_SCHEME_F32, 32, NULL, NULL, &st) == QTK_OK);
+	REQUIRE(qtk_rt_lm_open(t_tmp("g.qtk"), &lm, &st) == QTK_OK);
+	CHECK_EQ(qtk_rt_lm_describe(lm)->rope, QTK_RT_ROPE_INTERLEAVED);
+	CHECK_EQ(qtk_rt_lm_describe(lm)->n_head_kv, 4);
+	CHECK_EQ(qtk_rt_lm_describe(lm)->tied, 0); /* the v1 file has output.weight */
+	CHECK_EQ(qtk_rt_lm_tokenizer(lm, NULL, &tok, &st), QTK_OK);
+	CHECK(tok && qtk_tok_count(tok) == 512);
+	qtk_tok_close(tok);
+	qtk_rt_lm_close(lm);
+	REQUIRE(ppl256(t_tmp("g.qtk"), QTK_RT_FLOAT, &ppl) == 0);
+	CHECK(fabs(ppl - 3.74) <= 0.01);
+
+	REQUIRE(make(t_tmp("h.qtk"), QTK_OUT_QTK, QTK_SCHEME_INT8, 32, NULL) == 0);
+	REQUIRE(qtk_rt_lm_open(t_tmp("h.qtk"), &lm, &st) == QTK_OK);
+	CHECK_EQ(qtk_rt_lm_describe(lm)->rope, QTK_RT_ROPE_HALF);
+	CHECK_STR(qtk_rt_lm_scheme(lm), "int8");
+	CHECK_EQ(qtk_rt_lm_tokenizer(lm, NULL, &tok, &st), QTK_OK);
+	qtk_tok_close(tok);
+	CHECK_EQ(qtk_rt_lm_tokenizer(lm, t_tmp("nothing.model"), &tok, &st), QTK_E_NOT_FOUND);
+	CHECK(!tok);
 	qtk_rt_lm_close(lm);
 }

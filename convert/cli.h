@@ -29,6 +29,8 @@ int cmd_export(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_unpack(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 /* `inspect` of a .qtk file (cli_inspect_pack.c) and of a GGUF file
  * (cli_inspect_gguf.c); cmd_inspect.c picks one by the file's magic. */
@@ -87,6 +89,20 @@ size_t cj_utf8_cut(const char *s, size_t n, size_t max);
 #define CLI_TEXT_MAX 1024
 const char *cli_text(const char *s, size_t n);
 #define CLI_TXT(s) cli_text((s), (s) ? strlen(s) : 0)
+
+/* Shared by `run` and `eval` (cli_model.c). */
+#include "qtk_runtime.h"
+/* "float" or "int8"; -1 if neither. */
+int cli_parse_path(const char *s, qtk_rt_path *p);
+/* A decimal integer in [lo, hi]; -1 if not. */
+int cli_parse_num(const char *s, unsigned long long lo, unsigned long long hi,
+                  unsigned long long *v);
+/* Seconds on a monotonic clock. */
+double cli_now(void);
+/* Open a model and a context of n_ctx positions (0: the model's, at most
+ * cap) on pool, or print the failure and return QTK_EXIT_FAIL. */
+int cli_lm_open(const char *path, qtk_rt_pool *pool, qtk_rt_path p, uint32_t n_ctx,
+                uint32_t cap, qtk_rt_lm **lm, qtk_rt_lm_ctx **ctx);
 
 /* Print "qtk: MSG" to stderr for a failed status; returns QTK_EXIT_FAIL. */
 int cli_report(const qtk_status *st);

@@ -28,6 +28,7 @@ int cmd_export(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_unpack(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 /* `inspect` of a .qtk file (cli_inspect_pack.c) and of a GGUF file
  * (cli_inspect_gguf.c); cmd_inspect.c picks one by the file's magic. */
 int cli_inspect_pack(const char *path, int json);

@@ -356,6 +356,18 @@ typedef struct {
 	uint64_t n;
 } qtk_q_metrics;
 
+/* What a stored code stands for: the runtime picks its kernels by
+ * (code_bits, mode) and reads code_signed, code_offset and levels from the
+ * table, never the scheme id. */
+typedef enum {
+	QTK_QMODE_RAW = 0,    /* source bytes as they are (layout.dtype) */
+	QTK_QMODE_FLOAT = 1,  /* plain float storage in store_dtype */
+	QTK_QMODE_SYM = 2,    /* w = scale * v, v = (code_signed ? (intN)code
+	                         : code - code_offset) */
+	QTK_QMODE_AFFINE = 3, /* w = scale * code + bias, code unsigned */
+	QTK_QMODE_LOOKUP = 4  /* w = scale * levels[code] */
+} qtk_q_mode;
+
 /* One row of the scheme table; the only list of schemes in qtk. */
 typedef struct qtk_q_scheme {
 	const char *name;       /* CLI / file spelling, e.g. "int4-affine" */
@@ -364,6 +376,10 @@ typedef struct qtk_q_scheme {
 	uint8_t has_bias;       /* has a BIASES plane */
 	uint8_t float_store;    /* F32/F16/BF16: plain float storage */
 	qtk_dtype store_dtype;  /* float schemes: the stored dtype */
+	qtk_q_mode mode;        /* how codes become values (above) */
+	uint8_t code_signed;    /* SYM: codes are two's complement */
+	uint8_t code_offset;    /* SYM, unsigned codes: v = code - code_offset */
+	const float *levels;    /* LOOKUP: [1 << code_bits] values, ascending */
 	/* Quantize nrows rows of f32 into planes; rejects NaN/Inf (naming
 	 * tensor, row and group), scales and biases that do not fit
 	 * scale_dtype (QTK_E_Q_SCALE_RANGE) and, for F16/BF16 float stores,

@@ -9,23 +9,26 @@
 #define INTQ .quantize = intq_quantize, .dequantize = intq_dequantize, .dot = intq_dot
 
 static const qtk_q_scheme schemes[QTK_SCHEME_COUNT] = {
-	[QTK_SCHEME_RAW] = { .name = "raw", .code_bits = 0 },
+	[QTK_SCHEME_RAW] = { .name = "raw", .code_bits = 0, .mode = QTK_QMODE_RAW },
 	[QTK_SCHEME_F32] = { .name = "f32", .code_bits = 32, .float_store = 1,
-		.store_dtype = QTK_DT_F32, .quantize = float_quantize,
+		.store_dtype = QTK_DT_F32, .mode = QTK_QMODE_FLOAT, .quantize = float_quantize,
 		.dequantize = float_dequantize, .dot = float_dot },
 	[QTK_SCHEME_F16] = { .name = "f16", .code_bits = 16, .float_store = 1,
-		.store_dtype = QTK_DT_F16, .quantize = float_quantize,
+		.store_dtype = QTK_DT_F16, .mode = QTK_QMODE_FLOAT, .quantize = float_quantize,
 		.dequantize = float_dequantize, .dot = float_dot },
 	[QTK_SCHEME_BF16] = { .name = "bf16", .code_bits = 16, .float_store = 1,
-		.store_dtype = QTK_DT_BF16, .quantize = float_quantize,
+		.store_dtype = QTK_DT_BF16, .mode = QTK_QMODE_FLOAT, .quantize = float_quantize,
 		.dequantize = float_dequantize, .dot = float_dot },
-	[QTK_SCHEME_INT8] = { .name = "int8", .code_bits = 8, .quantized = 1, INTQ },
-	[QTK_SCHEME_INT4] = { .name = "int4", .code_bits = 4, .quantized = 1, INTQ },
+	[QTK_SCHEME_INT8] = { .name = "int8", .code_bits = 8, .quantized = 1,
+		.mode = QTK_QMODE_SYM, .code_signed = 1, INTQ },
+	[QTK_SCHEME_INT4] = { .name = "int4", .code_bits = 4, .quantized = 1,
+		.mode = QTK_QMODE_SYM, .code_offset = 8, INTQ },
 	[QTK_SCHEME_INT4_AFFINE] = { .name = "int4-affine", .code_bits = 4,
-		.quantized = 1, .has_bias = 1, INTQ },
-	[QTK_SCHEME_NF4] = { .name = "nf4", .code_bits = 4, .quantized = 1, INTQ },
+		.quantized = 1, .has_bias = 1, .mode = QTK_QMODE_AFFINE, INTQ },
+	[QTK_SCHEME_NF4] = { .name = "nf4", .code_bits = 4, .quantized = 1,
+		.mode = QTK_QMODE_LOOKUP, .levels = intq_nf4_values, INTQ },
 	[QTK_SCHEME_INT8_AFFINE] = { .name = "int8-affine", .code_bits = 8,
-		.quantized = 1, .has_bias = 1, INTQ },
+		.quantized = 1, .has_bias = 1, .mode = QTK_QMODE_AFFINE, INTQ },
 };
 
 const qtk_q_scheme *qtk_q_scheme_get(qtk_scheme_id id)

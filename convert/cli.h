@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "qtk_convert.h"
+#include "qtk_runtime.h" /* bench (and the commands that run models) */
 
 /* Exit codes (docs/cli.md). */
 enum {

@@ -4,7 +4,7 @@
 #ifndef QTK_CONVERT_H
 #define QTK_CONVERT_H
 
-#include "qtk_runtime.h"
+#include "qtk_formats.h"
 
 #ifdef __cplusplus
 extern "C" {

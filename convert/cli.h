@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "qtk_convert.h"
+#include "qtk_runtime.h" /* bench (and the commands that run models) */
 
 /* Exit codes (docs/cli.md). */
 enum {

@@ -825,26 +825,27 @@ static const char *group_name(uint32_t g, char buf[16])
 	return buf;
 }
 
-static json_t *config_json(const src *s)
+/* config.json beside the source (*cfg NULL: none, or not an object). */
+static qtk_err config_json(const src *s, json_t **cfg, qtk_status *st)
 {
 	char path[4096], *text;
 	size_t len;
-	json_t *cfg;
 	qtk_status tmp;
 
+	*cfg = NULL;
 	if (!s->dir)
-		return NULL;
+		return QTK_OK;
 	snprintf(path, sizeof path, "%s/config.json", s->dir);
 	/* not a regular file: refused when the input was opened */
 	if (qtk_fmt_read_input(path, &text, &len, &tmp) != QTK_OK)
-		return NULL;
-	cfg = json_loadb(text, len, 0, NULL);
+		return tmp.code == QTK_E_NOMEM ? qtk_fail(st, QTK_E_NOMEM, "out of memory") : QTK_OK;
+	*cfg = json_loadb(text, len, 0, NULL);
 	qtk_free(text);
-	if (cfg && !json_is_object(cfg)) {
-		json_decref(cfg);
-		cfg = NULL;
+	if (*cfg && !json_is_object(*cfg)) {
+		json_decref(*cfg);
+		*cfg = NULL;
 	}
-	return cfg;
+	return QTK_OK;
 }
 
 static const char *base_name(const char *p)
@@ -890,15 +891,18 @@ static uLong file_crc(const job *j, size_t f, const plan_tensor **order)
 	return crc;
 }
 
-/* Per source file: size and crc32 of all its bytes. */
+/* Per source file: size and crc32 of all its bytes; NULL: out of memory. */
 static json_t *sources_json(const job *j)
 {
-	json_t *files = json_array();
+	json_t *files;
 	const plan_tensor **order = qtk_malloc((j->n ? j->n : 1) * sizeof *order);
 
+	if (!order)
+		return NULL;
+	files = json_array();
 	for (size_t f = 0; f < j->s->nfiles; f++) {
 		const src_file *sf = &j->s->files[f];
-		int have = sf->base && order && j->want_crc;
+		int have = sf->base && j->want_crc;
 		uLong crc = have ? file_crc(j, f, order) : 0;
 		char hex[16];
 		json_t *o = json_object();
@@ -928,16 +932,27 @@ static void metrics_json(json_t *o, const qtk_q_metrics *m)
 	json_object_set_new(o, "cosine", json_real(m->cosine));
 }
 
-static char *build_metadata(const job *j, const qtk_conv_report *rep)
+static char *build_metadata_json(const job *j, const qtk_conv_report *rep, json_t *cfg)
 {
 	const qtk_conv_opts *o = j->o;
 	json_t *root = json_object(), *sj = json_object(), *tens = json_object();
-	json_t *opts = json_object(), *cfg = config_json(j->s), *rec = NULL;
+	json_t *opts = json_object(), *rec = NULL;
 	char *recipe = qtk_recipe_json(o->recipe), *text, buf[16];
+	json_t *files = sources_json(j);
 
+	if (!files || !recipe) {
+		json_decref(files);
+		free(recipe);
+		json_decref(root);
+		json_decref(sj);
+		json_decref(tens);
+		json_decref(opts);
+		json_decref(cfg);
+		return NULL;
+	}
 	json_object_set_new(root, "qtk_version", json_string(QTK_VERSION));
 	json_object_set_new(sj, "format", json_string(j->s->format));
-	json_object_set_new(sj, "files", sources_json(j));
+	json_object_set_new(sj, "files", files);
 	if (j->s->st && qtk_st_meta_count(j->s->st)) {
 		json_t *m = json_object();
 		for (size_t i = 0; i < qtk_st_meta_count(j->s->st); i++) {
@@ -983,6 +998,24 @@ static char *build_metadata(const job *j, const qtk_conv_report *rep)
 	text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
 	json_decref(root);
 	return text;
+}
+
+/* The metadata stored in the output (rep->metadata_json), built under a
+ * jansson guard (qtk_formats.h). */
+static qtk_err build_metadata(const job *j, qtk_conv_report *rep, qtk_status *st)
+{
+	unsigned jm = qtk_json_begin();
+	json_t *cfg = NULL;
+	qtk_err rc = config_json(j->s, &cfg, st);
+
+	if (!rc)
+		rep->metadata_json = build_metadata_json(j, rep, cfg);
+	if (qtk_json_end(jm) || (!rc && !rep->metadata_json)) {
+		free(rep->metadata_json);
+		rep->metadata_json = NULL;
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory building metadata");
+	}
+	return rc;
 }
 
 static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
@@ -1109,11 +1142,10 @@ static qtk_err sinks_begin(job *j, qtk_status *st)
 	if (j->gguf)
 		QTK_TRY(gguf_plan_begin(&j->gp, j->s, qtk_recipe_main_scheme(o->recipe), st));
 	if (o->format == QTK_OUT_MLX) {
-		char *rj = qtk_recipe_json(o->recipe);
-		mlx_cfg mc = { .dir = j->s->dir };
+		uint32_t g = qtk_recipe_main_group(o->recipe);
+		mlx_cfg mc = { .dir = j->s->dir, .main_scheme = qtk_recipe_main_scheme(o->recipe),
+		               .main_group = g == QTK_GROUP_ROW ? 0 : g };
 
-		mlx_main_from_recipe(rj, &mc);
-		free(rj);
 		QTK_TRY(mlx_begin(&j->ms, &mc, j->s->n, st));
 	}
 	return QTK_OK;
@@ -1257,10 +1289,12 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		goto out;
 	}
 	rep->threads = nthreads;
-	rep->metadata_json = build_metadata(&j, rep);
-	if (!rep->metadata_json) {
+	rc = build_metadata(&j, rep, st);
+	if (rc) {
 		qtk_pack_writer_abort(j.w);
-		rc = qtk_fail(st, QTK_E_NOMEM, "out of memory building metadata");
+		qtk_gguf_writer_abort(j.gw);
+		mlx_abort(j.ms);
+		j.ms = NULL;
 		goto out;
 	}
 	if (j.gguf)

@@ -4,7 +4,7 @@
 #ifndef QTK_CONVERT_H
 #define QTK_CONVERT_H
 
-#include "qtk_runtime.h"
+#include "qtk_formats.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,8 +51,9 @@ QTK_API qtk_err qtk_recipe_load(qtk_recipe *r, const char *path, int scheme_from
                                 int group_from_cli, qtk_status *st);
 /* Rules of a preset ("mixed", "flux", "wan", "ltxv", "none"). */
 QTK_API qtk_err qtk_recipe_add_preset(qtk_recipe *r, const char *name, qtk_status *st);
-/* The main scheme (after a recipe file may have set it). */
+/* The main scheme and group (after a recipe file may have set them). */
 QTK_API qtk_scheme_id qtk_recipe_main_scheme(const qtk_recipe *r);
+QTK_API uint32_t qtk_recipe_main_group(const qtk_recipe *r);
 /* Names of the shipped presets, NULL-terminated. */
 QTK_API const char *const *qtk_recipe_presets(void);
 /* Model family from tensor names: "flux", "wan", "ltxv", "llama", "gpt2"
@@ -63,7 +64,8 @@ QTK_API const char *qtk_detect_model(const char *const *names, size_t n);
  * *model is NULL when nothing is recognised. */
 QTK_API qtk_err qtk_detect_model_path(const char *input, const char **model,
                                       qtk_status *st);
-/* The recipe as JSON text (for the output's metadata); caller frees. */
+/* The recipe as JSON text (for the output's metadata); caller frees.
+ * NULL: out of memory. */
 QTK_API char *qtk_recipe_json(const qtk_recipe *r);
 
 /* The decision for one tensor. */

@@ -647,7 +647,8 @@ static void main_form(const mlx_sink *m, unsigned *bits, unsigned *group)
 	}
 }
 
-static json_t *load_config(const mlx_sink *m)
+/* The source's config (an empty object when there is none to read). */
+static qtk_err load_config(const mlx_sink *m, json_t **out, qtk_status *st)
 {
 	char path[PATH_MAX], *text;
 	json_t *cfg = NULL;
@@ -662,21 +663,26 @@ static json_t *load_config(const mlx_sink *m)
 		if (qtk_fmt_read_input(path, &text, &len, &tmp) == QTK_OK) {
 			cfg = json_loadb(text, len, 0, NULL);
 			qtk_free(text);
+		} else if (tmp.code == QTK_E_NOMEM) {
+			*st = tmp;
+			return tmp.code;
 		}
 	}
 	if (cfg && !json_is_object(cfg)) {
 		json_decref(cfg);
 		cfg = NULL;
 	}
-	return cfg ? cfg : json_object();
+	*out = cfg ? cfg : json_object();
+	return QTK_OK;
 }
 
 static qtk_err write_config(const mlx_sink *m, qtk_status *st)
 {
-	json_t *cfg = load_config(m), *q;
+	json_t *cfg, *q;
 	unsigned bits, group;
 	qtk_err rc;
 
+	QTK_TRY(load_config(m, &cfg, st));
 	main_form(m, &bits, &group);
 	if (bits) {
 		q = json_object();
@@ -755,10 +761,16 @@ qtk_err mlx_commit(mlx_sink *m, qtk_status *st)
 		rc = qtk_st_writer_commit(m->w[k], st);
 		m->w[k] = NULL;
 	}
-	if (!rc && m->nshards > 1)
-		rc = write_index(m, st);
-	if (!rc)
-		rc = write_config(m, st);
+	if (!rc) { /* the JSON files, under a jansson guard (qtk_formats.h) */
+		unsigned jm = qtk_json_begin();
+		if (m->nshards > 1)
+			rc = write_index(m, st);
+		if (!rc)
+			rc = write_config(m, st);
+		if (qtk_json_end(jm))
+			rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory writing config.json",
+			              qtk_outdir_path(m->od));
+	}
 	for (size_t i = 0; !rc && m->c.dir && i < sizeof copy_files / sizeof *copy_files; i++)
 		rc = copy_file(m, copy_files[i], st);
 	if (!rc) {

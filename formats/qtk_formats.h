@@ -45,6 +45,19 @@ QTK_API qtk_err qtk_fmt_check_input(const char *path, qtk_status *st);
 QTK_API qtk_err qtk_fmt_read_input(const char *path, char **data, size_t *len,
                                    qtk_status *st);
 
+/* jansson allocates through qtk_malloc, so the fault sweeps reach JSON.
+ * jansson 2.14 does not survive a refused allocation everywhere (its parser
+ * overruns a token buffer it could not grow; json_dumps drops an object key
+ * it could not write and returns the rest), so every stretch of jansson
+ * calls (a parse, building a document, json_dumps) is guarded:
+ *     unsigned m = qtk_json_begin();
+ *     ... jansson calls ...
+ *     if (qtk_json_end(m)) -> QTK_E_NOMEM, whatever the calls returned
+ * Inside a guard a refused allocation is counted (on this thread) and the
+ * memory served anyway; qtk_json_end says whether any was refused. */
+QTK_API unsigned qtk_json_begin(void);
+QTK_API int qtk_json_end(unsigned mark);
+
 /* ===================================================================== */
 /* safetensors                                                            */
 /* ===================================================================== */

@@ -279,7 +279,12 @@ static qtk_err parse_one(qtk_st_file *f, uint32_t shard, int keep_meta, qtk_stat
 	if (!utf8_valid(h, (size_t)hl))
 		return qtk_fail(st, QTK_E_ST_UTF8, "%s: header is not valid UTF-8", path);
 	json_error_t je;
+	unsigned jm = qtk_json_begin();
 	json_t *root = json_loadb((const char *)h, (size_t)hl, JSON_REJECT_DUPLICATES, &je);
+	if (qtk_json_end(jm)) {
+		json_decref(root);
+		return qtk_fail(st, QTK_E_NOMEM, "%s: header: out of memory", path);
+	}
 	if (!root) {
 		if (json_error_code(&je) == json_error_duplicate_key)
 			return qtk_fail(st, QTK_E_ST_DUPLICATE, "%s: header: %s", path, je.text);
@@ -419,12 +424,17 @@ static qtk_err open_index(qtk_st_file *f, const char *path, qtk_status *st)
 	qtk_map im = { .fd = -1 };
 	QTK_TRY(qtk_map_open(&im, path, st));
 	json_error_t je;
+	unsigned jm = qtk_json_begin();
 	json_t *root = im.size ? json_loadb((const char *)im.data, (size_t)im.size,
 	                                    JSON_REJECT_DUPLICATES, &je)
 	                       : NULL;
 	qtk_map_close(&im);
 	qtk_err rc = QTK_OK;
 	const char **files = NULL;
+	if (qtk_json_end(jm)) {
+		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
+		goto out;
+	}
 	json_t *wm = root ? json_object_get(root, "weight_map") : NULL;
 	if (!root || !json_is_object(root) || !json_is_object(wm)) {
 		rc = qtk_fail(st, QTK_E_ST_INDEX, "%s: %s", path,

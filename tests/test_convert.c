@@ -9,6 +9,7 @@
 
 #include "gen.h"
 #include "qtk_convert.h"
+#include "qtk_runtime.h"
 #include "test.h"
 
 static const char *qtk_bin(void)

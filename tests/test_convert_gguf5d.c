@@ -10,6 +10,7 @@
 
 #include "gen.h"
 #include "qtk_convert.h"
+#include "qtk_runtime.h"
 #include "test.h"
 #include "test_conv_util.h"
 

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "qtk_convert.h"
+#include "qtk_runtime.h"
 #include "test.h"
 #include "test_conv_util.h"
 #include "test_gguf_util.h"

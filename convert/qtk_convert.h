@@ -4,7 +4,7 @@
 #ifndef QTK_CONVERT_H
 #define QTK_CONVERT_H
 
-#include "qtk_formats.h"
+#include "qtk_runtime.h" /* qtk_rt_path: the activation path of verify --against */
 
 #ifdef __cplusplus
 extern "C" {

@@ -133,10 +133,11 @@ qtk_err qtk_rt_lm_ctx_new(const qtk_rt_lm *lm, const qtk_rt_lm_opts *o, qtk_rt_l
 	c->n_ctx = o->n_ctx ? o->n_ctx : lm->d.n_ctx;
 	c->n_ctx8 = c->n_ctx > UINT32_MAX - 7 ? 0 : (c->n_ctx + 7) / 8 * 8;
 	if (lm->d.window && c->n_ctx > lm->d.window) {
+		uint32_t n_ctx = c->n_ctx; /* read before c is freed */
 		qtk_free(c);
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s: a context of %u positions: the model's "
 		                "attention window is %u (sliding windows are not supported)", lm->path,
-		                c->n_ctx, lm->d.window);
+		                n_ctx, lm->d.window);
 	}
 	c->n_batch = o->n_batch ? o->n_batch : (c->n_ctx < 512 ? c->n_ctx : 512);
 	c->pool = o->pool;

@@ -2,7 +2,7 @@
 #   make test      build and run every test (installs -dev packages if missing)
 #   make check     the same suite with -fsanitize=address,undefined
 #   make demo      convert the bundled stories260K checkpoint and show it
-#   make bench     benchmarks (not timed tests)
+#   make bench     benchmarks (not timed tests; T=quant|convert|peer|peer-kernels|...)
 #   make fuzz      libFuzzer targets (clang), FUZZ_SECONDS each
 #   make install PREFIX=/usr/local
 #   make CC=clang  builds with clang instead of gcc
@@ -18,8 +18,18 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wnull-dereference -Wdouble-promotion -Wno-unused-parameter
 OPT ?= -O2 -g
 SAN ?=
-CPPFLAGS += -D_GNU_SOURCE -Iquant -Iformats -Iruntime -Iconvert \
-            -I/usr/include/$(MULTIARCH)/openblas-pthread
+CPPFLAGS += -D_GNU_SOURCE
+BLAS_INC := -I/usr/include/$(MULTIARCH)/openblas-pthread
+# Each part sees only the headers it may include (docs/architecture.md):
+# quant -> nothing; formats -> quant; runtime -> formats, quant; convert and
+# the tests -> everything. A forbidden #include fails to build; `make
+# boundaries` (run by `make test`) proves it.
+INC_quant   := -Iquant
+INC_formats := -Iformats -Iquant
+INC_runtime := -Iruntime -Iformats -Iquant $(BLAS_INC)
+INC_convert := -Iconvert -Iruntime -Iformats -Iquant $(BLAS_INC)
+INC_tests   := -Itests -Iconvert -Iruntime -Iformats -Iquant $(BLAS_INC)
+part_inc = $(INC_$(firstword $(subst /, ,$(1))))
 CFLAGS_ALL = -std=c11 $(OPT) $(WARN) $(SAN) -fPIC -fvisibility=hidden -pthread \
              -MMD -MP $(CFLAGS)
 LDLIBS_ALL = -ljansson -lzstd -lz -lopenblas -lpthread -lm $(LDLIBS)
@@ -36,7 +46,7 @@ CLI_OBJ  := $(CLI_SRC:%.c=$(B)/obj/%.o)
 TEST_OBJ := $(TEST_SRC:%.c=$(B)/obj/%.o) $(FUZZ_HARNESS:%.c=$(B)/obj/%.o)
 BENCH_OBJ := $(BENCH_SRC:%.c=$(B)/obj/%.o)
 
-.PHONY: all deps test check demo bench fuzz install clean lib
+.PHONY: all deps test check demo bench fuzz install clean lib boundaries
 all: deps $(B)/qtk $(B)/libqtk.so
 lib: $(B)/libqtk.a $(B)/libqtk.so
 
@@ -47,12 +57,28 @@ deps:
 # Rebuild everything when the compiler or flags change.
 $(B)/.flags: FORCE
 	@mkdir -p $(B)
-	@echo '$(CC) $(CPPFLAGS) $(CFLAGS_ALL)' | cmp -s - $@ || echo '$(CC) $(CPPFLAGS) $(CFLAGS_ALL)' > $@
+	@echo '$(CC) $(CPPFLAGS) $(INC_tests) $(CFLAGS_ALL)' | cmp -s - $@ || echo '$(CC) $(CPPFLAGS) $(INC_tests) $(CFLAGS_ALL)' > $@
 FORCE:
 
 $(B)/obj/%.o: %.c $(B)/.flags
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS_ALL) -c $< -o $@
+	$(CC) $(CPPFLAGS) $(call part_inc,$<) $(CFLAGS_ALL) -c $< -o $@
+
+# The include boundaries hold: in each part's context the public header of
+# a part it may not use is not found, and one it may use is (so the check
+# is not vacuous). Run by `make test`.
+boundaries:
+	@ok=1; \
+	chk() { printf '#include "%s"\nint qtk_boundary_probe;\n' "$$3" | \
+	  $(CC) $(CPPFLAGS) $$2 -std=c11 -fsyntax-only -x c - >/dev/null 2>&1; r=$$?; \
+	  if [ "$$4" = deny ] && [ $$r -eq 0 ]; then echo "boundaries: $$1 may include $$3 but must not"; ok=0; fi; \
+	  if [ "$$4" = allow ] && [ $$r -ne 0 ]; then echo "boundaries: $$1 cannot include $$3"; ok=0; fi; }; \
+	chk quant '$(INC_quant)' qtk_formats.h deny; chk quant '$(INC_quant)' qtk_quant.h allow; \
+	chk formats '$(INC_formats)' qtk_runtime.h deny; chk formats '$(INC_formats)' qtk_convert.h deny; \
+	chk formats '$(INC_formats)' qtk_formats.h allow; \
+	chk runtime '$(INC_runtime)' qtk_convert.h deny; chk runtime '$(INC_runtime)' qtk_runtime.h allow; \
+	chk convert '$(INC_convert)' qtk_convert.h allow; chk convert '$(INC_convert)' qtk_runtime.h allow; \
+	[ $$ok = 1 ] && echo "boundaries: quant, formats, runtime and convert see only what they may include"
 
 $(B)/libqtk.a: $(LIB_OBJ)
 	@rm -f $@
@@ -74,7 +100,7 @@ $(B)/qtk_bench: $(BENCH_OBJ) $(B)/libqtk.a $(B)/qtk $(B)/qtk_gen
 $(B)/qtk_gen: $(B)/obj/tests/tools/qtk_gen.o $(B)/obj/tests/gen.o $(B)/libqtk.a
 	$(CC) $(SAN) -pthread -o $@ $^ $(LDLIBS_ALL)
 
-test: deps
+test: deps boundaries
 	@$(MAKE) --no-print-directory $(B)/qtk_tests
 	@QTK_BIN=$(B)/qtk $(B)/qtk_tests $(T)
 
@@ -95,6 +121,8 @@ bench: deps
 	  QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen sh scripts/bench_convert.sh; fi
 	@if [ -z "$(T)" ] || [ "$(T)" = peer ]; then \
 	  QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen sh scripts/bench_peer.sh; fi
+	@if [ -z "$(T)" ] || [ "$(T)" = peer-kernels ]; then \
+	  QTK_BIN=$(B)/qtk sh scripts/bench_peer_kernels.sh; fi
 
 fuzz: deps
 	@sh scripts/fuzz.sh $(FUZZ_SECONDS)

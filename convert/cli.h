@@ -3,9 +3,12 @@
 #ifndef QTK_CLI_H
 #define QTK_CLI_H
 
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "qtk_convert.h"
+#include "qtk_runtime.h" /* bench (and the commands that run models) */
 
 /* Exit codes (docs/cli.md). */
 enum {
@@ -27,6 +30,9 @@ int cmd_export(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_pack(int argc, char **argv);
 int cmd_unpack(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 /* `inspect` of a .qtk file (cli_inspect_pack.c) and of a GGUF file
  * (cli_inspect_gguf.c); cmd_inspect.c picks one by the file's magic. */
 int cli_inspect_pack(const char *path, int json);
@@ -35,6 +41,69 @@ int cli_inspect_gguf(const char *path, int json);
  * hands over when --against is among its arguments. */
 int cli_verify_against(int argc, char **argv);
 void cli_verify_against_usage(FILE *f);
+
+/* `inspect --json` output bounds (docs/cli.md): arrays show their first
+ * CJ_MAX_ELEMS elements, string values their first CJ_MAX_STR bytes and
+ * string elements of arrays their first CJ_MAX_ELEM_STR bytes, so one KV
+ * prints at most about 64 KiB (x6 if every byte is a control character). */
+#define CJ_MAX_ELEMS 64
+#define CJ_MAX_STR 65536
+#define CJ_MAX_ELEM_STR 1024
+
+/* A streaming JSON writer (cli_json.c): each call writes one value (with
+ * its key inside an object) straight to the stream, so memory does not
+ * grow with the output. Strings come out as valid UTF-8: each byte that is
+ * not part of a valid UTF-8 sequence becomes U+FFFD. */
+#define CJ_MAX_DEPTH 16
+typedef struct {
+	FILE *out;
+	int depth;
+	char first[CJ_MAX_DEPTH]; /* no value written yet at this depth */
+} cj_writer;
+
+void cj_init(cj_writer *j, FILE *out);
+void cj_obj(cj_writer *j, const char *key);    /* key NULL: not in an object */
+void cj_arr(cj_writer *j, const char *key);
+void cj_end_obj(cj_writer *j);
+void cj_end_arr(cj_writer *j);
+void cj_str(cj_writer *j, const char *key, const char *s); /* NULL: null */
+void cj_strn(cj_writer *j, const char *key, const char *s, size_t n);
+void cj_int(cj_writer *j, const char *key, int64_t v);
+void cj_uint(cj_writer *j, const char *key, uint64_t v);
+/* digits: 9 for f32, 17 for f64; NaN and Inf as null */
+void cj_real(cj_writer *j, const char *key, double v, int digits);
+void cj_bool(cj_writer *j, const char *key, int v);
+void cj_null(cj_writer *j, const char *key);
+/* Write the key; the caller then writes one JSON value itself. */
+void cj_raw_begin(cj_writer *j, const char *key);
+/* The final newline and flush; QTK_EXIT_FAIL (with a message) if the
+ * output could not be written. */
+int cj_finish(cj_writer *j);
+/* n, or the largest length <= max that does not split a UTF-8 sequence. */
+size_t cj_utf8_cut(const char *s, size_t n, size_t max);
+
+/* Names and strings read from a file (or a path) as text output shows
+ * them: control bytes, backslashes, C1 controls and bytes that are not
+ * valid UTF-8 written as \xNN / \\, so a hostile file cannot send terminal
+ * escape sequences; at most CLI_TEXT_MAX bytes, then "...". Points into a
+ * ring of 8 static buffers (for several in one printf). */
+#define CLI_TEXT_MAX 1024
+const char *cli_text(const char *s, size_t n);
+#define CLI_TXT(s) cli_text((s), (s) ? strlen(s) : 0)
+
+/* Shared by `run` and `eval` (cli_model.c). */
+#include "qtk_runtime.h"
+/* "float" or "int8"; -1 if neither. */
+int cli_parse_path(const char *s, qtk_rt_path *p);
+/* A decimal integer in [lo, hi]; -1 if not. */
+int cli_parse_num(const char *s, unsigned long long lo, unsigned long long hi,
+                  unsigned long long *v);
+/* Seconds on a monotonic clock. */
+double cli_now(void);
+/* Open a model and a context of n_ctx positions (0: the model's, at most
+ * cap) on pool, or print the failure and return QTK_EXIT_FAIL. */
+int cli_lm_open(const char *path, qtk_rt_pool *pool, qtk_rt_path p, uint32_t n_ctx,
+                uint32_t cap, qtk_rt_lm **lm, qtk_rt_lm_ctx **ctx);
 
 /* Print "qtk: MSG" to stderr for a failed status; returns QTK_EXIT_FAIL. */
 int cli_report(const qtk_status *st);

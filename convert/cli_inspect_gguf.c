@@ -3,7 +3,6 @@
  * (name, ggml type, shape in safetensors order and as ggml ne[], bytes,
  * offset); `--json` prints the same as one JSON object. */
 #include <inttypes.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,8 +17,9 @@ static void print_scalar(const qtk_gguf_kv *kv)
 {
 	switch (kv->type) {
 	case QTK_GGUF_STRING:
-		printf("\"%.*s%s\"", (int)(kv->count < SHOW_CHARS ? kv->count : SHOW_CHARS),
-		       (const char *)kv->data, kv->count > SHOW_CHARS ? "..." : "");
+		printf("\"%s%s\"", cli_text((const char *)kv->data,
+		       kv->count < SHOW_CHARS ? (size_t)kv->count : SHOW_CHARS),
+		       kv->count > SHOW_CHARS ? "..." : "");
 		break;
 	default: {
 		/* reuse the array accessors by viewing the scalar as a 1-array */
@@ -51,7 +51,7 @@ static void print_array(const qtk_gguf_kv *kv)
 		double d;
 		printf(i ? ", " : " ");
 		if (!qtk_gguf_arr_str(kv, i, &s, &len))
-			printf("\"%.*s\"", (int)(len < 24 ? len : 24), s);
+			printf("\"%s\"", cli_text(s, len < 24 ? (size_t)len : 24));
 		else if (!qtk_gguf_arr_f64(kv, i, &d))
 			printf("%.9g", d);
 		else
@@ -67,11 +67,11 @@ static int print_text(const char *path, const qtk_gguf_file *f)
 	uint64_t bytes = 0, elems = 0;
 
 	printf("%s: GGUF v%u, %zu KVs, %zu tensors, alignment %u, data at %" PRIu64 ", %" PRIu64
-	       " bytes\n", path, qtk_gguf_version(f), qtk_gguf_kv_count(f), n,
+	       " bytes\n", CLI_TXT(path), qtk_gguf_version(f), qtk_gguf_kv_count(f), n,
 	       qtk_gguf_alignment(f), qtk_gguf_data_offset(f), qtk_gguf_file_size(f));
 	for (size_t i = 0; i < qtk_gguf_kv_count(f); i++) {
 		const qtk_gguf_kv *kv = qtk_gguf_kv_get(f, i);
-		printf("  %-40s %-6s ", kv->key, qtk_gguf_vtype_name(kv->type));
+		printf("  %-40s %-6s ", CLI_TXT(kv->key), qtk_gguf_vtype_name(kv->type));
 		if (kv->type == QTK_GGUF_ARRAY)
 			print_array(kv);
 		else
@@ -88,7 +88,7 @@ static int print_text(const char *path, const qtk_gguf_file *f)
 			                      t->shape[d]);
 		if (k < sizeof shape)
 			snprintf(shape + k, sizeof shape - k, "]");
-		printf("%-44s %-6s %-20s %12" PRIu64 " %12" PRIu64 "\n", t->name,
+		printf("%-44s %-6s %-20s %12" PRIu64 " %12" PRIu64 "\n", CLI_TXT(t->name),
 		       qtk_ggml_type_name(t->type), shape, t->nbytes, t->file_offset);
 		bytes += t->nbytes;
 		elems += t->nelem;
@@ -98,93 +98,126 @@ static int print_text(const char *path, const qtk_gguf_file *f)
 	return QTK_EXIT_OK;
 }
 
-static json_t *kv_json(const qtk_gguf_kv *kv)
+/* A string value, cut at max bytes; 1 if it was cut. */
+static int json_str(cj_writer *j, const char *key, const char *s, uint64_t len, size_t max)
 {
-	json_t *o = json_object(), *v;
+	size_t n = cj_utf8_cut(s, len > SIZE_MAX ? SIZE_MAX : (size_t)len, max);
 
-	json_object_set_new(o, "type", json_string(qtk_gguf_vtype_name(kv->type)));
-	if (kv->type == QTK_GGUF_STRING) {
-		v = json_stringn((const char *)kv->data, (size_t)kv->count);
-		json_object_set_new(o, "value", v ? v : json_null());
-	} else if (kv->type == QTK_GGUF_ARRAY) {
-		json_t *a = json_array();
-		json_object_set_new(o, "elem_type", json_string(qtk_gguf_vtype_name(kv->arr_type)));
-		json_object_set_new(o, "count", json_integer((json_int_t)kv->count));
-		for (uint64_t i = 0; i < kv->count; i++) {
-			const char *s;
-			uint64_t len;
-			double d;
-			int64_t n;
-			if (!qtk_gguf_arr_str(kv, i, &s, &len))
-				v = json_stringn(s, (size_t)len);
-			else if (kv->arr_type != QTK_GGUF_F32 && kv->arr_type != QTK_GGUF_F64 &&
-			         !qtk_gguf_arr_int(kv, i, &n))
-				v = json_integer(n);
-			else if (!qtk_gguf_arr_f64(kv, i, &d))
-				v = json_real(d);
-			else
-				v = json_null();   /* nested arrays: count only */
-			json_array_append_new(a, v ? v : json_null());
-		}
-		json_object_set_new(o, "value", a);
-	} else {
-		qtk_gguf_kv a = *kv;
-		double d;
-		int64_t n;
-		a.type = QTK_GGUF_ARRAY;
-		a.arr_type = kv->type;
-		a.count = 1;
-		if (kv->type == QTK_GGUF_BOOL)
-			json_object_set_new(o, "value", json_boolean(kv->data[0]));
-		else if (kv->type != QTK_GGUF_F32 && kv->type != QTK_GGUF_F64 &&
-		         !qtk_gguf_arr_int(&a, 0, &n))
-			json_object_set_new(o, "value", json_integer(n));
-		else if (!qtk_gguf_arr_f64(&a, 0, &d))
-			json_object_set_new(o, "value", json_real(d));
-	}
-	return o;
+	cj_strn(j, key, s, n);
+	return n < len;
 }
 
+/* One scalar of type vt at p (arrays' elements and scalar KVs alike). */
+static void json_scalar(cj_writer *j, const char *key, uint32_t vt, const uint8_t *p)
+{
+	qtk_gguf_kv a;
+	double d;
+	int64_t i;
+
+	memset(&a, 0, sizeof a);
+	a.type = QTK_GGUF_ARRAY;
+	a.arr_type = vt;
+	a.count = 1;
+	a.data = p;
+	if (vt == QTK_GGUF_BOOL)
+		cj_bool(j, key, p[0] != 0);
+	else if (vt == QTK_GGUF_F32 || vt == QTK_GGUF_F64)
+		cj_real(j, key, qtk_gguf_arr_f64(&a, 0, &d) ? 0 : d, vt == QTK_GGUF_F32 ? 9 : 17);
+	else if (vt == QTK_GGUF_U64)
+		cj_uint(j, key, (uint64_t)p[0] | (uint64_t)p[1] << 8 | (uint64_t)p[2] << 16 |
+		                (uint64_t)p[3] << 24 | (uint64_t)p[4] << 32 | (uint64_t)p[5] << 40 |
+		                (uint64_t)p[6] << 48 | (uint64_t)p[7] << 56);
+	else if (!qtk_gguf_arr_int(&a, 0, &i))
+		cj_int(j, key, i);
+	else
+		cj_null(j, key);
+}
+
+/* Bytes of a scalar value type (0: string, array, unknown). */
+static uint32_t scalar_size(uint32_t vt)
+{
+	static const uint8_t sz[QTK_GGUF_VTYPE_COUNT] = { 1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8 };
+
+	return vt < QTK_GGUF_VTYPE_COUNT ? sz[vt] : 0;
+}
+
+/* {"type", "value"}; arrays add "elem_type", "count" and show their first
+ * CJ_MAX_ELEMS elements; "truncated": true when anything is left out. */
+static void kv_json(cj_writer *j, const qtk_gguf_kv *kv)
+{
+	int cut = 0;
+
+	cj_obj(j, kv->key);
+	cj_str(j, "type", qtk_gguf_vtype_name(kv->type));
+	if (kv->type == QTK_GGUF_STRING) {
+		cut = json_str(j, "value", (const char *)kv->data, kv->count, CJ_MAX_STR);
+		if (cut)
+			cj_uint(j, "length", kv->count);
+	} else if (kv->type == QTK_GGUF_ARRAY) {
+		uint32_t sz = scalar_size(kv->arr_type);
+
+		cj_str(j, "elem_type", qtk_gguf_vtype_name(kv->arr_type));
+		cj_uint(j, "count", kv->count);
+		cj_arr(j, "value");
+		for (uint64_t i = 0; i < kv->count && i < CJ_MAX_ELEMS; i++) {
+			const char *s;
+			uint64_t len;
+
+			if (!qtk_gguf_arr_str(kv, i, &s, &len))
+				cut |= json_str(j, NULL, s, len, CJ_MAX_ELEM_STR);
+			else if (sz)
+				json_scalar(j, NULL, kv->arr_type, kv->data + i * sz);
+			else
+				cj_null(j, NULL); /* nested arrays: count only */
+		}
+		cj_end_arr(j);
+		cut |= kv->count > CJ_MAX_ELEMS;
+	} else {
+		json_scalar(j, "value", kv->type, kv->data);
+	}
+	if (cut)
+		cj_bool(j, "truncated", 1);
+	cj_end_obj(j);
+}
+
+/* Streamed: memory stays flat whatever the KVs hold. */
 static int print_json(const char *path, const qtk_gguf_file *f)
 {
-	json_t *root = json_object(), *kvs = json_object(), *ts = json_array();
-	char *s;
+	cj_writer j;
 
-	json_object_set_new(root, "path", json_string(path));
-	json_object_set_new(root, "format", json_string("gguf"));
-	json_object_set_new(root, "version", json_integer(qtk_gguf_version(f)));
-	json_object_set_new(root, "alignment", json_integer(qtk_gguf_alignment(f)));
-	json_object_set_new(root, "data_offset", json_integer((json_int_t)qtk_gguf_data_offset(f)));
-	for (size_t i = 0; i < qtk_gguf_kv_count(f); i++) {
-		const qtk_gguf_kv *kv = qtk_gguf_kv_get(f, i);
-		json_object_set_new(kvs, kv->key, kv_json(kv));
-	}
-	json_object_set_new(root, "kv", kvs);
+	cj_init(&j, stdout);
+	cj_obj(&j, NULL);
+	cj_str(&j, "path", path);
+	cj_str(&j, "format", "gguf");
+	cj_uint(&j, "version", qtk_gguf_version(f));
+	cj_uint(&j, "alignment", qtk_gguf_alignment(f));
+	cj_uint(&j, "data_offset", qtk_gguf_data_offset(f));
+	cj_obj(&j, "kv");
+	for (size_t i = 0; i < qtk_gguf_kv_count(f); i++)
+		kv_json(&j, qtk_gguf_kv_get(f, i));
+	cj_end_obj(&j);
+	cj_arr(&j, "tensors");
 	for (size_t i = 0; i < qtk_gguf_count(f); i++) {
 		const qtk_gguf_tensor *t = qtk_gguf_get(f, i);
-		json_t *o = json_object(), *sh = json_array(), *ne = json_array();
-		for (uint32_t d = 0; d < t->ndim; d++) {
-			json_array_append_new(sh, json_integer((json_int_t)t->shape[d]));
-			json_array_append_new(ne, json_integer((json_int_t)t->ne[d]));
-		}
-		json_object_set_new(o, "name", json_string(t->name));
-		json_object_set_new(o, "type", json_string(qtk_ggml_type_name(t->type)));
-		json_object_set_new(o, "shape", sh);
-		json_object_set_new(o, "ne", ne);
-		json_object_set_new(o, "bytes", json_integer((json_int_t)t->nbytes));
-		json_object_set_new(o, "offset", json_integer((json_int_t)t->file_offset));
-		json_array_append_new(ts, o);
+
+		cj_obj(&j, NULL);
+		cj_str(&j, "name", t->name);
+		cj_str(&j, "type", qtk_ggml_type_name(t->type));
+		cj_arr(&j, "shape");
+		for (uint32_t d = 0; d < t->ndim; d++)
+			cj_uint(&j, NULL, t->shape[d]);
+		cj_end_arr(&j);
+		cj_arr(&j, "ne");
+		for (uint32_t d = 0; d < t->ndim; d++)
+			cj_uint(&j, NULL, t->ne[d]);
+		cj_end_arr(&j);
+		cj_uint(&j, "bytes", t->nbytes);
+		cj_uint(&j, "offset", t->file_offset);
+		cj_end_obj(&j);
 	}
-	json_object_set_new(root, "tensors", ts);
-	s = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	if (!s) {
-		fprintf(stderr, "qtk: out of memory\n");
-		return QTK_EXIT_FAIL;
-	}
-	printf("%s\n", s);
-	free(s);
-	return QTK_EXIT_OK;
+	cj_end_arr(&j);
+	cj_end_obj(&j);
+	return cj_finish(&j);
 }
 
 int cli_inspect_gguf(const char *path, int json)

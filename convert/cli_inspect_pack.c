@@ -20,27 +20,27 @@ static void print_metadata(const char *text)
 	size_t nstat = 0, i;
 
 	if (!json_is_object(m) || !json_is_object(json_object_get(m, "source"))) {
-		printf("metadata: %s\n", text);
+		printf("metadata: %s\n", CLI_TXT(text));
 		json_decref(m);
 		return;
 	}
 	printf("metadata (qtk %s", json_string_value(json_object_get(m, "qtk_version")) ?
-	       json_string_value(json_object_get(m, "qtk_version")) : "?");
+	       CLI_TXT(json_string_value(json_object_get(m, "qtk_version"))) : "?");
 	if (json_is_string(json_object_get(m, "model")))
-		printf(", model %s", json_string_value(json_object_get(m, "model")));
+		printf(", model %s", CLI_TXT(json_string_value(json_object_get(m, "model"))));
 	printf("; --json prints all of it):\n");
 	src = json_object_get(m, "source");
 	files = json_object_get(src, "files");
 	printf("  source: %s", json_string_value(json_object_get(src, "format")) ?
-	       json_string_value(json_object_get(src, "format")) : "?");
+	       CLI_TXT(json_string_value(json_object_get(src, "format"))) : "?");
 	json_array_foreach(files, i, t)
 		printf("%s %s (%lld bytes%s%s)", i ? "," : "",
 		       json_string_value(json_object_get(t, "name")) ?
-		       json_string_value(json_object_get(t, "name")) : "?",
+		       CLI_TXT(json_string_value(json_object_get(t, "name"))) : "?",
 		       (long long)json_integer_value(json_object_get(t, "bytes")),
 		       json_string_length(json_object_get(t, "crc32")) ? ", crc32 " : "",
 		       json_string_length(json_object_get(t, "crc32")) ?
-		       json_string_value(json_object_get(t, "crc32")) : "");
+		       CLI_TXT(json_string_value(json_object_get(t, "crc32"))) : "");
 	printf("\n");
 	if (json_is_object(json_object_get(m, "config")))
 		printf("  config.json: stored\n");
@@ -50,7 +50,7 @@ static void print_metadata(const char *text)
 		printf("  options:");
 		json_object_foreach(opts, key, v) {
 			char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-			printf(" %s=%s", key, s ? s : "?");
+			printf(" %s=%s", CLI_TXT(key), s ? CLI_TXT(s) : "?");
 			free(s);
 		}
 		printf("\n");
@@ -59,9 +59,9 @@ static void print_metadata(const char *text)
 	if (json_is_object(rec))
 		printf("  recipe: scheme %s, group %s, %zu rules\n",
 		       json_string_value(json_object_get(rec, "scheme")) ?
-		       json_string_value(json_object_get(rec, "scheme")) : "?",
+		       CLI_TXT(json_string_value(json_object_get(rec, "scheme"))) : "?",
 		       json_string_value(json_object_get(rec, "group")) ?
-		       json_string_value(json_object_get(rec, "group")) : "?",
+		       CLI_TXT(json_string_value(json_object_get(rec, "group"))) : "?",
 		       json_array_size(json_object_get(rec, "rules")));
 	json_object_foreach(json_object_get(m, "tensors"), key, t) {
 		json_t *r = json_object_get(t, "rel_fro");
@@ -75,7 +75,7 @@ static void print_metadata(const char *text)
 	}
 	if (nstat)
 		printf("  error statistics: %zu tensors, worst relative error %.4g (%s)\n", nstat,
-		       wv, worst);
+		       wv, CLI_TXT(worst));
 	json_decref(m);
 }
 
@@ -114,7 +114,7 @@ static int print_text(const char *path, const qtk_pack_file *f)
 	uint64_t total = 0, stored = 0, elems = 0;
 	size_t n = qtk_pack_count(f);
 
-	printf("%s: qtk packed format %d.%u, %zu tensors, %llu bytes\n", path,
+	printf("%s: qtk packed format %d.%u, %zu tensors, %llu bytes\n", CLI_TXT(path),
 	       QTK_PACK_VERSION_MAJOR, qtk_pack_version_minor(f), n,
 	       (unsigned long long)qtk_pack_file_size(f));
 	printf("%-40s %-12s %-6s %-5s %-20s %7s %12s\n", "name", "scheme", "group", "src",
@@ -125,7 +125,7 @@ static int print_text(const char *path, const qtk_pack_file *f)
 
 		shape_str(t, shape, sizeof shape);
 		group_str(t, group, sizeof group);
-		printf("%-40s %-12s %-6s %-5s %-20s %7.3f %12llu%s\n", t->name,
+		printf("%-40s %-12s %-6s %-5s %-20s %7.3f %12llu%s\n", CLI_TXT(t->name),
 		       qtk_q_scheme_get(t->layout.scheme)->name, group,
 		       qtk_dtype_name(t->src_dtype), shape,
 		       qtk_q_bits_per_weight(&t->layout, t->rows, t->cols),
@@ -145,64 +145,76 @@ static int print_text(const char *path, const qtk_pack_file *f)
 	return QTK_EXIT_OK;
 }
 
-static json_t *tensor_json(const qtk_pack_tensor *t)
+static void tensor_json(cj_writer *j, const qtk_pack_tensor *t)
 {
-	json_t *o = json_object(), *shape = json_array(), *planes = json_array();
-
+	cj_obj(j, NULL);
+	cj_str(j, "name", t->name);
+	cj_str(j, "scheme", qtk_q_scheme_get(t->layout.scheme)->name);
+	if (t->layout.group == QTK_GROUP_ROW)
+		cj_str(j, "group", "row");
+	else
+		cj_uint(j, "group", t->layout.group);
+	cj_str(j, "src_dtype", qtk_dtype_name(t->src_dtype));
+	cj_arr(j, "shape");
 	for (uint32_t d = 0; d < t->ndim; d++)
-		json_array_append_new(shape, json_integer((json_int_t)t->shape[d]));
+		cj_uint(j, NULL, t->shape[d]);
+	cj_end_arr(j);
+	cj_real(j, "bits_per_weight", qtk_q_bits_per_weight(&t->layout, t->rows, t->cols), 17);
+	cj_uint(j, "bytes", tensor_bytes(t, 0));
+	cj_arr(j, "planes");
 	for (int p = 0; p < QTK_PLANE_MAX; p++) {
 		const qtk_pack_plane *pl = &t->planes[p];
+
 		if (!pl->size)
 			continue;
-		json_array_append_new(planes, json_pack("{s:i, s:s, s:I, s:I, s:I, s:I, s:b, s:b}",
-		        "plane", p, "dtype", qtk_dtype_name(qtk_pack_plane_dtype(t, p)),
-		        "offset", (json_int_t)pl->offset, "size", (json_int_t)pl->size,
-		        "stored_size", (json_int_t)pl->stored_size, "crc32", (json_int_t)pl->crc32,
-		        "zstd", (pl->flags & QTK_PACK_PF_ZSTD) != 0,
-		        "bytesplit", (pl->flags & QTK_PACK_PF_BYTESPLIT) != 0));
+		cj_obj(j, NULL);
+		cj_int(j, "plane", p);
+		cj_str(j, "dtype", qtk_dtype_name(qtk_pack_plane_dtype(t, p)));
+		cj_uint(j, "offset", pl->offset);
+		cj_uint(j, "size", pl->size);
+		cj_uint(j, "stored_size", pl->stored_size);
+		cj_uint(j, "crc32", pl->crc32);
+		cj_bool(j, "zstd", (pl->flags & QTK_PACK_PF_ZSTD) != 0);
+		cj_bool(j, "bytesplit", (pl->flags & QTK_PACK_PF_BYTESPLIT) != 0);
+		cj_end_obj(j);
 	}
-	json_object_set_new(o, "name", json_string(t->name));
-	json_object_set_new(o, "scheme", json_string(qtk_q_scheme_get(t->layout.scheme)->name));
-	json_object_set_new(o, "group", t->layout.group == QTK_GROUP_ROW
-	                    ? json_string("row") : json_integer(t->layout.group));
-	json_object_set_new(o, "src_dtype", json_string(qtk_dtype_name(t->src_dtype)));
-	json_object_set_new(o, "shape", shape);
-	json_object_set_new(o, "bits_per_weight",
-	                    json_real(qtk_q_bits_per_weight(&t->layout, t->rows, t->cols)));
-	json_object_set_new(o, "bytes", json_integer((json_int_t)tensor_bytes(t, 0)));
-	json_object_set_new(o, "planes", planes);
-	return o;
+	cj_end_arr(j);
+	cj_end_obj(j);
 }
 
+/* Streamed; the metadata is parsed (jansson checks it is UTF-8 JSON) and
+ * written back compact, or null if it is not JSON. */
 static int print_json(const char *path, const qtk_pack_file *f)
 {
-	json_t *root = json_object(), *tensors = json_array(), *meta;
 	uint64_t total = 0, stored = 0;
-	char *text;
+	json_t *meta;
+	cj_writer j;
 
+	cj_init(&j, stdout);
+	cj_obj(&j, NULL);
+	cj_str(&j, "file", path);
+	cj_str(&j, "format", "qtk");
+	cj_arr(&j, "version");
+	cj_int(&j, NULL, QTK_PACK_VERSION_MAJOR);
+	cj_uint(&j, NULL, qtk_pack_version_minor(f));
+	cj_end_arr(&j);
+	cj_uint(&j, "file_size", qtk_pack_file_size(f));
+	cj_arr(&j, "tensors");
 	for (size_t i = 0; i < qtk_pack_count(f); i++) {
-		json_array_append_new(tensors, tensor_json(qtk_pack_get(f, i)));
+		tensor_json(&j, qtk_pack_get(f, i));
 		total += tensor_bytes(qtk_pack_get(f, i), 0);
 		stored += tensor_bytes(qtk_pack_get(f, i), 1);
 	}
+	cj_end_arr(&j);
+	cj_uint(&j, "total_bytes", total);
+	cj_uint(&j, "stored_bytes", stored);
 	meta = json_loads(qtk_pack_metadata(f, NULL), 0, NULL);
-	json_object_set_new(root, "file", json_string(path));
-	json_object_set_new(root, "format", json_string("qtk"));
-	json_object_set_new(root, "version", json_pack("[i,i]", QTK_PACK_VERSION_MAJOR,
-	                                               (int)qtk_pack_version_minor(f)));
-	json_object_set_new(root, "file_size", json_integer((json_int_t)qtk_pack_file_size(f)));
-	json_object_set_new(root, "tensors", tensors);
-	json_object_set_new(root, "total_bytes", json_integer((json_int_t)total));
-	json_object_set_new(root, "stored_bytes", json_integer((json_int_t)stored));
-	json_object_set_new(root, "metadata", meta ? meta : json_null());
-	text = json_dumps(root, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-	json_decref(root);
-	if (!text)
-		return QTK_EXIT_FAIL;
-	puts(text);
-	free(text);
-	return QTK_EXIT_OK;
+	cj_raw_begin(&j, "metadata");
+	if (!meta || json_dumpf(meta, stdout, JSON_COMPACT | JSON_ENCODE_ANY) != 0)
+		fputs("null", stdout);
+	json_decref(meta);
+	cj_end_obj(&j);
+	return cj_finish(&j);
 }
 
 int cli_inspect_pack(const char *path, int json)

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,8 +27,11 @@ static void convert_usage(FILE *f)
 	fprintf(f,
 "Usage: qtk convert INPUT -o OUTPUT --scheme SCHEME [OPTIONS]\n\n"
 "Convert a checkpoint (a .safetensors file, a *.safetensors.index.json, a\n"
-"directory of shards, or a GGUF file) into a packed .qtk file, a GGUF file\n"
-"or an MLX directory, streaming with bounded memory.\n\n"
+"model directory, or a GGUF file) into a packed .qtk file, a GGUF file\n"
+"or an MLX directory, streaming with bounded memory. In a directory qtk\n"
+"reads what Hugging Face loaders read: model.safetensors, else its index,\n"
+"else diffusion_pytorch_model.safetensors.index.json, else that file, else\n"
+"the only index or .safetensors file; it says which on stderr.\n\n"
 "  -o, --output PATH        output file, or directory for mlx (required\n"
 "                           unless --dry-run)\n"
 "  -F, --format FMT         qtk (default), gguf (Q8_0/Q4_0/Q4_1: int8, int4,\n"
@@ -37,6 +41,8 @@ static void convert_usage(FILE *f)
 "  -s, --scheme SCHEME      int8, int4, int4-affine, int8-affine, nf4, f16, bf16, f32\n"
 "  -g, --group N            group size: 32, 64, 128 (default 64) or 'row'\n"
 "      --scale-dtype T      f16 (default), bf16 or f32 for scales and biases\n"
+"                           (given: a scale it cannot hold fails; the default\n"
+"                           goes f32 for that tensor, with a note)\n"
 "      --double-quant       nf4: 8-bit group scales in blocks of 256 (bitsandbytes)\n"
 "      --affine-rule R      int4/int8-affine parameters: ggml (Q4_1: min and\n"
 "                           range) or mlx (mx.quantize's); default mlx for\n"
@@ -60,6 +66,9 @@ static void convert_usage(FILE *f)
 "Rules apply in this order, first match wins: --set and --keep (in the order\n"
 "given), the recipe file, the preset; then the defaults (integer, 1-D and\n"
 "<= 1024-element tensors and rows shorter than 32 are kept).\n"
+"A finite value a type you chose cannot hold (f16/bf16: beyond 65504 or\n"
+"3.39e38) fails naming file, tensor and position; where qtk chose the type\n"
+"(GGUF's f16 fallback, default f16 scales) the tensor goes f32, with a note.\n"
 "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n");
 }
 
@@ -278,11 +287,40 @@ static void print_summary(const qtk_conv_report *rep, const char *out)
 	free(sorted);
 }
 
-static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
+/* What happened to values, on stderr whatever -q says: tensors widened to
+ * F32 because a narrow type qtk had chosen cannot hold a value, and
+ * nonzero values stored as zero. */
+static void print_value_notes(const qtk_conv_report *rep, const char *out)
+{
+	uint64_t total = 0;
+	size_t tensors = 0;
+
+	for (size_t i = 0; i < rep->ntensors; i++) {
+		const qtk_conv_tensor *t = &rep->tensors[i];
+		if (t->fallback)
+			fprintf(stderr, "qtk: note: %s: tensor '%s': %s\n", out, t->name, t->fallback);
+		if (t->flushed) {
+			if (tensors < 10)
+				fprintf(stderr, "qtk: note: %s: tensor '%s': %llu nonzero values stored "
+				        "as zero (below the smallest value their type holds)\n", out,
+				        t->name, (unsigned long long)t->flushed);
+			total += t->flushed;
+			tensors++;
+		}
+	}
+	if (tensors > 10)
+		fprintf(stderr, "qtk: note: %s: %llu nonzero values stored as zero in %zu tensors "
+		        "(--json lists them all)\n", out, (unsigned long long)total, tensors);
+}
+
+static json_t *report_json(const qtk_conv_report *rep, const char *in, const char *out,
+                           int dry)
 {
 	json_t *root = json_object(), *arr = json_array();
 	char lay[48];
 
+	json_object_set_new(root, "input", json_string(in));
+	json_object_set_new(root, "resolved", json_string(rep->resolved));
 	json_object_set_new(root, "output", out ? json_string(out) : json_null());
 	json_object_set_new(root, "dry_run", json_boolean(dry));
 	json_object_set_new(root, "model", rep->model ? json_string(rep->model) : json_null());
@@ -319,6 +357,10 @@ static json_t *report_json(const qtk_conv_report *rep, const char *out, int dry)
 		json_object_set_new(o, "rule", json_string(t->origin));
 		json_object_set_new(o, "source_bytes", json_integer((json_int_t)t->src_bytes));
 		json_object_set_new(o, "output_bytes", json_integer((json_int_t)t->out_bytes));
+		if (!dry)
+			json_object_set_new(o, "flushed", json_integer((json_int_t)t->flushed));
+		if (t->fallback)
+			json_object_set_new(o, "fallback", json_string(t->fallback));
 		if (t->has_metrics) {
 			json_t *m = json_object();
 			json_object_set_new(m, "rmse", json_real(t->m.rmse));
@@ -460,6 +502,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 				c->co.scale_dtype = QTK_DT_F32;
 			else
 				return cli_usage_error("convert", "bad scale dtype '%s'", optarg);
+			c->co.scale_dtype_set = 1;
 			break;
 		case OPT_DQ: c->co.qflags |= QTK_QF_DOUBLE_QUANT; break;
 		case OPT_AFFINE_RULE:
@@ -489,6 +532,21 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 	if (c->scheme < 0 && !c->recipe)
 		return cli_usage_error("convert", "missing --scheme");
 	return check_rules(c);
+}
+
+/* An input directory: say on stderr which file in it is read (the same
+ * choice the source makes when it opens it; its errors are reported then). */
+static void say_resolved(const char *input)
+{
+	struct stat sb;
+	char *p = NULL;
+	qtk_status tmp;
+
+	if (stat(input, &sb) != 0 || !S_ISDIR(sb.st_mode))
+		return;
+	if (qtk_st_resolve(input, &p, &tmp) == QTK_OK)
+		fprintf(stderr, "qtk: reading %s (picked in directory %s)\n", p, input);
+	qtk_free(p);
 }
 
 /* Recipe: --set/--keep first, then the recipe file, then the preset. */
@@ -548,6 +606,8 @@ int cmd_convert(int argc, char **argv)
 	if (rc)
 		return rc < 0 ? QTK_EXIT_OK : rc;
 	qtk_status_clear(&st);
+	if (!c.quiet)
+		say_resolved(c.input);
 	if (build_recipe(&c, &recipe, &preset_used, &st))
 		return cli_report(&st);
 	c.co.input = c.input;
@@ -578,8 +638,10 @@ int cmd_convert(int argc, char **argv)
 	}
 	sigaction(SIGINT, &old_int, NULL);
 	sigaction(SIGTERM, &old_term, NULL);
+	if (!c.co.dry_run)
+		print_value_notes(rep, c.output);
 	if (c.json) {
-		json_t *j = report_json(rep, c.output, c.co.dry_run);
+		json_t *j = report_json(rep, c.input, c.output, c.co.dry_run);
 		if (preset_used)
 			json_object_set_new(j, "preset", json_string(preset_used));
 		json_dumpf(j, stdout, JSON_INDENT(2));

@@ -68,6 +68,9 @@ static void print_report(const qtk_export_report *r, const qtk_export_opts *o, i
 			json_t *e = json_object();
 			json_object_set_new(e, "name", json_string(r->requantized[i]));
 			json_object_set_new(e, "reason", json_string(r->reasons[i]));
+			json_object_set_new(e, "flushed", json_integer((json_int_t)r->flushed[i]));
+			if (r->notes[i])
+				json_object_set_new(e, "fallback", json_string(r->notes[i]));
 			json_array_append_new(arr, e);
 		}
 		json_object_set_new(root, "requantized", arr);
@@ -83,6 +86,20 @@ static void print_report(const qtk_export_report *r, const qtk_export_opts *o, i
 	       r->nrequantized, r->seconds);
 	for (size_t i = 0; i < r->nrequantized; i++)
 		printf("  requantized %s: %s\n", r->requantized[i], r->reasons[i]);
+}
+
+/* Fallbacks to F32 and flushed values, on stderr whatever -q says. */
+static void print_value_notes(const qtk_export_report *r, const char *out)
+{
+	for (size_t i = 0; i < r->nrequantized; i++) {
+		if (r->notes[i])
+			fprintf(stderr, "qtk: note: %s: tensor '%s': %s\n", out, r->requantized[i],
+			        r->notes[i]);
+		if (r->flushed[i])
+			fprintf(stderr, "qtk: note: %s: tensor '%s': %llu nonzero values stored as "
+			        "zero (below the smallest value their type holds)\n", out,
+			        r->requantized[i], (unsigned long long)r->flushed[i]);
+	}
 }
 
 int cmd_export(int argc, char **argv)
@@ -147,6 +164,7 @@ int cmd_export(int argc, char **argv)
 		}
 		return cli_report(&st);
 	}
+	print_value_notes(rep, o.output);
 	if (!quiet)
 		print_report(rep, &o, json);
 	qtk_export_report_free(rep);

@@ -5,8 +5,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
 #include "cli.h"
 #include "qtk_formats.h"
 
@@ -14,8 +12,9 @@ static void inspect_usage(FILE *f)
 {
 	fprintf(f, "Usage: qtk inspect [--json] PATH\n\n"
 	           "Show the tensors (name, dtype, shape, bytes), totals and metadata of\n"
-	           "PATH: a .safetensors file, a *.safetensors.index.json, a directory, or a\n"
-	           ".qtk file.\n"
+	           "PATH: a .safetensors file, a *.safetensors.index.json, a model directory\n"
+	           "(the file Hugging Face loaders read in it, shown as \"read ...\"), a\n"
+	           "GGUF file or a .qtk file.\n"
 	           "The checkpoint is fully validated; a malformed one is an error.\n\n"
 	           "  --json      print the same as JSON on stdout\n"
 	           "  -h, --help  show this help\n\n"
@@ -40,18 +39,20 @@ static int print_text(const char *path, const qtk_st_file *f)
 		size_t l = strlen(t->name);
 		w = l > w && l < 80 ? l : w;
 	}
-	printf("%s: safetensors, %zu tensor%s in %zu file%s\n", path, n, n == 1 ? "" : "s",
+	printf("%s: safetensors, %zu tensor%s in %zu file%s\n", CLI_TXT(path), n, n == 1 ? "" : "s",
 	       qtk_st_shard_count(f), qtk_st_shard_count(f) == 1 ? "" : "s");
+	if (strcmp(path, qtk_st_path(f)))
+		printf("  read %s (picked in the directory)\n", CLI_TXT(qtk_st_path(f)));
 	for (size_t i = 0; i < qtk_st_meta_count(f); i++) {
 		const char *k = qtk_st_meta_key(f, i);
-		printf("  meta %s = %s\n", k, qtk_st_meta_get(f, k));
+		printf("  meta %s = %s\n", CLI_TXT(k), CLI_TXT(qtk_st_meta_get(f, k)));
 	}
 	printf("\n%-*s  %-7s  %-20s  %12s\n", (int)w, "name", "dtype", "shape", "bytes");
 	for (size_t i = 0; i < n; i++) {
 		const qtk_st_tensor *t = qtk_st_get(f, i);
 		char sh[256];
 		shape_str(t, sh, sizeof sh);
-		printf("%-*s  %-7s  %-20s  %12" PRIu64 "\n", (int)w, t->name,
+		printf("%-*s  %-7s  %-20s  %12" PRIu64 "\n", (int)w, CLI_TXT(t->name),
 		       qtk_dtype_name(t->dtype), sh, t->nbytes);
 		bytes += t->nbytes;
 		params += t->nelem;
@@ -65,51 +66,59 @@ static int print_text(const char *path, const qtk_st_file *f)
 	return QTK_EXIT_OK;
 }
 
+/* Streamed (names and metadata are UTF-8, checked by the reader; paths
+ * may be any bytes). */
 static int print_json(const char *path, const qtk_st_file *f)
 {
-	json_t *r = json_object(), *ts = json_array(), *sh = json_array(), *md = json_object();
 	uint64_t bytes = 0, params = 0;
-	int bad = !r || !ts || !sh || !md;
-	for (size_t i = 0; !bad && i < qtk_st_shard_count(f); i++)
-		bad |= json_array_append_new(sh, json_pack("{s:s, s:I}", "path",
-		                                            qtk_st_shard_path(f, i), "bytes",
-		                                            (json_int_t)qtk_st_shard_size(f, i)));
-	for (size_t i = 0; !bad && i < qtk_st_count(f); i++) {
-		const qtk_st_tensor *t = qtk_st_get(f, i);
-		json_t *s = json_array();
-		for (uint32_t k = 0; s && k < t->ndim; k++)
-			bad |= json_array_append_new(s, json_integer((json_int_t)t->shape[k]));
-		bad |= !s || json_array_append_new(
-		                     ts, json_pack("{s:s, s:s, s:o, s:I, s:I, s:i, s:I}", "name",
-		                                   t->name, "dtype", qtk_dtype_name(t->dtype),
-		                                   "shape", s, "elements", (json_int_t)t->nelem,
-		                                   "bytes", (json_int_t)t->nbytes, "shard",
-		                                   (int)t->shard, "offset",
-		                                   (json_int_t)t->file_offset));
-		bytes += t->nbytes;
-		params += t->nelem;
+	cj_writer j;
+
+	for (size_t i = 0; i < qtk_st_count(f); i++) {
+		bytes += qtk_st_get(f, i)->nbytes;
+		params += qtk_st_get(f, i)->nelem;
 	}
-	for (size_t i = 0; !bad && i < qtk_st_meta_count(f); i++) {
+	cj_init(&j, stdout);
+	cj_obj(&j, NULL);
+	cj_str(&j, "path", path);
+	cj_str(&j, "resolved", qtk_st_path(f));
+	cj_str(&j, "format", "safetensors");
+	cj_uint(&j, "tensor_count", qtk_st_count(f));
+	cj_uint(&j, "total_elements", params);
+	cj_uint(&j, "total_bytes", bytes);
+	cj_obj(&j, "metadata");
+	for (size_t i = 0; i < qtk_st_meta_count(f); i++) {
 		const char *k = qtk_st_meta_key(f, i);
-		bad |= json_object_set_new(md, k, json_string(qtk_st_meta_get(f, k)));
+		cj_str(&j, k, qtk_st_meta_get(f, k));
 	}
-	bad |= bad || json_object_set_new(r, "path", json_string(path)) ||
-	       json_object_set_new(r, "format", json_string("safetensors")) ||
-	       json_object_set_new(r, "tensor_count", json_integer((json_int_t)qtk_st_count(f))) ||
-	       json_object_set_new(r, "total_elements", json_integer((json_int_t)params)) ||
-	       json_object_set_new(r, "total_bytes", json_integer((json_int_t)bytes)) ||
-	       json_object_set_new(r, "metadata", md) || json_object_set_new(r, "shards", sh) ||
-	       json_object_set_new(r, "tensors", ts);
-	if (bad) {
-		json_decref(r);
-		fprintf(stderr, "qtk: out of memory\n");
-		return QTK_EXIT_FAIL;
+	cj_end_obj(&j);
+	cj_arr(&j, "shards");
+	for (size_t i = 0; i < qtk_st_shard_count(f); i++) {
+		cj_obj(&j, NULL);
+		cj_str(&j, "path", qtk_st_shard_path(f, i));
+		cj_uint(&j, "bytes", qtk_st_shard_size(f, i));
+		cj_end_obj(&j);
 	}
-	int rc = json_dumpf(r, stdout, JSON_INDENT(1)) == 0 && putchar('\n') != EOF
-	                 ? QTK_EXIT_OK
-	                 : QTK_EXIT_FAIL;
-	json_decref(r);
-	return rc;
+	cj_end_arr(&j);
+	cj_arr(&j, "tensors");
+	for (size_t i = 0; i < qtk_st_count(f); i++) {
+		const qtk_st_tensor *t = qtk_st_get(f, i);
+
+		cj_obj(&j, NULL);
+		cj_str(&j, "name", t->name);
+		cj_str(&j, "dtype", qtk_dtype_name(t->dtype));
+		cj_arr(&j, "shape");
+		for (uint32_t k = 0; k < t->ndim; k++)
+			cj_uint(&j, NULL, t->shape[k]);
+		cj_end_arr(&j);
+		cj_uint(&j, "elements", t->nelem);
+		cj_uint(&j, "bytes", t->nbytes);
+		cj_uint(&j, "shard", t->shard);
+		cj_uint(&j, "offset", t->file_offset);
+		cj_end_obj(&j);
+	}
+	cj_end_arr(&j);
+	cj_end_obj(&j);
+	return cj_finish(&j);
 }
 
 /* 1 if the file at path starts with the n bytes of magic (not for a

@@ -29,6 +29,8 @@ typedef struct {
 
 typedef struct {
 	const char *format;       /* "safetensors" or "gguf" */
+	const char *path;         /* the file read: the input, or the file
+	                             picked in an input directory */
 	size_t n;
 	src_tensor *t;
 	size_t nfiles;
@@ -67,6 +69,8 @@ typedef struct {
 	uint32_t n_head;        /* heads of that projection */
 	int flat;               /* > 4 dims: stored as [rows][cols], the real
 	                           shape in comfy.gguf.orig_shape.NAME */
+	int fallback;           /* F16 chosen by the planner for rows the block
+	                           does not divide (F32 when a value needs it) */
 } gguf_tensor_plan;
 
 typedef struct {
@@ -84,7 +88,8 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 void gguf_plan_end(gguf_plan *g);
 /* Choose name and ggml type for tensor t; may change *L to what GGUF can
  * hold (F32 for 1-D and tiny tensors, F16 for rows the block does not
- * divide). Refuses layouts GGUF cannot hold, naming the tensor. */
+ * divide: out->fallback, widened to F32 by the caller when a value does
+ * not fit). Refuses layouts GGUF cannot hold, naming the tensor. */
 qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
                          gguf_tensor_plan *out, qtk_status *st);
 /* Bytes of one row of cols elements of a ggml type. */

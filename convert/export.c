@@ -33,6 +33,12 @@ typedef struct {
 	const void *plane[QTK_PLANE_MAX]; /* stored planes (mapped or read) */
 	void *owned[QTK_PLANE_MAX];
 	char why[320];              /* why it was requantized */
+	/* K_SRC: every narrow type of the requantized layout is qtk's pick,
+	 * so a value one cannot hold widens the tensor to F32 (GGUF: an F32
+	 * tensor; MLX: F32 scales and biases) in a second pass, as convert */
+	int widen;                  /* survives the re-plan */
+	char note[360];             /* why it was widened */
+	uint64_t flushed;           /* nonzero values stored as zero */
 } ex_tensor;
 
 typedef struct {
@@ -55,6 +61,7 @@ typedef struct {
 	int search;
 	size_t next;                /* atomic */
 	int failed;                 /* atomic */
+	int redo;                   /* atomic: a tensor was marked to widen */
 	pthread_mutex_t lock;
 	qtk_status err;
 } ex_job;
@@ -128,6 +135,8 @@ static qtk_err config_dir(ex_job *j, qtk_status *st)
 	struct stat sb;
 	json_t *cfg = json_object_get(j->meta, "config");
 
+	if (j->cfgdir[0]) /* made by the first pass */
+		return QTK_OK;
 	if (j->srcdir) {
 		snprintf(path, sizeof path, "%s/config.json", j->srcdir);
 		if (stat(path, &sb) == 0)
@@ -221,6 +230,12 @@ static qtk_err decide_gguf(ex_job *j, size_t i, qtk_status *st)
 			QTK_TRY(gguf_plan_tensor(&j->gp, &j->ft[i], &L, &j->gt[i], st));
 		}
 		e->kind = K_SRC;
+		if (e->widen && L.scheme != QTK_SCHEME_RAW) {
+			memset(&L, 0, sizeof L);
+			L.scheme = QTK_SCHEME_F32;
+			L.dtype = e->pt->src_dtype;
+			j->gt[i].type = QTK_GGML_F32;
+		}
 	}
 	e->out = L;
 	return QTK_OK;
@@ -271,6 +286,10 @@ static qtk_err decide_mlx(ex_job *j, size_t i, qtk_status *st)
 		L.dtype = e->pt->src_dtype;
 		L.group = 0;
 		QTK_TRY(mlx_plan_tensor(j->ms, i, &j->ft[i], &L, st));
+	}
+	if (e->widen && is_quant(&L)) {
+		L.scale_dtype = QTK_DT_F32;
+		QTK_TRY(mlx_set_scale_dtype(j->ms, i, QTK_DT_F32, st));
 	}
 	e->out = L;
 	e->kind = K_SRC;
@@ -376,7 +395,8 @@ static qtk_err fill_rows(ex_job *j, size_t i, uint64_t r0, uint64_t nr, ex_buf *
 	uint64_t cols = e->pt->cols;
 	const qtk_q_layout *S = &e->pt->layout;
 	qtk_q_planes dst;
-	qtk_q_opts qo = { .search = j->search, .tensor = e->pt->name, .row0 = r0 };
+	qtk_q_opts qo = { .search = j->search, .tensor = e->pt->name, .row0 = r0,
+	                  .flushed = &e->flushed };
 
 	if (e->kind == K_PLANES || e->kind == K_COPY) {
 		for (int p = 0; p < QTK_PLANE_DQ; p++) {
@@ -441,6 +461,32 @@ static qtk_err emit_rows(ex_job *j, size_t i, uint64_t r0, uint64_t nr, ex_buf *
 	}
 }
 
+/* A value error of tensor i while filling or emitting rows. A requantized
+ * tensor's narrow types are qtk's pick: a value they cannot hold marks
+ * it for F32 (*marked, QTK_OK: the output is redone). Anything else fails,
+ * naming the file the values came from. */
+static qtk_err value_error(ex_job *j, size_t i, qtk_err rc, int *marked, qtk_status *st)
+{
+	ex_tensor *e = &j->t[i];
+
+	*marked = e->kind == K_SRC && !e->widen &&
+	          (rc == QTK_E_Q_VALUE_RANGE || rc == QTK_E_Q_SCALE_RANGE);
+	if (!*marked) {
+		if (rc != QTK_E_NOMEM && rc != QTK_E_IO && rc != QTK_E_INTERRUPTED)
+			qtk_status_prefix(st, e->kind == K_SRC ? j->source->files[e->s->file].path
+			                                       : j->o->input);
+		return rc;
+	}
+	{
+		const char *m = st->msg, *q = !strncmp(m, "tensor '", 8) ? strstr(m, "': ") : NULL;
+		snprintf(e->note, sizeof e->note, "%s; %s in F32 instead", q ? q + 3 : m,
+		         j->gguf ? "stored" : "scales and biases stored");
+	}
+	e->widen = 1; /* only this tensor's worker touches e */
+	__atomic_store_n(&j->redo, 1, __ATOMIC_RELEASE);
+	return QTK_OK;
+}
+
 static qtk_err do_tensor(ex_job *j, size_t i, qtk_status *st)
 {
 	ex_tensor *e = &j->t[i];
@@ -463,15 +509,20 @@ static qtk_err do_tensor(ex_job *j, size_t i, qtk_status *st)
 	}
 	if (rc || !b.f || !b.blocks)
 		rc = qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	e->flushed = 0;
 	for (uint64_t r0 = 0; !rc && r0 < rows; r0 += per) {
 		uint64_t nr = rows - r0 < per ? rows - r0 : per;
+		int marked = 0;
 
 		if (j->o->cancel && *j->o->cancel)
 			rc = qtk_fail(st, QTK_E_INTERRUPTED, "interrupted");
-		if (!rc)
-			rc = fill_rows(j, i, r0, nr, &b, st);
-		if (!rc)
-			rc = emit_rows(j, i, r0, nr, &b, st);
+		if (!rc && (rc = fill_rows(j, i, r0, nr, &b, st)) != QTK_OK)
+			rc = value_error(j, i, rc, &marked, st);
+		if (!rc && !marked && (rc = emit_rows(j, i, r0, nr, &b, st)) != QTK_OK &&
+		    (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT))
+			rc = value_error(j, i, rc, &marked, st);
+		if (marked)
+			break;
 	}
 	qtk_free(b.f);
 	qtk_free(b.blocks);
@@ -573,6 +624,13 @@ static qtk_err open_out(ex_job *j, qtk_status *st)
 		d[i].n_dims = t->ndim ? t->ndim : 1;
 		for (uint32_t k = 0; k < QTK_GGUF_MAX_DIMS; k++)
 			d[i].ne[k] = k < t->ndim ? t->shape[t->ndim - 1 - k] : 1;
+		if (j->gt[i].flat) {
+			/* > 4 dims: [rows][cols], the shape in comfy.gguf.orig_shape
+			 * (gguf_plan_tensor), as convert writes it */
+			d[i].n_dims = 2;
+			d[i].ne[0] = t->shape[t->ndim - 1];
+			d[i].ne[1] = t->nelem / t->shape[t->ndim - 1];
+		}
 	}
 	rc = qtk_gguf_writer_open(&j->gw, j->o->output, j->gp.kvs, d, j->n, &wo, st);
 	qtk_free(d);
@@ -612,9 +670,26 @@ static qtk_err plan(ex_job *j, qtk_status *st)
 		QTK_TRY(j->gguf ? decide_gguf(j, i, st) : decide_mlx(j, i, st));
 		need_src |= j->t[i].kind == K_SRC;
 	}
-	if (need_src)
+	if (need_src && !j->source) /* a second pass has it open */
 		QTK_TRY(open_source(j, st));
 	return QTK_OK;
+}
+
+/* Drop the output and the planners' state for a second pass (the marks in
+ * j->t[].widen stay). */
+static void plan_reset(ex_job *j)
+{
+	qtk_gguf_writer_abort(j->gw);
+	mlx_abort(j->ms);
+	j->gw = NULL;
+	j->ms = NULL;
+	free(j->cfg_text);
+	j->cfg_text = NULL;
+	gguf_plan_end(&j->gp);
+	qtk_free(j->gt);
+	j->gt = NULL;
+	j->next = 0;
+	j->redo = 0;
 }
 
 static void job_free(ex_job *j)
@@ -651,7 +726,9 @@ static qtk_err make_report(ex_job *j, qtk_export_report **out, qtk_status *st)
 	r->ntensors = j->n;
 	r->requantized = qtk_calloc(j->n ? j->n : 1, sizeof *r->requantized);
 	r->reasons = qtk_calloc(j->n ? j->n : 1, sizeof *r->reasons);
-	if (!r->requantized || !r->reasons) {
+	r->flushed = qtk_calloc(j->n ? j->n : 1, sizeof *r->flushed);
+	r->notes = qtk_calloc(j->n ? j->n : 1, sizeof *r->notes);
+	if (!r->requantized || !r->reasons || !r->flushed || !r->notes) {
 		qtk_export_report_free(r);
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	}
@@ -663,9 +740,12 @@ static qtk_err make_report(ex_job *j, qtk_export_report **out, qtk_status *st)
 			r->widened++;
 		if (e->kind != K_SRC)
 			continue;
+		r->flushed[r->nrequantized] = e->flushed;
+		r->notes[r->nrequantized] = e->note[0] ? qtk_strdup(e->note) : NULL;
 		r->requantized[r->nrequantized] = qtk_strdup(e->pt->name);
 		r->reasons[r->nrequantized] = qtk_strdup(e->why);
-		if (!r->requantized[r->nrequantized] || !r->reasons[r->nrequantized]) {
+		if (!r->requantized[r->nrequantized] || !r->reasons[r->nrequantized] ||
+		    (e->note[0] && !r->notes[r->nrequantized])) {
 			r->nrequantized++;
 			qtk_export_report_free(r);
 			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
@@ -683,9 +763,13 @@ void qtk_export_report_free(qtk_export_report *r)
 	for (size_t i = 0; i < r->nrequantized; i++) {
 		qtk_free(r->requantized[i]);
 		qtk_free(r->reasons[i]);
+		if (r->notes)
+			qtk_free(r->notes[i]);
 	}
+	qtk_free(r->notes);
 	qtk_free(r->requantized);
 	qtk_free(r->reasons);
+	qtk_free(r->flushed);
 	qtk_free(r);
 }
 
@@ -714,12 +798,23 @@ qtk_err qtk_export(const qtk_export_opts *o, qtk_export_report **out, qtk_status
 		rc = make_fake_src(&j, st);
 	if (!rc)
 		rc = load_planes(&j, st);
-	if (!rc && (rc = plan(&j, st)) != QTK_OK)
-		qtk_status_prefix(st, o->input);
-	if (!rc)
-		rc = open_out(&j, st);
-	if (!rc)
-		rc = run(&j, nthreads < 1 ? 1 : nthreads, st);
+	/* two passes at most: the second when requantized tensors were marked
+	 * to widen (they are F32 then and cannot be marked again) */
+	for (int pass = 0; !rc && pass < 2; pass++) {
+		if (pass)
+			plan_reset(&j);
+		if ((rc = plan(&j, st)) != QTK_OK)
+			qtk_status_prefix(st, o->input);
+		if (!rc)
+			rc = open_out(&j, st);
+		if (!rc)
+			rc = run(&j, nthreads < 1 ? 1 : nthreads, st);
+		if (!rc && !j.redo)
+			break;
+		if (!rc && pass)
+			rc = qtk_fail(st, QTK_E_FORMAT, "%s: a value range fallback did not settle",
+			              o->input);
+	}
 	if (!rc)
 		rc = make_report(&j, out, st);
 	if (!rc && j.gguf)

@@ -13,6 +13,9 @@ static const qtk_cli_cmd commands[] = {
 	{ "verify", "check a .qtk file's structure and every checksum", cmd_verify },
 	{ "pack", "store a .qtk file's planes as zstd frames (transport form)", cmd_pack },
 	{ "unpack", "store a .qtk file's planes plain again (mmap form)", cmd_unpack },
+	{ "run", "generate text with a LLaMA-family model", cmd_run },
+	{ "eval", "perplexity and KL divergence of a model over a text", cmd_eval },
+	{ "bench", "time the runtime kernels against OpenBLAS and the memory bandwidth", cmd_bench },
 };
 
 static void usage(FILE *f)

@@ -42,7 +42,16 @@ typedef struct {
 	 * remaining to 0 double-quantizes them and computes the metrics */
 	float *absmax;          /* [rows * groups per row] */
 	size_t remaining;       /* atomic: items not finished */
+	/* the narrow types qtk chose itself (not the user): a value they
+	 * cannot hold widens them to F32 (job.widen) instead of failing */
+	int auto_store;         /* an F16/BF16 float store */
+	int auto_scales;        /* the scale dtype (F16/BF16) */
+	uint64_t flushed;       /* atomic: nonzero values stored as zero */
 } plan_tensor;
+
+/* job.widen bits: what a second pass stores wider: F32, or for a float
+ * store of a BF16 source its own BF16 bytes (they hold every value) */
+enum { W_STORE = 1, W_SCALES = 2 };
 
 typedef struct {
 	const qtk_conv_opts *o;
@@ -69,6 +78,14 @@ typedef struct {
 	pthread_cond_t idle;    /* signalled by each worker as it ends */
 	int live;               /* workers not yet ended */
 	qtk_status err;
+	/* Fallbacks: a tensor whose narrow type was qtk's own choice and met a
+	 * value it cannot hold is marked here (under lock) and the run goes on
+	 * without writing; then the output is dropped and everything planned
+	 * and written again with the marked tensors in F32. Both survive the
+	 * re-plan; redo is reset by it. */
+	uint8_t *widen;         /* [n] W_* */
+	char **widen_why;       /* [n] the first value error of a marked tensor */
+	int redo;               /* atomic: some tensor was marked in this pass */
 } job;
 
 static double now_s(void)
@@ -146,6 +163,8 @@ static qtk_err plan(job *j, qtk_status *st)
 		QTK_TRY(qtk_recipe_decide(o->recipe, t->name, t->dtype, t->ndim, t->shape,
 		                          &p->d, st));
 		sc = qtk_q_scheme_get(p->d.layout.scheme);
+		p->auto_store = p->d.wider && sc->float_store;
+		p->auto_scales = sc->quantized && !o->scale_dtype_set;
 		if (sc->quantized) {
 			p->d.layout.scale_dtype = o->scale_dtype;
 			/* double quantization is an NF4 option; empty tensors have no
@@ -162,15 +181,44 @@ static qtk_err plan(job *j, qtk_status *st)
 		if (j->gguf) {
 			QTK_TRY(gguf_plan_tensor(&j->gp, t, &p->d.layout, &j->gt[i], st));
 			sc = qtk_q_scheme_get(p->d.layout.scheme);
+			/* block types hold F16 scales by definition: the user's pick */
+			p->auto_store |= j->gt[i].fallback;
+			p->auto_scales = 0;
 		} else if (t->blk_elems && p->d.layout.scheme == QTK_SCHEME_RAW) {
 			/* a kept ggml block tensor: its exact f32 values */
 			memset(&p->d.layout, 0, sizeof p->d.layout);
 			p->d.layout.scheme = QTK_SCHEME_F32;
 			sc = qtk_q_scheme_get(p->d.layout.scheme);
 		}
+		if (!sc->float_store || sc->store_dtype == QTK_DT_F32)
+			p->auto_store = 0;
+		if (j->widen[i] & W_STORE) {
+			/* a BF16 source goes back to its own bytes, anything else F32 */
+			int bf = t->dtype == QTK_DT_BF16 && !t->blk_elems;
+			memset(&p->d.layout, 0, sizeof p->d.layout);
+			p->d.layout.scheme = bf ? QTK_SCHEME_RAW : QTK_SCHEME_F32;
+			if (bf && j->gguf && j->gt[i].qk) /* rows gathered: a float copy */
+				p->d.layout.scheme = QTK_SCHEME_BF16;
+			p->d.layout.dtype = t->dtype;
+			sc = qtk_q_scheme_get(p->d.layout.scheme);
+			if (j->gguf)
+				j->gt[i].type = bf ? QTK_GGML_BF16 : QTK_GGML_F32;
+			p->auto_store = 0;
+		}
 		if (j->ms) {
 			QTK_TRY(mlx_plan_tensor(j->ms, i, t, &p->d.layout, st));
 			sc = qtk_q_scheme_get(p->d.layout.scheme);
+			/* scales in the model's dtype (F16/BF16) are qtk's pick */
+			p->auto_scales = sc->quantized && (!o->scale_dtype_set ||
+			                                   mlx_model_dtype(j->ms, i) != QTK_DT_F32);
+		}
+		if (!sc->quantized || p->d.layout.scale_dtype == QTK_DT_F32)
+			p->auto_scales = 0;
+		if ((j->widen[i] & W_SCALES) && sc->quantized) {
+			p->d.layout.scale_dtype = QTK_DT_F32;
+			if (j->ms)
+				QTK_TRY(mlx_set_scale_dtype(j->ms, i, QTK_DT_F32, st));
+			p->auto_scales = 0;
 		}
 		if (qtk_q_layout_check(&p->d.layout, p->rows, p->cols, st)) {
 			qtk_status_prefix(st, t->name);
@@ -255,11 +303,56 @@ static qtk_err grow(worker_buf *b, int p, size_t n, qtk_status *st)
 	return QTK_OK;
 }
 
+/* The source file of tensor p. */
+static const char *src_path(const job *j, const plan_tensor *p)
+{
+	return j->s->files[p->t->file].path;
+}
+
+/* A quantize (or MLX scale) error of tensor i. A value the narrow type
+ * cannot hold where that type was qtk's own choice marks the tensor for
+ * F32 and returns QTK_OK (the item is dropped, the output redone);
+ * anything else fails, a value error's message naming the source file. */
+static qtk_err value_error(job *j, size_t i, qtk_err rc, qtk_status *st)
+{
+	const plan_tensor *p = &j->pt[i];
+	int w = rc == QTK_E_Q_VALUE_RANGE && p->auto_store ? W_STORE
+	      : rc == QTK_E_Q_SCALE_RANGE && p->auto_scales ? W_SCALES : 0;
+
+	if (!w) {
+		if (rc != QTK_E_NOMEM && rc != QTK_E_IO)
+			qtk_status_prefix(st, src_path(j, p));
+		return rc;
+	}
+	pthread_mutex_lock(&j->lock);
+	if (!j->widen[i]) {
+		const char *m = st->msg, *q = !strncmp(m, "tensor '", 8) ? strstr(m, "': ") : NULL;
+		char why[400];
+
+		snprintf(why, sizeof why, "%s; %s instead", q ? q + 3 : m,
+		         w == W_SCALES ? "scales and biases stored in F32"
+		         : p->t->dtype == QTK_DT_BF16 && !p->t->blk_elems ? "kept in BF16 (the source's)"
+		                                                          : "stored in F32");
+		j->widen_why[i] = qtk_strdup(why); /* NULL: the report says less */
+		__atomic_store_n(&j->widen[i], (uint8_t)w, __ATOMIC_RELAXED);
+	}
+	__atomic_store_n(&j->redo, 1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&j->lock);
+	return QTK_OK;
+}
+
+static int redoing(const job *j)
+{
+	return __atomic_load_n(&j->redo, __ATOMIC_ACQUIRE);
+}
+
 static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 {
 	const plan_tensor *p = &j->pt[it->tensor];
 	const uint8_t *from = p->t->data + it->start;
 
+	if (redoing(j)) /* this output is dropped: nothing to copy */
+		return QTK_OK;
 	if (j->gguf)
 		QTK_TRY(qtk_gguf_writer_put(j->gw, it->tensor, it->start, from, (size_t)it->count, st));
 	else if (j->ms)
@@ -310,7 +403,28 @@ static qtk_q_layout dq_inner(const qtk_q_layout *L)
  * result does not depend on the chunking), then the metrics against the
  * double-dequantized scales: a second read of the source, requantized
  * (deterministic: the same codes) chunk by chunk. */
-static qtk_err dq_finish(job *j, const plan_tensor *p, worker_buf *b, qtk_status *st)
+/* The nonzero values of rows [r0, r0+n) (x; amax: their groups' f32
+ * absmax) in groups whose absmax came back from double quantization as
+ * <= 0 (p->absmax): the group decodes to (about) zero, which the report
+ * counts as flushed. */
+static uint64_t dq_lost(const plan_tensor *p, uint64_t r0, uint64_t n, const float *x,
+                        const float *amax)
+{
+	uint64_t gpr = qtk_q_groups_per_row(&p->d.layout, p->cols), lost = 0;
+	uint64_t gl = p->d.layout.group == QTK_GROUP_ROW ? p->cols : p->d.layout.group;
+
+	for (uint64_t r = 0; r < n; r++)
+		for (uint64_t g = 0; g < gpr; g++) {
+			uint64_t i0 = g * gl, e = p->cols - i0 < gl ? p->cols - i0 : gl;
+			if (p->absmax[(r0 + r) * gpr + g] > 0.0f || !(amax[r * gpr + g] > 0.0f))
+				continue;
+			for (uint64_t k = 0; k < e; k++)
+				lost += x[r * p->cols + i0 + k] != 0.0f;
+		}
+	return lost;
+}
+
+static qtk_err dq_finish(job *j, plan_tensor *p, worker_buf *b, qtk_status *st)
 {
 	const qtk_q_layout *L = &p->d.layout;
 	qtk_q_layout q = dq_inner(L);
@@ -321,6 +435,7 @@ static qtk_err dq_finish(job *j, const plan_tensor *p, worker_buf *b, qtk_status
 	                  .tensor = p->t->name };
 	qtk_q_acc *acc = &j->acc[p->item0];
 	uint8_t *codes8 = qtk_malloc((size_t)ng), *dq;
+	uint64_t flushed = 0;
 	qtk_err rc;
 
 	if (qtk_q_plane_sizes(L, p->rows, p->cols, sizes) || !codes8) {
@@ -337,8 +452,11 @@ static qtk_err dq_finish(job *j, const plan_tensor *p, worker_buf *b, qtk_status
 	dq = qtk_malloc((size_t)sizes[QTK_PLANE_DQ]);
 	rc = dq ? qtk_q_double_quant(p->absmax, ng, codes8, dq, st)
 	        : qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	if (rc)
-		qtk_status_prefix(st, p->t->name);
+	if (rc && rc != QTK_E_NOMEM) {
+		char pre[300];
+		snprintf(pre, sizeof pre, "%s: tensor '%s'", src_path(j, p), p->t->name);
+		qtk_status_prefix(st, pre);
+	}
 	if (!rc)
 		rc = qtk_pack_writer_put(j->w, ti, QTK_PLANE_SCALES, 0, codes8, (size_t)ng, st);
 	if (!rc)
@@ -358,15 +476,20 @@ static qtk_err dq_finish(job *j, const plan_tensor *p, worker_buf *b, qtk_status
 		rc = src_read_f32(j->s, p->t, r0 * p->cols, n * p->cols, b->in, st);
 		if (!rc)
 			rc = qtk_q_quantize_rows(&q, b->in, (size_t)n, (size_t)p->cols, &d, &qo, st);
-		if (rc)
+		if (rc) {
+			if (rc != QTK_E_NOMEM && rc != QTK_E_IO)
+				qtk_status_prefix(st, src_path(j, p));
 			break;
+		}
 		qtk_q_dequantize_rows(&q, &c, (size_t)n, (size_t)p->cols, b->out);
 		/* row by row: the sums do not depend on the chunk size */
 		for (uint64_t r = 0; r < n; r++)
 			qtk_q_acc_add(acc, b->in + r * p->cols, b->out + r * p->cols, (size_t)p->cols);
+		flushed += dq_lost(p, r0, n, b->in, (const float *)(void *)b->planes[QTK_PLANE_SCALES]);
 		src_span(p->t, r0 * p->cols, n * p->cols, &off, &len);
 		src_release(p->t, off, len);
 	}
+	__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
 	return rc;
 }
 
@@ -392,7 +515,9 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 	memset(&d, 0, sizeof d);
 	d.p[QTK_PLANE_CODES] = b->planes[QTK_PLANE_CODES];
 	d.p[QTK_PLANE_SCALES] = p->absmax + it->start * gpr;
-	QTK_TRY(qtk_q_quantize_rows(&q, b->in, (size_t)it->count, (size_t)p->cols, &d, qo, st));
+	rc = qtk_q_quantize_rows(&q, b->in, (size_t)it->count, (size_t)p->cols, &d, qo, st);
+	if (rc)
+		return value_error(j, it->tensor, rc, st);
 	QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start * cb,
 	                            b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
 	src_span(p->t, elem0, nelem, &boff, &blen);
@@ -426,19 +551,21 @@ static qtk_err read_rows(job *j, const work_item *it, const plan_tensor *p, uint
 static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
                         qtk_status *st)
 {
-	const plan_tensor *p = &j->pt[it->tensor];
+	plan_tensor *p = &j->pt[it->tensor];
 	const qtk_q_layout *L = &p->d.layout;
-	uint64_t nrows, cols, elem0, nelem, boff, blen;
+	uint64_t nrows, cols, elem0, nelem, boff, blen, flushed = 0;
 	qtk_q_planes dst;
 	qtk_q_cplanes csrc;
 	qtk_q_opts qo = { .search = j->o->search, .importance = p->importance,
-	                  .tensor = p->t->name };
-
+	                  .tensor = p->t->name, .flushed = &flushed };
+	if (redoing(j) && __atomic_load_n(&j->widen[it->tensor], __ATOMIC_RELAXED))
+		return QTK_OK; /* marked for F32 in this pass: its items are dropped */
 	if (p->mode == MODE_ELEM) {
 		nrows = 1;
 		cols = it->count;
 		elem0 = it->start;
 		qo.row0 = 0;
+		qo.row_len = p->cols; /* name row and column of a flat run */
 	} else {
 		nrows = it->count;
 		cols = p->cols;
@@ -458,8 +585,11 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	dst.p[QTK_PLANE_DQ] = NULL;
 	csrc.p[QTK_PLANE_DQ] = NULL;
 	if (L->flags & QTK_QF_DOUBLE_QUANT) {
+		qtk_err rc;
 		QTK_TRY(read_rows(j, it, p, 0, nrows, cols, b->in, st));
-		return dq_item(j, k, it, b, elem0, nelem, &qo, st);
+		rc = dq_item(j, k, it, b, elem0, nelem, &qo, st);
+		__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
+		return rc;
 	}
 	/* The item in cache-sized pieces (read, quantize, dequantize, measure
 	 * while the f32 values are in L2); the planes collect the whole item
@@ -475,6 +605,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 			uint64_t nu = units - u0 < sub ? units - u0 : sub;
 			uint64_t sr = elem ? 1 : nu, sc = elem ? nu : cols;
 			qtk_q_planes d;
+			qtk_err rc;
 
 			for (int pl = 0; pl < QTK_PLANE_MAX; pl++) {
 				uint64_t off = elem ? qtk_q_row_bytes(L, u0, pl)
@@ -491,18 +622,31 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 				crc = qtk_crc32(crc, p->t->data + o, l);
 			}
 			qo.row0 = elem ? 0 : it->start + u0;
+			qo.elem0 = elem ? elem0 + u0 : 0;
 			/* codes and each row's error sums in one pass */
-			QTK_TRY(qtk_q_quantize_rows_acc(L, b->in, (size_t)sr, (size_t)sc, &d, &qo,
-			                                &j->acc[k], st));
+			rc = qtk_q_quantize_rows_acc(L, b->in, (size_t)sr, (size_t)sc, &d, &qo,
+			                             &j->acc[k], st);
+			if (rc)
+				return value_error(j, it->tensor, rc, st);
 		}
 		if (j->want_crc)
 			j->crc[k] = gathered ? qtk_crc32(0, p->t->data + boff, blen) : crc;
 	}
+	__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
+	/* this output is dropped: only the marks matter now (MLX finds some
+	 * while converting scales and biases, so it still writes) */
+	if (redoing(j) && !j->ms)
+		return QTK_OK;
 	if (j->gguf)
 		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));
-	if (j->ms)
-		QTK_TRY(mlx_put_rows(j->ms, it->tensor, L, &csrc, elem0, (size_t)nrows,
-		                     (size_t)cols, st));
+	if (j->ms) {
+		qtk_err rc = mlx_put_rows(j->ms, it->tensor, L, &csrc, elem0, (size_t)nrows,
+		                          (size_t)cols, st);
+		if (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT) /* a scale or bias */
+			return value_error(j, it->tensor, rc, st);
+		if (rc)
+			return rc;
+	}
 	for (int pl = 0; pl < QTK_PLANE_DQ && !j->gguf && !j->ms; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
 		uint64_t off = p->mode == MODE_ELEM ? it->start * (rb / cols) : it->start * rb;
@@ -681,26 +825,27 @@ static const char *group_name(uint32_t g, char buf[16])
 	return buf;
 }
 
-static json_t *config_json(const src *s)
+/* config.json beside the source (*cfg NULL: none, or not an object). */
+static qtk_err config_json(const src *s, json_t **cfg, qtk_status *st)
 {
 	char path[4096], *text;
 	size_t len;
-	json_t *cfg;
 	qtk_status tmp;
 
+	*cfg = NULL;
 	if (!s->dir)
-		return NULL;
+		return QTK_OK;
 	snprintf(path, sizeof path, "%s/config.json", s->dir);
 	/* not a regular file: refused when the input was opened */
 	if (qtk_fmt_read_input(path, &text, &len, &tmp) != QTK_OK)
-		return NULL;
-	cfg = json_loadb(text, len, 0, NULL);
+		return tmp.code == QTK_E_NOMEM ? qtk_fail(st, QTK_E_NOMEM, "out of memory") : QTK_OK;
+	*cfg = json_loadb(text, len, 0, NULL);
 	qtk_free(text);
-	if (cfg && !json_is_object(cfg)) {
-		json_decref(cfg);
-		cfg = NULL;
+	if (*cfg && !json_is_object(*cfg)) {
+		json_decref(*cfg);
+		*cfg = NULL;
 	}
-	return cfg;
+	return QTK_OK;
 }
 
 static const char *base_name(const char *p)
@@ -746,15 +891,18 @@ static uLong file_crc(const job *j, size_t f, const plan_tensor **order)
 	return crc;
 }
 
-/* Per source file: size and crc32 of all its bytes. */
+/* Per source file: size and crc32 of all its bytes; NULL: out of memory. */
 static json_t *sources_json(const job *j)
 {
-	json_t *files = json_array();
+	json_t *files;
 	const plan_tensor **order = qtk_malloc((j->n ? j->n : 1) * sizeof *order);
 
+	if (!order)
+		return NULL;
+	files = json_array();
 	for (size_t f = 0; f < j->s->nfiles; f++) {
 		const src_file *sf = &j->s->files[f];
-		int have = sf->base && order && j->want_crc;
+		int have = sf->base && j->want_crc;
 		uLong crc = have ? file_crc(j, f, order) : 0;
 		char hex[16];
 		json_t *o = json_object();
@@ -784,16 +932,27 @@ static void metrics_json(json_t *o, const qtk_q_metrics *m)
 	json_object_set_new(o, "cosine", json_real(m->cosine));
 }
 
-static char *build_metadata(const job *j, const qtk_conv_report *rep)
+static char *build_metadata_json(const job *j, const qtk_conv_report *rep, json_t *cfg)
 {
 	const qtk_conv_opts *o = j->o;
 	json_t *root = json_object(), *sj = json_object(), *tens = json_object();
-	json_t *opts = json_object(), *cfg = config_json(j->s), *rec = NULL;
+	json_t *opts = json_object(), *rec = NULL;
 	char *recipe = qtk_recipe_json(o->recipe), *text, buf[16];
+	json_t *files = sources_json(j);
 
+	if (!files || !recipe) {
+		json_decref(files);
+		free(recipe);
+		json_decref(root);
+		json_decref(sj);
+		json_decref(tens);
+		json_decref(opts);
+		json_decref(cfg);
+		return NULL;
+	}
 	json_object_set_new(root, "qtk_version", json_string(QTK_VERSION));
 	json_object_set_new(sj, "format", json_string(j->s->format));
-	json_object_set_new(sj, "files", sources_json(j));
+	json_object_set_new(sj, "files", files);
 	if (j->s->st && qtk_st_meta_count(j->s->st)) {
 		json_t *m = json_object();
 		for (size_t i = 0; i < qtk_st_meta_count(j->s->st); i++) {
@@ -829,12 +988,34 @@ static char *build_metadata(const job *j, const qtk_conv_report *rep)
 		json_object_set_new(e, "rule", json_string(t->origin));
 		if (t->has_metrics)
 			metrics_json(e, &t->m);
+		if (t->flushed)
+			json_object_set_new(e, "flushed", json_integer((json_int_t)t->flushed));
+		if (t->fallback)
+			json_object_set_new(e, "fallback", json_string(t->fallback));
 		json_object_set_new(tens, t->name, e);
 	}
 	json_object_set_new(root, "tensors", tens);
 	text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
 	json_decref(root);
 	return text;
+}
+
+/* The metadata stored in the output (rep->metadata_json), built under a
+ * jansson guard (qtk_formats.h). */
+static qtk_err build_metadata(const job *j, qtk_conv_report *rep, qtk_status *st)
+{
+	unsigned jm = qtk_json_begin();
+	json_t *cfg = NULL;
+	qtk_err rc = config_json(j->s, &cfg, st);
+
+	if (!rc)
+		rep->metadata_json = build_metadata_json(j, rep, cfg);
+	if (qtk_json_end(jm) || (!rc && !rep->metadata_json)) {
+		free(rep->metadata_json);
+		rep->metadata_json = NULL;
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory building metadata");
+	}
+	return rc;
 }
 
 static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
@@ -872,6 +1053,12 @@ static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
 		t->origin = p->d.origin;
 		t->src_bytes = p->t->nbytes;
 		t->out_bytes = p->out_bytes;
+		t->flushed = p->flushed;
+		if (j->widen_why && j->widen_why[i] && !(t->fallback = qtk_strdup(j->widen_why[i]))) {
+			qtk_free(names);
+			qtk_conv_report_free(rep);
+			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		}
 		rep->src_bytes += t->src_bytes;
 		rep->out_bytes += t->out_bytes;
 		rep->nparams += p->t->nelem;
@@ -885,6 +1072,10 @@ static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
 	}
 	rep->model = qtk_detect_model(names, j->n);
 	qtk_free(names);
+	if (!(rep->resolved = qtk_strdup(j->s->path))) {
+		qtk_conv_report_free(rep);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
 	*out = rep;
 	return QTK_OK;
 }
@@ -893,16 +1084,20 @@ void qtk_conv_report_free(qtk_conv_report *rep)
 {
 	if (!rep)
 		return;
-	for (size_t i = 0; i < rep->ntensors; i++)
+	for (size_t i = 0; i < rep->ntensors; i++) {
 		qtk_free(rep->tensors[i].name);
+		qtk_free(rep->tensors[i].fallback);
+	}
 	qtk_free(rep->tensors);
 	free(rep->metadata_json);
+	qtk_free(rep->resolved);
 	qtk_free(rep);
 }
 
 /* ---- entry -------------------------------------------------------------- */
 
-static void job_free(job *j)
+/* Undo plan() and the sinks' planning, for job_free or a second pass. */
+static void plan_free(job *j)
 {
 	for (size_t i = 0; j->pt && i < j->n; i++) {
 		qtk_free(j->pt[i].importance);
@@ -915,9 +1110,45 @@ static void job_free(job *j)
 	qtk_free(j->items);
 	qtk_free(j->acc);
 	qtk_free(j->crc);
+	j->pt = NULL;
+	j->gt = NULL;
+	j->ms = NULL;
+	j->items = NULL;
+	j->acc = NULL;
+	j->crc = NULL;
+	j->nitems = 0;
+	j->next = j->items_done = 0;
+	j->bytes_done = 0;
+	j->redo = 0;
+}
+
+static void job_free(job *j)
+{
+	plan_free(j);
+	for (size_t i = 0; j->widen_why && j->s && i < j->s->n; i++)
+		qtk_free(j->widen_why[i]);
+	qtk_free(j->widen_why);
+	qtk_free(j->widen);
 	src_close(j->s);
 	pthread_mutex_destroy(&j->lock);
 	pthread_cond_destroy(&j->idle);
+}
+
+/* The GGUF and MLX planners' state for a (new) pass. */
+static qtk_err sinks_begin(job *j, qtk_status *st)
+{
+	const qtk_conv_opts *o = j->o;
+
+	if (j->gguf)
+		QTK_TRY(gguf_plan_begin(&j->gp, j->s, qtk_recipe_main_scheme(o->recipe), st));
+	if (o->format == QTK_OUT_MLX) {
+		uint32_t g = qtk_recipe_main_group(o->recipe);
+		mlx_cfg mc = { .dir = j->s->dir, .main_scheme = qtk_recipe_main_scheme(o->recipe),
+		               .main_group = g == QTK_GROUP_ROW ? 0 : g };
+
+		QTK_TRY(mlx_begin(&j->ms, &mc, j->s->n, st));
+	}
+	return QTK_OK;
 }
 
 static qtk_err open_gguf(job *j, const qtk_write_opts *wo, qtk_status *st)
@@ -947,7 +1178,8 @@ static qtk_err open_gguf(job *j, const qtk_write_opts *wo, qtk_status *st)
 }
 
 /* Open the output and run the workers; on success j->w is left open for
- * the commit, on failure it is aborted. */
+ * the commit, on failure (or when j->redo asks for a second pass) it is
+ * aborted. */
 static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 {
 	const qtk_conv_opts *o = j->o;
@@ -979,7 +1211,7 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 	if (rc)
 		return rc;
 	rc = run_workers(j, nthreads, st);
-	if (rc) {
+	if (rc || j->redo) { /* failed, or to be written again with fallbacks */
 		qtk_pack_writer_abort(j->w);
 		qtk_gguf_writer_abort(j->gw);
 		mlx_abort(j->ms);
@@ -1016,33 +1248,40 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	rc = src_open(&j.s, o->input, st);
 	if (rc)
 		goto out;
-	if (j.gguf) {
-		rc = gguf_plan_begin(&j.gp, j.s, qtk_recipe_main_scheme(o->recipe), st);
+	j.widen = qtk_calloc(j.s->n ? j.s->n : 1, 1);
+	j.widen_why = qtk_calloc(j.s->n ? j.s->n : 1, sizeof *j.widen_why);
+	if (!j.widen || !j.widen_why) {
+		rc = qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		goto out;
+	}
+	/* At most two passes: the second when the first marked tensors whose
+	 * narrow type (qtk's own choice) cannot hold a value; they go in F32
+	 * and cannot be marked again. */
+	for (int pass = 0;; pass++) {
+		rc = sinks_begin(&j, st);
 		if (rc)
 			goto out;
-	}
-	if (o->format == QTK_OUT_MLX) {
-		char *rj = qtk_recipe_json(o->recipe);
-		mlx_cfg mc = { .dir = j.s->dir };
-
-		mlx_main_from_recipe(rj, &mc);
-		free(rj);
-		rc = mlx_begin(&j.ms, &mc, j.s->n, st);
+		rc = plan(&j, st);
+		if (rc) {
+			qtk_status_prefix(st, o->input);
+			goto out;
+		}
+		if (o->dry_run) {
+			rc = make_report(&j, &rep, st);
+			goto out;
+		}
+		rc = write_output(&j, nthreads, st);
 		if (rc)
 			goto out;
+		if (!j.redo)
+			break;
+		if (pass) { /* cannot happen: a marked tensor is F32 now */
+			rc = qtk_fail(st, QTK_E_FORMAT, "%s: a value range fallback did not settle",
+			              o->input);
+			goto out;
+		}
+		plan_free(&j);
 	}
-	rc = plan(&j, st);
-	if (rc) {
-		qtk_status_prefix(st, o->input);
-		goto out;
-	}
-	if (o->dry_run) {
-		rc = make_report(&j, &rep, st);
-		goto out;
-	}
-	rc = write_output(&j, nthreads, st);
-	if (rc)
-		goto out;
 	rc = make_report(&j, &rep, st);
 	if (rc) {
 		qtk_pack_writer_abort(j.w);
@@ -1050,10 +1289,12 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		goto out;
 	}
 	rep->threads = nthreads;
-	rep->metadata_json = build_metadata(&j, rep);
-	if (!rep->metadata_json) {
+	rc = build_metadata(&j, rep, st);
+	if (rc) {
 		qtk_pack_writer_abort(j.w);
-		rc = qtk_fail(st, QTK_E_NOMEM, "out of memory building metadata");
+		qtk_gguf_writer_abort(j.gw);
+		mlx_abort(j.ms);
+		j.ms = NULL;
 		goto out;
 	}
 	if (j.gguf)

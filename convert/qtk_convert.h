@@ -4,7 +4,7 @@
 #ifndef QTK_CONVERT_H
 #define QTK_CONVERT_H
 
-#include "qtk_runtime.h"
+#include "qtk_runtime.h" /* qtk_rt_path: the activation path of verify --against */
 
 #ifdef __cplusplus
 extern "C" {
@@ -51,8 +51,9 @@ QTK_API qtk_err qtk_recipe_load(qtk_recipe *r, const char *path, int scheme_from
                                 int group_from_cli, qtk_status *st);
 /* Rules of a preset ("mixed", "flux", "wan", "ltxv", "none"). */
 QTK_API qtk_err qtk_recipe_add_preset(qtk_recipe *r, const char *name, qtk_status *st);
-/* The main scheme (after a recipe file may have set it). */
+/* The main scheme and group (after a recipe file may have set them). */
 QTK_API qtk_scheme_id qtk_recipe_main_scheme(const qtk_recipe *r);
+QTK_API uint32_t qtk_recipe_main_group(const qtk_recipe *r);
 /* Names of the shipped presets, NULL-terminated. */
 QTK_API const char *const *qtk_recipe_presets(void);
 /* Model family from tensor names: "flux", "wan", "ltxv", "llama", "gpt2"
@@ -63,13 +64,16 @@ QTK_API const char *qtk_detect_model(const char *const *names, size_t n);
  * *model is NULL when nothing is recognised. */
 QTK_API qtk_err qtk_detect_model_path(const char *input, const char **model,
                                       qtk_status *st);
-/* The recipe as JSON text (for the output's metadata); caller frees. */
+/* The recipe as JSON text (for the output's metadata); caller frees.
+ * NULL: out of memory. */
 QTK_API char *qtk_recipe_json(const qtk_recipe *r);
 
 /* The decision for one tensor. */
 typedef struct {
 	qtk_q_layout layout;
 	const char *origin;     /* the rule that decided, or "default: ..." */
+	int wider;              /* a "wider" rule: its float type is qtk's pick,
+	                           widened to F32 when a value does not fit */
 } qtk_decision;
 
 /* Decide how a tensor of this name/dtype/shape is stored. Integer and BOOL
@@ -92,6 +96,10 @@ typedef struct {
 	qtk_out_format format;
 	const qtk_recipe *recipe;
 	qtk_dtype scale_dtype;      /* F16 default */
+	int scale_dtype_set;        /* 1: the user chose scale_dtype, so a scale or
+	                               bias it cannot hold fails the conversion;
+	                               0: qtk's default, widened to F32 for that
+	                               tensor (reported) */
 	uint32_t qflags;            /* QTK_QF_DOUBLE_QUANT */
 	int affine_rule;            /* int4/int8-affine parameters: 0 = MLX's rule
 	                               for --format mlx, ggml's Q4_1 rule otherwise;
@@ -120,6 +128,12 @@ typedef struct {
 	uint64_t src_bytes, out_bytes;
 	int has_metrics;
 	qtk_q_metrics m;
+	uint64_t flushed;           /* nonzero values stored as zero (qtk_q_opts) */
+	char *fallback;             /* NULL, or why a narrow type qtk had chosen
+	                               (GGUF's F16 for rows the block does not
+	                               divide, default F16 scales, MLX scales in
+	                               the model dtype, a "wider" F16) was widened
+	                               to F32 for this tensor */
 } qtk_conv_tensor;
 
 typedef struct {
@@ -131,6 +145,8 @@ typedef struct {
 	int threads;
 	const char *model;          /* detected family or NULL */
 	char *metadata_json;        /* what was stored in the output */
+	char *resolved;             /* the file read: the input, or the file
+	                               picked in an input directory */
 } qtk_conv_report;
 
 /* Run (or with dry_run, only plan) a conversion. *rep is filled on success
@@ -162,6 +178,11 @@ typedef struct {
 	size_t nrequantized;
 	char **requantized;         /* [nrequantized] tensor names */
 	char **reasons;             /* [nrequantized] why */
+	char **notes;               /* [nrequantized] NULL, or why a value that did
+	                               not fit the requantized layout's F16/BF16
+	                               sent it to F32 (GGUF: the tensor; MLX:
+	                               scales and biases) */
+	uint64_t *flushed;          /* [nrequantized] nonzero values stored as zero */
 	double seconds;
 	int threads;
 } qtk_export_report;

@@ -85,6 +85,11 @@ qtk_scheme_id qtk_recipe_main_scheme(const qtk_recipe *r)
 	return r->scheme;
 }
 
+uint32_t qtk_recipe_main_group(const qtk_recipe *r)
+{
+	return r->group;
+}
+
 const char *const *qtk_recipe_presets(void)
 {
 	static const char *names[NPRESETS + 1];
@@ -332,12 +337,18 @@ qtk_err qtk_recipe_load(qtk_recipe *r, const char *path, int scheme_from_cli,
 	const char *key;
 	char *text;
 	size_t len;
+	unsigned jm;
 
 	rc = qtk_fmt_read_input(path, &text, &len, st);
 	if (rc) /* a recipe that cannot be read is a bad argument, as one that cannot be parsed */
 		return rc == QTK_E_NOMEM ? rc : (st->code = QTK_E_ARG);
+	jm = qtk_json_begin();
 	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
 	qtk_free(text);
+	if (qtk_json_end(jm)) {
+		json_decref(root);
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
+	}
 	if (!root)
 		return qtk_fail(st, QTK_E_ARG, "%s: line %d: %s", path, jerr.line, jerr.text);
 	if (!json_is_object(root)) {
@@ -469,6 +480,7 @@ qtk_err qtk_recipe_decide(const qtk_recipe *r, const char *name, qtk_dtype dtype
 			return QTK_OK;
 		case QTK_ACT_WIDER:
 			set_store(&d->layout, wider(r->scheme), r->group);
+			d->wider = 1;
 			break;
 		case QTK_ACT_STORE:
 			set_store(&d->layout, hit->scheme,
@@ -507,6 +519,7 @@ static const char *group_str(uint32_t g, char buf[16])
 
 char *qtk_recipe_json(const qtk_recipe *r)
 {
+	unsigned jm = qtk_json_begin();
 	json_t *root = json_object(), *rules = json_array();
 	char buf[16], *text;
 
@@ -538,6 +551,10 @@ char *qtk_recipe_json(const qtk_recipe *r)
 	json_object_set_new(root, "rules", rules);
 	text = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(root);
+	if (qtk_json_end(jm)) {
+		free(text);
+		return NULL;
+	}
 	return text;
 }
 

@@ -111,10 +111,16 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 		if (s->dir && stat(path, &sb) == 0) {
 			char *text;
 			size_t len;
+			unsigned jm;
 
 			QTK_TRY(qtk_fmt_read_input(path, &text, &len, st));
+			jm = qtk_json_begin();
 			cfg = json_loadb(text, len, 0, NULL);
 			qtk_free(text);
+			if (qtk_json_end(jm)) {
+				json_decref(cfg);
+				return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
+			}
 		}
 		mt = json_string_value(json_object_get(cfg, "model_type"));
 		if (mt && *mt && strlen(mt) < 64)
@@ -246,6 +252,7 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		L->group = 0;
 		L->flags = 0;
 		out->type = QTK_GGML_F16;
+		out->fallback = L->scheme == QTK_SCHEME_F16;
 		return QTK_OK;
 	}
 	return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': GGUF cannot hold it: %s", t->name,

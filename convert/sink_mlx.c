@@ -463,6 +463,28 @@ static qtk_err put_out(mlx_sink *m, size_t k, uint64_t off, const void *buf, siz
 	return qtk_st_writer_put(m->w[o->shard], o->idx, off, buf, len, st);
 }
 
+/* MLX scales (biases: 1) of nrows rows of gpr groups into out in dt, row
+ * by row so that a value dt cannot hold is named by its row (*bad). */
+static qtk_err mlx_params(const qtk_q_layout *L, const qtk_q_cplanes *p, int biases,
+                          size_t nrows, size_t gpr, qtk_dtype dt, uint8_t *out, size_t *bad,
+                          qtk_status *st)
+{
+	size_t in = gpr * qtk_dtype_size(L->scale_dtype), ob = gpr * qtk_dtype_size(dt);
+
+	for (size_t r = 0; r < nrows; r++) {
+		const uint8_t *sc = (const uint8_t *)p->p[QTK_PLANE_SCALES] + r * in;
+		const uint8_t *bi = p->p[QTK_PLANE_BIASES] ?
+		                    (const uint8_t *)p->p[QTK_PLANE_BIASES] + r * in : NULL;
+		qtk_err rc = biases ? qtk_mlx_biases(L, sc, bi, gpr, dt, out + r * ob, st)
+		                    : qtk_mlx_scales(L, sc, gpr, dt, out + r * ob, st);
+		if (rc) {
+			*bad = r;
+			return rc;
+		}
+	}
+	return QTK_OK;
+}
+
 qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
                      uint64_t elem0, size_t nrows, size_t cols, qtk_status *st)
 {
@@ -472,6 +494,7 @@ qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_c
 	uint64_t row0 = cols ? elem0 / cols : 0;
 	uint32_t *w = NULL;
 	uint8_t *s = NULL;
+	size_t bad = nrows;
 	qtk_err rc;
 
 	if (!mt->quant) {
@@ -494,19 +517,22 @@ qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_c
 	if (!rc)
 		rc = put_out(m, mt->out0, row0 * words * 4, w, nrows * words * 4, st);
 	if (!rc)
-		rc = qtk_mlx_scales(L, p->p[QTK_PLANE_SCALES], nrows * gpr, mt->sdt, s, st);
+		rc = mlx_params(L, p, 0, nrows, gpr, mt->sdt, s, &bad, st);
 	if (!rc)
 		rc = put_out(m, mt->out0 + 1, row0 * gpr * ssz, s, nrows * gpr * ssz, st);
 	if (!rc)
-		rc = qtk_mlx_biases(L, p->p[QTK_PLANE_SCALES], p->p[QTK_PLANE_BIASES], nrows * gpr,
-		                    mt->sdt, s, st);
+		rc = mlx_params(L, p, 1, nrows, gpr, mt->sdt, s, &bad, st);
 	if (!rc)
 		rc = put_out(m, mt->out0 + 2, row0 * gpr * ssz, s, nrows * gpr * ssz, st);
 out:
 	if (rc && rc != QTK_E_NOMEM) {
 		char pre[200];
-		snprintf(pre, sizeof pre, "tensor '%s' rows from %llu", mt->name,
-		         (unsigned long long)row0);
+		if (bad < nrows)
+			snprintf(pre, sizeof pre, "tensor '%s': row %llu", mt->name,
+			         (unsigned long long)(row0 + bad));
+		else
+			snprintf(pre, sizeof pre, "tensor '%s': rows from %llu", mt->name,
+			         (unsigned long long)row0);
 		qtk_status_prefix(st, pre);
 	}
 	qtk_free(w);
@@ -621,7 +647,8 @@ static void main_form(const mlx_sink *m, unsigned *bits, unsigned *group)
 	}
 }
 
-static json_t *load_config(const mlx_sink *m)
+/* The source's config (an empty object when there is none to read). */
+static qtk_err load_config(const mlx_sink *m, json_t **out, qtk_status *st)
 {
 	char path[PATH_MAX], *text;
 	json_t *cfg = NULL;
@@ -636,21 +663,26 @@ static json_t *load_config(const mlx_sink *m)
 		if (qtk_fmt_read_input(path, &text, &len, &tmp) == QTK_OK) {
 			cfg = json_loadb(text, len, 0, NULL);
 			qtk_free(text);
+		} else if (tmp.code == QTK_E_NOMEM) {
+			*st = tmp;
+			return tmp.code;
 		}
 	}
 	if (cfg && !json_is_object(cfg)) {
 		json_decref(cfg);
 		cfg = NULL;
 	}
-	return cfg ? cfg : json_object();
+	*out = cfg ? cfg : json_object();
+	return QTK_OK;
 }
 
 static qtk_err write_config(const mlx_sink *m, qtk_status *st)
 {
-	json_t *cfg = load_config(m), *q;
+	json_t *cfg, *q;
 	unsigned bits, group;
 	qtk_err rc;
 
+	QTK_TRY(load_config(m, &cfg, st));
 	main_form(m, &bits, &group);
 	if (bits) {
 		q = json_object();
@@ -729,10 +761,16 @@ qtk_err mlx_commit(mlx_sink *m, qtk_status *st)
 		rc = qtk_st_writer_commit(m->w[k], st);
 		m->w[k] = NULL;
 	}
-	if (!rc && m->nshards > 1)
-		rc = write_index(m, st);
-	if (!rc)
-		rc = write_config(m, st);
+	if (!rc) { /* the JSON files, under a jansson guard (qtk_formats.h) */
+		unsigned jm = qtk_json_begin();
+		if (m->nshards > 1)
+			rc = write_index(m, st);
+		if (!rc)
+			rc = write_config(m, st);
+		if (qtk_json_end(jm))
+			rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory writing config.json",
+			              qtk_outdir_path(m->od));
+	}
 	for (size_t i = 0; !rc && m->c.dir && i < sizeof copy_files / sizeof *copy_files; i++)
 		rc = copy_file(m, copy_files[i], st);
 	if (!rc) {

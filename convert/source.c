@@ -72,6 +72,7 @@ static qtk_err open_gguf(src *s, const char *path, qtk_status *st)
 {
 	QTK_TRY(qtk_gguf_open(path, &s->gg, st));
 	s->format = "gguf";
+	s->path = path;
 	s->n = qtk_gguf_count(s->gg);
 	s->nfiles = 1;
 	s->t = qtk_calloc(s->n ? s->n : 1, sizeof *s->t);
@@ -138,6 +139,7 @@ qtk_err src_open(src **out, const char *path, qtk_status *st)
 		return rc;
 	}
 	s->format = "safetensors";
+	s->path = qtk_st_path(s->st);
 	s->n = qtk_st_count(s->st);
 	s->nfiles = qtk_st_shard_count(s->st);
 	s->t = qtk_calloc(s->n ? s->n : 1, sizeof *s->t);

@@ -6,6 +6,7 @@
 #include <ftw.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,53 @@
 #include <unistd.h>
 
 #include "fileio.h"
+
+/* ---- jansson's allocator ------------------------------------------------ */
+
+/* jansson allocates through qtk_malloc/qtk_free, so the allocation fault
+ * sweeps reach every JSON path (safetensors headers, config.json, recipes,
+ * metadata). jansson's allocator is process-wide; it is set before main()
+ * from this file, which every part that reads or writes a file links. Text
+ * from json_dumps is freed with free() or qtk_free() alike (both free).
+ *
+ * jansson 2.14 does not survive every refused allocation: when its lexer
+ * cannot save a byte of a token it later reads and writes past the token's
+ * buffer (valgrind: "Invalid write ... 0 bytes after a block"), and
+ * json_dumps ignores a failure to write an object key and returns the rest
+ * (a safetensors header with a key missing). So inside a guard
+ * (qtk_json_begin/end) a refusal is counted and the memory served anyway,
+ * and the caller reports QTK_E_NOMEM from the count. */
+static __thread unsigned json_refused; /* refusals on this thread */
+static __thread int json_guarded;      /* guard depth on this thread */
+
+static void *json_alloc(size_t n)
+{
+	void *p = qtk_malloc(n);
+
+	if (!p) {
+		json_refused++;
+		if (json_guarded)
+			p = malloc(n ? n : 1); /* real exhaustion: NULL, as before */
+	}
+	return p;
+}
+
+__attribute__((constructor)) static void json_alloc_init(void)
+{
+	json_set_alloc_funcs(json_alloc, qtk_free);
+}
+
+unsigned qtk_json_begin(void)
+{
+	json_guarded++;
+	return json_refused;
+}
+
+int qtk_json_end(unsigned mark)
+{
+	json_guarded--;
+	return json_refused != mark;
+}
 
 /* ---- registry of live temporaries, for signal handlers ---------------- */
 

@@ -148,10 +148,16 @@ qtk_err qtk_gguf_llama_config(const char *config_path, qtk_gguf_kvs *k,
 	qtk_err rc;
 	char *text;
 	size_t len;
+	unsigned jm;
 
 	QTK_TRY(qtk_fmt_read_input(config_path, &text, &len, st));
+	jm = qtk_json_begin();
 	root = json_loadb(text, len, 0, &e);
 	qtk_free(text);
+	if (qtk_json_end(jm)) {
+		json_decref(root);
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", config_path);
+	}
 	if (!root)
 		return qtk_fail(st, QTK_E_GG_CONFIG, "%s: %s (line %d)", config_path, e.text, e.line);
 	rc = json_is_object(root) ? config_parse(root, config_path, hp, st)

@@ -5,6 +5,7 @@
  * checked for bounds, alignment and overlap, keys and names for duplicates.
  * v1 differs from v2/v3 only in the width of counts, string lengths and
  * dims (u32 instead of u64). Each malformation has its own QTK_E_GG_* code. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -327,10 +328,10 @@ static qtk_err parse_infos(cur *c, uint64_t *namebytes)
 		t->nelem = len;                     /* name length until fill */
 		*namebytes += len + 1;
 		QTK_TRY(rd_u32(c, &t->n_dims, QTK_E_GG_NDIM, "n_dims", name));
-		if (t->n_dims == 0 || t->n_dims > QTK_GGUF_MAX_DIMS)
+		if (t->n_dims == 0 || t->n_dims > QTK_GGUF_READ_MAX_DIMS)
 			return qtk_fail(c->st, QTK_E_GG_NDIM, "%s: tensor '%s': %u dims (1 to %d allowed)",
-			                f->name, name, t->n_dims, QTK_GGUF_MAX_DIMS);
-		for (uint32_t d = 0; d < QTK_GGUF_MAX_DIMS; d++)
+			                f->name, name, t->n_dims, QTK_GGUF_READ_MAX_DIMS);
+		for (uint32_t d = 0; d < QTK_GGUF_READ_MAX_DIMS; d++)
 			t->ne[d] = 1;
 		for (uint32_t d = 0; d < t->n_dims; d++) {
 			QTK_TRY(rd_len(c, &t->ne[d], QTK_E_GG_DIM, "dim", name));
@@ -499,6 +500,7 @@ static qtk_err check_tensors(qtk_gguf_file *f, uint64_t end_of_infos, qtk_status
 			                (unsigned long long)t->nbytes, (unsigned long long)avail);
 		t->file_offset = f->data_off + t->offset;
 		t->data = f->data + t->file_offset;
+		t->file_ = f->name;
 	}
 	/* t_sorted is free again after check_dups: reuse it by offset, then
 	 * restore the name order */
@@ -818,16 +820,37 @@ qtk_err qtk_gguf_arr_int(const qtk_gguf_kv *kv, uint64_t i, int64_t *out)
 
 /* ---- dequantization ------------------------------------------------- */
 
+/* F64 to f32 rounding to nearest; a finite value beyond f32's range is an
+ * error (it would silently become Inf), NaN and Inf stay what they are. */
+static qtk_err f64_to_f32(const qtk_gguf_tensor *t, uint64_t elem0, uint64_t n, float *dst,
+                          qtk_status *st)
+{
+	const uint8_t *b = (const uint8_t *)t->data + 8 * elem0;
+
+	for (uint64_t k = 0; k < n; k++) {
+		double x = f64_at(b + 8 * k);
+
+		dst[k] = (float)x;
+		if (isinf(dst[k]) && !isinf(x))
+			return qtk_fail(st, QTK_E_UNSUPPORTED,
+			                "%s: tensor '%s': F64 element %llu = %g is outside the f32 range",
+			                t->file_ ? t->file_ : "gguf", t->name,
+			                (unsigned long long)(elem0 + k), x);
+	}
+	return QTK_OK;
+}
+
 qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0, uint64_t n, float *dst,
                           qtk_status *st)
 {
 	const uint8_t *b = t->data;
+	const char *file = t->file_ ? t->file_ : "gguf";
 	uint64_t end;
 	float blk[QTK_GGUF_QK];
 
 	if (__builtin_add_overflow(elem0, n, &end) || end > t->nelem)
-		return qtk_fail(st, QTK_E_ARG, "tensor '%s': elements [%llu, +%llu) outside its %llu",
-		                t->name, (unsigned long long)elem0, (unsigned long long)n,
+		return qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': elements [%llu, +%llu) outside its %llu",
+		                file, t->name, (unsigned long long)elem0, (unsigned long long)n,
 		                (unsigned long long)t->nelem);
 	switch (t->type) {
 	/* GGUF is little-endian, as are the hosts qtk builds for (x86-64);
@@ -839,12 +862,14 @@ qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0, uint64_t n, 
 		return qtk_to_f32(QTK_DT_F16, b + 2 * elem0, dst, (size_t)n) ? QTK_E_ARG : QTK_OK;
 	case QTK_GGML_BF16:
 		return qtk_to_f32(QTK_DT_BF16, b + 2 * elem0, dst, (size_t)n) ? QTK_E_ARG : QTK_OK;
+	case QTK_GGML_F64:
+		return f64_to_f32(t, elem0, n, dst, st);
 	case QTK_GGML_Q8_0: case QTK_GGML_Q4_0: case QTK_GGML_Q4_1:
 		break;
 	default:
 		return qtk_fail(st, QTK_E_UNSUPPORTED,
-		                "tensor '%s': cannot dequantize ggml type %s (qtk reads F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
-		                t->name, qtk_ggml_type_name(t->type));
+		                "%s: tensor '%s': cannot dequantize ggml type %s (qtk reads F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1)",
+		                file, t->name, qtk_ggml_type_name(t->type));
 	}
 	for (uint64_t e = elem0; e < end;) {
 		uint64_t bi = e / QTK_GGUF_QK, j0 = e % QTK_GGUF_QK;

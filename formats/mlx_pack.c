@@ -11,6 +11,8 @@
  * scale*q' + bias = scale*q exactly in f32 arithmetic: both products are
  * exact (an f16/f32 scale times an integer of at most 8 bits) and so is
  * their difference, which is a multiple of scale of at most 8 bits. */
+#include <math.h>
+
 #include "gguf_impl.h"
 
 qtk_err qtk_mlx_pack_bits(const uint8_t *q, size_t cols, unsigned bits, uint32_t *out,
@@ -113,7 +115,9 @@ qtk_err qtk_mlx_unpack_codes(const qtk_q_layout *L, const uint32_t *in, size_t n
 	return QTK_OK;
 }
 
-/* Convert n scale-dtype values (times -offset) to out_dtype, exactly. */
+/* Convert n scale-dtype values (times -offset) to out_dtype, exactly: a
+ * value out_dtype cannot hold fails with QTK_E_Q_SCALE_RANGE (the caller
+ * may widen to F32), an inexact one with QTK_E_GG_LAYOUT. */
 static qtk_err convert(const qtk_q_layout *L, const void *vals, unsigned offset, size_t n,
                        qtk_dtype out_dtype, void *out, const char *what, qtk_status *st)
 {
@@ -138,6 +142,9 @@ static qtk_err convert(const qtk_q_layout *L, const void *vals, unsigned offset,
 		b = offset ? -(float)offset * s : s;
 		qtk_from_f32(out_dtype, &b, tmp, 1);
 		qtk_to_f32(out_dtype, tmp, &back, 1);
+		if (isfinite(s) && !isfinite(back)) /* never written as Inf */
+			return qtk_fail(st, QTK_E_Q_SCALE_RANGE, "MLX %s of group %zu (%g) does not "
+			                "fit %s", what, i, (double)b, qtk_dtype_name(out_dtype));
 		if (memcmp(&back, &b, 4) && !(back == 0 && b == 0))
 			return qtk_fail(st, QTK_E_GG_LAYOUT, "MLX %s of group %zu (%g) is not exact in %s",
 			                what, i, (double)b, qtk_dtype_name(out_dtype));

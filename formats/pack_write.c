@@ -415,10 +415,13 @@ static void encode_header(uint8_t *h, const qtk_pack_writer *w, uint32_t rflags,
 static qtk_err check_meta(const char *path, const char *meta, qtk_status *st)
 {
 	json_error_t e;
+	unsigned jm = qtk_json_begin();
 	json_t *j = json_loads(meta, 0, &e);
 	int ok = j && json_is_object(j);
 
 	json_decref(j);
+	if (qtk_json_end(jm))
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory checking the metadata", path);
 	if (!ok)
 		return qtk_fail(st, QTK_E_ARG, "%s: metadata is not a JSON object (%s)", path,
 		                j ? "not an object" : e.text);

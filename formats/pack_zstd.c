@@ -245,6 +245,7 @@ qtk_err qtk_pack_verify(const qtk_pack_file *f, qtk_status *st)
 	const char *meta;
 	json_error_t e;
 	json_t *js;
+	unsigned jm;
 
 	if (!f)
 		return qtk_fail(st, QTK_E_ARG, "pack: no file");
@@ -273,7 +274,13 @@ qtk_err qtk_pack_verify(const qtk_pack_file *f, qtk_status *st)
 		return j.st.code;
 	}
 	meta = qtk_pack_metadata(f, &len);
+	jm = qtk_json_begin();
 	js = json_loadb(meta, len, 0, &e);
+	if (qtk_json_end(jm)) {
+		json_decref(js);
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory checking the metadata",
+		                pk_file_name(f));
+	}
 	if (!js || !json_is_object(js)) {
 		json_decref(js);
 		return qtk_fail(st, QTK_E_PK_META, "%s: metadata is not a JSON object", pk_file_name(f));

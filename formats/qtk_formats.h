@@ -45,6 +45,19 @@ QTK_API qtk_err qtk_fmt_check_input(const char *path, qtk_status *st);
 QTK_API qtk_err qtk_fmt_read_input(const char *path, char **data, size_t *len,
                                    qtk_status *st);
 
+/* jansson allocates through qtk_malloc, so the fault sweeps reach JSON.
+ * jansson 2.14 does not survive a refused allocation everywhere (its parser
+ * overruns a token buffer it could not grow; json_dumps drops an object key
+ * it could not write and returns the rest), so every stretch of jansson
+ * calls (a parse, building a document, json_dumps) is guarded:
+ *     unsigned m = qtk_json_begin();
+ *     ... jansson calls ...
+ *     if (qtk_json_end(m)) -> QTK_E_NOMEM, whatever the calls returned
+ * Inside a guard a refused allocation is counted (on this thread) and the
+ * memory served anyway; qtk_json_end says whether any was refused. */
+QTK_API unsigned qtk_json_begin(void);
+QTK_API int qtk_json_end(unsigned mark);
+
 /* ===================================================================== */
 /* safetensors                                                            */
 /* ===================================================================== */
@@ -61,15 +74,24 @@ typedef struct {
 	uint64_t nbytes;
 	uint32_t shard;         /* which file of a sharded set holds it */
 	uint64_t file_offset;   /* absolute offset of data in that file */
+	const char *file_;      /* private: that file's path, for messages */
 } qtk_st_tensor;
 
 /* One safetensors file, or a sharded set presented as one namespace. */
 typedef struct qtk_st_file qtk_st_file;
 
 /* Open PATH: a .safetensors file, a *.safetensors.index.json, or a
- * directory (its index, or its single .safetensors file). Costs O(header).
+ * directory (the file qtk_st_resolve picks in it). Costs O(header).
  * On failure *out is NULL and st names file, tensor and problem. */
 QTK_API qtk_err qtk_st_open(const char *path, qtk_st_file **out, qtk_status *st);
+/* The file qtk_st_open reads for PATH: PATH itself, or in a directory the
+ * file a Hugging Face loader reads there: model.safetensors, else
+ * model.safetensors.index.json, else diffusion_pytorch_model.safetensors
+ * .index.json, else diffusion_pytorch_model.safetensors, else the only
+ * *.safetensors.index.json, else the only .safetensors file (several:
+ * QTK_E_ARG naming them; none: QTK_E_NOT_FOUND). *out is the path (a
+ * directory's joined to the file's name); the caller frees it with qtk_free. */
+QTK_API qtk_err qtk_st_resolve(const char *path, char **out, qtk_status *st);
 QTK_API void qtk_st_close(qtk_st_file *f); /* NULL is fine */
 
 /* Tensors in the order of their data (shard order, then offset). */
@@ -88,8 +110,12 @@ QTK_API const char *qtk_st_shard_path(const qtk_st_file *f, size_t i);
 QTK_API uint64_t qtk_st_shard_size(const qtk_st_file *f, size_t i);
 /* The directory the checkpoint lives in (for config.json and friends). */
 QTK_API const char *qtk_st_dir(const qtk_st_file *f);
+/* The file opened (the index of a set): PATH, or the one picked in it. */
+QTK_API const char *qtk_st_path(const qtk_st_file *f);
 
-/* Convert elements [elem0, elem0+n) of a floating tensor to f32. */
+/* Convert elements [elem0, elem0+n) of a floating tensor to f32. A finite
+ * F64 value beyond f32's range is refused (QTK_E_UNSUPPORTED naming file,
+ * tensor, element and value), never made Inf. */
 QTK_API qtk_err qtk_st_read_f32(const qtk_st_tensor *t, uint64_t elem0,
                                 uint64_t n, float *dst, qtk_status *st);
 
@@ -306,7 +332,10 @@ enum {
 	QTK_GGML_F64 = 28, QTK_GGML_BF16 = 30, QTK_GGML_TYPE_COUNT = 40
 };
 
-#define QTK_GGUF_MAX_DIMS 4
+#define QTK_GGUF_MAX_DIMS 4      /* ggml's GGML_MAX_DIMS: what qtk writes */
+#define QTK_GGUF_READ_MAX_DIMS QTK_MAX_DIMS /* what qtk reads: gguf-py writes
+                                           any rank (ComfyUI-GGUF's 5-D Wan
+                                           patch_embedding.weight) */
 #define QTK_GGUF_DEFAULT_ALIGN 32u
 /* The largest general.alignment qtk reads or writes: 64 KiB, the largest
  * page size of common platforms (arm64 and ppc64le 64K-page kernels);
@@ -341,8 +370,8 @@ typedef struct {
 typedef struct {
 	const char *name;       /* NUL-terminated copy */
 	uint32_t type;          /* ggml type */
-	uint32_t n_dims;        /* 1..4 */
-	uint64_t ne[QTK_GGUF_MAX_DIMS]; /* ne[0] innermost; unused dims 1 */
+	uint32_t n_dims;        /* 1..QTK_GGUF_READ_MAX_DIMS */
+	uint64_t ne[QTK_GGUF_READ_MAX_DIMS]; /* ne[0] innermost; unused dims 1 */
 	uint32_t ndim;          /* = n_dims; shape in safetensors order: */
 	uint64_t shape[QTK_MAX_DIMS];   /* shape[ndim-1] = ne[0] */
 	uint64_t nelem;
@@ -351,6 +380,7 @@ typedef struct {
 	uint64_t file_offset;   /* absolute */
 	const void *data;       /* in the mapping */
 	uint64_t nbytes;
+	const char *file_;      /* private: the file's name, for messages */
 } qtk_gguf_tensor;
 
 typedef struct qtk_gguf_file qtk_gguf_file;
@@ -404,8 +434,9 @@ QTK_API const qtk_gguf_tensor *qtk_gguf_get(const qtk_gguf_file *f, size_t i);
 QTK_API const qtk_gguf_tensor *qtk_gguf_find(const qtk_gguf_file *f, const char *name);
 
 /* Dequantize elements [elem0, elem0+n) (flat, ne[0] innermost) to f32,
- * exactly as ggml does: F32, F16, BF16, Q8_0, Q4_0, Q4_1. Other types:
- * QTK_E_UNSUPPORTED naming the type. */
+ * exactly as ggml does: F32, F16, BF16, Q8_0, Q4_0, Q4_1; F64 rounded to
+ * nearest (a finite value beyond f32's range: QTK_E_UNSUPPORTED). Other
+ * types: QTK_E_UNSUPPORTED naming the type. Messages name file and tensor. */
 QTK_API qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0,
                                   uint64_t n, float *dst, qtk_status *st);
 
@@ -583,8 +614,10 @@ QTK_API qtk_err qtk_mlx_unpack_codes(const qtk_q_layout *L, const uint32_t *in, 
 /* MLX scales (the qtk scales, stored as F16, BF16 or F32, converted) and
  * biases for n groups in out_dtype (F16/BF16/F32): -offset*scale for
  * symmetric schemes (biases unused, may be NULL), the stored bias for
- * affine ones. QTK_E_GG_LAYOUT if a value is not exact in out_dtype (e.g.
- * -8*scale overflows F16, or an f16 scale does not fit BF16). */
+ * affine ones. QTK_E_Q_SCALE_RANGE if a finite value overflows out_dtype
+ * (e.g. -128*scale beyond F16), QTK_E_GG_LAYOUT if one is not exact there
+ * (an f16 scale that does not fit BF16). Never writes Inf for a finite
+ * value. */
 QTK_API qtk_err qtk_mlx_scales(const qtk_q_layout *L, const void *scales, size_t n,
                                qtk_dtype out_dtype, void *out, qtk_status *st);
 QTK_API qtk_err qtk_mlx_biases(const qtk_q_layout *L, const void *scales, const void *biases,

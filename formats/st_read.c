@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -13,6 +14,7 @@
 #include "st_private.h"
 
 struct qtk_st_file {
+	char *path;                    /* the file or index opened */
 	char *dir;
 	size_t nshards;
 	qtk_map *maps;
@@ -250,6 +252,7 @@ static qtk_err parse_entry(qtk_st_file *f, const qtk_map *m, uint32_t shard,
 	t->nelem = nelem;
 	t->nbytes = nbytes;
 	t->shard = shard;
+	t->file_ = path;
 	t->file_offset = data0 + a;
 	t->data = m->data ? m->data + data0 + a : NULL;
 	return QTK_OK;
@@ -276,7 +279,12 @@ static qtk_err parse_one(qtk_st_file *f, uint32_t shard, int keep_meta, qtk_stat
 	if (!utf8_valid(h, (size_t)hl))
 		return qtk_fail(st, QTK_E_ST_UTF8, "%s: header is not valid UTF-8", path);
 	json_error_t je;
+	unsigned jm = qtk_json_begin();
 	json_t *root = json_loadb((const char *)h, (size_t)hl, JSON_REJECT_DUPLICATES, &je);
+	if (qtk_json_end(jm)) {
+		json_decref(root);
+		return qtk_fail(st, QTK_E_NOMEM, "%s: header: out of memory", path);
+	}
 	if (!root) {
 		if (json_error_code(&je) == json_error_duplicate_key)
 			return qtk_fail(st, QTK_E_ST_DUPLICATE, "%s: header: %s", path, je.text);
@@ -362,6 +370,7 @@ void qtk_st_close(qtk_st_file *f)
 	}
 	qtk_free(f->maps);
 	qtk_free(f->dir);
+	qtk_free(f->path);
 	qtk_free(f);
 }
 
@@ -374,11 +383,12 @@ static int ends_with(const char *s, const char *suf)
 static char *path_join(const char *dir, const char *name)
 {
 	size_t a = strlen(dir), b = strlen(name);
+	size_t sep = a && dir[a - 1] == '/' ? 0 : 1; /* "ckpt/" + name: one slash */
 	char *p = qtk_malloc(a + b + 2);
 	if (p) {
 		memcpy(p, dir, a);
 		p[a] = '/';
-		memcpy(p + a + 1, name, b + 1);
+		memcpy(p + a + sep, name, b + 1);
 	}
 	return p;
 }
@@ -414,12 +424,17 @@ static qtk_err open_index(qtk_st_file *f, const char *path, qtk_status *st)
 	qtk_map im = { .fd = -1 };
 	QTK_TRY(qtk_map_open(&im, path, st));
 	json_error_t je;
+	unsigned jm = qtk_json_begin();
 	json_t *root = im.size ? json_loadb((const char *)im.data, (size_t)im.size,
 	                                    JSON_REJECT_DUPLICATES, &je)
 	                       : NULL;
 	qtk_map_close(&im);
 	qtk_err rc = QTK_OK;
 	const char **files = NULL;
+	if (qtk_json_end(jm)) {
+		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
+		goto out;
+	}
 	json_t *wm = root ? json_object_get(root, "weight_map") : NULL;
 	if (!root || !json_is_object(root) || !json_is_object(wm)) {
 		rc = qtk_fail(st, QTK_E_ST_INDEX, "%s: %s", path,
@@ -510,32 +525,147 @@ static int is_dir(const char *p)
 	return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
 }
 
-/* A directory: its one index, else its one .safetensors file. */
+/* ---- a directory: the file a Hugging Face loader reads in it ----------- */
+
+/* Looked for in this order: transformers' names (modeling_utils checks
+ * model.safetensors before model.safetensors.index.json), then diffusers'
+ * (ModelMixin checks the index first). A variant (model.fp16.safetensors)
+ * is read only when named, or as a directory's only file. */
+static const char *const hf_names[] = {
+	"model.safetensors",
+	"model.safetensors.index.json",
+	"diffusion_pytorch_model.safetensors.index.json",
+	"diffusion_pytorch_model.safetensors",
+};
+
+typedef struct {
+	char **v;
+	size_t n, cap;
+} name_list;
+
+static int list_push(name_list *l, const char *s)
+{
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? 2 * l->cap : 8;
+		char **v = nc < SIZE_MAX / sizeof *v ? qtk_realloc(l->v, nc * sizeof *v) : NULL;
+		if (!v)
+			return -1;
+		l->v = v;
+		l->cap = nc;
+	}
+	if (!(l->v[l->n] = qtk_strdup(s)))
+		return -1;
+	l->n++;
+	return 0;
+}
+
+static void list_free(name_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		qtk_free(l->v[i]);
+	qtk_free(l->v);
+}
+
+/* "a, b, c" in name order, as many as fit in buf, then "...". */
+static const char *list_join(name_list *l, char *buf, size_t len)
+{
+	size_t k = 0;
+
+	qsort(l->v, l->n, sizeof *l->v, cmp_str);
+	buf[0] = 0;
+	for (size_t i = 0; i < l->n; i++) {
+		size_t need = strlen(l->v[i]) + (i ? 2 : 0);
+		if (k + need + 5 > len) {
+			snprintf(buf + k, len - k, "%s...", i ? ", " : "");
+			break;
+		}
+		k += (size_t)snprintf(buf + k, len - k, "%s%s", i ? ", " : "", l->v[i]);
+	}
+	return buf;
+}
+
+/* Pick the file to read in dir: the first of hf_names present, else the
+ * only *.safetensors.index.json, else the only .safetensors file (names
+ * starting with '.' are not candidates). Several of a kind: QTK_E_ARG
+ * naming them; none: QTK_E_NOT_FOUND. Directories never pick a GGUF. */
 static qtk_err pick_in_dir(const char *dir, char **out, qtk_status *st)
 {
+	name_list idx = { 0 }, one = { 0 };
+	size_t ngguf = 0, named = sizeof hf_names / sizeof *hf_names;
+	char names[160];
+	const char *pick = NULL;
+	struct dirent *e;
+	qtk_err rc = QTK_OK;
 	DIR *d = opendir(dir);
+
+	*out = NULL;
 	if (!d)
 		return qtk_fail(st, QTK_E_IO, "%s: cannot open directory: %s", dir, strerror(errno));
-	char idx[256] = "", one[256] = "";
-	int nidx = 0, none = 0;
-	struct dirent *e;
-	while ((e = readdir(d))) {
-		if (ends_with(e->d_name, ".safetensors.index.json")) {
-			if (!nidx++)
-				snprintf(idx, sizeof idx, "%s", e->d_name);
-		} else if (ends_with(e->d_name, ".safetensors")) {
-			if (!none++)
-				snprintf(one, sizeof one, "%s", e->d_name);
+	for (errno = 0; (e = readdir(d)); errno = 0) {
+		const char *n = e->d_name;
+		int bad = 0;
+		for (size_t k = 0; k < named; k++)
+			if (!strcmp(n, hf_names[k]))
+				named = k;
+		if (n[0] == '.')
+			continue;
+		if (ends_with(n, ".safetensors.index.json"))
+			bad = list_push(&idx, n);
+		else if (ends_with(n, ".safetensors"))
+			bad = list_push(&one, n);
+		else if (ends_with(n, ".gguf"))
+			ngguf++;
+		if (bad) {
+			rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", dir);
+			break;
 		}
 	}
+	if (!rc && errno)
+		rc = qtk_fail(st, QTK_E_IO, "%s: cannot read directory: %s", dir, strerror(errno));
 	closedir(d);
-	if (nidx > 1 || (!nidx && none > 1))
-		return qtk_fail(st, QTK_E_ARG, "%s: %d index files and %d .safetensors files; name one",
-		                dir, nidx, none);
-	if (!nidx && !none)
-		return qtk_fail(st, QTK_E_NOT_FOUND, "%s: no .safetensors file or index", dir);
-	*out = path_join(dir, nidx ? idx : one);
-	return *out ? QTK_OK : qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	if (rc)
+		goto out;
+	if (named < sizeof hf_names / sizeof *hf_names)
+		pick = hf_names[named];
+	else if (idx.n == 1)
+		pick = idx.v[0];
+	else if (idx.n > 1)
+		rc = qtk_fail(st, QTK_E_ARG,
+		              "%s: no model.safetensors, diffusion_pytorch_model.safetensors or "
+		              "their index, and %zu index files: %s; name one",
+		              dir, idx.n, list_join(&idx, names, sizeof names));
+	else if (one.n == 1)
+		pick = one.v[0];
+	else if (one.n > 1)
+		rc = qtk_fail(st, QTK_E_ARG,
+		              "%s: no model.safetensors, diffusion_pytorch_model.safetensors or "
+		              "index, and %zu .safetensors files: %s; name one",
+		              dir, one.n, list_join(&one, names, sizeof names));
+	else if (ngguf)
+		rc = qtk_fail(st, QTK_E_NOT_FOUND,
+		              "%s: no .safetensors file or index (a directory is not read as GGUF: "
+		              "name one of its %zu .gguf file%s)", dir, ngguf, ngguf == 1 ? "" : "s");
+	else
+		rc = qtk_fail(st, QTK_E_NOT_FOUND, "%s: no .safetensors file or index", dir);
+	if (pick && !(*out = path_join(dir, pick)))
+		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", dir);
+out:
+	list_free(&idx);
+	list_free(&one);
+	return rc;
+}
+
+qtk_err qtk_st_resolve(const char *path, char **out, qtk_status *st)
+{
+	if (!out)
+		return qtk_fail(st, QTK_E_ARG, "qtk_st_resolve: out is NULL");
+	*out = NULL;
+	if (!path)
+		return qtk_fail(st, QTK_E_ARG, "qtk_st_resolve: path is NULL");
+	if (is_dir(path))
+		return pick_in_dir(path, out, st);
+	*out = qtk_strdup(path);
+	return *out ? QTK_OK : qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
 }
 
 qtk_err qtk_st_open(const char *path, qtk_st_file **out, qtk_status *st)
@@ -546,16 +676,16 @@ qtk_err qtk_st_open(const char *path, qtk_st_file **out, qtk_status *st)
 	if (!path)
 		return qtk_fail(st, QTK_E_ARG, "qtk_st_open: path is NULL");
 	char *picked = NULL;
-	if (is_dir(path)) {
-		QTK_TRY(pick_in_dir(path, &picked, st));
-		path = picked;
-	}
+	QTK_TRY(qtk_st_resolve(path, &picked, st));
+	path = picked;
 	qtk_err rc = QTK_OK;
 	qtk_st_file *f = qtk_calloc(1, sizeof *f);
 	if (!f || !(f->dir = dir_of(path))) {
 		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
 		goto fail;
 	}
+	f->path = picked;
+	picked = NULL;
 	if (ends_with(path, ".index.json")) {
 		rc = open_index(f, path, st);
 	} else {
@@ -568,7 +698,6 @@ qtk_err qtk_st_open(const char *path, qtk_st_file **out, qtk_status *st)
 	}
 	if (rc)
 		goto fail;
-	qtk_free(picked);
 	*out = f;
 	return QTK_OK;
 fail:
@@ -588,7 +717,7 @@ qtk_err qtk_st_open_mem(const void *data, size_t size, const char *name, qtk_st_
 	if (!f)
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", name);
 	f->borrowed = 1;
-	if (!(f->dir = qtk_strdup("."))) {
+	if (!(f->dir = qtk_strdup(".")) || !(f->path = qtk_strdup(name))) {
 		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", name);
 		goto fail;
 	}
@@ -656,24 +785,44 @@ uint64_t qtk_st_shard_size(const qtk_st_file *f, size_t i)
 
 const char *qtk_st_dir(const qtk_st_file *f) { return f ? f->dir : NULL; }
 
+const char *qtk_st_path(const qtk_st_file *f) { return f ? f->path : NULL; }
+
 qtk_err qtk_st_read_f32(const qtk_st_tensor *t, uint64_t elem0, uint64_t n, float *dst,
                         qtk_status *st)
 {
+	const char *file;
 	uint64_t end;
+
 	if (!t || (n && !dst))
 		return qtk_fail(st, QTK_E_ARG, "qtk_st_read_f32: NULL argument");
+	file = t->file_ ? t->file_ : "safetensors";
 	if (!qtk_dtype_is_float(t->dtype))
-		return qtk_fail(st, QTK_E_ARG, "tensor '%s': dtype %s is not a float type", t->name,
-		                qtk_dtype_name(t->dtype));
+		return qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': dtype %s is not a float type", file,
+		                t->name, qtk_dtype_name(t->dtype));
 	if (__builtin_add_overflow(elem0, n, &end) || end > t->nelem)
-		return qtk_fail(st, QTK_E_ARG, "tensor '%s': elements [%llu, +%llu) past %llu",
-		                t->name, (unsigned long long)elem0, (unsigned long long)n,
+		return qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': elements [%llu, +%llu) past %llu",
+		                file, t->name, (unsigned long long)elem0, (unsigned long long)n,
 		                (unsigned long long)t->nelem);
 	if (!n)
 		return QTK_OK;
 	if (n > SIZE_MAX)
-		return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': read too large", t->name);
+		return qtk_fail(st, QTK_E_OVERFLOW, "%s: tensor '%s': read too large", file, t->name);
 	const uint8_t *src = (const uint8_t *)t->data + elem0 * qtk_dtype_size(t->dtype);
 	qtk_err rc = qtk_to_f32(t->dtype, src, dst, (size_t)n);
-	return rc ? qtk_fail(st, rc, "tensor '%s': conversion failed", t->name) : QTK_OK;
+	if (rc)
+		return qtk_fail(st, rc, "%s: tensor '%s': conversion to f32 failed", file, t->name);
+	/* F64 is the one source type whose finite values can exceed f32: a
+	 * value rounded to Inf there is refused, not passed on as Inf */
+	if (t->dtype == QTK_DT_F64)
+		for (size_t i = 0; i < (size_t)n; i++)
+			if (isinf(dst[i])) {
+				double v;
+				memcpy(&v, src + 8 * i, 8);
+				if (isfinite(v))
+					return qtk_fail(st, QTK_E_UNSUPPORTED,
+					                "%s: tensor '%s': element %llu is %g, beyond f32's range",
+					                file, t->name,
+					                (unsigned long long)(elem0 + i), v);
+			}
+	return QTK_OK;
 }

@@ -33,7 +33,7 @@ void qtk_st_writer_abort(qtk_st_writer *w)
 
 /* Build the header JSON for descs; fills sizes. Returns a qtk_malloc'd,
  * space-padded string whose length makes the data start 8-aligned. */
-static qtk_err build_header(const char *path, const qtk_st_desc *d, size_t n,
+static qtk_err build_header_json(const char *path, const qtk_st_desc *d, size_t n,
                             const char *const *meta, uint64_t *size, char **out,
                             size_t *outlen, qtk_status *st)
 {
@@ -136,6 +136,23 @@ static qtk_err build_header(const char *path, const qtk_st_desc *d, size_t n,
 out:
 	free(txt);
 	json_decref(root);
+	return rc;
+}
+
+/* build_header_json under a jansson guard (qtk_formats.h). */
+static qtk_err build_header(const char *path, const qtk_st_desc *d, size_t n,
+                            const char *const *meta, uint64_t *size, char **out,
+                            size_t *outlen, qtk_status *st)
+{
+	unsigned jm = qtk_json_begin();
+	qtk_err rc = build_header_json(path, d, n, meta, size, out, outlen, st);
+
+	if (qtk_json_end(jm)) {
+		if (rc == QTK_OK)
+			qtk_free(*out);
+		*out = NULL;
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
+	}
 	return rc;
 }
 

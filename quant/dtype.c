@@ -149,43 +149,58 @@ qtk_err qtk_to_f32(qtk_dtype dt, const void *src, float *dst, size_t n)
 	return QTK_OK;
 }
 
-qtk_err qtk_from_f32(qtk_dtype dt, const float *src, void *dst, size_t n)
+/* The scalar reference of qtk_from_f32_checked. */
+static size_t narrow_scalar(int f16, const float *src, uint8_t *d, size_t n,
+                            uint64_t *flushed)
 {
-	uint8_t *d = dst;
+	uint32_t flush_max = f16 ? HALF_FLUSH_MAX : BHALF_FLUSH_MAX;
+	uint32_t ovf_min = f16 ? HALF_OVF_MIN : BHALF_OVF_MIN;
+	size_t first = n;
+
+	for (size_t i = 0; i < n; i++) {
+		uint16_t h = f16 ? qtk_f32_to_f16(src[i]) : qtk_f32_to_bf16(src[i]);
+		uint32_t a = bits_from_f32(src[i]) & 0x7fffffffu;
+
+		memcpy(d + 2 * i, &h, 2);
+		*flushed += (uint64_t)narrow_flushes(a, flush_max);
+		if (first == n && narrow_overflows(a, ovf_min))
+			first = i;
+	}
+	return first;
+}
+
+qtk_err qtk_from_f32_checked(qtk_dtype dt, const float *src, void *dst, size_t n,
+                             size_t *first_ovf, uint64_t *flushed)
+{
+	qtk_isa isa = qtk_isa_active();
+	uint64_t fl = 0;
+	size_t first = n;
 
 	switch (dt) {
 	case QTK_DT_F32:
 		memcpy(dst, src, n * 4);
-		return QTK_OK;
+		break;
 	case QTK_DT_F16:
-		if (qtk_isa_active() == QTK_ISA_AVX512) {
-			qtk_f32_to_f16_avx512(src, dst, n);
-			return QTK_OK;
-		}
-		if (qtk_isa_active() == QTK_ISA_AVX2) {
-			qtk_f32_to_f16_avx2(src, dst, n);
-			return QTK_OK;
-		}
-		for (size_t i = 0; i < n; i++) {
-			uint16_t h = qtk_f32_to_f16(src[i]);
-			memcpy(d + 2 * i, &h, 2);
-		}
-		return QTK_OK;
+		first = isa == QTK_ISA_AVX512 ? qtk_f32_to_f16_avx512(src, dst, n, &fl)
+		      : isa == QTK_ISA_AVX2   ? qtk_f32_to_f16_avx2(src, dst, n, &fl)
+		                              : narrow_scalar(1, src, dst, n, &fl);
+		break;
 	case QTK_DT_BF16:
-		if (qtk_isa_active() == QTK_ISA_AVX512) {
-			qtk_f32_to_bf16_avx512(src, dst, n);
-			return QTK_OK;
-		}
-		if (qtk_isa_active() == QTK_ISA_AVX2) {
-			qtk_f32_to_bf16_avx2(src, dst, n);
-			return QTK_OK;
-		}
-		for (size_t i = 0; i < n; i++) {
-			uint16_t h = qtk_f32_to_bf16(src[i]);
-			memcpy(d + 2 * i, &h, 2);
-		}
-		return QTK_OK;
+		first = isa == QTK_ISA_AVX512 ? qtk_f32_to_bf16_avx512(src, dst, n, &fl)
+		      : isa == QTK_ISA_AVX2   ? qtk_f32_to_bf16_avx2(src, dst, n, &fl)
+		                              : narrow_scalar(0, src, dst, n, &fl);
+		break;
 	default:
 		return QTK_E_ARG;
 	}
+	if (first_ovf)
+		*first_ovf = first;
+	if (flushed)
+		*flushed += fl;
+	return QTK_OK;
+}
+
+qtk_err qtk_from_f32(qtk_dtype dt, const float *src, void *dst, size_t n)
+{
+	return qtk_from_f32_checked(dt, src, dst, n, NULL, NULL);
 }

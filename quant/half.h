@@ -80,4 +80,26 @@ static inline uint16_t f32_to_bhalf(float f)
 	return (uint16_t)(u >> 16);
 }
 
+/* What narrowing does to a finite f32 whose magnitude bits (|x| as u32)
+ * are a; HALF_* for F16, BHALF_* for BF16. Overflow: a finite value that
+ * rounds to Inf (F16: |x| >= 65520; BF16: |x| >= 3.3961775e38).
+ * Flush: a nonzero value that rounds to zero (F16: |x| <= 2^-25, whose tie
+ * goes to the even 0; BF16 keeps f32's exponent range, so only f32
+ * subnormals <= 2^-134 flush). The SIMD kernels test the same ranges. */
+#define HALF_FLUSH_MAX 0x33000000u
+#define HALF_OVF_MIN 0x477ff000u
+#define BHALF_FLUSH_MAX 0x00008000u
+#define BHALF_OVF_MIN 0x7f7f8000u
+#define F32_INF_BITS 0x7f800000u
+
+static inline int narrow_flushes(uint32_t a, uint32_t flush_max)
+{
+	return a - 1u < flush_max; /* 1 <= a <= flush_max */
+}
+
+static inline int narrow_overflows(uint32_t a, uint32_t ovf_min)
+{
+	return a - ovf_min < F32_INF_BITS - ovf_min; /* ovf_min <= a < Inf */
+}
+
 #endif

@@ -11,7 +11,9 @@
  * the scale rounded to scale_dtype. A group whose largest magnitude is below
  * FLT_MIN (all zero or subnormal only) is a zero group: codes for 0, scale 0,
  * bias 0; so is a group whose scale rounds to 0 in the scale dtype or whose
- * 1/d overflows (affine: a constant group carried by the bias). A group
+ * 1/d overflows (affine: a constant group carried by the bias). Their
+ * nonzero elements (affine: those other than the bias) are counted in
+ * opts->flushed, so the report can say what became zero. A group
  * whose stored scale or bias is not finite fails with QTK_E_Q_SCALE_RANGE. NaN/Inf input fails with
  * QTK_E_Q_NONFINITE naming tensor, row and group. */
 #include <float.h>
@@ -343,11 +345,27 @@ static qtk_err range_fail(const qctx *c, uint64_t row, uint64_t g, float d, floa
 	                (double)d, (double)b, qtk_dtype_name(c->L->scale_dtype));
 }
 
-/* Codes for 0 in every element, scale 0, bias 0. */
-static void zero_group(const qctx *c, size_t n, uint8_t *codes, void *scales,
+/* Count into opts->flushed the elements of x[0..n) that differ from v:
+ * what a zero group (v = 0) or a bias-only group (v = the bias) loses. */
+static void count_flushed(const qctx *c, const float *x, size_t n, float v)
+{
+	uint64_t k = 0;
+
+	if (!c->o || !c->o->flushed)
+		return;
+	for (size_t j = 0; j < n; j++)
+		k += x[j] != v;
+	*c->o->flushed += k;
+}
+
+/* Codes for 0 in every element, scale 0, bias 0 (x: the group's values,
+ * the nonzero ones counted as flushed). */
+static void zero_group(const qctx *c, const float *x, size_t n, uint8_t *codes, void *scales,
                        void *biases, size_t gi)
 {
 	unsigned zc = c->m == QM_INT4 ? 8 : c->m == QM_NF4 ? 7 : 0;
+
+	count_flushed(c, x, n, 0.0f);
 
 	if (QM_8BIT(c->m))
 		memset(codes, (int)zc, n);
@@ -397,7 +415,7 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 	if (c->m >= QM_MLX4)
 		return mlx_group(c, x, n, imp, mn, mx, codes, scales, biases, gi, row, g, st);
 	if (amax < FLT_MIN) { /* all zero or subnormal only */
-		zero_group(c, n, codes, scales, biases, gi);
+		zero_group(c, x, n, codes, scales, biases, gi);
 		return QTK_OK;
 	}
 	switch (c->m) {
@@ -431,12 +449,13 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 	 * largest magnitude (affine: its range plus the bias rounding). */
 	if (d != 0.0f && (sd == 0.0f || !isfinite(id))) {
 		if (!c->affine) {
-			zero_group(c, n, codes, scales, biases, gi);
+			zero_group(c, x, n, codes, scales, biases, gi);
 			return QTK_OK;
 		}
 		d = 0.0f;
 		id = 0.0f;
 		sd = store_scale(c->L->scale_dtype, scales, gi, 0.0f);
+		count_flushed(c, x, n, mn);
 	}
 	/* a constant affine group has d = 0 and is carried by the bias alone */
 	if (!isfinite(sd) || (sd == 0.0f && !c->affine) || !isfinite(id))

@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "acc_avx2.h"
 #include "acc_avx512.h"
 #include "quant_impl.h"
 
@@ -128,17 +129,13 @@ T512 INL __m512i code16_512(const int m, __m512 x, __m512 p, __m512 b)
 
 	switch (m) {
 	case QM_INT8: {
-		/* roundf: trunc, then away from zero when |frac| >= 0.5 */
+		/* roundf(y) = trunc(y + copysign(0.5 - 2^-25, y)) (code8r_256),
+		 * clamped before the trunc */
 		__m512 y = _mm512_mul_ps(x, p);
-		__m512 t = _mm512_roundscale_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-		__mmask16 up = _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(y, t)),
-		                                  _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-		__m512 one = _mm512_castsi512_ps(_mm512_or_si512(
-			_mm512_and_si512(_mm512_castps_si512(y), _mm512_set1_epi32((int)0x80000000u)),
-			_mm512_castps_si512(_mm512_set1_ps(1.0f))));
-		t = _mm512_mask_add_ps(t, up, t, one);
-		t = _mm512_min_ps(_mm512_max_ps(t, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
-		return _mm512_cvttps_epi32(t);
+		v = _mm512_add_ps(y, _mm512_or_ps(_mm512_and_ps(y, _mm512_set1_ps(-0.0f)),
+		                                  _mm512_set1_ps(0x1.fffffep-2f)));
+		v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+		return _mm512_cvttps_epi32(v);
 	}
 	case QM_INT4:
 		v = _mm512_add_ps(_mm512_mul_ps(x, p), _mm512_set1_ps(8.5f));
@@ -676,33 +673,60 @@ T256 static size_t first_abs_256(const float *x, size_t n, float a)
 	return first_abs_tail(x, j, n, a);
 }
 
-T256 INL __m256i code8_256(const int m, __m256 x, __m256 p, __m256 b)
+/* NF4 codes of y (= x * p) as int32, and in *hi the lanes whose code is 8
+ * or more: qtk_q_nf4_code's binary search over the midpoints (their count
+ * below y), against mid[7], then mid[3] or mid[11], then mid[lo + 1] of
+ * lo = 0, 4, 8, 12, then mid[lo] of even lo. */
+T256 INL __m256i nf4_code8(__m256 y, __m256 *hi)
+{
+	const float *md = intq_nf4_mid;
+	__m256 gt = _mm256_cmp_ps(y, _mm256_set1_ps(md[7]), _CMP_GT_OQ), t;
+	__m256i lo = _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(8));
+
+	*hi = gt;
+	t = _mm256_blendv_ps(_mm256_set1_ps(md[3]), _mm256_set1_ps(md[11]), gt);
+	gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
+	lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(4)));
+	t = _mm256_permutevar8x32_ps(_mm256_setr_ps(md[1], md[5], md[9], md[13], 0, 0, 0, 0),
+	                             _mm256_srli_epi32(lo, 2));
+	gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
+	lo = _mm256_add_epi32(lo, _mm256_and_si256(_mm256_castps_si256(gt), _mm256_set1_epi32(2)));
+	t = _mm256_permutevar8x32_ps(_mm256_setr_ps(md[0], md[2], md[4], md[6], md[8], md[10],
+	                                            md[12], md[14]),
+	                             _mm256_srli_epi32(lo, 1));
+	gt = _mm256_cmp_ps(y, t, _CMP_GT_OQ);
+	return _mm256_sub_epi32(lo, _mm256_castps_si256(gt));
+}
+
+/* Codes of 8 elements as int32 (intq_code1, lane by lane). rtn: p is the
+ * reciprocal of the group's RTN scale, so |x*p| <= 8 (int4) or 127 (int8)
+ * up to rounding, and the clamps that cannot bind are left out. */
+T256 INL __m256i code8r_256(const int m, const int rtn, __m256 x, __m256 p, __m256 b)
 {
 	__m256 v, lim = _mm256_set1_ps(QM_LEVELS(m)), zero = _mm256_setzero_ps();
 
 	switch (m) {
 	case QM_INT8: {
+		/* roundf(y) = trunc(y + copysign(0.5 - 2^-25, y)) for every
+		 * finite y: the sum rounds up to the next integer exactly when
+		 * |frac(y)| >= 0.5 (0.5 itself by the tie to even) */
 		__m256 y = _mm256_mul_ps(x, p);
-		__m256 t = _mm256_round_ps(y, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-		__m256 sgn = _mm256_set1_ps(-0.0f);
-		__m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sgn, _mm256_sub_ps(y, t)),
-		                          _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-		__m256 one = _mm256_or_ps(_mm256_and_ps(y, sgn), _mm256_set1_ps(1.0f));
-		t = _mm256_add_ps(t, _mm256_and_ps(up, one));
-		t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
-		return _mm256_cvttps_epi32(t);
+		__m256 h = _mm256_or_ps(_mm256_and_ps(y, _mm256_set1_ps(-0.0f)),
+		                        _mm256_set1_ps(0x1.fffffep-2f));
+		v = _mm256_add_ps(y, h);
+		if (!rtn) /* clamp, then trunc = trunc, then clamp */
+			v = _mm256_min_ps(_mm256_max_ps(v, _mm256_set1_ps(-127.0f)),
+			                  _mm256_set1_ps(127.0f));
+		return _mm256_cvttps_epi32(v);
 	}
 	case QM_INT4:
 		v = _mm256_add_ps(_mm256_mul_ps(x, p), _mm256_set1_ps(8.5f));
-		break;
+		if (!rtn) /* RTN: v >= 0.5 up to rounding */
+			v = _mm256_max_ps(v, zero);
+		return _mm256_cvttps_epi32(_mm256_min_ps(v, lim));
 	case QM_NF4: {
-		__m256 y = _mm256_mul_ps(x, p);
-		__m256i c = _mm256_setzero_si256();
-		for (int k = 0; k < 15; k++) {
-			__m256 gt = _mm256_cmp_ps(y, _mm256_set1_ps(intq_nf4_mid[k]), _CMP_GT_OQ);
-			c = _mm256_sub_epi32(c, _mm256_castps_si256(gt));
-		}
-		return c;
+		__m256 hi;
+		return nf4_code8(_mm256_mul_ps(x, p), &hi);
 	}
 	case QM_AFF4:
 	case QM_AFF8:
@@ -717,6 +741,11 @@ T256 INL __m256i code8_256(const int m, __m256 x, __m256 p, __m256 b)
 	return _mm256_cvttps_epi32(v);
 }
 
+T256 INL __m256i code8_256(const int m, __m256 x, __m256 p, __m256 b)
+{
+	return code8r_256(m, 0, x, p, b);
+}
+
 T256 INL __m256 val8_256(const int m, __m256i q)
 {
 	if (m == QM_NF4) {
@@ -729,6 +758,37 @@ T256 INL __m256 val8_256(const int m, __m256i q)
 	if (m == QM_INT4)
 		q = _mm256_sub_epi32(q, _mm256_set1_epi32(8));
 	return _mm256_cvtepi32_ps(q);
+}
+
+/* The values of a group's codes times its scale d, val(q) * d, for NF4 as
+ * two 8-entry tables of those products (the same f32 multiplications). */
+typedef struct {
+	__m256 d, lo, hi; /* d; NF4: values 0-7 and 8-15 times d */
+} vscale;
+
+T256 INL vscale vscale_256(const int m, __m256 d)
+{
+	vscale v = { d, d, d };
+
+	if (m == QM_NF4) {
+		v.lo = _mm256_mul_ps(_mm256_loadu_ps(intq_nf4_values), d);
+		v.hi = _mm256_mul_ps(_mm256_loadu_ps(intq_nf4_values + 8), d);
+	}
+	return v;
+}
+
+/* The codes of x (code8r_256) into *q, and val(q) * d. */
+T256 INL __m256 codeval8_256(const int m, const int rtn, __m256 x, __m256 p, __m256 b,
+                             vscale s, __m256i *q)
+{
+	if (m == QM_NF4) {
+		__m256 hi;
+		*q = nf4_code8(_mm256_mul_ps(x, p), &hi);
+		return _mm256_blendv_ps(_mm256_permutevar8x32_ps(s.lo, *q),
+		                        _mm256_permutevar8x32_ps(s.hi, *q), hi);
+	}
+	*q = code8r_256(m, rtn, x, p, b);
+	return _mm256_mul_ps(val8_256(m, *q), s.d);
 }
 
 /* int32 codes of elements [8h, 8h + 8) of 16 code bytes */
@@ -768,10 +828,11 @@ T256 static void encode_256(int m, const float *x, size_t n, float p, float b,
 }
 
 T256 INL __m256 err8_256(const int m, const float *x, const float *imp, size_t j,
-                         __m256 vp, __m256 vb, __m256 vd, __m256 vdb)
+                         __m256 vp, __m256 vb, vscale vd, __m256 vdb)
 {
 	__m256 xv = _mm256_loadu_ps(x + j);
-	__m256 w = _mm256_mul_ps(val8_256(m, code8_256(m, xv, vp, vb)), vd);
+	__m256i q;
+	__m256 w = codeval8_256(m, 0, xv, vp, vb, vd, &q);
 	if (QM_AFFINE(m))
 		w = _mm256_add_ps(w, vdb);
 	__m256 e = _mm256_sub_ps(xv, w);
@@ -784,8 +845,9 @@ T256 INL __m256 err8_256(const int m, const float *x, const float *imp, size_t j
 T256 INL float sqerr1_256(const int m, const float *x, const float *imp, size_t n,
                           float p, float b, float d, float db)
 {
-	__m256 vp = _mm256_set1_ps(p), vb = _mm256_set1_ps(b), vd = _mm256_set1_ps(d);
+	__m256 vp = _mm256_set1_ps(p), vb = _mm256_set1_ps(b);
 	__m256 vdb = _mm256_set1_ps(db), a0 = _mm256_setzero_ps(), a1 = a0;
+	vscale vd = vscale_256(m, _mm256_set1_ps(d));
 	float lane[16];
 	size_t j = 0;
 
@@ -878,6 +940,370 @@ T256 static float dot_256(int m, const uint8_t *codes, size_t n, float d, float 
 	DISPATCH(dot_b256, m, codes, n, d, b, x)
 }
 
+/* ---- the fused row kernels (AVX2 + F16C) ---------------------------- */
+
+#define T256H __attribute__((target("avx2,f16c")))
+
+/* Store 16 codes given as int32 lanes (q0: elements j to j + 7, q1: the
+ * next 8) at element j. */
+T256 INL void store_q16_256(const int m, __m256i q0, __m256i q1, uint8_t *codes, size_t j)
+{
+	/* 16-bit lanes: elements 0-3, 8-11 | 4-7, 12-15 */
+	__m256i w = QM_INT8 == m ? _mm256_packs_epi32(q0, q1) : _mm256_packus_epi32(q0, q1);
+
+	if (QM_8BIT(m)) {
+		__m256i b = _mm256_packs_epi16(w, w); /* bytes 0-3, 8-11 | 4-7, 12-15 */
+		_mm_storeu_si128((__m128i *)(codes + j),
+		                 _mm_unpacklo_epi32(_mm256_castsi256_si128(b),
+		                                    _mm256_extracti128_si256(b, 1)));
+		return;
+	}
+	/* 32-bit lane i: c[2i] | c[2i+1] << 16 -> byte 0 = c[2i] | c[2i+1] << 4,
+	 * bytes of pairs 0, 1, 4, 5 | 2, 3, 6, 7; those to bytes 0-3 */
+	const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+	                                      -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
+	                                      -1, -1, -1, -1);
+	__m256i b = _mm256_shuffle_epi8(_mm256_or_si256(w, _mm256_srli_epi32(w, 12)), pick);
+	_mm_storel_epi64((__m128i *)(codes + j / 2),
+	                 _mm_unpacklo_epi16(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1)));
+}
+
+/* The codes of a group from p, and (M) its error sums against the values
+ * dequantize gives, val(q) * sd; 16 elements at a time. rtn: p is the RTN
+ * one (code8r_256). */
+T256H INL void emit16_256(const int m, const int acc, const int rtn, const float *x, size_t n,
+                          __m256 p, __m256 sd, uint8_t *codes, met256 *M, acc_lanes *A)
+{
+	vscale vs = vscale_256(m, sd);
+
+	for (size_t j = 0; j < n; j += 16) {
+		__m256 x0 = _mm256_loadu_ps(x + j), x1 = _mm256_loadu_ps(x + j + 8);
+		__m256i q0, q1;
+		__m256 y0 = codeval8_256(m, rtn, x0, p, _mm256_setzero_ps(), vs, &q0);
+		__m256 y1 = codeval8_256(m, rtn, x1, p, _mm256_setzero_ps(), vs, &q1);
+		store_q16_256(m, q0, q1, codes, j);
+		if (acc)
+			met2_vec(M, A, x0, y0, x1, y1);
+	}
+}
+
+/* emit16_256 on 8 groups of gl in a row (pv, dv: their p and sd), the
+ * sums kept in registers from group to group. */
+T256H INL void emit8_256(const int m, const int acc, const float *x, size_t gl,
+                         const float *pv, const float *dv, uint8_t *codes, met256 *M,
+                         acc_lanes *A)
+{
+	met256 L = *M;
+
+	for (size_t g = 0; g < 8; g++)
+		emit16_256(m, acc, 1, x + g * gl, gl, _mm256_broadcast_ss(pv + g),
+		           _mm256_broadcast_ss(dv + g), codes + (QM_8BIT(m) ? g * gl : g * gl / 2),
+		           &L, A);
+	*M = L;
+}
+
+T256 INL uint32_t hmaxu8(__m256i v)
+{
+	__m128i a = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+	a = _mm_max_epu32(a, _mm_shuffle_epi32(a, 0x4e));
+	a = _mm_max_epu32(a, _mm_shuffle_epi32(a, 0xb1));
+	return (uint32_t)_mm_cvtsi128_si32(a);
+}
+
+/* rtn_scale_512 on 8-lane vectors: the RTN scale d of a group, or 0 when
+ * the group needs the group path (non-finite, all below FLT_MIN). */
+T256H INL float rtn_scale_256(const int m, const float *x, size_t n)
+{
+	uint32_t abits;
+	float amax, mn, mx;
+
+	if (m == QM_INT4) {
+		/* min and max; NaN apart (min/max would drop it), Inf is one of them */
+		__m256 lo = _mm256_loadu_ps(x), hi = lo, bad = _mm256_cmp_ps(lo, lo, _CMP_UNORD_Q);
+		for (size_t j = 8; j < n; j += 8) {
+			__m256 v = _mm256_loadu_ps(x + j);
+			bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+			lo = _mm256_min_ps(lo, v);
+			hi = _mm256_max_ps(hi, v);
+		}
+		if (_mm256_movemask_ps(bad))
+			return 0.0f;
+		mn = hmin8(lo);
+		mx = hmax8(hi);
+		amax = -mn > mx ? -mn : mx;
+		if (amax < FLT_MIN || !(amax <= FLT_MAX))
+			return 0.0f; /* zero or tiny, or Inf */
+		if (-mn == mx) /* a tie: the first of the two in the group decides */
+			return x[first_abs_256(x, n, amax)] * -0.125f;
+		return intq_q4_edge(mn, mx) * -0.125f;
+	}
+	/* int8, nf4: the largest magnitude (its bits: Inf and NaN are above) */
+	const __m256i msk = _mm256_set1_epi32(0x7fffffff);
+	__m256i ab = _mm256_setzero_si256();
+	for (size_t j = 0; j < n; j += 8)
+		ab = _mm256_max_epu32(ab, _mm256_and_si256(
+			_mm256_loadu_si256((const __m256i *)(x + j)), msk));
+	abits = hmaxu8(ab);
+	if (abits >= 0x7f800000u || abits < 0x00800000u)
+		return 0.0f;
+	memcpy(&amax, &abits, 4);
+	return m == QM_INT8 ? amax / 127.0f : amax;
+}
+
+/* One group of rtn_row (rtn_group_512's rule). */
+T256H INL int rtn_group_256(const int m, const int acc, const float *x, size_t n,
+                            uint16_t *sc, uint8_t *codes, met256 *M, acc_lanes *A)
+{
+	float d = rtn_scale_256(m, x, n), id, sd;
+	unsigned short h;
+
+	if (d == 0.0f)
+		return 0;
+	id = 1.0f / d;
+	h = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
+	sd = _cvtsh_ss(h);
+	if (sd == 0.0f || !(fabsf(sd) <= FLT_MAX) || !(fabsf(id) <= FLT_MAX))
+		return 0;
+	memcpy(sc, &h, 2);
+	emit16_256(m, acc, 1, x, n, _mm256_set1_ps(id), _mm256_set1_ps(sd), codes, M, A);
+	return 1;
+}
+
+/* op k of the 8-group reduction: 0 min, 1 max (f32), 2 max (u32 bits) */
+T256 INL __m256 red_op256(const int k, __m256 a, __m256 b)
+{
+	if (k == 0)
+		return _mm256_min_ps(a, b);
+	if (k == 1)
+		return _mm256_max_ps(a, b);
+	return _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+}
+
+/* Lane g of the result: op over the 8 lanes of v[g] (v is clobbered); the
+ * transpose by halves of red16_512 with one step less: after the last step
+ * lane 4q + j holds group 2j + q, which the permute undoes. */
+T256 INL __m256 red8_256(const int k, __m256 *v)
+{
+	const __m256i tr = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+
+	for (int i = 0; i < 4; i++)
+		v[i] = red_op256(k, _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x20),
+		                 _mm256_permute2f128_ps(v[2 * i], v[2 * i + 1], 0x31));
+	for (int i = 0; i < 2; i++)
+		v[i] = red_op256(k, _mm256_shuffle_ps(v[2 * i], v[2 * i + 1], 0x44),
+		                 _mm256_shuffle_ps(v[2 * i], v[2 * i + 1], 0xee));
+	v[0] = red_op256(k, _mm256_shuffle_ps(v[0], v[1], 0x88), _mm256_shuffle_ps(v[0], v[1], 0xdd));
+	return _mm256_permutevar8x32_ps(v[0], tr);
+}
+
+/* rtn_block_512 on 8 groups of gl: the scale rule on a vector of 8 groups,
+ * then the codes and error sums group by group. 0 when any of the 8 needs
+ * the group path. */
+T256H INL int rtn_block_256(const int m, const int acc, const float *x, size_t gl,
+                            uint16_t *sc, uint8_t *codes, met256 *M, acc_lanes *A)
+{
+	const __m256 fmax = _mm256_set1_ps(FLT_MAX), sign = _mm256_set1_ps(-0.0f);
+	__m256 a[8], b[8], d, id, sd, amax, bad = _mm256_setzero_ps();
+	__m128i h;
+	float pv[8], dv[8];
+
+	if (m == QM_INT4) {
+		/* per group min and max; NaN apart (min/max would drop it), but
+		 * with the error sums a NaN makes them NaN, which rtn_row_b256
+		 * checks once per row */
+		for (int g = 0; g < 8; g++) {
+			const float *xg = x + (size_t)g * gl;
+			__m256 lo = _mm256_loadu_ps(xg), hi = lo;
+			if (!acc)
+				bad = _mm256_or_ps(bad, _mm256_cmp_ps(lo, lo, _CMP_UNORD_Q));
+			for (size_t j = 8; j < gl; j += 8) {
+				__m256 v = _mm256_loadu_ps(xg + j);
+				if (!acc)
+					bad = _mm256_or_ps(bad, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+				lo = _mm256_min_ps(lo, v);
+				hi = _mm256_max_ps(hi, v);
+			}
+			a[g] = lo;
+			b[g] = hi;
+		}
+		if (_mm256_movemask_ps(bad))
+			return 0;
+		__m256 mn = red8_256(0, a), mx = red8_256(1, b);
+		__m256 nmn = _mm256_sub_ps(_mm256_setzero_ps(), mn);
+		/* intq_q4_edge: of min and max the one of larger magnitude;
+		 * Inf (it is the min or the max), zero or tiny: the group path */
+		__m256 lo_wins = _mm256_cmp_ps(nmn, mx, _CMP_GT_OQ), tie;
+		__m256 edge = _mm256_blendv_ps(mx, mn, lo_wins);
+		amax = _mm256_blendv_ps(mx, nmn, lo_wins);
+		bad = _mm256_or_ps(_mm256_cmp_ps(amax, fmax, _CMP_NLE_UQ),
+		                   _mm256_cmp_ps(amax, _mm256_set1_ps(FLT_MIN), _CMP_LT_OQ));
+		if (_mm256_movemask_ps(bad))
+			return 0;
+		tie = _mm256_cmp_ps(nmn, mx, _CMP_EQ_OQ);
+		if (_mm256_movemask_ps(tie)) { /* -min = max: the first of the two decides */
+			_mm256_storeu_ps(pv, amax);
+			_mm256_storeu_ps(dv, edge);
+			for (unsigned t = (unsigned)_mm256_movemask_ps(tie); t; t &= t - 1) {
+				size_t g = (size_t)__builtin_ctz(t);
+				dv[g] = x[g * gl + first_abs_256(x + g * gl, gl, pv[g])];
+			}
+			edge = _mm256_loadu_ps(dv);
+		}
+		d = _mm256_mul_ps(edge, _mm256_set1_ps(-0.125f));
+	} else {
+		/* int8, nf4: the largest magnitude's bits (Inf and NaN above) */
+		const __m256i msk = _mm256_set1_epi32(0x7fffffff);
+		for (int g = 0; g < 8; g++) {
+			const float *xg = x + (size_t)g * gl;
+			__m256i ab = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)xg), msk);
+			for (size_t j = 8; j < gl; j += 8)
+				ab = _mm256_max_epu32(ab, _mm256_and_si256(
+					_mm256_loadu_si256((const __m256i *)(xg + j)), msk));
+			a[g] = _mm256_castsi256_ps(ab);
+		}
+		__m256i ab = _mm256_castps_si256(red8_256(2, a));
+		/* unsigned compares as signed ones: the bits are below 2^31 */
+		bad = _mm256_castsi256_ps(_mm256_or_si256(
+			_mm256_cmpgt_epi32(ab, _mm256_set1_epi32(0x7f7fffff)),
+			_mm256_cmpgt_epi32(_mm256_set1_epi32(0x00800000), ab)));
+		if (_mm256_movemask_ps(bad))
+			return 0;
+		amax = _mm256_castsi256_ps(ab);
+		d = m == QM_INT8 ? _mm256_div_ps(amax, _mm256_set1_ps(127.0f)) : amax;
+	}
+	id = _mm256_div_ps(_mm256_set1_ps(1.0f), d);
+	h = _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT);
+	sd = _mm256_cvtph_ps(h);
+	bad = _mm256_or_ps(_mm256_cmp_ps(sd, _mm256_setzero_ps(), _CMP_EQ_OQ),
+	                   _mm256_or_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, sd), fmax, _CMP_NLE_UQ),
+	                                _mm256_cmp_ps(_mm256_andnot_ps(sign, id), fmax, _CMP_NLE_UQ)));
+	if (_mm256_movemask_ps(bad))
+		return 0;
+	_mm_storeu_si128((__m128i *)sc, h);
+	_mm256_storeu_ps(pv, id);
+	_mm256_storeu_ps(dv, sd);
+	emit8_256(m, acc, x, gl, pv, dv, codes, M, A);
+	return 1;
+}
+
+T256H INL int rtn_row_b256(const int m, const int acc, const float *x, size_t cols, size_t gl,
+                           uint16_t *scales, uint8_t *codes, acc_lanes *A)
+{
+	met256 M;
+	size_t g = 0, i0 = 0;
+
+	if (acc)
+		memset(A, 0, sizeof *A);
+	met2_init(&M);
+	for (; i0 + 8 * gl <= cols; g += 8, i0 += 8 * gl)
+		if (!rtn_block_256(m, acc, x + i0, gl, scales + g,
+		                   codes + (QM_8BIT(m) ? i0 : i0 / 2), &M, A))
+			return 0;
+	for (; i0 < cols; g++, i0 += gl)
+		if (!rtn_group_256(m, acc, x + i0, gl, scales + g,
+		                   codes + (QM_8BIT(m) ? i0 : i0 / 2), &M, A))
+			return 0;
+	if (acc) {
+		met2_end(&M, A);
+		/* a NaN in x made its e = x - y and so its lane's e² sum NaN
+		 * (the int4 blocks leave NaN to this) */
+		for (int l = 0; l < 16; l++)
+			if (A->sse[l] != A->sse[l])
+				return 0;
+	}
+	return 1;
+}
+
+T256H static int rtn_row_256(int m, const float *x, size_t cols, size_t gl,
+                             uint16_t *scales, uint8_t *codes, acc_lanes *A)
+{
+	switch (m) {
+	case QM_INT8: return A ? rtn_row_b256(QM_INT8, 1, x, cols, gl, scales, codes, A)
+	                       : rtn_row_b256(QM_INT8, 0, x, cols, gl, scales, codes, A);
+	case QM_INT4: return A ? rtn_row_b256(QM_INT4, 1, x, cols, gl, scales, codes, A)
+	                       : rtn_row_b256(QM_INT4, 0, x, cols, gl, scales, codes, A);
+	case QM_NF4: return A ? rtn_row_b256(QM_NF4, 1, x, cols, gl, scales, codes, A)
+	                      : rtn_row_b256(QM_NF4, 0, x, cols, gl, scales, codes, A);
+	default: return 0;
+	}
+}
+
+/* One group of search_row (search_group_512's candidates, errors and
+ * choice on 8-lane vectors: 6 candidates, lanes 6 and 7 unused). */
+T256H INL int search_group_256(const int m, const int acc, const float *x, size_t n,
+                               const float *imp, uint16_t *sc, uint8_t *codes, met256 *M,
+                               acc_lanes *A)
+{
+	const __m256 fmax = _mm256_set1_ps(FLT_MAX), sign = _mm256_set1_ps(-0.0f);
+	const __m256i live = _mm256_cmpgt_epi32(_mm256_set1_epi32(INTQ_NRATIO),
+	                                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+	float d = rtn_scale_256(m, x, n), p[8], sd[8], e[INTQ_NRATIO];
+	uint16_t hs[8];
+	__m256 vt, vp, vs, bad;
+	__m128i h;
+	size_t w = 0;
+
+	if (d == 0.0f)
+		return 0;
+	/* td_0 = d, td_k = d * r_k; every stored scale an ordinary f16 */
+	vt = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_maskload_ps(intq_ratios, live));
+	vt = _mm256_blend_ps(vt, _mm256_set1_ps(d), 1);
+	vp = _mm256_div_ps(_mm256_set1_ps(1.0f), vt);
+	h = _mm256_cvtps_ph(vt, _MM_FROUND_TO_NEAREST_INT);
+	vs = _mm256_cvtph_ps(h);
+	bad = _mm256_or_ps(_mm256_cmp_ps(_mm256_andnot_ps(sign, vs), fmax, _CMP_GT_OQ),
+	                   _mm256_or_ps(_mm256_cmp_ps(vs, _mm256_setzero_ps(), _CMP_EQ_OQ),
+	                                _mm256_cmp_ps(_mm256_andnot_ps(sign, vp), fmax, _CMP_GT_OQ)));
+	if (_mm256_movemask_ps(_mm256_and_ps(bad, _mm256_castsi256_ps(live))))
+		return 0;
+	_mm256_storeu_ps(p, vp);
+	_mm256_storeu_ps(sd, vs);
+	for (size_t k = 0; k < INTQ_NRATIO; k++)
+		e[k] = sqerr1_256(m, x, imp, n, p[k], 0.0f, sd[k], 0.0f);
+	for (size_t k = 1; k < INTQ_NRATIO; k++)
+		if (e[k] < e[w])
+			w = k;
+	_mm_storeu_si128((__m128i *)hs, h);
+	memcpy(sc, &hs[w], 2);
+	emit16_256(m, acc, 0, x, n, _mm256_set1_ps(p[w]), _mm256_set1_ps(sd[w]), codes, M, A);
+	return 1;
+}
+
+T256H INL int search_row_b256(const int m, const int acc, const float *x, size_t cols,
+                              size_t gl, const float *imp, uint16_t *scales, uint8_t *codes,
+                              acc_lanes *A)
+{
+	met256 M;
+
+	if (acc)
+		memset(A, 0, sizeof *A);
+	met2_init(&M);
+	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
+		if (!search_group_256(m, acc, x + i0, gl, imp ? imp + i0 : NULL, scales + g,
+		                      codes + (QM_8BIT(m) ? i0 : i0 / 2), &M, A))
+			return 0;
+	if (acc) {
+		met2_end(&M, A);
+	}
+	return 1;
+}
+
+T256H static int search_row_256(int m, const float *x, size_t cols, size_t gl,
+                                const float *imp, uint16_t *scales, uint8_t *codes,
+                                acc_lanes *A)
+{
+	switch (m) {
+	case QM_INT8: return A ? search_row_b256(QM_INT8, 1, x, cols, gl, imp, scales, codes, A)
+	                       : search_row_b256(QM_INT8, 0, x, cols, gl, imp, scales, codes, A);
+	case QM_INT4: return A ? search_row_b256(QM_INT4, 1, x, cols, gl, imp, scales, codes, A)
+	                       : search_row_b256(QM_INT4, 0, x, cols, gl, imp, scales, codes, A);
+	case QM_NF4: return A ? search_row_b256(QM_NF4, 1, x, cols, gl, imp, scales, codes, A)
+	                      : search_row_b256(QM_NF4, 0, x, cols, gl, imp, scales, codes, A);
+	default: return 0;
+	}
+}
+
 const intq_kernels intq_k_avx2 = {
-	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256, NULL, NULL,
+	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256, rtn_row_256,
+	search_row_256,
 };

@@ -19,109 +19,118 @@ extern "C" {
 /* Status codes                                                           */
 /* ===================================================================== */
 
-/* Values are pinned (they are printed and tested): append, never renumber.
+/* The list of codes, X(NAME, VALUE): the enum below and qtk_err_name are
+ * both made from it, so a code cannot lack its name. Values are pinned
+ * (they are printed and tested): append, never renumber.
  * Ranges: 1-19 generic, 20-69 safetensors, 70-119 packed format,
  * 120-169 GGUF, 170-189 quant, 190-209 convert. */
+#define QTK_ERRORS(X) \
+	X(QTK_OK, 0) \
+	/* generic */ \
+	X(QTK_E_NOMEM, 1)       /* allocation failed */ \
+	X(QTK_E_IO, 2)          /* read/write/open/mmap/fsync/rename failed */ \
+	X(QTK_E_FORMAT, 3)      /* malformed input, no finer code applies */ \
+	X(QTK_E_OVERFLOW, 4)    /* a size or offset computation overflows */ \
+	X(QTK_E_UNSUPPORTED, 5) /* valid input qtk cannot handle */ \
+	X(QTK_E_ARG, 6)         /* bad argument from the caller or user */ \
+	X(QTK_E_EXISTS, 7)      /* output exists (and no --force) */ \
+	X(QTK_E_SAME_FILE, 8)   /* output path is also an input */ \
+	X(QTK_E_NOT_FOUND, 9)   /* no such tensor / file */ \
+	X(QTK_E_INTERRUPTED, 10) /* SIGINT/SIGTERM */ \
+	X(QTK_E_CHECKSUM, 11)   /* stored crc32 does not match */ \
+	\
+	/* safetensors (formats/st_*.c) */ \
+	X(QTK_E_ST_TOO_SMALL, 20)     /* file shorter than the 8-byte length */ \
+	X(QTK_E_ST_HEADER_LEN, 21)    /* header length 0, > 100 MB or past EOF */ \
+	X(QTK_E_ST_UTF8, 22)          /* header is not valid UTF-8 */ \
+	X(QTK_E_ST_JSON, 23)          /* header is not valid JSON */ \
+	X(QTK_E_ST_NOT_OBJECT, 24)    /* header (or a tensor entry) not an object */ \
+	X(QTK_E_ST_METADATA, 25)      /* __metadata__ not a string->string map */ \
+	X(QTK_E_ST_DTYPE, 26)         /* unknown or missing dtype */ \
+	X(QTK_E_ST_SHAPE, 27)         /* shape not an array of non-negative ints */ \
+	X(QTK_E_ST_SHAPE_OVERFLOW, 28) /* product of dims (x elsize) overflows */ \
+	X(QTK_E_ST_OFFSETS, 29)       /* data_offsets malformed or end < start */ \
+	X(QTK_E_ST_SIZE_MISMATCH, 30) /* shape x elsize != byte range */ \
+	X(QTK_E_ST_OUT_OF_BOUNDS, 31) /* range past the end of the data section */ \
+	X(QTK_E_ST_OVERLAP, 32)       /* two tensors share bytes */ \
+	X(QTK_E_ST_GAP, 33)           /* bytes not covered by any tensor */ \
+	X(QTK_E_ST_TRAILING, 34)      /* bytes after the last tensor */ \
+	X(QTK_E_ST_DUPLICATE, 35)     /* a name appears twice */ \
+	X(QTK_E_ST_NAME, 36)          /* empty name, NUL in name, '__metadata__' */ \
+	X(QTK_E_ST_KEYS, 37)          /* missing or unknown key in a tensor entry */ \
+	X(QTK_E_ST_INDEX, 38)         /* sharded index malformed */ \
+	X(QTK_E_ST_SHARD_MISSING, 39) /* index names a shard that does not exist */ \
+	X(QTK_E_ST_SHARD_TENSOR, 40)  /* index/shard tensor sets disagree */ \
+	X(QTK_E_ST_FIRST_OFFSET, 41)  /* first tensor does not start at 0 */ \
+	\
+	/* packed format (formats/pack_*.c): 70-119 */ \
+	X(QTK_E_PK_TOO_SMALL, 70)      /* file shorter than the 128-byte header */ \
+	X(QTK_E_PK_MAGIC, 71)          /* not a .qtk file (bad magic) */ \
+	X(QTK_E_PK_VERSION, 72)        /* major version or required flags this reader lacks */ \
+	X(QTK_E_PK_BYTE_ORDER, 73)     /* byte order mark is not little-endian */ \
+	X(QTK_E_PK_HEADER, 74)         /* header size, record size or alignment field invalid */ \
+	X(QTK_E_PK_HEADER_CRC, 75)     /* header crc32 does not match */ \
+	X(QTK_E_PK_FILE_SIZE, 76)      /* file size differs from the header (truncated?) */ \
+	X(QTK_E_PK_SECTION, 77)        /* a section is out of bounds, misplaced or overlaps */ \
+	X(QTK_E_PK_COUNT, 78)          /* tensor count too large for the directory / wraps */ \
+	X(QTK_E_PK_DIR_CRC, 79)        /* directory + index + string table crc32 mismatch */ \
+	X(QTK_E_PK_NAME, 80)           /* name out of the string table, unterminated, empty */ \
+	X(QTK_E_PK_DUPLICATE, 81)      /* two tensors share a name */ \
+	X(QTK_E_PK_INDEX, 82)          /* name index is not a sorted permutation */ \
+	X(QTK_E_PK_NDIM, 83)           /* more than 8 dimensions */ \
+	X(QTK_E_PK_SHAPE, 84)          /* a dim >= 2^63 or the element count overflows */ \
+	X(QTK_E_PK_SCHEME, 85)         /* unknown scheme id */ \
+	X(QTK_E_PK_LAYOUT, 86)         /* group / scale dtype / flags / dtype invalid for shape */ \
+	X(QTK_E_PK_PLANE_SIZE, 87)     /* plane size differs from the scheme's table */ \
+	X(QTK_E_PK_ALIGN, 88)          /* plane not 64-aligned or tensor not tensor_align-aligned */ \
+	X(QTK_E_PK_BOUNDS, 89)         /* plane range outside the data section */ \
+	X(QTK_E_PK_OVERLAP, 90)        /* planes overlap or are out of file order */ \
+	X(QTK_E_PK_PLANE_FLAGS, 91)    /* unknown plane flags or stored size inconsistent */ \
+	X(QTK_E_PK_META, 92)           /* metadata not NUL-terminated, crc mismatch or not a JSON object */ \
+	X(QTK_E_PK_SCALES, 93)         /* a stored scale / bias is NaN or Inf */ \
+	X(QTK_E_PK_ZSTD, 94)           /* compressed plane is not one valid zstd frame of the plane size */ \
+	X(QTK_E_PK_INCOMPLETE, 95)     /* writer: plane bytes not written exactly once */ \
+	X(QTK_E_PK_PADDING, 96)        /* a padding byte (between sections or planes) is not zero */ \
+	/* GGUF (formats/gguf_*.c): 120-169 */ \
+	X(QTK_E_GG_TOO_SMALL, 120)      /* file shorter than the fixed GGUF header */ \
+	X(QTK_E_GG_MAGIC, 121)          /* not a GGUF file (bad magic) */ \
+	X(QTK_E_GG_VERSION, 122)        /* GGUF version other than 1, 2, 3 */ \
+	X(QTK_E_GG_COUNT, 123)          /* tensor/KV/array count larger than the bytes left, or wraps */ \
+	X(QTK_E_GG_STRING, 124)         /* string length past the end of the file, or wraps */ \
+	X(QTK_E_GG_KV_TYPE, 125)        /* unknown KV value type (or array element type) */ \
+	X(QTK_E_GG_DUP_KEY, 126)        /* a KV key appears twice */ \
+	X(QTK_E_GG_ARRAY, 127)          /* arrays nested deeper than 8 levels */ \
+	X(QTK_E_GG_NDIM, 128)           /* tensor with 0 or more than 4 dims */ \
+	X(QTK_E_GG_DIM, 129)            /* a dim is zero or negative (>= 2^63) */ \
+	X(QTK_E_GG_SHAPE, 130)          /* element count or byte size of a tensor wraps */ \
+	X(QTK_E_GG_TYPE, 131)           /* unknown or retired ggml type */ \
+	X(QTK_E_GG_BLOCK, 132)          /* ne[0] not a multiple of the type's block size */ \
+	X(QTK_E_GG_ALIGNMENT, 133)      /* general.alignment not a u32 power of two <= 64 KiB */ \
+	X(QTK_E_GG_MISALIGNED, 134)     /* tensor offset not a multiple of the alignment */ \
+	X(QTK_E_GG_BOUNDS, 135)         /* tensor data past the end of the file */ \
+	X(QTK_E_GG_OVERLAP, 136)        /* two tensors share bytes */ \
+	X(QTK_E_GG_DUP_TENSOR, 137)     /* a tensor name appears twice */ \
+	X(QTK_E_GG_NAME, 138)           /* empty key/name, a NUL in it, a key not printable ASCII or > 65535 bytes */ \
+	X(QTK_E_GG_KV_MISMATCH, 139)    /* a KV has another type than the caller asked for */ \
+	X(QTK_E_GG_INCOMPLETE, 140)     /* writer: tensor bytes not written exactly once */ \
+	X(QTK_E_GG_LAYOUT, 141)         /* writer/packer: shape, type or layout the target cannot hold */ \
+	X(QTK_E_GG_TOKENIZER, 142)      /* tokenizer.model is not a valid sentencepiece model */ \
+	X(QTK_E_GG_CONFIG, 143)         /* config.json lacks or has a bad hyper-parameter */ \
+	X(QTK_E_GG_BOOL, 144)           /* a bool KV (or bool array element) other than 0 or 1 */ \
+	\
+	/* quant (quant/): 170-189 */ \
+	X(QTK_E_Q_NONFINITE, 170)     /* NaN or Inf in the input */ \
+	X(QTK_E_Q_SCALE_RANGE, 171)   /* a scale is not finite in its dtype */ \
+	X(QTK_E_Q_VALUE_RANGE, 172)   /* a finite value overflows the float type it is \
+	                                 stored in (F16/BF16 float store) */ \
+	\
+	/* convert (convert/): 190-209 */ \
+	/* end of QTK_ERRORS */
+
 typedef enum {
-	QTK_OK = 0,
-	/* generic */
-	QTK_E_NOMEM = 1,        /* allocation failed */
-	QTK_E_IO = 2,           /* read/write/open/mmap/fsync/rename failed */
-	QTK_E_FORMAT = 3,       /* malformed input, no finer code applies */
-	QTK_E_OVERFLOW = 4,     /* a size or offset computation overflows */
-	QTK_E_UNSUPPORTED = 5,  /* valid input qtk cannot handle */
-	QTK_E_ARG = 6,          /* bad argument from the caller or user */
-	QTK_E_EXISTS = 7,       /* output exists (and no --force) */
-	QTK_E_SAME_FILE = 8,    /* output path is also an input */
-	QTK_E_NOT_FOUND = 9,    /* no such tensor / file */
-	QTK_E_INTERRUPTED = 10, /* SIGINT/SIGTERM */
-	QTK_E_CHECKSUM = 11,    /* stored crc32 does not match */
-
-	/* safetensors (formats/st_*.c) */
-	QTK_E_ST_TOO_SMALL = 20,      /* file shorter than the 8-byte length */
-	QTK_E_ST_HEADER_LEN = 21,     /* header length 0, > 100 MB or past EOF */
-	QTK_E_ST_UTF8 = 22,           /* header is not valid UTF-8 */
-	QTK_E_ST_JSON = 23,           /* header is not valid JSON */
-	QTK_E_ST_NOT_OBJECT = 24,     /* header (or a tensor entry) not an object */
-	QTK_E_ST_METADATA = 25,       /* __metadata__ not a string->string map */
-	QTK_E_ST_DTYPE = 26,          /* unknown or missing dtype */
-	QTK_E_ST_SHAPE = 27,          /* shape not an array of non-negative ints */
-	QTK_E_ST_SHAPE_OVERFLOW = 28, /* product of dims (x elsize) overflows */
-	QTK_E_ST_OFFSETS = 29,        /* data_offsets malformed or end < start */
-	QTK_E_ST_SIZE_MISMATCH = 30,  /* shape x elsize != byte range */
-	QTK_E_ST_OUT_OF_BOUNDS = 31,  /* range past the end of the data section */
-	QTK_E_ST_OVERLAP = 32,        /* two tensors share bytes */
-	QTK_E_ST_GAP = 33,            /* bytes not covered by any tensor */
-	QTK_E_ST_TRAILING = 34,       /* bytes after the last tensor */
-	QTK_E_ST_DUPLICATE = 35,      /* a name appears twice */
-	QTK_E_ST_NAME = 36,           /* empty name, NUL in name, '__metadata__' */
-	QTK_E_ST_KEYS = 37,           /* missing or unknown key in a tensor entry */
-	QTK_E_ST_INDEX = 38,          /* sharded index malformed */
-	QTK_E_ST_SHARD_MISSING = 39,  /* index names a shard that does not exist */
-	QTK_E_ST_SHARD_TENSOR = 40,   /* index/shard tensor sets disagree */
-	QTK_E_ST_FIRST_OFFSET = 41,   /* first tensor does not start at 0 */
-
-	/* packed format (formats/pack_*.c): 70-119 */
-	QTK_E_PK_TOO_SMALL = 70,       /* file shorter than the 128-byte header */
-	QTK_E_PK_MAGIC = 71,           /* not a .qtk file (bad magic) */
-	QTK_E_PK_VERSION = 72,         /* major version or required flags this reader lacks */
-	QTK_E_PK_BYTE_ORDER = 73,      /* byte order mark is not little-endian */
-	QTK_E_PK_HEADER = 74,          /* header size, record size or alignment field invalid */
-	QTK_E_PK_HEADER_CRC = 75,      /* header crc32 does not match */
-	QTK_E_PK_FILE_SIZE = 76,       /* file size differs from the header (truncated?) */
-	QTK_E_PK_SECTION = 77,         /* a section is out of bounds, misplaced or overlaps */
-	QTK_E_PK_COUNT = 78,           /* tensor count too large for the directory / wraps */
-	QTK_E_PK_DIR_CRC = 79,         /* directory + index + string table crc32 mismatch */
-	QTK_E_PK_NAME = 80,            /* name out of the string table, unterminated, empty */
-	QTK_E_PK_DUPLICATE = 81,       /* two tensors share a name */
-	QTK_E_PK_INDEX = 82,           /* name index is not a sorted permutation */
-	QTK_E_PK_NDIM = 83,            /* more than 8 dimensions */
-	QTK_E_PK_SHAPE = 84,           /* a dim >= 2^63 or the element count overflows */
-	QTK_E_PK_SCHEME = 85,          /* unknown scheme id */
-	QTK_E_PK_LAYOUT = 86,          /* group / scale dtype / flags / dtype invalid for shape */
-	QTK_E_PK_PLANE_SIZE = 87,      /* plane size differs from the scheme's table */
-	QTK_E_PK_ALIGN = 88,           /* plane not 64-aligned or tensor not tensor_align-aligned */
-	QTK_E_PK_BOUNDS = 89,          /* plane range outside the data section */
-	QTK_E_PK_OVERLAP = 90,         /* planes overlap or are out of file order */
-	QTK_E_PK_PLANE_FLAGS = 91,     /* unknown plane flags or stored size inconsistent */
-	QTK_E_PK_META = 92,            /* metadata not NUL-terminated, crc mismatch or not a JSON object */
-	QTK_E_PK_SCALES = 93,          /* a stored scale / bias is NaN or Inf */
-	QTK_E_PK_ZSTD = 94,            /* compressed plane is not one valid zstd frame of the plane size */
-	QTK_E_PK_INCOMPLETE = 95,      /* writer: plane bytes not written exactly once */
-	QTK_E_PK_PADDING = 96,         /* a padding byte (between sections or planes) is not zero */
-	/* GGUF (formats/gguf_*.c): 120-169 */
-	QTK_E_GG_TOO_SMALL = 120,       /* file shorter than the fixed GGUF header */
-	QTK_E_GG_MAGIC = 121,           /* not a GGUF file (bad magic) */
-	QTK_E_GG_VERSION = 122,         /* GGUF version other than 1, 2, 3 */
-	QTK_E_GG_COUNT = 123,           /* tensor/KV/array count larger than the bytes left, or wraps */
-	QTK_E_GG_STRING = 124,          /* string length past the end of the file, or wraps */
-	QTK_E_GG_KV_TYPE = 125,         /* unknown KV value type (or array element type) */
-	QTK_E_GG_DUP_KEY = 126,         /* a KV key appears twice */
-	QTK_E_GG_ARRAY = 127,           /* arrays nested deeper than 8 levels */
-	QTK_E_GG_NDIM = 128,            /* tensor with 0 or more than 4 dims */
-	QTK_E_GG_DIM = 129,             /* a dim is zero or negative (>= 2^63) */
-	QTK_E_GG_SHAPE = 130,           /* element count or byte size of a tensor wraps */
-	QTK_E_GG_TYPE = 131,            /* unknown or retired ggml type */
-	QTK_E_GG_BLOCK = 132,           /* ne[0] not a multiple of the type's block size */
-	QTK_E_GG_ALIGNMENT = 133,       /* general.alignment not a u32 power of two <= 64 KiB */
-	QTK_E_GG_MISALIGNED = 134,      /* tensor offset not a multiple of the alignment */
-	QTK_E_GG_BOUNDS = 135,          /* tensor data past the end of the file */
-	QTK_E_GG_OVERLAP = 136,         /* two tensors share bytes */
-	QTK_E_GG_DUP_TENSOR = 137,      /* a tensor name appears twice */
-	QTK_E_GG_NAME = 138,            /* empty key/name, a NUL in it, a key not printable ASCII or > 65535 bytes */
-	QTK_E_GG_KV_MISMATCH = 139,     /* a KV has another type than the caller asked for */
-	QTK_E_GG_INCOMPLETE = 140,      /* writer: tensor bytes not written exactly once */
-	QTK_E_GG_LAYOUT = 141,          /* writer/packer: shape, type or layout the target cannot hold */
-	QTK_E_GG_TOKENIZER = 142,       /* tokenizer.model is not a valid sentencepiece model */
-	QTK_E_GG_CONFIG = 143,          /* config.json lacks or has a bad hyper-parameter */
-	QTK_E_GG_BOOL = 144,            /* a bool KV (or bool array element) other than 0 or 1 */
-
-	/* quant (quant/): 170-189 */
-	QTK_E_Q_NONFINITE = 170,      /* NaN or Inf in the input */
-	QTK_E_Q_SCALE_RANGE = 171,    /* a scale is not finite in its dtype */
-
-	/* convert (convert/): 190-209 */
-
+#define QTK_ERR_ENUM_(name, value) name = value,
+	QTK_ERRORS(QTK_ERR_ENUM_)
+#undef QTK_ERR_ENUM_
 	QTK_E_MAX_ = 255
 } qtk_err;
 
@@ -247,8 +256,18 @@ QTK_API float qtk_e5m2_to_f32(uint8_t v);   /* OCP FP8 E5M2 */
  * SIMD where it pays; bit-identical to the scalar path. Returns
  * QTK_E_ARG for a non-float dtype. */
 QTK_API qtk_err qtk_to_f32(qtk_dtype dt, const void *src, float *dst, size_t n);
-/* Convert n f32 values to F32/F16/BF16 (round to nearest even). */
+/* Convert n f32 values to F32/F16/BF16 (round to nearest even; a finite
+ * value beyond the range becomes Inf: see qtk_from_f32_checked). */
 QTK_API qtk_err qtk_from_f32(qtk_dtype dt, const float *src, void *dst, size_t n);
+/* qtk_from_f32 (every value converted, the same bits on every ISA), and
+ * what the narrowing did to finite values: *first_ovf (if not NULL) = the
+ * index of the first finite value stored as Inf (F16: |x| >= 65520; BF16:
+ * |x| >= 3.3961775e38), n if none; *flushed (if not NULL) += the number of
+ * nonzero values stored as zero (F16: |x| <= 2^-25; BF16: f32 subnormals
+ * <= 2^-134). F32 never overflows or flushes. The checks run inside the
+ * SIMD loops (a few compares per vector). */
+QTK_API qtk_err qtk_from_f32_checked(qtk_dtype dt, const float *src, void *dst, size_t n,
+                                     size_t *first_ovf, uint64_t *flushed);
 
 /* ===================================================================== */
 /* Storage schemes                                                        */
@@ -316,6 +335,16 @@ typedef struct {
 	const float *importance;   /* [cols] per-input-channel weights, or NULL */
 	const char *tensor;        /* for error messages; may be NULL */
 	uint64_t row0;             /* index of the first row, for messages */
+	/* Float stores called on a flat run of elements (nrows = 1, cols =
+	 * the run): row_len != 0 says so, and messages name row and column
+	 * from elem0 + i (elem0: the tensor index of src[0]) instead of row0. */
+	uint64_t elem0, row_len;
+	/* NULL, or += the nonzero finite inputs stored as zero: F16/BF16 float
+	 * stores that flush (qtk_from_f32_checked), and the nonzero elements of
+	 * zero groups (all subnormal, or a scale that rounds to 0 in the scale
+	 * dtype or whose inverse overflows; affine: the elements that differ
+	 * from the bias of a group whose scale became 0). */
+	uint64_t *flushed;
 } qtk_q_opts;
 
 /* Per-chunk error accumulators (double). Chunks combine in chunk order, so
@@ -359,7 +388,10 @@ typedef struct qtk_q_scheme {
 	uint8_t code_offset;    /* SYM, unsigned codes: v = code - code_offset */
 	const float *levels;    /* LOOKUP: [1 << code_bits] values, ascending */
 	/* Quantize nrows rows of f32 into planes; rejects NaN/Inf (naming
-	 * tensor, row and group) and scales that do not fit scale_dtype. */
+	 * tensor, row and group), scales and biases that do not fit
+	 * scale_dtype (QTK_E_Q_SCALE_RANGE) and, for F16/BF16 float stores,
+	 * finite values their type cannot hold (QTK_E_Q_VALUE_RANGE, naming
+	 * row, column and value). */
 	qtk_err (*quantize)(const qtk_q_layout *L, const float *src, size_t nrows,
 	                    size_t cols, const qtk_q_planes *dst,
 	                    const qtk_q_opts *opts, qtk_status *st);

@@ -19,7 +19,8 @@ extern "C" {
 
 /* A borrowed, read-only view of one plane: into the mapping (zero copy)
  * for plain planes, or into memory the model owns for zstd planes, which
- * are decompressed (and crc-checked) at load. 64-byte aligned. */
+ * are decompressed (and crc-checked) at load. 64-byte aligned, except
+ * GGUF tensors viewed in place (the file's alignment, 32 by default). */
 typedef struct {
 	const void *data;      /* NULL when size is 0 */
 	uint64_t size;         /* bytes */
@@ -143,14 +144,22 @@ QTK_API void qtk_rt_pool_run(qtk_rt_pool *p, size_t n, qtk_rt_range_fn fn, void 
  * (never the whole matrix): results do not depend on the thread count; they
  * are OpenBLAS's sums, not qtk's lane order.
  *
- * pool may be NULL (one thread). Errors: QTK_E_ARG (NULL pointers, batch
- * 0, plane sizes that do not fit the layout), QTK_E_UNSUPPORTED (a layout
- * no kernel reads), QTK_E_NOMEM. */
+ * pool may be NULL (one thread, created and freed by the call: pass a
+ * pool when calling often). Errors: QTK_E_ARG (NULL pointers, batch 0,
+ * plane sizes that do not fit the layout), QTK_E_UNSUPPORTED (a layout no
+ * kernel reads), QTK_E_NOMEM; y is then unspecified. */
 typedef enum { QTK_RT_FLOAT = 0, QTK_RT_INT8 = 1 } qtk_rt_path;
 
 QTK_API qtk_err qtk_rt_matmul(qtk_rt_pool *pool, const qtk_rt_tensor *w,
                               qtk_rt_path path, const float *x, size_t batch,
                               float *y, qtk_status *st);
+
+/* Row `row` of w as f32 values (cols of them), exactly as
+ * qtk_q_dequantize_rows gives them (NF4 double quant included; float
+ * storage widened): an embedding lookup. QTK_E_ARG for a row out of range,
+ * QTK_E_UNSUPPORTED for storage that is not a number the kernels read. */
+QTK_API qtk_err qtk_rt_row_f32(const qtk_rt_tensor *w, uint64_t row, float *out,
+                               qtk_status *st);
 
 /* 1 if qtk_rt_matmul has a kernel for this layout (its scheme row's
  * code_bits and mode, or float storage), else 0. */
@@ -246,6 +255,162 @@ QTK_API const char *qtk_tok_text(const qtk_tok *t, int32_t prev, int32_t id, siz
  * an id out of range. */
 QTK_API qtk_err qtk_tok_decode(const qtk_tok *t, const int32_t *ids, size_t n, char **text,
                                size_t *len, qtk_status *st);
+
+
+/* ===================================================================== */
+/* LLaMA-family language model (runtime/rt_lm*.c, docs/model.md)          */
+/* ===================================================================== */
+
+/* The decoder of LLaMA 1/2/3, Mistral and TinyLlama (and the llama2.c
+ * models): token embedding, n_layer blocks of RMSNorm -> attention with
+ * RoPE and GQA -> residual, RMSNorm -> SwiGLU MLP -> residual, a final
+ * RMSNorm and the output head (or the embedding matrix, tied). */
+
+/* RoPE pairing of a head's leading rope_dims dimensions. */
+typedef enum {
+	QTK_RT_ROPE_HALF = 0,        /* (i, i + rope_dims/2): Hugging Face's
+	                                rotate_half on its permuted q/k rows */
+	QTK_RT_ROPE_INTERLEAVED = 1  /* (2i, 2i+1): GGUF / Meta row order, as
+	                                llama.cpp's LLaMA rope */
+} qtk_rt_rope;
+
+/* Tensor names a model file uses. */
+typedef enum { QTK_RT_NAMES_HF = 0, QTK_RT_NAMES_GGUF = 1 } qtk_rt_names;
+
+typedef struct {
+	uint32_t n_embd;     /* hidden size */
+	uint32_t n_layer;
+	uint32_t n_head;     /* query heads */
+	uint32_t n_head_kv;  /* key/value heads (GQA: n_head is a multiple) */
+	uint32_t head_dim;   /* per head, for q, k and v */
+	uint32_t n_ff;       /* SwiGLU inner size */
+	uint32_t n_vocab;
+	uint32_t n_ctx;      /* context length the model was trained for */
+	uint32_t rope_dims;  /* leading dimensions of each head RoPE rotates */
+	float rms_eps;       /* RMSNorm epsilon */
+	float rope_theta;    /* RoPE base frequency */
+	uint32_t window;     /* sliding-window attention span (Mistral); 0: none.
+	                        Contexts longer than it are refused (not applied) */
+	int tied;            /* the output head is the token embedding */
+	qtk_rt_rope rope;    /* follows the names: HF -> HALF, GGUF -> INTERLEAVED */
+	qtk_rt_names names;
+} qtk_rt_lm_desc;
+
+typedef struct qtk_rt_lm qtk_rt_lm;
+
+/* Open a model: a .qtk file, a GGUF file (F32/F16/BF16/Q8_0/Q4_0/Q4_1
+ * tensors), or a safetensors checkpoint (a file, a *.safetensors.index.json
+ * or a directory) with its config.json. The description comes from the GGUF
+ * llama.* KVs, the config.json beside the checkpoint, or the config a .qtk
+ * file's metadata carries (for a .qtk made from a GGUF: the KVs of the
+ * source GGUF its metadata records). Safetensors F32/F16/BF16 weights are
+ * read in place (other float dtypes are widened to f32 at load). Every
+ * weight is checked against the description (shape; a scheme the kernels
+ * read). Errors name the file, the tensor or key, and the problem;
+ * architectures other than LLaMA's (biases, other activations, rope
+ * scaling) are QTK_E_UNSUPPORTED. On failure *out is NULL. */
+QTK_API qtk_err qtk_rt_lm_open(const char *path, qtk_rt_lm **out, qtk_status *st);
+QTK_API void qtk_rt_lm_close(qtk_rt_lm *lm); /* NULL is fine */
+QTK_API const qtk_rt_lm_desc *qtk_rt_lm_describe(const qtk_rt_lm *lm);
+/* Storage of the model's linear weights: "f32", "int4", ... or "mixed". */
+QTK_API const char *qtk_rt_lm_scheme(const qtk_rt_lm *lm);
+/* Parameters (elements of every weight the forward reads, the embedding
+ * once when tied) and bytes of their storage. */
+QTK_API uint64_t qtk_rt_lm_params(const qtk_rt_lm *lm, uint64_t *bytes);
+
+/* The model's tokenizer: path if given (qtk_tok_open); else a GGUF's own
+ * vocabulary; else tokenizer.model, tokenizer.json or tokenizer.bin (in
+ * that order) beside the model, then (.qtk) beside the source checkpoint
+ * its metadata records, or that source GGUF's vocabulary. QTK_E_NOT_FOUND
+ * says where it looked. Fails if the vocabulary has more tokens than the
+ * model's embedding has rows. */
+QTK_API qtk_err qtk_rt_lm_tokenizer(const qtk_rt_lm *lm, const char *path, qtk_tok **out,
+                                    qtk_status *st);
+
+/* A running context: the KV cache (f32) and the activation buffers for
+ * up to n_batch tokens per step. Many contexts may share one model. */
+typedef struct qtk_rt_lm_ctx qtk_rt_lm_ctx;
+
+/* Called with the input of every matrix product, before it runs:
+ * weight is the tensor's name in the model file (the output head's input,
+ * the final norm's output, comes under the embedding's name when the head
+ * is tied), x [n][cols] row-major, one row per token of the step. The
+ * three products that read one input (q, k, v; gate, up) are called one
+ * after the other with the same x pointer. x is valid during the call. */
+typedef void (*qtk_rt_lm_hook)(void *user, const char *weight, const float *x, size_t n,
+                               size_t cols);
+
+typedef struct {
+	uint32_t n_ctx;        /* positions the cache holds (0: the model's n_ctx) */
+	uint32_t n_batch;      /* tokens per step (0: min(512, n_ctx)) */
+	qtk_rt_path path;      /* activation path of quantized weights */
+	qtk_rt_pool *pool;     /* borrowed; NULL: the context makes one of
+	                          `threads` threads (0: all online CPUs) */
+	unsigned threads;
+	qtk_rt_lm_hook hook;   /* NULL: none */
+	void *hook_user;
+} qtk_rt_lm_opts;
+
+QTK_API qtk_err qtk_rt_lm_ctx_new(const qtk_rt_lm *lm, const qtk_rt_lm_opts *o,
+                                  qtk_rt_lm_ctx **out, qtk_status *st);
+QTK_API void qtk_rt_lm_ctx_free(qtk_rt_lm_ctx *c); /* NULL is fine */
+QTK_API uint32_t qtk_rt_lm_ctx_size(const qtk_rt_lm_ctx *c); /* n_ctx */
+QTK_API const qtk_rt_lm *qtk_rt_lm_ctx_model(const qtk_rt_lm_ctx *c);
+
+/* Run tokens[0, n) at positions pos .. pos+n-1: the cache must hold
+ * positions 0 .. pos-1 of the same sequence (pos = 0 starts a new one),
+ * and pos + n <= n_ctx. The logits of the last n_logits tokens (0 <=
+ * n_logits <= n) go to logits [n_logits][n_vocab]. Steps of n_batch tokens
+ * (prompt processing as matrix-matrix products); n = 1 is one generation
+ * step. The result does not depend on the thread count. QTK_E_ARG for a
+ * token id outside the vocabulary (naming it) or a position past n_ctx. */
+QTK_API qtk_err qtk_rt_lm_forward(qtk_rt_lm_ctx *c, const int32_t *tokens, size_t n,
+                                  size_t pos, float *logits, size_t n_logits,
+                                  qtk_status *st);
+
+/* ---- evaluation (runtime/rt_eval.c) ----------------------------------- */
+
+typedef struct {
+	uint32_t ctx;      /* window length in tokens (>= 2) */
+	int half;          /* 0: score every position after the first of each
+	                      window (the last, shorter window too);
+	                      1: llama-perplexity: whole windows only, the
+	                      second half of each scored */
+	int32_t bos;       /* put in each window's first position (-1: leave) */
+	/* called after each window (may be NULL) */
+	void (*progress)(void *user, size_t window, size_t windows);
+	void *user;
+} qtk_rt_eval_opts;
+
+typedef struct {
+	uint64_t windows, scored;  /* windows run, positions scored */
+	/* the model: perplexity exp(mean NLL), ± as llama-perplexity prints it
+	 * (ppl * standard error of the mean NLL) */
+	double ppl, ppl_err, nll;
+	/* against a reference (zero without one): its perplexity; KL
+	 * divergence KL(ref || model) per position: mean ± standard error,
+	 * median, 99th percentile (linear between sorted values, as
+	 * llama-perplexity), maximum; top-1: fraction of positions whose most
+	 * likely token is the same (±); RMS of the change in the probability
+	 * of the actual next token (±); RMS of the logit differences over all
+	 * positions and the whole vocabulary; ln(ppl / ref_ppl) ± */
+	double ref_ppl, ref_ppl_err;
+	double kld_mean, kld_err, kld_median, kld_p99, kld_max;
+	double top1, top1_err;
+	double dp_rms, dp_rms_err;
+	double logit_rms;
+	double ln_ratio, ln_ratio_err;
+} qtk_rt_eval_result;
+
+/* Perplexity of model over ids[0, n) (the text tokenized once, BOS first
+ * if the vocabulary wants one) in consecutive windows of o->ctx tokens,
+ * each a new sequence; with ref (another context over a model of the same
+ * vocabulary size), the KL divergence and the rest of the result. Both
+ * contexts need n_ctx >= o->ctx. QTK_E_ARG when the text has fewer tokens
+ * than one window needs (2 for all, ctx for half). */
+QTK_API qtk_err qtk_rt_eval(qtk_rt_lm_ctx *model, qtk_rt_lm_ctx *ref, const int32_t *ids,
+                            size_t n, const qtk_rt_eval_opts *o, qtk_rt_eval_result *r,
+                            qtk_status *st);
 
 #ifdef __cplusplus
 }

@@ -69,11 +69,12 @@ NM(load_pair)(const int kind, const uint8_t *src, __m256i *w0, __m256i *w1)
 }
 
 /* Lane scales of block half h (0: the pair's first block) of a pair whose
- * first group is base; uni[h]: the common offset of the half, or -1. */
+ * first group is base: perm (a constant), a permutation by idx, else the
+ * half's common offset uni. */
 static inline __attribute__((always_inline)) __m256
-NM(lane_scales)(const float *ws, size_t base, int uni, __m256i idx)
+NM(lane_scales)(const int perm, const float *ws, size_t base, int uni, __m256i idx)
 {
-	if (uni >= 0)
+	if (!perm)
 		return _mm256_set1_ps(ws[base + (size_t)uni]);
 	return _mm256_permutevar8x32_ps(_mm256_loadu_ps(ws + base), idx);
 }
@@ -83,7 +84,7 @@ NM(lane_scales)(const float *ws, size_t base, int uni, __m256i idx)
  * Row by row, so that only a row's codes and scales are live besides the
  * accumulators (16 registers). */
 static inline __attribute__((always_inline)) void
-NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
+NM(int_tile)(const int kind, const int R, const int C, const int perm, const rt_job *J,
              const uint8_t *const *cp, size_t kofs, size_t k0, size_t k1,
              const float *const *ws, const float *const *wb, const size_t *bi,
              __m256 acc[RT_TR][2][2])
@@ -100,9 +101,6 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 	for (int h = 0; h < 2; h++) {
 		idx[h] = _mm256_loadu_si256((const __m256i *)(const void *)(J->gidx + 8 * h));
 		uni[h] = J->gidx[8 * h];
-		for (int l = 1; l < 8; l++)
-			if (J->gidx[8 * h + l] != J->gidx[8 * h])
-				uni[h] = -1;
 	}
 	for (size_t k = k0; k < k1; k += 2) {
 		size_t base = gshift < 0 ? 0 : (k * RT_BLK) >> gshift;
@@ -112,6 +110,9 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 			for (int r = 0; r < R; r++) {
 				const uint8_t *src = cp[r] + (k - kofs) * bpb;
 				__m256i w;
+				/* the same place in the next tile's row (see the AVX-512 body) */
+				if (!h)
+					_mm_prefetch((const char *)(src + RT_TR * J->cb), _MM_HINT_T0);
 				if (RK_BITS(kind) == 8) {
 					w = _mm256_loadu_si256((const __m256i *)(const void *)(src + RT_BLK * (size_t)h));
 				} else {
@@ -120,7 +121,7 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 						w = _mm256_srli_epi16(w, 4);
 					w = _mm256_and_si256(w, _mm256_set1_epi8(15));
 				}
-				__m256 sw = NM(lane_scales)(ws[r], base, uni[h], idx[h]);
+				__m256 sw = NM(lane_scales)(perm, ws[r], base, uni[h], idx[h]);
 #pragma GCC unroll 2
 				for (int c = 0; c < C; c++) {
 					size_t o = bi[c] * nbp + k + (size_t)h;
@@ -133,7 +134,7 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 					                               acc[r][c][h]);
 					if (affine)
 						acc[r][c][h] = _mm256_fmadd_ps(_mm256_loadu_ps(axs + o * 8),
-						                               NM(lane_scales)(wb[r], base, uni[h], idx[h]),
+						                               NM(lane_scales)(perm, wb[r], base, uni[h], idx[h]),
 						                               acc[r][c][h]);
 				}
 			}
@@ -143,46 +144,78 @@ NM(int_tile)(const int kind, const int R, const int C, const rt_job *J,
 
 /* ---- float path ------------------------------------------------------- */
 
+/* Positions 8i..8i+7 of block k (its codes w, unpacked) as f32 weights:
+ * w = val * scale (+ bias), the values rt_kern_ref.c's float_row
+ * multiplies. */
+static inline __attribute__((always_inline)) __m256
+NM(dec8)(const int kind, const rt_job *J, __m256i w, int i, size_t k, const float *ws,
+         const float *wb)
+{
+	const __m256i seven = _mm256_set1_epi32(7);
+	__m128i h = (i >> 1) ? _mm256_extracti128_si256(w, 1) : _mm256_castsi256_si128(w);
+	__m128i c8 = (i & 1) ? _mm_srli_si128(h, 8) : h;
+	__m256i c32 = kind == RK_S8 ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
+	__m256 v;
+
+	switch (kind) {
+	case RK_L4:
+		v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_loadu_ps(J->lut_f), c32),
+		                     _mm256_permutevar8x32_ps(_mm256_loadu_ps(J->lut_f + 8), c32),
+		                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(c32, seven)));
+		break;
+	case RK_S4: v = _mm256_cvtepi32_ps(_mm256_sub_epi32(c32, _mm256_set1_epi32(J->off))); break;
+	default: v = _mm256_cvtepi32_ps(c32); break;
+	}
+	/* 8 positions lie in one group */
+	size_t g = rt_group(J, rt_elem(J->act->order, k, 8u * (unsigned)i));
+	v = _mm256_mul_ps(v, _mm256_set1_ps(ws[g]));
+	return RK_AFFINE(kind) ? _mm256_add_ps(v, _mm256_set1_ps(wb[g])) : v;
+}
+
 static inline __attribute__((always_inline)) void
 NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, size_t kfull,
                const uint8_t *tail, const float *ws, const float *wb, float *out)
 {
-	const rt_act *A = J->act;
 	const size_t bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
-	const int affine = RK_AFFINE(kind);
-	const __m256 lut0 = _mm256_loadu_ps(J->lut_f), lut1 = _mm256_loadu_ps(J->lut_f + 8);
-	const __m256i off = _mm256_set1_epi32(J->off), seven = _mm256_set1_epi32(7);
 
-	for (size_t k = 0; k < A->nbp; k += 2) {
+	for (size_t k = 0; k < J->act->nbp; k += 2) {
 		__m256i wp[2];
 		NM(load_pair)(kind, k < kfull ? codes + k * bpb : tail + (k - kfull) * bpb, &wp[0],
 		              &wp[1]);
 #pragma GCC unroll 2
-		for (int hb = 0; hb < 2; hb++) {
-			__m128i h[2] = { _mm256_castsi256_si128(wp[hb]), _mm256_extracti128_si256(wp[hb], 1) };
+		for (int hb = 0; hb < 2; hb++)
 #pragma GCC unroll 4
-			for (int i = 0; i < 4; i++) { /* positions 8i..8i+7 of block k + hb */
-				__m128i c8 = (i & 1) ? _mm_srli_si128(h[i >> 1], 8) : h[i >> 1];
-				__m256i c32 = kind == RK_S8 ? _mm256_cvtepi8_epi32(c8) : _mm256_cvtepu8_epi32(c8);
-				__m256 v;
-				switch (kind) {
-				case RK_L4:
-					v = _mm256_blendv_ps(_mm256_permutevar8x32_ps(lut0, c32),
-					                     _mm256_permutevar8x32_ps(lut1, c32),
-					                     _mm256_castsi256_ps(_mm256_cmpgt_epi32(c32, seven)));
-					break;
-				case RK_S4: v = _mm256_cvtepi32_ps(_mm256_sub_epi32(c32, off)); break;
-				default: v = _mm256_cvtepi32_ps(c32); break;
-				}
-				/* 8 positions lie in one group */
-				size_t g = rt_group(J, rt_elem(A->order, k + (size_t)hb, 8u * (unsigned)i));
-				v = _mm256_mul_ps(v, _mm256_set1_ps(ws[g]));
-				if (affine)
-					v = _mm256_add_ps(v, _mm256_set1_ps(wb[g]));
-				_mm256_storeu_ps(out + ((k + (size_t)hb) * RT_BLK + 8 * (size_t)i), v);
-			}
-		}
+			for (int i = 0; i < 4; i++)
+				_mm256_storeu_ps(out + ((k + (size_t)hb) * RT_BLK + 8 * (size_t)i),
+				                 NM(dec8)(kind, J, wp[hb], i, k + (size_t)hb, ws, wb));
 	}
+}
+
+/* One vector on the float path, decoded and multiplied at once (the
+ * operations of decode_row + float_tile; position P into bank (P / 8) % 2).
+ * Pairs k0 .. k1 of rows cp[0..R) (see int_tile). */
+static inline __attribute__((always_inline)) void
+NM(float_gemv)(const int kind, const int R, const rt_job *J, const uint8_t *const *cp,
+               size_t kofs, size_t k0, size_t k1, const float *const *ws,
+               const float *const *wb, const float *x, __m256 acc[RT_TR][2][2])
+{
+	const size_t bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
+
+	for (size_t k = k0; k < k1; k += 2)
+#pragma GCC unroll 4
+		for (int r = 0; r < R; r++) {
+			__m256i wp[2];
+			_mm_prefetch((const char *)(cp[r] + RT_TR * J->cb + (k - kofs) * bpb), _MM_HINT_T0);
+			NM(load_pair)(kind, cp[r] + (k - kofs) * bpb, &wp[0], &wp[1]);
+#pragma GCC unroll 2
+			for (int hb = 0; hb < 2; hb++)
+#pragma GCC unroll 4
+				for (int i = 0; i < 4; i++)
+					acc[r][0][i & 1] = _mm256_fmadd_ps(
+						NM(dec8)(kind, J, wp[hb], i, k + (size_t)hb, ws[r], wb[r]),
+						_mm256_loadu_ps(x + (k + (size_t)hb) * RT_BLK + 8 * (size_t)i),
+						acc[r][0][i & 1]);
+		}
 }
 
 static inline __attribute__((always_inline)) void
@@ -225,24 +258,50 @@ static inline __attribute__((always_inline)) float NM(fold)(__m256 lo, __m256 hi
 	return _mm_cvtss_f32(b);
 }
 
-/* One tile: zero, the pairs inside the rows, the tail pair. */
+/* Do both blocks of a pair read one group each (every lane of a block the
+ * same)? Then their lane scales are broadcasts, else permutations. */
+static inline int NM(uniform_halves)(const rt_job *J)
+{
+	for (int l = 0; l < 16; l++)
+		if (J->gidx[l] != J->gidx[l & 8])
+			return 0;
+	return 1;
+}
+
+/* One tile of R rows (rt .. at most r1) x C vectors: the pairs inside the
+ * rows, the tail pair, then the folded sums into y. */
 static inline __attribute__((always_inline)) void
 NM(tile)(const int kind, const int R, const int C, const rt_job *J, const uint8_t *const *cp,
          const uint8_t *const *tail, size_t kfull, const float *const *ws,
-         const float *const *wb, const float *const *wr, const size_t *bi,
-         __m256 acc[RT_TR][2][2])
+         const float *const *wb, const float *const *wr, const size_t *bi, size_t rt,
+         size_t r1)
 {
+	__m256 acc[RT_TR][2][2];
+
 #pragma GCC unroll 4
 	for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
 		for (int c = 0; c < C; c++)
 			acc[r][c][0] = acc[r][c][1] = _mm256_setzero_ps();
-	if (J->path == QTK_RT_FLOAT) {
+	if (J->path == QTK_RT_FLOAT && C == 1 && !wr[0]) {
+		const float *x = J->act->xf + bi[0] * J->act->nbp * RT_BLK;
+		NM(float_gemv)(kind, R, J, cp, 0, 0, kfull, ws, wb, x, acc);
+		NM(float_gemv)(kind, R, J, tail, kfull, kfull, J->act->nbp, ws, wb, x, acc);
+	} else if (J->path == QTK_RT_FLOAT) {
 		NM(float_tile)(R, C, J, wr, bi, acc);
-		return;
+	} else if (NM(uniform_halves)(J)) {
+		NM(int_tile)(kind, R, C, 0, J, cp, 0, 0, kfull, ws, wb, bi, acc);
+		NM(int_tile)(kind, R, C, 0, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
+	} else {
+		NM(int_tile)(kind, R, C, 1, J, cp, 0, 0, kfull, ws, wb, bi, acc);
+		NM(int_tile)(kind, R, C, 1, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
 	}
-	NM(int_tile)(kind, R, C, J, cp, 0, 0, kfull, ws, wb, bi, acc);
-	NM(int_tile)(kind, R, C, J, tail, kfull, kfull, J->act->nbp, ws, wb, bi, acc);
+#pragma GCC unroll 4
+	for (int r = 0; r < R; r++)
+#pragma GCC unroll 2
+		for (int c = 0; c < C; c++)
+			if (rt + (size_t)r < r1)
+				J->y[bi[c] * J->rows + rt + (size_t)r] = NM(fold)(acc[r][c][0], acc[r][c][1]);
 }
 
 static inline __attribute__((always_inline)) void
@@ -277,7 +336,8 @@ NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scrat
 					memcpy(t, cp[i] + kfull / 2 * pb, J->cb - kfull / 2 * pb);
 				tail[i] = t;
 				wr[i] = NULL;
-				if (J->path == QTK_RT_FLOAT) {
+				/* a batch decodes the rows once for all its vectors */
+				if (J->path == QTK_RT_FLOAT && B > 1) {
 					float *o = dec + (size_t)i * nbp * RT_BLK;
 					NM(decode_row)(kind, J, cp[i], kfull, t, ws[i], wb[i], o);
 					wr[i] = o;
@@ -286,20 +346,16 @@ NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, void *scrat
 			for (size_t b0 = cc; b0 < ce;) {
 				int C = ce - b0 >= 2 ? 2 : 1;
 				size_t bi[2] = { b0, b0 + (size_t)C - 1 };
-				__m256 acc[RT_TR][2][2];
 
 				/* two rows at a time: 16 registers hold 2 x 2 x 2 accumulators */
 				for (int h = 0; h < RT_TR; h += 2) {
 					if (C == 1)
 						NM(tile)(kind, 2, 1, J, cp + h, tail + h, kfull, ws + h, wb + h,
-						         wr + h, bi, acc + h);
+						         wr + h, bi, rt + (size_t)h, r1);
 					else
 						NM(tile)(kind, 2, 2, J, cp + h, tail + h, kfull, ws + h, wb + h,
-						         wr + h, bi, acc + h);
+						         wr + h, bi, rt + (size_t)h, r1);
 				}
-				for (int i = 0; i < RT_TR && rt + (size_t)i < r1; i++)
-					for (int c = 0; c < C; c++)
-						J->y[bi[c] * J->rows + rt + (size_t)i] = NM(fold)(acc[i][c][0], acc[i][c][1]);
 				b0 += (size_t)C;
 			}
 		}

@@ -91,6 +91,7 @@ INL void NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_
 	const int affine = RK_AFFINE(kind);
 	const __m512i gidx = _mm512_loadu_si512(J->gidx);
 	const int gshift = J->gshift, gperm = J->gperm;
+	const size_t pf = RT_TR * J->cb;
 	const int8_t *q = A->q;
 	const int32_t *cs = A->s;
 	const float *ad = A->d, *axs = A->xs;
@@ -102,6 +103,9 @@ INL void NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_
 
 #pragma GCC unroll 4
 		for (int r = 0; r < RT_TR; r++) {
+			/* the same place in the next tile's row: a tile ahead of use, so
+			 * that cold weights stream at the memory's pace */
+			_mm_prefetch((const char *)(cp[r] + pf + (k - kofs) * bpb), _MM_HINT_T0);
 			w[r] = NM(load_pair)(kind, cp[r] + (k - kofs) * bpb);
 			sw[r] = NM(lane_scales)(gperm, ws[r], base, gidx);
 			if (affine)
@@ -128,14 +132,54 @@ INL void NM(int_tile)(const int kind, const int C, const rt_job *J, const uint8_
 
 /* ---- float path ------------------------------------------------------- */
 
-/* Decode one row into out[nbp*32] f32 in position order: w = val * scale
- * (+ bias), the values rt_kern_ref.c's float_row multiplies. */
+/* 128-bit lane i of v (a constant once the callers' loops unroll; a
+ * switch so that unoptimized builds still get immediates). */
+INL __m128i NM(quarter)(__m512i v, int i)
+{
+	switch (i) {
+	case 0: return _mm512_extracti32x4_epi32(v, 0);
+	case 1: return _mm512_extracti32x4_epi32(v, 1);
+	case 2: return _mm512_extracti32x4_epi32(v, 2);
+	default: return _mm512_extracti32x4_epi32(v, 3);
+	}
+}
+
+/* Positions 16i..16i+15 of a pair (codes w unpacked) as f32 weights:
+ * w = val * scale (+ bias), the values rt_kern_ref.c's float_row
+ * multiplies. base: the pair's first group. */
+INL __m512 NM(dec16)(const int kind, const rt_job *J, __m512i w, int i, size_t base,
+                     const float *ws, const float *wb, __m512 lut, __m512i off)
+{
+	const int affine = RK_AFFINE(kind);
+	__m128i c8 = NM(quarter)(w, i);
+	__m512i c32 = kind == RK_S8 ? _mm512_cvtepi8_epi32(c8) : _mm512_cvtepu8_epi32(c8);
+	__m512 v, s, b = _mm512_setzero_ps();
+
+	switch (kind) {
+	case RK_L4: v = _mm512_permutexvar_ps(c32, lut); break;
+	case RK_S4: v = _mm512_cvtepi32_ps(_mm512_sub_epi32(c32, off)); break;
+	default: v = _mm512_cvtepi32_ps(c32); break;
+	}
+	if (J->funi[i] >= 0) {
+		s = _mm512_set1_ps(ws[base + (size_t)J->funi[i]]);
+		if (affine)
+			b = _mm512_set1_ps(wb[base + (size_t)J->funi[i]]);
+	} else {
+		__m512i fi = _mm512_loadu_si512(J->fidx[i]);
+		s = _mm512_permutexvar_ps(fi, _mm512_loadu_ps(ws + base));
+		if (affine)
+			b = _mm512_permutexvar_ps(fi, _mm512_loadu_ps(wb + base));
+	}
+	v = _mm512_mul_ps(v, s);
+	return affine ? _mm512_add_ps(v, b) : v;
+}
+
+/* Decode one row into out[nbp*32] f32 in position order. */
 INL void NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, size_t kfull,
                         const uint8_t *tail, const float *ws, const float *wb, float *out)
 {
 	const rt_act *A = J->act;
 	const size_t bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
-	const int affine = RK_AFFINE(kind);
 	const __m512 lut = _mm512_loadu_ps(J->lut_f);
 	const __m512i off = _mm512_set1_epi32(J->off);
 
@@ -144,29 +188,34 @@ INL void NM(decode_row)(const int kind, const rt_job *J, const uint8_t *codes, s
 		size_t base = J->gshift < 0 ? 0 : (k * RT_BLK) >> J->gshift;
 		__m512i w = NM(load_pair)(kind, src);
 #pragma GCC unroll 4
-		for (int i = 0; i < 4; i++) { /* positions 16i..16i+15 of the pair */
-			__m128i c8 = _mm512_extracti32x4_epi32(w, i);
-			__m512i c32 = kind == RK_S8 ? _mm512_cvtepi8_epi32(c8) : _mm512_cvtepu8_epi32(c8);
-			__m512 v, s, b = _mm512_setzero_ps();
-			switch (kind) {
-			case RK_L4: v = _mm512_permutexvar_ps(c32, lut); break;
-			case RK_S4: v = _mm512_cvtepi32_ps(_mm512_sub_epi32(c32, off)); break;
-			default: v = _mm512_cvtepi32_ps(c32); break;
-			}
-			if (J->funi[i] >= 0) {
-				s = _mm512_set1_ps(ws[base + (size_t)J->funi[i]]);
-				if (affine)
-					b = _mm512_set1_ps(wb[base + (size_t)J->funi[i]]);
-			} else {
-				__m512i fi = _mm512_loadu_si512(J->fidx[i]);
-				s = _mm512_permutexvar_ps(fi, _mm512_loadu_ps(ws + base));
-				if (affine)
-					b = _mm512_permutexvar_ps(fi, _mm512_loadu_ps(wb + base));
-			}
-			v = _mm512_mul_ps(v, s);
-			if (affine)
-				v = _mm512_add_ps(v, b);
-			_mm512_storeu_ps(out + (k * RT_BLK + 16 * (size_t)i), v);
+		for (int i = 0; i < 4; i++)
+			_mm512_storeu_ps(out + (k * RT_BLK + 16 * (size_t)i),
+			                 NM(dec16)(kind, J, w, i, base, ws, wb, lut, off));
+	}
+}
+
+/* One vector on the float path: each row's weights decoded and multiplied
+ * at once (the same operations as decode_row + float_tile, without the
+ * round trip through memory). Pairs k0 .. k1 of rows cp (see int_tile). */
+INL void NM(float_gemv)(const int kind, const rt_job *J, const uint8_t *const *cp, size_t kofs,
+                        size_t k0, size_t k1, const float *const *ws, const float *const *wb,
+                        const float *x, __m512 acc[RT_TR][4])
+{
+	const size_t bpb = RK_BITS(kind) == 8 ? RT_BLK : RT_BLK / 2;
+	const __m512 lut = _mm512_loadu_ps(J->lut_f);
+	const __m512i off = _mm512_set1_epi32(J->off);
+
+	for (size_t k = k0; k < k1; k += 2) {
+		size_t base = J->gshift < 0 ? 0 : (k * RT_BLK) >> J->gshift;
+#pragma GCC unroll 4
+		for (int r = 0; r < RT_TR; r++) {
+			_mm_prefetch((const char *)(cp[r] + RT_TR * J->cb + (k - kofs) * bpb), _MM_HINT_T0);
+			__m512i w = NM(load_pair)(kind, cp[r] + (k - kofs) * bpb);
+#pragma GCC unroll 4
+			for (int i = 0; i < 4; i++)
+				acc[r][0] = _mm512_fmadd_ps(NM(dec16)(kind, J, w, i, base, ws[r], wb[r], lut, off),
+				                            _mm512_loadu_ps(x + k * RT_BLK + 16 * (size_t)i),
+				                            acc[r][0]);
 		}
 	}
 }
@@ -223,7 +272,11 @@ INL void NM(tile)(const int kind, const int C, const rt_job *J, const uint8_t *c
 #pragma GCC unroll 4
 		for (int c = 0; c < C; c++)
 			acc[r][c] = _mm512_setzero_ps();
-	if (J->path == QTK_RT_FLOAT) {
+	if (J->path == QTK_RT_FLOAT && C == 1 && !wr[0]) {
+		const float *x = J->act->xf + bi[0] * J->act->nbp * RT_BLK;
+		NM(float_gemv)(kind, J, cp, 0, 0, kfull, ws, wb, x, acc);
+		NM(float_gemv)(kind, J, tail, kfull, kfull, J->act->nbp, ws, wb, x, acc);
+	} else if (J->path == QTK_RT_FLOAT) {
 		NM(float_tile)(C, J, wr, bi, acc);
 	} else {
 		NM(int_tile)(kind, C, J, cp, 0, 0, kfull, ws, wb, bi, acc);
@@ -288,7 +341,8 @@ INL void NM(rows_kind)(const int kind, const rt_job *J, size_t r0, size_t r1, vo
 					memcpy(t, cp[i] + kfull / 2 * pb, J->cb - kfull / 2 * pb);
 				tail[i] = t;
 				wr[i] = NULL;
-				if (J->path == QTK_RT_FLOAT) {
+				/* a batch decodes the rows once for all its vectors */
+				if (J->path == QTK_RT_FLOAT && B > 1) {
 					float *o = dec + (size_t)i * nbp * RT_BLK;
 					NM(decode_row)(kind, J, cp[i], kfull, t, ws[i], wb[i], o);
 					wr[i] = o;

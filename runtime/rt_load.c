@@ -1,20 +1,13 @@
 /* runtime: a loaded .qtk model — the validated packed file plus a view per
  * tensor: zero-copy into the mapping, or decompressed copies for zstd
- * planes of the transport form. */
+ * planes of the transport form. GGUF files load through rt_gguf.c. */
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "qtk_runtime.h"
-
-struct qtk_rt_model {
-	qtk_pack_file *f;
-	qtk_rt_tensor *t;     /* [n] */
-	void **owned;         /* [n * QTK_PLANE_MAX] decompressed buffers (or NULL) */
-	size_t n;
-};
+#include "rt_private.h"
 
 void qtk_rt_close(qtk_rt_model *m)
 {
@@ -25,6 +18,7 @@ void qtk_rt_close(qtk_rt_model *m)
 	qtk_free(m->owned);
 	qtk_free(m->t);
 	qtk_pack_close(m->f);
+	qtk_gguf_close(m->g);
 	qtk_free(m);
 }
 
@@ -85,6 +79,8 @@ qtk_err qtk_rt_open(const char *path, unsigned flags, qtk_rt_model **out, qtk_st
 	if (!out)
 		return qtk_fail(st, QTK_E_ARG, "no output pointer");
 	*out = NULL;
+	if (path && rt_is_gguf(path))
+		return rt_open_gguf(path, out, st);
 	m = qtk_calloc(1, sizeof *m);
 	if (!m)
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path ? path : "");
@@ -121,14 +117,22 @@ const qtk_rt_tensor *qtk_rt_get(const qtk_rt_model *m, size_t i)
 
 const qtk_rt_tensor *qtk_rt_find(const qtk_rt_model *m, const char *name)
 {
-	const qtk_pack_tensor *pt = m ? qtk_pack_find(m->f, name) : NULL;
+	const qtk_pack_tensor *pt;
+	const qtk_gguf_tensor *gt;
 
+	if (!m || !name)
+		return NULL;
+	if (m->g) {
+		gt = qtk_gguf_find(m->g, name);
+		return gt ? &m->t[(size_t)(gt - qtk_gguf_get(m->g, 0))] : NULL;
+	}
+	pt = qtk_pack_find(m->f, name);
 	return pt ? &m->t[qtk_pack_index_of(m->f, pt)] : NULL;
 }
 
 const char *qtk_rt_metadata(const qtk_rt_model *m)
 {
-	return m ? qtk_pack_metadata(m->f, NULL) : NULL;
+	return m && m->f ? qtk_pack_metadata(m->f, NULL) : NULL;
 }
 
 int qtk_rt_prefetch(const qtk_rt_model *m, const qtk_rt_tensor *t)
@@ -156,10 +160,17 @@ qtk_err qtk_rt_verify(const qtk_rt_model *m, qtk_status *st)
 {
 	if (!m)
 		return qtk_fail(st, QTK_E_ARG, "no model");
+	if (m->g)
+		return QTK_OK; /* GGUF has no checksums; the reader checked the layout */
 	return qtk_pack_verify(m->f, st);
 }
 
 const qtk_pack_file *qtk_rt_file(const qtk_rt_model *m)
 {
 	return m ? m->f : NULL;
+}
+
+const qtk_gguf_file *qtk_rt_gguf(const qtk_rt_model *m)
+{
+	return m ? m->g : NULL;
 }

@@ -246,6 +246,54 @@ static void build_job(rt_job *J, const qtk_rt_tensor *w, int kind, qtk_rt_path p
 		}
 }
 
+qtk_err qtk_rt_row_f32(const qtk_rt_tensor *w, uint64_t row, float *out, qtk_status *st)
+{
+	const qtk_q_layout *L;
+	qtk_q_cplanes cp;
+	int fdt;
+
+	if (!w || !out)
+		return qtk_fail(st, QTK_E_ARG, "row_f32: NULL tensor or output");
+	QTK_TRY(check_view(w, st));
+	if (row >= w->rows)
+		return qtk_fail(st, QTK_E_ARG, "tensor '%s': row %llu of %llu", tname(w),
+		                (unsigned long long)row, (unsigned long long)w->rows);
+	L = &w->layout;
+	fdt = float_dtype(L);
+	if (fdt >= 0)
+		return qtk_to_f32((qtk_dtype)fdt,
+		                  (const uint8_t *)w->planes[QTK_PLANE_CODES].data +
+		                          row * w->cols * qtk_dtype_size((qtk_dtype)fdt),
+		                  out, (size_t)w->cols) == QTK_OK ? QTK_OK
+		       : qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': cannot widen", tname(w));
+	if (kind_of(qtk_q_scheme_get(L->scheme)) < 0)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': scheme %s holds no numbers",
+		                tname(w), qtk_q_scheme_get(L->scheme)->name);
+	for (int p = 0; p < QTK_PLANE_DQ; p++) {
+		uint64_t rb = qtk_q_row_bytes(L, w->cols, p);
+		cp.p[p] = rb ? (const uint8_t *)w->planes[p].data + row * rb : NULL;
+	}
+	cp.p[QTK_PLANE_DQ] = NULL;
+	if (L->flags & QTK_QF_DOUBLE_QUANT) { /* the absmax values, then the F32-scale layout */
+		rt_job J;
+		size_t gpr = (size_t)qtk_q_groups_per_row(L, w->cols);
+		float *ws = qtk_malloc((gpr + RT_SPAD) * sizeof(float));
+		qtk_q_layout Lf = *L;
+		if (!ws)
+			return qtk_fail(st, QTK_E_NOMEM, "tensor '%s': out of memory", tname(w));
+		build_job(&J, w, kind_of(qtk_q_scheme_get(L->scheme)), QTK_RT_FLOAT);
+		rt_row_scales_ref(&J, (size_t)row, ws, NULL);
+		Lf.flags &= ~QTK_QF_DOUBLE_QUANT;
+		Lf.scale_dtype = QTK_DT_F32;
+		cp.p[QTK_PLANE_SCALES] = ws;
+		qtk_q_dequantize_rows(&Lf, &cp, 1, (size_t)w->cols, out);
+		qtk_free(ws);
+		return QTK_OK;
+	}
+	qtk_q_dequantize_rows(L, &cp, 1, (size_t)w->cols, out);
+	return QTK_OK;
+}
+
 /* What the SIMD kernels add to their integer lane sums, per unit of the
  * lane sum of the activations: the offset of codes they read unsigned
  * (VNNI) or a sign flip of 8-bit affine codes (maddubs). */

@@ -133,6 +133,21 @@ qtk_err rt_act_prepare(rt_act *a, qtk_isa isa, qtk_rt_pool *pool, const float *x
                        size_t batch, size_t cols, int order, int path, int corr);
 void rt_act_free(rt_act *a);
 
+/* ---- models (rt_load.c, rt_gguf.c) ----------------------------------- */
+
+struct qtk_rt_model {
+	qtk_pack_file *f;     /* a .qtk file, or NULL */
+	qtk_gguf_file *g;     /* a GGUF file, or NULL */
+	qtk_rt_tensor *t;     /* [n] */
+	void **owned;         /* [n * QTK_PLANE_MAX] buffers the model owns (or NULL) */
+	size_t n;
+};
+
+/* 1 if the file at path starts with the GGUF magic. */
+int rt_is_gguf(const char *path);
+/* qtk_rt_open of a GGUF file. */
+qtk_err rt_open_gguf(const char *path, qtk_rt_model **out, qtk_status *st);
+
 /* ---- thread pool (rt_pool.c) ----------------------------------------- */
 
 /* Thread t's scratch of at least n bytes, 64-byte aligned, kept between

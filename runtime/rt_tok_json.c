@@ -342,12 +342,19 @@ qtk_err tok_load_json(const char *path, qtk_tok **out, qtk_status *st)
 	json_error_t e;
 	json_t *root;
 	qtk_err rc;
+	unsigned jm;
 
 	*out = NULL;
 	if (access(path, R_OK))
 		return qtk_fail(st, errno == ENOENT ? QTK_E_NOT_FOUND : QTK_E_IO, "%s: cannot open: %s",
 		                path, strerror(errno));
-	if (!(root = json_load_file(path, 0, &e)))
+	jm = qtk_json_begin();
+	root = json_load_file(path, 0, &e);
+	if (qtk_json_end(jm)) {
+		json_decref(root);
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
+	}
+	if (!root)
 		return qtk_fail(st, QTK_E_FORMAT, "%s: %s (line %d)", path, e.text, e.line);
 	rc = json_is_object(root) ? json_parse(root, path, out, st)
 	                          : qtk_fail(st, QTK_E_FORMAT, "%s: not a JSON object", path);

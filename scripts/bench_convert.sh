@@ -1,12 +1,14 @@
 #!/bin/sh
 # make bench (convert part): generate a >= 2 GB bf16 LLaMA-shaped checkpoint
-# (4096x4096 and 11008x4096 matrices), then in one run measure `cat` of it
-# (page cache warm) and `qtk convert` for int8, int4 and nf4 at group 64,
-# round-to-nearest and --search, and int4 g32 as .qtk and as GGUF Q4_0:
-# GB/s of source, ratio to cat, peak RSS.
+# (4096x4096 and 11008x4096 matrices), then in one run measure `qtk convert`
+# for int8, int4 and nf4 at group 64, round-to-nearest and --search, and
+# int4 g32 as .qtk and as GGUF Q4_0, each right after a `cat` of the source
+# (page cache warm): GB/s of source, ratio to that cat, peak RSS.
 #   QTK_BENCH_DIR   where to put the files (default /tmp/qtk-bench)
 #   QTK_BENCH_BYTES checkpoint size (default 2200000000)
 #   QTK_BENCH_THREADS  -j for qtk convert (default 2)
+#   QTK_BENCH_ISAS  qtk's SIMD levels, each configuration once per level in a
+#                   row, e.g. "avx2 avx512" (default: the one in effect)
 set -e
 QTK=${QTK_BIN:-build/qtk}
 GEN=${QTK_GEN:-build/qtk_gen}
@@ -27,35 +29,54 @@ if [ ! -f "$DIR/config.json" ]; then
 fi
 size=$(stat -c %s "$SRC")
 now() { date +%s.%N; }
+ISAS=${QTK_BENCH_ISAS:-$("$GEN" isa)}
+for t in $ISAS; do
+	if [ "$(QTK_ISA=$t "$GEN" isa)" != "$t" ]; then
+		echo "convert: this CPU cannot run qtk at $t (QTK_BENCH_ISAS)"
+		exit 1
+	fi
+done
+# seconds of one `cat` of the source (page cache warm)
+cat_time() {
+	sync
+	t0=$(now); cat "$SRC" > /dev/null; t1=$(now)
+	echo "$t1 $t0" | awk '{print $1 - $2}'
+}
 cat "$SRC" > /dev/null
-t0=$(now); cat "$SRC" > /dev/null; t1=$(now)
-cat_s=$(echo "$t1 $t0" | awk '{print $1 - $2}')
-cat_gbs=$(echo "$size $cat_s" | awk '{printf "%.2f", $1 / $2 / 1e9}')
-echo "source: $SRC ($size bytes), $(nproc) cores, -j $J"
-printf '%-8s %-5s %-7s %-5s %9s %9s %9s %11s\n' scheme group mode out seconds "GB/s" "vs cat" "peak RSS"
-printf '%-8s %-5s %-7s %-5s %9.2f %9s %9s %11s\n' cat - - - "$cat_s" "$cat_gbs" 1.00 -
-# one configuration: scheme group mode(rtn|search) format(qtk|gguf)
+cat_s=$(cat_time)
+echo "source: $SRC ($size bytes), $(nproc) cores, -j $J; qtk isa: $ISAS" \
+	"(CPU: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'))"
+echo "vs cat: against a cat of the source just before each row"
+printf '%-8s %-5s %-7s %-5s %-6s %9s %9s %9s %11s\n' scheme group mode out isa seconds "GB/s" \
+	"vs cat" "peak RSS"
+printf '%-8s %-5s %-7s %-5s %-6s %9.2f %9s %9s %11s\n' cat - - - - "$cat_s" \
+	"$(echo "$size $cat_s" | awk '{printf "%.2f", $1 / $2 / 1e9}')" 1.00 -
+# one configuration: scheme group mode(rtn|search) format(qtk|gguf), once
+# per isa
 run() {
 	scheme=$1; group=$2; mode=$3; fmt=$4
 	flag=""; [ $mode = search ] && flag="--search"
 	out="$DIR/out.$fmt"
 	log="$DIR/time.log"
-	rm -f "$out"
-	sync # the previous run's writeback does not overlap this one
-	if [ -x /usr/bin/time ]; then
-		/usr/bin/time -v "$QTK" convert "$SRC" -o "$out" -F $fmt --scheme $scheme \
-			--group $group $flag -j "$J" --force --quiet --json > "$DIR/report.json" 2> "$log"
-		rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
-	else
-		"$QTK" convert "$SRC" -o "$out" -F $fmt --scheme $scheme --group $group $flag \
-			-j "$J" --force --quiet --json > "$DIR/report.json"
-		rss_kb=$(sed -n 's/.*"peak_rss_bytes": \([0-9]*\).*/\1/p' "$DIR/report.json" | awk '{print int($1/1024)}')
-	fi
-	secs=$(sed -n 's/.*"seconds": \([0-9.e+-]*\).*/\1/p' "$DIR/report.json" | head -1)
-	gbs=$(echo "$size $secs" | awk '{printf "%.2f", $1 / $2 / 1e9}')
-	ratio=$(echo "$gbs $cat_gbs" | awk '{printf "%.2f", $1 / $2}')
-	printf '%-8s %-5s %-7s %-5s %9.2f %9s %9s %8.0f MB\n' $scheme $group $mode $fmt "$secs" \
-		"$gbs" "$ratio" "$(echo "$rss_kb" | awk '{print $1 / 1024}')"
+	for isa in $ISAS; do
+		rm -f "$out"
+		c=$(cat_time) # also: the previous run's writeback does not overlap this one
+		if [ -x /usr/bin/time ]; then
+			/usr/bin/time -v env QTK_ISA=$isa "$QTK" convert "$SRC" -o "$out" -F $fmt \
+				--scheme $scheme --group $group $flag -j "$J" --force --quiet --json \
+				> "$DIR/report.json" 2> "$log"
+			rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
+		else
+			QTK_ISA=$isa "$QTK" convert "$SRC" -o "$out" -F $fmt --scheme $scheme \
+				--group $group $flag -j "$J" --force --quiet --json > "$DIR/report.json"
+			rss_kb=$(sed -n 's/.*"peak_rss_bytes": \([0-9]*\).*/\1/p' "$DIR/report.json" | awk '{print int($1/1024)}')
+		fi
+		secs=$(sed -n 's/.*"seconds": \([0-9.e+-]*\).*/\1/p' "$DIR/report.json" | head -1)
+		gbs=$(echo "$size $secs" | awk '{printf "%.2f", $1 / $2 / 1e9}')
+		ratio=$(echo "$c $secs" | awk '{printf "%.2f", $1 / $2}')
+		printf '%-8s %-5s %-7s %-5s %-6s %9.2f %9s %9s %8.0f MB\n' $scheme $group $mode $fmt \
+			$isa "$secs" "$gbs" "$ratio" "$(echo "$rss_kb" | awk '{print $1 / 1024}')"
+	done
 	rm -f "$out"
 }
 for scheme in $SCHEMES; do

@@ -9,6 +9,9 @@
 #   QTK_LLAMA_BIN   directory holding llama-quantize (default: PATH, then
 #                   ../peer/llama.cpp/build/bin); skipped with a message if absent
 #   QTK_BENCH_DIR   where to put the files (default /tmp/qtk-bench)
+#   QTK_PEER_ROUNDS rounds (default 6)
+#   QTK_PEER_ISAS   qtk's SIMD levels to run in every round, e.g. "avx2 avx512"
+#                   (default: the one in effect, $QTK_ISA or the CPU's best)
 set -e
 QTK=${QTK_BIN:-build/qtk}
 GEN=${QTK_GEN:-build/qtk_gen}
@@ -34,52 +37,81 @@ size=$(stat -c %s "$IN")
 cat "$IN" > /dev/null
 rss() { sed -n 's/.*Maximum resident set size (kbytes): //p' "$1" | awk '{printf "%.0f", $1 / 1024}'; }
 wall() { sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' "$1" | awk -F: '{print $(NF-1) * 60 + $NF}'; }
-echo "peer: $IN ($size bytes), $(nproc) cores, 2 threads each, Q4_0"
-printf '%-34s %9s %9s %11s\n' tool seconds "GB/s" "peak RSS"
+# qtk runs at each SIMD level in QTK_PEER_ISAS (e.g. "avx2 avx512": both
+# in every round, side by side), else at the one in effect ($QTK_ISA or the
+# best the CPU has)
+ISAS=${QTK_PEER_ISAS:-$("$GEN" isa)}
+for t in $ISAS; do
+	if [ "$(QTK_ISA=$t "$GEN" isa)" != "$t" ]; then
+		echo "peer: this CPU cannot run qtk at $t (QTK_PEER_ISAS)"
+		exit 1
+	fi
+done
+echo "peer: $IN ($size bytes), $(nproc) cores, 2 threads each, Q4_0; qtk isa: $ISAS" \
+	"(CPU: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'))"
+printf '%-40s %9s %9s %11s\n' tool seconds "GB/s" "peak RSS"
 run_lq() {
 	sync # the other tool's writeback does not run during this one
 	cat "$IN" > /dev/null # warm again: the guest's reclaim may have dropped pages
 	/usr/bin/time -v env LD_LIBRARY_PATH="$LQ:$LD_LIBRARY_PATH" "$LQ/llama-quantize" --pure \
 		"$IN" "$DIR/lq-q4_0.gguf" Q4_0 2 > "$DIR/lq.log" 2> "$DIR/lq.time"
 }
-run_qtk() {
+run_qtk() { # $1: isa
+	rm -f "$DIR/qtk-$1.gguf" # a new file, as llama-quantize writes
 	sync
 	cat "$IN" > /dev/null
-	/usr/bin/time -v "$QTK" convert "$IN" -o "$DIR/qtk-q4_0.gguf" -F gguf --scheme int4 \
-		--group 32 -j 2 --force --quiet > "$DIR/qtk.log" 2> "$DIR/qtk.time"
+	/usr/bin/time -v env QTK_ISA="$1" "$QTK" convert "$IN" -o "$DIR/qtk-$1.gguf" -F gguf \
+		--scheme int4 --group 32 -j 2 --force --quiet > "$DIR/qtk.log" 2> "$DIR/qtk-$1.time"
 }
-# QTK_PEER_ROUNDS rounds (default 6), the order alternating: on this shared
-# VM whichever runs second in a round is often slowed by what the first
-# left behind
+# QTK_PEER_ROUNDS rounds (default 6), the order rotating (llama-quantize,
+# then qtk at each isa): on this shared VM whichever runs after another is
+# often slowed by what that one left behind
 rounds=${QTK_PEER_ROUNDS:-6}
-ratios=""; lq_all=""; qtk_all=""
+tools="lq $ISAS"
+ntools=$(echo $tools | wc -w)
+for t in $ISAS; do : > "$DIR/peer-$t.txt"; done
 round=1
 while [ "$round" -le "$rounds" ]; do
-	# both write a new file (no old output to unlink)
-	rm -f "$DIR/lq-q4_0.gguf" "$DIR/qtk-q4_0.gguf"
-	if [ $((round % 2)) = 1 ]; then run_lq; run_qtk; else run_qtk; run_lq; fi
-	ls=$(wall "$DIR/lq.time"); qs=$(wall "$DIR/qtk.time")
-	printf '%-34s %9.2f %9.2f %8s MB\n' "llama-quantize --pure (round $round)" "$ls" \
+	rm -f "$DIR/lq-q4_0.gguf"
+	# this round's order: the tool list rotated by round - 1
+	k=$(( (round - 1) % ntools )); order=""; i=0
+	for t in $tools $tools; do
+		[ $i -ge $k ] && [ $i -lt $((k + ntools)) ] && order="$order $t"
+		i=$((i + 1))
+	done
+	for t in $order; do
+		if [ "$t" = lq ]; then run_lq; else run_qtk "$t"; fi
+	done
+	ls=$(wall "$DIR/lq.time")
+	printf '%-40s %9.2f %9.2f %8s MB\n' "llama-quantize --pure (round $round)" "$ls" \
 		"$(echo "$size $ls" | awk '{print $1 / $2 / 1e9}')" "$(rss "$DIR/lq.time")"
-	printf '%-34s %9.2f %9.2f %8s MB\n' "qtk convert -F gguf (round $round)" "$qs" \
-		"$(echo "$size $qs" | awk '{print $1 / $2 / 1e9}')" "$(rss "$DIR/qtk.time")"
-	r=$(echo "$ls $qs" | awk '{printf "%.2f", $1 / $2}')
-	echo "speed-up: ${r}x"
-	ratios="$ratios $r"; lq_all="$lq_all $ls"; qtk_all="$qtk_all $qs"
+	for t in $ISAS; do
+		qs=$(wall "$DIR/qtk-$t.time")
+		printf '%-40s %9.2f %9.2f %8s MB\n' "qtk convert -F gguf $t (round $round)" "$qs" \
+			"$(echo "$size $qs" | awk '{print $1 / $2 / 1e9}')" "$(rss "$DIR/qtk-$t.time")"
+		r=$(echo "$ls $qs" | awk '{printf "%.2f", $1 / $2}')
+		echo "speed-up $t: ${r}x"
+		echo "$ls $qs $r" >> "$DIR/peer-$t.txt"
+	done
 	round=$((round + 1))
 done
-# the summary: per-round speed-ups (min, median, max), each tool's median
-# and best
+# the summary per isa: per-round speed-ups (min, median, max), each tool's
+# median and best
 sorted() { echo "$1" | tr ' ' '\n' | grep . | sort -n; }
 med() { sorted "$1" | awk '{v[NR] = $1}
 	END {printf "%.3f", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-echo "speed-up over $rounds rounds: min $(sorted "$ratios" | head -1)x," \
-	"median $(med "$ratios")x, max $(sorted "$ratios" | tail -1)x"
-best_lq=$(sorted "$lq_all" | head -1)
-best_qtk=$(sorted "$qtk_all" | head -1)
-med_lq=$(med "$lq_all"); med_qtk=$(med "$qtk_all")
-echo "median against median: llama-quantize ${med_lq} s, qtk ${med_qtk} s: $(echo "$med_lq $med_qtk" | awk '{printf "%.2f", $1 / $2}')x"
-echo "best against best: llama-quantize ${best_lq} s, qtk ${best_qtk} s: $(echo "$best_lq $best_qtk" | awk '{printf "%.2f", $1 / $2}')x"
-printf 'tensors vs llama-quantize --pure: '
-"$GEN" gguf-cmp "$DIR/qtk-q4_0.gguf" "$DIR/lq-q4_0.gguf" | tail -1
-rm -f "$DIR/lq-q4_0.gguf" "$DIR/qtk-q4_0.gguf"
+for t in $ISAS; do
+	lq_all=$(awk '{print $1}' "$DIR/peer-$t.txt"); qtk_all=$(awk '{print $2}' "$DIR/peer-$t.txt")
+	ratios=$(awk '{print $3}' "$DIR/peer-$t.txt")
+	echo "qtk isa $t, speed-up over $rounds rounds: min $(sorted "$ratios" | head -1)x," \
+		"median $(med "$ratios")x, max $(sorted "$ratios" | tail -1)x"
+	best_lq=$(sorted "$lq_all" | head -1)
+	best_qtk=$(sorted "$qtk_all" | head -1)
+	med_lq=$(med "$lq_all"); med_qtk=$(med "$qtk_all")
+	echo "qtk isa $t, median against median: llama-quantize ${med_lq} s, qtk ${med_qtk} s: $(echo "$med_lq $med_qtk" | awk '{printf "%.2f", $1 / $2}')x"
+	echo "qtk isa $t, best against best: llama-quantize ${best_lq} s, qtk ${best_qtk} s: $(echo "$best_lq $best_qtk" | awk '{printf "%.2f", $1 / $2}')x"
+	printf 'qtk isa %s, tensors vs llama-quantize --pure: ' "$t"
+	"$GEN" gguf-cmp "$DIR/qtk-$t.gguf" "$DIR/lq-q4_0.gguf" | tail -1
+	rm -f "$DIR/qtk-$t.gguf" "$DIR/peer-$t.txt"
+done
+rm -f "$DIR/lq-q4_0.gguf"

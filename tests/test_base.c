@@ -21,6 +21,34 @@ TEST(base_status_and_names)
 	CHECK_EQ(qtk_fail(NULL, QTK_E_IO, "no status"), QTK_E_IO);
 }
 
+/* Every code of the list has its own name, and no value outside the list
+ * has one: the enum and qtk_err_name come from the same X-macro. */
+TEST(base_error_names_complete)
+{
+	static const struct { qtk_err code; const char *name; } list[] = {
+#define E(name, value) { name, #name },
+		QTK_ERRORS(E)
+#undef E
+	};
+	size_t n = sizeof list / sizeof list[0], named = 0;
+
+	CHECK(n > 80);
+	for (size_t i = 0; i < n; i++) {
+		CHECK_STR(qtk_err_name(list[i].code), list[i].name);
+		for (size_t k = 0; k < i; k++)
+			CHECK_MSG(list[k].code != list[i].code, "%s and %s share value %d",
+			          list[k].name, list[i].name, (int)list[i].code);
+	}
+	for (int v = 0; v <= QTK_E_MAX_; v++)
+		named += strcmp(qtk_err_name((qtk_err)v), "QTK_E_UNKNOWN") != 0;
+	CHECK_EQ(named, n);
+	/* values are pinned on disk and in scripts */
+	CHECK_EQ(QTK_E_ST_OVERLAP, 32);
+	CHECK_EQ(QTK_E_PK_PADDING, 96);
+	CHECK_EQ(QTK_E_GG_BOOL, 144);
+	CHECK_EQ(QTK_E_Q_VALUE_RANGE, 172);
+}
+
 TEST(base_fault_injection_counts)
 {
 	void *p[3];

@@ -9,6 +9,7 @@
 
 #include "gen.h"
 #include "qtk_convert.h"
+#include "qtk_runtime.h"
 #include "test.h"
 
 static const char *qtk_bin(void)
@@ -66,6 +67,7 @@ TEST(convert_nan_weight_leaves_nothing)
 	CHECK_EQ(qtk_convert(&o, &rep, &st), QTK_E_Q_NONFINITE);
 	CHECK(rep == NULL);
 	CHECK_MSG(strstr(st.msg, "w1") && strstr(st.msg, "row 3"), "message: %s", st.msg);
+	CHECK_MSG(!strncmp(st.msg, in, strlen(in)), "the file first: %s", st.msg); /* issue 15 */
 	CHECK(!t_exists(out));
 	CHECK_EQ(t_dir_entries(t_tmpdir()), 1); /* only the input */
 	qtk_recipe_free(r);
@@ -252,6 +254,60 @@ TEST(convert_cli_dry_run_and_json)
 	          strstr(text, "  error statistics: ") && strstr(text, "worst relative error"),
 	          "inspect: %s", text);
 	free(text);
+}
+
+/* A model directory holding other .safetensors files beside the weights
+ * converts, reading the file a Hugging Face loader reads, and says which:
+ * a line on stderr, "resolved" in --json, "read ..." in inspect. */
+TEST(convert_cli_directory_says_which_file)
+{
+	const char *q = qtk_bin();
+	char dir[512], want[1200], *text;
+
+	snprintf(dir, sizeof dir, "%s", t_tmp("model"));
+	t_system("mkdir -p '%s'", dir);
+	write_ckpt(t_tmp("model/model.safetensors"), 0);
+	write_ckpt(t_tmp("model/consolidated.safetensors"), 1); /* a NaN: must not be read */
+	t_system("cp tests/data/stories260K/reference_logits.safetensors '%s'", dir);
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 --json > %s 2> %s", q, dir,
+	                  t_tmp("out.qtk"), t_tmp("r.json"), t_tmp("err.txt")), 0);
+	snprintf(want, sizeof want, "qtk: reading %s/model.safetensors (picked in directory %s)\n",
+	         dir, dir);
+	text = t_read_file(t_tmp("err.txt"), NULL);
+	CHECK_MSG(text && strstr(text, want), "stderr: %s", text ? text : "(none)");
+	free(text);
+	snprintf(want, sizeof want, "\"resolved\": \"%s/model.safetensors\"", dir);
+	text = t_read_file(t_tmp("r.json"), NULL);
+	CHECK_MSG(text && strstr(text, want), "json: %s", text ? text : "(none)");
+	free(text);
+	/* --quiet: no line */
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 -q --force 2> %s", q, dir,
+	                  t_tmp("out.qtk"), t_tmp("err.txt")), 0);
+	text = t_read_file(t_tmp("err.txt"), NULL);
+	CHECK(text && !*text);
+	free(text);
+	snprintf(want, sizeof want, "  read %s/model.safetensors (picked in the directory)", dir);
+	CHECK_EQ(t_system("%s inspect %s > %s", q, dir, t_tmp("i.txt")), 0);
+	text = t_read_file(t_tmp("i.txt"), NULL);
+	CHECK_MSG(text && strstr(text, want), "inspect: %s", text ? text : "(none)");
+	free(text);
+	/* the stories260K directory (model.safetensors beside its f16/bf16
+	 * variants and reference logits) was refused before */
+	CHECK_EQ(t_system("%s convert tests/data/stories260K --dry-run --json --scheme int4 > %s "
+	                  "2> %s", q, t_tmp("s.json"), t_tmp("err.txt")), 0);
+	text = t_read_file(t_tmp("s.json"), NULL);
+	CHECK(text && strstr(text, "\"resolved\": \"tests/data/stories260K/model.safetensors\""));
+	free(text);
+	/* two unnamed files: refused naming both, nothing written */
+	t_system("rm -f '%s/model.safetensors' '%s/reference_logits.safetensors'", dir, dir);
+	write_ckpt(t_tmp("model/other.safetensors"), 0);
+	CHECK_EQ(t_system("%s convert %s -o %s --scheme int8 2> %s", q, dir, t_tmp("out2.qtk"),
+	                  t_tmp("err.txt")), 1);
+	text = t_read_file(t_tmp("err.txt"), NULL);
+	CHECK_MSG(text && strstr(text, "consolidated.safetensors, other.safetensors; name one"),
+	          "stderr: %s", text ? text : "(none)");
+	free(text);
+	CHECK(!t_exists(t_tmp("out2.qtk")));
 }
 
 /* Start a deliberately slow conversion (tiny chunks, one thread, search)

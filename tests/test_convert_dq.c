@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "qtk_convert.h"
+#include "qtk_runtime.h"
 #include "test.h"
 #include "test_conv_util.h"
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 
 #include "qtk_convert.h"
+#include "qtk_runtime.h"
 #include "test.h"
 
 /* Largest error a round-to-nearest quantizer may make on one element of a

@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "qtk_convert.h"
+#include "qtk_runtime.h"
 #include "test.h"
 #include "test_conv_util.h"
 #include "test_gguf_util.h"
@@ -262,4 +263,124 @@ TEST(convert_gguf_input_unsupported_type)
 	         QTK_E_UNSUPPORTED);
 	CHECK_MSG(strstr(st.msg, "w.q8_0") && strstr(st.msg, "Q5_0"), "message: %s", st.msg);
 	CHECK(access(t_tmp("q5.qtk"), F_OK) != 0);
+}
+
+/* A v3 GGUF of two F64 tensors: "w.f64" 64 x 32 (2048 elements: quantized
+ * by default) and "v.f64" of 8 (1-D: kept). Values are not f32-exact. If
+ * big, w's element 5 is 1e300 (finite, beyond f32). */
+static void f64_gguf(const char *path, int big)
+{
+	static const uint64_t ne_w[2] = { 64, 32 }, ne_v[1] = { 8 };
+	tg_buf g = { 0 };
+
+	tg_buf_header(&g, 2, 0);
+	tg_buf_info(&g, "w.f64", 2, ne_w, QTK_GGML_F64, 0);
+	tg_buf_info(&g, "v.f64", 1, ne_v, QTK_GGML_F64, 2048 * 8);
+	tg_buf_pad(&g, 32);
+	for (int i = 0; i < 2048 + 8; i++) {
+		double x = big && i == 5 ? 1e300 : sin(i * 0.37) * 0.25 + 1e-10 * i;
+		uint64_t u;
+		memcpy(&u, &x, 8);
+		tg_buf_u64(&g, u);
+	}
+	if (t_write_file(path, g.b, g.len) != 0)
+		t_fail_at(__FILE__, __LINE__, "cannot write %s", path);
+	free(g.b);
+}
+
+static double f64_of(const qtk_gguf_tensor *t, uint64_t i)
+{
+	double x;
+	memcpy(&x, (const uint8_t *)t->data + 8 * i, 8);
+	return x;
+}
+
+/* docs/cli.md: F64 GGUF tensors are read as they are — kept ones byte for
+ * byte (.qtk raw F64, GGUF F64), quantized ones from their values rounded
+ * to f32, tiny ones in GGUF output as F32. convert used to fail with
+ * "cannot dequantize ggml type F64", naming no file. */
+TEST(convert_gguf_f64_input)
+{
+	char in[4096], out[4096];
+	qtk_gguf_file *src = NULL, *f = NULL;
+	qtk_rt_model *m = NULL;
+	const qtk_rt_tensor *y;
+	const qtk_gguf_tensor *w, *v, *x;
+	qtk_status st;
+
+	snprintf(in, sizeof in, "%s", t_tmp("f64.gguf"));
+	f64_gguf(in, 0);
+	REQUIRE(qtk_gguf_open(in, &src, &st) == QTK_OK);
+	w = qtk_gguf_find(src, "w.f64");
+	v = qtk_gguf_find(src, "v.f64");
+	REQUIRE(w && v);
+
+	/* .qtk int8: w quantized from its values, v kept byte for byte */
+	snprintf(out, sizeof out, "%s", t_tmp("f64.qtk"));
+	CHECK_MSG(conv(in, out, QTK_OUT_QTK, QTK_SCHEME_INT8, 32, NULL, &st) == QTK_OK, "%s",
+	          st.msg);
+	if (qtk_rt_open(out, QTK_RT_VERIFY, &m, &st) == QTK_OK) {
+		y = qtk_rt_find(m, "w.f64");
+		CHECK(y && y->scheme == QTK_SCHEME_INT8 && y->src_dtype == QTK_DT_F64);
+		y = qtk_rt_find(m, "v.f64");
+		CHECK(y && y->scheme == QTK_SCHEME_RAW && y->planes[0].dtype == QTK_DT_F64 &&
+		      y->planes[0].size == 64 && !memcmp(y->planes[0].data, v->data, 64));
+		qtk_rt_close(m);
+		m = NULL;
+	} else {
+		t_fail_at(__FILE__, __LINE__, "%s", st.msg);
+	}
+	/* .qtk, everything kept: w byte for byte too */
+	CHECK_MSG(conv(in, out, QTK_OUT_QTK, QTK_SCHEME_INT8, 32, "*", &st) == QTK_OK, "%s",
+	          st.msg);
+	if (qtk_rt_open(out, 0, &m, &st) == QTK_OK) {
+		y = qtk_rt_find(m, "w.f64");
+		CHECK(y && y->scheme == QTK_SCHEME_RAW && y->planes[0].dtype == QTK_DT_F64 &&
+		      y->planes[0].size == w->nbytes && !memcmp(y->planes[0].data, w->data, w->nbytes));
+		qtk_rt_close(m);
+	} else {
+		t_fail_at(__FILE__, __LINE__, "%s", st.msg);
+	}
+
+	/* GGUF int8: w as Q8_0, v (1-D) in F32 = its values rounded */
+	snprintf(out, sizeof out, "%s", t_tmp("f64.out.gguf"));
+	CHECK_MSG(conv(in, out, QTK_OUT_GGUF, QTK_SCHEME_INT8, 32, NULL, &st) == QTK_OK, "%s",
+	          st.msg);
+	if (qtk_gguf_open(out, &f, &st) == QTK_OK) {
+		x = qtk_gguf_find(f, "w.f64");
+		CHECK(x && x->type == QTK_GGML_Q8_0);
+		x = qtk_gguf_find(f, "v.f64");
+		REQUIRE(x && x->type == QTK_GGML_F32);
+		for (uint64_t i = 0; i < 8; i++) {
+			float a;
+			memcpy(&a, (const uint8_t *)x->data + 4 * i, 4);
+			CHECK_MSG(a == (float)f64_of(v, i), "v.f64[%llu]", (unsigned long long)i);
+		}
+		qtk_gguf_close(f);
+		f = NULL;
+	} else {
+		t_fail_at(__FILE__, __LINE__, "%s", st.msg);
+	}
+	/* GGUF, everything kept: w stays F64 byte for byte */
+	CHECK_MSG(conv(in, out, QTK_OUT_GGUF, QTK_SCHEME_INT8, 32, "*", &st) == QTK_OK, "%s",
+	          st.msg);
+	if (qtk_gguf_open(out, &f, &st) == QTK_OK) {
+		x = qtk_gguf_find(f, "w.f64");
+		CHECK(x && x->type == QTK_GGML_F64 && x->nbytes == w->nbytes &&
+		      !memcmp(x->data, w->data, w->nbytes));
+		qtk_gguf_close(f);
+	} else {
+		t_fail_at(__FILE__, __LINE__, "%s", st.msg);
+	}
+	qtk_gguf_close(src);
+
+	/* a finite F64 beyond f32's range is refused (not made Inf), naming
+	 * file, tensor and element; no output */
+	snprintf(in, sizeof in, "%s", t_tmp("big64.gguf"));
+	f64_gguf(in, 1);
+	snprintf(out, sizeof out, "%s", t_tmp("big64.gguf.out"));
+	CHECK_EQ(conv(in, out, QTK_OUT_GGUF, QTK_SCHEME_INT8, 32, NULL, &st), QTK_E_UNSUPPORTED);
+	CHECK_MSG(strstr(st.msg, "big64.gguf") && strstr(st.msg, "'w.f64'") &&
+	          strstr(st.msg, "element 5"), "%s", st.msg);
+	CHECK(access(out, F_OK) != 0);
 }

@@ -9,82 +9,20 @@
 #include "qtk_formats.h"
 #include "test.h"
 #include "test_conv_util.h"
-
-/* A growing byte buffer for hand-built GGUF v3 files. */
-typedef struct {
-	uint8_t *b;
-	size_t len, cap;
-} gbuf;
-
-static void gb_need(gbuf *g, size_t n)
-{
-	if (g->len + n <= g->cap)
-		return;
-	while (g->len + n > g->cap)
-		g->cap = g->cap ? 2 * g->cap : 4096;
-	g->b = realloc(g->b, g->cap);
-	if (!g->b)
-		abort();
-}
-
-static void gb_u32(gbuf *g, uint32_t v)
-{
-	gb_need(g, 4);
-	for (int i = 0; i < 4; i++)
-		g->b[g->len++] = (uint8_t)(v >> (8 * i));
-}
-
-static void gb_u64(gbuf *g, uint64_t v)
-{
-	gb_need(g, 8);
-	for (int i = 0; i < 8; i++)
-		g->b[g->len++] = (uint8_t)(v >> (8 * i));
-}
-
-static void gb_str(gbuf *g, const char *s)
-{
-	size_t n = strlen(s);
-
-	gb_u64(g, n);
-	gb_need(g, n);
-	memcpy(g->b + g->len, s, n);
-	g->len += n;
-}
-
-static void gb_pad(gbuf *g, uint32_t align)
-{
-	while (g->len % align) {
-		gb_need(g, 1);
-		g->b[g->len++] = 0;
-	}
-}
-
-/* Header of a v3 file with nt tensors and nkv KVs. */
-static void gb_header(gbuf *g, uint64_t nt, uint64_t nkv)
-{
-	gb_need(g, 4);
-	memcpy(g->b, "GGUF", 4);
-	g->len = 4;
-	gb_u32(g, 3);
-	gb_u64(g, nt);
-	gb_u64(g, nkv);
-}
+#include "test_gguf_util.h"
 
 /* One F32 tensor "w" of 32 x 2 at offset 0, then its data (aligned). */
-static void gb_tensor_f32(gbuf *g, uint32_t align)
+static void gb_tensor_f32(tg_buf *g, uint32_t align)
 {
-	gb_str(g, "w");
-	gb_u32(g, 2);
-	gb_u64(g, 32);
-	gb_u64(g, 2);
-	gb_u32(g, 0); /* F32 */
-	gb_u64(g, 0);
-	gb_pad(g, align);
+	static const uint64_t ne[2] = { 32, 2 };
+
+	tg_buf_info(g, "w", 2, ne, 0 /* F32 */, 0);
+	tg_buf_pad(g, align);
 	for (int i = 0; i < 64; i++) {
 		float x = (float)i / 8 - 4;
 		uint32_t u;
 		memcpy(&u, &x, 4);
-		gb_u32(g, u);
+		tg_buf_u32(g, u);
 	}
 }
 
@@ -102,18 +40,18 @@ static int conv(const char *in, const char *out, qtk_out_format fmt, qtk_status 
  * over half an hour: the runner's 600 s limit fails it. */
 TEST(gguf_million_kvs_convert_in_linear_time)
 {
-	gbuf g = { 0 };
+	tg_buf g = { 0 };
 	char key[32], in[4200], out[4200];
 	qtk_gguf_file *f = NULL;
 	qtk_status st;
 	uint64_t v = 0;
 
-	gb_header(&g, 1, MANY_KVS);
+	tg_buf_header(&g, 1, MANY_KVS);
 	for (uint32_t i = 0; i < MANY_KVS; i++) {
 		snprintf(key, sizeof key, "x.%u", i * 2654435761u); /* distinct, unordered */
-		gb_str(&g, key);
-		gb_u32(&g, 4); /* u32 */
-		gb_u32(&g, i);
+		tg_buf_str(&g, key);
+		tg_buf_u32(&g, 4); /* u32 */
+		tg_buf_u32(&g, i);
 	}
 	gb_tensor_f32(&g, 32);
 	snprintf(in, sizeof in, "%s", t_tmp("many.gguf"));
@@ -131,20 +69,20 @@ TEST(gguf_million_kvs_convert_in_linear_time)
 	/* a duplicate key, last of the million: refused by the reader */
 	snprintf(key, sizeof key, "x.%u", 5u * 2654435761u);
 	{
-		gbuf h = { 0 };
+		tg_buf h = { 0 };
 		qtk_gguf_file *d = NULL;
 
-		gb_header(&h, 0, MANY_KVS);
+		tg_buf_header(&h, 0, MANY_KVS);
 		for (uint32_t i = 0; i + 1 < MANY_KVS; i++) {
 			char k2[32];
 			snprintf(k2, sizeof k2, "x.%u", i * 2654435761u);
-			gb_str(&h, k2);
-			gb_u32(&h, 4);
-			gb_u32(&h, i);
+			tg_buf_str(&h, k2);
+			tg_buf_u32(&h, 4);
+			tg_buf_u32(&h, i);
 		}
-		gb_str(&h, key);
-		gb_u32(&h, 4);
-		gb_u32(&h, 0);
+		tg_buf_str(&h, key);
+		tg_buf_u32(&h, 4);
+		tg_buf_u32(&h, 0);
 		CHECK_EQ(qtk_gguf_open_mem(h.b, h.len, "dup.gguf", &d, &st), QTK_E_GG_DUP_KEY);
 		CHECK_MSG(strstr(st.msg, key) && strstr(st.msg, "dup.gguf"), "%s", st.msg);
 		CHECK(d == NULL);
@@ -185,13 +123,12 @@ TEST(gguf_kvs_duplicate_keys_refused_at_scale)
 }
 
 /* A file with only general.alignment = a (and optionally the tensor "w"). */
-static void align_file(gbuf *g, uint32_t a, int tensor)
+static void align_file(tg_buf *g, uint32_t a, int tensor)
 {
-	g->len = 0;
-	gb_header(g, tensor ? 1 : 0, 1);
-	gb_str(g, "general.alignment");
-	gb_u32(g, 4);
-	gb_u32(g, a);
+	tg_buf_header(g, tensor ? 1 : 0, 1);
+	tg_buf_str(g, "general.alignment");
+	tg_buf_u32(g, 4);
+	tg_buf_u32(g, a);
 	if (tensor)
 		gb_tensor_f32(g, a);
 }
@@ -201,7 +138,7 @@ static void align_file(gbuf *g, uint32_t a, int tensor)
  * GGUF output (its header padded to the alignment). */
 TEST(gguf_alignment_bounded)
 {
-	gbuf g = { 0 };
+	tg_buf g = { 0 };
 	qtk_gguf_file *f = NULL;
 	qtk_gguf_kvs *k;
 	qtk_status st;

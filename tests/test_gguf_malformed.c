@@ -44,7 +44,7 @@ static const mcase cases[] = {
 	{ "align_not_pow2", 3, QTK_E_GG_ALIGNMENT, "33 is not a power of two" },
 	{ "align_zero", 3, QTK_E_GG_ALIGNMENT, "0 is not a power of two" },
 	{ "align_wrong_type", 3, QTK_E_GG_ALIGNMENT, "is i32, not u32" },
-	{ "ndims_5", 3, QTK_E_GG_NDIM, "'w.f32': 5 dims" },
+	{ "ndims_9", 3, QTK_E_GG_NDIM, "'w.f32': 9 dims (1 to 8 allowed)" },
 	{ "ndims_0", 3, QTK_E_GG_NDIM, "'w.f16': 0 dims" },
 	{ "dim_zero", 3, QTK_E_GG_DIM, "'w.f32': ne[0] = 0 is zero" },
 	{ "dim_negative", 3, QTK_E_GG_DIM, "'w.q8_0': ne[1] = -9223372036854775808 is negative" },
@@ -131,8 +131,8 @@ static void patch(tg_file *g, const char *c)
 		tg_put32(b + g->kv_val[1], 0);
 	else if (!strcmp(c, "align_wrong_type"))
 		tg_put32(b + g->kv_type[1], QTK_GGUF_I32);
-	else if (!strcmp(c, "ndims_5"))
-		tg_put32(b + g->t_ndims[0], 5);
+	else if (!strcmp(c, "ndims_9"))
+		tg_put32(b + g->t_ndims[0], 9);
 	else if (!strcmp(c, "ndims_0"))
 		tg_put32(b + g->t_ndims[1], 0);
 	else if (!strcmp(c, "dim_zero"))

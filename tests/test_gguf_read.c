@@ -201,7 +201,7 @@ TEST(gguf_read_unsupported_type_named)
 	tg_put32(g.buf + g.t_type[4], 20); /* Q4_0 -> IQ4_NL: same block size */
 	REQUIRE(qtk_gguf_open_mem(g.buf, g.len, "m", &f, &st) == QTK_OK);
 	CHECK_EQ(qtk_gguf_read_f32(qtk_gguf_find(f, "w.q4_0"), 0, 32, x, &st), QTK_E_UNSUPPORTED);
-	CHECK(strstr(st.msg, "IQ4_NL") && strstr(st.msg, "'w.q4_0'"));
+	CHECK(strstr(st.msg, "IQ4_NL") && strstr(st.msg, "m: tensor 'w.q4_0'"));
 	qtk_gguf_close(f);
 	tg_free(&g);
 }

@@ -161,3 +161,76 @@ void tg_free(tg_file *g)
 	free(g->buf);
 	g->buf = NULL;
 }
+
+/* ---- tg_buf ------------------------------------------------------------ */
+
+void tg_buf_need(tg_buf *g, size_t n)
+{
+	if (g->len + n <= g->cap)
+		return;
+	while (g->len + n > g->cap)
+		g->cap = g->cap ? 2 * g->cap : 4096;
+	g->b = realloc(g->b, g->cap);
+	if (!g->b)
+		abort();
+}
+
+void tg_buf_bytes(tg_buf *g, const void *p, size_t n)
+{
+	tg_buf_need(g, n);
+	memcpy(g->b + g->len, p, n);
+	g->len += n;
+}
+
+void tg_buf_u32(tg_buf *g, uint32_t v)
+{
+	tg_buf_need(g, 4);
+	tg_put32(g->b + g->len, v);
+	g->len += 4;
+}
+
+void tg_buf_u64(tg_buf *g, uint64_t v)
+{
+	tg_buf_need(g, 8);
+	tg_put64(g->b + g->len, v);
+	g->len += 8;
+}
+
+void tg_buf_strn(tg_buf *g, const char *s, size_t n)
+{
+	tg_buf_u64(g, n);
+	tg_buf_bytes(g, s, n);
+}
+
+void tg_buf_str(tg_buf *g, const char *s)
+{
+	tg_buf_strn(g, s, strlen(s));
+}
+
+void tg_buf_pad(tg_buf *g, uint32_t align)
+{
+	static const uint8_t zero[1];
+
+	while (g->len % align)
+		tg_buf_bytes(g, zero, 1);
+}
+
+void tg_buf_header(tg_buf *g, uint64_t nt, uint64_t nkv)
+{
+	g->len = 0;
+	tg_buf_bytes(g, "GGUF", 4);
+	tg_buf_u32(g, 3);
+	tg_buf_u64(g, nt);
+	tg_buf_u64(g, nkv);
+}
+
+void tg_buf_info(tg_buf *g, const char *name, uint32_t n_dims, const uint64_t *ne,
+                 uint32_t type, uint64_t offset)
+{
+	tg_buf_str(g, name);
+	tg_buf_u32(g, n_dims);
+	for (uint32_t d = 0; d < n_dims; d++)
+		tg_buf_u64(g, ne[d]);
+	tg_buf_u32(g, type);
+	tg_buf_u64(g, offset);
+}

@@ -38,4 +38,25 @@ void tg_put64(uint8_t *p, uint64_t v);
 /* Write a count/length field (4 or 8 bytes as the version has them). */
 void tg_putlen(const tg_file *g, size_t pos, uint64_t v);
 
+/* A growing buffer for hand-built GGUF v3 files (aborts on OOM). */
+typedef struct {
+	uint8_t *b;
+	size_t len, cap;
+} tg_buf;
+
+void tg_buf_need(tg_buf *g, size_t n);
+void tg_buf_u32(tg_buf *g, uint32_t v);
+void tg_buf_u64(tg_buf *g, uint64_t v);
+void tg_buf_bytes(tg_buf *g, const void *p, size_t n);
+/* u64 length + bytes */
+void tg_buf_strn(tg_buf *g, const char *s, size_t n);
+void tg_buf_str(tg_buf *g, const char *s);
+/* Zero bytes up to a multiple of align. */
+void tg_buf_pad(tg_buf *g, uint32_t align);
+/* Start over with a v3 header of nt tensors and nkv KVs. */
+void tg_buf_header(tg_buf *g, uint64_t nt, uint64_t nkv);
+/* A tensor info: name, dims ne[0..n_dims), ggml type, offset. */
+void tg_buf_info(tg_buf *g, const char *name, uint32_t n_dims, const uint64_t *ne,
+                 uint32_t type, uint64_t offset);
+
 #endif

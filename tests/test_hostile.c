@@ -38,7 +38,13 @@ static void st_consume(const qtk_st_file *f)
 			t_fail_at(__FILE__, __LINE__, "find('%s') is not the tensor", t->name);
 		for (uint64_t e = 0; qtk_dtype_is_float(t->dtype) && e < t->nelem; e += 2048) {
 			uint64_t k = t->nelem - e < 2048 ? t->nelem - e : 2048;
-			if (qtk_st_read_f32(t, e, k, buf, &st) != QTK_OK)
+			qtk_err rc = qtk_st_read_f32(t, e, k, buf, &st);
+			/* a finite F64 beyond f32's range is refused, not made Inf:
+			 * the one legal refusal of a valid file's data */
+			if (rc == QTK_E_UNSUPPORTED && t->dtype == QTK_DT_F64 &&
+			    strstr(st.msg, "beyond f32's range"))
+				break;
+			if (rc != QTK_OK)
 				t_fail_at(__FILE__, __LINE__, "'%s': read: %s", t->name, st.msg);
 		}
 	}

@@ -203,9 +203,13 @@ TEST(mlx_refuses_inexact_forms)
 	L.group = QTK_GROUP_ROW;
 	CHECK_EQ(qtk_mlx_form(&L, 128, &bits, &off, &st), QTK_E_GG_LAYOUT);
 	L.group = 64;
-	/* -8 * 10000 overflows f16 */
+	/* -8 * 10000 overflows f16: a range error (callers may widen to F32),
+	 * never an Inf written */
 	s = qtk_f32_to_f16(10000.0f);
-	CHECK_EQ(qtk_mlx_biases(&L, &s, NULL, 1, QTK_DT_F16, &out, &st), QTK_E_GG_LAYOUT);
+	out = 0;
+	CHECK_EQ(qtk_mlx_biases(&L, &s, NULL, 1, QTK_DT_F16, &out, &st), QTK_E_Q_SCALE_RANGE);
+	CHECK_MSG(strstr(st.msg, "bias of group 0 (-80000) does not fit F16"), "%s", st.msg);
+	CHECK_EQ(out, 0);
 	{
 		float f;
 		CHECK_EQ(qtk_mlx_biases(&L, &s, NULL, 1, QTK_DT_F32, &f, &st), QTK_OK);

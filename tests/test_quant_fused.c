@@ -1,17 +1,19 @@
-/* tests: the fused row kernels (AVX-512; INT8, INT4, NF4 with f16 scales
- * and whole groups; round-to-nearest and the data-free search, with and
- * without importance) give the bytes of the group-by-group scalar
- * reference, including rows they hand back midway (a zero, tiny, tied,
- * non-finite or f16-overflowing group after ordinary ones), and their
- * error sums equal dequantize + qtk_q_acc_add row by row. */
+/* tests: the fused row kernels (AVX2 and AVX-512, each ISA the CPU has;
+ * INT8, INT4, NF4 with f16 scales and whole groups; round-to-nearest and
+ * the data-free search, with and without importance) give the bytes of
+ * the group-by-group scalar reference, including rows they hand back
+ * midway (a zero, tiny, tied, non-finite or f16-overflowing group after
+ * ordinary ones), and their error sums equal dequantize + qtk_q_acc_add
+ * row by row; on long rows and on rows shorter than a block. */
 #include <math.h>
 #include <stdlib.h>
 
 #include "qtk_quant.h"
 #include "test.h"
 
-/* C: 17 groups of 128, 136 of 16, so every group size has runs of 16
- * groups (the kernels' blocks) and a tail after them. */
+/* C: 17 groups of 128, 136 of 16, so every group size has runs of 8 and
+ * 16 groups (the AVX2 and AVX-512 blocks) and, but for g16 on AVX2, a
+ * tail after them. */
 enum { R = 14, C = 2176 };
 
 static uint32_t seed = 99;
@@ -59,20 +61,16 @@ static void fill(float *x)
 		}
 }
 
-TEST(quant_fused_rows_equal_group_path)
+/* One ISA's fused rows against the scalar group path (see the head): the
+ * first cols of each row of x (cols % 128 == 0 or cols < 128 leave each
+ * group size some whole rows). */
+static int fused_vs_scalar(qtk_isa isa, const float *x, const float *imp, size_t cols)
 {
 	static const qtk_scheme_id sch[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4, QTK_SCHEME_NF4 };
 	static const uint32_t groups[] = { 16, 32, 64, 128 };
-	static float x[R * C], imp[C];
 	static uint8_t c0[R * C], c1[R * C], s0[R * C], s1[R * C];
-	qtk_isa isa0 = qtk_isa_active();
 	int compared = 0;
 
-	if (!qtk_isa_supported(QTK_ISA_AVX512))
-		SKIP("no AVX-512 on this CPU: the fused kernel does not run");
-	fill(x);
-	for (int i = 0; i < C; i++)
-		imp[i] = 0.25f + (float)(i % 7);
 	for (int mode = 0; mode < 3; mode++) /* RTN, search, search + importance */
 	for (size_t k = 0; k < 3; k++)
 		for (size_t g = 0; g < 4; g++) {
@@ -89,24 +87,25 @@ TEST(quant_fused_rows_equal_group_path)
 			/* one row at a time, so a failing row does not hide the others */
 			for (int r = 0; r < R; r++) {
 				qtk_q_planes q0 = p0, q1 = p1;
-				size_t cb = (size_t)qtk_q_row_bytes(&L, C, QTK_PLANE_CODES);
-				size_t sb = (size_t)qtk_q_row_bytes(&L, C, QTK_PLANE_SCALES);
+				size_t cb = (size_t)qtk_q_row_bytes(&L, cols, QTK_PLANE_CODES);
+				size_t sb = (size_t)qtk_q_row_bytes(&L, cols, QTK_PLANE_SCALES);
 				q0.p[0] = c0 + r * cb;
 				q0.p[1] = s0 + r * sb;
 				q1.p[0] = c1 + r * cb;
 				q1.p[1] = s1 + r * sb;
 				o.row0 = (uint64_t)r;
 				qtk_isa_force(QTK_ISA_SCALAR);
-				rc0 = qtk_q_quantize_rows_acc(&L, x + r * C, 1, C, &q0, &o, &a0, &st0);
-				qtk_isa_force(QTK_ISA_AVX512);
-				rc1 = qtk_q_quantize_rows_acc(&L, x + r * C, 1, C, &q1, &o, &a1, &st1);
+				rc0 = qtk_q_quantize_rows_acc(&L, x + r * C, 1, cols, &q0, &o, &a0, &st0);
+				qtk_isa_force(isa);
+				rc1 = qtk_q_quantize_rows_acc(&L, x + r * C, 1, cols, &q1, &o, &a1, &st1);
 				CHECK_EQ(rc0, rc1);
 				if (!rc0) {
 					/* the reference: dequantize the row, qtk_q_acc_add */
 					static float y[C];
 					qtk_q_cplanes cp = { { q0.p[0], q0.p[1], NULL, NULL } };
-					qtk_q_dequantize_rows(&L, &cp, 1, C, y);
-					qtk_q_acc_add(&ar, x + r * C, y, C);
+					qtk_isa_force(QTK_ISA_SCALAR);
+					qtk_q_dequantize_rows(&L, &cp, 1, cols, y);
+					qtk_q_acc_add(&ar, x + r * C, y, cols);
 				}
 				if (rc0 || rc1) {
 					CHECK_STR(st0.msg, st1.msg);
@@ -116,18 +115,52 @@ TEST(quant_fused_rows_equal_group_path)
 					memset(s1 + r * sb, 0, sb);
 				}
 			}
-			REQUIRE(qtk_q_plane_sizes(&L, R, C, sz) == QTK_OK);
-			CHECK_MSG(!memcmp(c0, c1, sz[0]) && !memcmp(s0, s1, sz[1]), "%s g%u mode %d differs",
-			          qtk_q_scheme_get(sch[k])->name, groups[g], mode);
-			/* the error sums: fused (AVX-512) = group path (scalar) =
-			 * dequantize + qtk_q_acc_add, bit for bit */
+			if (groups[g] > cols || cols % groups[g])
+				continue;
+			if (qtk_q_plane_sizes(&L, R, cols, sz) != QTK_OK) {
+				CHECK(!"plane sizes");
+				return compared;
+			}
+			CHECK_MSG(!memcmp(c0, c1, sz[0]) && !memcmp(s0, s1, sz[1]),
+			          "%s: %s g%u cols %zu mode %d differs", qtk_isa_name(isa),
+			          qtk_q_scheme_get(sch[k])->name, groups[g], cols, mode);
+			/* the error sums: fused = group path (scalar) = dequantize +
+			 * qtk_q_acc_add, bit for bit */
 			CHECK_MSG(!memcmp(&a0, &a1, sizeof a0) && !memcmp(&a0, &ar, sizeof a0),
-			          "%s g%u mode %d: sums differ (sse %.17g %.17g %.17g)",
-			          qtk_q_scheme_get(sch[k])->name, groups[g], mode, a0.sse, a1.sse,
-			          ar.sse);
+			          "%s: %s g%u cols %zu mode %d: sums differ (sse %.17g %.17g %.17g)",
+			          qtk_isa_name(isa), qtk_q_scheme_get(sch[k])->name, groups[g], cols,
+			          mode, a0.sse, a1.sse, ar.sse);
 			CHECK(a0.n > 0 && a0.sse > 0);
 			compared++;
 		}
+	return compared;
+}
+
+TEST(quant_fused_rows_equal_group_path)
+{
+	static float x[R * C], imp[C];
+	qtk_isa isa0 = qtk_isa_active();
+	int isas = 0;
+
+	fill(x);
+	for (int i = 0; i < C; i++)
+		imp[i] = 0.25f + (float)(i % 7);
+	for (int isa = QTK_ISA_AVX2; isa <= QTK_ISA_AVX512; isa++) {
+		if (!qtk_isa_supported((qtk_isa)isa)) {
+			printf("    %s not available here: skipped\n", qtk_isa_name((qtk_isa)isa));
+			continue;
+		}
+		CHECK_EQ(fused_vs_scalar((qtk_isa)isa, x, imp, C), 36);
+		/* short rows: fewer groups than a block (8 on AVX2, 16 on
+		 * AVX-512), a block and one group, a block and a half, ... */
+		CHECK_EQ(fused_vs_scalar((qtk_isa)isa, x, imp, 48), 9);
+		CHECK_EQ(fused_vs_scalar((qtk_isa)isa, x, imp, 96), 18);
+		CHECK_EQ(fused_vs_scalar((qtk_isa)isa, x, imp, 144), 9);
+		CHECK_EQ(fused_vs_scalar((qtk_isa)isa, x, imp, 288), 18);
+		CHECK_EQ(fused_vs_scalar((qtk_isa)isa, x, imp, 384), 36);
+		isas++;
+	}
 	qtk_isa_force(isa0);
-	CHECK_EQ(compared, 36);
+	if (!isas)
+		SKIP("no AVX2 on this CPU: no fused kernel runs");
 }

@@ -127,6 +127,119 @@ TEST(quant_simd_quantize_bit_identical_every_isa)
 	CHECK(tested > 1000);
 }
 
+/* The code rules where they turn: a group whose first elements make the
+ * reciprocal scale exactly 1 (int8: 127, int4: -8, nf4: 1; affine: 0 and
+ * the top level, bias 0), then values on and one ulp either side of every
+ * rounding point (int8: k + 1/2 and 1/2 - 2^-25; int4: k - 1/2; nf4: the
+ * midpoints; affine: k + 1/2, 1/2 - 2^-25 and 1/2 - 2^-24), in both signs
+ * where the scheme has them. Every ISA, f16 scales (the fused row kernels)
+ * and f32 (the group path), groups of 16 to 128 and the whole row, RTN and
+ * search: the scalar bytes. */
+static size_t boundary_row(qtk_scheme_id s, float *x, size_t n)
+{
+	float pts[64], top = s == QTK_SCHEME_INT8_AFFINE ? 255.0f : 15.0f;
+	size_t np = 0, k = 0;
+	int affine = s == QTK_SCHEME_INT4_AFFINE || s == QTK_SCHEME_INT8_AFFINE;
+
+	if (s == QTK_SCHEME_INT8 || affine) {
+		static const float t[] = { 0.5f, 1.5f, 2.5f, 7.5f, 14.5f, 63.5f, 64.5f, 125.5f, 126.5f,
+		                           127.0f, 254.5f };
+		for (size_t i = 0; i < sizeof t / sizeof t[0]; i++)
+			if (t[i] <= (affine ? top : 127.0f))
+				pts[np++] = t[i];
+		pts[np++] = 0x1.fffffep-2f; /* 1/2 - 2^-25 */
+		pts[np++] = 0x1.fffffcp-2f;
+	} else if (s == QTK_SCHEME_INT4) {
+		for (int i = -7; i <= 8; i++)
+			pts[np++] = (float)i - 0.5f;
+	} else {
+		/* the midpoints: the last value of each code (bisection) */
+		for (unsigned i = 0; i < 15; i++) {
+			float a = qtk_q_nf4_value(i), b = qtk_q_nf4_value(i + 1), m;
+			while ((m = 0.5f * (a + b)) != a && m != b)
+				*(qtk_q_nf4_code(m) == i ? &a : &b) = m;
+			pts[np++] = a;
+		}
+	}
+	if (affine) {
+		x[k++] = 0.0f;
+		x[k++] = top;
+	} else {
+		x[k++] = s == QTK_SCHEME_INT8 ? 127.0f : s == QTK_SCHEME_INT4 ? -8.0f : 1.0f;
+	}
+	for (size_t i = 0; k < n; i++) {
+		float v = pts[(i / 6) % np];
+		switch (i % 6) {
+		case 1: v = nextafterf(v, 0.0f); break;
+		case 2: v = nextafterf(v, INFINITY); break;
+		case 3: v = -v; break;
+		case 4: v = -nextafterf(v, 0.0f); break;
+		case 5: v = -nextafterf(v, INFINITY); break;
+		default: break;
+		}
+		/* stay inside the range the first elements set */
+		if (affine)
+			x[k++] = v >= 0.0f && v <= top ? v : 0.5f * top;
+		else
+			x[k++] = fabsf(v) <= fabsf(x[0]) ? v : x[0] * 0.5f;
+	}
+	return k;
+}
+
+TEST(quant_simd_code_boundaries_every_isa)
+{
+	static const struct { qtk_scheme_id s; uint32_t f; } sch[] = {
+		{ QTK_SCHEME_INT8, 0 }, { QTK_SCHEME_INT4, 0 }, { QTK_SCHEME_NF4, 0 },
+		{ QTK_SCHEME_INT4_AFFINE, 0 }, { QTK_SCHEME_INT8_AFFINE, 0 },
+		{ QTK_SCHEME_INT4_AFFINE, QTK_QF_MLX_AFFINE }, { QTK_SCHEME_INT8_AFFINE, QTK_QF_MLX_AFFINE },
+	};
+	static const uint32_t groups[] = { 16, 32, 64, 128, QTK_GROUP_ROW };
+	enum { N = 256 };
+	static float x[N];
+	static planes p0, p1;
+	qtk_isa best = qtk_isa_active();
+	int tested = 0;
+
+	for (size_t k = 0; k < sizeof sch / sizeof sch[0]; k++) {
+		qtk_q_layout L0 = { sch[k].s, 16, QTK_DT_F16, sch[k].f, QTK_DT_F32 };
+		for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++)
+			for (int f32 = 0; f32 < 2; f32++)
+				for (int srch = 0; srch < 2; srch++) {
+					qtk_q_layout L = L0;
+					qtk_q_planes pp0 = { { p0.c, p0.s, p0.b, NULL } };
+					qtk_q_planes pp1 = { { p1.c, p1.s, p1.b, NULL } };
+					qtk_q_opts o = { .tensor = "w", .search = srch };
+					uint64_t sz[QTK_PLANE_MAX];
+					qtk_status st;
+					L.group = groups[g];
+					L.scale_dtype = f32 ? QTK_DT_F32 : QTK_DT_F16;
+					/* the first group of every size starts with the setter */
+					for (size_t at = 0; at < N; at += 128)
+						boundary_row(sch[k].s, x + at, 128);
+					REQUIRE(qtk_q_plane_sizes(&L, 1, N, sz) == QTK_OK);
+					qtk_isa_force(QTK_ISA_SCALAR);
+					REQUIRE(qtk_q_quantize_rows(&L, x, 1, N, &pp0, &o, &st) == QTK_OK);
+					for (int isa = QTK_ISA_AVX2; isa <= QTK_ISA_AVX512; isa++) {
+						if (!qtk_isa_supported((qtk_isa)isa))
+							continue;
+						qtk_isa_force((qtk_isa)isa);
+						memset(&p1, 0xA5, sizeof p1);
+						REQUIRE(qtk_q_quantize_rows(&L, x, 1, N, &pp1, &o, &st) == QTK_OK);
+						CHECK_MSG(!memcmp(p0.c, p1.c, sz[0]) && !memcmp(p0.s, p1.s, sz[1]) &&
+						          !memcmp(p0.b, p1.b, sz[2]),
+						          "%s flags %u g%u %s search %d %s: codes differ",
+						          qtk_q_scheme_get(sch[k].s)->name, L.flags, L.group,
+						          qtk_dtype_name(L.scale_dtype), srch,
+						          qtk_isa_name((qtk_isa)isa));
+						tested++;
+					}
+				}
+	}
+	qtk_isa_force(best);
+	if (!tested)
+		SKIP("CPU has no AVX2: nothing to compare with scalar");
+}
+
 /* NaN / Inf give the same error and message at every ISA, wherever they are. */
 TEST(quant_simd_nonfinite_same_error)
 {

@@ -1,7 +1,7 @@
 /* tests: the runtime kernels (qtk_rt_matmul). Every variant (scalar
  * reference, AVX2, AVX2 + AVX-VNNI, AVX-512, AVX-512 + VNNI) gives the
  * reference's bytes for every quantized row of the scheme table x group x
- * scale dtype x odd shape x batch, on both activation paths; the float
+ * scale dtype x odd shape x batch 1, 3, 64, on both activation paths; the float
  * path is within its rounding bound of a double-precision product of the
  * dequantized weights, the integer path within its documented bound of the
  * float path; 1, 2 and 3 threads give the same bytes; column b of a batch
@@ -219,7 +219,7 @@ TEST(rt_kernels_every_variant_matches_reference)
 	static const qtk_dtype sdts[] = { QTK_DT_F16, QTK_DT_BF16, QTK_DT_F32 };
 	static const size_t shapes[][2] = { { 5, 263 }, { 9, 64 }, { 1, 40 }, { 6, 16 },
 	                                    { 3, 1 }, { 7, 97 } };
-	static const size_t batches[] = { 1, 3, 6 };
+	static const size_t batches[] = { 1, 3, 64 };
 	int compared = 0, cases = 0;
 	qtk_isa best = qtk_isa_active();
 	int vn = qtk_rt_allow_vnni(1);
@@ -420,6 +420,43 @@ TEST(rt_kernels_batch_64)
 	free(y1);
 }
 
+/* One row as f32 (embedding lookups): the dequantized values, every layout. */
+TEST(rt_kernels_row_f32_is_the_dequantized_row)
+{
+	static const uint32_t groups[] = { 16, 64, QTK_GROUP_ROW };
+	const size_t rows = 5, cols = 97;
+	float src[5 * 97], row[97];
+	qtk_status st;
+	int n = 0;
+
+	gen_w(src, rows, cols, 21);
+	for (size_t gi = 0; gi < 3; gi++) {
+		size_t it = 0;
+		qtk_q_layout L;
+		while (next_layout(&it, groups[gi], gi ? QTK_DT_BF16 : QTK_DT_F16, &L)) {
+			qw w;
+			REQUIRE(qw_make(&w, &L, rows, cols, src) == 0);
+			for (size_t r = 0; r < rows; r++) {
+				REQUIRE(qtk_rt_row_f32(&w.t, r, row, &st) == QTK_OK);
+				CHECK_MSG(!memcmp(row, w.wd + r * cols, sizeof row), "%s g%u row %zu",
+				          qtk_q_scheme_get(L.scheme)->name, L.group, r);
+			}
+			CHECK_EQ(qtk_rt_row_f32(&w.t, rows, row, &st), QTK_E_ARG);
+			qw_free(&w);
+			n++;
+		}
+	}
+	CHECK(n >= 15);
+	/* float storage: widened */
+	uint16_t h[4] = { 0x3c00, 0xc000, 0x0001, 0x7bff };
+	qtk_q_layout F = { (qtk_scheme_id)qtk_q_scheme_from_name("f16"), 0, QTK_DT_F16, 0, QTK_DT_F16 };
+	const void *pl[QTK_PLANE_MAX] = { h, NULL, NULL, NULL };
+	qtk_rt_tensor t;
+	REQUIRE(qtk_rt_tensor_init(&t, "e", &F, 2, 2, pl, &st) == QTK_OK);
+	REQUIRE(qtk_rt_row_f32(&t, 1, row, &st) == QTK_OK);
+	CHECK(row[0] == qtk_f16_to_f32(0x0001) && row[1] == 65504.0f);
+}
+
 /* ---- inputs that are not ordinary --------------------------------------- */
 
 TEST(rt_kernels_nonfinite_input_gives_nan)
@@ -485,6 +522,51 @@ TEST(rt_kernels_bad_arguments)
 	qw_free(&w);
 }
 
+/* Every allocation of a product (pool, threads' scratch, activations)
+ * failing in turn: QTK_E_NOMEM (or a pool that cannot start), nothing
+ * leaked (make check), and the product right once the sweep is past. */
+TEST(rt_kernels_allocation_faults)
+{
+	const size_t rows = 40, cols = 100, B = 3;
+	float src[40 * 100], x[3 * 100], y0[3 * 40], y[3 * 40];
+	qtk_q_layout L = { QTK_SCHEME_NF4, 32, QTK_DT_F16, QTK_QF_DOUBLE_QUANT, QTK_DT_F32 };
+	qtk_status st;
+	qw w;
+	int done = 0;
+
+	gen_w(src, rows, cols, 2);
+	gen_x(x, B * cols, cols, 3);
+	REQUIRE(qw_make(&w, &L, rows, cols, src) == 0);
+	REQUIRE(matmul(NULL, &w, QTK_RT_INT8, x, B, y0) == 0);
+	for (int path = 0; path < 2; path++)
+		for (uint64_t nth = 1; nth < 1000; nth++) {
+			qtk_rt_pool *pool = NULL;
+			qtk_err rc;
+
+			qtk_fault_arm(QTK_FAULT_ALLOC, nth, 0);
+			rc = qtk_rt_pool_create(2, &pool, &st);
+			if (!rc) {
+				rc = qtk_rt_matmul(pool, &w.t, (qtk_rt_path)path, x, B, y, &st);
+				qtk_rt_pool_free(pool);
+			} else {
+				CHECK(pool == NULL);
+			}
+			if (!qtk_fault_fired(QTK_FAULT_ALLOC)) {
+				qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
+				CHECK_MSG(rc == QTK_OK, "n %llu: %s", (unsigned long long)nth, st.msg);
+				if (path == 1)
+					CHECK(!memcmp(y, y0, sizeof y));
+				done++;
+				break;
+			}
+			qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
+			CHECK_MSG(rc == QTK_E_NOMEM, "n %llu: %s", (unsigned long long)nth,
+			          qtk_err_name(rc));
+		}
+	CHECK_EQ(done, 2);
+	qw_free(&w);
+}
+
 /* ---- the scheme table ---------------------------------------------------- */
 
 /* A new quantized row of quant's table without a kernel fails here. */
@@ -501,7 +583,8 @@ TEST(rt_kernels_every_scheme_row_has_a_kernel)
 	}
 }
 
-/* Kernels are chosen from table columns: runtime/ never names a scheme. */
+/* Kernels (and GGUF block types) are matched to schemes by table columns:
+ * runtime/ never names a scheme id. */
 TEST(rt_kernels_runtime_names_no_scheme)
 {
 	DIR *d = opendir("runtime");
@@ -520,7 +603,10 @@ TEST(rt_kernels_runtime_names_no_scheme)
 		REQUIRE(text != NULL);
 		text = realloc(text, n + 1);
 		text[n] = 0;
-		CHECK_MSG(!strstr(text, "QTK_SCHEME_"), "%s names a QTK_SCHEME_ id", path);
+		/* QTK_SCHEME_COUNT (the table's size) is not a scheme */
+		for (const char *h = text; (h = strstr(h, "QTK_SCHEME_")); h++)
+			CHECK_MSG(!strncmp(h, "QTK_SCHEME_COUNT", 16), "%s names a QTK_SCHEME_ id: %.24s",
+			          path, h);
 		free(text);
 		files++;
 	}

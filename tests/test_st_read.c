@@ -568,6 +568,168 @@ TEST(st_open_directory_rules)
 	CHECK(f == NULL);
 }
 
+/* A one-tensor file whose tensor is named tag, so the file read shows. */
+static void mk_tagged(const char *dir, const char *file, const char *tag)
+{
+	char rel[256], hdr[256];
+	snprintf(rel, sizeof rel, "%s/%s", dir, file);
+	snprintf(hdr, sizeof hdr, "{\"%s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}",
+	         tag);
+	mk(rel, hdr, 4);
+}
+
+/* An index naming two shards holding tag.a and tag.b (both written). */
+static void mk_set(const char *dir, const char *index, const char *stem, const char *tag)
+{
+	char rel[256], s1[128], s2[128], ta[64], tb[64], body[512];
+	snprintf(s1, sizeof s1, "%s-00001-of-00002.safetensors", stem);
+	snprintf(s2, sizeof s2, "%s-00002-of-00002.safetensors", stem);
+	snprintf(ta, sizeof ta, "%s.a", tag);
+	snprintf(tb, sizeof tb, "%s.b", tag);
+	mk_tagged(dir, s1, ta);
+	mk_tagged(dir, s2, tb);
+	snprintf(body, sizeof body, "{\"weight_map\":{\"%s\":\"%s\",\"%s\":\"%s\"}}", ta, s1, tb, s2);
+	snprintf(rel, sizeof rel, "%s/%s", dir, index);
+	t_write_file(t_tmp(rel), body, strlen(body));
+}
+
+/* Open dir: the file picked is dir/file and its tensors are tag's. */
+static void expect_pick(const char *dir, const char *file, const char *tag)
+{
+	char d[512], want[600], ta[64];
+	qtk_status st;
+	qtk_st_file *f = NULL;
+	char *r = NULL;
+
+	snprintf(d, sizeof d, "%s", t_tmp(dir));
+	snprintf(want, sizeof want, "%s/%s", d, file);
+	snprintf(ta, sizeof ta, "%s.a", tag);
+	CHECK_MSG(qtk_st_open(d, &f, &st) == QTK_OK, "%s: %s", dir, st.msg);
+	if (f) {
+		CHECK_STR(qtk_st_path(f), want);
+		CHECK_MSG(qtk_st_find(f, tag) || qtk_st_find(f, ta), "%s: read %s, not %s's",
+		          dir, qtk_st_get(f, 0)->name, tag);
+	}
+	qtk_st_close(f);
+	CHECK_EQ(qtk_st_resolve(d, &r, &st), QTK_OK);
+	CHECK_STR(r, want);
+	qtk_free(r);
+}
+
+/* Open dir: refused with code, the message holding each needle. */
+static void expect_refusal(const char *dir, qtk_err code, const char *n1, const char *n2)
+{
+	qtk_status st;
+	qtk_st_file *f = NULL;
+	qtk_err rc = qtk_st_open(t_tmp(dir), &f, &st);
+
+	CHECK_MSG(rc == code, "%s: got %s, want %s (%s)", dir, qtk_err_name(rc),
+	          qtk_err_name(code), rc ? st.msg : "");
+	CHECK(f == NULL);
+	CHECK_MSG(!n1 || strstr(st.msg, n1), "%s: '%s' not in '%s'", dir, n1, st.msg);
+	CHECK_MSG(!n2 || strstr(st.msg, n2), "%s: '%s' not in '%s'", dir, n2, st.msg);
+	qtk_st_close(f);
+}
+
+/* A directory is read as Hugging Face loaders read it; other .safetensors
+ * files beside the checkpoint (reference outputs, a consolidated copy) no
+ * longer make it ambiguous. */
+TEST(st_open_directory_hf_names)
+{
+	const char *dirs[] = { "hf1", "hf2", "hf3", "df1", "df2", "any1", "any2", "var1",
+	                       "var2", "idx2", "gg", "dot", "fifo" };
+	for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++)
+		t_system("mkdir -p '%s'", t_tmp(dirs[i]));
+
+	/* transformers: model.safetensors before its index, as from_pretrained */
+	mk_set("hf1", "model.safetensors.index.json", "model", "sharded");
+	mk_tagged("hf1", "model.safetensors", "single");
+	mk_tagged("hf1", "consolidated.safetensors", "consolidated");
+	mk_tagged("hf1", "reference_logits.safetensors", "logits");
+	expect_pick("hf1", "model.safetensors", "single");
+	/* the index beside a consolidated copy and reference outputs */
+	mk_set("hf2", "model.safetensors.index.json", "model", "sharded");
+	mk_tagged("hf2", "consolidated.safetensors", "consolidated");
+	mk_tagged("hf2", "reference_logits.safetensors", "logits");
+	expect_pick("hf2", "model.safetensors.index.json", "sharded");
+	/* transformers' names come before diffusers' */
+	mk_tagged("hf3", "model.safetensors", "single");
+	mk_tagged("hf3", "diffusion_pytorch_model.safetensors", "dit");
+	expect_pick("hf3", "model.safetensors", "single");
+	/* diffusers: the index before the single file, as ModelMixin */
+	mk_set("df1", "diffusion_pytorch_model.safetensors.index.json", "diffusion_pytorch_model",
+	       "dit");
+	expect_pick("df1", "diffusion_pytorch_model.safetensors.index.json", "dit");
+	mk_tagged("df1", "diffusion_pytorch_model.safetensors", "dit1");
+	expect_pick("df1", "diffusion_pytorch_model.safetensors.index.json", "dit");
+	mk_tagged("df2", "diffusion_pytorch_model.safetensors", "dit1");
+	mk_tagged("df2", "reference.safetensors", "ref");
+	expect_pick("df2", "diffusion_pytorch_model.safetensors", "dit1");
+	/* no Hugging Face name: the only file, else refused naming them all */
+	mk_tagged("any1", "flux1-dev.safetensors", "flux");
+	expect_pick("any1", "flux1-dev.safetensors", "flux");
+	mk_tagged("any2", "flux1-dev.safetensors", "flux");
+	mk_tagged("any2", "ae.safetensors", "ae");
+	expect_refusal("any2", QTK_E_ARG, "2 .safetensors files: ae.safetensors, flux1-dev.safetensors",
+	               "name one");
+	/* variants are read only when named (or when alone) */
+	mk_tagged("var1", "model.safetensors", "f32");
+	mk_tagged("var1", "model.fp16.safetensors", "f16");
+	expect_pick("var1", "model.safetensors", "f32");
+	mk_tagged("var2", "model.fp16.safetensors", "f16");
+	mk_tagged("var2", "model.bf16.safetensors", "bf16");
+	expect_refusal("var2", QTK_E_ARG, "model.bf16.safetensors, model.fp16.safetensors", NULL);
+	/* one index of another name is picked; two are refused */
+	mk_set("idx2", "a.safetensors.index.json", "a", "a");
+	expect_pick("idx2", "a.safetensors.index.json", "a");
+	mk_set("idx2", "b.safetensors.index.json", "b", "b");
+	expect_refusal("idx2", QTK_E_ARG, "2 index files: a.safetensors.index.json, "
+	               "b.safetensors.index.json", NULL);
+	/* a directory is never read as GGUF; hidden files are no candidates */
+	t_write_file(t_tmp("gg/m-Q4_0.gguf"), "GGUF", 4);
+	expect_refusal("gg", QTK_E_NOT_FOUND, "no .safetensors file or index",
+	               "1 .gguf file");
+	mk_tagged("dot", "._w.safetensors", "appledouble");
+	mk_tagged("dot", "w.safetensors", "w");
+	expect_pick("dot", "w.safetensors", "w");
+	/* a named entry that is not a regular file is refused, not skipped */
+	mk_tagged("fifo", "other.safetensors", "other");
+	t_system("mkfifo '%s'", t_tmp("fifo/model.safetensors"));
+	expect_refusal("fifo", QTK_E_IO, "model.safetensors: is a FIFO", NULL);
+	/* "dir/" joins with one slash */
+	{
+		char d[512], *r = NULL;
+		qtk_status st;
+		snprintf(d, sizeof d, "%s/", t_tmp("hf1"));
+		CHECK_EQ(qtk_st_resolve(d, &r, &st), QTK_OK);
+		CHECK(r && strstr(r, "hf1/model.safetensors") && !strstr(r, "//"));
+		qtk_free(r);
+		/* a file resolves to itself */
+		snprintf(d, sizeof d, "%s", t_tmp("hf1/consolidated.safetensors"));
+		CHECK_EQ(qtk_st_resolve(d, &r, &st), QTK_OK);
+		CHECK_STR(r, d);
+		qtk_free(r);
+	}
+}
+
+/* The ambiguity message stays within the status buffer, however many
+ * candidates there are. */
+TEST(st_open_directory_many_candidates)
+{
+	qtk_status st;
+	qtk_st_file *f = NULL;
+	t_system("mkdir -p '%s'", t_tmp("many"));
+	for (int i = 0; i < 40; i++) {
+		char n[64];
+		snprintf(n, sizeof n, "checkpoint-step-%06d.safetensors", i);
+		mk_tagged("many", n, "t");
+	}
+	CHECK_EQ(qtk_st_open(t_tmp("many"), &f, &st), QTK_E_ARG);
+	CHECK(strstr(st.msg, "40 .safetensors files: checkpoint-step-000000.safetensors") != NULL);
+	CHECK(strstr(st.msg, "...") != NULL);
+	CHECK(strlen(st.msg) < sizeof st.msg - 1);
+}
+
 /* Every allocation failure is reported as NOMEM and leaks nothing. */
 TEST(st_open_alloc_failures)
 {
@@ -589,4 +751,46 @@ TEST(st_open_alloc_failures)
 		qtk_st_close(f);
 	}
 	CHECK(ok);
+}
+
+/* Picking a file in a directory: every allocation failure (candidate
+ * lists, the joined path) is NOMEM with nothing leaked, for a pick and for
+ * the refusal that lists the candidates. */
+TEST(st_open_directory_alloc_failures)
+{
+	static const struct { const char *dir; qtk_err want; } cs[] = {
+		{ "pick", QTK_OK }, { "ambiguous", QTK_E_ARG },
+	};
+	t_system("mkdir -p '%s' '%s'", t_tmp("pick"), t_tmp("ambiguous"));
+	mk_set("pick", "model.safetensors.index.json", "model", "sharded");
+	mk_tagged("pick", "consolidated.safetensors", "consolidated");
+	mk_tagged("pick", "reference_logits.safetensors", "logits");
+	for (int i = 0; i < 12; i++) {
+		char n[64];
+		snprintf(n, sizeof n, "step-%02d.safetensors", i);
+		mk_tagged("ambiguous", n, "t");
+	}
+	for (size_t c = 0; c < sizeof cs / sizeof *cs; c++) {
+		char d[512];
+		int done = 0;
+		snprintf(d, sizeof d, "%s", t_tmp(cs[c].dir));
+		for (uint64_t n = 1; n < 100000 && !done; n++) {
+			qtk_status st;
+			qtk_st_file *f = NULL;
+			qtk_fault_arm(QTK_FAULT_ALLOC, n, 0);
+			qtk_err rc = qtk_st_open(d, &f, &st);
+			int fired = qtk_fault_fired(QTK_FAULT_ALLOC);
+			qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
+			if (!fired) {
+				CHECK_MSG(rc == cs[c].want, "%s: %s", cs[c].dir, qtk_err_name(rc));
+				done = 1;
+			} else {
+				CHECK_MSG(rc == QTK_E_NOMEM, "%s, n=%llu: %s (%s)", cs[c].dir,
+				          (unsigned long long)n, qtk_err_name(rc), st.msg);
+				CHECK(f == NULL);
+			}
+			qtk_st_close(f);
+		}
+		CHECK(done);
+	}
 }

@@ -2,7 +2,9 @@
  *   qtk_gen dit SPEC.json SCALE OUT.safetensors [DTYPE]
  *   qtk_gen llama OUT.safetensors BYTES [DTYPE [DIM FFN]]
  *   qtk_gen llama-model DIR DTYPE DIM FFN LAYERS VOCAB HEADS
- *   qtk_gen gguf-cmp A.gguf B.gguf   (tensors by name: type, shape, bytes) */
+ *   qtk_gen gguf-cmp A.gguf B.gguf   (tensors by name: type, shape, bytes)
+ *   qtk_gen isa                      (the SIMD level qtk runs at here, after
+ *                                     $QTK_ISA: scalar, avx2 or avx512) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,11 +83,15 @@ int main(int argc, char **argv)
 		                    strtoull(argv[7], NULL, 10), strtoull(argv[8], NULL, 10), 1, &st);
 	} else if (argc == 4 && !strcmp(argv[1], "gguf-cmp")) {
 		return gguf_cmp(argv[2], argv[3]);
+	} else if (argc == 2 && !strcmp(argv[1], "isa")) {
+		printf("%s\n", qtk_isa_name(qtk_isa_active()));
+		return 0;
 	} else {
 		fprintf(stderr, "usage: qtk_gen dit SPEC.json SCALE OUT [DTYPE]\n"
 		                "       qtk_gen llama OUT BYTES [DTYPE [DIM FFN]]\n"
 		                "       qtk_gen llama-model DIR DTYPE DIM FFN LAYERS VOCAB HEADS\n"
-		                "       qtk_gen gguf-cmp A.gguf B.gguf\n");
+		                "       qtk_gen gguf-cmp A.gguf B.gguf\n"
+		                "       qtk_gen isa\n");
 		return 2;
 	}
 	if (n < 0) {

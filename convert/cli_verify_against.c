@@ -59,7 +59,8 @@ static int parse_limit(const char *v, double *out)
 	char *end;
 	double d;
 
-	if (!*v || strchr(" \t\n+-", *v))
+	/* decimal only: no sign, space, hex, inf or nan (strtod takes them) */
+	if (!((*v >= '0' && *v <= '9') || *v == '.') || strspn(v, "0123456789.eE+-") != strlen(v))
 		return -1;
 	d = strtod(v, &end);
 	if (*end || !isfinite(d) || d < 0)

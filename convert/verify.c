@@ -31,13 +31,13 @@
 static const double default_limit[QTK_SCHEME_COUNT] = {
 	[QTK_SCHEME_RAW] = 1e-5,
 	[QTK_SCHEME_F32] = 1e-5,
-	[QTK_SCHEME_F16] = 2e-3,
+	[QTK_SCHEME_F16] = 1e-3,
 	[QTK_SCHEME_BF16] = 1e-2,
 	[QTK_SCHEME_INT8] = 0.02,
 	[QTK_SCHEME_INT8_AFFINE] = 0.02,
-	[QTK_SCHEME_INT4] = 0.2,
-	[QTK_SCHEME_INT4_AFFINE] = 0.2,
-	[QTK_SCHEME_NF4] = 0.2,
+	[QTK_SCHEME_INT4] = 0.25,
+	[QTK_SCHEME_INT4_AFFINE] = 0.25,
+	[QTK_SCHEME_NF4] = 0.25,
 };
 
 double qtk_verify_default_limit(qtk_scheme_id s)
@@ -149,7 +149,10 @@ static void dequant_rows(const tjob *J, uint64_t r0, size_t n, thr_buf *b)
 		}
 		cp.p[QTK_PLANE_SCALES] = b->absmax;
 	}
-	qtk_q_dequantize_rows(&J->Ld, &cp, n, J->cols, b->wh);
+	if (L->scheme == QTK_SCHEME_RAW) /* the table has no dequantize for raw bytes */
+		qtk_to_f32(L->dtype, cp.p[QTK_PLANE_CODES], b->wh, n * J->cols);
+	else
+		qtk_q_dequantize_rows(&J->Ld, &cp, n, J->cols, b->wh);
 }
 
 static int64_t first_bad_row(const float *v, size_t rows, size_t stride, size_t n)

@@ -170,8 +170,11 @@ QTK_API int qtk_rt_supported(const qtk_q_layout *L);
  * maddubs variants can be run on a VNNI machine; same results either way.
  * Returns the previous setting. */
 QTK_API int qtk_rt_allow_vnni(int allow);
+/* The same for GFNI (unpacking 4-bit codes on AVX-512 VNNI machines;
+ * $QTK_GFNI=0 forbids it). */
+QTK_API int qtk_rt_allow_gfni(int allow);
 /* The variant qtk_rt_matmul picks now: "scalar", "avx2", "avx2-vnni",
- * "avx512", "avx512-vnni". */
+ * "avx512", "avx512-vnni", "avx512-vnni-gfni". */
 QTK_API const char *qtk_rt_variant(void);
 
 

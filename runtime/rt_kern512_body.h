@@ -24,8 +24,18 @@ INL __m512i NM(load_pair)(const int kind, const uint8_t *src)
 	 * intrinsic's load); the upper copy shifted: low nibbles, then high */
 	__m512i v;
 	__asm__("vbroadcasti64x4 %1, %0" : "=v"(v) : "m"(*(const rt_b32 *)(const void *)src));
+#if RT_GFNI
+	/* one affine bit transform per byte: low nibble in the lower half,
+	 * high nibble shifted down in the upper half */
+	const __m512i m = _mm512_setr_epi64(0x0102040800000000ll, 0x0102040800000000ll,
+	                                    0x0102040800000000ll, 0x0102040800000000ll,
+	                                    0x1020408000000000ll, 0x1020408000000000ll,
+	                                    0x1020408000000000ll, 0x1020408000000000ll);
+	return _mm512_gf2p8affine_epi64_epi8(v, m, 0);
+#else
 	v = _mm512_mask_srli_epi16(v, 0xffff0000u, v, 4);
 	return _mm512_and_si512(v, _mm512_set1_epi8(15));
+#endif
 }
 
 /* Lane sums of the codes w against the activations a, plus init. */

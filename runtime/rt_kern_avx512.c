@@ -1,5 +1,6 @@
-/* runtime: AVX-512 kernels. One body (rt_kern512_body.h) compiled twice:
- * AVX-512 F/BW/DQ/VL with maddubs, and with AVX-512 VNNI dpbusd; both give
+/* runtime: AVX-512 kernels. One body (rt_kern512_body.h) compiled three
+ * times: AVX-512 F/BW/DQ/VL with maddubs, with AVX-512 VNNI dpbusd, and
+ * with VNNI and GFNI (4-bit codes unpacked by one gf2p8affineqb); all give
  * the scalar reference's bytes (rt_kern_ref.c). */
 #include <string.h>
 
@@ -49,24 +50,41 @@ static void row_scales_512(const rt_job *J, int kind, size_t r, float *ws, float
 }
 
 #define RT_VNNI 0
+#define RT_GFNI 0
 #define NM(x) x##_512
 #include "rt_kern512_body.h"
 #undef RT_VNNI
+#undef RT_GFNI
 #undef NM
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c,avx512vnni")
 #define RT_VNNI 1
+#define RT_GFNI 0
 #define NM(x) x##_512v
 #include "rt_kern512_body.h"
 #undef RT_VNNI
+#undef RT_GFNI
+#undef NM
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c,avx512vnni,gfni")
+#define RT_VNNI 1
+#define RT_GFNI 1
+#define NM(x) x##_512g
+#include "rt_kern512_body.h"
+#undef RT_VNNI
+#undef RT_GFNI
 #undef NM
 #pragma GCC pop_options
 
 void rt_rows_avx512(const rt_job *J, size_t r0, size_t r1, void *scratch)
 {
-	if (J->path == QTK_RT_INT8 && J->vnni)
+	if (J->path == QTK_RT_INT8 && J->gfni)
+		table_512g[J->kind](J, r0, r1, scratch);
+	else if (J->path == QTK_RT_INT8 && J->vnni)
 		table_512v[J->kind](J, r0, r1, scratch);
 	else
 		table_512[J->kind](J, r0, r1, scratch);

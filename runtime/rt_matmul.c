@@ -61,65 +61,81 @@ int qtk_rt_supported(const qtk_q_layout *L)
 
 /* ---- variant choice ---------------------------------------------------- */
 
-static int vnni_allowed = -1; /* -1: from $QTK_VNNI on first use */
+/* CPU features beyond the ISA level, read once (CPUID is slow under a
+ * hypervisor): AVX-VNNI, AVX-512 VNNI, GFNI. */
+enum { F_AVXVNNI = 1, F_VNNI512 = 2, F_GFNI = 4 };
+static int cpu_bits = -1;
+/* What the tests and QTK_VNNI=0 / QTK_GFNI=0 allow; -1: not read yet. */
+static int allow_vnni = -1, allow_gfni = -1;
 
-/* AVX-512 VNNI (bit 1) and AVX-VNNI (bit 0), read once: CPUID is slow
- * under a hypervisor. */
-static int vnni_bits = -1;
-
-static int cpu_vnni(qtk_isa isa)
+static int cpu_has(int f)
 {
-	int bits = __atomic_load_n(&vnni_bits, __ATOMIC_RELAXED);
+	int bits = __atomic_load_n(&cpu_bits, __ATOMIC_RELAXED);
 
 	if (bits < 0) {
 		unsigned a, b, c, d;
 		bits = 0;
-		if (__get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 11) & 1))
-			bits |= 2;
+		if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
+			bits |= ((c >> 11) & 1) ? F_VNNI512 : 0;
+			bits |= ((c >> 8) & 1) ? F_GFNI : 0;
+		}
 		if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1))
-			bits |= 1;
-		__atomic_store_n(&vnni_bits, bits, __ATOMIC_RELAXED);
+			bits |= F_AVXVNNI;
+		__atomic_store_n(&cpu_bits, bits, __ATOMIC_RELAXED);
 	}
-	if (isa == QTK_ISA_AVX512)
-		return (bits & 2) != 0;
-	if (isa == QTK_ISA_AVX2)
-		return (bits & 1) != 0;
-	return 0;
+	return (bits & f) != 0;
+}
+
+static int allowed(int *flag, const char *env)
+{
+	int v = __atomic_load_n(flag, __ATOMIC_RELAXED);
+
+	if (v < 0) {
+		const char *e = getenv(env);
+		v = !(e && !strcmp(e, "0"));
+		__atomic_store_n(flag, v, __ATOMIC_RELAXED);
+	}
+	return v;
 }
 
 static int use_vnni(qtk_isa isa)
 {
-	int allow = __atomic_load_n(&vnni_allowed, __ATOMIC_RELAXED);
+	if (!allowed(&allow_vnni, "QTK_VNNI"))
+		return 0;
+	return isa == QTK_ISA_AVX512 ? cpu_has(F_VNNI512) : isa == QTK_ISA_AVX2 && cpu_has(F_AVXVNNI);
+}
 
-	if (allow < 0) {
-		const char *e = getenv("QTK_VNNI");
-		allow = !(e && !strcmp(e, "0"));
-		__atomic_store_n(&vnni_allowed, allow, __ATOMIC_RELAXED);
-	}
-	return allow && cpu_vnni(isa);
+/* GFNI unpacks 4-bit codes in one instruction; used with AVX-512 VNNI. */
+static int use_gfni(qtk_isa isa)
+{
+	return use_vnni(isa) && isa == QTK_ISA_AVX512 && allowed(&allow_gfni, "QTK_GFNI") &&
+	       cpu_has(F_GFNI);
 }
 
 int qtk_rt_allow_vnni(int allow)
 {
-	int old = __atomic_load_n(&vnni_allowed, __ATOMIC_RELAXED);
+	int old = allowed(&allow_vnni, "QTK_VNNI");
 
-	if (old < 0) {
-		const char *e = getenv("QTK_VNNI");
-		old = !(e && !strcmp(e, "0"));
-	}
-	__atomic_store_n(&vnni_allowed, allow ? 1 : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&allow_vnni, allow ? 1 : 0, __ATOMIC_RELAXED);
+	return old;
+}
+
+int qtk_rt_allow_gfni(int allow)
+{
+	int old = allowed(&allow_gfni, "QTK_GFNI");
+
+	__atomic_store_n(&allow_gfni, allow ? 1 : 0, __ATOMIC_RELAXED);
 	return old;
 }
 
 const char *qtk_rt_variant(void)
 {
 	qtk_isa isa = qtk_isa_active();
-	int v = use_vnni(isa);
 
 	if (isa == QTK_ISA_AVX512)
-		return v ? "avx512-vnni" : "avx512";
+		return use_gfni(isa) ? "avx512-vnni-gfni" : use_vnni(isa) ? "avx512-vnni" : "avx512";
 	if (isa == QTK_ISA_AVX2)
-		return v ? "avx2-vnni" : "avx2";
+		return use_vnni(isa) ? "avx2-vnni" : "avx2";
 	return "scalar";
 }
 
@@ -349,6 +365,7 @@ static qtk_err run_quant(qtk_rt_pool *pool, const qtk_rt_tensor *w, int kind,
 
 	build_job(&J, w, kind, path);
 	J.vnni = use_vnni(isa);
+	J.gfni = use_gfni(isa);
 	J.y = y;
 	rc = rt_act_prepare(rt_pool_act(pool), isa, pool, x, batch, J.cols,
 	                    RK_BITS(kind) == 4, path, corr_of(&J));

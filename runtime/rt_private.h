@@ -75,6 +75,7 @@ typedef struct {
 	float lut_f[16];       /* RK_L4, FLOAT path: the levels */
 	int path;
 	int vnni;              /* use dpbusd */
+	int gfni;              /* AVX-512 VNNI: unpack 4-bit codes with gf2p8affineqb */
 	/* lane l of a block pair (8 * (k % 2) + j) reads group base + gidx[l],
 	 * base = rt_group(rt_elem(order, k, 0)) of the pair's first block */
 	int32_t gidx[16];

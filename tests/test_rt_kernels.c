@@ -1,5 +1,5 @@
 /* tests: the runtime kernels (qtk_rt_matmul). Every variant (scalar
- * reference, AVX2, AVX2 + AVX-VNNI, AVX-512, AVX-512 + VNNI) gives the
+ * reference, AVX2, AVX2 + AVX-VNNI, AVX-512, AVX-512 + VNNI, + GFNI) gives the
  * reference's bytes for every quantized row of the scheme table x group x
  * scale dtype x odd shape x batch 1, 3, 64, on both activation paths; the float
  * path is within its rounding bound of a double-precision product of the
@@ -144,12 +144,12 @@ static int qw_make(qw *w, const qtk_q_layout *L, size_t rows, size_t cols, const
 
 static const struct {
 	qtk_isa isa;
-	int vnni;
+	int vnni, gfni;
 	const char *name;
 } variants[] = {
-	{ QTK_ISA_SCALAR, 0, "scalar" },   { QTK_ISA_AVX2, 0, "avx2" },
-	{ QTK_ISA_AVX2, 1, "avx2-vnni" },  { QTK_ISA_AVX512, 0, "avx512" },
-	{ QTK_ISA_AVX512, 1, "avx512-vnni" },
+	{ QTK_ISA_SCALAR, 0, 0, "scalar" },      { QTK_ISA_AVX2, 0, 0, "avx2" },
+	{ QTK_ISA_AVX2, 1, 0, "avx2-vnni" },     { QTK_ISA_AVX512, 0, 0, "avx512" },
+	{ QTK_ISA_AVX512, 1, 0, "avx512-vnni" }, { QTK_ISA_AVX512, 1, 1, "avx512-vnni-gfni" },
 };
 #define NVAR (sizeof variants / sizeof variants[0])
 
@@ -159,6 +159,7 @@ static int use_variant(size_t v)
 	if (qtk_isa_force(variants[v].isa) != variants[v].isa)
 		return 0;
 	qtk_rt_allow_vnni(variants[v].vnni);
+	qtk_rt_allow_gfni(variants[v].gfni);
 	return !strcmp(qtk_rt_variant(), variants[v].name);
 }
 
@@ -222,7 +223,7 @@ TEST(rt_kernels_every_variant_matches_reference)
 	static const size_t batches[] = { 1, 3, 64 };
 	int compared = 0, cases = 0;
 	qtk_isa best = qtk_isa_active();
-	int vn = qtk_rt_allow_vnni(1);
+	int vn = qtk_rt_allow_vnni(1), gf = qtk_rt_allow_gfni(1);
 
 	for (size_t gi = 0; gi < sizeof groups / sizeof *groups; gi++)
 	for (size_t si = 0; si < sizeof sdts / sizeof *sdts; si++)
@@ -267,6 +268,7 @@ TEST(rt_kernels_every_variant_matches_reference)
 	}
 	qtk_isa_force(best);
 	qtk_rt_allow_vnni(vn);
+	qtk_rt_allow_gfni(gf);
 	printf("    %d layouts x shapes, %d variant comparisons\n", cases, compared);
 	CHECK(cases > 100);
 }

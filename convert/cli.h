@@ -95,9 +95,6 @@ const char *cli_text(const char *s, size_t n);
 #include "qtk_runtime.h"
 /* "float" or "int8"; -1 if neither. */
 int cli_parse_path(const char *s, qtk_rt_path *p);
-/* A decimal integer in [lo, hi]; -1 if not. */
-int cli_parse_num(const char *s, unsigned long long lo, unsigned long long hi,
-                  unsigned long long *v);
 /* Seconds on a monotonic clock. */
 double cli_now(void);
 /* Open a model and a context of n_ctx positions (0: the model's, at most

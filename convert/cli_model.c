@@ -17,17 +17,6 @@ int cli_parse_path(const char *s, qtk_rt_path *p)
 	return 0;
 }
 
-int cli_parse_num(const char *s, unsigned long long lo, unsigned long long hi,
-                  unsigned long long *v)
-{
-	char *end;
-
-	if (!*s || *s == '-' || *s == '+')
-		return -1;
-	*v = strtoull(s, &end, 10);
-	return *end || *v < lo || *v > hi ? -1 : 0;
-}
-
 double cli_now(void)
 {
 	struct timespec ts;

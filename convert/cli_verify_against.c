@@ -128,11 +128,7 @@ static int parse(va_args *a, int argc, char **argv)
 			if ((rc = cli_uint("verify", "--seed", val, 0, UINT64_MAX, &a->o.seed)))
 				return rc;
 		} else if (!strcmp(o, "--path")) {
-			if (!strcmp(val, "float"))
-				a->o.path = QTK_RT_FLOAT;
-			else if (!strcmp(val, "int8"))
-				a->o.path = QTK_RT_INT8;
-			else
+			if (cli_parse_path(val, &a->o.path))
 				return cli_usage_error("verify", "--path: '%s' is not float or int8", val);
 		} else if (!strcmp(o, "--max-out-err")) {
 			if ((rc = opt_limit(a, val)))

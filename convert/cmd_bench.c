@@ -579,20 +579,18 @@ static int bench_generated(bench_run *R)
 
 /* ---- options, OpenBLAS's kernel, main ----------------------------------- */
 
+/* "MxK": two numbers of 1 to 2^20 (qtk_parse_u64: digits only) */
 static int parse_shape(const char *s, uint64_t *m, uint64_t *k)
 {
-	char *e;
-	unsigned long long a = strtoull(s, &e, 10), b;
+	const char *x = strpbrk(s, "xX");
+	char first[32];
 
-	if (e == s || (*e != 'x' && *e != 'X'))
+	if (!x || (size_t)(x - s) >= sizeof first)
 		return -1;
-	s = e + 1;
-	b = strtoull(s, &e, 10);
-	if (e == s || *e || a == 0 || b == 0 || a > (1ull << 20) || b > (1ull << 20))
-		return -1;
-	*m = a;
-	*k = b;
-	return 0;
+	memcpy(first, s, (size_t)(x - s));
+	first[x - s] = 0;
+	return qtk_parse_u64("MxK", first, 1, 1u << 20, m, NULL) ||
+	       qtk_parse_u64("MxK", x + 1, 1, 1u << 20, k, NULL) ? -1 : 0;
 }
 
 static int parse_schemes(bench_opts *o, const char *list)
@@ -721,9 +719,8 @@ out:
 int cmd_bench(int argc, char **argv)
 {
 	bench_opts o;
-	int c, as_is = 0;
-	long v;
-	char *e;
+	int c, rc, as_is = 0;
+	uint64_t u;
 
 	memset(&o, 0, sizeof o);
 	o.group = 32;
@@ -748,18 +745,18 @@ int cmd_bench(int argc, char **argv)
 				return cli_usage_error("bench", "bad --scheme '%s' (quantized schemes, comma-separated)", optarg);
 			break;
 		case 'g':
-			v = strtol(optarg, &e, 10);
 			if (!strcmp(optarg, "row"))
-				v = 0;
-			else if (*e || v < 16 || v > 4096 || (v & (v - 1)))
-				return cli_usage_error("bench", "bad --group '%s'", optarg);
-			o.group = (uint32_t)v;
+				u = 0;
+			else if ((rc = cli_uint("bench", "--group", optarg, 16, 4096, &u)))
+				return rc;
+			else if (u & (u - 1))
+				return cli_usage_error("bench", "--group: %s is not a power of two", optarg);
+			o.group = (uint32_t)u;
 			break;
 		case 'b':
-			v = strtol(optarg, &e, 10);
-			if (*e || v < 0 || v > 4096)
-				return cli_usage_error("bench", "bad --batch '%s' (0 to 4096)", optarg);
-			o.batch = (size_t)v;
+			if ((rc = cli_uint("bench", "--batch", optarg, 0, 4096, &u)))
+				return rc;
+			o.batch = (size_t)u;
 			break;
 		case 'p':
 			if (!strcmp(optarg, "int8"))
@@ -772,16 +769,14 @@ int cmd_bench(int argc, char **argv)
 				return cli_usage_error("bench", "bad --path '%s' (int8, float or both)", optarg);
 			break;
 		case 'j':
-			v = strtol(optarg, &e, 10);
-			if (*e || v < 1 || v > 1024)
-				return cli_usage_error("bench", "bad --threads '%s'", optarg);
-			o.threads = (unsigned)v;
+			if ((rc = cli_uint("bench", "--threads", optarg, 1, 1024, &u)))
+				return rc;
+			o.threads = (unsigned)u;
 			break;
 		case 'r':
-			v = strtol(optarg, &e, 10);
-			if (*e || v < 1 || v > 64)
-				return cli_usage_error("bench", "bad --reps '%s' (1 to 64)", optarg);
-			o.reps = (int)v;
+			if ((rc = cli_uint("bench", "--reps", optarg, 1, 64, &u)))
+				return rc;
+			o.reps = (int)u;
 			break;
 		case OPT_BLAS_AS_IS:
 			as_is = 1;

@@ -62,14 +62,14 @@ static const struct option long_opts[] = {
 
 typedef struct {
 	const char *model, *text, *against, *tokenizer;
-	unsigned long long ctx, tokens, threads;
+	uint64_t ctx, tokens, threads;
 	int half, json, quiet;
 	qtk_rt_path path, ref_path;
 } eval_args;
 
 static int parse_args(int argc, char **argv, eval_args *a)
 {
-	int ch;
+	int ch, rc;
 
 	memset(a, 0, sizeof *a);
 	a->path = QTK_RT_INT8;
@@ -80,12 +80,12 @@ static int parse_args(int argc, char **argv, eval_args *a)
 		switch (ch) {
 		case 't': a->text = optarg; break;
 		case 'c':
-			if (cli_parse_num(optarg, 2, UINT32_MAX, &a->ctx))
-				return cli_usage_error("eval", "bad window length '%s' (2 or more)", optarg);
+			if ((rc = cli_uint("eval", "--ctx", optarg, 2, UINT32_MAX, &a->ctx)))
+				return rc;
 			break;
 		case OPT_TOKENS:
-			if (cli_parse_num(optarg, 2, SIZE_MAX / 4, &a->tokens))
-				return cli_usage_error("eval", "bad token count '%s' (2 or more)", optarg);
+			if ((rc = cli_uint("eval", "--tokens", optarg, 2, SIZE_MAX / 4, &a->tokens)))
+				return rc;
 			break;
 		case OPT_SCORE:
 			if (!strcmp(optarg, "all"))
@@ -98,8 +98,8 @@ static int parse_args(int argc, char **argv, eval_args *a)
 		case OPT_AGAINST: a->against = optarg; break;
 		case OPT_JSON: a->json = 1; break;
 		case 'j':
-			if (cli_parse_num(optarg, 1, 1024, &a->threads))
-				return cli_usage_error("eval", "bad thread count '%s'", optarg);
+			if ((rc = cli_uint("eval", "--threads", optarg, 1, 1024, &a->threads)))
+				return rc;
 			break;
 		case OPT_PATH:
 		case OPT_REF_PATH:

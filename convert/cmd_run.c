@@ -52,7 +52,7 @@ static const struct option long_opts[] = {
 
 typedef struct {
 	const char *model, *prompt, *tokenizer;
-	unsigned long long n, ctx, threads, seed;
+	uint64_t n, ctx, threads, seed;
 	int seed_given;
 	double temp;
 	qtk_rt_path path;
@@ -60,7 +60,7 @@ typedef struct {
 
 static int parse_args(int argc, char **argv, run_args *a)
 {
-	int ch;
+	int ch, rc;
 	char *end;
 
 	memset(a, 0, sizeof *a);
@@ -73,8 +73,8 @@ static int parse_args(int argc, char **argv, run_args *a)
 		switch (ch) {
 		case 'p': a->prompt = optarg; break;
 		case 'n':
-			if (cli_parse_num(optarg, 0, 1u << 30, &a->n))
-				return cli_usage_error("run", "bad token count '%s'", optarg);
+			if ((rc = cli_uint("run", "--tokens", optarg, 0, 1u << 30, &a->n)))
+				return rc;
 			break;
 		case OPT_TEMP:
 			a->temp = strtod(optarg, &end);
@@ -82,17 +82,17 @@ static int parse_args(int argc, char **argv, run_args *a)
 				return cli_usage_error("run", "bad temperature '%s'", optarg);
 			break;
 		case OPT_SEED:
-			if (cli_parse_num(optarg, 0, UINT64_MAX, &a->seed))
-				return cli_usage_error("run", "bad seed '%s'", optarg);
+			if ((rc = cli_uint("run", "--seed", optarg, 0, UINT64_MAX, &a->seed)))
+				return rc;
 			a->seed_given = 1;
 			break;
 		case 'c':
-			if (cli_parse_num(optarg, 1, UINT32_MAX, &a->ctx))
-				return cli_usage_error("run", "bad context length '%s'", optarg);
+			if ((rc = cli_uint("run", "--ctx", optarg, 1, UINT32_MAX, &a->ctx)))
+				return rc;
 			break;
 		case 'j':
-			if (cli_parse_num(optarg, 1, 1024, &a->threads))
-				return cli_usage_error("run", "bad thread count '%s'", optarg);
+			if ((rc = cli_uint("run", "--threads", optarg, 1, 1024, &a->threads)))
+				return rc;
 			break;
 		case OPT_PATH:
 			if (cli_parse_path(optarg, &a->path))
@@ -270,7 +270,7 @@ int cmd_run(int argc, char **argv)
 		        a.path == QTK_RT_INT8 ? "int8" : "float", qtk_rt_pool_threads(pool),
 		        a.temp > 0 ? "" : ", greedy\n");
 		if (a.temp > 0)
-			fprintf(stderr, ", temperature %g, seed %llu\n", a.temp, a.seed);
+			fprintf(stderr, ", temperature %g, seed %llu\n", a.temp, (unsigned long long)a.seed);
 		rc = run_model(&a, c, tok);
 	}
 	qtk_tok_close(tok);

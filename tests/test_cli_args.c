@@ -32,6 +32,15 @@ static const num_opt num_opts[] = {
 	{ "export", "--threads", "0", "1", "1024", "1025" },
 	{ "export", "-j", "0", "1", "1024", "1025" },
 	{ "pack", "--level", "0", "1", "19", "20" },
+	{ "bench", "--threads", "0", "1", "1024", "1025" },
+	{ "bench", "--batch", NULL, "0", "4096", "4097" },
+	{ "bench", "--reps", "0", "1", "64", "65" },
+	{ "run", "--threads", "0", "1", "1024", "1025" },
+	{ "run", "--tokens", NULL, "0", "1073741824", "1073741825" },
+	{ "run", "--seed", NULL, "0", "18446744073709551615", NULL },
+	{ "eval", "--ctx", "1", "2", "4294967295", "4294967296" },
+	{ "eval", "--threads", "0", "1", "1024", "1025" },
+	{ "verify", "--seed", NULL, "0", "18446744073709551615", NULL },
 };
 
 /* Run one command line with option=value; returns the exit code, and 1 in
@@ -57,6 +66,16 @@ static int run_opt(const num_opt *o, const char *value, int *named)
 		argv[n++] = "gguf";
 		argv[n++] = "-o";
 		argv[n++] = t_tmp("out.gguf");
+	} else if (!strcmp(o->cmd, "bench") || !strcmp(o->cmd, "run")) {
+		argv[n++] = missing;
+	} else if (!strcmp(o->cmd, "eval")) {
+		argv[n++] = missing;
+		argv[n++] = "--text";
+		argv[n++] = missing;
+	} else if (!strcmp(o->cmd, "verify")) {
+		argv[n++] = missing;
+		argv[n++] = "--against";
+		argv[n++] = missing;
 	} else {
 		argv[n++] = missing;
 		argv[n++] = t_tmp("out.qtk");
@@ -88,8 +107,10 @@ TEST(cli_numbers_strict)
 			          bad_numbers[k], rc, named ? "" : ", option not named");
 		}
 		for (int k = 0; k < 2; k++) {
-			int rc = run_opt(o, edge_bad[k], &named);
-			CHECK_MSG(rc == 2 && named, "%s %s %s: exit %d", o->cmd, o->opt, edge_bad[k], rc);
+			/* NULL: the edge is the type's own (0, or 2^64 - 1) */
+			int rc = edge_bad[k] ? run_opt(o, edge_bad[k], &named) : 2;
+			CHECK_MSG(rc == 2 && (named || !edge_bad[k]), "%s %s %s: exit %d", o->cmd,
+			          o->opt, edge_bad[k] ? edge_bad[k] : "-", rc);
 			rc = run_opt(o, edge_ok[k], &named);
 			CHECK_MSG(rc == 1, "%s %s %s: exit %d, want 1 (input missing)", o->cmd, o->opt,
 			          edge_ok[k], rc);

@@ -2,7 +2,7 @@
 #   make test      build and run every test (installs -dev packages if missing)
 #   make check     the same suite with -fsanitize=address,undefined
 #   make demo      convert the bundled stories260K checkpoint and show it
-#   make bench     benchmarks (not timed tests; T=quant|convert|peer|peer-kernels|...)
+#   make bench     benchmarks (not timed tests; T=quant|convert|peer|peer-kernels|lm|...)
 #   make fuzz      libFuzzer targets (clang), FUZZ_SECONDS each
 #   make install PREFIX=/usr/local
 #   make CC=clang  builds with clang instead of gcc
@@ -123,6 +123,8 @@ bench: deps
 	  QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen sh scripts/bench_peer.sh; fi
 	@if [ -z "$(T)" ] || [ "$(T)" = peer-kernels ]; then \
 	  QTK_BIN=$(B)/qtk sh scripts/bench_peer_kernels.sh; fi
+	@if [ -z "$(T)" ] || [ "$(T)" = lm ]; then \
+	  QTK_BIN=$(B)/qtk QTK_GEN=$(B)/qtk_gen sh scripts/bench_lm.sh; fi
 
 fuzz: deps
 	@sh scripts/fuzz.sh $(FUZZ_SECONDS)

@@ -206,6 +206,7 @@ static int generate(const run_args *a, qtk_rt_lm_ctx *c, const qtk_tok *tok,
 	}
 	rs->t_gen = cli_now() - t0;
 	printf("\n");
+	fflush(stdout); /* the text ends before the speeds on stderr */
 	free(logits);
 	return QTK_EXIT_OK;
 }

@@ -38,9 +38,9 @@ static void bench_usage(FILE *f)
 "  -h, --help             show this help\n\n"
 "OpenBLAS 0.3.21 (Debian 12) does not recognize recent x86 CPUs and falls\n"
 "back to its SSE3 kernels; unless --blas-as-is or OPENBLAS_CORETYPE is set,\n"
-"qtk bench then runs itself again with OPENBLAS_CORETYPE=SkylakeX (AVX-512)\n"
-"or Haswell (AVX2, also under QTK_ISA=avx2), so the baseline is OpenBLAS at\n"
-"its best on this machine.\n\n"
+"qtk then runs itself again with OPENBLAS_CORETYPE=SkylakeX (AVX-512) or\n"
+"Haswell (AVX2, also under QTK_ISA=avx2), so the baseline is OpenBLAS at its\n"
+"best on this machine (run, eval, verify and calibrate do the same).\n\n"
 "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
@@ -609,30 +609,6 @@ static int parse_schemes(bench_opts *o, const char *list)
 	return o->nschemes ? 0 : -1;
 }
 
-/* OpenBLAS 0.3.21 picks its SSE3 "Prescott" kernels on CPUs it does not
- * know; run again with the kernels this CPU can run. argv: the command's
- * (argv[0] = "bench"). Returns only when not re-running. */
-static void fix_openblas(int argc, char **argv, int as_is)
-{
-	const char *core = openblas_get_corename();
-	qtk_isa isa = qtk_isa_active();
-	char **nargv;
-
-	if (as_is || getenv("OPENBLAS_CORETYPE") || !core || strcmp(core, "Prescott") ||
-	    isa < QTK_ISA_AVX2)
-		return;
-	if (setenv("OPENBLAS_CORETYPE", isa == QTK_ISA_AVX512 ? "SkylakeX" : "Haswell", 1))
-		return;
-	nargv = calloc((size_t)argc + 2, sizeof *nargv);
-	if (!nargv)
-		return;
-	nargv[0] = (char *)(uintptr_t)"qtk";
-	for (int i = 0; i < argc; i++)
-		nargv[i + 1] = argv[i];
-	execv("/proc/self/exe", nargv);
-	free(nargv); /* exec failed: go on with what OpenBLAS chose */
-}
-
 static void cpu_model(char *buf, size_t n)
 {
 	FILE *f = fopen("/proc/cpuinfo", "r");
@@ -804,6 +780,6 @@ int cmd_bench(int argc, char **argv)
 		for (int id = 0; id < QTK_SCHEME_COUNT; id++)
 			if (qtk_q_scheme_get((qtk_scheme_id)id)->quantized)
 				o.schemes[o.nschemes++] = id;
-	fix_openblas(argc, argv, as_is);
+	(void)as_is; /* seen by main's fix_openblas */
 	return run(&o);
 }

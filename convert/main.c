@@ -1,8 +1,12 @@
 /* convert: `qtk`, the command line. Dispatches to one cmd_* per command. */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <cblas.h>
 
 #include "cli.h"
 
@@ -77,6 +81,33 @@ static int check_env(void)
 	return 0;
 }
 
+/* OpenBLAS 0.3.21 (Debian 12) picks its SSE3 "Prescott" kernels on CPUs it
+ * does not know (recent AMD and Intel ones), at library load, from
+ * OPENBLAS_CORETYPE. The commands that compute with it (float weights,
+ * reference products) run themselves again with the kernels of the ISA in
+ * effect, unless the user chose (OPENBLAS_CORETYPE set, or bench's
+ * --blas-as-is). Returns only when not re-running. */
+static void fix_openblas(int argc, char **argv)
+{
+	static const char *const uses[] = { "run", "eval", "bench", "verify", "calibrate" };
+	const char *core = openblas_get_corename();
+	qtk_isa isa = qtk_isa_active();
+	int used = 0;
+
+	for (size_t i = 0; i < sizeof uses / sizeof uses[0]; i++)
+		used |= !strcmp(argv[1], uses[i]);
+	for (int i = 2; i < argc; i++)
+		if (!strcmp(argv[i], "--blas-as-is"))
+			return;
+	if (!used || getenv("OPENBLAS_CORETYPE") || !core || strcmp(core, "Prescott") ||
+	    isa < QTK_ISA_AVX2)
+		return;
+	if (setenv("OPENBLAS_CORETYPE", isa == QTK_ISA_AVX512 ? "SkylakeX" : "Haswell", 1))
+		return;
+	execv("/proc/self/exe", argv);
+	unsetenv("OPENBLAS_CORETYPE"); /* exec failed: go on with what OpenBLAS chose */
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -96,6 +127,7 @@ int main(int argc, char **argv)
 			continue;
 		if (check_env())
 			return QTK_EXIT_USAGE;
+		fix_openblas(argc, argv);
 		return commands[i].run(argc - 1, argv + 1);
 	}
 	fprintf(stderr, "qtk: unknown command '%s'\nTry 'qtk --help' for more information.\n",

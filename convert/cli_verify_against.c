@@ -11,6 +11,44 @@
 
 #define DEFAULT_TOP 20
 
+/* The default limits from quant's table, schemes of one limit together:
+ * " raw/f32 1e-05, f16 0.001, ..." wrapped before 72 columns. */
+static void limits_usage(FILE *f)
+{
+	char item[128];
+	size_t col = 35, len;
+	int first = 1;
+
+	for (int i = 0; i < QTK_SCHEME_COUNT; i++) {
+		double lim = qtk_q_scheme_get((qtk_scheme_id)i)->verify_limit;
+		int seen = 0;
+
+		for (int k = 0; k < i && !seen; k++)
+			seen = qtk_q_scheme_get((qtk_scheme_id)k)->verify_limit == lim;
+		if (seen)
+			continue;
+		item[0] = '\0';
+		for (int k = i; k < QTK_SCHEME_COUNT; k++) {
+			const qtk_q_scheme *s = qtk_q_scheme_get((qtk_scheme_id)k);
+			len = strlen(item);
+			if (s->verify_limit == lim)
+				snprintf(item + len, sizeof item - len, "%s%s", len ? "/" : "", s->name);
+		}
+		len = strlen(item);
+		snprintf(item + len, sizeof item - len, " %g", lim);
+		len = strlen(item);
+		if (!first)
+			col += (size_t)fprintf(f, ",");
+		if (col + 1 + len > 72) {
+			fprintf(f, "\n");
+			col = 0;
+		}
+		col += (size_t)fprintf(f, "%s%s", col ? " " : "", item);
+		first = 0;
+	}
+	fprintf(f, ".\n");
+}
+
 void cli_verify_against_usage(FILE *f)
 {
 	fprintf(f, "Usage: qtk verify FILE --against SOURCE [OPTIONS]\n\n"
@@ -35,13 +73,10 @@ void cli_verify_against_usage(FILE *f)
 	           "  -j, --threads N         threads (default: all cores)\n"
 	           "  -q, --quiet             no table or summary (failures still on stderr)\n"
 	           "  -h, --help              show this help\n\n"
-	           "Default limits on the output error: f32/raw %g, f16 %g, bf16 %g,\n"
-	           "int8/int8-affine %g, int4/int4-affine/nf4 %g.\n"
-	           "Exit status: 0 every tensor within its limit, 1 a tensor fails or the\n"
-	           "check could not run (the message names the tensor), 2 bad command line.\n",
-	        DEFAULT_TOP, qtk_verify_default_limit(QTK_SCHEME_F32),
-	        qtk_verify_default_limit(QTK_SCHEME_F16), qtk_verify_default_limit(QTK_SCHEME_BF16),
-	        qtk_verify_default_limit(QTK_SCHEME_INT8), qtk_verify_default_limit(QTK_SCHEME_INT4));
+	           "Default limits on the output error:", DEFAULT_TOP);
+	limits_usage(f);
+	fprintf(f, "Exit status: 0 every tensor within its limit, 1 a tensor fails or the\n"
+	           "check could not run (the message names the tensor), 2 bad command line.\n");
 }
 
 /* ---- options ------------------------------------------------------------- */

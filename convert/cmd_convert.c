@@ -415,7 +415,7 @@ static int check_rules(const cli_opts *c)
 	qtk_status st;
 	qtk_err rc = QTK_OK;
 
-	if (qtk_recipe_new(&r, c->scheme >= 0 ? (qtk_scheme_id)c->scheme : QTK_SCHEME_INT8,
+	if (qtk_recipe_new(&r, c->scheme >= 0 ? (qtk_scheme_id)c->scheme : qtk_q_scheme_default(),
 	                   c->group, &st))
 		return cli_report(&st);
 	for (int i = 0; i < c->nset && !rc; i++)
@@ -557,7 +557,7 @@ static qtk_err build_recipe(cli_opts *c, qtk_recipe **out, const char **preset_u
 	qtk_err rc = QTK_OK;
 
 	*preset_used = NULL;
-	QTK_TRY(qtk_recipe_new(&r, c->scheme >= 0 ? (qtk_scheme_id)c->scheme : QTK_SCHEME_INT8,
+	QTK_TRY(qtk_recipe_new(&r, c->scheme >= 0 ? (qtk_scheme_id)c->scheme : qtk_q_scheme_default(),
 	                       c->group, st));
 	for (int i = 0; i < c->nset && !rc; i++)
 		rc = qtk_recipe_add_set(r, c->set[i], st);

@@ -5,6 +5,15 @@
 
 #include "qtk_convert.h"
 
+/* The float-storage scheme of dt: quant's row that stores dt, else the
+ * one that stores F32 (F8 and the like widen to it exactly). */
+static inline qtk_scheme_id conv_float_scheme(qtk_dtype dt)
+{
+	int id = qtk_q_scheme_float(dt);
+
+	return (qtk_scheme_id)(id >= 0 ? id : qtk_q_scheme_float(QTK_DT_F32));
+}
+
 typedef struct {
 	const char *name;
 	qtk_dtype dtype;
@@ -94,9 +103,6 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
                          gguf_tensor_plan *out, qtk_status *st);
 /* Bytes of one row of cols elements of a ggml type. */
 uint64_t gguf_row_bytes(uint32_t type, uint64_t cols);
-/* Turn nrows quantized rows (qtk planes) into ggml blocks at dst. */
-qtk_err gguf_pack_rows(uint32_t type, const qtk_q_cplanes *p, size_t nrows,
-                       size_t cols, void *dst, qtk_status *st);
 
 /* ---- MLX output (sink_mlx.c) ------------------------------------------ */
 

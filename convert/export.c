@@ -174,16 +174,21 @@ static qtk_q_layout requant_layout(const ex_job *j, const ex_tensor *e)
 	/* ggml's affine rule for GGUF, MLX's for MLX (as convert does) */
 	L.flags = 0;
 	L.scale_dtype = QTK_DT_F16;
-	if (L.scheme == QTK_SCHEME_NF4)
-		L.scheme = j->gguf ? QTK_SCHEME_INT4 : QTK_SCHEME_INT4_AFFINE;
+	const qtk_q_scheme *s = qtk_q_scheme_get(L.scheme);
+	unsigned bits, off;
+	qtk_status tmp;
+
+	/* a scheme the sink has no form of: the same bits on its grid */
 	if (j->gguf) {
-		if (L.scheme == QTK_SCHEME_INT8_AFFINE)
-			L.scheme = QTK_SCHEME_INT8;
+		if (qtk_ggml_type_of_scheme(L.scheme) < 0)
+			L.scheme = s->requant_sym;
 		L.group = 32;
 	} else {
 		if (L.group != 32 && L.group != 64 && L.group != 128)
 			L.group = 64;
-		if (L.scheme == QTK_SCHEME_INT4_AFFINE || L.scheme == QTK_SCHEME_INT8_AFFINE)
+		if (qtk_mlx_form(&L, L.group, &bits, &off, &tmp) != QTK_OK)
+			L.scheme = s->requant_affine;
+		if (qtk_q_scheme_get(L.scheme)->has_bias)
 			L.flags = QTK_QF_MLX_AFFINE;
 		if (md == QTK_DT_F16 || md == QTK_DT_BF16)
 			L.scale_dtype = md;
@@ -213,7 +218,7 @@ static qtk_err decide_gguf(ex_job *j, size_t i, qtk_status *st)
 
 	if (rc == QTK_OK && same_layout(&L, S)) {
 		e->kind = S->scheme == QTK_SCHEME_RAW ? K_COPY : K_PLANES;
-	} else if (rc == QTK_OK && (!is_quant(S) || L.scheme == QTK_SCHEME_F32)) {
+	} else if (rc == QTK_OK && (!is_quant(S) || L.scheme == conv_float_scheme(QTK_DT_F32))) {
 		e->kind = K_F32; /* float to float, or quantized values into F32: exact */
 	} else {
 		if (rc == QTK_OK)
@@ -232,7 +237,7 @@ static qtk_err decide_gguf(ex_job *j, size_t i, qtk_status *st)
 		e->kind = K_SRC;
 		if (e->widen && L.scheme != QTK_SCHEME_RAW) {
 			memset(&L, 0, sizeof L);
-			L.scheme = QTK_SCHEME_F32;
+			L.scheme = conv_float_scheme(QTK_DT_F32);
 			L.dtype = e->pt->src_dtype;
 			j->gt[i].type = QTK_GGML_F32;
 		}
@@ -456,7 +461,7 @@ static qtk_err emit_rows(ex_job *j, size_t i, uint64_t r0, uint64_t nr, ex_buf *
 		return qtk_gguf_writer_put(j->gw, i, r0 * rb, b->p[0], (size_t)(nr * rb), st);
 	} else {
 		uint64_t rb = gguf_row_bytes(j->gt[i].type, cols);
-		QTK_TRY(gguf_pack_rows(j->gt[i].type, &cp, (size_t)nr, (size_t)cols, b->blocks, st));
+		QTK_TRY(qtk_ggml_pack_rows(j->gt[i].type, &cp, (size_t)nr, (size_t)cols, b->blocks, st));
 		return qtk_gguf_writer_put(j->gw, i, r0 * rb, b->blocks, (size_t)(nr * rb), st);
 	}
 }

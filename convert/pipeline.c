@@ -170,10 +170,9 @@ static qtk_err plan(job *j, qtk_status *st)
 			/* double quantization is an NF4 option; empty tensors have no
 			 * groups to double-quantize */
 			p->d.layout.flags = o->qflags & ~QTK_QF_MLX_AFFINE;
-			if (p->d.layout.scheme != QTK_SCHEME_NF4 || t->nelem == 0)
+			if (!sc->double_quant || t->nelem == 0)
 				p->d.layout.flags &= ~QTK_QF_DOUBLE_QUANT;
-			if ((p->d.layout.scheme == QTK_SCHEME_INT4_AFFINE ||
-			     p->d.layout.scheme == QTK_SCHEME_INT8_AFFINE) &&
+			if (sc->has_bias &&
 			    (o->affine_rule == 2 || (o->affine_rule == 0 && o->format == QTK_OUT_MLX) ||
 			     (o->qflags & QTK_QF_MLX_AFFINE)))
 				p->d.layout.flags |= QTK_QF_MLX_AFFINE;
@@ -187,7 +186,7 @@ static qtk_err plan(job *j, qtk_status *st)
 		} else if (t->blk_elems && p->d.layout.scheme == QTK_SCHEME_RAW) {
 			/* a kept ggml block tensor: its exact f32 values */
 			memset(&p->d.layout, 0, sizeof p->d.layout);
-			p->d.layout.scheme = QTK_SCHEME_F32;
+			p->d.layout.scheme = conv_float_scheme(QTK_DT_F32);
 			sc = qtk_q_scheme_get(p->d.layout.scheme);
 		}
 		if (!sc->float_store || sc->store_dtype == QTK_DT_F32)
@@ -196,9 +195,9 @@ static qtk_err plan(job *j, qtk_status *st)
 			/* a BF16 source goes back to its own bytes, anything else F32 */
 			int bf = t->dtype == QTK_DT_BF16 && !t->blk_elems;
 			memset(&p->d.layout, 0, sizeof p->d.layout);
-			p->d.layout.scheme = bf ? QTK_SCHEME_RAW : QTK_SCHEME_F32;
+			p->d.layout.scheme = bf ? QTK_SCHEME_RAW : conv_float_scheme(QTK_DT_F32);
 			if (bf && j->gguf && j->gt[i].qk) /* rows gathered: a float copy */
-				p->d.layout.scheme = QTK_SCHEME_BF16;
+				p->d.layout.scheme = conv_float_scheme(QTK_DT_BF16);
 			p->d.layout.dtype = t->dtype;
 			sc = qtk_q_scheme_get(p->d.layout.scheme);
 			if (j->gguf)
@@ -383,7 +382,7 @@ static qtk_err put_gguf(job *j, const work_item *it, const plan_tensor *p, uint6
 	}
 	rb = gguf_row_bytes(type, cols);
 	QTK_TRY(grow(b, QTK_PLANE_DQ, (size_t)(rb * nrows), st));
-	QTK_TRY(gguf_pack_rows(type, planes, (size_t)nrows, (size_t)cols, b->planes[QTK_PLANE_DQ], st));
+	QTK_TRY(qtk_ggml_pack_rows(type, planes, (size_t)nrows, (size_t)cols, b->planes[QTK_PLANE_DQ], st));
 	return qtk_gguf_writer_put(j->gw, it->tensor, it->start * rb, b->planes[QTK_PLANE_DQ],
 	                           (size_t)(rb * nrows), st);
 }

@@ -432,18 +432,6 @@ static int rule_matches(const qtk_rule *ru, const char *name, uint32_t ndim,
 	return fnmatch(ru->pattern, name, 0) == 0;
 }
 
-/* One step wider than the main scheme: 4-bit -> int8, 8-bit -> f16. */
-static qtk_scheme_id wider(qtk_scheme_id s)
-{
-	const qtk_q_scheme *q = qtk_q_scheme_get(s);
-
-	if (q->quantized && q->code_bits < 8)
-		return QTK_SCHEME_INT8;
-	if (q->quantized)
-		return QTK_SCHEME_F16;
-	return s;
-}
-
 static void set_store(qtk_q_layout *L, qtk_scheme_id s, uint32_t group)
 {
 	L->scheme = s;
@@ -479,7 +467,7 @@ qtk_err qtk_recipe_decide(const qtk_recipe *r, const char *name, qtk_dtype dtype
 		case QTK_ACT_KEEP:
 			return QTK_OK;
 		case QTK_ACT_WIDER:
-			set_store(&d->layout, wider(r->scheme), r->group);
+			set_store(&d->layout, qtk_q_scheme_get(r->scheme)->wider, r->group);
 			d->wider = 1;
 			break;
 		case QTK_ACT_STORE:

@@ -12,20 +12,6 @@
 
 static const char *const dit_prefix = "model.diffusion_model.";
 
-/* llama.cpp's LLAMA_FTYPE for the main scheme (general.file_type). */
-static uint32_t file_type(qtk_scheme_id s)
-{
-	switch (s) {
-	case QTK_SCHEME_F32: return 0;
-	case QTK_SCHEME_F16: return 1;
-	case QTK_SCHEME_INT4: return 2;
-	case QTK_SCHEME_INT4_AFFINE: return 3;
-	case QTK_SCHEME_INT8: return 7;
-	case QTK_SCHEME_BF16: return 32;
-	default: return 0;
-	}
-}
-
 static int is_dit(const char *m)
 {
 	return m && (!strcmp(m, "flux") || !strcmp(m, "wan") || !strcmp(m, "ltxv"));
@@ -55,7 +41,7 @@ static qtk_err plan_from_gguf(gguf_plan *g, const src *s, qtk_scheme_id main_sch
 		g->arch[len] = 0;
 		g->model = g->arch;
 	}
-	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", file_type(main_scheme), st));
+	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", qtk_ggml_file_type(main_scheme), st));
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.quantization_version", 2, st));
 	return QTK_OK;
 }
@@ -128,7 +114,7 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 		json_decref(cfg);
 		QTK_TRY(rc);
 	}
-	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", file_type(main_scheme), st));
+	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", qtk_ggml_file_type(main_scheme), st));
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.quantization_version", 2, st));
 	return QTK_OK;
 }
@@ -137,12 +123,6 @@ void gguf_plan_end(gguf_plan *g)
 {
 	qtk_gguf_kvs_free(g->kvs);
 	g->kvs = NULL;
-}
-
-static qtk_scheme_id float_scheme(qtk_dtype dt)
-{
-	return dt == QTK_DT_F16 ? QTK_SCHEME_F16 : dt == QTK_DT_BF16 ? QTK_SCHEME_BF16
-	                                                               : QTK_SCHEME_F32;
 }
 
 qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
@@ -193,16 +173,12 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 	if (!qtk_dtype_is_float(t->dtype)) {
 		/* signed integers: GGUF's I8..I64, copied as they are (whatever
 		 * their size: they are not weights) */
-		switch (t->dtype) {
-		case QTK_DT_I8: out->type = QTK_GGML_I8; break;
-		case QTK_DT_I16: out->type = QTK_GGML_I16; break;
-		case QTK_DT_I32: out->type = QTK_GGML_I32; break;
-		case QTK_DT_I64: out->type = QTK_GGML_I64; break;
-		default:
+		int ty = qtk_ggml_type_of_dtype(t->dtype);
+		if (ty < 0)
 			return qtk_fail(st, QTK_E_UNSUPPORTED,
 			                "tensor '%s': %s tensors have no GGUF type (GGUF holds signed "
 			                "integers only)", t->name, qtk_dtype_name(t->dtype));
-		}
+		out->type = (uint32_t)ty;
 		if (L->scheme != QTK_SCHEME_RAW)
 			return qtk_fail(st, QTK_E_UNSUPPORTED,
 			                "tensor '%s': an integer tensor can only be kept as it is",
@@ -212,7 +188,7 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 	/* 1-D and tiny tensors in F32, as llama.cpp and ComfyUI-GGUF keep them */
 	if (t->ndim <= 1 || t->nelem <= 1024) {
 		L->scheme = t->dtype == QTK_DT_F32 && !t->blk_elems ? QTK_SCHEME_RAW
-		                                                    : QTK_SCHEME_F32;
+		                                                    : conv_float_scheme(QTK_DT_F32);
 		L->group = 0;
 		L->flags = 0;
 		out->type = QTK_GGML_F32;
@@ -220,7 +196,7 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 	}
 	if (L->scheme == QTK_SCHEME_RAW && out->qk) {
 		/* rows are gathered in GGUF order: a row-wise float copy */
-		L->scheme = float_scheme(t->dtype);
+		L->scheme = conv_float_scheme(t->dtype);
 		s = qtk_q_scheme_get(L->scheme);
 	}
 	if (L->scheme == QTK_SCHEME_RAW && t->blk_elems) {
@@ -232,27 +208,29 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		return QTK_OK;
 	}
 	if (L->scheme == QTK_SCHEME_RAW) {
-		if (t->dtype != QTK_DT_F32 && t->dtype != QTK_DT_F16 && t->dtype != QTK_DT_BF16)
-			L->scheme = QTK_SCHEME_F32; /* F8: widened exactly */
-		out->type = L->scheme == QTK_SCHEME_F32 ? QTK_GGML_F32 :
-		            t->dtype == QTK_DT_F16 ? QTK_GGML_F16 :
-		            t->dtype == QTK_DT_BF16 ? QTK_GGML_BF16 : QTK_GGML_F32;
+		/* F32/F16/BF16 as they are; F8 widened exactly to F32 */
+		if (qtk_q_scheme_float(t->dtype) < 0) {
+			L->scheme = conv_float_scheme(QTK_DT_F32);
+			out->type = QTK_GGML_F32;
+		} else {
+			out->type = (uint32_t)qtk_ggml_type_of_dtype(t->dtype);
+		}
 		return QTK_OK;
 	}
 	if (s->float_store) {
-		out->type = L->scheme == QTK_SCHEME_F16 ? QTK_GGML_F16 :
-		            L->scheme == QTK_SCHEME_BF16 ? QTK_GGML_BF16 : QTK_GGML_F32;
+		int ty = qtk_ggml_type_of_dtype(s->store_dtype);
+		out->type = ty >= 0 ? (uint32_t)ty : QTK_GGML_F32;
 		return QTK_OK;
 	}
 	if (qtk_gguf_type_for_layout(L, cols, &out->type, &tmp) == QTK_OK)
 		return QTK_OK;
 	if (cols % 32 != 0) {
 		/* rows the 32-element block does not divide: F16, as llama.cpp */
-		L->scheme = t->dtype == QTK_DT_F16 ? QTK_SCHEME_RAW : QTK_SCHEME_F16;
+		L->scheme = t->dtype == QTK_DT_F16 ? QTK_SCHEME_RAW : conv_float_scheme(QTK_DT_F16);
 		L->group = 0;
 		L->flags = 0;
 		out->type = QTK_GGML_F16;
-		out->fallback = L->scheme == QTK_SCHEME_F16;
+		out->fallback = L->scheme != QTK_SCHEME_RAW;
 		return QTK_OK;
 	}
 	return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': GGUF cannot hold it: %s", t->name,
@@ -264,22 +242,4 @@ uint64_t gguf_row_bytes(uint32_t type, uint64_t cols)
 	uint32_t be = qtk_ggml_block_elems(type), bb = qtk_ggml_block_bytes(type);
 
 	return be ? cols / be * bb : 0;
-}
-
-qtk_err gguf_pack_rows(uint32_t type, const qtk_q_cplanes *p, size_t nrows, size_t cols,
-                       void *dst, qtk_status *st)
-{
-	switch (type) {
-	case QTK_GGML_Q8_0:
-		return qtk_gguf_pack_q8_0(p->p[QTK_PLANE_CODES], p->p[QTK_PLANE_SCALES], nrows,
-		                          cols, dst, st);
-	case QTK_GGML_Q4_0:
-		return qtk_gguf_pack_q4_0(p->p[QTK_PLANE_CODES], p->p[QTK_PLANE_SCALES], nrows,
-		                          cols, dst, st);
-	case QTK_GGML_Q4_1:
-		return qtk_gguf_pack_q4_1(p->p[QTK_PLANE_CODES], p->p[QTK_PLANE_SCALES],
-		                          p->p[QTK_PLANE_BIASES], nrows, cols, dst, st);
-	default:
-		return qtk_fail(st, QTK_E_UNSUPPORTED, "no block packer for ggml type %u", type);
-	}
 }

@@ -126,12 +126,6 @@ static qtk_dtype model_dtype(qtk_dtype dt)
 	return dt == QTK_DT_F16 || dt == QTK_DT_BF16 ? dt : QTK_DT_F32;
 }
 
-static int mlx_scheme(qtk_scheme_id s)
-{
-	return s == QTK_SCHEME_INT4 || s == QTK_SCHEME_INT4_AFFINE || s == QTK_SCHEME_INT8 ||
-	       s == QTK_SCHEME_INT8_AFFINE;
-}
-
 /* Why layout L cannot be stored as MLX affine for t (NULL: it can). A row
  * the group does not divide is reported through *undivided. */
 static const char *why_not(const src_tensor *t, const qtk_q_layout *L, uint64_t cols,
@@ -145,8 +139,8 @@ static const char *why_not(const src_tensor *t, const qtk_q_layout *L, uint64_t 
 		*undivided = 1;
 		return "MLX quantizes tensors of 2 or more dims only";
 	}
-	if (mlx_scheme(L->scheme) && (L->group == 32 || L->group == 64 || L->group == 128) &&
-	    !(L->flags & QTK_QF_DOUBLE_QUANT) && cols % L->group) {
+	/* a form MLX holds for rows of one group: only the row length fails */
+	if (qtk_mlx_form(L, L->group, &bits, &off, &tmp) == QTK_OK && cols % L->group) {
 		*undivided = 1;
 		return "the group does not divide its rows";
 	}

@@ -25,24 +25,11 @@
 #define BLOCK_OUTS (1u << 20)    /* outputs per block of rows */
 #define MAX_X_ELEMS (1u << 28)   /* batch * cols: 1 GiB of inputs */
 
-/* Defaults of the limit on out_rel_err (docs/cli.md, "How the limits were
- * chosen"). Unquantized storage must reproduce the source but for the
- * rounding of the products (f32) or of one conversion (f16, bf16). */
-static const double default_limit[QTK_SCHEME_COUNT] = {
-	[QTK_SCHEME_RAW] = 1e-5,
-	[QTK_SCHEME_F32] = 1e-5,
-	[QTK_SCHEME_F16] = 1e-3,
-	[QTK_SCHEME_BF16] = 1e-2,
-	[QTK_SCHEME_INT8] = 0.02,
-	[QTK_SCHEME_INT8_AFFINE] = 0.02,
-	[QTK_SCHEME_INT4] = 0.25,
-	[QTK_SCHEME_INT4_AFFINE] = 0.25,
-	[QTK_SCHEME_NF4] = 0.25,
-};
-
+/* Defaults of the limit on out_rel_err: a column of quant's scheme table
+ * (docs/cli.md, "How the limits were chosen"). */
 double qtk_verify_default_limit(qtk_scheme_id s)
 {
-	return (unsigned)s < QTK_SCHEME_COUNT ? default_limit[s] : 0.0;
+	return qtk_q_scheme_get(s) ? qtk_q_scheme_get(s)->verify_limit : 0.0;
 }
 
 /* ---- one tensor ----------------------------------------------------------- */

@@ -55,24 +55,12 @@ static void gguf_layout(const qtk_gguf_tensor *g, vf_tensor *t)
 {
 	qtk_q_layout *L = &t->L;
 
-	memset(L, 0, sizeof *L);
-	L->scale_dtype = QTK_DT_F16;
-	switch (g->type) {
-	case QTK_GGML_Q8_0: L->scheme = QTK_SCHEME_INT8; L->group = QTK_GGUF_QK; break;
-	case QTK_GGML_Q4_0: L->scheme = QTK_SCHEME_INT4; L->group = QTK_GGUF_QK; break;
-	case QTK_GGML_Q4_1: L->scheme = QTK_SCHEME_INT4_AFFINE; L->group = QTK_GGUF_QK; break;
-	case QTK_GGML_F32: L->scheme = QTK_SCHEME_F32; L->dtype = QTK_DT_F32; break;
-	case QTK_GGML_F16: L->scheme = QTK_SCHEME_F16; L->dtype = QTK_DT_F16; break;
-	case QTK_GGML_BF16: L->scheme = QTK_SCHEME_BF16; L->dtype = QTK_DT_BF16; break;
-	case QTK_GGML_F64: L->scheme = QTK_SCHEME_RAW; L->dtype = QTK_DT_F64; break;
-	case QTK_GGML_I8: case QTK_GGML_I16: case QTK_GGML_I32: case QTK_GGML_I64:
-		t->skip = "integer tensor";
-		break;
-	default:
+	if (!qtk_ggml_layout(g->type, L)) {
 		snprintf(t->skip_buf, sizeof t->skip_buf, "ggml type %s: qtk reads no such blocks",
 		         qtk_ggml_type_name(g->type) ? qtk_ggml_type_name(g->type) : "?");
 		t->skip = t->skip_buf;
-		break;
+	} else if (L->scheme == QTK_SCHEME_RAW && !qtk_dtype_is_float(L->dtype)) {
+		t->skip = "integer tensor";
 	}
 }
 

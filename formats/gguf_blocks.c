@@ -46,20 +46,17 @@ void qtk_gg_deq_q4_1(const uint8_t *b, float *y)
 qtk_err qtk_gguf_type_for_layout(const qtk_q_layout *L, uint64_t cols, uint32_t *type,
                                  qtk_status *st)
 {
+	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
+	int t = qtk_ggml_type_of_scheme(L->scheme);
 	const char *why = NULL;
 
-	switch (L->scheme) {
-	case QTK_SCHEME_F32: *type = QTK_GGML_F32; return QTK_OK;
-	case QTK_SCHEME_F16: *type = QTK_GGML_F16; return QTK_OK;
-	case QTK_SCHEME_BF16: *type = QTK_GGML_BF16; return QTK_OK;
-	case QTK_SCHEME_INT8: *type = QTK_GGML_Q8_0; break;
-	case QTK_SCHEME_INT4: *type = QTK_GGML_Q4_0; break;
-	case QTK_SCHEME_INT4_AFFINE: *type = QTK_GGML_Q4_1; break;
-	case QTK_SCHEME_NF4: why = "NF4 has no GGUF block type"; break;
-	case QTK_SCHEME_INT8_AFFINE: why = "int8-affine has no GGUF block type (Q8_1 is not stored in files)"; break;
-	default: why = "the scheme has no GGUF block type"; break;
+	if (s && s->float_store && t >= 0) {
+		*type = (uint32_t)t;
+		return QTK_OK;
 	}
-	if (!why && L->group != QTK_GGUF_QK)
+	if (!s || !s->quantized || t < 0)
+		why = "the scheme has no GGUF block type";
+	if (!why && L->group != qtk_ggml_block_elems((uint32_t)t))
 		why = "GGUF blocks hold groups of 32 only";
 	if (!why && L->scale_dtype != QTK_DT_F16)
 		why = "GGUF blocks hold f16 scales only";
@@ -70,8 +67,8 @@ qtk_err qtk_gguf_type_for_layout(const qtk_q_layout *L, uint64_t cols, uint32_t 
 		why = "the row length is not a multiple of 32";
 	if (why)
 		return qtk_fail(st, QTK_E_GG_LAYOUT, "no exact GGUF type for %s g%u rows of %llu: %s",
-		                qtk_q_scheme_get(L->scheme) ? qtk_q_scheme_get(L->scheme)->name : "?",
-		                L->group, (unsigned long long)cols, why);
+		                s ? s->name : "?", L->group, (unsigned long long)cols, why);
+	*type = (uint32_t)t;
 	return QTK_OK;
 }
 

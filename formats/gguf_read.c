@@ -40,44 +40,7 @@ struct qtk_gguf_file {
 	uint64_t *offs;         /* string-array element offsets, all arrays */
 };
 
-/* ---- type tables ---------------------------------------------------- */
-
-typedef struct { const char *name; uint32_t blck, bytes; } gg_type;
-
-/* ggml's type_traits (block size, bytes per block); retired slots empty. */
-static const gg_type gg_types[QTK_GGML_TYPE_COUNT] = {
-	[0] = { "F32", 1, 4 },        [1] = { "F16", 1, 2 },
-	[2] = { "Q4_0", 32, 18 },     [3] = { "Q4_1", 32, 20 },
-	[6] = { "Q5_0", 32, 22 },     [7] = { "Q5_1", 32, 24 },
-	[8] = { "Q8_0", 32, 34 },     [9] = { "Q8_1", 32, 36 },
-	[10] = { "Q2_K", 256, 84 },   [11] = { "Q3_K", 256, 110 },
-	[12] = { "Q4_K", 256, 144 },  [13] = { "Q5_K", 256, 176 },
-	[14] = { "Q6_K", 256, 210 },  [15] = { "Q8_K", 256, 292 },
-	[16] = { "IQ2_XXS", 256, 66 }, [17] = { "IQ2_XS", 256, 74 },
-	[18] = { "IQ3_XXS", 256, 98 }, [19] = { "IQ1_S", 256, 50 },
-	[20] = { "IQ4_NL", 32, 18 },  [21] = { "IQ3_S", 256, 110 },
-	[22] = { "IQ2_S", 256, 82 },  [23] = { "IQ4_XS", 256, 136 },
-	[24] = { "I8", 1, 1 },        [25] = { "I16", 1, 2 },
-	[26] = { "I32", 1, 4 },       [27] = { "I64", 1, 8 },
-	[28] = { "F64", 1, 8 },       [29] = { "IQ1_M", 256, 56 },
-	[30] = { "BF16", 1, 2 },      [34] = { "TQ1_0", 256, 54 },
-	[35] = { "TQ2_0", 256, 66 },  [39] = { "MXFP4", 32, 17 },
-};
-
-const char *qtk_ggml_type_name(uint32_t type)
-{
-	return type < QTK_GGML_TYPE_COUNT ? gg_types[type].name : NULL;
-}
-
-uint32_t qtk_ggml_block_elems(uint32_t type)
-{
-	return type < QTK_GGML_TYPE_COUNT ? gg_types[type].blck : 0;
-}
-
-uint32_t qtk_ggml_block_bytes(uint32_t type)
-{
-	return type < QTK_GGML_TYPE_COUNT ? gg_types[type].bytes : 0;
-}
+/* ---- value types -------------------------------------------------- */
 
 static const char *const vt_names[QTK_GGUF_VTYPE_COUNT] = {
 	"u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string",
@@ -463,7 +426,7 @@ static qtk_err check_tensors(qtk_gguf_file *f, uint64_t end_of_infos, qtk_status
 	avail = f->size - f->data_off;
 	for (size_t i = 0; i < f->n; i++) {
 		qtk_gguf_tensor *t = &f->t[i];
-		const gg_type *ty = t->type < QTK_GGML_TYPE_COUNT ? &gg_types[t->type] : NULL;
+		const qtk_ggml_type_info *ty = qtk_ggml_type_get(t->type);
 		uint64_t nel = 1, rows = 1, end;
 
 		if (!ty || !ty->name)
@@ -847,6 +810,7 @@ qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0, uint64_t n, 
 	const char *file = t->file_ ? t->file_ : "gguf";
 	uint64_t end;
 	float blk[QTK_GGUF_QK];
+	const qtk_ggml_type_info *ty = qtk_ggml_type_get(t->type);
 
 	if (__builtin_add_overflow(elem0, n, &end) || end > t->nelem)
 		return qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': elements [%llu, +%llu) outside its %llu",
@@ -864,9 +828,9 @@ qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0, uint64_t n, 
 		return qtk_to_f32(QTK_DT_BF16, b + 2 * elem0, dst, (size_t)n) ? QTK_E_ARG : QTK_OK;
 	case QTK_GGML_F64:
 		return f64_to_f32(t, elem0, n, dst, st);
-	case QTK_GGML_Q8_0: case QTK_GGML_Q4_0: case QTK_GGML_Q4_1:
-		break;
 	default:
+		if (ty && ty->deq && ty->blck == QTK_GGUF_QK)
+			break; /* the block types of the ggml type table */
 		return qtk_fail(st, QTK_E_UNSUPPORTED,
 		                "%s: tensor '%s': cannot dequantize ggml type %s (qtk reads F32, F16, BF16, F64, Q8_0, Q4_0, Q4_1)",
 		                file, t->name, qtk_ggml_type_name(t->type));
@@ -874,7 +838,7 @@ qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0, uint64_t n, 
 	for (uint64_t e = elem0; e < end;) {
 		uint64_t bi = e / QTK_GGUF_QK, j0 = e % QTK_GGUF_QK;
 		uint64_t take = QTK_GGUF_QK - j0;
-		const uint8_t *blkp = b + bi * gg_types[t->type].bytes;
+		const uint8_t *blkp = b + bi * qtk_ggml_block_bytes(t->type);
 
 		float *y;
 
@@ -882,12 +846,7 @@ qtk_err qtk_gguf_read_f32(const qtk_gguf_tensor *t, uint64_t elem0, uint64_t n, 
 			take = end - e;
 		/* whole blocks straight into dst, partial ones through blk */
 		y = take == QTK_GGUF_QK ? dst + (e - elem0) : blk;
-		if (t->type == QTK_GGML_Q8_0)
-			qtk_gg_deq_q8_0(blkp, y);
-		else if (t->type == QTK_GGML_Q4_0)
-			qtk_gg_deq_q4_0(blkp, y);
-		else
-			qtk_gg_deq_q4_1(blkp, y);
+		ty->deq(blkp, y);
 		if (y == blk)
 			memcpy(dst + (e - elem0), blk + j0, (size_t)take * sizeof(float));
 		e += take;

@@ -57,15 +57,21 @@ qtk_err qtk_mlx_unpack_bits(const uint32_t *in, size_t cols, unsigned bits, uint
 qtk_err qtk_mlx_form(const qtk_q_layout *L, uint64_t cols, unsigned *bits, unsigned *offset,
                      qtk_status *st)
 {
+	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
 	const char *why = NULL;
 
-	switch (L->scheme) {
-	case QTK_SCHEME_INT4: *bits = 4; *offset = 8; break;
-	case QTK_SCHEME_INT4_AFFINE: *bits = 4; *offset = 0; break;
-	case QTK_SCHEME_INT8: *bits = 8; *offset = 128; break;
-	case QTK_SCHEME_INT8_AFFINE: *bits = 8; *offset = 0; break;
-	case QTK_SCHEME_NF4: why = "NF4 codes are not uniform; MLX affine cannot hold them"; break;
-	default: why = "not a quantized scheme"; break;
+	/* MLX affine holds any uniform grid of 1..8 bits: unsigned codes as
+	 * they are, signed ones moved up by half the range (w = scale *
+	 * (q - offset) = scale * q + bias with bias = -offset * scale) */
+	if (!s || !s->quantized) {
+		why = "not a quantized scheme";
+	} else if (s->mode != QTK_QMODE_SYM && s->mode != QTK_QMODE_AFFINE) {
+		why = "its codes are not uniform; MLX affine cannot hold them";
+	} else if (s->code_bits == 0 || s->code_bits > 8) {
+		why = "MLX codes have 1 to 8 bits";
+	} else {
+		*bits = s->code_bits;
+		*offset = s->code_signed ? 1u << (s->code_bits - 1) : s->code_offset;
 	}
 	if (!why && L->group != 32 && L->group != 64 && L->group != 128)
 		why = "MLX groups are 32, 64 or 128";
@@ -76,8 +82,7 @@ qtk_err qtk_mlx_form(const qtk_q_layout *L, uint64_t cols, unsigned *bits, unsig
 		why = "the row length is not a multiple of the group";
 	if (why)
 		return qtk_fail(st, QTK_E_GG_LAYOUT, "no exact MLX form for %s g%u rows of %llu: %s",
-		                qtk_q_scheme_get(L->scheme) ? qtk_q_scheme_get(L->scheme)->name : "?",
-		                L->group, (unsigned long long)cols, why);
+		                s ? s->name : "?", L->group, (unsigned long long)cols, why);
 	return QTK_OK;
 }
 

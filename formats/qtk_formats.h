@@ -345,11 +345,57 @@ enum {
 #define QTK_GGUF_MAX_ALIGN 65536u
 #define QTK_GGUF_QK 32u  /* elements per Q8_0 / Q4_0 / Q4_1 block */
 
+/* One row of the ggml type table (formats/gguf_types.c): ggml's
+ * type_traits plus what qtk holds of the type. The only list of ggml
+ * types in qtk; it names no scheme (it finds the quant row by the code
+ * properties below). */
+typedef struct {
+	const char *name;       /* "Q4_0"; NULL: retired or unknown slot */
+	uint32_t blck, bytes;   /* elements and bytes per block */
+	uint8_t plain;          /* one element per block, of dtype */
+	qtk_dtype dtype;        /* plain types: the element dtype */
+	/* Block types qtk holds exactly (groups of blck, F16 scales): the
+	 * code properties of the quant scheme row that stores the same codes
+	 * (qtk_q_scheme_find); code_bits 0: none does. */
+	uint8_t code_bits;
+	qtk_q_mode mode;
+	uint8_t code_signed, code_offset;
+	int16_t file_type;      /* LLAMA_FTYPE of a file mostly of it; -1: none */
+	void (*deq)(const uint8_t *block, float *y); /* one block to f32 */
+	/* qtk planes <-> nrows * cols/blck blocks (below) */
+	qtk_err (*pack)(const qtk_q_cplanes *p, size_t nrows, size_t cols, void *dst,
+	                qtk_status *st);
+	qtk_err (*unpack)(const void *src, size_t nrows, size_t cols, const qtk_q_planes *p,
+	                  qtk_status *st);
+} qtk_ggml_type_info;
+
+/* The table row of a ggml type; NULL for an unknown or retired id. */
+QTK_API const qtk_ggml_type_info *qtk_ggml_type_get(uint32_t type);
 /* "Q4_0"; NULL for an unknown or retired type. */
 QTK_API const char *qtk_ggml_type_name(uint32_t type);
 /* Elements per block and bytes per block; 0 if unknown. */
 QTK_API uint32_t qtk_ggml_block_elems(uint32_t type);
 QTK_API uint32_t qtk_ggml_block_bytes(uint32_t type);
+/* The qtk layout that holds a ggml type exactly: plain types the float
+ * row storing their dtype, else raw bytes (F64, I*), with .dtype set;
+ * block types their scheme row, group blck, F16 scales. 0 (L zeroed but
+ * for F16 scales) when qtk has no layout for the type. */
+QTK_API int qtk_ggml_layout(uint32_t type, qtk_q_layout *L);
+/* The plain ggml type of elements of dt; -1 if none. */
+QTK_API int qtk_ggml_type_of_dtype(qtk_dtype dt);
+/* The ggml type that holds scheme id (float rows: their stored dtype;
+ * quantized rows: the block type of the same codes), whatever the group
+ * and row length; -1 if none. */
+QTK_API int qtk_ggml_type_of_scheme(qtk_scheme_id id);
+/* general.file_type (llama.cpp's LLAMA_FTYPE) of a file whose main scheme
+ * is id; 0 (all F32) when no ggml type holds it. */
+QTK_API uint32_t qtk_ggml_file_type(qtk_scheme_id id);
+/* qtk planes of nrows rows <-> the type's blocks, through its row of the
+ * table; QTK_E_UNSUPPORTED for types without block functions. */
+QTK_API qtk_err qtk_ggml_pack_rows(uint32_t type, const qtk_q_cplanes *p, size_t nrows,
+                                   size_t cols, void *dst, qtk_status *st);
+QTK_API qtk_err qtk_ggml_unpack_rows(uint32_t type, const void *src, size_t nrows,
+                                     size_t cols, const qtk_q_planes *p, qtk_status *st);
 /* "u32", "string", "array"; NULL if unknown. */
 QTK_API const char *qtk_gguf_vtype_name(uint32_t vtype);
 

@@ -97,22 +97,27 @@ static size_t group_len(const qtk_q_layout *L, size_t cols)
 	return L->group == QTK_GROUP_ROW ? cols : L->group;
 }
 
-static int qmode(const qtk_q_layout *L)
+/* The kernel mode of a layout, from its row's code properties; -1 when no
+ * kernel stores them (a new row must add one, not fall into another's). */
+int intq_mode(const qtk_q_layout *L)
 {
+	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
 	int mlx = (L->flags & QTK_QF_MLX_AFFINE) != 0;
 
-	switch (L->scheme) {
-	case QTK_SCHEME_INT8:
+	if (!s || !s->quantized)
+		return -1;
+	if (s->mode == QTK_QMODE_SYM && s->code_bits == 8 && s->code_signed)
 		return QM_INT8;
-	case QTK_SCHEME_INT4:
+	if (s->mode == QTK_QMODE_SYM && s->code_bits == 4 && !s->code_signed &&
+	    s->code_offset == 8)
 		return QM_INT4;
-	case QTK_SCHEME_INT4_AFFINE:
+	if (s->mode == QTK_QMODE_AFFINE && s->code_bits == 4)
 		return mlx ? QM_MLX4 : QM_AFF4;
-	case QTK_SCHEME_INT8_AFFINE:
+	if (s->mode == QTK_QMODE_AFFINE && s->code_bits == 8)
 		return mlx ? QM_MLX8 : QM_AFF8;
-	default:
+	if (s->mode == QTK_QMODE_LOOKUP && s->code_bits == 4 && s->levels == intq_nf4_values)
 		return QM_NF4;
-	}
+	return -1;
 }
 
 /* Byte offset of element i0 (a group start) in a code row. */
@@ -479,8 +484,12 @@ static qtk_err quantize_rows(const qtk_q_layout *L, const float *src, size_t nro
 	size_t gpr = (size_t)qtk_q_groups_per_row(L, cols);
 	size_t cb = (size_t)qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
 	uint64_t row0 = opts ? opts->row0 : 0;
-	qctx c = { .L = L, .K = kernels(), .o = opts, .m = qmode(L) };
+	qctx c = { .L = L, .K = kernels(), .o = opts, .m = intq_mode(L) };
 
+	if (c.m < 0)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': scheme %s has no quantize kernel",
+		                tname(opts), qtk_q_scheme_get(L->scheme) ?
+		                qtk_q_scheme_get(L->scheme)->name : "?");
 	c.affine = QM_AFFINE(c.m);
 	if (L->flags & QTK_QF_DOUBLE_QUANT)
 		return qtk_fail(st, QTK_E_UNSUPPORTED,
@@ -548,8 +557,10 @@ void intq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
 	size_t gpr = (size_t)qtk_q_groups_per_row(L, cols);
 	size_t cb = (size_t)qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
 	const intq_kernels *K = kernels();
-	int m = qmode(L);
+	int m = intq_mode(L);
 
+	if (m < 0) /* unreachable: qtk_q_layout_check refuses such layouts */
+		return;
 	for (size_t r = 0; r < nrows; r++) {
 		const uint8_t *codes = (const uint8_t *)src->p[QTK_PLANE_CODES] + r * cb;
 		float *out = dst + r * cols;
@@ -572,9 +583,11 @@ float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
 	size_t gpr = (size_t)qtk_q_groups_per_row(L, cols);
 	const uint8_t *codes = row->p[QTK_PLANE_CODES];
 	const intq_kernels *K = kernels();
-	int m = qmode(L);
+	int m = intq_mode(L);
 	double acc = 0;
 
+	if (m < 0) /* unreachable: qtk_q_layout_check refuses such layouts */
+		return 0.0f;
 	for (size_t g = 0; g < gpr; g++) {
 		size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
 		float d = load_scale(L->scale_dtype, row->p[QTK_PLANE_SCALES], g);

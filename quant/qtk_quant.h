@@ -387,6 +387,18 @@ typedef struct qtk_q_scheme {
 	uint8_t code_signed;    /* SYM: codes are two's complement */
 	uint8_t code_offset;    /* SYM, unsigned codes: v = code - code_offset */
 	const float *levels;    /* LOOKUP: [1 << code_bits] values, ascending */
+	uint8_t double_quant;   /* takes QTK_QF_DOUBLE_QUANT */
+	uint8_t is_default;     /* the main scheme when none is given (one row) */
+	/* The recipe's "wider" action: one step wider than this main scheme
+	 * (4-bit -> int8, 8-bit -> f16; unquantized rows: themselves). */
+	qtk_scheme_id wider;
+	/* --requantize targets when a sink cannot hold this scheme: the
+	 * uniform scheme of the same bits on a symmetric grid (ggml blocks)
+	 * and on an affine one (MLX); the scheme itself where it is one. */
+	qtk_scheme_id requant_sym, requant_affine;
+	/* verify's default limit on a layer's relative output error
+	 * (docs/cli.md, "How the limits were chosen"). */
+	double verify_limit;
 	/* Quantize nrows rows of f32 into planes; rejects NaN/Inf (naming
 	 * tensor, row and group), scales and biases that do not fit
 	 * scale_dtype (QTK_E_Q_SCALE_RANGE) and, for F16/BF16 float stores,
@@ -408,6 +420,16 @@ QTK_API const qtk_q_scheme *qtk_q_scheme_get(qtk_scheme_id id);
 /* Scheme id from its name ("int8", "int4", "int4-affine", "nf4", "f16" ...);
  * -1 if unknown. */
 QTK_API int qtk_q_scheme_from_name(const char *name);
+/* The scheme flagged is_default (the main scheme when none is given). */
+QTK_API qtk_scheme_id qtk_q_scheme_default(void);
+/* The float-storage scheme whose stored dtype is dt (F32, F16, BF16); -1
+ * if no row stores dt. */
+QTK_API int qtk_q_scheme_float(qtk_dtype dt);
+/* The quantized scheme row with these code properties (code bits, mode,
+ * and for SYM: signed codes or the code offset); -1 if none. Lets other
+ * parts map foreign types (ggml blocks) onto rows by what they store. */
+QTK_API int qtk_q_scheme_find(unsigned code_bits, qtk_q_mode mode, int code_signed,
+                              unsigned code_offset);
 /* Is this layout valid for a [rows][cols] tensor? (group value, scale
  * dtype, flags, dtype.) Message names the problem. */
 QTK_API qtk_err qtk_q_layout_check(const qtk_q_layout *L, uint64_t rows,

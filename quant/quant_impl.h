@@ -68,6 +68,8 @@ enum {
 const float *qtk_q_nf4_table(void);
 const float *qtk_q_nf4_mids(void);
 extern const float intq_nf4_values[16]; /* the NF4 code values */
+/* QM_* kernel mode of a layout from its scheme row; -1 if none stores it. */
+int intq_mode(const qtk_q_layout *L);
 extern const float intq_nf4_mid[16];    /* 15 midpoints ascending, then +Inf */
 
 /* The code of one element (p: reciprocal scale, or the scale for MLX;

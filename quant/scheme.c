@@ -8,27 +8,44 @@
 
 #define INTQ .quantize = intq_quantize, .dequantize = intq_dequantize, .dot = intq_dot
 
+/* Rows name their own id in wider/requant_* (a float row's is itself). */
+#define SAME(id) .wider = id, .requant_sym = id, .requant_affine = id
+
 static const qtk_q_scheme schemes[QTK_SCHEME_COUNT] = {
-	[QTK_SCHEME_RAW] = { .name = "raw", .code_bits = 0, .mode = QTK_QMODE_RAW },
+	[QTK_SCHEME_RAW] = { .name = "raw", .code_bits = 0, .mode = QTK_QMODE_RAW,
+		SAME(QTK_SCHEME_RAW), .verify_limit = 1e-5 },
 	[QTK_SCHEME_F32] = { .name = "f32", .code_bits = 32, .float_store = 1,
 		.store_dtype = QTK_DT_F32, .mode = QTK_QMODE_FLOAT, .quantize = float_quantize,
-		.dequantize = float_dequantize, .dot = float_dot },
+		.dequantize = float_dequantize, .dot = float_dot, SAME(QTK_SCHEME_F32),
+		.verify_limit = 1e-5 },
 	[QTK_SCHEME_F16] = { .name = "f16", .code_bits = 16, .float_store = 1,
 		.store_dtype = QTK_DT_F16, .mode = QTK_QMODE_FLOAT, .quantize = float_quantize,
-		.dequantize = float_dequantize, .dot = float_dot },
+		.dequantize = float_dequantize, .dot = float_dot, SAME(QTK_SCHEME_F16),
+		.verify_limit = 1e-3 },
 	[QTK_SCHEME_BF16] = { .name = "bf16", .code_bits = 16, .float_store = 1,
 		.store_dtype = QTK_DT_BF16, .mode = QTK_QMODE_FLOAT, .quantize = float_quantize,
-		.dequantize = float_dequantize, .dot = float_dot },
+		.dequantize = float_dequantize, .dot = float_dot, SAME(QTK_SCHEME_BF16),
+		.verify_limit = 1e-2 },
 	[QTK_SCHEME_INT8] = { .name = "int8", .code_bits = 8, .quantized = 1,
-		.mode = QTK_QMODE_SYM, .code_signed = 1, INTQ },
+		.mode = QTK_QMODE_SYM, .code_signed = 1, INTQ, .is_default = 1,
+		.wider = QTK_SCHEME_F16, .requant_sym = QTK_SCHEME_INT8,
+		.requant_affine = QTK_SCHEME_INT8_AFFINE, .verify_limit = 0.02 },
 	[QTK_SCHEME_INT4] = { .name = "int4", .code_bits = 4, .quantized = 1,
-		.mode = QTK_QMODE_SYM, .code_offset = 8, INTQ },
+		.mode = QTK_QMODE_SYM, .code_offset = 8, INTQ, .wider = QTK_SCHEME_INT8,
+		.requant_sym = QTK_SCHEME_INT4, .requant_affine = QTK_SCHEME_INT4_AFFINE,
+		.verify_limit = 0.25 },
 	[QTK_SCHEME_INT4_AFFINE] = { .name = "int4-affine", .code_bits = 4,
-		.quantized = 1, .has_bias = 1, .mode = QTK_QMODE_AFFINE, INTQ },
+		.quantized = 1, .has_bias = 1, .mode = QTK_QMODE_AFFINE, INTQ,
+		.wider = QTK_SCHEME_INT8, .requant_sym = QTK_SCHEME_INT4,
+		.requant_affine = QTK_SCHEME_INT4_AFFINE, .verify_limit = 0.25 },
 	[QTK_SCHEME_NF4] = { .name = "nf4", .code_bits = 4, .quantized = 1,
-		.mode = QTK_QMODE_LOOKUP, .levels = intq_nf4_values, INTQ },
+		.mode = QTK_QMODE_LOOKUP, .levels = intq_nf4_values, INTQ, .double_quant = 1,
+		.wider = QTK_SCHEME_INT8, .requant_sym = QTK_SCHEME_INT4,
+		.requant_affine = QTK_SCHEME_INT4_AFFINE, .verify_limit = 0.25 },
 	[QTK_SCHEME_INT8_AFFINE] = { .name = "int8-affine", .code_bits = 8,
-		.quantized = 1, .has_bias = 1, .mode = QTK_QMODE_AFFINE, INTQ },
+		.quantized = 1, .has_bias = 1, .mode = QTK_QMODE_AFFINE, INTQ,
+		.wider = QTK_SCHEME_F16, .requant_sym = QTK_SCHEME_INT8,
+		.requant_affine = QTK_SCHEME_INT8_AFFINE, .verify_limit = 0.02 },
 };
 
 const qtk_q_scheme *qtk_q_scheme_get(qtk_scheme_id id)
@@ -41,6 +58,36 @@ int qtk_q_scheme_from_name(const char *name)
 	for (int i = 0; i < QTK_SCHEME_COUNT; i++)
 		if (!strcmp(name, schemes[i].name))
 			return i;
+	return -1;
+}
+
+qtk_scheme_id qtk_q_scheme_default(void)
+{
+	for (int i = 0; i < QTK_SCHEME_COUNT; i++)
+		if (schemes[i].is_default)
+			return (qtk_scheme_id)i;
+	return QTK_SCHEME_COUNT; /* unreachable: tests check that one row has it */
+}
+
+int qtk_q_scheme_float(qtk_dtype dt)
+{
+	for (int i = 0; i < QTK_SCHEME_COUNT; i++)
+		if (schemes[i].float_store && schemes[i].store_dtype == dt)
+			return i;
+	return -1;
+}
+
+int qtk_q_scheme_find(unsigned code_bits, qtk_q_mode mode, int code_signed,
+                      unsigned code_offset)
+{
+	for (int i = 0; i < QTK_SCHEME_COUNT; i++) {
+		const qtk_q_scheme *s = &schemes[i];
+		if (!s->quantized || s->code_bits != code_bits || s->mode != mode)
+			continue;
+		if (mode != QTK_QMODE_SYM ||
+		    (code_signed ? s->code_signed : !s->code_signed && s->code_offset == code_offset))
+			return i;
+	}
 	return -1;
 }
 
@@ -71,14 +118,18 @@ qtk_err qtk_q_layout_check(const qtk_q_layout *L, uint64_t rows, uint64_t cols,
 			return qtk_fail(st, QTK_E_ARG, "scheme %s takes no group or flags", s->name);
 		return QTK_OK;
 	}
+	if (s->quantize == intq_quantize && intq_mode(L) < 0)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "scheme %s: no integer kernel stores its codes",
+		                s->name);
 	if (!valid_group(L->group))
 		return qtk_fail(st, QTK_E_ARG,
 		                "scheme %s: group %u is not a power of two in [16, 4096] or 'row'",
 		                s->name, L->group);
 	if (L->flags & ~(QTK_QF_DOUBLE_QUANT | QTK_QF_MLX_AFFINE))
 		return qtk_fail(st, QTK_E_ARG, "scheme %s: unknown flags 0x%x", s->name, L->flags);
-	if ((L->flags & QTK_QF_DOUBLE_QUANT) && L->scheme != QTK_SCHEME_NF4)
-		return qtk_fail(st, QTK_E_ARG, "double quantization is defined for nf4 only");
+	if ((L->flags & QTK_QF_DOUBLE_QUANT) && !s->double_quant)
+		return qtk_fail(st, QTK_E_ARG, "scheme %s: double quantization is not defined for it",
+		                s->name);
 	if ((L->flags & QTK_QF_MLX_AFFINE) && !s->has_bias)
 		return qtk_fail(st, QTK_E_ARG,
 		                "scheme %s: the MLX affine rule is defined for int4-affine and int8-affine only",

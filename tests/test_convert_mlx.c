@@ -319,7 +319,7 @@ TEST(convert_mlx_refuses_nf4_and_row_groups_naming_the_tensor)
 	CHECK_EQ(mlx_test_convert(stories(), dir, QTK_OUT_MLX, QTK_SCHEME_NF4, 64, NULL, QTK_DT_F16, &st),
 	         QTK_E_UNSUPPORTED);
 	CHECK_MSG(strstr(st.msg, "tensor 'model.embed_tokens.weight'") &&
-	          strstr(st.msg, "NF4"), "message: %s", st.msg);
+	          strstr(st.msg, "nf4"), "message: %s", st.msg);
 	CHECK_EQ(mlx_test_convert(stories(), dir, QTK_OUT_MLX, QTK_SCHEME_INT8, QTK_GROUP_ROW,
 	                          NULL, QTK_DT_F16, &st), QTK_E_UNSUPPORTED);
 	CHECK_MSG(strstr(st.msg, "tensor '") && strstr(st.msg, "groups are 32, 64 or 128"),

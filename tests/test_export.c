@@ -99,7 +99,7 @@ TEST(export_gguf_without_requantize_is_exact_or_refused)
 	REQUIRE(mlx_test_convert(stories(), q, QTK_OUT_QTK, QTK_SCHEME_NF4, 32, NULL, QTK_DT_F16,
 	                         &st) == QTK_OK);
 	CHECK_EQ(do_export(q, t_tmp("nf4.gguf"), QTK_OUT_GGUF, 0, NULL, &st), QTK_E_UNSUPPORTED);
-	CHECK_MSG(strstr(st.msg, "tensor 'model.embed_tokens.weight'") && strstr(st.msg, "NF4") &&
+	CHECK_MSG(strstr(st.msg, "tensor 'model.embed_tokens.weight'") && strstr(st.msg, "nf4") &&
 	          strstr(st.msg, "--requantize"), "message: %s", st.msg);
 	CHECK(!t_exists(t_tmp("nf4.gguf")));
 
@@ -169,7 +169,7 @@ TEST(export_mlx_refusals_and_requantize)
 	REQUIRE(mlx_test_convert(stories(), q, QTK_OUT_QTK, QTK_SCHEME_NF4, 64, NULL, QTK_DT_F16,
 	                         &st) == QTK_OK);
 	CHECK_EQ(do_export(q, out, QTK_OUT_MLX, 0, NULL, &st), QTK_E_UNSUPPORTED);
-	CHECK_MSG(strstr(st.msg, "tensor 'model.embed_tokens.weight'") && strstr(st.msg, "NF4"),
+	CHECK_MSG(strstr(st.msg, "tensor 'model.embed_tokens.weight'") && strstr(st.msg, "nf4"),
 	          "message: %s", st.msg);
 	CHECK(!t_exists(out));
 	CHECK_EQ(do_export(q, out, QTK_OUT_MLX, 1, &rep, &st), QTK_OK);

@@ -211,7 +211,7 @@ TEST(gguf_blocks_layout_mapping)
 	L.scheme = QTK_SCHEME_NF4;
 	L.scale_dtype = QTK_DT_F16;
 	CHECK_EQ(qtk_gguf_type_for_layout(&L, 64, &type, &st), QTK_E_GG_LAYOUT);
-	CHECK(strstr(st.msg, "NF4") != NULL);
+	CHECK(strstr(st.msg, "nf4") != NULL);
 	L.scheme = QTK_SCHEME_BF16;
 	CHECK_EQ(qtk_gguf_type_for_layout(&L, 7, &type, &st), QTK_OK);
 	CHECK_EQ(type, QTK_GGML_BF16);

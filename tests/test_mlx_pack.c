@@ -194,7 +194,7 @@ TEST(mlx_refuses_inexact_forms)
 	uint16_t s, out;
 
 	CHECK_EQ(qtk_mlx_form(&L, 128, &bits, &off, &st), QTK_E_GG_LAYOUT);
-	CHECK(strstr(st.msg, "NF4") != NULL);
+	CHECK(strstr(st.msg, "nf4") != NULL);
 	L.scheme = QTK_SCHEME_INT4;
 	L.group = 16;
 	CHECK_EQ(qtk_mlx_form(&L, 128, &bits, &off, &st), QTK_E_GG_LAYOUT);

@@ -358,31 +358,34 @@ static void count_flushed(const qctx *c, const float *x, size_t n, float v)
 	*c->o->flushed += k;
 }
 
-/* Codes for 0 in every element, scale 0, bias 0 (x: the group's values,
- * the nonzero ones counted as flushed). */
+/* A zero group: codes for 0 in every element (codes not NULL), scale 0,
+ * bias 0 (scales not NULL; x: the group's values, the nonzero ones
+ * counted as flushed). */
 static void zero_group(const qctx *c, const float *x, size_t n, uint8_t *codes, void *scales,
                        void *biases, size_t gi)
 {
 	unsigned zc = c->m == QM_INT4 ? 8 : c->m == QM_NF4 ? 7 : 0;
 
-	count_flushed(c, x, n, 0.0f);
-
+	if (scales) {
+		count_flushed(c, x, n, 0.0f);
+		store_scale(c->L->scale_dtype, scales, gi, 0.0f);
+		if (c->affine)
+			store_scale(c->L->scale_dtype, biases, gi, 0.0f);
+	}
+	if (!codes)
+		return;
 	if (QM_8BIT(c->m))
 		memset(codes, (int)zc, n);
 	else
 		for (size_t j = 0; j < n; j += 2)
 			codes[j / 2] = (uint8_t)(zc | (j + 1 < n ? zc << 4 : 0));
-	store_scale(c->L->scale_dtype, scales, gi, 0.0f);
-	if (c->affine)
-		store_scale(c->L->scale_dtype, biases, gi, 0.0f);
 }
 
 /* MLX affine group: the parameters above (search: over clipped ranges),
  * no zero-group case (the 1e-7 floor keeps the scale away from 0). */
-static qtk_err mlx_group(const qctx *c, const float *x, size_t n, const float *imp,
-                         float mn, float mx, uint8_t *codes, void *scales,
-                         void *biases, size_t gi, uint64_t row, uint64_t g,
-                         qtk_status *st)
+static qtk_err mlx_fit(const qctx *c, const float *x, size_t n, const float *imp,
+                       float mn, float mx, void *scales, void *biases, size_t gi,
+                       uint64_t row, uint64_t g, intq_gfit *f, qtk_status *st)
 {
 	qtk_dtype dt = c->L->scale_dtype;
 	float s, b;
@@ -393,14 +396,15 @@ static qtk_err mlx_group(const qctx *c, const float *x, size_t n, const float *i
 	float ss = store_scale(dt, scales, gi, s), sb = store_scale(dt, biases, gi, b);
 	if (!isfinite(s) || !isfinite(ss) || !isfinite(sb) || ss == 0.0f)
 		return range_fail(c, row, g, s, b, st);
-	c->K->encode(c->m, x, n, s, b, codes);
+	*f = (intq_gfit){ .p = s, .b = b, .sd = ss, .sb = sb };
 	return QTK_OK;
 }
 
-/* Quantize one group x[0..n); codes points at its first code byte. */
-static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float *imp,
-                           uint8_t *codes, void *scales, void *biases, size_t gi,
-                           uint64_t row, uint64_t g, qtk_status *st)
+/* The parameters of one group x[0..n) (see intq_gfit), its scale and bias
+ * stored at gi. */
+static qtk_err fit_group(const qctx *c, const float *x, size_t n, const float *imp,
+                         void *scales, void *biases, size_t gi, uint64_t row, uint64_t g,
+                         intq_gfit *f, qtk_status *st)
 {
 	float amax, mn, mx, d, id, sd;
 
@@ -413,9 +417,10 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 				break;
 			}
 	if (c->m >= QM_MLX4)
-		return mlx_group(c, x, n, imp, mn, mx, codes, scales, biases, gi, row, g, st);
+		return mlx_fit(c, x, n, imp, mn, mx, scales, biases, gi, row, g, f, st);
 	if (amax < FLT_MIN) { /* all zero or subnormal only */
-		zero_group(c, x, n, codes, scales, biases, gi);
+		zero_group(c, x, n, NULL, scales, biases, gi);
+		*f = (intq_gfit){ .zero = 1 };
 		return QTK_OK;
 	}
 	switch (c->m) {
@@ -449,7 +454,8 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 	 * largest magnitude (affine: its range plus the bias rounding). */
 	if (d != 0.0f && (sd == 0.0f || !isfinite(id))) {
 		if (!c->affine) {
-			zero_group(c, x, n, codes, scales, biases, gi);
+			zero_group(c, x, n, NULL, scales, biases, gi);
+			*f = (intq_gfit){ .zero = 1 };
 			return QTK_OK;
 		}
 		d = 0.0f;
@@ -463,10 +469,44 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 		                "tensor '%s': row %llu group %llu: scale %g does not fit %s",
 		                tname(c->o), (unsigned long long)row, (unsigned long long)g,
 		                (double)d, qtk_dtype_name(c->L->scale_dtype));
-	if (c->affine && !isfinite(store_scale(c->L->scale_dtype, biases, gi, mn)))
-		return range_fail(c, row, g, d, mn, st);
-	c->K->encode(c->m, x, n, id, mn, codes);
+	float sb = 0.0f;
+	if (c->affine) {
+		sb = store_scale(c->L->scale_dtype, biases, gi, mn);
+		if (!isfinite(sb))
+			return range_fail(c, row, g, d, mn, st);
+	}
+	*f = (intq_gfit){ .p = id, .b = mn, .sd = sd, .sb = sb };
 	return QTK_OK;
+}
+
+/* Quantize one group x[0..n); codes points at its first code byte. */
+static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float *imp,
+                           uint8_t *codes, void *scales, void *biases, size_t gi,
+                           uint64_t row, uint64_t g, qtk_status *st)
+{
+	intq_gfit f;
+
+	QTK_TRY(fit_group(c, x, n, imp, scales, biases, gi, row, g, &f, st));
+	if (f.zero)
+		zero_group(c, x, n, codes, NULL, NULL, gi);
+	else
+		c->K->encode(c->m, x, n, f.p, f.b, codes);
+	return QTK_OK;
+}
+
+qtk_err intq_fit(const qtk_q_layout *L, const qtk_q_opts *opts, const float *x, size_t n,
+                 const float *imp, void *scales, void *biases, size_t gi, uint64_t row,
+                 uint64_t g, intq_gfit *f, qtk_status *st)
+{
+	qctx c = { .L = L, .K = kernels(), .o = opts, .m = qmode(L) };
+
+	c.affine = QM_AFFINE(c.m);
+	return fit_group(&c, x, n, imp, scales, biases, gi, row, g, f, st);
+}
+
+int intq_mode(const qtk_q_layout *L)
+{
+	return qmode(L);
 }
 
 /* Rows [0, nrows) of src; with acc, each row's error sums too (row by

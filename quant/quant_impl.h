@@ -211,6 +211,26 @@ typedef struct {
 	                  uint16_t *scales, uint8_t *codes, struct acc_lanes *A);
 } intq_kernels;
 
+/* The parameters chosen for one group: codes are intq_code1(m, x, p, b),
+ * values intq_val1(m, code) * sd (+ sb for affine modes). A zero group
+ * (zero = 1) has p = b = sd = sb = 0, which encodes every x as the code
+ * of 0. */
+typedef struct {
+	float p, b;    /* encode parameters (f32, as the codes use them) */
+	float sd, sb;  /* scale and bias as stored (as dequantize reads them) */
+	int zero;
+} intq_gfit;
+
+/* Fit one group x[0..n) of an integer scheme as quantize does (RTN, or the
+ * search when opts->search; imp: the group's importance or NULL), storing
+ * its scale (and bias) at index gi of scales (biases); row and g name the
+ * group in messages. The codes are left to the caller. */
+qtk_err intq_fit(const qtk_q_layout *L, const qtk_q_opts *opts, const float *x, size_t n,
+                 const float *imp, void *scales, void *biases, size_t gi, uint64_t row,
+                 uint64_t g, intq_gfit *f, qtk_status *st);
+/* The QM_* mode of an integer layout. */
+int intq_mode(const qtk_q_layout *L);
+
 /* The search's clipping ratios (intq.c), r = 1 first. */
 #define INTQ_NRATIO 6
 extern const float intq_ratios[INTQ_NRATIO];

@@ -317,6 +317,90 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 			w = k;
 	*d = td[idx[w]];
 	*mn = tm[idx[w]];
+	if (c->affine)
+		intq_refit(c->K, c->m, c->L->scale_dtype, x, imp, n, d, mn);
+	else
+		intq_refit(c->K, c->m, c->L->scale_dtype, x, imp, n, d, &(float){ 0.0f });
+}
+
+/* The encode parameter of scale d: MLX divides by the scale, the others
+ * multiply by its f32 reciprocal. */
+static float enc_p(int m, float d)
+{
+	return m >= QM_MLX4 ? d : 1.0f / d;
+}
+
+/* Weighted sums over a group of its codes' values v under (p, b), each in
+ * 16 f32 lanes (element j in lane j % 16) folded by intq_fold16:
+ * s = { sum w, sum w v, sum w v^2, sum w x, sum w v x } (w = imp or 1). */
+static void refit_sums(int m, const float *x, const float *imp, size_t n, float p, float b,
+                       float s[5])
+{
+	float l[5][16] = { { 0 } };
+
+	for (size_t j = 0; j < n; j++) {
+		float v = intq_val1(m, intq_code1(m, x[j], p, b)), w = imp ? imp[j] : 1.0f;
+		float wv = w * v;
+		l[0][j & 15] += w;
+		l[1][j & 15] += wv;
+		l[2][j & 15] += wv * v;
+		l[3][j & 15] += w * x[j];
+		l[4][j & 15] += wv * x[j];
+	}
+	for (int k = 0; k < 5; k++)
+		s[k] = intq_fold16(l[k]);
+}
+
+/* Refits of intq_refit (INTQ_REFITS at most: each one's codes can move,
+ * so the next refit starts from them). */
+#define INTQ_REFITS 2
+
+void intq_refit(const intq_kernels *K, int m, qtk_dtype sdt, const float *x,
+                const float *imp, size_t n, float *d, float *b)
+{
+	int aff = QM_AFFINE(m);
+
+	for (int it = 0; it < INTQ_REFITS; it++) {
+		float s[5], nd, nb = *b, p[2], bb[2], sv[4], e[2];
+		refit_sums(m, x, imp, n, enc_p(m, *d), *b, s);
+		if (!aff) { /* min sum w (x - d v)^2: d = sum w v x / sum w v^2 */
+			if (!(s[2] > 0.0f))
+				return;
+			nd = s[4] / s[2];
+		} else { /* min sum w (x - d v - b)^2, the 2x2 normal equations */
+			double det = (double)s[0] * (double)s[2] - (double)s[1] * (double)s[1];
+			if (!(det > 0.0))
+				return;
+			nd = (float)(((double)s[0] * (double)s[4] - (double)s[1] * (double)s[3]) / det);
+			nb = (float)(((double)s[2] * (double)s[3] - (double)s[1] * (double)s[4]) / det);
+		}
+		if (!isfinite(nd) || nd == 0.0f || !isfinite(nb) || !isfinite(enc_p(m, nd)))
+			return;
+		/* the old and the new parameters as dequantize would see them */
+		sv[0] = *d;
+		sv[1] = nd;
+		sv[2] = aff ? *b : 0.0f;
+		sv[3] = aff ? nb : 0.0f;
+		if (sdt != QTK_DT_F32) {
+			uint16_t hv[4];
+			qtk_from_f32(sdt, sv, hv, 4);
+			qtk_to_f32(sdt, hv, sv, 4);
+		}
+		for (int k = 0; k < 4; k++)
+			if (!isfinite(sv[k]))
+				return;
+		if (sv[1] == 0.0f)
+			return;
+		p[0] = enc_p(m, *d);
+		p[1] = enc_p(m, nd);
+		bb[0] = *b;
+		bb[1] = nb;
+		K->sqerr(m, x, imp, n, 2, p, bb, sv, sv + 2, e);
+		if (!(e[1] < e[0]))
+			return;
+		*d = nd;
+		*b = nb;
+	}
 }
 
 static qtk_err nonfinite(const qctx *c, const float *x, uint64_t row, uint64_t g,
@@ -501,7 +585,7 @@ qtk_err intq_fit(const qtk_q_layout *L, const qtk_q_opts *opts, const float *x, 
 	qctx c = { .L = L, .K = kernels(), .o = opts, .m = qmode(L) };
 
 	c.affine = QM_AFFINE(c.m);
-	return fit_group(&c, x, n, imp, scales, biases, gi, row, g, f, st);
+	return fit_group(&c, x, n, intq_imp(imp, n), scales, biases, gi, row, g, f, st);
 }
 
 int intq_mode(const qtk_q_layout *L)
@@ -552,7 +636,8 @@ static qtk_err quantize_rows(const qtk_q_layout *L, const float *src, size_t nro
 		memset(codes, 0, cb);
 		for (size_t g = 0; g < gpr; g++) {
 			size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
-			const float *imp = opts && opts->importance ? opts->importance + i0 : NULL;
+			const float *imp = opts && opts->importance ?
+			                   intq_imp(opts->importance + i0, n) : NULL;
 			QTK_TRY(quant_group(&c, x + i0, n, imp, codes + code_off(c.m, i0),
 			                    dst->p[QTK_PLANE_SCALES], dst->p[QTK_PLANE_BIASES],
 			                    r * gpr + g, row0 + r, g, st));

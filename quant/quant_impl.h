@@ -237,6 +237,27 @@ extern const float intq_ratios[INTQ_NRATIO];
 
 extern const intq_kernels intq_k_scalar, intq_k_avx2, intq_k_avx512;
 
+/* The search's last stage (intq.c): from the grid's winner (*d, *b: its
+ * f32 parameters; b unused for symmetric modes), weighted least-squares
+ * refits of the scale (and bias for affine modes) to the winner's codes,
+ * each kept only if its error with the parameters stored in sdt is
+ * strictly lower (K->sqerr). Scalar sums: the same bits at every ISA. */
+void intq_refit(const intq_kernels *K, int m, qtk_dtype sdt, const float *x,
+                const float *imp, size_t n, float *d, float *b);
+
+/* A group's importance as the search uses it: NULL when all n weights are
+ * equal (only their ratios matter, and so equal weights give the
+ * unweighted search's bits). */
+static inline const float *intq_imp(const float *imp, size_t n)
+{
+	if (!imp)
+		return NULL;
+	for (size_t j = 1; j < n; j++)
+		if (imp[j] != imp[0])
+			return imp;
+	return NULL;
+}
+
 /* INT4 (ggml Q4_0): of a group's min and max, the one of larger magnitude
  * (callers handle -mn == mx, where the first in the group decides). Chosen
  * without a branch: which end wins is a coin flip from group to group. */

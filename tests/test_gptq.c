@@ -30,7 +30,7 @@ static double nrand(void)
 
 /* ---- data ------------------------------------------------------------ */
 
-/* n inputs of cols channels that share 8 latent factors (plus 0.3 noise
+/* n inputs of cols channels that share 8 latent factors (plus unit noise
  * each) with per-channel scales from 0.3 to 3: a correlated layer input. */
 static float *make_x(size_t n, size_t cols, uint64_t seed)
 {
@@ -50,7 +50,7 @@ static float *make_x(size_t n, size_t cols, uint64_t seed)
 		for (int k = 0; k < 8; k++)
 			f[k] = nrand();
 		for (size_t j = 0; j < cols; j++) {
-			double v = 0.3 * nrand();
+			double v = 1.0 * nrand();
 			for (int k = 0; k < 8; k++)
 				v += mix[j * 8 + k] * f[k];
 			x[t * cols + j] = (float)(sc[j] * v);

@@ -322,6 +322,90 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 			w = k;
 	*d = td[idx[w]];
 	*mn = tm[idx[w]];
+	if (c->affine)
+		intq_refit(c->K, c->m, c->L->scale_dtype, x, imp, n, d, mn);
+	else
+		intq_refit(c->K, c->m, c->L->scale_dtype, x, imp, n, d, &(float){ 0.0f });
+}
+
+/* The encode parameter of scale d: MLX divides by the scale, the others
+ * multiply by its f32 reciprocal. */
+static float enc_p(int m, float d)
+{
+	return m >= QM_MLX4 ? d : 1.0f / d;
+}
+
+/* Weighted sums over a group of its codes' values v under (p, b), each in
+ * 16 f32 lanes (element j in lane j % 16) folded by intq_fold16:
+ * s = { sum w, sum w v, sum w v^2, sum w x, sum w v x } (w = imp or 1). */
+static void refit_sums(int m, const float *x, const float *imp, size_t n, float p, float b,
+                       float s[5])
+{
+	float l[5][16] = { { 0 } };
+
+	for (size_t j = 0; j < n; j++) {
+		float v = intq_val1(m, intq_code1(m, x[j], p, b)), w = imp ? imp[j] : 1.0f;
+		float wv = w * v;
+		l[0][j & 15] += w;
+		l[1][j & 15] += wv;
+		l[2][j & 15] += wv * v;
+		l[3][j & 15] += w * x[j];
+		l[4][j & 15] += wv * x[j];
+	}
+	for (int k = 0; k < 5; k++)
+		s[k] = intq_fold16(l[k]);
+}
+
+/* Refits of intq_refit (INTQ_REFITS at most: each one's codes can move,
+ * so the next refit starts from them). */
+#define INTQ_REFITS 2
+
+void intq_refit(const intq_kernels *K, int m, qtk_dtype sdt, const float *x,
+                const float *imp, size_t n, float *d, float *b)
+{
+	int aff = QM_AFFINE(m);
+
+	for (int it = 0; it < INTQ_REFITS; it++) {
+		float s[5], nd, nb = *b, p[2], bb[2], sv[4], e[2];
+		refit_sums(m, x, imp, n, enc_p(m, *d), *b, s);
+		if (!aff) { /* min sum w (x - d v)^2: d = sum w v x / sum w v^2 */
+			if (!(s[2] > 0.0f))
+				return;
+			nd = s[4] / s[2];
+		} else { /* min sum w (x - d v - b)^2, the 2x2 normal equations */
+			double det = (double)s[0] * (double)s[2] - (double)s[1] * (double)s[1];
+			if (!(det > 0.0))
+				return;
+			nd = (float)(((double)s[0] * (double)s[4] - (double)s[1] * (double)s[3]) / det);
+			nb = (float)(((double)s[2] * (double)s[3] - (double)s[1] * (double)s[4]) / det);
+		}
+		if (!isfinite(nd) || nd == 0.0f || !isfinite(nb) || !isfinite(enc_p(m, nd)))
+			return;
+		/* the old and the new parameters as dequantize would see them */
+		sv[0] = *d;
+		sv[1] = nd;
+		sv[2] = aff ? *b : 0.0f;
+		sv[3] = aff ? nb : 0.0f;
+		if (sdt != QTK_DT_F32) {
+			uint16_t hv[4];
+			qtk_from_f32(sdt, sv, hv, 4);
+			qtk_to_f32(sdt, hv, sv, 4);
+		}
+		for (int k = 0; k < 4; k++)
+			if (!isfinite(sv[k]))
+				return;
+		if (sv[1] == 0.0f)
+			return;
+		p[0] = enc_p(m, *d);
+		p[1] = enc_p(m, nd);
+		bb[0] = *b;
+		bb[1] = nb;
+		K->sqerr(m, x, imp, n, 2, p, bb, sv, sv + 2, e);
+		if (!(e[1] < e[0]))
+			return;
+		*d = nd;
+		*b = nb;
+	}
 }
 
 static qtk_err nonfinite(const qctx *c, const float *x, uint64_t row, uint64_t g,
@@ -363,31 +447,34 @@ static void count_flushed(const qctx *c, const float *x, size_t n, float v)
 	*c->o->flushed += k;
 }
 
-/* Codes for 0 in every element, scale 0, bias 0 (x: the group's values,
- * the nonzero ones counted as flushed). */
+/* A zero group: codes for 0 in every element (codes not NULL), scale 0,
+ * bias 0 (scales not NULL; x: the group's values, the nonzero ones
+ * counted as flushed). */
 static void zero_group(const qctx *c, const float *x, size_t n, uint8_t *codes, void *scales,
                        void *biases, size_t gi)
 {
 	unsigned zc = c->m == QM_INT4 ? 8 : c->m == QM_NF4 ? 7 : 0;
 
-	count_flushed(c, x, n, 0.0f);
-
+	if (scales) {
+		count_flushed(c, x, n, 0.0f);
+		store_scale(c->L->scale_dtype, scales, gi, 0.0f);
+		if (c->affine)
+			store_scale(c->L->scale_dtype, biases, gi, 0.0f);
+	}
+	if (!codes)
+		return;
 	if (QM_8BIT(c->m))
 		memset(codes, (int)zc, n);
 	else
 		for (size_t j = 0; j < n; j += 2)
 			codes[j / 2] = (uint8_t)(zc | (j + 1 < n ? zc << 4 : 0));
-	store_scale(c->L->scale_dtype, scales, gi, 0.0f);
-	if (c->affine)
-		store_scale(c->L->scale_dtype, biases, gi, 0.0f);
 }
 
 /* MLX affine group: the parameters above (search: over clipped ranges),
  * no zero-group case (the 1e-7 floor keeps the scale away from 0). */
-static qtk_err mlx_group(const qctx *c, const float *x, size_t n, const float *imp,
-                         float mn, float mx, uint8_t *codes, void *scales,
-                         void *biases, size_t gi, uint64_t row, uint64_t g,
-                         qtk_status *st)
+static qtk_err mlx_fit(const qctx *c, const float *x, size_t n, const float *imp,
+                       float mn, float mx, void *scales, void *biases, size_t gi,
+                       uint64_t row, uint64_t g, intq_gfit *f, qtk_status *st)
 {
 	qtk_dtype dt = c->L->scale_dtype;
 	float s, b;
@@ -398,14 +485,15 @@ static qtk_err mlx_group(const qctx *c, const float *x, size_t n, const float *i
 	float ss = store_scale(dt, scales, gi, s), sb = store_scale(dt, biases, gi, b);
 	if (!isfinite(s) || !isfinite(ss) || !isfinite(sb) || ss == 0.0f)
 		return range_fail(c, row, g, s, b, st);
-	c->K->encode(c->m, x, n, s, b, codes);
+	*f = (intq_gfit){ .p = s, .b = b, .sd = ss, .sb = sb };
 	return QTK_OK;
 }
 
-/* Quantize one group x[0..n); codes points at its first code byte. */
-static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float *imp,
-                           uint8_t *codes, void *scales, void *biases, size_t gi,
-                           uint64_t row, uint64_t g, qtk_status *st)
+/* The parameters of one group x[0..n) (see intq_gfit), its scale and bias
+ * stored at gi. */
+static qtk_err fit_group(const qctx *c, const float *x, size_t n, const float *imp,
+                         void *scales, void *biases, size_t gi, uint64_t row, uint64_t g,
+                         intq_gfit *f, qtk_status *st)
 {
 	float amax, mn, mx, d, id, sd;
 
@@ -418,9 +506,10 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 				break;
 			}
 	if (c->m >= QM_MLX4)
-		return mlx_group(c, x, n, imp, mn, mx, codes, scales, biases, gi, row, g, st);
+		return mlx_fit(c, x, n, imp, mn, mx, scales, biases, gi, row, g, f, st);
 	if (amax < FLT_MIN) { /* all zero or subnormal only */
-		zero_group(c, x, n, codes, scales, biases, gi);
+		zero_group(c, x, n, NULL, scales, biases, gi);
+		*f = (intq_gfit){ .zero = 1 };
 		return QTK_OK;
 	}
 	switch (c->m) {
@@ -454,7 +543,8 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 	 * largest magnitude (affine: its range plus the bias rounding). */
 	if (d != 0.0f && (sd == 0.0f || !isfinite(id))) {
 		if (!c->affine) {
-			zero_group(c, x, n, codes, scales, biases, gi);
+			zero_group(c, x, n, NULL, scales, biases, gi);
+			*f = (intq_gfit){ .zero = 1 };
 			return QTK_OK;
 		}
 		d = 0.0f;
@@ -468,10 +558,44 @@ static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float 
 		                "tensor '%s': row %llu group %llu: scale %g does not fit %s",
 		                tname(c->o), (unsigned long long)row, (unsigned long long)g,
 		                (double)d, qtk_dtype_name(c->L->scale_dtype));
-	if (c->affine && !isfinite(store_scale(c->L->scale_dtype, biases, gi, mn)))
-		return range_fail(c, row, g, d, mn, st);
-	c->K->encode(c->m, x, n, id, mn, codes);
+	float sb = 0.0f;
+	if (c->affine) {
+		sb = store_scale(c->L->scale_dtype, biases, gi, mn);
+		if (!isfinite(sb))
+			return range_fail(c, row, g, d, mn, st);
+	}
+	*f = (intq_gfit){ .p = id, .b = mn, .sd = sd, .sb = sb };
 	return QTK_OK;
+}
+
+/* Quantize one group x[0..n); codes points at its first code byte. */
+static qtk_err quant_group(const qctx *c, const float *x, size_t n, const float *imp,
+                           uint8_t *codes, void *scales, void *biases, size_t gi,
+                           uint64_t row, uint64_t g, qtk_status *st)
+{
+	intq_gfit f;
+
+	QTK_TRY(fit_group(c, x, n, imp, scales, biases, gi, row, g, &f, st));
+	if (f.zero)
+		zero_group(c, x, n, codes, NULL, NULL, gi);
+	else
+		c->K->encode(c->m, x, n, f.p, f.b, codes);
+	return QTK_OK;
+}
+
+qtk_err intq_fit(const qtk_q_layout *L, const qtk_q_opts *opts, const float *x, size_t n,
+                 const float *imp, void *scales, void *biases, size_t gi, uint64_t row,
+                 uint64_t g, intq_gfit *f, qtk_status *st)
+{
+	qctx c = { .L = L, .K = kernels(), .o = opts, .m = qmode(L) };
+
+	c.affine = QM_AFFINE(c.m);
+	return fit_group(&c, x, n, intq_imp(imp, n), scales, biases, gi, row, g, f, st);
+}
+
+int intq_mode(const qtk_q_layout *L)
+{
+	return qmode(L);
 }
 
 /* Rows [0, nrows) of src; with acc, each row's error sums too (row by
@@ -521,7 +645,8 @@ static qtk_err quantize_rows(const qtk_q_layout *L, const float *src, size_t nro
 		memset(codes, 0, cb);
 		for (size_t g = 0; g < gpr; g++) {
 			size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
-			const float *imp = opts && opts->importance ? opts->importance + i0 : NULL;
+			const float *imp = opts && opts->importance ?
+			                   intq_imp(opts->importance + i0, n) : NULL;
 			QTK_TRY(quant_group(&c, x + i0, n, imp, codes + code_off(c.m, i0),
 			                    dst->p[QTK_PLANE_SCALES], dst->p[QTK_PLANE_BIASES],
 			                    r * gpr + g, row0 + r, g, st));

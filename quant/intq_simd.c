@@ -427,8 +427,20 @@ T512H INL int search_group_512(const int m, const int acc, const float *x, size_
 		if (e[k] < e[w])
 			w = k;
 	{
+		float td[16], t, b = 0.0f;
 		uint16_t hs[16];
+		_mm512_storeu_ps(td, vt);
 		_mm256_storeu_si256((__m256i *)hs, h);
+		t = td[w];
+		intq_refit(&intq_k_avx512, m, QTK_DT_F16, x, imp, n, &t, &b);
+		if (t != td[w]) { /* a refit won: its scale, checked as above */
+			unsigned short hh = _cvtss_sh(t, _MM_FROUND_TO_NEAREST_INT);
+			p[w] = 1.0f / t;
+			sd[w] = _cvtsh_ss(hh);
+			hs[w] = hh;
+			if (sd[w] == 0.0f || !(fabsf(sd[w]) <= FLT_MAX) || !(fabsf(p[w]) <= FLT_MAX))
+				return 0;
+		}
 		memcpy(sc, &hs[w], 2);
 	}
 	emit_512(m, acc, x, n, p[w], sd[w], codes, M);
@@ -443,7 +455,8 @@ T512H INL int search_row_b512(const int m, const int acc, const float *x, size_t
 
 	met_init(&M);
 	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
-		if (!search_group_512(m, acc, x + i0, gl, imp ? imp + i0 : NULL, scales + g,
+		if (!search_group_512(m, acc, x + i0, gl, intq_imp(imp ? imp + i0 : NULL, gl),
+		                      scales + g,
 		                      codes + (QM_8BIT(m) ? i0 : i0 / 2), &M))
 			return 0;
 	if (acc)
@@ -1264,6 +1277,20 @@ T256H INL int search_group_256(const int m, const int acc, const float *x, size_
 		if (e[k] < e[w])
 			w = k;
 	_mm_storeu_si128((__m128i *)hs, h);
+	{
+		float td[8], t, b = 0.0f;
+		_mm256_storeu_ps(td, vt);
+		t = td[w];
+		intq_refit(&intq_k_avx2, m, QTK_DT_F16, x, imp, n, &t, &b);
+		if (t != td[w]) { /* a refit won: its scale, checked as above */
+			unsigned short hh = _cvtss_sh(t, _MM_FROUND_TO_NEAREST_INT);
+			p[w] = 1.0f / t;
+			sd[w] = _cvtsh_ss(hh);
+			hs[w] = hh;
+			if (sd[w] == 0.0f || !(fabsf(sd[w]) <= FLT_MAX) || !(fabsf(p[w]) <= FLT_MAX))
+				return 0;
+		}
+	}
 	memcpy(sc, &hs[w], 2);
 	emit16_256(m, acc, 0, x, n, _mm256_set1_ps(p[w]), _mm256_set1_ps(sd[w]), codes, M, A);
 	return 1;
@@ -1279,7 +1306,8 @@ T256H INL int search_row_b256(const int m, const int acc, const float *x, size_t
 		memset(A, 0, sizeof *A);
 	met2_init(&M);
 	for (size_t g = 0, i0 = 0; i0 < cols; g++, i0 += gl)
-		if (!search_group_256(m, acc, x + i0, gl, imp ? imp + i0 : NULL, scales + g,
+		if (!search_group_256(m, acc, x + i0, gl, intq_imp(imp ? imp + i0 : NULL, gl),
+		                      scales + g,
 		                      codes + (QM_8BIT(m) ? i0 : i0 / 2), &M, A))
 			return 0;
 	if (acc) {

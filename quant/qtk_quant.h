@@ -123,6 +123,8 @@ extern "C" {
 	X(QTK_E_Q_SCALE_RANGE, 171)   /* a scale is not finite in its dtype */ \
 	X(QTK_E_Q_VALUE_RANGE, 172)   /* a finite value overflows the float type it is \
 	                                 stored in (F16/BF16 float store) */ \
+	X(QTK_E_Q_HESSIAN, 173)       /* GPTQ: the Hessian is not symmetric positive \
+	                                 definite, even after damping */ \
 	\
 	/* convert (convert/): 190-209 */ \
 	/* end of QTK_ERRORS */
@@ -489,6 +491,85 @@ QTK_API void qtk_q_acc_add(qtk_q_acc *a, const float *w, const float *w_hat,
                            size_t n);
 QTK_API void qtk_q_acc_merge(qtk_q_acc *into, const qtk_q_acc *from);
 QTK_API void qtk_q_metrics_from(const qtk_q_acc *a, qtk_q_metrics *m);
+
+/* ===================================================================== */
+/* GPTQ (Frantar et al. 2022, the reference gptq.py)                      */
+/* ===================================================================== */
+
+/* Dense products, row-major: C[m][n] = alpha * op(A)[m][k] * op(B)[k][n] +
+ * beta * C, op(X) = X^T when its flag is set; lda, ldb, ldc are the row
+ * strides of A, B, C as stored (cblas_?gemm with CblasRowMajor has this
+ * meaning). quant links no BLAS: a caller that has one passes it here;
+ * NULL members (or a NULL table) use qtk_gemm_ref's plain loops. */
+typedef struct {
+	void (*sgemm)(void *ctx, int ta, int tb, size_t m, size_t n, size_t k, float alpha,
+	              const float *a, size_t lda, const float *b, size_t ldb, float beta,
+	              float *c, size_t ldc);
+	void (*dgemm)(void *ctx, int ta, int tb, size_t m, size_t n, size_t k, double alpha,
+	              const double *a, size_t lda, const double *b, size_t ldb, double beta,
+	              double *c, size_t ldc);
+	void *ctx;
+} qtk_gemm;
+
+/* The plain C loops (ctx unused). */
+QTK_API void qtk_sgemm_ref(void *ctx, int ta, int tb, size_t m, size_t n, size_t k,
+                           float alpha, const float *a, size_t lda, const float *b,
+                           size_t ldb, float beta, float *c, size_t ldc);
+QTK_API void qtk_dgemm_ref(void *ctx, int ta, int tb, size_t m, size_t n, size_t k,
+                           double alpha, const double *a, size_t lda, const double *b,
+                           size_t ldb, double beta, double *c, size_t ldc);
+
+typedef struct {
+	double damp;        /* lambda = damp * mean(diag H) is added to the
+	                       diagonal (0.01: gptq.py's percdamp) */
+	int act_order;      /* columns by decreasing diag H (implies static
+	                       groups); the stored column order stays the original */
+	int static_groups;  /* every group's scale from the original weights,
+	                       before the sweep; else each group's when the
+	                       sweep reaches it, from the error-updated weights */
+	int keep_dead;      /* dead columns (diag H = 0): 0 sets their weights
+	                       to 0 as gptq.py does; 1 keeps them (quantized as
+	                       round-to-nearest would) */
+	uint32_t block;     /* columns per lazy batch (0: 128) */
+} qtk_gptq_opts;
+
+/* The defaults above (damp 0.01, block 128, the rest 0). */
+QTK_API void qtk_gptq_opts_init(qtk_gptq_opts *o);
+
+/* A factored Hessian: the upper Cholesky factor U of (H + lambda I)^-1
+ * (U^T U, columns in act order when asked), as f32. One per distinct
+ * layer input: q, k and v projections share theirs. */
+typedef struct qtk_gptq qtk_gptq;
+
+/* Factor h ([cols][cols], symmetric, the layer input's 2 X^T X / N in
+ * double: sums over many tokens of nearly collinear activations lose too
+ * much in f32, and the factorization of an ill-conditioned matrix more).
+ * The factorization runs in double (g->dgemm for the O(cols^3) work); h is
+ * not modified. QTK_E_Q_NONFINITE for NaN/Inf in h, QTK_E_ARG for a
+ * negative diagonal entry, QTK_E_Q_HESSIAN when H + lambda I is not
+ * positive definite (raise damp). Memory: 8 cols^2 bytes while factoring,
+ * 4 cols^2 bytes (of the same block) after. */
+QTK_API qtk_err qtk_gptq_prepare(const double *h, size_t cols, const qtk_gptq_opts *o,
+                                 const qtk_gemm *g, qtk_gptq **out, qtk_status *st);
+QTK_API void qtk_gptq_free(qtk_gptq *f);  /* NULL is fine */
+
+/* GPTQ of rows [0, rows) of w ([rows][cols], the cols of f) into planes
+ * of layout L (an integer scheme: int8, int4, int4-affine, nf4,
+ * int8-affine, every group size and the MLX affine rule; not double
+ * quantization, which is a pass over F32 scales as for
+ * qtk_q_quantize_rows). Rows are independent: a caller may split a tensor
+ * into runs of rows (opts->row0 for messages) and quantize them with one
+ * f. Each group's scale comes from qtk's rule on the weights it covers
+ * (the data-free search when opts->search, weighted by opts->importance
+ * [cols] if given, e.g. diag H); codes are those of the scheme for the
+ * error-updated weight. On return w holds the dequantized result (what
+ * qtk_q_dequantize_rows gives for dst), in the original column order.
+ * The heavy work is g->sgemm: W[:, j2:] -= Err * U[j1:j2, j2:] per block.
+ * Extra memory: rows * block floats. */
+QTK_API qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g,
+                                  const qtk_q_layout *L, float *w, size_t rows,
+                                  size_t cols, const qtk_q_planes *dst,
+                                  const qtk_q_opts *opts, qtk_status *st);
 
 #ifdef __cplusplus
 }

@@ -213,11 +213,52 @@ typedef struct {
 	                  uint16_t *scales, uint8_t *codes, struct acc_lanes *A);
 } intq_kernels;
 
+/* The parameters chosen for one group: codes are intq_code1(m, x, p, b),
+ * values intq_val1(m, code) * sd (+ sb for affine modes). A zero group
+ * (zero = 1) has p = b = sd = sb = 0, which encodes every x as the code
+ * of 0. */
+typedef struct {
+	float p, b;    /* encode parameters (f32, as the codes use them) */
+	float sd, sb;  /* scale and bias as stored (as dequantize reads them) */
+	int zero;
+} intq_gfit;
+
+/* Fit one group x[0..n) of an integer scheme as quantize does (RTN, or the
+ * search when opts->search; imp: the group's importance or NULL), storing
+ * its scale (and bias) at index gi of scales (biases); row and g name the
+ * group in messages. The codes are left to the caller. */
+qtk_err intq_fit(const qtk_q_layout *L, const qtk_q_opts *opts, const float *x, size_t n,
+                 const float *imp, void *scales, void *biases, size_t gi, uint64_t row,
+                 uint64_t g, intq_gfit *f, qtk_status *st);
+/* The QM_* mode of an integer layout. */
+int intq_mode(const qtk_q_layout *L);
+
 /* The search's clipping ratios (intq.c), r = 1 first. */
 #define INTQ_NRATIO 6
 extern const float intq_ratios[INTQ_NRATIO];
 
 extern const intq_kernels intq_k_scalar, intq_k_avx2, intq_k_avx512;
+
+/* The search's last stage (intq.c): from the grid's winner (*d, *b: its
+ * f32 parameters; b unused for symmetric modes), weighted least-squares
+ * refits of the scale (and bias for affine modes) to the winner's codes,
+ * each kept only if its error with the parameters stored in sdt is
+ * strictly lower (K->sqerr). Scalar sums: the same bits at every ISA. */
+void intq_refit(const intq_kernels *K, int m, qtk_dtype sdt, const float *x,
+                const float *imp, size_t n, float *d, float *b);
+
+/* A group's importance as the search uses it: NULL when all n weights are
+ * equal (only their ratios matter, and so equal weights give the
+ * unweighted search's bits). */
+static inline const float *intq_imp(const float *imp, size_t n)
+{
+	if (!imp)
+		return NULL;
+	for (size_t j = 1; j < n; j++)
+		if (imp[j] != imp[0])
+			return imp;
+	return NULL;
+}
 
 /* INT4 (ggml Q4_0): of a group's min and max, the one of larger magnitude
  * (callers handle -mn == mx, where the first in the group decides). Chosen

@@ -415,6 +415,10 @@ QTK_API qtk_err qtk_rt_eval(qtk_rt_lm_ctx *model, qtk_rt_lm_ctx *ref, const int3
                             size_t n, const qtk_rt_eval_opts *o, qtk_rt_eval_result *r,
                             qtk_status *st);
 
+/* sgemm and dgemm through OpenBLAS, for qtk_gptq_prepare and
+ * qtk_gptq_quantize (threads: as OpenBLAS is set; the caller decides). */
+QTK_API const qtk_gemm *qtk_rt_gemm_blas(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -587,15 +587,10 @@ qtk_err intq_fit(const qtk_q_layout *L, const qtk_q_opts *opts, const float *x, 
                  const float *imp, void *scales, void *biases, size_t gi, uint64_t row,
                  uint64_t g, intq_gfit *f, qtk_status *st)
 {
-	qctx c = { .L = L, .K = kernels(), .o = opts, .m = qmode(L) };
+	qctx c = { .L = L, .K = kernels(), .o = opts, .m = intq_mode(L) };
 
 	c.affine = QM_AFFINE(c.m);
 	return fit_group(&c, x, n, intq_imp(imp, n), scales, biases, gi, row, g, f, st);
-}
-
-int intq_mode(const qtk_q_layout *L)
-{
-	return qmode(L);
 }
 
 /* Rows [0, nrows) of src; with acc, each row's error sums too (row by

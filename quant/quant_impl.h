@@ -230,8 +230,6 @@ typedef struct {
 qtk_err intq_fit(const qtk_q_layout *L, const qtk_q_opts *opts, const float *x, size_t n,
                  const float *imp, void *scales, void *biases, size_t gi, uint64_t row,
                  uint64_t g, intq_gfit *f, qtk_status *st);
-/* The QM_* mode of an integer layout. */
-int intq_mode(const qtk_q_layout *L);
 
 /* The search's clipping ratios (intq.c), r = 1 first. */
 #define INTQ_NRATIO 6

@@ -83,7 +83,8 @@ typedef struct {
 } gguf_tensor_plan;
 
 typedef struct {
-	const char *model;      /* detected family or NULL */
+	const qtk_model_family *fam; /* detected family (GGUF input: of its
+	                                architecture) or NULL */
 	char arch[64];          /* GGUF input: its general.architecture */
 	qtk_gguf_llama_hparams hp;
 	int have_hp;

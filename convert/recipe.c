@@ -26,38 +26,6 @@ typedef struct {
 	uint64_t max_elems;
 } preset_rule;
 
-/* Diffusion transformers: the tensors ComfyUI-GGUF's convert.py
- * (ModelFlux / ModelWan / ModelLTXV "keys_hiprec") and stable-diffusion.cpp
- * keep at high precision. Checkpoints may carry a "model.diffusion_model."
- * prefix, which '*' in front absorbs. */
-static const preset_rule flux_rules[] = {
-	{ "*img_in.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*txt_in.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*time_in.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*vector_in.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*guidance_in.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*final_layer.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ NULL, 0, 0, 0 },
-};
-static const preset_rule wan_rules[] = {
-	{ "*patch_embedding.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*text_embedding.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*time_embedding.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*time_projection.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "head.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*.head.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*modulation*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ NULL, 0, 0, 0 },
-};
-static const preset_rule ltxv_rules[] = {
-	{ "*adaln_single.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*caption_projection.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*patchify_proj.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "proj_out.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "model.diffusion_model.proj_out.*", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ "*scale_shift_table", QTK_ACT_KEEP, -1, UINT64_MAX },
-	{ NULL, 0, 0, 0 },
-};
 /* In the spirit of llama.cpp's *_M types: the projections quantization
  * hurts most (attention V, FFN down, the output head) one step wider. */
 static const preset_rule mixed_rules[] = {
@@ -71,14 +39,16 @@ static const preset_rule mixed_rules[] = {
 };
 static const preset_rule none_rules[] = { { NULL, 0, 0, 0 } };
 
+/* qtk's own presets; every model family with keep patterns adds its own
+ * (formats' family table). */
 static const struct {
 	const char *name;
 	const preset_rule *rules;
 } presets[] = {
-	{ "none", none_rules }, { "mixed", mixed_rules }, { "flux", flux_rules },
-	{ "wan", wan_rules },   { "ltxv", ltxv_rules },
+	{ "none", none_rules }, { "mixed", mixed_rules },
 };
 #define NPRESETS (sizeof presets / sizeof presets[0])
+#define MAX_PRESETS 32
 
 qtk_scheme_id qtk_recipe_main_scheme(const qtk_recipe *r)
 {
@@ -92,10 +62,15 @@ uint32_t qtk_recipe_main_group(const qtk_recipe *r)
 
 const char *const *qtk_recipe_presets(void)
 {
-	static const char *names[NPRESETS + 1];
+	static const char *names[MAX_PRESETS + 1];
+	size_t n = 0;
 
 	for (size_t i = 0; i < NPRESETS; i++)
-		names[i] = presets[i].name;
+		names[n++] = presets[i].name;
+	for (size_t i = 0; i < qtk_model_family_count() && n < MAX_PRESETS; i++)
+		if (qtk_model_family_at(i)->keep)
+			names[n++] = qtk_model_family_at(i)->name;
+	names[n] = NULL;
 	return names;
 }
 
@@ -235,23 +210,32 @@ qtk_err qtk_recipe_add_set(qtk_recipe *r, const char *spec, qtk_status *st)
 	return rc;
 }
 
-qtk_err qtk_recipe_add_keep(qtk_recipe *r, const char *pattern, qtk_status *st)
+static qtk_err add_keep(qtk_recipe *r, const char *pattern, const char *origin,
+                        qtk_status *st)
 {
 	qtk_rule rule = { .pattern = pattern, .ndim = -1,
 	                  .max_elems = UINT64_MAX, .action = QTK_ACT_KEEP,
-	                  .origin = "--keep" };
+	                  .origin = origin };
 
 	return qtk_recipe_add(r, &rule, st);
 }
 
+qtk_err qtk_recipe_add_keep(qtk_recipe *r, const char *pattern, qtk_status *st)
+{
+	return add_keep(r, pattern, "--keep", st);
+}
+
 qtk_err qtk_recipe_add_preset(qtk_recipe *r, const char *name, qtk_status *st)
 {
-	char origin[64];
+	const qtk_model_family *f = qtk_model_family_find(name, strlen(name));
+	const char *const *all = qtk_recipe_presets();
+	char origin[64], have[256];
+	size_t len = 0;
 
+	snprintf(origin, sizeof origin, "preset %s", name);
 	for (size_t i = 0; i < NPRESETS; i++) {
 		if (strcmp(name, presets[i].name))
 			continue;
-		snprintf(origin, sizeof origin, "preset %s", name);
 		for (const preset_rule *p = presets[i].rules; p->pattern; p++) {
 			qtk_rule rule = { .pattern = p->pattern,
 			                  .ndim = p->ndim, .max_elems = p->max_elems,
@@ -260,11 +244,16 @@ qtk_err qtk_recipe_add_preset(qtk_recipe *r, const char *name, qtk_status *st)
 		}
 		return QTK_OK;
 	}
-	return qtk_fail(st, QTK_E_ARG, "unknown preset '%s' (have: none, mixed, flux, wan, ltxv)",
-	                name);
+	for (const char *const *k = f ? f->keep : NULL; k && *k; k++)
+		QTK_TRY(add_keep(r, *k, origin, st));
+	if (f && f->keep)
+		return QTK_OK;
+	have[0] = '\0';
+	for (size_t i = 0; all[i] && len < sizeof have; i++)
+		len += (size_t)snprintf(have + len, sizeof have - len, "%s%s", i ? ", " : "",
+		                        all[i]);
+	return qtk_fail(st, QTK_E_ARG, "unknown preset '%s' (have: %s)", name, have);
 }
-
-/* ---- recipe files ------------------------------------------------------- */
 
 static qtk_err json_rule(qtk_recipe *r, const char *path, size_t idx,
                          json_t *j, qtk_status *st)
@@ -548,29 +537,9 @@ char *qtk_recipe_json(const qtk_recipe *r)
 
 /* ---- model detection ---------------------------------------------------- */
 
-static int has_name(const char *const *names, size_t n, const char *pattern)
-{
-	for (size_t i = 0; i < n; i++)
-		if (fnmatch(pattern, names[i], 0) == 0)
-			return 1;
-	return 0;
-}
-
 const char *qtk_detect_model(const char *const *names, size_t n)
 {
-	if (has_name(names, n, "*double_blocks.0.img_attn.*") &&
-	    has_name(names, n, "*single_blocks.0.*"))
-		return "flux";
-	if (has_name(names, n, "*transformer_blocks.0.attn1.to_q.*") &&
-	    has_name(names, n, "*adaln_single.*"))
-		return "ltxv";
-	if (has_name(names, n, "*blocks.0.self_attn.q.*") &&
-	    has_name(names, n, "*patch_embedding.*"))
-		return "wan";
-	if (has_name(names, n, "model.layers.0.self_attn.q_proj.weight") ||
-	    has_name(names, n, "blk.0.attn_q.weight"))
-		return "llama";
-	if (has_name(names, n, "*h.0.attn.c_attn.weight"))
-		return "gpt2";
-	return NULL;
+	const qtk_model_family *f = qtk_model_detect(names, n);
+
+	return f ? f->name : NULL;
 }

@@ -10,11 +10,16 @@
 
 #include "conv_impl.h"
 
-static const char *const dit_prefix = "model.diffusion_model.";
-
-static int is_dit(const char *m)
+/* Whether t's family is a DiT, and the longest name its GGUF readers take
+ * (ggml's 63 bytes when the family is unknown). */
+static int is_dit(const gguf_plan *g)
 {
-	return m && (!strcmp(m, "flux") || !strcmp(m, "wan") || !strcmp(m, "ltxv"));
+	return g->fam && g->fam->dit;
+}
+
+static size_t name_max(const gguf_plan *g)
+{
+	return g->fam ? g->fam->gguf_name_max : 63;
 }
 
 /* A GGUF input: its names stay, its KVs are copied (the file type and
@@ -39,7 +44,7 @@ static qtk_err plan_from_gguf(gguf_plan *g, const src *s, qtk_scheme_id main_sch
 	    len < sizeof g->arch) {
 		memcpy(g->arch, arch, len);
 		g->arch[len] = 0;
-		g->model = g->arch;
+		g->fam = qtk_model_family_find(arch, len);
 	}
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", qtk_ggml_file_type(main_scheme), st));
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.quantization_version", 2, st));
@@ -63,12 +68,12 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 	}
 	for (size_t i = 0; i < s->n; i++)
 		names[i] = s->t[i].name;
-	g->model = qtk_detect_model(names, s->n);
+	g->fam = qtk_model_detect(names, s->n);
 	qtk_free(names);
 	g->kvs = qtk_gguf_kvs_new();
 	if (!g->kvs)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	if (g->model && !strcmp(g->model, "llama")) {
+	if (g->fam && g->fam->llama_hparams) {
 		snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
 		if (stat(path, &sb) != 0)
 			return qtk_fail(st, QTK_E_ARG,
@@ -83,9 +88,9 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 			qtk_spm_free(v);
 			QTK_TRY(rc);
 		}
-	} else if (is_dit(g->model)) {
-		QTK_TRY(qtk_gguf_kvs_add_str(g->kvs, "general.architecture", g->model,
-		                             strlen(g->model), st));
+	} else if (g->fam && g->fam->gguf_arch) {
+		QTK_TRY(qtk_gguf_kvs_add_str(g->kvs, "general.architecture", g->fam->gguf_arch,
+		                             strlen(g->fam->gguf_arch), st));
 	} else {
 		/* any other model: its config.json's model_type, when there is one
 		 * (tensor names stay as they are) */
@@ -140,17 +145,13 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 	} else {
 		const char *n = t->name;
 		out->qk = 0;
-		if (is_dit(g->model) && !strncmp(n, dit_prefix, strlen(dit_prefix)))
-			n += strlen(dit_prefix);
-		/* ggml's reader takes names of at most GGML_MAX_NAME - 1 = 63 bytes;
-		 * stable-diffusion.cpp builds ggml with 128 and ComfyUI-GGUF's
-		 * converter allows 127, so DiT names may be that long */
-		size_t max = is_dit(g->model) ? 127 : 63;
-		if (strlen(n) > max)
+		if (is_dit(g) && !strncmp(n, QTK_DIT_PREFIX, strlen(QTK_DIT_PREFIX)))
+			n += strlen(QTK_DIT_PREFIX);
+		if (strlen(n) > name_max(g))
 			return qtk_fail(st, QTK_E_UNSUPPORTED,
 			                "tensor '%s': a GGUF tensor name of %zu bytes: %s reads at most %zu",
-			                n, strlen(n), is_dit(g->model) ? "stable-diffusion.cpp" : "ggml",
-			                max);
+			                n, strlen(n), g->fam ? g->fam->gguf_reader : "ggml",
+			                name_max(g));
 		snprintf(out->name, sizeof out->name, "%s", n);
 	}
 	if (t->ndim > QTK_GGUF_MAX_DIMS) {

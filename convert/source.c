@@ -261,7 +261,6 @@ void src_release(const src_tensor *t, uint64_t off, uint64_t len)
 
 qtk_err qtk_detect_model_path(const char *input, const char **model, qtk_status *st)
 {
-	static const char *const known[] = { "llama", "gpt2", "flux", "wan", "ltxv" };
 	const char **names;
 	src *s;
 
@@ -270,10 +269,10 @@ qtk_err qtk_detect_model_path(const char *input, const char **model, qtk_status 
 	if (s->gg) {
 		const char *a;
 		uint64_t len;
+		const qtk_model_family *f = NULL;
 		if (qtk_gguf_get_str(s->gg, "general.architecture", &a, &len, NULL) == QTK_OK)
-			for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-				if (len == strlen(known[i]) && !memcmp(a, known[i], len))
-					*model = known[i];
+			f = qtk_model_family_find(a, (size_t)len);
+		*model = f ? f->name : NULL;
 		if (*model) {
 			src_close(s);
 			return QTK_OK;

@@ -11,7 +11,7 @@
 
 #include "verify_impl.h"
 
-static const char dit_prefix[] = "model.diffusion_model.";
+static const char dit_prefix[] = QTK_DIT_PREFIX;
 
 /* ---- FILE ---------------------------------------------------------------- */
 

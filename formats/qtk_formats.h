@@ -16,6 +16,42 @@ extern "C" {
 #define QTK_MAX_DIMS 8
 
 /* ===================================================================== */
+/* Model families (formats/model.c)                                       */
+/* ===================================================================== */
+
+#define QTK_FAMILY_PATTERNS 4
+/* Diffusion checkpoints may prefix every name with this (ComfyUI). */
+#define QTK_DIT_PREFIX "model.diffusion_model."
+
+/* One row of the model-family table: the only list of families in qtk. */
+typedef struct {
+	const char *name;             /* "flux"; also its preset's name */
+	/* detected when a tensor name matches every detect pattern (fnmatch),
+	 * or, when detect_any is set, any one of those */
+	const char *detect[QTK_FAMILY_PATTERNS];
+	const char *detect_any[QTK_FAMILY_PATTERNS];
+	const char *const *keep;      /* its preset: kept at source precision
+	                                 (NULL-terminated), or NULL: no preset */
+	int dit;                      /* diffusion transformer: names may carry
+	                                 QTK_DIT_PREFIX, GGUF drops it */
+	const char *gguf_arch;        /* general.architecture; NULL: config.json's
+	                                 model_type when there is one */
+	int llama_hparams;            /* GGUF: llama.* KVs from config.json, rows
+	                                 un-permuted, the sentencepiece vocabulary */
+	uint32_t gguf_name_max;       /* longest GGUF tensor name its readers take */
+	const char *gguf_reader;      /* the reader that limits it, for messages */
+} qtk_model_family;
+
+QTK_API size_t qtk_model_family_count(void);
+/* Row i (table order), NULL past the end. */
+QTK_API const qtk_model_family *qtk_model_family_at(size_t i);
+/* The family named name[0..len) (not NUL-terminated), or NULL. */
+QTK_API const qtk_model_family *qtk_model_family_find(const char *name, size_t len);
+/* The first family, in table order, that n tensor names match; NULL if
+ * none. */
+QTK_API const qtk_model_family *qtk_model_detect(const char *const *names, size_t n);
+
+/* ===================================================================== */
 /* Writing files safely                                                   */
 /* ===================================================================== */
 

@@ -33,6 +33,7 @@ int cmd_unpack(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_calibrate(int argc, char **argv);
 /* `inspect` of a .qtk file (cli_inspect_pack.c) and of a GGUF file
  * (cli_inspect_gguf.c); cmd_inspect.c picks one by the file's magic. */
 int cli_inspect_pack(const char *path, int json);

@@ -19,6 +19,7 @@ static const qtk_cli_cmd commands[] = {
 	{ "unpack", "store a .qtk file's planes plain again (mmap form)", cmd_unpack },
 	{ "run", "generate text with a LLaMA-family model", cmd_run },
 	{ "eval", "perplexity and KL divergence of a model over a text", cmd_eval },
+	{ "calibrate", "activation statistics of a model over a text (imatrix, X^T X)", cmd_calibrate },
 	{ "bench", "time the runtime kernels against OpenBLAS and the memory bandwidth", cmd_bench },
 };
 

@@ -667,6 +667,81 @@ QTK_API qtk_err qtk_gguf_unpack_q4_1(const void *src, size_t nrows, size_t cols,
                                      qtk_status *st);
 
 /* ===================================================================== */
+/* Activation statistics (formats/stats*.c, docs/calibration.md)          */
+/* ===================================================================== */
+
+/* Per linear weight, the statistics of its input vectors x (one per
+ * token): the token count, per input channel (= weight column) the sums
+ * of x_j^2 and of x_j, and optionally the full X^T X. Sums are raw (not
+ * means) in double, so merging two sets is adding them. */
+typedef enum {
+	QTK_STATS_QTK = 0,     /* qtk's own: safetensors, F64 sums */
+	QTK_STATS_IMATRIX = 1, /* llama.cpp's imatrix GGUF (F32 sum x^2, counts) */
+	QTK_STATS_DAT = 2,     /* llama.cpp's legacy imatrix .dat */
+} qtk_stats_kind;
+
+typedef struct {
+	char *name;        /* as recorded: the model file's spelling (HF or GGUF) */
+	char *key;         /* GGUF spelling (LLaMA names mapped as the GGUF sink
+	                      maps them; other names as they are): lookups and
+	                      imatrix output use it */
+	uint64_t cols;     /* input channels */
+	uint64_t count;    /* input vectors summed (tokens; chunks for a .dat) */
+	double *sum2;      /* [cols] sum of x_j^2 */
+	double *sum;       /* [cols] sum of x_j; NULL when the source has none */
+	double *xtx;       /* [cols][cols] sum of x x^T, full and symmetric,
+	                      row-major; NULL when not recorded */
+} qtk_stats_entry;
+
+typedef struct qtk_stats qtk_stats;
+
+#define QTK_STATS_SUM 0x1u /* qtk_stats_add: keep sum x */
+#define QTK_STATS_XTX 0x2u /* qtk_stats_add: keep X^T X */
+
+QTK_API qtk_err qtk_stats_new(qtk_stats **out, qtk_status *st);
+QTK_API void qtk_stats_free(qtk_stats *s); /* NULL is fine */
+/* A zeroed entry for weight `name` with cols channels (what flags ask for
+ * allocated); QTK_E_ARG if a weight of the same key is there already. */
+QTK_API qtk_err qtk_stats_add(qtk_stats *s, const char *name, uint64_t cols, unsigned flags,
+                              qtk_stats_entry **e, qtk_status *st);
+/* Entries in key order. */
+QTK_API size_t qtk_stats_count(const qtk_stats *s);
+QTK_API qtk_stats_entry *qtk_stats_get(const qtk_stats *s, size_t i);
+/* The entry of a weight named in HF or GGUF spelling; NULL if none. */
+QTK_API qtk_stats_entry *qtk_stats_find(const qtk_stats *s, const char *name);
+
+/* What the set was made from (written into qtk and imatrix files). */
+typedef struct {
+	uint64_t chunks;      /* windows of text run */
+	uint32_t chunk_size;  /* tokens per window (0: unknown or mixed) */
+	int counts_chunks;    /* counts are chunks, not tokens (from a .dat) */
+} qtk_stats_info;
+QTK_API qtk_stats_info *qtk_stats_info_of(qtk_stats *s);
+/* Text files the statistics come from (llama.cpp's imatrix.datasets). */
+QTK_API qtk_err qtk_stats_add_dataset(qtk_stats *s, const char *name, qtk_status *st);
+QTK_API size_t qtk_stats_dataset_count(const qtk_stats *s);
+QTK_API const char *qtk_stats_dataset(const qtk_stats *s, size_t i);
+
+/* Add src into dst, weighted by token counts (sums add): a weight only in
+ * src is copied; in both, cols must agree (QTK_E_ARG naming the weight),
+ * and sum x / X^T X are kept only if both have them. Sets whose counts are
+ * chunks (.dat) and sets whose counts are tokens do not mix (QTK_E_ARG). */
+QTK_API qtk_err qtk_stats_merge(qtk_stats *dst, const qtk_stats *src, qtk_status *st);
+
+/* Open a statistics file of any kind, told by its content (GGUF magic:
+ * imatrix; a safetensors header: qtk; else a legacy .dat). Every value is
+ * validated (finite, sums of squares >= 0, shapes, counts, X^T X
+ * symmetric); on failure *out is NULL and st names file, weight and
+ * problem. *kind (may be NULL) gets what was read. */
+QTK_API qtk_err qtk_stats_open(const char *path, qtk_stats **out, qtk_stats_kind *kind,
+                               qtk_status *st);
+/* Write s as kind (temporary name, fsync, rename). imatrix and .dat hold
+ * only sum x^2 and counts, under the GGUF keys; a sum x^2 beyond F32's
+ * range is an error, never Inf. */
+QTK_API qtk_err qtk_stats_write(const qtk_stats *s, const char *path, qtk_stats_kind kind,
+                                const qtk_write_opts *opts, qtk_status *st);
+
+/* ===================================================================== */
 /* MLX (formats/mlx_pack.c)                                               */
 /* ===================================================================== */
 

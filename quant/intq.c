@@ -251,20 +251,34 @@ static void mlx_params(float lo, float hi, float levels, float *s, float *b)
 	}
 }
 
-/* Clipping ratios of the data-free search; r = 1 (RTN) comes first. */
-const float intq_ratios[INTQ_NRATIO] = { 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f };
+/* Ratios of the search's grid; r = 1 (RTN) comes first. The negative ones
+ * flip the scale's sign (symmetric modes; affine modes skip them): for
+ * int4 (levels -8..7) -8/7 puts the largest magnitude on +7 instead of -8,
+ * for NF4 -1 mirrors its uneven levels; with the refits after the grid
+ * they lowered the RMSE of every symmetric scheme on the real checkpoints
+ * (docs/quantization.md). */
+const float intq_ratios[2][INTQ_NRATIO] = {
+	{ 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, -8.0f / 7.0f, -1.0f },
+	{ 1.0f, 0.95f, 0.9f, 0.85f, 0.8f, 0.75f, 8.0f / 7.0f, 1.07f },
+};
+
+const float *intq_ratios_of(int m)
+{
+	return intq_ratios[m == QM_INT8 || m == QM_NF4];
+}
 _Static_assert(2 * INTQ_NRATIO <= 16, "search parameters fit one vector");
 
-/* Data-free search over the clipping ratios above. On entry *d, *mn hold
- * the RTN parameters (the r = 1 candidate, exactly); lo, hi are the group's
- * min and max. Symmetric: d = r * d_rtn; affine: [lo, hi] shrunk by r
- * around its centre, then the scheme's rule (Q4_1: d = range/levels, bias =
- * low end; MLX: mlx_params). Each candidate's codes come from its f32
+/* The search: its grid over the ratios above, then intq_refine. On entry
+ * *d, *mn hold the RTN parameters (the r = 1 candidate, exactly); lo, hi
+ * are the group's min and max. Symmetric: d = r * d_rtn; affine: [lo, hi]
+ * shrunk by r around its centre, then the scheme's rule (Q4_1: d =
+ * range/levels, bias = low end; MLX: mlx_params). Each candidate's codes come from its f32
  * parameters (as stored codes do) and its error from the parameters rounded
  * to the scale dtype (as dequantize sees them), by the sqerr kernel (f32
  * lanes, fixed fold: the same on every ISA). The first strictly best
  * candidate wins, so RTN is kept unless a ratio is better. A candidate
- * whose stored parameters are not finite is skipped. */
+ * whose stored parameters are not finite is skipped; intq_refine's refits
+ * then replace the winner only when strictly better. */
 static void search_group(const qctx *c, const float *x, size_t n, const float *imp,
                          float lo, float hi, float *d, float *mn)
 {
@@ -278,7 +292,7 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 	if (c->affine && h == 0.0f)
 		return; /* constant group: RTN is exact */
 	for (size_t k = 0; k < INTQ_NRATIO; k++) {
-		float r = intq_ratios[k];
+		float r = intq_ratios_of(c->m)[k];
 		td[k] = *d;
 		tm[k] = *mn;
 		if (k > 0 && mlx) {
@@ -291,6 +305,8 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 		}
 		sv[k] = td[k];
 		sv[INTQ_NRATIO + k] = c->affine ? tm[k] : 0.0f;
+		if (r < 0.0f && c->affine)
+			sv[k] = INFINITY; /* sign flips: symmetric modes only (skipped) */
 	}
 	/* all parameters as they read back from the scale dtype, at once */
 	if (c->L->scale_dtype != QTK_DT_F32) {
@@ -316,16 +332,15 @@ static void search_group(const qctx *c, const float *x, size_t n, const float *i
 	if (!nc)
 		return;
 	c->K->sqerr(c->m, x, imp, n, nc, p, b, sd, sb, e);
-	size_t w = 0;
-	for (size_t k = 1; k < nc; k++)
-		if (e[k] < e[w])
-			w = k;
-	*d = td[idx[w]];
-	*mn = tm[idx[w]];
+	float gd[INTQ_NRATIO], gb[INTQ_NRATIO];
+	for (size_t k = 0; k < nc; k++) {
+		gd[k] = td[idx[k]];
+		gb[k] = c->affine ? tm[idx[k]] : 0.0f;
+	}
+	float bb = c->affine ? *mn : 0.0f;
+	intq_refine(c->K, c->m, c->L->scale_dtype, x, imp, n, nc, gd, gb, e, d, &bb);
 	if (c->affine)
-		intq_refit(c->K, c->m, c->L->scale_dtype, x, imp, n, d, mn);
-	else
-		intq_refit(c->K, c->m, c->L->scale_dtype, x, imp, n, d, &(float){ 0.0f });
+		*mn = bb;
 }
 
 /* The encode parameter of scale d: MLX divides by the scale, the others
@@ -356,6 +371,73 @@ static void refit_sums(int m, const float *x, const float *imp, size_t n, float 
 		s[k] = intq_fold16(l[k]);
 }
 
+/* The weighted least-squares parameters for the codes of (d, b): *nd
+ * (and *nb for affine modes); 0 if there are none (all codes equal, zero
+ * weights) or they are not usable (not finite, a zero scale). */
+static int refit_params(int m, const float *x, const float *imp, size_t n, float d, float b,
+                        float *nd, float *nb)
+{
+	float s[5], p = enc_p(m, d);
+
+	if (d == 0.0f || !isfinite(p))
+		return 0;
+	refit_sums(m, x, imp, n, p, b, s);
+	*nb = b;
+	if (!QM_AFFINE(m)) { /* min sum w (x - d v)^2: d = sum w v x / sum w v^2 */
+		if (!(s[2] > 0.0f))
+			return 0;
+		*nd = s[4] / s[2];
+	} else { /* min sum w (x - d v - b)^2, the 2x2 normal equations */
+		double det = (double)s[0] * (double)s[2] - (double)s[1] * (double)s[1];
+		if (!(det > 0.0))
+			return 0;
+		*nd = (float)(((double)s[0] * (double)s[4] - (double)s[1] * (double)s[3]) / det);
+		*nb = (float)(((double)s[2] * (double)s[3] - (double)s[1] * (double)s[4]) / det);
+	}
+	return isfinite(*nd) && *nd != 0.0f && isfinite(*nb) && isfinite(enc_p(m, *nd));
+}
+
+void intq_refine(const intq_kernels *K, int m, qtk_dtype sdt, const float *x,
+                 const float *imp, size_t n, size_t nc, const float *gd, const float *gb,
+                 const float *e, float *d, float *b)
+{
+	float rd[INTQ_NRATIO], rb[INTQ_NRATIO], sv[2 * INTQ_NRATIO] = { 0 }, p[INTQ_NRATIO];
+	float er[INTQ_NRATIO], best;
+	size_t w = 0, nr = 0;
+	int aff = QM_AFFINE(m);
+
+	for (size_t k = 1; k < nc; k++)
+		if (e[k] < e[w])
+			w = k;
+	best = e[w];
+	*d = gd[w];
+	*b = gb[w];
+	for (size_t k = 0; k < nc; k++)
+		if (refit_params(m, x, imp, n, gd[k], gb[k], &rd[nr], &rb[nr]))
+			nr++;
+	for (size_t k = 0; k < nr; k++) {
+		sv[k] = rd[k];
+		sv[INTQ_NRATIO + k] = aff ? rb[k] : 0.0f;
+		p[k] = enc_p(m, rd[k]);
+	}
+	if (sdt != QTK_DT_F32) {
+		uint16_t hv[2 * INTQ_NRATIO];
+		qtk_from_f32(sdt, sv, hv, 2 * INTQ_NRATIO);
+		qtk_to_f32(sdt, hv, sv, 2 * INTQ_NRATIO);
+	}
+	if (nr) {
+		K->sqerr(m, x, imp, n, nr, p, rb, sv, sv + INTQ_NRATIO, er);
+		for (size_t k = 0; k < nr; k++)
+			if (er[k] < best && isfinite(sv[k]) && sv[k] != 0.0f &&
+			    isfinite(sv[INTQ_NRATIO + k])) {
+				best = er[k];
+				*d = rd[k];
+				*b = rb[k];
+			}
+	}
+	intq_refit(K, m, sdt, x, imp, n, d, b);
+}
+
 /* Refits of intq_refit (INTQ_REFITS at most: each one's codes can move,
  * so the next refit starts from them). */
 #define INTQ_REFITS 2
@@ -366,20 +448,8 @@ void intq_refit(const intq_kernels *K, int m, qtk_dtype sdt, const float *x,
 	int aff = QM_AFFINE(m);
 
 	for (int it = 0; it < INTQ_REFITS; it++) {
-		float s[5], nd, nb = *b, p[2], bb[2], sv[4], e[2];
-		refit_sums(m, x, imp, n, enc_p(m, *d), *b, s);
-		if (!aff) { /* min sum w (x - d v)^2: d = sum w v x / sum w v^2 */
-			if (!(s[2] > 0.0f))
-				return;
-			nd = s[4] / s[2];
-		} else { /* min sum w (x - d v - b)^2, the 2x2 normal equations */
-			double det = (double)s[0] * (double)s[2] - (double)s[1] * (double)s[1];
-			if (!(det > 0.0))
-				return;
-			nd = (float)(((double)s[0] * (double)s[4] - (double)s[1] * (double)s[3]) / det);
-			nb = (float)(((double)s[2] * (double)s[3] - (double)s[1] * (double)s[4]) / det);
-		}
-		if (!isfinite(nd) || nd == 0.0f || !isfinite(nb) || !isfinite(enc_p(m, nd)))
+		float nd, nb, p[2], bb[2], sv[4], e[2];
+		if (!refit_params(m, x, imp, n, *d, *b, &nd, &nb))
 			return;
 		/* the old and the new parameters as dequantize would see them */
 		sv[0] = *d;

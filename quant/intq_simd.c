@@ -409,7 +409,7 @@ T512H INL int search_group_512(const int m, const int acc, const float *x, size_
 	if (d == 0.0f)
 		return 0;
 	/* td_0 = d, td_k = d * r_k; every stored scale an ordinary f16 */
-	vr = _mm512_maskz_loadu_ps(live, intq_ratios);
+	vr = _mm512_maskz_loadu_ps(live, intq_ratios_of(m));
 	vt = _mm512_mask_mul_ps(_mm512_setzero_ps(), live & (__mmask16)~1u, _mm512_set1_ps(d), vr);
 	vt = _mm512_mask_mov_ps(vt, 1, _mm512_set1_ps(d));
 	vp = _mm512_div_ps(_mm512_set1_ps(1.0f), vt);
@@ -427,12 +427,11 @@ T512H INL int search_group_512(const int m, const int acc, const float *x, size_
 		if (e[k] < e[w])
 			w = k;
 	{
-		float td[16], t, b = 0.0f;
+		float td[16], t, b = 0.0f, zb[INTQ_NRATIO] = { 0 };
 		uint16_t hs[16];
 		_mm512_storeu_ps(td, vt);
 		_mm256_storeu_si256((__m256i *)hs, h);
-		t = td[w];
-		intq_refit(&intq_k_avx512, m, QTK_DT_F16, x, imp, n, &t, &b);
+		intq_refine(&intq_k_avx512, m, QTK_DT_F16, x, imp, n, INTQ_NRATIO, td, zb, e, &t, &b);
 		if (t != td[w]) { /* a refit won: its scale, checked as above */
 			unsigned short hh = _cvtss_sh(t, _MM_FROUND_TO_NEAREST_INT);
 			p[w] = 1.0f / t;
@@ -1259,7 +1258,7 @@ T256H INL int search_group_256(const int m, const int acc, const float *x, size_
 	if (d == 0.0f)
 		return 0;
 	/* td_0 = d, td_k = d * r_k; every stored scale an ordinary f16 */
-	vt = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_maskload_ps(intq_ratios, live));
+	vt = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_maskload_ps(intq_ratios_of(m), live));
 	vt = _mm256_blend_ps(vt, _mm256_set1_ps(d), 1);
 	vp = _mm256_div_ps(_mm256_set1_ps(1.0f), vt);
 	h = _mm256_cvtps_ph(vt, _MM_FROUND_TO_NEAREST_INT);
@@ -1278,10 +1277,9 @@ T256H INL int search_group_256(const int m, const int acc, const float *x, size_
 			w = k;
 	_mm_storeu_si128((__m128i *)hs, h);
 	{
-		float td[8], t, b = 0.0f;
+		float td[8], t, b = 0.0f, zb[INTQ_NRATIO] = { 0 };
 		_mm256_storeu_ps(td, vt);
-		t = td[w];
-		intq_refit(&intq_k_avx2, m, QTK_DT_F16, x, imp, n, &t, &b);
+		intq_refine(&intq_k_avx2, m, QTK_DT_F16, x, imp, n, INTQ_NRATIO, td, zb, e, &t, &b);
 		if (t != td[w]) { /* a refit won: its scale, checked as above */
 			unsigned short hh = _cvtss_sh(t, _MM_FROUND_TO_NEAREST_INT);
 			p[w] = 1.0f / t;

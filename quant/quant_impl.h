@@ -231,9 +231,13 @@ qtk_err intq_fit(const qtk_q_layout *L, const qtk_q_opts *opts, const float *x, 
                  const float *imp, void *scales, void *biases, size_t gi, uint64_t row,
                  uint64_t g, intq_gfit *f, qtk_status *st);
 
-/* The search's clipping ratios (intq.c), r = 1 first. */
-#define INTQ_NRATIO 6
-extern const float intq_ratios[INTQ_NRATIO];
+/* The ratios of the search's grid (intq.c), r = 1 first; at most 8 (the
+ * AVX2 search kernel holds them in one vector). */
+#define INTQ_NRATIO 8
+extern const float intq_ratios[2][INTQ_NRATIO];
+/* The ratios mode m uses (int8 and nf4: no sign flips; nf4's scale is
+ * its absmax, which double quantization needs non-negative). */
+const float *intq_ratios_of(int m);
 
 extern const intq_kernels intq_k_scalar, intq_k_avx2, intq_k_avx512;
 
@@ -244,6 +248,14 @@ extern const intq_kernels intq_k_scalar, intq_k_avx2, intq_k_avx512;
  * strictly lower (K->sqerr). Scalar sums: the same bits at every ISA. */
 void intq_refit(const intq_kernels *K, int m, qtk_dtype sdt, const float *x,
                 const float *imp, size_t n, float *d, float *b);
+
+/* The search after its grid (intq.c): gd, gb, e[0..nc) the grid's usable
+ * candidates in order (f32 scale, bias (0 for symmetric modes), error);
+ * the first strictly best of them, then of the least-squares refits of
+ * each one's codes, then intq_refit from the winner, into *d, *b. */
+void intq_refine(const intq_kernels *K, int m, qtk_dtype sdt, const float *x,
+                 const float *imp, size_t n, size_t nc, const float *gd, const float *gb,
+                 const float *e, float *d, float *b);
 
 /* A group's importance as the search uses it: NULL when all n weights are
  * equal (only their ratios matter, and so equal weights give the

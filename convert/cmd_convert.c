@@ -1,4 +1,6 @@
 /* convert: `qtk convert` — option parsing, progress bar, signals, report. */
+#include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -52,8 +54,14 @@ static void convert_usage(FILE *f)
 "  -k, --keep PATTERN       keep matching tensors at source precision\n"
 "      --set PATTERN=SCHEME[:GROUP]  store matching tensors with SCHEME\n"
 "      --search             data-free scale search instead of round-to-nearest\n"
-"      --calib FILE         per-input-channel importance (safetensors, one\n"
-"                           float vector per weight, named like the weight)\n"
+"      --calib STATS        activation statistics (qtk calibrate, llama.cpp\n"
+"                           imatrix GGUF or .dat, or one importance vector\n"
+"                           per weight): calibrated search (docs/calibration.md)\n"
+"      --calib-mode M       weighted (default: channels weighted by mean x^2)\n"
+"                           or gptq (needs X^T X: qtk calibrate --xtx)\n"
+"      --act-order          gptq: columns by decreasing Hessian diagonal\n"
+"      --static-groups      gptq: group scales from the original weights\n"
+"      --damp X             gptq: damping, a fraction of mean(diag H) (0.01)\n"
 "  -j, --threads N          worker threads (default: all cores)\n"
 "      --chunk N            elements per work item (default 1048576)\n"
 "  -n, --dry-run            print the plan; write nothing\n"
@@ -73,7 +81,7 @@ static void convert_usage(FILE *f)
 }
 
 enum { OPT_SET = 256, OPT_SEARCH, OPT_CALIB, OPT_JSON, OPT_CHUNK, OPT_SCALE,
-       OPT_DQ, OPT_AFFINE_RULE };
+       OPT_DQ, OPT_AFFINE_RULE, OPT_CALIB_MODE, OPT_ACT_ORDER, OPT_STATIC_GROUPS, OPT_DAMP };
 
 static const struct option long_opts[] = {
 	{ "output", required_argument, NULL, 'o' },
@@ -86,6 +94,10 @@ static const struct option long_opts[] = {
 	{ "set", required_argument, NULL, OPT_SET },
 	{ "search", no_argument, NULL, OPT_SEARCH },
 	{ "calib", required_argument, NULL, OPT_CALIB },
+	{ "calib-mode", required_argument, NULL, OPT_CALIB_MODE },
+	{ "act-order", no_argument, NULL, OPT_ACT_ORDER },
+	{ "static-groups", no_argument, NULL, OPT_STATIC_GROUPS },
+	{ "damp", required_argument, NULL, OPT_DAMP },
 	{ "threads", required_argument, NULL, 'j' },
 	{ "chunk", required_argument, NULL, OPT_CHUNK },
 	{ "scale-dtype", required_argument, NULL, OPT_SCALE },
@@ -287,6 +299,31 @@ static void print_summary(const qtk_conv_report *rep, const char *out)
 	free(sorted);
 }
 
+/* --calib: the quantized weights the statistics did not cover (they got
+ * the data-free search), on stderr whatever -q says. */
+static void print_calib_notes(const qtk_conv_report *rep, const char *calib)
+{
+	size_t none = 0, cal = 0;
+
+	for (size_t i = 0; i < rep->ntensors; i++) {
+		const qtk_conv_tensor *t = &rep->tensors[i];
+		if (!t->calib)
+			continue;
+		if (strcmp(t->calib, "none")) {
+			cal++;
+			continue;
+		}
+		if (none < 10)
+			fprintf(stderr, "qtk: note: %s has no statistics for '%s': data-free search\n",
+			        calib, t->name);
+		none++;
+	}
+	if (none > 10)
+		fprintf(stderr, "qtk: note: ... and %zu more without statistics\n", none - 10);
+	fprintf(stderr, "qtk: calibrated %zu of %zu quantized weights from %s\n", cal, cal + none,
+	        calib);
+}
+
 /* What happened to values, on stderr whatever -q says: tensors widened to
  * F32 because a narrow type qtk had chosen cannot hold a value, and
  * nonzero values stored as zero. */
@@ -361,6 +398,8 @@ static json_t *report_json(const qtk_conv_report *rep, const char *in, const cha
 			json_object_set_new(o, "flushed", json_integer((json_int_t)t->flushed));
 		if (t->fallback)
 			json_object_set_new(o, "fallback", json_string(t->fallback));
+		if (t->calib && !dry)
+			json_object_set_new(o, "calib", json_string(t->calib));
 		if (t->has_metrics) {
 			json_t *m = json_object();
 			json_object_set_new(m, "rmse", json_real(t->m.rmse));
@@ -400,6 +439,8 @@ typedef struct {
 	const char *keep[256], *set[256];
 	int nkeep, nset;
 	int scheme, scheme_given, group_given, json, verbose, quiet;
+	int gptq_given; /* an option only --calib-mode gptq takes */
+	int mode_given;
 	uint32_t group;
 	qtk_conv_opts co;
 } cli_opts;
@@ -443,6 +484,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 	c->group = 64;
 	c->preset = "auto";
 	c->co.scale_dtype = QTK_DT_F16;
+	qtk_gptq_opts_init(&c->co.gptq);
 	optind = 1;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":o:F:s:g:r:p:k:j:nfvqh", long_opts, NULL)) != -1) {
@@ -483,6 +525,30 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 			break;
 		case OPT_SEARCH: c->co.search = 1; break;
 		case OPT_CALIB: c->calib = optarg; break;
+		case OPT_CALIB_MODE:
+			c->mode_given = 1;
+			if (!strcmp(optarg, "gptq"))
+				c->co.calib_gptq = 1;
+			else if (!strcmp(optarg, "weighted"))
+				c->co.calib_gptq = 0;
+			else
+				return cli_usage_error("convert", "--calib-mode '%s': expected weighted "
+				                       "or gptq", optarg);
+			break;
+		case OPT_ACT_ORDER: c->co.gptq.act_order = 1; c->gptq_given = 1; break;
+		case OPT_STATIC_GROUPS: c->co.gptq.static_groups = 1; c->gptq_given = 1; break;
+		case OPT_DAMP: {
+			char *end;
+			double d;
+			errno = 0;
+			d = strtod(optarg, &end);
+			if (!*optarg || *end || errno || !(d > 0 && d <= 10) || isspace((unsigned char)*optarg))
+				return cli_usage_error("convert", "--damp '%s': expected a number in "
+				                       "(0, 10]", optarg);
+			c->co.gptq.damp = d;
+			c->gptq_given = 1;
+			break;
+		}
 		case 'j':
 			if ((rc = cli_uint("convert", "--threads", optarg, 1, 1024, &v)) != 0)
 				return rc;
@@ -531,6 +597,11 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 		return cli_usage_error("convert", "missing -o OUTPUT");
 	if (c->scheme < 0 && !c->recipe)
 		return cli_usage_error("convert", "missing --scheme");
+	if (!c->calib && c->mode_given)
+		return cli_usage_error("convert", "--calib-mode needs --calib STATS");
+	if (c->gptq_given && !c->co.calib_gptq)
+		return cli_usage_error("convert", "--act-order, --static-groups and --damp "
+		                       "need --calib-mode gptq");
 	return check_rules(c);
 }
 
@@ -640,6 +711,8 @@ int cmd_convert(int argc, char **argv)
 	sigaction(SIGTERM, &old_term, NULL);
 	if (!c.co.dry_run)
 		print_value_notes(rep, c.output);
+	if (!c.co.dry_run && c.calib)
+		print_calib_notes(rep, c.calib);
 	if (c.json) {
 		json_t *j = report_json(rep, c.input, c.output, c.co.dry_run);
 		if (preset_used)

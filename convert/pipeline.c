@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include "calib.h"
 #include "conv_impl.h"
 
 #define DEFAULT_CHUNK_ELEMS (1u << 20)
@@ -34,7 +35,12 @@ typedef struct {
 	int mode;
 	size_t item0, nitems;
 	uint64_t out_bytes;
-	float *importance;      /* [cols] from --calib, or NULL */
+	/* --calib: made by the first item of the tensor, freed by its last
+	 * (a GPTQ factor is cols^2 floats); under job.calib_lock */
+	calib_tensor ct;
+	int ct_made, has_stats;
+	const char *calib_used; /* "gptq" or "weighted" once made */
+	size_t ct_left;         /* items not finished, in this pass */
 	uint64_t total, per;    /* units to cover (bytes, elements or rows by
 	                           mode) and units per work item */
 	/* NF4 double quantization: items quantize with f32 scales into absmax
@@ -74,6 +80,8 @@ typedef struct {
 	size_t items_done;      /* atomic */
 	uint64_t bytes_done;    /* atomic: source bytes */
 	int failed;             /* atomic */
+	calib *cal;             /* --calib statistics, or NULL */
+	pthread_mutex_t calib_lock;
 	pthread_mutex_t lock;   /* guards err and live */
 	pthread_cond_t idle;    /* signalled by each worker as it ends */
 	int live;               /* workers not yet ended */
@@ -105,41 +113,61 @@ static void shape_2d(const src_tensor *t, uint64_t *rows, uint64_t *cols)
 		*rows *= t->shape[i]; /* the product is checked by the reader */
 }
 
-static qtk_err load_importance(job *j, const char *path, qtk_status *st)
+/* Which quantized weights the statistics cover; a width that does not
+ * match is an error naming both. */
+static qtk_err check_calib(job *j, qtk_status *st)
 {
-	qtk_st_file *cf;
 	size_t used = 0;
 
-	QTK_TRY(qtk_st_open(path, &cf, st));
 	for (size_t i = 0; i < j->n; i++) {
 		plan_tensor *p = &j->pt[i];
-		const qtk_st_tensor *ct = qtk_st_find(cf, p->t->name);
-		qtk_err rc;
+		uint64_t cols;
 
-		if (!ct || p->mode != MODE_ROWS)
-			continue;
-		if (!qtk_dtype_is_float(ct->dtype) || ct->nelem != p->cols) {
-			qtk_st_close(cf);
-			return qtk_fail(st, QTK_E_ARG,
-			                "%s: tensor '%s': importance must be a float vector of %llu elements",
-			                path, p->t->name, (unsigned long long)p->cols);
-		}
-		p->importance = qtk_malloc(p->cols * sizeof(float));
-		if (!p->importance) {
-			qtk_st_close(cf);
-			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-		}
-		rc = qtk_st_read_f32(ct, 0, p->cols, p->importance, st);
-		if (rc) {
-			qtk_st_close(cf);
-			return rc;
-		}
+		p->ct_left = p->nitems;
+		if (p->mode != MODE_ROWS || !qtk_q_scheme_get(p->d.layout.scheme)->quantized ||
+		    !calib_has(j->cal, p->t->name, &cols))
+			continue; /* kept and float-stored tensors take no statistics */
+		if (cols != p->cols)
+			return qtk_fail(st, QTK_E_ARG, "%s: statistics of '%s' are for %llu input "
+			                "channels; the tensor has %llu columns", calib_path(j->cal),
+			                p->t->name, (unsigned long long)cols,
+			                (unsigned long long)p->cols);
+		p->has_stats = 1;
 		used++;
 	}
-	qtk_st_close(cf);
 	if (used == 0)
-		return qtk_fail(st, QTK_E_ARG, "%s: no tensor matches a quantized weight's name", path);
+		return qtk_fail(st, QTK_E_ARG, "%s: no statistics for any quantized weight",
+		                calib_path(j->cal));
 	return QTK_OK;
+}
+
+/* The tensor's calibration, made by the first item that needs it. */
+static qtk_err calib_need(job *j, plan_tensor *p, qtk_status *st)
+{
+	qtk_err rc = QTK_OK;
+
+	if (!p->has_stats)
+		return QTK_OK;
+	pthread_mutex_lock(&j->calib_lock);
+	if (!p->ct_made) {
+		rc = calib_tensor_make(j->cal, p->t->name, p->rows, p->cols, &p->ct, st);
+		p->ct_made = rc == QTK_OK;
+		if (p->ct_made)
+			p->calib_used = p->ct.f ? "gptq" : "weighted";
+	}
+	pthread_mutex_unlock(&j->calib_lock);
+	return rc;
+}
+
+/* An item of p is finished: the last one frees the calibration. */
+static void calib_item_done(job *j, plan_tensor *p)
+{
+	if (!p->has_stats || __atomic_sub_fetch(&p->ct_left, 1, __ATOMIC_ACQ_REL))
+		return;
+	pthread_mutex_lock(&j->calib_lock);
+	calib_tensor_free(&p->ct);
+	p->ct_made = 0;
+	pthread_mutex_unlock(&j->calib_lock);
 }
 
 static qtk_err plan(job *j, qtk_status *st)
@@ -251,8 +279,8 @@ static qtk_err plan(job *j, qtk_status *st)
 		p->item0 = nitems;
 		nitems += p->nitems;
 	}
-	if (o->calib)
-		QTK_TRY(load_importance(j, o->calib, st));
+	if (j->cal)
+		QTK_TRY(check_calib(j, st));
 	j->nitems = nitems;
 	j->items = qtk_calloc(nitems ? nitems : 1, sizeof *j->items);
 	j->acc = qtk_calloc(nitems ? nitems : 1, sizeof *j->acc);
@@ -430,8 +458,8 @@ static qtk_err dq_finish(job *j, plan_tensor *p, worker_buf *b, qtk_status *st)
 	uint64_t gpr = qtk_q_groups_per_row(L, p->cols), ng = p->rows * gpr;
 	uint64_t sizes[QTK_PLANE_MAX], per = j->chunk / p->cols ? j->chunk / p->cols : 1;
 	size_t ti = (size_t)(p - j->pt);
-	qtk_q_opts qo = { .search = j->o->search, .importance = p->importance,
-	                  .tensor = p->t->name };
+	qtk_q_opts qo = { .search = j->o->search || p->ct.importance,
+	                  .importance = p->ct.importance, .tensor = p->t->name };
 	qtk_q_acc *acc = &j->acc[p->item0];
 	uint8_t *codes8 = qtk_malloc((size_t)ng), *dq;
 	uint64_t flushed = 0;
@@ -555,8 +583,8 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	uint64_t nrows, cols, elem0, nelem, boff, blen, flushed = 0;
 	qtk_q_planes dst;
 	qtk_q_cplanes csrc;
-	qtk_q_opts qo = { .search = j->o->search, .importance = p->importance,
-	                  .tensor = p->t->name, .flushed = &flushed };
+	qtk_q_opts qo = { .search = j->o->search, .tensor = p->t->name,
+	                  .flushed = &flushed };
 	if (redoing(j) && __atomic_load_n(&j->widen[it->tensor], __ATOMIC_RELAXED))
 		return QTK_OK; /* marked for F32 in this pass: its items are dropped */
 	if (p->mode == MODE_ELEM) {
@@ -572,6 +600,14 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		qo.row0 = it->start;
 	}
 	nelem = nrows * cols;
+	if (p->mode == MODE_ROWS) {
+		/* statistics: the search weighs channels by them (GPTQ below) */
+		QTK_TRY(calib_need(j, p, st));
+		if (p->ct.importance) {
+			qo.importance = p->ct.importance;
+			qo.search = 1;
+		}
+	}
 	src_span(p->t, elem0, nelem, &boff, &blen);
 	if (!(j->gguf && j->gt[it->tensor].qk)) /* gathered q/k rows: not contiguous */
 		src_prefault(p->t, boff, blen);
@@ -600,6 +636,9 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		uint64_t units = elem ? cols : nrows;
 		uint64_t sub = elem ? SUB_ELEMS : (cols >= SUB_ELEMS ? 1 : SUB_ELEMS / cols);
 
+		if (p->ct.f) /* GPTQ: the whole item at once (its BLAS-3 updates) */
+			sub = nrows;
+
 		for (uint64_t u0 = 0; u0 < units; u0 += sub) {
 			uint64_t nu = units - u0 < sub ? units - u0 : sub;
 			uint64_t sr = elem ? 1 : nu, sc = elem ? nu : cols;
@@ -623,8 +662,10 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 			qo.row0 = elem ? 0 : it->start + u0;
 			qo.elem0 = elem ? elem0 + u0 : 0;
 			/* codes and each row's error sums in one pass */
-			rc = qtk_q_quantize_rows_acc(L, b->in, (size_t)sr, (size_t)sc, &d, &qo,
-			                             &j->acc[k], st);
+			rc = p->ct.f ? calib_quantize_acc(&p->ct, L, b->in, b->out, (size_t)sr,
+			                                  (size_t)sc, &d, &qo, &j->acc[k], st)
+			             : qtk_q_quantize_rows_acc(L, b->in, (size_t)sr, (size_t)sc, &d,
+			                                       &qo, &j->acc[k], st);
 			if (rc)
 				return value_error(j, it->tensor, rc, st);
 		}
@@ -710,6 +751,8 @@ static void *worker(void *arg)
 		it = &j->items[k];
 		rc = j->pt[it->tensor].mode == MODE_RAW ? do_raw(j, k, it, &st)
 		                                        : do_quant(j, k, it, &b, &st);
+		if (!rc)
+			calib_item_done(j, &j->pt[it->tensor]);
 		if (rc) {
 			set_error(j, &st);
 			break;
@@ -1053,6 +1096,8 @@ static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
 		t->src_bytes = p->t->nbytes;
 		t->out_bytes = p->out_bytes;
 		t->flushed = p->flushed;
+		if (j->cal && p->mode == MODE_ROWS && qtk_q_scheme_get(t->layout.scheme)->quantized)
+			t->calib = p->calib_used ? p->calib_used : "none";
 		if (j->widen_why && j->widen_why[i] && !(t->fallback = qtk_strdup(j->widen_why[i]))) {
 			qtk_free(names);
 			qtk_conv_report_free(rep);
@@ -1099,7 +1144,7 @@ void qtk_conv_report_free(qtk_conv_report *rep)
 static void plan_free(job *j)
 {
 	for (size_t i = 0; j->pt && i < j->n; i++) {
-		qtk_free(j->pt[i].importance);
+		calib_tensor_free(&j->pt[i].ct);
 		qtk_free(j->pt[i].absmax);
 	}
 	qtk_free(j->pt);
@@ -1129,6 +1174,8 @@ static void job_free(job *j)
 	qtk_free(j->widen_why);
 	qtk_free(j->widen);
 	src_close(j->s);
+	calib_close(j->cal);
+	pthread_mutex_destroy(&j->calib_lock);
 	pthread_mutex_destroy(&j->lock);
 	pthread_cond_destroy(&j->idle);
 }
@@ -1232,6 +1279,7 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	*out = NULL;
 	memset(&j, 0, sizeof j);
 	pthread_mutex_init(&j.lock, NULL);
+	pthread_mutex_init(&j.calib_lock, NULL);
 	pthread_cond_init(&j.idle, NULL);
 	j.o = o;
 	j.chunk = o->chunk_elems ? o->chunk_elems : DEFAULT_CHUNK_ELEMS;
@@ -1239,12 +1287,16 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		nthreads = 1;
 	if (!o->input || !o->recipe || (!o->output && !o->dry_run)) {
 		pthread_mutex_destroy(&j.lock);
+		pthread_mutex_destroy(&j.calib_lock);
 		pthread_cond_destroy(&j.idle);
 		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
 	}
 	j.gguf = o->format == QTK_OUT_GGUF;
 	j.want_crc = o->format == QTK_OUT_QTK; /* GGUF and MLX have no place for them */
 	rc = src_open(&j.s, o->input, st);
+	if (!rc && o->calib)
+		rc = calib_open(o->calib, o->calib_gptq ? CALIB_GPTQ : CALIB_WEIGHTED, &o->gptq,
+		                &j.cal, st);
 	if (rc)
 		goto out;
 	j.widen = qtk_calloc(j.s->n ? j.s->n : 1, 1);

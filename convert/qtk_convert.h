@@ -105,7 +105,9 @@ typedef struct {
 	                               for --format mlx, ggml's Q4_1 rule otherwise;
 	                               1 = ggml's; 2 = MLX's (QTK_QF_MLX_AFFINE) */
 	int search;                 /* data-free scale search */
-	const char *calib;          /* importance file (docs/cli.md) or NULL */
+	const char *calib;          /* statistics file (docs/calibration.md) or NULL */
+	int calib_gptq;             /* --calib-mode gptq (else weighted) */
+	qtk_gptq_opts gptq;         /* its options (qtk_gptq_opts_init) */
 	int threads;                /* 0 = all cores */
 	uint64_t chunk_elems;       /* 0 = default (1M elements) */
 	int dry_run;
@@ -129,6 +131,9 @@ typedef struct {
 	int has_metrics;
 	qtk_q_metrics m;
 	uint64_t flushed;           /* nonzero values stored as zero (qtk_q_opts) */
+	const char *calib;          /* with --calib, for quantized weights: "gptq",
+	                               "weighted", or "none" (no statistics: the
+	                               data-free search); else NULL */
 	char *fallback;             /* NULL, or why a narrow type qtk had chosen
 	                               (GGUF's F16 for rows the block does not
 	                               divide, default F16 scales, MLX scales in

@@ -16,7 +16,8 @@
  * of the block's errors at once: W[:, i2:] -= Err * U[i1:i2, i2:], the
  * BLAS-3 product that is most of the time.
  *
- * A group's parameters (qtk's rule: intq_fit, with the search if asked)
+ * A group's parameters (qtk's rule: intq_fit, with the search if asked,
+ * weighted by each column's 1 / U[i][i]^2; opts->importance is not used)
  * are fitted when the sweep reaches its first column, on the row's current
  * weights over the group: those have received every earlier column's
  * error (in-block updates reach the rest of the block, the lazy update
@@ -34,6 +35,8 @@ struct qtk_gptq {
 	float *u;        /* [cols][cols] upper factor, act order (in the block of h8) */
 	size_t *perm;    /* act order: sweep position -> original column; or NULL */
 	uint8_t *dead;   /* [cols] 1 where diag H was 0 */
+	float *lw;       /* [cols] by original column: 1 / U[i][i]^2, what an
+	                    error in the column costs (the search's weights) */
 	int zero_dead;   /* set dead columns' weights to 0 first */
 	int static_groups;
 	size_t block;
@@ -369,6 +372,12 @@ qtk_err qtk_gptq_prepare(const double *h, size_t cols, const qtk_gptq_opts *o,
 			              (double)f->u[i * cols + i], f->perm ? f->perm[i] : i, o->damp);
 			goto out;
 		}
+	if (!(f->lw = qtk_malloc(cols * sizeof *f->lw)))
+		goto fail;
+	for (size_t i = 0; i < cols; i++) {
+		float u = f->u[i * cols + i];
+		f->lw[f->perm ? f->perm[i] : i] = 1.0f / (u * u);
+	}
 	*out = f;
 	f = NULL;
 	rc = QTK_OK;
@@ -390,6 +399,7 @@ void qtk_gptq_free(qtk_gptq *f)
 	qtk_free(f->u);
 	qtk_free(f->perm);
 	qtk_free(f->dead);
+	qtk_free(f->lw);
 	qtk_free(f);
 }
 
@@ -421,7 +431,10 @@ static qtk_err fit(const sweep *s, size_t r, size_t gi, const float *x, intq_gfi
                    qtk_status *st)
 {
 	size_t i0 = gi * s->gl, n = s->cols - i0 < s->gl ? s->cols - i0 : s->gl;
-	const float *imp = s->o && s->o->importance ? s->o->importance + i0 : NULL;
+	/* the search weighs each column by what its error costs GPTQ's
+	 * objective (w - q)^2 / U[i][i]^2: on stories260K, held-out KL
+	 * divergence 0.0538 against 0.0557 with mean x^2 (docs/calibration.md) */
+	const float *imp = s->f->lw + i0;
 	uint64_t row0 = s->o ? s->o->row0 : 0;
 
 	return intq_fit(s->L, s->o, x, n, imp, s->dst->p[QTK_PLANE_SCALES],

@@ -560,9 +560,9 @@ QTK_API void qtk_gptq_free(qtk_gptq *f);  /* NULL is fine */
  * qtk_q_quantize_rows). Rows are independent: a caller may split a tensor
  * into runs of rows (opts->row0 for messages) and quantize them with one
  * f. Each group's scale comes from qtk's rule on the weights it covers
- * (the data-free search when opts->search, weighted by opts->importance
- * [cols] if given, e.g. diag H); codes are those of the scheme for the
- * error-updated weight. On return w holds the dequantized result (what
+ * (the search when opts->search, each column weighted by what its error
+ * costs GPTQ's objective, 1 / U[i][i]^2; opts->importance is not used);
+ * codes are those of the scheme for the error-updated weight. On return w holds the dequantized result (what
  * qtk_q_dequantize_rows gives for dst), in the original column order.
  * The heavy work is g->sgemm: W[:, j2:] -= Err * U[j1:j2, j2:] per block.
  * Extra memory: rows * block floats. */

@@ -47,6 +47,9 @@ typedef struct {
 	const char *dir;          /* directory of the checkpoint */
 	qtk_st_file *st;          /* safetensors input, or */
 	qtk_gguf_file *gg;        /* GGUF input */
+	qtk_model_desc *desc;     /* config.json, parsed once (src_model_desc);
+	                             export sets the one its metadata records */
+	int desc_done;
 } src;
 
 qtk_err src_open(src **out, const char *path, qtk_status *st);
@@ -55,6 +58,10 @@ qtk_err src_open(src **out, const char *path, qtk_status *st);
  * opened, so that a FIFO there fails at once, not when it is read. */
 qtk_err src_check_side_files(const char *dir, qtk_status *st);
 void src_close(src *s);
+/* The model description of s: dir/config.json parsed on the first call
+ * (present = 0 when s has no directory or the directory no config.json).
+ * QTK_E_FORMAT when the file is not JSON, QTK_E_IO, QTK_E_NOMEM. */
+qtk_err src_model_desc(src *s, const qtk_model_desc **d, qtk_status *st);
 /* Elements [elem0, elem0 + n) of a floating tensor as f32. */
 qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
                      uint64_t n, float *dst, qtk_status *st);
@@ -93,7 +100,7 @@ typedef struct {
 
 /* Detect the model, gather KVs (architecture, llama.*, tokenizer, file
  * type) for a checkpoint in dir. */
-qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
+qtk_err gguf_plan_begin(gguf_plan *g, src *s, qtk_scheme_id main_scheme,
                         qtk_status *st);
 void gguf_plan_end(gguf_plan *g);
 /* Choose name and ggml type for tensor t; may change *L to what GGUF can

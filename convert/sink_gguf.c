@@ -2,7 +2,6 @@
  * (architecture, llama.* hyper-parameters, sentencepiece vocabulary, file
  * type), and qtk planes turned into ggml blocks. The file itself is written
  * by formats' streaming GGUF writer. */
-#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,13 +50,54 @@ static qtk_err plan_from_gguf(gguf_plan *g, const src *s, qtk_scheme_id main_sch
 	return QTK_OK;
 }
 
-qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
-                        qtk_status *st)
+/* llama.* KVs from the model description, and the sentencepiece vocabulary
+ * when dir has a tokenizer.model. */
+static qtk_err plan_llama(gguf_plan *g, src *s, qtk_status *st)
 {
-	const char **names = qtk_calloc(s->n ? s->n : 1, sizeof *names);
+	const qtk_model_desc *d;
 	char path[4096];
 	struct stat sb;
-	qtk_err rc = QTK_OK;
+	qtk_err rc = src_model_desc(s, &d, st);
+
+	if (rc == QTK_E_FORMAT)
+		st->code = rc = QTK_E_GG_CONFIG; /* config.json is not JSON */
+	QTK_TRY(rc);
+	snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
+	if (!d->present)
+		return qtk_fail(st, QTK_E_ARG,
+		                "GGUF output of a LLaMA checkpoint needs its config.json (%s)", path);
+	QTK_TRY(qtk_gguf_llama_desc(d, g->kvs, &g->hp, st));
+	g->have_hp = 1;
+	snprintf(path, sizeof path, "%s/tokenizer.model", s->dir ? s->dir : ".");
+	if (stat(path, &sb) == 0) {
+		qtk_spm_vocab *v = NULL;
+		QTK_TRY(qtk_spm_read(path, &v, st));
+		rc = qtk_gguf_spm_kvs(v, g->kvs, st);
+		qtk_spm_free(v);
+	}
+	return rc;
+}
+
+/* Any other model: its config.json's model_type, when there is one (tensor
+ * names stay as they are); a config.json that is not JSON says nothing. */
+static qtk_err plan_model_type(gguf_plan *g, src *s, qtk_status *st)
+{
+	const qtk_model_desc *d;
+	const qtk_model_val *mt;
+	qtk_err rc = src_model_desc(s, &d, st);
+
+	if (rc == QTK_E_FORMAT)
+		return QTK_OK;
+	QTK_TRY(rc);
+	mt = &d->v[QTK_MK_MODEL_TYPE];
+	if (mt->kind == QTK_MV_STRING && mt->len > 0 && mt->len < 64)
+		QTK_TRY(qtk_gguf_kvs_add_str(g->kvs, "general.architecture", mt->s, mt->len, st));
+	return QTK_OK;
+}
+
+qtk_err gguf_plan_begin(gguf_plan *g, src *s, qtk_scheme_id main_scheme, qtk_status *st)
+{
+	const char **names = qtk_calloc(s->n ? s->n : 1, sizeof *names);
 
 	memset(g, 0, sizeof *g);
 	if (!names)
@@ -73,52 +113,13 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 	g->kvs = qtk_gguf_kvs_new();
 	if (!g->kvs)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	if (g->fam && g->fam->llama_hparams) {
-		snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
-		if (stat(path, &sb) != 0)
-			return qtk_fail(st, QTK_E_ARG,
-			                "GGUF output of a LLaMA checkpoint needs its config.json (%s)", path);
-		QTK_TRY(qtk_gguf_llama_config(path, g->kvs, &g->hp, st));
-		g->have_hp = 1;
-		snprintf(path, sizeof path, "%s/tokenizer.model", s->dir ? s->dir : ".");
-		if (stat(path, &sb) == 0) {
-			qtk_spm_vocab *v = NULL;
-			QTK_TRY(qtk_spm_read(path, &v, st));
-			rc = qtk_gguf_spm_kvs(v, g->kvs, st);
-			qtk_spm_free(v);
-			QTK_TRY(rc);
-		}
-	} else if (g->fam && g->fam->gguf_arch) {
+	if (g->fam && g->fam->llama_hparams)
+		QTK_TRY(plan_llama(g, s, st));
+	else if (g->fam && g->fam->gguf_arch)
 		QTK_TRY(qtk_gguf_kvs_add_str(g->kvs, "general.architecture", g->fam->gguf_arch,
 		                             strlen(g->fam->gguf_arch), st));
-	} else {
-		/* any other model: its config.json's model_type, when there is one
-		 * (tensor names stay as they are) */
-		json_t *cfg;
-		const char *mt;
-
-		snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
-		cfg = NULL;
-		if (s->dir && stat(path, &sb) == 0) {
-			char *text;
-			size_t len;
-			unsigned jm;
-
-			QTK_TRY(qtk_fmt_read_input(path, &text, &len, st));
-			jm = qtk_json_begin();
-			cfg = json_loadb(text, len, 0, NULL);
-			qtk_free(text);
-			if (qtk_json_end(jm)) {
-				json_decref(cfg);
-				return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
-			}
-		}
-		mt = json_string_value(json_object_get(cfg, "model_type"));
-		if (mt && *mt && strlen(mt) < 64)
-			rc = qtk_gguf_kvs_add_str(g->kvs, "general.architecture", mt, strlen(mt), st);
-		json_decref(cfg);
-		QTK_TRY(rc);
-	}
+	else
+		QTK_TRY(plan_model_type(g, s, st));
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", qtk_ggml_file_type(main_scheme), st));
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.quantization_version", 2, st));
 	return QTK_OK;

@@ -189,9 +189,35 @@ void src_close(src *s)
 		return;
 	qtk_st_close(s->st);
 	qtk_gguf_close(s->gg);
+	qtk_free(s->desc);
 	qtk_free(s->t);
 	qtk_free(s->files);
 	qtk_free(s);
+}
+
+qtk_err src_model_desc(src *s, const qtk_model_desc **d, qtk_status *st)
+{
+	char path[4096];
+	qtk_status tmp;
+	qtk_err rc = QTK_OK;
+
+	if (!s->desc_done) {
+		if (!s->desc && !(s->desc = qtk_calloc(1, sizeof *s->desc)))
+			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		if (s->dir) {
+			snprintf(path, sizeof path, "%s/config.json", s->dir);
+			rc = qtk_model_desc_read(path, s->desc, &tmp);
+			if (rc == QTK_E_NOT_FOUND)
+				rc = QTK_OK; /* present = 0 */
+			if (rc) {
+				*st = tmp;
+				return rc; /* not cached: the caller fails */
+			}
+		}
+		s->desc_done = 1;
+	}
+	*d = s->desc;
+	return QTK_OK;
 }
 
 qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,

@@ -1121,8 +1121,22 @@ static void plan_free(job *j)
 	j->redo = 0;
 }
 
+/* Drop whatever output is open, whichever the sink: its temporary goes,
+ * the output path stays as it was. Every failure after the open ends here
+ * (job_free), and a second pass starts here. */
+static void sinks_abort(job *j)
+{
+	qtk_pack_writer_abort(j->w);
+	qtk_gguf_writer_abort(j->gw);
+	mlx_abort(j->ms);
+	j->w = NULL;
+	j->gw = NULL;
+	j->ms = NULL;
+}
+
 static void job_free(job *j)
 {
+	sinks_abort(j);
 	plan_free(j);
 	for (size_t i = 0; j->widen_why && j->s && i < j->s->n; i++)
 		qtk_free(j->widen_why[i]);
@@ -1210,14 +1224,8 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 	if (rc)
 		return rc;
 	rc = run_workers(j, nthreads, st);
-	if (rc || j->redo) { /* failed, or to be written again with fallbacks */
-		qtk_pack_writer_abort(j->w);
-		qtk_gguf_writer_abort(j->gw);
-		mlx_abort(j->ms);
-		j->w = NULL;
-		j->gw = NULL;
-		j->ms = NULL;
-	}
+	if (rc || j->redo) /* failed, or to be written again with fallbacks */
+		sinks_abort(j);
 	return rc;
 }
 
@@ -1282,20 +1290,12 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		plan_free(&j);
 	}
 	rc = make_report(&j, &rep, st);
-	if (rc) {
-		qtk_pack_writer_abort(j.w);
-		qtk_gguf_writer_abort(j.gw);
-		goto out;
-	}
+	if (rc)
+		goto out; /* job_free aborts the output */
 	rep->threads = nthreads;
 	rc = build_metadata(&j, rep, st);
-	if (rc) {
-		qtk_pack_writer_abort(j.w);
-		qtk_gguf_writer_abort(j.gw);
-		mlx_abort(j.ms);
-		j.ms = NULL;
+	if (rc)
 		goto out;
-	}
 	if (j.gguf)
 		rc = qtk_gguf_writer_commit(j.gw, st);
 	else if (j.ms)

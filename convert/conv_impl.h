@@ -75,6 +75,53 @@ void src_prefault(const src_tensor *t, uint64_t off, uint64_t len);
 void src_span(const src_tensor *t, uint64_t elem0, uint64_t n, uint64_t *off,
               uint64_t *len);
 
+/* ---- sinks: where the pipeline's tensors go ---------------------------- */
+
+/* A worker's scratch buffer a sink may grow (GGUF block packing). */
+typedef struct {
+	void *p;
+	size_t cap;
+} sink_scratch;
+
+/* The output side of a conversion, whatever the format: the pipeline
+ * opens, puts and commits or aborts through these and never asks which
+ * sink it has. Tensors are described as in a .qtk file (qtk_pack_desc,
+ * the layouts the planners settled). */
+typedef struct {
+	qtk_err (*open)(void *ctx, const char *path, const qtk_pack_desc *d, size_t n,
+	                const qtk_write_opts *wo, qtk_status *st);
+	/* Bytes [off, off+len) of tensor i kept as they are (raw layouts). */
+	qtk_err (*put_bytes)(void *ctx, size_t i, uint64_t off, const void *buf, size_t len,
+	                     qtk_status *st);
+	/* nrows rows of cols elements from element elem0 (a row start), or with
+	 * flat set one run of cols elements of a float store at elem0. */
+	qtk_err (*put_rows)(void *ctx, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
+	                    uint64_t elem0, size_t nrows, size_t cols, int flat,
+	                    sink_scratch *sc, qtk_status *st);
+	/* Bytes [off, off+len) of one plane (the double-quantization pass);
+	 * NULL for sinks whose planners refuse double quantization. */
+	qtk_err (*put_plane)(void *ctx, size_t i, int plane, uint64_t off, const void *buf,
+	                     size_t len, qtk_status *st);
+	/* Make the output whole (metadata_json: the run's metadata) and give
+	 * it up; on failure the output is as it was. */
+	qtk_err (*commit)(void *ctx, const char *metadata_json, qtk_status *st);
+	void (*abort)(void *ctx); /* drop what was put; NULL-state is fine */
+	/* put_rows converts values (MLX scales): a value it cannot hold comes
+	 * back as QTK_E_Q_SCALE_RANGE / QTK_E_GG_LAYOUT, and rows are put even
+	 * on a pass whose output is dropped, to find them all */
+	int checks_values;
+} sink_ops;
+
+typedef struct {
+	const sink_ops *ops;
+	void *ctx;
+} sink;
+
+/* .qtk file (sink_qtk.c). */
+qtk_err sink_qtk_new(sink *k, qtk_status *st);
+/* In memory (sink_mem.c): the tensors go to *out on commit. */
+qtk_err sink_mem_new(sink *k, qtk_mem_model **out, qtk_status *st);
+
 /* ---- GGUF output (sink_gguf.c) ---------------------------------------- */
 
 /* How one tensor goes into a GGUF file. */
@@ -111,6 +158,9 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
                          gguf_tensor_plan *out, qtk_status *st);
 /* Bytes of one row of cols elements of a ggml type. */
 uint64_t gguf_row_bytes(uint32_t type, uint64_t cols);
+/* The GGUF writer as a sink over a plan (g, gt[n]: alive while it is). */
+qtk_err sink_gguf_new(sink *k, const gguf_plan *g, const gguf_tensor_plan *gt,
+                      qtk_status *st);
 
 /* ---- MLX output (sink_mlx.c) ------------------------------------------ */
 
@@ -149,6 +199,9 @@ qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_c
  * Frees m either way; on failure the output path is as it was. */
 qtk_err mlx_commit(mlx_sink *m, qtk_status *st);
 void mlx_abort(mlx_sink *m); /* NULL is fine */
+/* An MLX sink as a pipeline sink (it plans, then writes; the pipeline
+ * still owns it: abort and commit through the sink end it). */
+void sink_mlx_init(sink *k, mlx_sink **m);
 /* main_scheme / main_group from a recipe's JSON (qtk_recipe_json). */
 void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c);
 

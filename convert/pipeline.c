@@ -64,12 +64,11 @@ typedef struct {
 	qtk_q_acc *acc;         /* [nitems] */
 	uint32_t *crc;          /* [nitems] crc32 of each item's source bytes */
 	int want_crc;           /* the source crc32s go into .qtk metadata only */
-	qtk_pack_writer *w;
-	int gguf;               /* writing GGUF instead of .qtk */
+	sink out;               /* where tensors go (open between plan and commit) */
+	int gguf;               /* planning for GGUF */
 	gguf_plan gp;
 	gguf_tensor_plan *gt;   /* [n] */
-	qtk_gguf_writer *gw;
-	mlx_sink *ms;           /* writing an MLX directory (sink_mlx.c) */
+	mlx_sink *ms;           /* planning for an MLX directory (sink_mlx.c) */
 	size_t next;            /* atomic: next item to take */
 	size_t items_done;      /* atomic */
 	uint64_t bytes_done;    /* atomic: source bytes */
@@ -278,6 +277,7 @@ typedef struct {
 	float *in, *out;
 	uint8_t *planes[QTK_PLANE_MAX];
 	size_t plane_cap[QTK_PLANE_MAX];
+	sink_scratch sc;        /* the sink's (GGUF blocks) */
 } worker_buf;
 
 static void set_error(job *j, const qtk_status *st)
@@ -352,39 +352,23 @@ static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 
 	if (redoing(j)) /* this output is dropped: nothing to copy */
 		return QTK_OK;
-	if (j->gguf)
-		QTK_TRY(qtk_gguf_writer_put(j->gw, it->tensor, it->start, from, (size_t)it->count, st));
-	else if (j->ms)
-		QTK_TRY(mlx_put_raw(j->ms, it->tensor, it->start, from, (size_t)it->count, st));
-	else
-		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start, from,
-		                            (size_t)it->count, st));
+	QTK_TRY(j->out.ops->put_bytes(j->out.ctx, it->tensor, it->start, from, (size_t)it->count,
+	                              st));
 	if (j->want_crc)
 		j->crc[k] = qtk_crc32(0, from, it->count);
 	src_release(p->t, it->start, it->count);
 	return QTK_OK;
 }
 
-/* GGUF: float rows go as they are; quantized rows become ggml blocks. */
-static qtk_err put_gguf(job *j, const work_item *it, const plan_tensor *p, uint64_t nrows,
-                        uint64_t cols, const qtk_q_cplanes *planes, worker_buf *b,
-                        qtk_status *st)
+/* One plane's bytes (double quantization: only sinks that hold it get
+ * such layouts from their planners). */
+static qtk_err put_plane(job *j, size_t i, int plane, uint64_t off, const void *buf,
+                         size_t len, qtk_status *st)
 {
-	const qtk_q_layout *L = &p->d.layout;
-	uint32_t type = j->gt[it->tensor].type;
-	uint64_t rb;
-
-	if (qtk_q_scheme_get(L->scheme)->float_store) {
-		rb = qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
-		return qtk_gguf_writer_put(j->gw, it->tensor, it->start * (p->mode == MODE_ELEM ?
-		                           rb / cols : rb), planes->p[QTK_PLANE_CODES],
-		                           (size_t)(rb * nrows), st);
-	}
-	rb = gguf_row_bytes(type, cols);
-	QTK_TRY(grow(b, QTK_PLANE_DQ, (size_t)(rb * nrows), st));
-	QTK_TRY(qtk_ggml_pack_rows(type, planes, (size_t)nrows, (size_t)cols, b->planes[QTK_PLANE_DQ], st));
-	return qtk_gguf_writer_put(j->gw, it->tensor, it->start * rb, b->planes[QTK_PLANE_DQ],
-	                           (size_t)(rb * nrows), st);
+	if (!j->out.ops->put_plane)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': the output cannot hold a "
+		                "double-quantized plane", j->pt[i].t->name);
+	return j->out.ops->put_plane(j->out.ctx, i, plane, off, buf, len, st);
 }
 
 /* The layout DQ items quantize with: f32 scales (the group absmax). */
@@ -457,10 +441,9 @@ static qtk_err dq_finish(job *j, plan_tensor *p, worker_buf *b, qtk_status *st)
 		qtk_status_prefix(st, pre);
 	}
 	if (!rc)
-		rc = qtk_pack_writer_put(j->w, ti, QTK_PLANE_SCALES, 0, codes8, (size_t)ng, st);
+		rc = put_plane(j, ti, QTK_PLANE_SCALES, 0, codes8, (size_t)ng, st);
 	if (!rc)
-		rc = qtk_pack_writer_put(j->w, ti, QTK_PLANE_DQ, 0, dq,
-		                         (size_t)sizes[QTK_PLANE_DQ], st);
+		rc = put_plane(j, ti, QTK_PLANE_DQ, 0, dq, (size_t)sizes[QTK_PLANE_DQ], st);
 	if (!rc)
 		qtk_q_double_dequant(codes8, ng, dq, p->absmax);
 	qtk_free(codes8);
@@ -517,8 +500,8 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 	rc = qtk_q_quantize_rows(&q, b->in, (size_t)it->count, (size_t)p->cols, &d, qo, st);
 	if (rc)
 		return value_error(j, it->tensor, rc, st);
-	QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start * cb,
-	                            b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
+	QTK_TRY(put_plane(j, it->tensor, QTK_PLANE_CODES, it->start * cb,
+	                  b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
 	src_span(p->t, elem0, nelem, &boff, &blen);
 	if (j->want_crc)
 		j->crc[k] = qtk_crc32(0, p->t->data + boff, blen);
@@ -632,28 +615,19 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 			j->crc[k] = gathered ? qtk_crc32(0, p->t->data + boff, blen) : crc;
 	}
 	__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
-	/* this output is dropped: only the marks matter now (MLX finds some
-	 * while converting scales and biases, so it still writes) */
-	if (redoing(j) && !j->ms)
+	/* this output is dropped: only the marks matter now (a sink that
+	 * converts values, MLX, finds some while putting, so it still puts) */
+	if (redoing(j) && !j->out.ops->checks_values)
 		return QTK_OK;
-	if (j->gguf)
-		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));
-	if (j->ms) {
-		qtk_err rc = mlx_put_rows(j->ms, it->tensor, L, &csrc, elem0, (size_t)nrows,
-		                          (size_t)cols, st);
-		if (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT) /* a scale or bias */
+	{
+		qtk_err rc = j->out.ops->put_rows(j->out.ctx, it->tensor, L, &csrc, elem0,
+		                                  (size_t)nrows, (size_t)cols,
+		                                  p->mode == MODE_ELEM, &b->sc, st);
+		if (j->out.ops->checks_values &&
+		    (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT)) /* a scale or bias */
 			return value_error(j, it->tensor, rc, st);
 		if (rc)
 			return rc;
-	}
-	for (int pl = 0; pl < QTK_PLANE_DQ && !j->gguf && !j->ms; pl++) {
-		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
-		uint64_t off = p->mode == MODE_ELEM ? it->start * (rb / cols) : it->start * rb;
-
-		if (!rb)
-			continue;
-		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, pl, off, b->planes[pl],
-		                            (size_t)(rb * nrows), st));
 	}
 	src_release(p->t, boff, blen);
 	return QTK_OK;
@@ -721,6 +695,7 @@ static void *worker(void *arg)
 	qtk_free(b.out);
 	for (int p = 0; p < QTK_PLANE_MAX; p++)
 		qtk_free(b.planes[p]);
+	qtk_free(b.sc.p);
 	pthread_mutex_lock(&j->lock);
 	j->live--;
 	pthread_cond_signal(&j->idle);
@@ -1126,12 +1101,9 @@ static void plan_free(job *j)
  * (job_free), and a second pass starts here. */
 static void sinks_abort(job *j)
 {
-	qtk_pack_writer_abort(j->w);
-	qtk_gguf_writer_abort(j->gw);
-	mlx_abort(j->ms);
-	j->w = NULL;
-	j->gw = NULL;
-	j->ms = NULL;
+	if (j->out.ops)
+		j->out.ops->abort(j->out.ctx);
+	memset(&j->out, 0, sizeof j->out);
 }
 
 static void job_free(job *j)
@@ -1164,33 +1136,23 @@ static qtk_err sinks_begin(job *j, qtk_status *st)
 	return QTK_OK;
 }
 
-static qtk_err open_gguf(job *j, const qtk_write_opts *wo, qtk_status *st)
+/* The sink of this run's format (the only place that asks which). */
+static qtk_err sink_new(job *j, qtk_status *st)
 {
-	qtk_gguf_desc *d = qtk_calloc(j->n ? j->n : 1, sizeof *d);
-	qtk_err rc;
-
-	if (!d)
-		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	for (size_t i = 0; i < j->n; i++) {
-		const src_tensor *t = j->pt[i].t;
-
-		d[i].name = j->gt[i].name;
-		d[i].type = j->gt[i].type;
-		d[i].n_dims = t->ndim ? t->ndim : 1;
-		for (uint32_t k = 0; k < QTK_GGUF_MAX_DIMS; k++)
-			d[i].ne[k] = k < t->ndim ? t->shape[t->ndim - 1 - k] : 1;
-		if (j->gt[i].flat) {
-			d[i].n_dims = 2;
-			d[i].ne[0] = j->pt[i].cols;
-			d[i].ne[1] = j->pt[i].rows;
-		}
+	switch (j->o->format) {
+	case QTK_OUT_GGUF:
+		return sink_gguf_new(&j->out, &j->gp, j->gt, st);
+	case QTK_OUT_MLX:
+		sink_mlx_init(&j->out, &j->ms);
+		return QTK_OK;
+	case QTK_OUT_MEMORY:
+		return sink_mem_new(&j->out, j->o->memory, st);
+	default:
+		return sink_qtk_new(&j->out, st);
 	}
-	rc = qtk_gguf_writer_open(&j->gw, j->o->output, j->gp.kvs, d, j->n, wo, st);
-	qtk_free(d);
-	return rc;
 }
 
-/* Open the output and run the workers; on success j->w is left open for
+/* Open the output and run the workers; on success j->out is left open for
  * the commit, on failure (or when j->redo asks for a second pass) it is
  * aborted. */
 static qtk_err write_output(job *j, int nthreads, qtk_status *st)
@@ -1214,12 +1176,9 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 		descs[i].src_dtype = j->pt[i].t->dtype;
 		descs[i].layout = j->pt[i].d.layout;
 	}
-	if (j->gguf)
-		rc = open_gguf(j, &wo, st);
-	else if (j->ms)
-		rc = mlx_open(j->ms, o->output, &wo, st);
-	else
-		rc = qtk_pack_writer_open(&j->w, o->output, descs, j->n, &wo, st);
+	rc = sink_new(j, st);
+	if (!rc)
+		rc = j->out.ops->open(j->out.ctx, o->output, descs, j->n, &wo, st);
 	qtk_free(descs);
 	if (rc)
 		return rc;
@@ -1245,13 +1204,15 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	j.chunk = o->chunk_elems ? o->chunk_elems : DEFAULT_CHUNK_ELEMS;
 	if (nthreads < 1)
 		nthreads = 1;
-	if (!o->input || !o->recipe || (!o->output && !o->dry_run)) {
+	if (!o->input || !o->recipe ||
+	    (!o->output && !o->dry_run && o->format != QTK_OUT_MEMORY)) {
 		pthread_mutex_destroy(&j.lock);
 		pthread_cond_destroy(&j.idle);
 		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
 	}
 	j.gguf = o->format == QTK_OUT_GGUF;
-	j.want_crc = o->format == QTK_OUT_QTK; /* GGUF and MLX have no place for them */
+	/* GGUF and MLX have no place for them; memory keeps a .qtk's metadata */
+	j.want_crc = o->format == QTK_OUT_QTK || o->format == QTK_OUT_MEMORY;
 	rc = src_open(&j.s, o->input, st);
 	if (rc)
 		goto out;
@@ -1296,15 +1257,8 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	rc = build_metadata(&j, rep, st);
 	if (rc)
 		goto out;
-	if (j.gguf)
-		rc = qtk_gguf_writer_commit(j.gw, st);
-	else if (j.ms)
-		rc = mlx_commit(j.ms, st);
-	else
-		rc = qtk_pack_writer_commit(j.w, rep->metadata_json, st);
-	j.w = NULL;
-	j.gw = NULL;
-	j.ms = NULL;
+	rc = j.out.ops->commit(j.out.ctx, rep->metadata_json, st);
+	memset(&j.out, 0, sizeof j.out); /* committed or dropped, either way */
 out:
 	if (rc == QTK_OK && rep)
 		rep->seconds = now_s() - t0;

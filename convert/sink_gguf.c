@@ -245,3 +245,113 @@ uint64_t gguf_row_bytes(uint32_t type, uint64_t cols)
 
 	return be ? cols / be * bb : 0;
 }
+
+/* ---- the sink -------------------------------------------------------- */
+
+typedef struct {
+	qtk_gguf_writer *w;
+	const gguf_plan *g;
+	const gguf_tensor_plan *gt;
+} gguf_out;
+
+static qtk_err g_open(void *ctx, const char *path, const qtk_pack_desc *pd, size_t n,
+                      const qtk_write_opts *wo, qtk_status *st)
+{
+	gguf_out *o = ctx;
+	qtk_gguf_desc *d = qtk_calloc(n ? n : 1, sizeof *d);
+	qtk_err rc;
+
+	if (!d)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const qtk_pack_desc *t = &pd[i];
+
+		d[i].name = o->gt[i].name;
+		d[i].type = o->gt[i].type;
+		d[i].n_dims = t->ndim ? t->ndim : 1;
+		for (uint32_t k = 0; k < QTK_GGUF_MAX_DIMS; k++)
+			d[i].ne[k] = k < t->ndim ? t->shape[t->ndim - 1 - k] : 1;
+		if (o->gt[i].flat) { /* [rows][cols], the real shape in a KV */
+			uint64_t rows = 1;
+			for (uint32_t k = 0; k + 1 < t->ndim; k++)
+				rows *= t->shape[k];
+			d[i].n_dims = 2;
+			d[i].ne[0] = t->shape[t->ndim - 1];
+			d[i].ne[1] = rows;
+		}
+	}
+	rc = qtk_gguf_writer_open(&o->w, path, o->g->kvs, d, n, wo, st);
+	qtk_free(d);
+	return rc;
+}
+
+static qtk_err g_put_bytes(void *ctx, size_t i, uint64_t off, const void *buf, size_t len,
+                           qtk_status *st)
+{
+	return qtk_gguf_writer_put(((gguf_out *)ctx)->w, i, off, buf, len, st);
+}
+
+/* Float rows go as they are; quantized rows become ggml blocks. */
+static qtk_err g_put_rows(void *ctx, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
+                          uint64_t elem0, size_t nrows, size_t cols, int flat,
+                          sink_scratch *sc, qtk_status *st)
+{
+	gguf_out *o = ctx;
+	uint32_t type = o->gt[i].type;
+	uint64_t rb;
+
+	if (qtk_q_scheme_get(L->scheme)->float_store) {
+		rb = qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
+		return qtk_gguf_writer_put(o->w, i, flat ? elem0 * (rb / cols) : elem0 / cols * rb,
+		                           p->p[QTK_PLANE_CODES], (size_t)(rb * nrows), st);
+	}
+	rb = gguf_row_bytes(type, cols);
+	if (sc->cap < rb * nrows) {
+		qtk_free(sc->p);
+		sc->p = qtk_malloc((size_t)(rb * nrows));
+		sc->cap = sc->p ? (size_t)(rb * nrows) : 0;
+		if (!sc->p)
+			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	QTK_TRY(qtk_ggml_pack_rows(type, p, nrows, cols, sc->p, st));
+	return qtk_gguf_writer_put(o->w, i, elem0 / cols * rb, sc->p, (size_t)(rb * nrows), st);
+}
+
+static qtk_err g_commit(void *ctx, const char *meta, qtk_status *st)
+{
+	gguf_out *o = ctx;
+	qtk_err rc = qtk_gguf_writer_commit(o->w, st); /* GGUF has no place for it */
+
+	(void)meta;
+	qtk_free(o);
+	return rc;
+}
+
+static void g_abort(void *ctx)
+{
+	gguf_out *o = ctx;
+
+	if (!o)
+		return;
+	qtk_gguf_writer_abort(o->w);
+	qtk_free(o);
+}
+
+static const sink_ops gguf_ops = {
+	.open = g_open, .put_bytes = g_put_bytes, .put_rows = g_put_rows,
+	.commit = g_commit, .abort = g_abort,
+};
+
+qtk_err sink_gguf_new(sink *k, const gguf_plan *g, const gguf_tensor_plan *gt,
+                      qtk_status *st)
+{
+	gguf_out *o = qtk_calloc(1, sizeof *o);
+
+	if (!o)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	o->g = g;
+	o->gt = gt;
+	k->ops = &gguf_ops;
+	k->ctx = o;
+	return QTK_OK;
+}

@@ -801,3 +801,57 @@ void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c)
 	                (uint32_t)gv : 0;
 	json_decref(r);
 }
+
+/* ---- the pipeline's sink ------------------------------------------------ */
+
+static qtk_err x_open(void *ctx, const char *path, const qtk_pack_desc *d, size_t n,
+                      const qtk_write_opts *wo, qtk_status *st)
+{
+	(void)d;
+	(void)n; /* planned tensor by tensor already */
+	return mlx_open(*(mlx_sink **)ctx, path, wo, st);
+}
+
+static qtk_err x_put_bytes(void *ctx, size_t i, uint64_t off, const void *buf, size_t len,
+                           qtk_status *st)
+{
+	return mlx_put_raw(*(mlx_sink **)ctx, i, off, buf, len, st);
+}
+
+static qtk_err x_put_rows(void *ctx, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
+                          uint64_t elem0, size_t nrows, size_t cols, int flat,
+                          sink_scratch *sc, qtk_status *st)
+{
+	(void)flat; /* elem0 says where either way */
+	(void)sc;
+	return mlx_put_rows(*(mlx_sink **)ctx, i, L, p, elem0, nrows, cols, st);
+}
+
+static qtk_err x_commit(void *ctx, const char *meta, qtk_status *st)
+{
+	mlx_sink **m = ctx;
+	qtk_err rc = mlx_commit(*m, st);
+
+	(void)meta; /* MLX has no place for it */
+	*m = NULL;
+	return rc;
+}
+
+static void x_abort(void *ctx)
+{
+	mlx_sink **m = ctx;
+
+	mlx_abort(*m);
+	*m = NULL;
+}
+
+static const sink_ops mlx_ops = {
+	.open = x_open, .put_bytes = x_put_bytes, .put_rows = x_put_rows,
+	.commit = x_commit, .abort = x_abort, .checks_values = 1,
+};
+
+void sink_mlx_init(sink *k, mlx_sink **m)
+{
+	k->ops = &mlx_ops;
+	k->ctx = m;
+}

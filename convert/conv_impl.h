@@ -88,6 +88,27 @@ typedef struct {
  * sink it has. Tensors are described as in a .qtk file (qtk_pack_desc,
  * the layouts the planners settled). */
 typedef struct {
+	/* ---- planning, tensor by tensor in order, every pass ---- */
+	/* Change *L to what the sink holds, or refuse it naming the tensor.
+	 * *auto_store / *auto_scales: the narrow float type / the scale dtype
+	 * is qtk's pick (widened to F32 when a value does not fit); the sink
+	 * may set or clear them. NULL: the sink holds every layout. */
+	qtk_err (*plan)(void *ctx, size_t i, const src_tensor *t, qtk_q_layout *L,
+	                int *auto_store, int *auto_scales, int scale_dtype_set, qtk_status *st);
+	/* Tensor i's scales and biases go in F32 (a value fallback); NULL. */
+	qtk_err (*scales_f32)(void *ctx, size_t i, qtk_status *st);
+	/* Bytes tensor i takes in the output; NULL or 0: its planes' sizes. */
+	uint64_t (*out_bytes)(void *ctx, size_t i, uint64_t rows, uint64_t cols);
+	/* Output row r of tensor i is source row row_src(r) (GGUF's LLaMA q/k
+	 * un-permutation) when gathered(i); NULL: rows in source order. */
+	int (*gathered)(void *ctx, size_t i);
+	uint64_t (*row_src)(void *ctx, size_t i, uint64_t r, uint64_t rows);
+	int keeps_blocks;       /* holds kept ggml block tensors as they are;
+	                           other sinks get their exact f32 values */
+	int mlx_affine;         /* its affine layouts default to MLX's rule */
+	int records_crc;        /* the metadata it keeps records the source's
+	                           crc32s (GGUF and MLX have no place for them) */
+	/* ---- writing ---- */
 	qtk_err (*open)(void *ctx, const char *path, const qtk_pack_desc *d, size_t n,
 	                const qtk_write_opts *wo, qtk_status *st);
 	/* Bytes [off, off+len) of tensor i kept as they are (raw layouts). */
@@ -116,6 +137,14 @@ typedef struct {
 	const sink_ops *ops;
 	void *ctx;
 } sink;
+
+/* What a sink is made from: the opened source and the recipe's main
+ * scheme and group (GGUF file type, MLX "quantization" entry). */
+typedef struct {
+	src *s;
+	qtk_scheme_id main_scheme;
+	uint32_t main_group;
+} sink_args;
 
 /* .qtk file (sink_qtk.c). */
 qtk_err sink_qtk_new(sink *k, qtk_status *st);
@@ -158,9 +187,8 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
                          gguf_tensor_plan *out, qtk_status *st);
 /* Bytes of one row of cols elements of a ggml type. */
 uint64_t gguf_row_bytes(uint32_t type, uint64_t cols);
-/* The GGUF writer as a sink over a plan (g, gt[n]: alive while it is). */
-qtk_err sink_gguf_new(sink *k, const gguf_plan *g, const gguf_tensor_plan *gt,
-                      qtk_status *st);
+/* The GGUF sink: plans names, types and KVs, packs blocks, writes. */
+qtk_err sink_gguf_new(sink *k, const sink_args *a, qtk_status *st);
 
 /* ---- MLX output (sink_mlx.c) ------------------------------------------ */
 
@@ -199,9 +227,8 @@ qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_c
  * Frees m either way; on failure the output path is as it was. */
 qtk_err mlx_commit(mlx_sink *m, qtk_status *st);
 void mlx_abort(mlx_sink *m); /* NULL is fine */
-/* An MLX sink as a pipeline sink (it plans, then writes; the pipeline
- * still owns it: abort and commit through the sink end it). */
-void sink_mlx_init(sink *k, mlx_sink **m);
+/* The MLX sink: plans weight/scales/biases, then writes the directory. */
+qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st);
 /* main_scheme / main_group from a recipe's JSON (qtk_recipe_json). */
 void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c);
 

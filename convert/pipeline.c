@@ -46,6 +46,7 @@ typedef struct {
 	 * cannot hold widens them to F32 (job.widen) instead of failing */
 	int auto_store;         /* an F16/BF16 float store */
 	int auto_scales;        /* the scale dtype (F16/BF16) */
+	int gathered;           /* the sink writes rows out of source order */
 	uint64_t flushed;       /* atomic: nonzero values stored as zero */
 } plan_tensor;
 
@@ -63,12 +64,9 @@ typedef struct {
 	uint64_t chunk;
 	qtk_q_acc *acc;         /* [nitems] */
 	uint32_t *crc;          /* [nitems] crc32 of each item's source bytes */
-	int want_crc;           /* the source crc32s go into .qtk metadata only */
-	sink out;               /* where tensors go (open between plan and commit) */
-	int gguf;               /* planning for GGUF */
-	gguf_plan gp;
-	gguf_tensor_plan *gt;   /* [n] */
-	mlx_sink *ms;           /* planning for an MLX directory (sink_mlx.c) */
+	int want_crc;           /* the sink records the source crc32s */
+	sink out;               /* where tensors go: made by each pass, planned,
+	                           opened, then committed or aborted */
 	size_t next;            /* atomic: next item to take */
 	size_t items_done;      /* atomic */
 	uint64_t bytes_done;    /* atomic: source bytes */
@@ -144,12 +142,13 @@ static qtk_err load_importance(job *j, const char *path, qtk_status *st)
 static qtk_err plan(job *j, qtk_status *st)
 {
 	const qtk_conv_opts *o = j->o;
+	const sink_ops *K = j->out.ops;
 	size_t nitems = 0;
 
 	j->n = j->s->n;
+	j->want_crc = K->records_crc;
 	j->pt = qtk_calloc(j->n ? j->n : 1, sizeof *j->pt);
-	j->gt = j->gguf ? qtk_calloc(j->n ? j->n : 1, sizeof *j->gt) : NULL;
-	if (!j->pt || (j->gguf && !j->gt))
+	if (!j->pt)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	for (size_t i = 0; i < j->n; i++) {
 		plan_tensor *p = &j->pt[i];
@@ -172,17 +171,11 @@ static qtk_err plan(job *j, qtk_status *st)
 			if (!sc->double_quant || t->nelem == 0)
 				p->d.layout.flags &= ~QTK_QF_DOUBLE_QUANT;
 			if (sc->has_bias &&
-			    (o->affine_rule == 2 || (o->affine_rule == 0 && o->format == QTK_OUT_MLX) ||
+			    (o->affine_rule == 2 || (o->affine_rule == 0 && K->mlx_affine) ||
 			     (o->qflags & QTK_QF_MLX_AFFINE)))
 				p->d.layout.flags |= QTK_QF_MLX_AFFINE;
 		}
-		if (j->gguf) {
-			QTK_TRY(gguf_plan_tensor(&j->gp, t, &p->d.layout, &j->gt[i], st));
-			sc = qtk_q_scheme_get(p->d.layout.scheme);
-			/* block types hold F16 scales by definition: the user's pick */
-			p->auto_store |= j->gt[i].fallback;
-			p->auto_scales = 0;
-		} else if (t->blk_elems && p->d.layout.scheme == QTK_SCHEME_RAW) {
+		if (!K->keeps_blocks && t->blk_elems && p->d.layout.scheme == QTK_SCHEME_RAW) {
 			/* a kept ggml block tensor: its exact f32 values */
 			memset(&p->d.layout, 0, sizeof p->d.layout);
 			p->d.layout.scheme = conv_float_scheme(QTK_DT_F32);
@@ -195,29 +188,24 @@ static qtk_err plan(job *j, qtk_status *st)
 			int bf = t->dtype == QTK_DT_BF16 && !t->blk_elems;
 			memset(&p->d.layout, 0, sizeof p->d.layout);
 			p->d.layout.scheme = bf ? QTK_SCHEME_RAW : conv_float_scheme(QTK_DT_F32);
-			if (bf && j->gguf && j->gt[i].qk) /* rows gathered: a float copy */
-				p->d.layout.scheme = conv_float_scheme(QTK_DT_BF16);
 			p->d.layout.dtype = t->dtype;
-			sc = qtk_q_scheme_get(p->d.layout.scheme);
-			if (j->gguf)
-				j->gt[i].type = bf ? QTK_GGML_BF16 : QTK_GGML_F32;
 			p->auto_store = 0;
 		}
-		if (j->ms) {
-			QTK_TRY(mlx_plan_tensor(j->ms, i, t, &p->d.layout, st));
-			sc = qtk_q_scheme_get(p->d.layout.scheme);
-			/* scales in the model's dtype (F16/BF16) are qtk's pick */
-			p->auto_scales = sc->quantized && (!o->scale_dtype_set ||
-			                                   mlx_model_dtype(j->ms, i) != QTK_DT_F32);
-		}
+		if (K->plan)
+			QTK_TRY(K->plan(j->out.ctx, i, t, &p->d.layout, &p->auto_store, &p->auto_scales,
+			                o->scale_dtype_set, st));
+		sc = qtk_q_scheme_get(p->d.layout.scheme);
+		if (!sc->float_store || sc->store_dtype == QTK_DT_F32 || (j->widen[i] & W_STORE))
+			p->auto_store = 0;
 		if (!sc->quantized || p->d.layout.scale_dtype == QTK_DT_F32)
 			p->auto_scales = 0;
 		if ((j->widen[i] & W_SCALES) && sc->quantized) {
 			p->d.layout.scale_dtype = QTK_DT_F32;
-			if (j->ms)
-				QTK_TRY(mlx_set_scale_dtype(j->ms, i, QTK_DT_F32, st));
+			if (K->scales_f32)
+				QTK_TRY(K->scales_f32(j->out.ctx, i, st));
 			p->auto_scales = 0;
 		}
+		p->gathered = K->gathered && K->gathered(j->out.ctx, i);
 		if (qtk_q_layout_check(&p->d.layout, p->rows, p->cols, st)) {
 			qtk_status_prefix(st, t->name);
 			return st->code;
@@ -225,15 +213,13 @@ static qtk_err plan(job *j, qtk_status *st)
 		if (qtk_q_plane_sizes(&p->d.layout, p->rows, p->cols, sizes))
 			return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': output size overflows", t->name);
 		p->out_bytes = sizes[0] + sizes[1] + sizes[2] + sizes[3];
-		if (j->gguf && qtk_ggml_block_elems(j->gt[i].type) > 1)
-			p->out_bytes = gguf_row_bytes(j->gt[i].type, p->cols) * p->rows;
-		if (j->ms)
-			p->out_bytes = mlx_tensor_bytes(j->ms, i);
+		if (K->out_bytes && K->out_bytes(j->out.ctx, i, p->rows, p->cols))
+			p->out_bytes = K->out_bytes(j->out.ctx, i, p->rows, p->cols);
 		if (p->d.layout.scheme == QTK_SCHEME_RAW) {
 			p->mode = MODE_RAW;
 			p->total = t->nbytes;
 			p->per = j->chunk * 4;
-		} else if (sc->float_store && !(j->gguf && j->gt[i].qk)) {
+		} else if (sc->float_store && !p->gathered) {
 			p->mode = MODE_ELEM;
 			p->total = t->nelem;
 			p->per = j->chunk;
@@ -519,10 +505,10 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 static qtk_err read_rows(job *j, const work_item *it, const plan_tensor *p, uint64_t r0,
                          uint64_t n, uint64_t cols, float *out, qtk_status *st)
 {
-	if (j->gguf && j->gt[it->tensor].qk) {
+	if (p->gathered) {
 		for (uint64_t r = 0; r < n; r++) {
-			uint64_t sr = qtk_gguf_llama_qk_src_row(it->start + r0 + r, p->rows,
-			                                        j->gt[it->tensor].n_head);
+			uint64_t sr = j->out.ops->row_src(j->out.ctx, it->tensor, it->start + r0 + r,
+			                                  p->rows);
 			QTK_TRY(src_read_f32(j->s, p->t, sr * cols, cols, out + r * cols, st));
 		}
 		return QTK_OK;
@@ -556,7 +542,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	}
 	nelem = nrows * cols;
 	src_span(p->t, elem0, nelem, &boff, &blen);
-	if (!(j->gguf && j->gt[it->tensor].qk)) /* gathered q/k rows: not contiguous */
+	if (!p->gathered) /* gathered rows: not contiguous */
 		src_prefault(p->t, boff, blen);
 	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
@@ -578,7 +564,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	 * for one write. */
 	{
 		int elem = p->mode == MODE_ELEM;
-		int gathered = j->gguf && j->gt[it->tensor].qk; /* rows not in file order */
+		int gathered = p->gathered; /* rows not in file order */
 		uint32_t crc = 0;
 		uint64_t units = elem ? cols : nrows;
 		uint64_t sub = elem ? SUB_ELEMS : (cols >= SUB_ELEMS ? 1 : SUB_ELEMS / cols);
@@ -1078,15 +1064,10 @@ static void plan_free(job *j)
 		qtk_free(j->pt[i].absmax);
 	}
 	qtk_free(j->pt);
-	qtk_free(j->gt);
-	gguf_plan_end(&j->gp);
-	mlx_abort(j->ms);
 	qtk_free(j->items);
 	qtk_free(j->acc);
 	qtk_free(j->crc);
 	j->pt = NULL;
-	j->gt = NULL;
-	j->ms = NULL;
 	j->items = NULL;
 	j->acc = NULL;
 	j->crc = NULL;
@@ -1119,32 +1100,18 @@ static void job_free(job *j)
 	pthread_cond_destroy(&j->idle);
 }
 
-/* The GGUF and MLX planners' state for a (new) pass. */
+/* The sink of this run's format, new for each pass (the only place that
+ * asks which). */
 static qtk_err sinks_begin(job *j, qtk_status *st)
 {
-	const qtk_conv_opts *o = j->o;
+	sink_args a = { .s = j->s, .main_scheme = qtk_recipe_main_scheme(j->o->recipe),
+	                .main_group = qtk_recipe_main_group(j->o->recipe) };
 
-	if (j->gguf)
-		QTK_TRY(gguf_plan_begin(&j->gp, j->s, qtk_recipe_main_scheme(o->recipe), st));
-	if (o->format == QTK_OUT_MLX) {
-		uint32_t g = qtk_recipe_main_group(o->recipe);
-		mlx_cfg mc = { .dir = j->s->dir, .main_scheme = qtk_recipe_main_scheme(o->recipe),
-		               .main_group = g == QTK_GROUP_ROW ? 0 : g };
-
-		QTK_TRY(mlx_begin(&j->ms, &mc, j->s->n, st));
-	}
-	return QTK_OK;
-}
-
-/* The sink of this run's format (the only place that asks which). */
-static qtk_err sink_new(job *j, qtk_status *st)
-{
 	switch (j->o->format) {
 	case QTK_OUT_GGUF:
-		return sink_gguf_new(&j->out, &j->gp, j->gt, st);
+		return sink_gguf_new(&j->out, &a, st);
 	case QTK_OUT_MLX:
-		sink_mlx_init(&j->out, &j->ms);
-		return QTK_OK;
+		return sink_mlx_new(&j->out, &a, st);
 	case QTK_OUT_MEMORY:
 		return sink_mem_new(&j->out, j->o->memory, st);
 	default:
@@ -1176,9 +1143,7 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 		descs[i].src_dtype = j->pt[i].t->dtype;
 		descs[i].layout = j->pt[i].d.layout;
 	}
-	rc = sink_new(j, st);
-	if (!rc)
-		rc = j->out.ops->open(j->out.ctx, o->output, descs, j->n, &wo, st);
+	rc = j->out.ops->open(j->out.ctx, o->output, descs, j->n, &wo, st);
 	qtk_free(descs);
 	if (rc)
 		return rc;
@@ -1210,9 +1175,6 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		pthread_cond_destroy(&j.idle);
 		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
 	}
-	j.gguf = o->format == QTK_OUT_GGUF;
-	/* GGUF and MLX have no place for them; memory keeps a .qtk's metadata */
-	j.want_crc = o->format == QTK_OUT_QTK || o->format == QTK_OUT_MEMORY;
 	rc = src_open(&j.s, o->input, st);
 	if (rc)
 		goto out;

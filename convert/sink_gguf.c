@@ -249,10 +249,41 @@ uint64_t gguf_row_bytes(uint32_t type, uint64_t cols)
 /* ---- the sink -------------------------------------------------------- */
 
 typedef struct {
+	gguf_plan g;
+	gguf_tensor_plan *gt;   /* [n] */
+	size_t n;
 	qtk_gguf_writer *w;
-	const gguf_plan *g;
-	const gguf_tensor_plan *gt;
 } gguf_out;
+
+static qtk_err g_plan(void *ctx, size_t i, const src_tensor *t, qtk_q_layout *L,
+                      int *auto_store, int *auto_scales, int scale_dtype_set, qtk_status *st)
+{
+	gguf_out *o = ctx;
+
+	(void)scale_dtype_set;
+	QTK_TRY(gguf_plan_tensor(&o->g, t, L, &o->gt[i], st));
+	/* block types hold F16 scales by definition: the user's pick */
+	*auto_store |= o->gt[i].fallback;
+	*auto_scales = 0;
+	return QTK_OK;
+}
+
+static uint64_t g_out_bytes(void *ctx, size_t i, uint64_t rows, uint64_t cols)
+{
+	uint32_t type = ((gguf_out *)ctx)->gt[i].type;
+
+	return qtk_ggml_block_elems(type) > 1 ? gguf_row_bytes(type, cols) * rows : 0;
+}
+
+static int g_gathered(void *ctx, size_t i)
+{
+	return ((gguf_out *)ctx)->gt[i].qk != 0;
+}
+
+static uint64_t g_row_src(void *ctx, size_t i, uint64_t r, uint64_t rows)
+{
+	return qtk_gguf_llama_qk_src_row(r, rows, ((gguf_out *)ctx)->gt[i].n_head);
+}
 
 static qtk_err g_open(void *ctx, const char *path, const qtk_pack_desc *pd, size_t n,
                       const qtk_write_opts *wo, qtk_status *st)
@@ -280,7 +311,7 @@ static qtk_err g_open(void *ctx, const char *path, const qtk_pack_desc *pd, size
 			d[i].ne[1] = rows;
 		}
 	}
-	rc = qtk_gguf_writer_open(&o->w, path, o->g->kvs, d, n, wo, st);
+	rc = qtk_gguf_writer_open(&o->w, path, o->g.kvs, d, n, wo, st);
 	qtk_free(d);
 	return rc;
 }
@@ -317,13 +348,20 @@ static qtk_err g_put_rows(void *ctx, size_t i, const qtk_q_layout *L, const qtk_
 	return qtk_gguf_writer_put(o->w, i, elem0 / cols * rb, sc->p, (size_t)(rb * nrows), st);
 }
 
+static void g_free(gguf_out *o)
+{
+	gguf_plan_end(&o->g);
+	qtk_free(o->gt);
+	qtk_free(o);
+}
+
 static qtk_err g_commit(void *ctx, const char *meta, qtk_status *st)
 {
 	gguf_out *o = ctx;
-	qtk_err rc = qtk_gguf_writer_commit(o->w, st); /* GGUF has no place for it */
+	qtk_err rc = qtk_gguf_writer_commit(o->w, st); /* GGUF has no place for meta */
 
 	(void)meta;
-	qtk_free(o);
+	g_free(o);
 	return rc;
 }
 
@@ -334,24 +372,27 @@ static void g_abort(void *ctx)
 	if (!o)
 		return;
 	qtk_gguf_writer_abort(o->w);
-	qtk_free(o);
+	g_free(o);
 }
 
 static const sink_ops gguf_ops = {
+	.plan = g_plan, .out_bytes = g_out_bytes, .gathered = g_gathered, .row_src = g_row_src,
+	.keeps_blocks = 1,
 	.open = g_open, .put_bytes = g_put_bytes, .put_rows = g_put_rows,
 	.commit = g_commit, .abort = g_abort,
 };
 
-qtk_err sink_gguf_new(sink *k, const gguf_plan *g, const gguf_tensor_plan *gt,
-                      qtk_status *st)
+qtk_err sink_gguf_new(sink *k, const sink_args *a, qtk_status *st)
 {
 	gguf_out *o = qtk_calloc(1, sizeof *o);
 
 	if (!o)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	o->g = g;
-	o->gt = gt;
+	/* the sink exists from here: abort frees whatever was made */
 	k->ops = &gguf_ops;
 	k->ctx = o;
-	return QTK_OK;
+	o->n = a->s->n;
+	if (!(o->gt = qtk_calloc(o->n ? o->n : 1, sizeof *o->gt)))
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	return gguf_plan_begin(&o->g, a->s, a->main_scheme, st);
 }

@@ -134,6 +134,7 @@ static void m_abort(void *ctx)
 }
 
 static const sink_ops mem_ops = {
+	.records_crc = 1,
 	.open = m_open, .put_bytes = m_put_bytes, .put_rows = m_put_rows,
 	.put_plane = m_put_plane, .commit = m_commit, .abort = m_abort,
 };

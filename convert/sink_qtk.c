@@ -69,6 +69,7 @@ static void q_abort(void *ctx)
 }
 
 static const sink_ops qtk_ops = {
+	.records_crc = 1,
 	.open = q_open, .put_bytes = q_put_bytes, .put_rows = q_put_rows,
 	.put_plane = q_put_plane, .commit = q_commit, .abort = q_abort,
 };

@@ -1,5 +1,6 @@
-/* convert (private): the input side of the pipeline — one view of the
- * tensors of a checkpoint, whatever its file format. */
+/* convert (private): the two sides of the pipeline — sources (one view of
+ * the tensors of a checkpoint, whatever its file format) and sinks (where
+ * converted tensors go: .qtk, GGUF, MLX, memory). */
 #ifndef QTK_CONV_IMPL_H
 #define QTK_CONV_IMPL_H
 

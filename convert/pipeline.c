@@ -1056,7 +1056,8 @@ void qtk_conv_report_free(qtk_conv_report *rep)
 
 /* ---- entry -------------------------------------------------------------- */
 
-/* Undo plan() and the sinks' planning, for job_free or a second pass. */
+/* Undo plan(), for job_free or a second pass (the sink, planner state and
+ * all, ends by sinks_abort or its commit). */
 static void plan_free(job *j)
 {
 	for (size_t i = 0; j->pt && i < j->n; i++) {

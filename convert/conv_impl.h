@@ -1,5 +1,6 @@
-/* convert (private): the input side of the pipeline — one view of the
- * tensors of a checkpoint, whatever its file format. */
+/* convert (private): the two sides of the pipeline — sources (one view of
+ * the tensors of a checkpoint, whatever its file format) and sinks (where
+ * converted tensors go: .qtk, GGUF, MLX, memory). */
 #ifndef QTK_CONV_IMPL_H
 #define QTK_CONV_IMPL_H
 
@@ -47,6 +48,9 @@ typedef struct {
 	const char *dir;          /* directory of the checkpoint */
 	qtk_st_file *st;          /* safetensors input, or */
 	qtk_gguf_file *gg;        /* GGUF input */
+	qtk_model_desc *desc;     /* config.json, parsed once (src_model_desc);
+	                             export sets the one its metadata records */
+	int desc_done;
 } src;
 
 qtk_err src_open(src **out, const char *path, qtk_status *st);
@@ -55,6 +59,10 @@ qtk_err src_open(src **out, const char *path, qtk_status *st);
  * opened, so that a FIFO there fails at once, not when it is read. */
 qtk_err src_check_side_files(const char *dir, qtk_status *st);
 void src_close(src *s);
+/* The model description of s: dir/config.json parsed on the first call
+ * (present = 0 when s has no directory or the directory no config.json).
+ * QTK_E_FORMAT when the file is not JSON, QTK_E_IO, QTK_E_NOMEM. */
+qtk_err src_model_desc(src *s, const qtk_model_desc **d, qtk_status *st);
 /* Elements [elem0, elem0 + n) of a floating tensor as f32. */
 qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
                      uint64_t n, float *dst, qtk_status *st);
@@ -67,6 +75,82 @@ void src_prefault(const src_tensor *t, uint64_t off, uint64_t len);
  * block types: callers split those tensors on block boundaries). */
 void src_span(const src_tensor *t, uint64_t elem0, uint64_t n, uint64_t *off,
               uint64_t *len);
+
+/* ---- sinks: where the pipeline's tensors go ---------------------------- */
+
+/* A worker's scratch buffer a sink may grow (GGUF block packing). */
+typedef struct {
+	void *p;
+	size_t cap;
+} sink_scratch;
+
+/* The output side of a conversion, whatever the format: the pipeline
+ * opens, puts and commits or aborts through these and never asks which
+ * sink it has. Tensors are described as in a .qtk file (qtk_pack_desc,
+ * the layouts the planners settled). */
+typedef struct {
+	/* ---- planning, tensor by tensor in order, every pass ---- */
+	/* Change *L to what the sink holds, or refuse it naming the tensor.
+	 * *auto_store / *auto_scales: the narrow float type / the scale dtype
+	 * is qtk's pick (widened to F32 when a value does not fit); the sink
+	 * may set or clear them. NULL: the sink holds every layout. */
+	qtk_err (*plan)(void *ctx, size_t i, const src_tensor *t, qtk_q_layout *L,
+	                int *auto_store, int *auto_scales, int scale_dtype_set, qtk_status *st);
+	/* Tensor i's scales and biases go in F32 (a value fallback); NULL. */
+	qtk_err (*scales_f32)(void *ctx, size_t i, qtk_status *st);
+	/* Bytes tensor i takes in the output; NULL or 0: its planes' sizes. */
+	uint64_t (*out_bytes)(void *ctx, size_t i, uint64_t rows, uint64_t cols);
+	/* Output row r of tensor i is source row row_src(r) (GGUF's LLaMA q/k
+	 * un-permutation) when gathered(i); NULL: rows in source order. */
+	int (*gathered)(void *ctx, size_t i);
+	uint64_t (*row_src)(void *ctx, size_t i, uint64_t r, uint64_t rows);
+	int keeps_blocks;       /* holds kept ggml block tensors as they are;
+	                           other sinks get their exact f32 values */
+	int mlx_affine;         /* its affine layouts default to MLX's rule */
+	int records_crc;        /* the metadata it keeps records the source's
+	                           crc32s (GGUF and MLX have no place for them) */
+	/* ---- writing ---- */
+	qtk_err (*open)(void *ctx, const char *path, const qtk_pack_desc *d, size_t n,
+	                const qtk_write_opts *wo, qtk_status *st);
+	/* Bytes [off, off+len) of tensor i kept as they are (raw layouts). */
+	qtk_err (*put_bytes)(void *ctx, size_t i, uint64_t off, const void *buf, size_t len,
+	                     qtk_status *st);
+	/* nrows rows of cols elements from element elem0 (a row start), or with
+	 * flat set one run of cols elements of a float store at elem0. */
+	qtk_err (*put_rows)(void *ctx, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
+	                    uint64_t elem0, size_t nrows, size_t cols, int flat,
+	                    sink_scratch *sc, qtk_status *st);
+	/* Bytes [off, off+len) of one plane (the double-quantization pass);
+	 * NULL for sinks whose planners refuse double quantization. */
+	qtk_err (*put_plane)(void *ctx, size_t i, int plane, uint64_t off, const void *buf,
+	                     size_t len, qtk_status *st);
+	/* Make the output whole (metadata_json: the run's metadata) and give
+	 * it up; on failure the output is as it was. */
+	qtk_err (*commit)(void *ctx, const char *metadata_json, qtk_status *st);
+	void (*abort)(void *ctx); /* drop what was put; NULL-state is fine */
+	/* put_rows converts values (MLX scales): a value it cannot hold comes
+	 * back as QTK_E_Q_SCALE_RANGE / QTK_E_GG_LAYOUT, and rows are put even
+	 * on a pass whose output is dropped, to find them all */
+	int checks_values;
+} sink_ops;
+
+typedef struct {
+	const sink_ops *ops;
+	void *ctx;
+} sink;
+
+/* What a sink is made from: the opened source and the recipe's main
+ * scheme and group (GGUF file type, MLX "quantization" entry). */
+typedef struct {
+	src *s;
+	qtk_scheme_id main_scheme;
+	uint32_t main_group;
+} sink_args;
+
+/* .qtk file (sink_qtk.c). */
+qtk_err sink_qtk_new(sink *k, qtk_status *st);
+/* In memory (sink_mem.c): the tensors go to *out on commit. */
+qtk_err sink_mem_new(sink *k, qtk_mem_model **out, qtk_status *st);
 
 /* ---- GGUF output (sink_gguf.c) ---------------------------------------- */
 
@@ -93,7 +177,7 @@ typedef struct {
 
 /* Detect the model, gather KVs (architecture, llama.*, tokenizer, file
  * type) for a checkpoint in dir. */
-qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
+qtk_err gguf_plan_begin(gguf_plan *g, src *s, qtk_scheme_id main_scheme,
                         qtk_status *st);
 void gguf_plan_end(gguf_plan *g);
 /* Choose name and ggml type for tensor t; may change *L to what GGUF can
@@ -104,6 +188,8 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
                          gguf_tensor_plan *out, qtk_status *st);
 /* Bytes of one row of cols elements of a ggml type. */
 uint64_t gguf_row_bytes(uint32_t type, uint64_t cols);
+/* The GGUF sink: plans names, types and KVs, packs blocks, writes. */
+qtk_err sink_gguf_new(sink *k, const sink_args *a, qtk_status *st);
 
 /* ---- MLX output (sink_mlx.c) ------------------------------------------ */
 
@@ -142,6 +228,8 @@ qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_c
  * Frees m either way; on failure the output path is as it was. */
 qtk_err mlx_commit(mlx_sink *m, qtk_status *st);
 void mlx_abort(mlx_sink *m); /* NULL is fine */
+/* The MLX sink: plans weight/scales/biases, then writes the directory. */
+qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st);
 /* main_scheme / main_group from a recipe's JSON (qtk_recipe_json). */
 void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c);
 

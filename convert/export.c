@@ -55,7 +55,6 @@ typedef struct {
 	qtk_gguf_writer *gw;
 	mlx_sink *ms;
 	json_t *meta;
-	char cfgdir[256];           /* temporary config.json dir, or "" */
 	char *srcdir;
 	char *cfg_text;             /* config for the MLX sink (borrowed by it) */
 	int search;
@@ -81,10 +80,14 @@ static qtk_err load_meta(ex_job *j, qtk_status *st)
 	const char *text = qtk_pack_metadata(j->f, &len);
 	json_t *files;
 	const char *p;
+	unsigned jm = qtk_json_begin();
 
 	j->meta = text ? json_loads(text, 0, NULL) : NULL;
 	if (!j->meta)
 		j->meta = json_object();
+	if (qtk_json_end(jm) || !j->meta) /* not a silent empty metadata */
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory reading the metadata",
+		                j->o->input);
 	files = json_object_get(json_object_get(j->meta, "source"), "files");
 	p = json_string_value(json_object_get(json_array_get(files, 0), "path"));
 	if (p) {
@@ -127,15 +130,19 @@ static qtk_err make_fake_src(ex_job *j, qtk_status *st)
 	return QTK_OK;
 }
 
-/* config.json for the GGUF planner: the recorded source directory's, else
- * the copy stored in the metadata (written to a temporary directory). */
-static qtk_err config_dir(ex_job *j, qtk_status *st)
+/* The model description for the GGUF planner: the recorded source
+ * directory's config.json (the planner reads it), else the config stored
+ * in the metadata, parsed here. */
+static qtk_err config_desc(ex_job *j, qtk_status *st)
 {
-	char path[4096];
+	char path[4096], where[4200];
 	struct stat sb;
 	json_t *cfg = json_object_get(j->meta, "config");
+	char *text;
+	unsigned jm;
+	qtk_err rc;
 
-	if (j->cfgdir[0]) /* made by the first pass */
+	if (j->fake.desc_done) /* the first pass's */
 		return QTK_OK;
 	if (j->srcdir) {
 		snprintf(path, sizeof path, "%s/config.json", j->srcdir);
@@ -144,15 +151,19 @@ static qtk_err config_dir(ex_job *j, qtk_status *st)
 	}
 	if (!cfg)
 		return QTK_OK;
-	snprintf(j->cfgdir, sizeof j->cfgdir, "/tmp/qtk-export-%ld-XXXXXX", (long)getpid());
-	if (!mkdtemp(j->cfgdir)) {
-		j->cfgdir[0] = 0;
-		return qtk_fail(st, QTK_E_IO, "cannot create a temporary directory for config.json");
+	jm = qtk_json_begin();
+	text = json_dumps(cfg, JSON_COMPACT | JSON_ENCODE_ANY);
+	if (qtk_json_end(jm) || !text) {
+		free(text);
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	}
-	snprintf(path, sizeof path, "%s/config.json", j->cfgdir);
-	if (json_dump_file(cfg, path, 0) != 0)
-		return qtk_fail(st, QTK_E_IO, "%s: cannot write", path);
-	j->fake.dir = j->cfgdir;
+	snprintf(where, sizeof where, "%s: metadata config", j->o->input);
+	rc = (j->fake.desc = qtk_calloc(1, sizeof *j->fake.desc)) == NULL
+	     ? qtk_fail(st, QTK_E_NOMEM, "out of memory")
+	     : qtk_model_desc_parse(text, strlen(text), NULL, where, j->fake.desc, st);
+	free(text);
+	QTK_TRY(rc);
+	j->fake.desc_done = 1;
 	return QTK_OK;
 }
 
@@ -653,7 +664,7 @@ static qtk_err plan(ex_job *j, qtk_status *st)
 	mlx_main_from_recipe(recipe, &mc);
 	free(rj);
 	if (j->gguf) {
-		QTK_TRY(config_dir(j, st));
+		QTK_TRY(config_desc(j, st));
 		QTK_TRY(gguf_plan_begin(&j->gp, &j->fake, mc.main_scheme, st));
 		j->gt = qtk_calloc(j->n ? j->n : 1, sizeof *j->gt);
 		if (!j->gt)
@@ -713,12 +724,7 @@ static void job_free(ex_job *j)
 	json_decref(j->meta);
 	free(j->cfg_text);
 	qtk_free(j->srcdir);
-	if (j->cfgdir[0]) {
-		char p[300];
-		snprintf(p, sizeof p, "%s/config.json", j->cfgdir);
-		unlink(p);
-		rmdir(j->cfgdir);
-	}
+	qtk_free(j->fake.desc);
 	pthread_mutex_destroy(&j->lock);
 }
 

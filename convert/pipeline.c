@@ -52,6 +52,7 @@ typedef struct {
 	 * cannot hold widens them to F32 (job.widen) instead of failing */
 	int auto_store;         /* an F16/BF16 float store */
 	int auto_scales;        /* the scale dtype (F16/BF16) */
+	int gathered;           /* the sink writes rows out of source order */
 	uint64_t flushed;       /* atomic: nonzero values stored as zero */
 } plan_tensor;
 
@@ -69,13 +70,9 @@ typedef struct {
 	uint64_t chunk;
 	qtk_q_acc *acc;         /* [nitems] */
 	uint32_t *crc;          /* [nitems] crc32 of each item's source bytes */
-	int want_crc;           /* the source crc32s go into .qtk metadata only */
-	qtk_pack_writer *w;
-	int gguf;               /* writing GGUF instead of .qtk */
-	gguf_plan gp;
-	gguf_tensor_plan *gt;   /* [n] */
-	qtk_gguf_writer *gw;
-	mlx_sink *ms;           /* writing an MLX directory (sink_mlx.c) */
+	int want_crc;           /* the sink records the source crc32s */
+	sink out;               /* where tensors go: made by each pass, planned,
+	                           opened, then committed or aborted */
 	size_t next;            /* atomic: next item to take */
 	size_t items_done;      /* atomic */
 	uint64_t bytes_done;    /* atomic: source bytes */
@@ -173,12 +170,13 @@ static void calib_item_done(job *j, plan_tensor *p)
 static qtk_err plan(job *j, qtk_status *st)
 {
 	const qtk_conv_opts *o = j->o;
+	const sink_ops *K = j->out.ops;
 	size_t nitems = 0;
 
 	j->n = j->s->n;
+	j->want_crc = K->records_crc;
 	j->pt = qtk_calloc(j->n ? j->n : 1, sizeof *j->pt);
-	j->gt = j->gguf ? qtk_calloc(j->n ? j->n : 1, sizeof *j->gt) : NULL;
-	if (!j->pt || (j->gguf && !j->gt))
+	if (!j->pt)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	for (size_t i = 0; i < j->n; i++) {
 		plan_tensor *p = &j->pt[i];
@@ -201,17 +199,11 @@ static qtk_err plan(job *j, qtk_status *st)
 			if (!sc->double_quant || t->nelem == 0)
 				p->d.layout.flags &= ~QTK_QF_DOUBLE_QUANT;
 			if (sc->has_bias &&
-			    (o->affine_rule == 2 || (o->affine_rule == 0 && o->format == QTK_OUT_MLX) ||
+			    (o->affine_rule == 2 || (o->affine_rule == 0 && K->mlx_affine) ||
 			     (o->qflags & QTK_QF_MLX_AFFINE)))
 				p->d.layout.flags |= QTK_QF_MLX_AFFINE;
 		}
-		if (j->gguf) {
-			QTK_TRY(gguf_plan_tensor(&j->gp, t, &p->d.layout, &j->gt[i], st));
-			sc = qtk_q_scheme_get(p->d.layout.scheme);
-			/* block types hold F16 scales by definition: the user's pick */
-			p->auto_store |= j->gt[i].fallback;
-			p->auto_scales = 0;
-		} else if (t->blk_elems && p->d.layout.scheme == QTK_SCHEME_RAW) {
+		if (!K->keeps_blocks && t->blk_elems && p->d.layout.scheme == QTK_SCHEME_RAW) {
 			/* a kept ggml block tensor: its exact f32 values */
 			memset(&p->d.layout, 0, sizeof p->d.layout);
 			p->d.layout.scheme = conv_float_scheme(QTK_DT_F32);
@@ -224,29 +216,24 @@ static qtk_err plan(job *j, qtk_status *st)
 			int bf = t->dtype == QTK_DT_BF16 && !t->blk_elems;
 			memset(&p->d.layout, 0, sizeof p->d.layout);
 			p->d.layout.scheme = bf ? QTK_SCHEME_RAW : conv_float_scheme(QTK_DT_F32);
-			if (bf && j->gguf && j->gt[i].qk) /* rows gathered: a float copy */
-				p->d.layout.scheme = conv_float_scheme(QTK_DT_BF16);
 			p->d.layout.dtype = t->dtype;
-			sc = qtk_q_scheme_get(p->d.layout.scheme);
-			if (j->gguf)
-				j->gt[i].type = bf ? QTK_GGML_BF16 : QTK_GGML_F32;
 			p->auto_store = 0;
 		}
-		if (j->ms) {
-			QTK_TRY(mlx_plan_tensor(j->ms, i, t, &p->d.layout, st));
-			sc = qtk_q_scheme_get(p->d.layout.scheme);
-			/* scales in the model's dtype (F16/BF16) are qtk's pick */
-			p->auto_scales = sc->quantized && (!o->scale_dtype_set ||
-			                                   mlx_model_dtype(j->ms, i) != QTK_DT_F32);
-		}
+		if (K->plan)
+			QTK_TRY(K->plan(j->out.ctx, i, t, &p->d.layout, &p->auto_store, &p->auto_scales,
+			                o->scale_dtype_set, st));
+		sc = qtk_q_scheme_get(p->d.layout.scheme);
+		if (!sc->float_store || sc->store_dtype == QTK_DT_F32 || (j->widen[i] & W_STORE))
+			p->auto_store = 0;
 		if (!sc->quantized || p->d.layout.scale_dtype == QTK_DT_F32)
 			p->auto_scales = 0;
 		if ((j->widen[i] & W_SCALES) && sc->quantized) {
 			p->d.layout.scale_dtype = QTK_DT_F32;
-			if (j->ms)
-				QTK_TRY(mlx_set_scale_dtype(j->ms, i, QTK_DT_F32, st));
+			if (K->scales_f32)
+				QTK_TRY(K->scales_f32(j->out.ctx, i, st));
 			p->auto_scales = 0;
 		}
+		p->gathered = K->gathered && K->gathered(j->out.ctx, i);
 		if (qtk_q_layout_check(&p->d.layout, p->rows, p->cols, st)) {
 			qtk_status_prefix(st, t->name);
 			return st->code;
@@ -254,15 +241,13 @@ static qtk_err plan(job *j, qtk_status *st)
 		if (qtk_q_plane_sizes(&p->d.layout, p->rows, p->cols, sizes))
 			return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': output size overflows", t->name);
 		p->out_bytes = sizes[0] + sizes[1] + sizes[2] + sizes[3];
-		if (j->gguf && qtk_ggml_block_elems(j->gt[i].type) > 1)
-			p->out_bytes = gguf_row_bytes(j->gt[i].type, p->cols) * p->rows;
-		if (j->ms)
-			p->out_bytes = mlx_tensor_bytes(j->ms, i);
+		if (K->out_bytes && K->out_bytes(j->out.ctx, i, p->rows, p->cols))
+			p->out_bytes = K->out_bytes(j->out.ctx, i, p->rows, p->cols);
 		if (p->d.layout.scheme == QTK_SCHEME_RAW) {
 			p->mode = MODE_RAW;
 			p->total = t->nbytes;
 			p->per = j->chunk * 4;
-		} else if (sc->float_store && !(j->gguf && j->gt[i].qk)) {
+		} else if (sc->float_store && !p->gathered) {
 			p->mode = MODE_ELEM;
 			p->total = t->nelem;
 			p->per = j->chunk;
@@ -306,6 +291,7 @@ typedef struct {
 	float *in, *out;
 	uint8_t *planes[QTK_PLANE_MAX];
 	size_t plane_cap[QTK_PLANE_MAX];
+	sink_scratch sc;        /* the sink's (GGUF blocks) */
 } worker_buf;
 
 static void set_error(job *j, const qtk_status *st)
@@ -380,39 +366,23 @@ static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 
 	if (redoing(j)) /* this output is dropped: nothing to copy */
 		return QTK_OK;
-	if (j->gguf)
-		QTK_TRY(qtk_gguf_writer_put(j->gw, it->tensor, it->start, from, (size_t)it->count, st));
-	else if (j->ms)
-		QTK_TRY(mlx_put_raw(j->ms, it->tensor, it->start, from, (size_t)it->count, st));
-	else
-		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start, from,
-		                            (size_t)it->count, st));
+	QTK_TRY(j->out.ops->put_bytes(j->out.ctx, it->tensor, it->start, from, (size_t)it->count,
+	                              st));
 	if (j->want_crc)
 		j->crc[k] = qtk_crc32(0, from, it->count);
 	src_release(p->t, it->start, it->count);
 	return QTK_OK;
 }
 
-/* GGUF: float rows go as they are; quantized rows become ggml blocks. */
-static qtk_err put_gguf(job *j, const work_item *it, const plan_tensor *p, uint64_t nrows,
-                        uint64_t cols, const qtk_q_cplanes *planes, worker_buf *b,
-                        qtk_status *st)
+/* One plane's bytes (double quantization: only sinks that hold it get
+ * such layouts from their planners). */
+static qtk_err put_plane(job *j, size_t i, int plane, uint64_t off, const void *buf,
+                         size_t len, qtk_status *st)
 {
-	const qtk_q_layout *L = &p->d.layout;
-	uint32_t type = j->gt[it->tensor].type;
-	uint64_t rb;
-
-	if (qtk_q_scheme_get(L->scheme)->float_store) {
-		rb = qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
-		return qtk_gguf_writer_put(j->gw, it->tensor, it->start * (p->mode == MODE_ELEM ?
-		                           rb / cols : rb), planes->p[QTK_PLANE_CODES],
-		                           (size_t)(rb * nrows), st);
-	}
-	rb = gguf_row_bytes(type, cols);
-	QTK_TRY(grow(b, QTK_PLANE_DQ, (size_t)(rb * nrows), st));
-	QTK_TRY(qtk_ggml_pack_rows(type, planes, (size_t)nrows, (size_t)cols, b->planes[QTK_PLANE_DQ], st));
-	return qtk_gguf_writer_put(j->gw, it->tensor, it->start * rb, b->planes[QTK_PLANE_DQ],
-	                           (size_t)(rb * nrows), st);
+	if (!j->out.ops->put_plane)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': the output cannot hold a "
+		                "double-quantized plane", j->pt[i].t->name);
+	return j->out.ops->put_plane(j->out.ctx, i, plane, off, buf, len, st);
 }
 
 /* The layout DQ items quantize with: f32 scales (the group absmax). */
@@ -485,10 +455,9 @@ static qtk_err dq_finish(job *j, plan_tensor *p, worker_buf *b, qtk_status *st)
 		qtk_status_prefix(st, pre);
 	}
 	if (!rc)
-		rc = qtk_pack_writer_put(j->w, ti, QTK_PLANE_SCALES, 0, codes8, (size_t)ng, st);
+		rc = put_plane(j, ti, QTK_PLANE_SCALES, 0, codes8, (size_t)ng, st);
 	if (!rc)
-		rc = qtk_pack_writer_put(j->w, ti, QTK_PLANE_DQ, 0, dq,
-		                         (size_t)sizes[QTK_PLANE_DQ], st);
+		rc = put_plane(j, ti, QTK_PLANE_DQ, 0, dq, (size_t)sizes[QTK_PLANE_DQ], st);
 	if (!rc)
 		qtk_q_double_dequant(codes8, ng, dq, p->absmax);
 	qtk_free(codes8);
@@ -545,8 +514,8 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 	rc = qtk_q_quantize_rows(&q, b->in, (size_t)it->count, (size_t)p->cols, &d, qo, st);
 	if (rc)
 		return value_error(j, it->tensor, rc, st);
-	QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, QTK_PLANE_CODES, it->start * cb,
-	                            b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
+	QTK_TRY(put_plane(j, it->tensor, QTK_PLANE_CODES, it->start * cb,
+	                  b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
 	src_span(p->t, elem0, nelem, &boff, &blen);
 	if (j->want_crc)
 		j->crc[k] = qtk_crc32(0, p->t->data + boff, blen);
@@ -564,10 +533,10 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 static qtk_err read_rows(job *j, const work_item *it, const plan_tensor *p, uint64_t r0,
                          uint64_t n, uint64_t cols, float *out, qtk_status *st)
 {
-	if (j->gguf && j->gt[it->tensor].qk) {
+	if (p->gathered) {
 		for (uint64_t r = 0; r < n; r++) {
-			uint64_t sr = qtk_gguf_llama_qk_src_row(it->start + r0 + r, p->rows,
-			                                        j->gt[it->tensor].n_head);
+			uint64_t sr = j->out.ops->row_src(j->out.ctx, it->tensor, it->start + r0 + r,
+			                                  p->rows);
 			QTK_TRY(src_read_f32(j->s, p->t, sr * cols, cols, out + r * cols, st));
 		}
 		return QTK_OK;
@@ -609,7 +578,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		}
 	}
 	src_span(p->t, elem0, nelem, &boff, &blen);
-	if (!(j->gguf && j->gt[it->tensor].qk)) /* gathered q/k rows: not contiguous */
+	if (!p->gathered) /* gathered rows: not contiguous */
 		src_prefault(p->t, boff, blen);
 	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
@@ -631,7 +600,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	 * for one write. */
 	{
 		int elem = p->mode == MODE_ELEM;
-		int gathered = j->gguf && j->gt[it->tensor].qk; /* rows not in file order */
+		int gathered = p->gathered; /* rows not in file order */
 		uint32_t crc = 0;
 		uint64_t units = elem ? cols : nrows;
 		uint64_t sub = elem ? SUB_ELEMS : (cols >= SUB_ELEMS ? 1 : SUB_ELEMS / cols);
@@ -673,28 +642,19 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 			j->crc[k] = gathered ? qtk_crc32(0, p->t->data + boff, blen) : crc;
 	}
 	__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
-	/* this output is dropped: only the marks matter now (MLX finds some
-	 * while converting scales and biases, so it still writes) */
-	if (redoing(j) && !j->ms)
+	/* this output is dropped: only the marks matter now (a sink that
+	 * converts values, MLX, finds some while putting, so it still puts) */
+	if (redoing(j) && !j->out.ops->checks_values)
 		return QTK_OK;
-	if (j->gguf)
-		QTK_TRY(put_gguf(j, it, p, nrows, cols, &csrc, b, st));
-	if (j->ms) {
-		qtk_err rc = mlx_put_rows(j->ms, it->tensor, L, &csrc, elem0, (size_t)nrows,
-		                          (size_t)cols, st);
-		if (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT) /* a scale or bias */
+	{
+		qtk_err rc = j->out.ops->put_rows(j->out.ctx, it->tensor, L, &csrc, elem0,
+		                                  (size_t)nrows, (size_t)cols,
+		                                  p->mode == MODE_ELEM, &b->sc, st);
+		if (j->out.ops->checks_values &&
+		    (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT)) /* a scale or bias */
 			return value_error(j, it->tensor, rc, st);
 		if (rc)
 			return rc;
-	}
-	for (int pl = 0; pl < QTK_PLANE_DQ && !j->gguf && !j->ms; pl++) {
-		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
-		uint64_t off = p->mode == MODE_ELEM ? it->start * (rb / cols) : it->start * rb;
-
-		if (!rb)
-			continue;
-		QTK_TRY(qtk_pack_writer_put(j->w, it->tensor, pl, off, b->planes[pl],
-		                            (size_t)(rb * nrows), st));
 	}
 	src_release(p->t, boff, blen);
 	return QTK_OK;
@@ -764,6 +724,7 @@ static void *worker(void *arg)
 	qtk_free(b.out);
 	for (int p = 0; p < QTK_PLANE_MAX; p++)
 		qtk_free(b.planes[p]);
+	qtk_free(b.sc.p);
 	pthread_mutex_lock(&j->lock);
 	j->live--;
 	pthread_cond_signal(&j->idle);
@@ -1140,7 +1101,8 @@ void qtk_conv_report_free(qtk_conv_report *rep)
 
 /* ---- entry -------------------------------------------------------------- */
 
-/* Undo plan() and the sinks' planning, for job_free or a second pass. */
+/* Undo plan(), for job_free or a second pass (the sink, planner state and
+ * all, ends by sinks_abort or its commit). */
 static void plan_free(job *j)
 {
 	for (size_t i = 0; j->pt && i < j->n; i++) {
@@ -1148,15 +1110,10 @@ static void plan_free(job *j)
 		qtk_free(j->pt[i].absmax);
 	}
 	qtk_free(j->pt);
-	qtk_free(j->gt);
-	gguf_plan_end(&j->gp);
-	mlx_abort(j->ms);
 	qtk_free(j->items);
 	qtk_free(j->acc);
 	qtk_free(j->crc);
 	j->pt = NULL;
-	j->gt = NULL;
-	j->ms = NULL;
 	j->items = NULL;
 	j->acc = NULL;
 	j->crc = NULL;
@@ -1166,8 +1123,19 @@ static void plan_free(job *j)
 	j->redo = 0;
 }
 
+/* Drop whatever output is open, whichever the sink: its temporary goes,
+ * the output path stays as it was. Every failure after the open ends here
+ * (job_free), and a second pass starts here. */
+static void sinks_abort(job *j)
+{
+	if (j->out.ops)
+		j->out.ops->abort(j->out.ctx);
+	memset(&j->out, 0, sizeof j->out);
+}
+
 static void job_free(job *j)
 {
+	sinks_abort(j);
 	plan_free(j);
 	for (size_t i = 0; j->widen_why && j->s && i < j->s->n; i++)
 		qtk_free(j->widen_why[i]);
@@ -1180,50 +1148,26 @@ static void job_free(job *j)
 	pthread_cond_destroy(&j->idle);
 }
 
-/* The GGUF and MLX planners' state for a (new) pass. */
+/* The sink of this run's format, new for each pass (the only place that
+ * asks which). */
 static qtk_err sinks_begin(job *j, qtk_status *st)
 {
-	const qtk_conv_opts *o = j->o;
+	sink_args a = { .s = j->s, .main_scheme = qtk_recipe_main_scheme(j->o->recipe),
+	                .main_group = qtk_recipe_main_group(j->o->recipe) };
 
-	if (j->gguf)
-		QTK_TRY(gguf_plan_begin(&j->gp, j->s, qtk_recipe_main_scheme(o->recipe), st));
-	if (o->format == QTK_OUT_MLX) {
-		uint32_t g = qtk_recipe_main_group(o->recipe);
-		mlx_cfg mc = { .dir = j->s->dir, .main_scheme = qtk_recipe_main_scheme(o->recipe),
-		               .main_group = g == QTK_GROUP_ROW ? 0 : g };
-
-		QTK_TRY(mlx_begin(&j->ms, &mc, j->s->n, st));
+	switch (j->o->format) {
+	case QTK_OUT_GGUF:
+		return sink_gguf_new(&j->out, &a, st);
+	case QTK_OUT_MLX:
+		return sink_mlx_new(&j->out, &a, st);
+	case QTK_OUT_MEMORY:
+		return sink_mem_new(&j->out, j->o->memory, st);
+	default:
+		return sink_qtk_new(&j->out, st);
 	}
-	return QTK_OK;
 }
 
-static qtk_err open_gguf(job *j, const qtk_write_opts *wo, qtk_status *st)
-{
-	qtk_gguf_desc *d = qtk_calloc(j->n ? j->n : 1, sizeof *d);
-	qtk_err rc;
-
-	if (!d)
-		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	for (size_t i = 0; i < j->n; i++) {
-		const src_tensor *t = j->pt[i].t;
-
-		d[i].name = j->gt[i].name;
-		d[i].type = j->gt[i].type;
-		d[i].n_dims = t->ndim ? t->ndim : 1;
-		for (uint32_t k = 0; k < QTK_GGUF_MAX_DIMS; k++)
-			d[i].ne[k] = k < t->ndim ? t->shape[t->ndim - 1 - k] : 1;
-		if (j->gt[i].flat) {
-			d[i].n_dims = 2;
-			d[i].ne[0] = j->pt[i].cols;
-			d[i].ne[1] = j->pt[i].rows;
-		}
-	}
-	rc = qtk_gguf_writer_open(&j->gw, j->o->output, j->gp.kvs, d, j->n, wo, st);
-	qtk_free(d);
-	return rc;
-}
-
-/* Open the output and run the workers; on success j->w is left open for
+/* Open the output and run the workers; on success j->out is left open for
  * the commit, on failure (or when j->redo asks for a second pass) it is
  * aborted. */
 static qtk_err write_output(job *j, int nthreads, qtk_status *st)
@@ -1247,24 +1191,13 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 		descs[i].src_dtype = j->pt[i].t->dtype;
 		descs[i].layout = j->pt[i].d.layout;
 	}
-	if (j->gguf)
-		rc = open_gguf(j, &wo, st);
-	else if (j->ms)
-		rc = mlx_open(j->ms, o->output, &wo, st);
-	else
-		rc = qtk_pack_writer_open(&j->w, o->output, descs, j->n, &wo, st);
+	rc = j->out.ops->open(j->out.ctx, o->output, descs, j->n, &wo, st);
 	qtk_free(descs);
 	if (rc)
 		return rc;
 	rc = run_workers(j, nthreads, st);
-	if (rc || j->redo) { /* failed, or to be written again with fallbacks */
-		qtk_pack_writer_abort(j->w);
-		qtk_gguf_writer_abort(j->gw);
-		mlx_abort(j->ms);
-		j->w = NULL;
-		j->gw = NULL;
-		j->ms = NULL;
-	}
+	if (rc || j->redo) /* failed, or to be written again with fallbacks */
+		sinks_abort(j);
 	return rc;
 }
 
@@ -1285,14 +1218,13 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	j.chunk = o->chunk_elems ? o->chunk_elems : DEFAULT_CHUNK_ELEMS;
 	if (nthreads < 1)
 		nthreads = 1;
-	if (!o->input || !o->recipe || (!o->output && !o->dry_run)) {
+	if (!o->input || !o->recipe ||
+	    (!o->output && !o->dry_run && o->format != QTK_OUT_MEMORY)) {
 		pthread_mutex_destroy(&j.lock);
 		pthread_mutex_destroy(&j.calib_lock);
 		pthread_cond_destroy(&j.idle);
 		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
 	}
-	j.gguf = o->format == QTK_OUT_GGUF;
-	j.want_crc = o->format == QTK_OUT_QTK; /* GGUF and MLX have no place for them */
 	rc = src_open(&j.s, o->input, st);
 	if (!rc && o->calib)
 		rc = calib_open(o->calib, o->calib_gptq ? CALIB_GPTQ : CALIB_WEIGHTED, &o->gptq,
@@ -1334,29 +1266,14 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		plan_free(&j);
 	}
 	rc = make_report(&j, &rep, st);
-	if (rc) {
-		qtk_pack_writer_abort(j.w);
-		qtk_gguf_writer_abort(j.gw);
-		goto out;
-	}
+	if (rc)
+		goto out; /* job_free aborts the output */
 	rep->threads = nthreads;
 	rc = build_metadata(&j, rep, st);
-	if (rc) {
-		qtk_pack_writer_abort(j.w);
-		qtk_gguf_writer_abort(j.gw);
-		mlx_abort(j.ms);
-		j.ms = NULL;
+	if (rc)
 		goto out;
-	}
-	if (j.gguf)
-		rc = qtk_gguf_writer_commit(j.gw, st);
-	else if (j.ms)
-		rc = mlx_commit(j.ms, st);
-	else
-		rc = qtk_pack_writer_commit(j.w, rep->metadata_json, st);
-	j.w = NULL;
-	j.gw = NULL;
-	j.ms = NULL;
+	rc = j.out.ops->commit(j.out.ctx, rep->metadata_json, st);
+	memset(&j.out, 0, sizeof j.out); /* committed or dropped, either way */
 out:
 	if (rc == QTK_OK && rep)
 		rep->seconds = now_s() - t0;

@@ -88,7 +88,32 @@ QTK_API qtk_err qtk_recipe_decide(const qtk_recipe *r, const char *name,
 /* Conversion                                                             */
 /* ===================================================================== */
 
-typedef enum { QTK_OUT_QTK = 0, QTK_OUT_GGUF = 1, QTK_OUT_MLX = 2 } qtk_out_format;
+/* QTK_OUT_MEMORY: no file; the quantized tensors go to the caller
+ * (qtk_conv_opts.memory) for the runtime, parity checks, calibration. */
+typedef enum {
+	QTK_OUT_QTK = 0, QTK_OUT_GGUF = 1, QTK_OUT_MLX = 2, QTK_OUT_MEMORY = 3
+} qtk_out_format;
+
+/* One converted tensor held in memory: its planes as a .qtk file stores
+ * them (quant/qtk_quant.h; raw layouts: the source bytes in CODES). */
+typedef struct {
+	char *name;
+	uint32_t ndim;
+	uint64_t shape[QTK_MAX_DIMS];
+	qtk_dtype src_dtype;
+	qtk_q_layout layout;
+	uint64_t rows, cols;           /* the 2-D view the layout applies to */
+	void *planes[QTK_PLANE_MAX];   /* NULL where the size is 0 */
+	uint64_t sizes[QTK_PLANE_MAX];
+} qtk_mem_tensor;
+
+typedef struct {
+	size_t n;
+	qtk_mem_tensor *t;
+	char *metadata_json;           /* what a .qtk file would record */
+} qtk_mem_model;
+
+QTK_API void qtk_mem_model_free(qtk_mem_model *m); /* NULL is fine */
 
 typedef struct {
 	const char *input;          /* .safetensors, index.json or directory */
@@ -117,6 +142,7 @@ typedef struct {
 	                 uint64_t bytes_total, const char *tensor);
 	void *progress_ctx;
 	const volatile int *cancel; /* set non-zero to stop (signal handlers) */
+	qtk_mem_model **memory;     /* QTK_OUT_MEMORY: gets the tensors */
 } qtk_conv_opts;
 
 /* What happened to one tensor. */

@@ -2,7 +2,6 @@
  * (architecture, llama.* hyper-parameters, sentencepiece vocabulary, file
  * type), and qtk planes turned into ggml blocks. The file itself is written
  * by formats' streaming GGUF writer. */
-#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -51,13 +50,54 @@ static qtk_err plan_from_gguf(gguf_plan *g, const src *s, qtk_scheme_id main_sch
 	return QTK_OK;
 }
 
-qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
-                        qtk_status *st)
+/* llama.* KVs from the model description, and the sentencepiece vocabulary
+ * when dir has a tokenizer.model. */
+static qtk_err plan_llama(gguf_plan *g, src *s, qtk_status *st)
 {
-	const char **names = qtk_calloc(s->n ? s->n : 1, sizeof *names);
+	const qtk_model_desc *d;
 	char path[4096];
 	struct stat sb;
-	qtk_err rc = QTK_OK;
+	qtk_err rc = src_model_desc(s, &d, st);
+
+	if (rc == QTK_E_FORMAT)
+		st->code = rc = QTK_E_GG_CONFIG; /* config.json is not JSON */
+	QTK_TRY(rc);
+	snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
+	if (!d->present)
+		return qtk_fail(st, QTK_E_ARG,
+		                "GGUF output of a LLaMA checkpoint needs its config.json (%s)", path);
+	QTK_TRY(qtk_gguf_llama_desc(d, g->kvs, &g->hp, st));
+	g->have_hp = 1;
+	snprintf(path, sizeof path, "%s/tokenizer.model", s->dir ? s->dir : ".");
+	if (stat(path, &sb) == 0) {
+		qtk_spm_vocab *v = NULL;
+		QTK_TRY(qtk_spm_read(path, &v, st));
+		rc = qtk_gguf_spm_kvs(v, g->kvs, st);
+		qtk_spm_free(v);
+	}
+	return rc;
+}
+
+/* Any other model: its config.json's model_type, when there is one (tensor
+ * names stay as they are); a config.json that is not JSON says nothing. */
+static qtk_err plan_model_type(gguf_plan *g, src *s, qtk_status *st)
+{
+	const qtk_model_desc *d;
+	const qtk_model_val *mt;
+	qtk_err rc = src_model_desc(s, &d, st);
+
+	if (rc == QTK_E_FORMAT)
+		return QTK_OK;
+	QTK_TRY(rc);
+	mt = &d->v[QTK_MK_MODEL_TYPE];
+	if (mt->kind == QTK_MV_STRING && mt->len > 0 && mt->len < 64)
+		QTK_TRY(qtk_gguf_kvs_add_str(g->kvs, "general.architecture", mt->s, mt->len, st));
+	return QTK_OK;
+}
+
+qtk_err gguf_plan_begin(gguf_plan *g, src *s, qtk_scheme_id main_scheme, qtk_status *st)
+{
+	const char **names = qtk_calloc(s->n ? s->n : 1, sizeof *names);
 
 	memset(g, 0, sizeof *g);
 	if (!names)
@@ -73,52 +113,13 @@ qtk_err gguf_plan_begin(gguf_plan *g, const src *s, qtk_scheme_id main_scheme,
 	g->kvs = qtk_gguf_kvs_new();
 	if (!g->kvs)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	if (g->fam && g->fam->llama_hparams) {
-		snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
-		if (stat(path, &sb) != 0)
-			return qtk_fail(st, QTK_E_ARG,
-			                "GGUF output of a LLaMA checkpoint needs its config.json (%s)", path);
-		QTK_TRY(qtk_gguf_llama_config(path, g->kvs, &g->hp, st));
-		g->have_hp = 1;
-		snprintf(path, sizeof path, "%s/tokenizer.model", s->dir ? s->dir : ".");
-		if (stat(path, &sb) == 0) {
-			qtk_spm_vocab *v = NULL;
-			QTK_TRY(qtk_spm_read(path, &v, st));
-			rc = qtk_gguf_spm_kvs(v, g->kvs, st);
-			qtk_spm_free(v);
-			QTK_TRY(rc);
-		}
-	} else if (g->fam && g->fam->gguf_arch) {
+	if (g->fam && g->fam->llama_hparams)
+		QTK_TRY(plan_llama(g, s, st));
+	else if (g->fam && g->fam->gguf_arch)
 		QTK_TRY(qtk_gguf_kvs_add_str(g->kvs, "general.architecture", g->fam->gguf_arch,
 		                             strlen(g->fam->gguf_arch), st));
-	} else {
-		/* any other model: its config.json's model_type, when there is one
-		 * (tensor names stay as they are) */
-		json_t *cfg;
-		const char *mt;
-
-		snprintf(path, sizeof path, "%s/config.json", s->dir ? s->dir : ".");
-		cfg = NULL;
-		if (s->dir && stat(path, &sb) == 0) {
-			char *text;
-			size_t len;
-			unsigned jm;
-
-			QTK_TRY(qtk_fmt_read_input(path, &text, &len, st));
-			jm = qtk_json_begin();
-			cfg = json_loadb(text, len, 0, NULL);
-			qtk_free(text);
-			if (qtk_json_end(jm)) {
-				json_decref(cfg);
-				return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
-			}
-		}
-		mt = json_string_value(json_object_get(cfg, "model_type"));
-		if (mt && *mt && strlen(mt) < 64)
-			rc = qtk_gguf_kvs_add_str(g->kvs, "general.architecture", mt, strlen(mt), st);
-		json_decref(cfg);
-		QTK_TRY(rc);
-	}
+	else
+		QTK_TRY(plan_model_type(g, s, st));
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.file_type", qtk_ggml_file_type(main_scheme), st));
 	QTK_TRY(qtk_gguf_kvs_add_u32(g->kvs, "general.quantization_version", 2, st));
 	return QTK_OK;
@@ -243,4 +244,155 @@ uint64_t gguf_row_bytes(uint32_t type, uint64_t cols)
 	uint32_t be = qtk_ggml_block_elems(type), bb = qtk_ggml_block_bytes(type);
 
 	return be ? cols / be * bb : 0;
+}
+
+/* ---- the sink -------------------------------------------------------- */
+
+typedef struct {
+	gguf_plan g;
+	gguf_tensor_plan *gt;   /* [n] */
+	size_t n;
+	qtk_gguf_writer *w;
+} gguf_out;
+
+static qtk_err g_plan(void *ctx, size_t i, const src_tensor *t, qtk_q_layout *L,
+                      int *auto_store, int *auto_scales, int scale_dtype_set, qtk_status *st)
+{
+	gguf_out *o = ctx;
+
+	(void)scale_dtype_set;
+	QTK_TRY(gguf_plan_tensor(&o->g, t, L, &o->gt[i], st));
+	/* block types hold F16 scales by definition: the user's pick */
+	*auto_store |= o->gt[i].fallback;
+	*auto_scales = 0;
+	return QTK_OK;
+}
+
+static uint64_t g_out_bytes(void *ctx, size_t i, uint64_t rows, uint64_t cols)
+{
+	uint32_t type = ((gguf_out *)ctx)->gt[i].type;
+
+	return qtk_ggml_block_elems(type) > 1 ? gguf_row_bytes(type, cols) * rows : 0;
+}
+
+static int g_gathered(void *ctx, size_t i)
+{
+	return ((gguf_out *)ctx)->gt[i].qk != 0;
+}
+
+static uint64_t g_row_src(void *ctx, size_t i, uint64_t r, uint64_t rows)
+{
+	return qtk_gguf_llama_qk_src_row(r, rows, ((gguf_out *)ctx)->gt[i].n_head);
+}
+
+static qtk_err g_open(void *ctx, const char *path, const qtk_pack_desc *pd, size_t n,
+                      const qtk_write_opts *wo, qtk_status *st)
+{
+	gguf_out *o = ctx;
+	qtk_gguf_desc *d = qtk_calloc(n ? n : 1, sizeof *d);
+	qtk_err rc;
+
+	if (!d)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t i = 0; i < n; i++) {
+		const qtk_pack_desc *t = &pd[i];
+
+		d[i].name = o->gt[i].name;
+		d[i].type = o->gt[i].type;
+		d[i].n_dims = t->ndim ? t->ndim : 1;
+		for (uint32_t k = 0; k < QTK_GGUF_MAX_DIMS; k++)
+			d[i].ne[k] = k < t->ndim ? t->shape[t->ndim - 1 - k] : 1;
+		if (o->gt[i].flat) { /* [rows][cols], the real shape in a KV */
+			uint64_t rows = 1;
+			for (uint32_t k = 0; k + 1 < t->ndim; k++)
+				rows *= t->shape[k];
+			d[i].n_dims = 2;
+			d[i].ne[0] = t->shape[t->ndim - 1];
+			d[i].ne[1] = rows;
+		}
+	}
+	rc = qtk_gguf_writer_open(&o->w, path, o->g.kvs, d, n, wo, st);
+	qtk_free(d);
+	return rc;
+}
+
+static qtk_err g_put_bytes(void *ctx, size_t i, uint64_t off, const void *buf, size_t len,
+                           qtk_status *st)
+{
+	return qtk_gguf_writer_put(((gguf_out *)ctx)->w, i, off, buf, len, st);
+}
+
+/* Float rows go as they are; quantized rows become ggml blocks. */
+static qtk_err g_put_rows(void *ctx, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
+                          uint64_t elem0, size_t nrows, size_t cols, int flat,
+                          sink_scratch *sc, qtk_status *st)
+{
+	gguf_out *o = ctx;
+	uint32_t type = o->gt[i].type;
+	uint64_t rb;
+
+	if (qtk_q_scheme_get(L->scheme)->float_store) {
+		rb = qtk_q_row_bytes(L, cols, QTK_PLANE_CODES);
+		return qtk_gguf_writer_put(o->w, i, flat ? elem0 * (rb / cols) : elem0 / cols * rb,
+		                           p->p[QTK_PLANE_CODES], (size_t)(rb * nrows), st);
+	}
+	rb = gguf_row_bytes(type, cols);
+	if (sc->cap < rb * nrows) {
+		qtk_free(sc->p);
+		sc->p = qtk_malloc((size_t)(rb * nrows));
+		sc->cap = sc->p ? (size_t)(rb * nrows) : 0;
+		if (!sc->p)
+			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	}
+	QTK_TRY(qtk_ggml_pack_rows(type, p, nrows, cols, sc->p, st));
+	return qtk_gguf_writer_put(o->w, i, elem0 / cols * rb, sc->p, (size_t)(rb * nrows), st);
+}
+
+static void g_free(gguf_out *o)
+{
+	gguf_plan_end(&o->g);
+	qtk_free(o->gt);
+	qtk_free(o);
+}
+
+static qtk_err g_commit(void *ctx, const char *meta, qtk_status *st)
+{
+	gguf_out *o = ctx;
+	qtk_err rc = qtk_gguf_writer_commit(o->w, st); /* GGUF has no place for meta */
+
+	(void)meta;
+	g_free(o);
+	return rc;
+}
+
+static void g_abort(void *ctx)
+{
+	gguf_out *o = ctx;
+
+	if (!o)
+		return;
+	qtk_gguf_writer_abort(o->w);
+	g_free(o);
+}
+
+static const sink_ops gguf_ops = {
+	.plan = g_plan, .out_bytes = g_out_bytes, .gathered = g_gathered, .row_src = g_row_src,
+	.keeps_blocks = 1,
+	.open = g_open, .put_bytes = g_put_bytes, .put_rows = g_put_rows,
+	.commit = g_commit, .abort = g_abort,
+};
+
+qtk_err sink_gguf_new(sink *k, const sink_args *a, qtk_status *st)
+{
+	gguf_out *o = qtk_calloc(1, sizeof *o);
+
+	if (!o)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	/* the sink exists from here: abort frees whatever was made */
+	k->ops = &gguf_ops;
+	k->ctx = o;
+	o->n = a->s->n;
+	if (!(o->gt = qtk_calloc(o->n ? o->n : 1, sizeof *o->gt)))
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	return gguf_plan_begin(&o->g, a->s, a->main_scheme, st);
 }

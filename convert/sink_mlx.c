@@ -801,3 +801,88 @@ void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c)
 	                (uint32_t)gv : 0;
 	json_decref(r);
 }
+
+/* ---- the pipeline's sink ------------------------------------------------ */
+
+static qtk_err x_plan(void *ctx, size_t i, const src_tensor *t, qtk_q_layout *L,
+                      int *auto_store, int *auto_scales, int scale_dtype_set, qtk_status *st)
+{
+	mlx_sink *m = ctx;
+
+	(void)auto_store;
+	QTK_TRY(mlx_plan_tensor(m, i, t, L, st));
+	/* scales in the model's dtype (F16/BF16) are qtk's pick */
+	*auto_scales = qtk_q_scheme_get(L->scheme)->quantized &&
+	               (!scale_dtype_set || mlx_model_dtype(m, i) != QTK_DT_F32);
+	return QTK_OK;
+}
+
+static qtk_err x_scales_f32(void *ctx, size_t i, qtk_status *st)
+{
+	return mlx_set_scale_dtype(ctx, i, QTK_DT_F32, st);
+}
+
+static uint64_t x_out_bytes(void *ctx, size_t i, uint64_t rows, uint64_t cols)
+{
+	(void)rows;
+	(void)cols;
+	return mlx_tensor_bytes(ctx, i);
+}
+
+static qtk_err x_open(void *ctx, const char *path, const qtk_pack_desc *d, size_t n,
+                      const qtk_write_opts *wo, qtk_status *st)
+{
+	(void)d;
+	(void)n; /* planned tensor by tensor already */
+	return mlx_open(ctx, path, wo, st);
+}
+
+static qtk_err x_put_bytes(void *ctx, size_t i, uint64_t off, const void *buf, size_t len,
+                           qtk_status *st)
+{
+	return mlx_put_raw(ctx, i, off, buf, len, st);
+}
+
+static qtk_err x_put_rows(void *ctx, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
+                          uint64_t elem0, size_t nrows, size_t cols, int flat,
+                          sink_scratch *sc, qtk_status *st)
+{
+	(void)flat; /* elem0 says where either way */
+	(void)sc;
+	return mlx_put_rows(ctx, i, L, p, elem0, nrows, cols, st);
+}
+
+static qtk_err x_commit(void *ctx, const char *meta, qtk_status *st)
+{
+	(void)meta; /* MLX has no place for it */
+	return mlx_commit(ctx, st);
+}
+
+static void x_abort(void *ctx)
+{
+	mlx_abort(ctx);
+}
+
+static const sink_ops mlx_ops = {
+	.plan = x_plan, .scales_f32 = x_scales_f32, .out_bytes = x_out_bytes, .mlx_affine = 1,
+	.open = x_open, .put_bytes = x_put_bytes, .put_rows = x_put_rows,
+	.commit = x_commit, .abort = x_abort, .checks_values = 1,
+};
+
+qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st)
+{
+	uint32_t g = a->main_group;
+	mlx_cfg mc = { .dir = a->s->dir, .main_scheme = a->main_scheme,
+	               .main_group = g == QTK_GROUP_ROW ? 0 : g };
+	mlx_sink *m = NULL;
+
+	qtk_err rc = mlx_begin(&m, &mc, a->s->n, st);
+
+	if (rc) {
+		mlx_abort(m); /* whatever it made */
+		return rc;
+	}
+	k->ops = &mlx_ops;
+	k->ctx = m;
+	return QTK_OK;
+}

@@ -48,24 +48,14 @@ qtk_err src_check_side_files(const char *dir, qtk_status *st)
 	return QTK_OK;
 }
 
+/* The dtype a GGUF tensor reads as: a plain type's own, f32 for the block
+ * types qtk dequantizes (formats' ggml type table); *ok = 0 for others. */
 static qtk_dtype gguf_dtype(uint32_t type, int *ok)
 {
-	*ok = 1;
-	switch (type) {
-	case QTK_GGML_F32: return QTK_DT_F32;
-	case QTK_GGML_F16: return QTK_DT_F16;
-	case QTK_GGML_BF16: return QTK_DT_BF16;
-	case QTK_GGML_F64: return QTK_DT_F64;
-	case QTK_GGML_I8: return QTK_DT_I8;
-	case QTK_GGML_I16: return QTK_DT_I16;
-	case QTK_GGML_I32: return QTK_DT_I32;
-	case QTK_GGML_I64: return QTK_DT_I64;
-	case QTK_GGML_Q8_0: case QTK_GGML_Q4_0: case QTK_GGML_Q4_1:
-		return QTK_DT_F32; /* block types read as f32 */
-	default:
-		*ok = 0;
-		return QTK_DT_F32;
-	}
+	const qtk_ggml_type_info *t = qtk_ggml_type_get(type);
+
+	*ok = t && (t->plain || t->deq);
+	return t && t->plain ? t->dtype : QTK_DT_F32;
 }
 
 static qtk_err open_gguf(src *s, const char *path, qtk_status *st)
@@ -189,9 +179,35 @@ void src_close(src *s)
 		return;
 	qtk_st_close(s->st);
 	qtk_gguf_close(s->gg);
+	qtk_free(s->desc);
 	qtk_free(s->t);
 	qtk_free(s->files);
 	qtk_free(s);
+}
+
+qtk_err src_model_desc(src *s, const qtk_model_desc **d, qtk_status *st)
+{
+	char path[4096];
+	qtk_status tmp;
+	qtk_err rc = QTK_OK;
+
+	if (!s->desc_done) {
+		if (!s->desc && !(s->desc = qtk_calloc(1, sizeof *s->desc)))
+			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		if (s->dir) {
+			snprintf(path, sizeof path, "%s/config.json", s->dir);
+			rc = qtk_model_desc_read(path, s->desc, &tmp);
+			if (rc == QTK_E_NOT_FOUND)
+				rc = QTK_OK; /* present = 0 */
+			if (rc) {
+				*st = tmp;
+				return rc; /* not cached: the caller fails */
+			}
+		}
+		s->desc_done = 1;
+	}
+	*d = s->desc;
+	return QTK_OK;
 }
 
 qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,

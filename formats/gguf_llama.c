@@ -3,7 +3,6 @@
  * ggml's interleaved RoPE), the llama.* hyper-parameters from config.json,
  * and the sentencepiece vocabulary from tokenizer.model (protobuf wire
  * format, read with bounds checks) as tokenizer.ggml.* KVs. */
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -86,56 +85,62 @@ qtk_err qtk_gguf_llama_unpermute(const void *src, void *dst, uint64_t rows, uint
 	return QTK_OK;
 }
 
-/* ---- config.json ------------------------------------------------------ */
+/* ---- config.json (qtk_model_desc) -------------------------------------- */
 
-static qtk_err cfg_u32(json_t *root, const char *path, const char *name, int required,
-                       uint32_t def, uint32_t *out, qtk_status *st)
+static qtk_err cfg_u32(const qtk_model_desc *d, int key, int required, uint32_t def,
+                       uint32_t *out, qtk_status *st)
 {
-	json_t *v = json_object_get(root, name);
+	const qtk_model_val *v = &d->v[key];
 
-	if (!v && !required) {
+	if (v->kind == QTK_MV_ABSENT && !required) {
 		*out = def;
 		return QTK_OK;
 	}
-	if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > UINT32_MAX)
-		return qtk_fail(st, QTK_E_GG_CONFIG, "%s: '%s' %s", path, name,
-		                v ? "is not a positive 32-bit integer" : "is missing");
-	*out = (uint32_t)json_integer_value(v);
+	if (v->kind != QTK_MV_INT || v->i <= 0 || v->i > UINT32_MAX)
+		return qtk_fail(st, QTK_E_GG_CONFIG, "%s: '%s' %s", d->where, qtk_model_key_name(key),
+		                v->kind != QTK_MV_ABSENT ? "is not a positive 32-bit integer"
+		                                         : "is missing");
+	*out = (uint32_t)v->i;
 	return QTK_OK;
 }
 
-static qtk_err config_parse(json_t *root, const char *path, qtk_gguf_llama_hparams *hp,
+static int is_number(const qtk_model_val *v)
+{
+	return v->kind == QTK_MV_INT || v->kind == QTK_MV_REAL;
+}
+
+static qtk_err config_parse(const qtk_model_desc *d, qtk_gguf_llama_hparams *hp,
                             qtk_status *st)
 {
-	json_t *v;
+	const char *path = d->where;
+	const qtk_model_val *v;
 
 	memset(hp, 0, sizeof *hp);
-	QTK_TRY(cfg_u32(root, path, "hidden_size", 1, 0, &hp->n_embd, st));
-	QTK_TRY(cfg_u32(root, path, "num_hidden_layers", 1, 0, &hp->n_layer, st));
-	QTK_TRY(cfg_u32(root, path, "num_attention_heads", 1, 0, &hp->n_head, st));
-	QTK_TRY(cfg_u32(root, path, "num_key_value_heads", 0, hp->n_head, &hp->n_head_kv, st));
-	QTK_TRY(cfg_u32(root, path, "intermediate_size", 1, 0, &hp->n_ff, st));
-	QTK_TRY(cfg_u32(root, path, "max_position_embeddings", 0, 2048, &hp->n_ctx, st));
-	QTK_TRY(cfg_u32(root, path, "vocab_size", 0, 0, &hp->n_vocab, st));
+	QTK_TRY(cfg_u32(d, QTK_MK_HIDDEN_SIZE, 1, 0, &hp->n_embd, st));
+	QTK_TRY(cfg_u32(d, QTK_MK_NUM_HIDDEN_LAYERS, 1, 0, &hp->n_layer, st));
+	QTK_TRY(cfg_u32(d, QTK_MK_NUM_ATTENTION_HEADS, 1, 0, &hp->n_head, st));
+	QTK_TRY(cfg_u32(d, QTK_MK_NUM_KEY_VALUE_HEADS, 0, hp->n_head, &hp->n_head_kv, st));
+	QTK_TRY(cfg_u32(d, QTK_MK_INTERMEDIATE_SIZE, 1, 0, &hp->n_ff, st));
+	QTK_TRY(cfg_u32(d, QTK_MK_MAX_POSITION_EMBEDDINGS, 0, 2048, &hp->n_ctx, st));
+	QTK_TRY(cfg_u32(d, QTK_MK_VOCAB_SIZE, 0, 0, &hp->n_vocab, st));
 	if (hp->n_embd % hp->n_head || hp->n_head % hp->n_head_kv)
 		return qtk_fail(st, QTK_E_GG_CONFIG,
 		                "%s: hidden_size %u, %u heads and %u KV heads do not divide", path,
 		                hp->n_embd, hp->n_head, hp->n_head_kv);
 	hp->head_dim = hp->n_embd / hp->n_head;
-	v = json_object_get(root, "head_dim");
-	if (v && json_is_integer(v) && json_integer_value(v) != hp->head_dim)
+	v = &d->v[QTK_MK_HEAD_DIM];
+	if (v->kind == QTK_MV_INT && v->i != hp->head_dim)
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s: head_dim %lld differs from hidden_size / heads",
-		                path, (long long)json_integer_value(v));
-	v = json_object_get(root, "rms_norm_eps");
-	if (!json_is_number(v))
+		                path, (long long)v->i);
+	v = &d->v[QTK_MK_RMS_NORM_EPS];
+	if (!is_number(v))
 		return qtk_fail(st, QTK_E_GG_CONFIG, "%s: 'rms_norm_eps' is missing or not a number", path);
-	hp->rms_eps = (float)json_number_value(v);
-	v = json_object_get(root, "rope_theta");
-	hp->rope_theta = json_is_number(v) ? (float)json_number_value(v) : 10000.0f;
-	v = json_object_get(root, "tie_word_embeddings");
-	hp->tied = json_is_true(v);
-	v = json_object_get(root, "rope_scaling");
-	if (v && !json_is_null(v))
+	hp->rms_eps = (float)v->d;
+	v = &d->v[QTK_MK_ROPE_THETA];
+	hp->rope_theta = is_number(v) ? (float)v->d : 10000.0f;
+	hp->tied = d->v[QTK_MK_TIE_WORD_EMBEDDINGS].kind == QTK_MV_TRUE;
+	v = &d->v[QTK_MK_ROPE_SCALING];
+	if (v->kind != QTK_MV_ABSENT && v->kind != QTK_MV_NULL)
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s: rope_scaling is not supported yet", path);
 	return QTK_OK;
 }
@@ -143,26 +148,27 @@ static qtk_err config_parse(json_t *root, const char *path, qtk_gguf_llama_hpara
 qtk_err qtk_gguf_llama_config(const char *config_path, qtk_gguf_kvs *k,
                               qtk_gguf_llama_hparams *hp, qtk_status *st)
 {
-	json_error_t e;
-	json_t *root;
+	qtk_model_desc *d = qtk_malloc(sizeof *d);
 	qtk_err rc;
-	char *text;
-	size_t len;
-	unsigned jm;
 
-	QTK_TRY(qtk_fmt_read_input(config_path, &text, &len, st));
-	jm = qtk_json_begin();
-	root = json_loadb(text, len, 0, &e);
-	qtk_free(text);
-	if (qtk_json_end(jm)) {
-		json_decref(root);
+	if (!d)
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", config_path);
-	}
-	if (!root)
-		return qtk_fail(st, QTK_E_GG_CONFIG, "%s: %s (line %d)", config_path, e.text, e.line);
-	rc = json_is_object(root) ? config_parse(root, config_path, hp, st)
-	                          : qtk_fail(st, QTK_E_GG_CONFIG, "%s: not a JSON object", config_path);
-	json_decref(root);
+	rc = qtk_model_desc_read(config_path, d, st);
+	if (rc == QTK_E_FORMAT)
+		st->code = rc = QTK_E_GG_CONFIG; /* not JSON */
+	if (!rc)
+		rc = qtk_gguf_llama_desc(d, k, hp, st);
+	qtk_free(d);
+	return rc;
+}
+
+qtk_err qtk_gguf_llama_desc(const qtk_model_desc *d, qtk_gguf_kvs *k,
+                            qtk_gguf_llama_hparams *hp, qtk_status *st)
+{
+	qtk_err rc;
+
+	rc = d->is_object ? config_parse(d, hp, st)
+	                  : qtk_fail(st, QTK_E_GG_CONFIG, "%s: not a JSON object", d->where);
 	if (rc || !k)
 		return rc;
 	QTK_TRY(qtk_gguf_kvs_add_str(k, "general.architecture", "llama", 5, st));

@@ -1,9 +1,15 @@
-/* formats: the model-family table. One row per family qtk knows: how to
+/* formats: what a checkpoint is. The model-family table: one row per
+ * family qtk knows: how to
  * detect it from tensor names, the tensors its preset keeps at source
  * precision, its GGUF architecture and the longest tensor name its GGUF
  * readers take. Detection, presets, the GGUF planner and `inspect` read
- * this table; no other file lists families. */
+ * this table; no other file lists families. And the model description:
+ * a config.json parsed once into a neutral struct (each key qtk reads, as
+ * the file has it), which the GGUF planner and the runtime judge by their
+ * own rules. */
 #include <fnmatch.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "qtk_formats.h"
@@ -92,4 +98,94 @@ const qtk_model_family *qtk_model_detect(const char *const *names, size_t n)
 		if (matches(&families[i], names, n))
 			return &families[i];
 	return NULL;
+}
+
+/* ---- the model description (config.json) ------------------------------ */
+
+static const char *const key_names[QTK_MK_COUNT] = {
+#define X(id, name) [QTK_MK_##id] = name,
+	QTK_MODEL_KEYS(X)
+#undef X
+};
+
+const char *qtk_model_key_name(int key)
+{
+	return key >= 0 && key < QTK_MK_COUNT ? key_names[key] : NULL;
+}
+
+static void take(qtk_model_desc *d, int k, json_t *v)
+{
+	qtk_model_val *x = &d->v[k];
+
+	memset(x, 0, sizeof *x);
+	if (!v) {
+		x->kind = QTK_MV_ABSENT;
+	} else if (json_is_null(v)) {
+		x->kind = QTK_MV_NULL;
+	} else if (json_is_integer(v)) {
+		x->kind = QTK_MV_INT;
+		x->i = json_integer_value(v);
+		x->d = (double)x->i;
+	} else if (json_is_real(v)) {
+		x->kind = QTK_MV_REAL;
+		x->d = json_real_value(v);
+	} else if (json_is_boolean(v)) {
+		x->kind = json_is_true(v) ? QTK_MV_TRUE : QTK_MV_FALSE;
+	} else if (json_is_string(v)) {
+		x->kind = QTK_MV_STRING;
+		x->len = json_string_length(v);
+		/* longer strings keep their length: no name qtk compares is that long */
+		snprintf(d->str[k], sizeof d->str[k], "%s", json_string_value(v));
+		x->s = d->str[k];
+	} else {
+		x->kind = QTK_MV_OTHER; /* an object or array */
+	}
+}
+
+static void fill(qtk_model_desc *d, json_t *c)
+{
+	d->present = c != NULL;
+	d->is_object = json_is_object(c);
+	for (int k = 0; k < QTK_MK_COUNT; k++)
+		take(d, k, d->is_object ? json_object_get(c, key_names[k]) : NULL);
+	/* string pointers into d: valid while d is */
+}
+
+qtk_err qtk_model_desc_parse(const char *text, size_t len, const char *member,
+                             const char *where, qtk_model_desc *d, qtk_status *st)
+{
+	json_error_t e;
+	json_t *root;
+	unsigned jm;
+	qtk_err rc = QTK_OK;
+
+	memset(d, 0, sizeof *d);
+	snprintf(d->where, sizeof d->where, "%s", where);
+	jm = qtk_json_begin();
+	root = json_loadb(text, len, 0, &e);
+	if (root && member)
+		fill(d, json_object_get(root, member));
+	else if (root)
+		fill(d, root);
+	json_decref(root);
+	if (qtk_json_end(jm))
+		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", where);
+	else if (!root)
+		rc = qtk_fail(st, QTK_E_FORMAT, "%s: %s (line %d)", where, e.text, e.line);
+	if (rc)
+		memset(d->v, 0, sizeof d->v);
+	return rc;
+}
+
+qtk_err qtk_model_desc_read(const char *path, qtk_model_desc *d, qtk_status *st)
+{
+	char *text;
+	size_t len;
+	qtk_err rc;
+
+	memset(d, 0, sizeof *d);
+	QTK_TRY(qtk_fmt_read_input(path, &text, &len, st));
+	rc = qtk_model_desc_parse(text, len, NULL, path, d, st);
+	qtk_free(text);
+	return rc;
 }

@@ -51,6 +51,67 @@ QTK_API const qtk_model_family *qtk_model_family_find(const char *name, size_t l
  * none. */
 QTK_API const qtk_model_family *qtk_model_detect(const char *const *names, size_t n);
 
+/* The config.json keys qtk reads (Hugging Face names). */
+#define QTK_MODEL_KEYS(X) \
+	X(MODEL_TYPE, "model_type") \
+	X(HIDDEN_SIZE, "hidden_size") \
+	X(NUM_HIDDEN_LAYERS, "num_hidden_layers") \
+	X(NUM_ATTENTION_HEADS, "num_attention_heads") \
+	X(NUM_KEY_VALUE_HEADS, "num_key_value_heads") \
+	X(INTERMEDIATE_SIZE, "intermediate_size") \
+	X(MAX_POSITION_EMBEDDINGS, "max_position_embeddings") \
+	X(VOCAB_SIZE, "vocab_size") \
+	X(HEAD_DIM, "head_dim") \
+	X(RMS_NORM_EPS, "rms_norm_eps") \
+	X(ROPE_THETA, "rope_theta") \
+	X(ROPE_SCALING, "rope_scaling") \
+	X(TIE_WORD_EMBEDDINGS, "tie_word_embeddings") \
+	X(HIDDEN_ACT, "hidden_act") \
+	X(ATTENTION_BIAS, "attention_bias") \
+	X(MLP_BIAS, "mlp_bias") \
+	X(SLIDING_WINDOW, "sliding_window") \
+	X(PARTIAL_ROTARY_FACTOR, "partial_rotary_factor")
+
+enum {
+#define X(id, name) QTK_MK_##id,
+	QTK_MODEL_KEYS(X)
+#undef X
+	QTK_MK_COUNT
+};
+
+/* One value as the file has it; consumers apply their own rules. */
+typedef enum {
+	QTK_MV_ABSENT = 0, QTK_MV_NULL, QTK_MV_INT, QTK_MV_REAL, QTK_MV_TRUE,
+	QTK_MV_FALSE, QTK_MV_STRING, QTK_MV_OTHER /* object or array */
+} qtk_model_vkind;
+
+typedef struct {
+	qtk_model_vkind kind;
+	int64_t i;             /* INT */
+	double d;              /* INT and REAL */
+	const char *s;         /* STRING: the first 127 bytes, NUL-terminated */
+	size_t len;            /* STRING: its full length */
+} qtk_model_val;
+
+/* A model's config, parsed once (formats/model.c). */
+typedef struct {
+	int present;           /* a config was there (the member, for metadata) */
+	int is_object;         /* and it is a JSON object (else every key ABSENT) */
+	char where[512];       /* the file, for messages */
+	qtk_model_val v[QTK_MK_COUNT];
+	char str[QTK_MK_COUNT][128];
+} qtk_model_desc;
+
+/* "hidden_size" for QTK_MK_HIDDEN_SIZE; NULL if unknown. */
+QTK_API const char *qtk_model_key_name(int key);
+/* Parse a config from text[0..len): the whole document, or its member
+ * (a .qtk file's metadata "config"; absent: present = 0). QTK_E_FORMAT
+ * "WHERE: reason (line N)" when it is not JSON, QTK_E_NOMEM. */
+QTK_API qtk_err qtk_model_desc_parse(const char *text, size_t len, const char *member,
+                                     const char *where, qtk_model_desc *d, qtk_status *st);
+/* The same from a file (QTK_E_NOT_FOUND when there is none). */
+QTK_API qtk_err qtk_model_desc_read(const char *path, qtk_model_desc *d, qtk_status *st);
+
 /* ===================================================================== */
 /* Writing files safely                                                   */
 /* ===================================================================== */
@@ -611,6 +672,9 @@ typedef struct {
  * missing or bad key; rope_scaling -> QTK_E_UNSUPPORTED. */
 QTK_API qtk_err qtk_gguf_llama_config(const char *config_path, qtk_gguf_kvs *k,
                                       qtk_gguf_llama_hparams *hp, qtk_status *st);
+/* The same from a parsed config (messages name d->where). */
+QTK_API qtk_err qtk_gguf_llama_desc(const qtk_model_desc *d, qtk_gguf_kvs *k,
+                                    qtk_gguf_llama_hparams *hp, qtk_status *st);
 
 /* A sentencepiece tokenizer.model (protobuf), pieces pointing into the
  * mapped file. types: 1 normal, 2 unknown, 3 control, 4 user-defined,

@@ -101,103 +101,110 @@ qtk_err lm_desc_gguf(const qtk_gguf_file *g, const char *where, qtk_rt_lm_desc *
 	return QTK_OK;
 }
 
-/* ---- Hugging Face config ---------------------------------------------- */
+/* ---- Hugging Face config (formats' qtk_model_desc) ------------------- */
 
-static qtk_err cfg_u32(json_t *c, const char *where, const char *key, int required,
+static qtk_err cfg_u32(const qtk_model_desc *c, const char *where, int key, int required,
                        uint32_t def, uint32_t *out, qtk_status *st)
 {
-	json_t *v = json_object_get(c, key);
+	const qtk_model_val *v = &c->v[key];
 
-	if ((!v || json_is_null(v)) && !required) {
+	if ((v->kind == QTK_MV_ABSENT || v->kind == QTK_MV_NULL) && !required) {
 		*out = def;
 		return QTK_OK;
 	}
-	if (!json_is_integer(v) || json_integer_value(v) <= 0 || json_integer_value(v) > UINT32_MAX)
-		return qtk_fail(st, QTK_E_FORMAT, "%s: '%s' %s", where, key,
-		                v ? "is not a positive 32-bit integer" : "is missing");
-	*out = (uint32_t)json_integer_value(v);
+	if (v->kind != QTK_MV_INT || v->i <= 0 || v->i > UINT32_MAX)
+		return qtk_fail(st, QTK_E_FORMAT, "%s: '%s' %s", where, qtk_model_key_name(key),
+		                v->kind != QTK_MV_ABSENT ? "is not a positive 32-bit integer"
+		                                         : "is missing");
+	*out = (uint32_t)v->i;
 	return QTK_OK;
 }
 
-static qtk_err cfg_f32(json_t *c, const char *where, const char *key, int required,
+static qtk_err cfg_f32(const qtk_model_desc *c, const char *where, int key, int required,
                        float def, float *out, qtk_status *st)
 {
-	json_t *v = json_object_get(c, key);
+	const qtk_model_val *v = &c->v[key];
 
-	if ((!v || json_is_null(v)) && !required) {
+	if ((v->kind == QTK_MV_ABSENT || v->kind == QTK_MV_NULL) && !required) {
 		*out = def;
 		return QTK_OK;
 	}
-	if (!json_is_number(v) || !isfinite(json_number_value(v)))
-		return qtk_fail(st, QTK_E_FORMAT, "%s: '%s' %s", where, key,
-		                v ? "is not a finite number" : "is missing");
-	*out = (float)json_number_value(v);
+	if ((v->kind != QTK_MV_INT && v->kind != QTK_MV_REAL) || !isfinite(v->d))
+		return qtk_fail(st, QTK_E_FORMAT, "%s: '%s' %s", where, qtk_model_key_name(key),
+		                v->kind != QTK_MV_ABSENT ? "is not a finite number" : "is missing");
+	*out = (float)v->d;
 	return QTK_OK;
 }
 
 /* A true boolean at key is something the forward does not have. */
-static qtk_err cfg_refuse_true(json_t *c, const char *where, const char *key,
+static qtk_err cfg_refuse_true(const qtk_model_desc *c, const char *where, int key,
                                qtk_status *st)
 {
-	if (json_is_true(json_object_get(c, key)))
-		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s: '%s' is true: not supported", where, key);
+	if (c->v[key].kind == QTK_MV_TRUE)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s: '%s' is true: not supported", where,
+		                qtk_model_key_name(key));
 	return QTK_OK;
 }
 
-static qtk_err cfg_arch(json_t *c, const char *where, qtk_status *st)
+static int str_is(const qtk_model_val *v, const char *s)
+{
+	return v->kind == QTK_MV_STRING && v->len == strlen(s) && !strcmp(v->s, s);
+}
+
+static qtk_err cfg_arch(const qtk_model_desc *c, const char *where, qtk_status *st)
 {
 	static const char *const ok[] = { "llama", "mistral" };
-	json_t *mt = json_object_get(c, "model_type");
-	const char *act;
+	const qtk_model_val *mt = &c->v[QTK_MK_MODEL_TYPE], *act = &c->v[QTK_MK_HIDDEN_ACT];
+	const qtk_model_val *rs = &c->v[QTK_MK_ROPE_SCALING];
 
-	if (json_is_string(mt)) {
+	if (mt->kind == QTK_MV_STRING) {
 		size_t i = 0;
-		while (i < sizeof ok / sizeof *ok && strcmp(json_string_value(mt), ok[i]))
+		while (i < sizeof ok / sizeof *ok && !str_is(mt, ok[i]))
 			i++;
 		if (i == sizeof ok / sizeof *ok)
 			return qtk_fail(st, QTK_E_UNSUPPORTED,
 			                "%s: model_type '%s' is not one qtk runs (llama, mistral)", where,
-			                json_string_value(mt));
+			                mt->s);
 	}
-	act = json_string_value(json_object_get(c, "hidden_act"));
-	if (act && strcmp(act, "silu"))
+	if (act->kind == QTK_MV_STRING && !str_is(act, "silu"))
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s: hidden_act '%s' is not supported (silu)",
-		                where, act);
-	QTK_TRY(cfg_refuse_true(c, where, "attention_bias", st));
-	QTK_TRY(cfg_refuse_true(c, where, "mlp_bias", st));
-	if (json_object_get(c, "rope_scaling") && !json_is_null(json_object_get(c, "rope_scaling")))
+		                where, act->s);
+	QTK_TRY(cfg_refuse_true(c, where, QTK_MK_ATTENTION_BIAS, st));
+	QTK_TRY(cfg_refuse_true(c, where, QTK_MK_MLP_BIAS, st));
+	if (rs->kind != QTK_MV_ABSENT && rs->kind != QTK_MV_NULL)
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s: rope_scaling is not supported", where);
 	return QTK_OK;
 }
 
-static qtk_err cfg_parse(json_t *c, const char *where, qtk_rt_lm_desc *d, qtk_status *st)
+static qtk_err cfg_parse(const qtk_model_desc *c, const char *where, qtk_rt_lm_desc *d,
+                         qtk_status *st)
 {
-	float prf;
+	float prf = 1.0f;
 
 	memset(d, 0, sizeof *d);
-	if (!json_is_object(c))
+	if (!c->is_object)
 		return qtk_fail(st, QTK_E_FORMAT, "%s: the config is not a JSON object", where);
 	QTK_TRY(cfg_arch(c, where, st));
-	QTK_TRY(cfg_u32(c, where, "hidden_size", 1, 0, &d->n_embd, st));
-	QTK_TRY(cfg_u32(c, where, "num_hidden_layers", 1, 0, &d->n_layer, st));
-	QTK_TRY(cfg_u32(c, where, "num_attention_heads", 1, 0, &d->n_head, st));
-	QTK_TRY(cfg_u32(c, where, "num_key_value_heads", 0, d->n_head, &d->n_head_kv, st));
-	QTK_TRY(cfg_u32(c, where, "intermediate_size", 1, 0, &d->n_ff, st));
-	QTK_TRY(cfg_u32(c, where, "max_position_embeddings", 0, 2048, &d->n_ctx, st));
-	QTK_TRY(cfg_u32(c, where, "vocab_size", 0, 0, &d->n_vocab, st));
+	QTK_TRY(cfg_u32(c, where, QTK_MK_HIDDEN_SIZE, 1, 0, &d->n_embd, st));
+	QTK_TRY(cfg_u32(c, where, QTK_MK_NUM_HIDDEN_LAYERS, 1, 0, &d->n_layer, st));
+	QTK_TRY(cfg_u32(c, where, QTK_MK_NUM_ATTENTION_HEADS, 1, 0, &d->n_head, st));
+	QTK_TRY(cfg_u32(c, where, QTK_MK_NUM_KEY_VALUE_HEADS, 0, d->n_head, &d->n_head_kv, st));
+	QTK_TRY(cfg_u32(c, where, QTK_MK_INTERMEDIATE_SIZE, 1, 0, &d->n_ff, st));
+	QTK_TRY(cfg_u32(c, where, QTK_MK_MAX_POSITION_EMBEDDINGS, 0, 2048, &d->n_ctx, st));
+	QTK_TRY(cfg_u32(c, where, QTK_MK_VOCAB_SIZE, 0, 0, &d->n_vocab, st));
 	if (d->n_embd % d->n_head)
 		return qtk_fail(st, QTK_E_FORMAT, "%s: %u heads do not divide hidden_size %u", where,
 		                d->n_head, d->n_embd);
-	QTK_TRY(cfg_u32(c, where, "head_dim", 0, d->n_embd / d->n_head, &d->head_dim, st));
-	QTK_TRY(cfg_f32(c, where, "rms_norm_eps", 1, 0, &d->rms_eps, st));
-	QTK_TRY(cfg_f32(c, where, "rope_theta", 0, 10000.0f, &d->rope_theta, st));
-	QTK_TRY(cfg_u32(c, where, "sliding_window", 0, 0, &d->window, st));
-	QTK_TRY(cfg_f32(c, where, "partial_rotary_factor", 0, 1.0f, &prf, st));
+	QTK_TRY(cfg_u32(c, where, QTK_MK_HEAD_DIM, 0, d->n_embd / d->n_head, &d->head_dim, st));
+	QTK_TRY(cfg_f32(c, where, QTK_MK_RMS_NORM_EPS, 1, 0, &d->rms_eps, st));
+	QTK_TRY(cfg_f32(c, where, QTK_MK_ROPE_THETA, 0, 10000.0f, &d->rope_theta, st));
+	QTK_TRY(cfg_u32(c, where, QTK_MK_SLIDING_WINDOW, 0, 0, &d->window, st));
+	QTK_TRY(cfg_f32(c, where, QTK_MK_PARTIAL_ROTARY_FACTOR, 0, 1.0f, &prf, st));
 	if (!(prf > 0.0f && prf <= 1.0f))
 		return qtk_fail(st, QTK_E_FORMAT, "%s: partial_rotary_factor %g is not in (0, 1]",
 		                where, (double)prf);
 	d->rope_dims = (uint32_t)((float)d->head_dim * prf);
-	d->tied = json_is_true(json_object_get(c, "tie_word_embeddings"));
+	d->tied = c->v[QTK_MK_TIE_WORD_EMBEDDINGS].kind == QTK_MV_TRUE;
 	d->rope = QTK_RT_ROPE_HALF;
 	d->names = QTK_RT_NAMES_HF;
 	return QTK_OK;
@@ -205,52 +212,63 @@ static qtk_err cfg_parse(json_t *c, const char *where, qtk_rt_lm_desc *d, qtk_st
 
 qtk_err lm_desc_config_file(const char *path, qtk_rt_lm_desc *d, qtk_status *st)
 {
-	json_error_t e;
-	json_t *root;
+	qtk_model_desc *c = qtk_malloc(sizeof *c);
 	qtk_err rc;
-	char *text;
-	size_t len;
 
-	QTK_TRY(qtk_fmt_read_input(path, &text, &len, st));
-	root = json_loadb(text, len, 0, &e);
-	qtk_free(text);
-	if (!root)
-		return qtk_fail(st, QTK_E_FORMAT, "%s: %s (line %d)", path, e.text, e.line);
-	rc = cfg_parse(root, path, d, st);
+	if (!c)
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
+	rc = qtk_model_desc_read(path, c, st);
+	if (!rc)
+		rc = cfg_parse(c, path, d, st);
+	qtk_free(c);
+	return rc;
+}
+
+/* The source a .qtk file's metadata records: its first file and format. */
+static qtk_err meta_source(const char *meta, const char *where, char **src_path,
+                           int *src_gguf, qtk_status *st)
+{
+	unsigned jm = qtk_json_begin();
+	json_t *root = meta ? json_loads(meta, 0, NULL) : NULL;
+	json_t *src = json_object_get(root, "source");
+	const char *fmt = json_string_value(json_object_get(src, "format"));
+	json_t *f0 = json_array_get(json_object_get(src, "files"), 0);
+	const char *p = json_string_value(json_object_get(f0, "path"));
+	int obj = json_is_object(root);
+	qtk_err rc = QTK_OK;
+
+	*src_gguf = fmt && !strcmp(fmt, "gguf");
+	if (obj && p && !(*src_path = qtk_strdup(p)))
+		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", where);
 	json_decref(root);
+	if (qtk_json_end(jm))
+		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", where);
+	else if (!obj)
+		rc = qtk_fail(st, QTK_E_FORMAT, "%s: the metadata is not a JSON object", where);
 	return rc;
 }
 
 qtk_err lm_desc_qtk_meta(const char *meta, const char *where, qtk_rt_lm_desc *d, int *have,
                          char **src_path, int *src_gguf, qtk_status *st)
 {
-	json_t *root = meta ? json_loads(meta, 0, NULL) : NULL;
-	json_t *src, *cfg, *f0;
-	const char *fmt, *p;
+	qtk_model_desc *c = NULL;
 	char w[512];
-	qtk_err rc = QTK_OK;
+	qtk_err rc;
 
 	*have = 0;
 	*src_path = NULL;
 	*src_gguf = 0;
-	if (!json_is_object(root)) {
-		json_decref(root);
-		return qtk_fail(st, QTK_E_FORMAT, "%s: the metadata is not a JSON object", where);
-	}
-	src = json_object_get(root, "source");
-	fmt = json_string_value(json_object_get(src, "format"));
-	f0 = json_array_get(json_object_get(src, "files"), 0);
-	p = json_string_value(json_object_get(f0, "path"));
-	*src_gguf = fmt && !strcmp(fmt, "gguf");
-	if (p && !(*src_path = qtk_strdup(p)))
+	rc = meta_source(meta, where, src_path, src_gguf, st);
+	snprintf(w, sizeof w, "%s: metadata config", where);
+	if (!rc && !(c = qtk_malloc(sizeof *c)))
 		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", where);
-	cfg = json_object_get(root, "config");
-	if (!rc && cfg) {
-		snprintf(w, sizeof w, "%s: metadata config", where);
-		rc = cfg_parse(cfg, w, d, st);
+	if (!rc)
+		rc = qtk_model_desc_parse(meta, strlen(meta), "config", w, c, st);
+	if (!rc && c->present) {
+		rc = cfg_parse(c, w, d, st);
 		*have = rc == QTK_OK;
 	}
-	json_decref(root);
+	qtk_free(c);
 	if (rc) {
 		qtk_free(*src_path);
 		*src_path = NULL;

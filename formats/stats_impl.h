@@ -16,13 +16,17 @@ qtk_err stats_check_entry(const qtk_stats_entry *e, const char *what, qtk_status
 /* The set's info, read-only (qtk_stats_info_of is the writable one). */
 const qtk_stats_info *stats_info(const qtk_stats *s);
 
-qtk_err stats_read_st(const char *path, qtk_stats *s, qtk_status *st);
+/* Readers of a file's bytes (path: its name, for messages). */
+qtk_err stats_read_st(const uint8_t *data, size_t size, const char *path, qtk_stats *s,
+                      qtk_status *st);
 qtk_err stats_write_st(const qtk_stats *s, const char *path, const qtk_write_opts *opts,
                        qtk_status *st);
-qtk_err stats_read_imatrix(const char *path, qtk_stats *s, qtk_status *st);
+qtk_err stats_read_imatrix(const uint8_t *data, size_t size, const char *path, qtk_stats *s,
+                           qtk_status *st);
 qtk_err stats_write_imatrix(const qtk_stats *s, const char *path, const qtk_write_opts *opts,
                             qtk_status *st);
-qtk_err stats_read_dat(const char *path, qtk_stats *s, qtk_status *st);
+qtk_err stats_read_dat(const uint8_t *data, size_t size, const char *path, qtk_stats *s,
+                       qtk_status *st);
 qtk_err stats_write_dat(const qtk_stats *s, const char *path, const qtk_write_opts *opts,
                         qtk_status *st);
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "st_private.h"
 #include "stats_impl.h"
 
 enum { SX_SUM2, SX_SUM, SX_COUNT, SX_XTX, SX_N };
@@ -183,12 +184,13 @@ static qtk_err read_all(const char *path, qtk_st_file *f, qtk_stats *s, qtk_stat
 	return QTK_OK;
 }
 
-qtk_err stats_read_st(const char *path, qtk_stats *s, qtk_status *st)
+qtk_err stats_read_st(const uint8_t *data, size_t size, const char *path, qtk_stats *s,
+                      qtk_status *st)
 {
 	qtk_st_file *f;
 	qtk_err rc;
 
-	QTK_TRY(qtk_st_open(path, &f, st));
+	QTK_TRY(qtk_st_open_mem(data, size, path, &f, st));
 	rc = read_all(path, f, s, st);
 	qtk_st_close(f);
 	return rc;

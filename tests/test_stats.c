@@ -495,3 +495,60 @@ TEST(stats_fault_sweep)
 	qtk_stats_free(s);
 	qtk_stats_free(s0);
 }
+
+/* The fuzz target's regression pass: every seed in tests/fuzz/seeds/stats/
+ * (built_* are valid files of each kind; llama_imatrix_stories260k.gguf is
+ * llama-imatrix's own output; crash_* once crashed and must be refused) through fuzz_stats_one, then deterministic
+ * mutations of each: bit flips, truncations, 4- and 8-byte overwrites with
+ * boundary values. A crash or sanitizer report fails the test. */
+int fuzz_stats_one(const uint8_t *data, size_t size);
+
+TEST(stats_fuzz_seeds_regression)
+{
+	/* valid files, then inputs that once crashed (refused) */
+	static const char *const seeds[] = { "built_small.stats", "built_small.gguf",
+	                                     "built_small.dat", "llama_imatrix_stories260k.gguf",
+	                                     "crash_count_2e20.gguf" };
+	static const uint64_t vals[] = { 0, 1, 3, 4, 8, 0x7f, 0xff, 0x7fffffff, 0xffffffffu,
+	                                 0x3ff0000000000000ull, 0x7ff0000000000000ull,
+	                                 0xfff8000000000000ull, UINT64_MAX, 1ull << 63 };
+	uint64_t rs = 5;
+
+	for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+		char path[256];
+		size_t n;
+		uint8_t *b, *m;
+		qtk_stats *s;
+		qtk_status st;
+
+		snprintf(path, sizeof path, "tests/fuzz/seeds/stats/%s", seeds[i]);
+		REQUIRE((b = t_read_file(path, &n)) != NULL && n > 0);
+		if (strncmp(seeds[i], "crash_", 6))
+			CHECK_MSG(qtk_stats_open_mem(b, n, path, &s, NULL, &st) == QTK_OK, "%s: %s", path,
+			          st.msg);
+		else
+			CHECK_MSG(qtk_stats_open_mem(b, n, path, &s, NULL, &st) == QTK_E_FORMAT &&
+			          strstr(st.msg, "2^53"), "%s: %s", path, st.msg);
+		qtk_stats_free(s);
+		CHECK_EQ(fuzz_stats_one(b, n), 0);
+		m = malloc(n);
+		REQUIRE(m);
+		for (int k = 0; k < 3000; k++) {
+			size_t at = (size_t)(t_rand_u64(&rs) % n), len = n;
+			int kind = (int)(t_rand_u64(&rs) % 4);
+			memcpy(m, b, n);
+			if (kind == 0)
+				m[at] ^= (uint8_t)(1u << (t_rand_u64(&rs) % 8));
+			else if (kind == 1)
+				len = at;
+			else {
+				uint64_t v = vals[t_rand_u64(&rs) % (sizeof vals / sizeof vals[0])];
+				for (size_t j = 0; j < (kind == 2 ? 4u : 8u) && at + j < n; j++)
+					m[at + j] = (uint8_t)(v >> (8 * j));
+			}
+			CHECK_EQ(fuzz_stats_one(m, len), 0);
+		}
+		free(m);
+		free(b);
+	}
+}

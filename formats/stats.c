@@ -163,6 +163,20 @@ qtk_err qtk_stats_add(qtk_stats *s, const char *name, uint64_t cols, unsigned fl
 	return QTK_OK;
 }
 
+qtk_err stats_add_read(qtk_stats *s, const char *path, const char *name, uint64_t cols,
+                       unsigned flags, qtk_stats_entry **e, qtk_status *st)
+{
+	qtk_err rc = qtk_stats_add(s, name, cols, flags, e, st);
+
+	if (rc == QTK_E_ARG) {
+		qtk_status_prefix(st, path);
+		rc = QTK_E_FORMAT;
+		if (st)
+			st->code = rc;
+	}
+	return rc;
+}
+
 qtk_err qtk_stats_add_dataset(qtk_stats *s, const char *name, qtk_status *st)
 {
 	char **nd = qtk_realloc(s->datasets, (s->ndatasets + 1) * sizeof *nd);

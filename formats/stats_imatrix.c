@@ -66,7 +66,7 @@ static qtk_err read_pair(const char *path, const char *name, const qtk_gguf_tens
 	QTK_TRY(read_count(path, cn, &count, st));
 	if (count == 0)
 		return QTK_OK; /* no vector reached it: no statistics, as llama-quantize */
-	QTK_TRY(qtk_stats_add(s, name, s2->cols, 0, &e, st));
+	QTK_TRY(stats_add_read(s, path, name, s2->cols, 0, &e, st));
 	e->count = count;
 	if (!(tmp = qtk_malloc(s2->cols * sizeof *tmp)))
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
@@ -306,10 +306,7 @@ static qtk_err dat_entry(cursor *c, int32_t idx, qtk_stats *s, qtk_status *st)
 		return qtk_fail(st, QTK_E_FORMAT, "%s: weight '%s': %d calls, %d values, %" PRIu64
 		                " bytes left (calls >= 1, values >= 1 and in the file)", c->path,
 		                name, ncall, nval, c->left);
-	if (qtk_stats_add(s, name, (uint64_t)nval, 0, &e, st)) {
-		qtk_status_prefix(st, c->path);
-		return QTK_E_FORMAT;
-	}
+	QTK_TRY(stats_add_read(s, c->path, name, (uint64_t)nval, 0, &e, st));
 	e->count = (uint64_t)ncall;
 	for (int32_t j = 0; j < nval; j++) {
 		float f;

@@ -116,8 +116,8 @@ static qtk_err read_entry(const char *path, qtk_st_file *f, const qtk_st_tensor 
 		QTK_TRY(check_shape(path, sum, 1, cols, st));
 	if (xtx)
 		QTK_TRY(check_shape(path, xtx, 2, cols, st));
-	QTK_TRY(qtk_stats_add(s, base, cols, (sum ? QTK_STATS_SUM : 0) | (xtx ? QTK_STATS_XTX : 0),
-	                      &e, st));
+	QTK_TRY(stats_add_read(s, path, base, cols,
+	                       (sum ? QTK_STATS_SUM : 0) | (xtx ? QTK_STATS_XTX : 0), &e, st));
 	QTK_TRY(read_count(path, cnt, &e->count, st));
 	QTK_TRY(read_doubles(path, t, e->sum2, st));
 	if (sum)

@@ -281,6 +281,15 @@ TEST(stats_qtk_malformed)
 		write_st(p, n, (uint64_t[]){ 4, 1, 4 }, v, 3, 0);
 		expect_fail(p, QTK_E_FORMAT, "'junk'");
 	}
+	{ /* one weight under both spellings */
+		const char *n[] = { "blk.0.attn_q.weight.sum2", "blk.0.attn_q.weight.count",
+		                    "model.layers.0.self_attn.q_proj.weight.sum2",
+		                    "model.layers.0.self_attn.q_proj.weight.count" };
+		const double *v[] = { s2, v_cnt, s2, v_cnt };
+		write_st(p, n, (uint64_t[]){ 4, 1, 4, 1 }, v, 4, 0);
+		expect_fail(p, QTK_E_FORMAT, "twice");
+		expect_fail(p, 0, "bad.stats: ");
+	}
 	{ /* X^T X: diagonal not the sums of squares, then not symmetric */
 		const char *n[] = { "w.sum2", "w.count", "w.xtx" };
 		const double *v[] = { s2, v_cnt, xtx };

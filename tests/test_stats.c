@@ -561,3 +561,66 @@ TEST(stats_fuzz_seeds_regression)
 		free(b);
 	}
 }
+
+/* What a PyTorch hook may write: F32 sums (read, widened), U64 counts;
+ * what is refused: other dtypes, a count that is not one integer, a sum
+ * of squares that is not [cols], an unknown format version. */
+TEST(stats_qtk_dtypes_and_metadata)
+{
+	const char *p = t_tmp("d.stats");
+	float s2f[3] = { 1.5f, 2.0f, 0.25f };
+	double s2d[3] = { 1.5, 2.0, 0.25 }, cntd = 2;
+	uint16_t s2h[3] = { 0x3e00, 0x4000, 0x3400 };
+	int64_t cnt = 2;
+	uint64_t cntu = 2;
+	qtk_status st;
+	qtk_stats *s;
+	const char *meta_ok[] = { "qtk.stats", "1", "qtk.stats.counts", "chunks", NULL };
+	const char *meta_v2[] = { "qtk.stats", "2", NULL };
+	struct {
+		qtk_dtype s2_dt, cnt_dt;
+		uint32_t s2_ndim;
+		const void *s2, *cnt;
+		const char *const *meta;
+		qtk_err want;
+		const char *needle;
+	} cases[] = {
+		{ QTK_DT_F32, QTK_DT_U64, 1, s2f, &cntu, meta_ok, QTK_OK, NULL },
+		{ QTK_DT_F16, QTK_DT_I64, 1, s2h, &cnt, NULL, QTK_E_FORMAT, "F16" },
+		{ QTK_DT_F64, QTK_DT_F64, 1, s2d, &cntd, NULL, QTK_E_FORMAT, "must be I64 [1]" },
+		{ QTK_DT_F64, QTK_DT_I64, 2, s2d, &cnt, NULL, QTK_E_FORMAT, "must be [cols]" },
+		{ QTK_DT_F64, QTK_DT_I64, 1, s2d, &cnt, meta_v2, QTK_E_UNSUPPORTED, "version '2'" },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		qtk_st_desc d[2] = {
+			{ "w.sum2", cases[i].s2_dt, cases[i].s2_ndim, { cases[i].s2_ndim == 2 ? 1 : 3, 3 } },
+			{ "w.count", cases[i].cnt_dt, 1, { 1 } },
+		};
+		const void *data[2] = { cases[i].s2, cases[i].cnt };
+		qtk_err rc;
+		REQUIRE(qtk_st_write(p, d, data, 2, cases[i].meta, &(qtk_write_opts){ .force = 1 },
+		                     &st) == QTK_OK);
+		rc = qtk_stats_open(p, &s, NULL, &st);
+		CHECK_MSG(rc == cases[i].want && (!cases[i].needle || strstr(st.msg, cases[i].needle)),
+		          "case %zu: %s %s", i, qtk_err_name(rc), rc ? st.msg : "");
+		if (rc == QTK_OK) {
+			const qtk_stats_entry *e = qtk_stats_find(s, "w");
+			CHECK(e && e->count == 2 && e->sum2[0] == 1.5 && e->sum2[2] == 0.25);
+			CHECK_EQ(qtk_stats_info_of(s)->counts_chunks, 1);
+			/* chunk counts stay chunks through a .dat and back */
+			CHECK_EQ(qtk_stats_write(s, t_tmp("d.dat"), QTK_STATS_DAT,
+			                         &(qtk_write_opts){ .force = 1 }, &st), QTK_OK);
+			qtk_stats_free(s);
+			REQUIRE(qtk_stats_open(t_tmp("d.dat"), &s, NULL, &st) == QTK_OK);
+			CHECK(qtk_stats_get(s, 0)->count == 2 && qtk_stats_get(s, 0)->sum2[1] == 2.0);
+			/* no dataset: the imatrix KV is still there (llama-quantize wants it) */
+			CHECK_EQ(qtk_stats_dataset_count(s), 0);
+			CHECK_EQ(qtk_stats_write(s, t_tmp("d.gguf"), QTK_STATS_IMATRIX, NULL, &st), QTK_OK);
+			qtk_stats_free(s);
+			REQUIRE(qtk_stats_open(t_tmp("d.gguf"), &s, NULL, &st) == QTK_OK);
+			CHECK_EQ(qtk_stats_dataset_count(s), 1);
+			qtk_stats_free(s);
+		}
+	}
+}

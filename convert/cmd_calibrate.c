@@ -5,6 +5,7 @@
  * files (docs/calibration.md). */
 #include <cblas.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -436,12 +437,29 @@ static int run_merge(const calib_args *a)
 	return rc;
 }
 
+/* SIGINT/SIGTERM: nothing is written until the end, so stopping at once
+ * is clean once a temporary output being written is removed. */
+static void on_signal(int sig)
+{
+	qtk_fmt_remove_temps();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
 int cmd_calibrate(int argc, char **argv)
 {
+	struct sigaction sa, old_int, old_term;
 	calib_args a;
 	int rc = parse_args(argc, argv, &a);
 
 	if (rc)
 		return rc < 0 ? QTK_EXIT_OK : rc;
-	return a.merge ? run_merge(&a) : run_model(&a);
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigaction(SIGINT, &sa, &old_int);
+	sigaction(SIGTERM, &sa, &old_term);
+	rc = a.merge ? run_merge(&a) : run_model(&a);
+	sigaction(SIGINT, &old_int, NULL);
+	sigaction(SIGTERM, &old_term, NULL);
+	return rc;
 }

@@ -799,6 +799,9 @@ QTK_API qtk_err qtk_stats_merge(qtk_stats *dst, const qtk_stats *src, qtk_status
  * problem. *kind (may be NULL) gets what was read. */
 QTK_API qtk_err qtk_stats_open(const char *path, qtk_stats **out, qtk_stats_kind *kind,
                                qtk_status *st);
+/* The same over a caller's buffer (copied from; name used in messages). */
+QTK_API qtk_err qtk_stats_open_mem(const void *data, size_t size, const char *name,
+                                   qtk_stats **out, qtk_stats_kind *kind, qtk_status *st);
 /* Write s as kind (temporary name, fsync, rename). imatrix and .dat hold
  * only sum x^2 and counts, under the GGUF keys; a sum x^2 beyond F32's
  * range is an error, never Inf. */

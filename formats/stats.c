@@ -5,8 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <unistd.h>
-
+#include "fileio.h"
 #include "stats_impl.h"
 
 struct qtk_stats {
@@ -164,6 +163,20 @@ qtk_err qtk_stats_add(qtk_stats *s, const char *name, uint64_t cols, unsigned fl
 	return QTK_OK;
 }
 
+qtk_err stats_add_read(qtk_stats *s, const char *path, const char *name, uint64_t cols,
+                       unsigned flags, qtk_stats_entry **e, qtk_status *st)
+{
+	qtk_err rc = qtk_stats_add(s, name, cols, flags, e, st);
+
+	if (rc == QTK_E_ARG) {
+		qtk_status_prefix(st, path);
+		rc = QTK_E_FORMAT;
+		if (st)
+			st->code = rc;
+	}
+	return rc;
+}
+
 qtk_err qtk_stats_add_dataset(qtk_stats *s, const char *name, qtk_status *st)
 {
 	char **nd = qtk_realloc(s->datasets, (s->ndatasets + 1) * sizeof *nd);
@@ -309,40 +322,30 @@ qtk_err qtk_stats_merge(qtk_stats *dst, const qtk_stats *src, qtk_status *st)
 
 /* ---- files ------------------------------------------------------------- */
 
-static qtk_err sniff(const char *path, qtk_stats_kind *kind, qtk_status *st)
+/* The kind of a file from its first bytes. */
+static qtk_stats_kind sniff(const uint8_t *b, size_t n)
 {
-	unsigned char b[9];
-	ssize_t got;
-	int fd;
-
-	QTK_TRY(qtk_fmt_open_input(path, &fd, NULL, st));
-	got = read(fd, b, sizeof b);
-	close(fd);
-	if (got < 0)
-		return qtk_fail(st, QTK_E_IO, "%s: cannot read", path);
-	if (got >= 4 && !memcmp(b, QTK_GGUF_MAGIC, 4))
-		*kind = QTK_STATS_IMATRIX;
-	else if (got == 9 && b[8] == '{' && !b[7] && !b[6] && !b[5] && !b[4])
-		*kind = QTK_STATS_QTK; /* a safetensors header length, then JSON */
-	else
-		*kind = QTK_STATS_DAT;
-	return QTK_OK;
+	if (n >= 4 && !memcmp(b, QTK_GGUF_MAGIC, 4))
+		return QTK_STATS_IMATRIX;
+	if (n >= 9 && b[8] == '{' && !b[7] && !b[6] && !b[5] && !b[4])
+		return QTK_STATS_QTK; /* a safetensors header length, then JSON */
+	return QTK_STATS_DAT;
 }
 
-qtk_err qtk_stats_open(const char *path, qtk_stats **out, qtk_stats_kind *kind,
-                       qtk_status *st)
+qtk_err qtk_stats_open_mem(const void *data, size_t size, const char *name, qtk_stats **out,
+                           qtk_stats_kind *kind, qtk_status *st)
 {
-	qtk_stats_kind k = QTK_STATS_DAT;
+	qtk_stats_kind k = sniff(data, size);
 	qtk_stats *s;
 	qtk_err rc;
 
 	*out = NULL;
-	QTK_TRY(sniff(path, &k, st));
 	QTK_TRY(qtk_stats_new(&s, st));
-	rc = k == QTK_STATS_IMATRIX ? stats_read_imatrix(path, s, st)
-	     : k == QTK_STATS_QTK ? stats_read_st(path, s, st) : stats_read_dat(path, s, st);
+	rc = k == QTK_STATS_IMATRIX ? stats_read_imatrix(data, size, name, s, st)
+	     : k == QTK_STATS_QTK ? stats_read_st(data, size, name, s, st)
+	     : stats_read_dat(data, size, name, s, st);
 	if (!rc && !s->n)
-		rc = qtk_fail(st, QTK_E_FORMAT, "%s: no weight has statistics", path);
+		rc = qtk_fail(st, QTK_E_FORMAT, "%s: no weight has statistics", name);
 	if (rc) {
 		qtk_stats_free(s);
 		return rc;
@@ -351,6 +354,25 @@ qtk_err qtk_stats_open(const char *path, qtk_stats **out, qtk_stats_kind *kind,
 		*kind = k;
 	*out = s;
 	return QTK_OK;
+}
+
+/* The whole file is mapped; every value read is copied, so the mapping
+ * goes when the set is made. */
+qtk_err qtk_stats_open(const char *path, qtk_stats **out, qtk_stats_kind *kind,
+                       qtk_status *st)
+{
+	static const uint8_t none[1];
+	qtk_map m;
+	qtk_err rc;
+
+	*out = NULL;
+	QTK_TRY(qtk_map_open(&m, path, st));
+	if (m.size > SIZE_MAX)
+		rc = qtk_fail(st, QTK_E_OVERFLOW, "%s: too large to map", path);
+	else
+		rc = qtk_stats_open_mem(m.data ? m.data : none, (size_t)m.size, path, out, kind, st);
+	qtk_map_close(&m);
+	return rc;
 }
 
 qtk_err qtk_stats_write(const qtk_stats *s, const char *path, qtk_stats_kind kind,

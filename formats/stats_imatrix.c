@@ -40,9 +40,11 @@ static qtk_err read_count(const char *path, const qtk_gguf_tensor *c, uint64_t *
 	float f;
 
 	QTK_TRY(qtk_gguf_read_f32(c, 0, 1, &f, st));
-	if (!isfinite(f) || f < 0 || f != floorf(f))
-		return qtk_fail(st, QTK_E_FORMAT, "%s: '%s': count %g (must be a whole number >= 0)",
-		                path, c->name, (double)f);
+	/* 2^53: beyond it a count is no longer a whole number of tokens (and
+	 * past 2^64 would not convert) */
+	if (!isfinite(f) || f < 0 || f != floorf(f) || f > 0x1p53f)
+		return qtk_fail(st, QTK_E_FORMAT, "%s: '%s': count %g (must be a whole number from 0 "
+		                "to 2^53)", path, c->name, (double)f);
 	*out = (uint64_t)f;
 	return QTK_OK;
 }
@@ -64,7 +66,7 @@ static qtk_err read_pair(const char *path, const char *name, const qtk_gguf_tens
 	QTK_TRY(read_count(path, cn, &count, st));
 	if (count == 0)
 		return QTK_OK; /* no vector reached it: no statistics, as llama-quantize */
-	QTK_TRY(qtk_stats_add(s, name, s2->cols, 0, &e, st));
+	QTK_TRY(stats_add_read(s, path, name, s2->cols, 0, &e, st));
 	e->count = count;
 	if (!(tmp = qtk_malloc(s2->cols * sizeof *tmp)))
 		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory", path);
@@ -144,12 +146,13 @@ static qtk_err read_gguf(const char *path, qtk_gguf_file *g, qtk_stats *s, qtk_s
 	return QTK_OK;
 }
 
-qtk_err stats_read_imatrix(const char *path, qtk_stats *s, qtk_status *st)
+qtk_err stats_read_imatrix(const uint8_t *data, size_t size, const char *path, qtk_stats *s,
+                           qtk_status *st)
 {
 	qtk_gguf_file *g;
 	qtk_err rc;
 
-	QTK_TRY(qtk_gguf_open(path, &g, st));
+	QTK_TRY(qtk_gguf_open_mem(data, size, path, &g, st));
 	rc = read_gguf(path, g, s, st);
 	qtk_gguf_close(g);
 	return rc;
@@ -303,10 +306,7 @@ static qtk_err dat_entry(cursor *c, int32_t idx, qtk_stats *s, qtk_status *st)
 		return qtk_fail(st, QTK_E_FORMAT, "%s: weight '%s': %d calls, %d values, %" PRIu64
 		                " bytes left (calls >= 1, values >= 1 and in the file)", c->path,
 		                name, ncall, nval, c->left);
-	if (qtk_stats_add(s, name, (uint64_t)nval, 0, &e, st)) {
-		qtk_status_prefix(st, c->path);
-		return QTK_E_FORMAT;
-	}
+	QTK_TRY(stats_add_read(s, c->path, name, (uint64_t)nval, 0, &e, st));
 	e->count = (uint64_t)ncall;
 	for (int32_t j = 0; j < nval; j++) {
 		float f;
@@ -343,27 +343,21 @@ static qtk_err dat_trailer(cursor *c, qtk_stats *s, qtk_status *st)
 	return qtk_stats_add_dataset(s, ds, st);
 }
 
-qtk_err stats_read_dat(const char *path, qtk_stats *s, qtk_status *st)
+qtk_err stats_read_dat(const uint8_t *data, size_t size, const char *path, qtk_stats *s,
+                       qtk_status *st)
 {
-	qtk_map m;
-	cursor c;
+	cursor c = { data, size, path };
 	int32_t n = 0;
-	qtk_err rc;
 
-	QTK_TRY(qtk_map_open(&m, path, st));
-	c = (cursor){ m.data, m.size, path };
-	rc = get_i32(&c, "the entry count", &n, st);
-	if (!rc && (n < 1 || (uint64_t)n > c.left / 16))
-		rc = qtk_fail(st, QTK_E_FORMAT, "%s: not a statistics file qtk reads (as a legacy "
-		              "imatrix .dat: %d entries in %" PRIu64 " bytes)", path, n, m.size);
-	for (int32_t i = 0; !rc && i < n; i++)
-		rc = dat_entry(&c, i, s, st);
-	if (!rc)
-		rc = dat_trailer(&c, s, st);
-	if (!rc)
-		qtk_stats_info_of(s)->counts_chunks = 1;
-	qtk_map_close(&m);
-	return rc;
+	QTK_TRY(get_i32(&c, "the entry count", &n, st));
+	if (n < 1 || (uint64_t)n > c.left / 16)
+		return qtk_fail(st, QTK_E_FORMAT, "%s: not a statistics file qtk reads (as a legacy "
+		                "imatrix .dat: %d entries in %zu bytes)", path, n, size);
+	for (int32_t i = 0; i < n; i++)
+		QTK_TRY(dat_entry(&c, i, s, st));
+	QTK_TRY(dat_trailer(&c, s, st));
+	qtk_stats_info_of(s)->counts_chunks = 1;
+	return QTK_OK;
 }
 
 /* ---- legacy .dat: writing ---------------------------------------------- */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "st_private.h"
 #include "stats_impl.h"
 
 enum { SX_SUM2, SX_SUM, SX_COUNT, SX_XTX, SX_N };
@@ -115,8 +116,8 @@ static qtk_err read_entry(const char *path, qtk_st_file *f, const qtk_st_tensor 
 		QTK_TRY(check_shape(path, sum, 1, cols, st));
 	if (xtx)
 		QTK_TRY(check_shape(path, xtx, 2, cols, st));
-	QTK_TRY(qtk_stats_add(s, base, cols, (sum ? QTK_STATS_SUM : 0) | (xtx ? QTK_STATS_XTX : 0),
-	                      &e, st));
+	QTK_TRY(stats_add_read(s, path, base, cols,
+	                       (sum ? QTK_STATS_SUM : 0) | (xtx ? QTK_STATS_XTX : 0), &e, st));
 	QTK_TRY(read_count(path, cnt, &e->count, st));
 	QTK_TRY(read_doubles(path, t, e->sum2, st));
 	if (sum)
@@ -183,12 +184,13 @@ static qtk_err read_all(const char *path, qtk_st_file *f, qtk_stats *s, qtk_stat
 	return QTK_OK;
 }
 
-qtk_err stats_read_st(const char *path, qtk_stats *s, qtk_status *st)
+qtk_err stats_read_st(const uint8_t *data, size_t size, const char *path, qtk_stats *s,
+                      qtk_status *st)
 {
 	qtk_st_file *f;
 	qtk_err rc;
 
-	QTK_TRY(qtk_st_open(path, &f, st));
+	QTK_TRY(qtk_st_open_mem(data, size, path, &f, st));
 	rc = read_all(path, f, s, st);
 	qtk_st_close(f);
 	return rc;

@@ -162,6 +162,10 @@ TEST(calibrate_xtx_matches_direct)
 		}
 	qtk_stats_free(s);
 	free(d);
+	/* the same bytes at any thread count */
+	CHECK_EQ(t_system("%s calibrate " S260 "model.safetensors --text " TEXT " --tokens 200 "
+	                  "--ctx 128 --xtx -q -j 2 -o %s.2", bin(), out), 0);
+	CHECK_EQ(t_system("cmp -s %s %s.2", out, out), 0);
 }
 
 /* Two runs over consecutive halves of the tokens, merged, are one run over

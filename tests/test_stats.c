@@ -281,6 +281,15 @@ TEST(stats_qtk_malformed)
 		write_st(p, n, (uint64_t[]){ 4, 1, 4 }, v, 3, 0);
 		expect_fail(p, QTK_E_FORMAT, "'junk'");
 	}
+	{ /* one weight under both spellings */
+		const char *n[] = { "blk.0.attn_q.weight.sum2", "blk.0.attn_q.weight.count",
+		                    "model.layers.0.self_attn.q_proj.weight.sum2",
+		                    "model.layers.0.self_attn.q_proj.weight.count" };
+		const double *v[] = { s2, v_cnt, s2, v_cnt };
+		write_st(p, n, (uint64_t[]){ 4, 1, 4, 1 }, v, 4, 0);
+		expect_fail(p, QTK_E_FORMAT, "twice");
+		expect_fail(p, 0, "bad.stats: ");
+	}
 	{ /* X^T X: diagonal not the sums of squares, then not symmetric */
 		const char *n[] = { "w.sum2", "w.count", "w.xtx" };
 		const double *v[] = { s2, v_cnt, xtx };
@@ -494,4 +503,124 @@ TEST(stats_fault_sweep)
 		}
 	qtk_stats_free(s);
 	qtk_stats_free(s0);
+}
+
+/* The fuzz target's regression pass: every seed in tests/fuzz/seeds/stats/
+ * (built_* are valid files of each kind; llama_imatrix_stories260k.gguf is
+ * llama-imatrix's own output; crash_* once crashed and must be refused) through fuzz_stats_one, then deterministic
+ * mutations of each: bit flips, truncations, 4- and 8-byte overwrites with
+ * boundary values. A crash or sanitizer report fails the test. */
+int fuzz_stats_one(const uint8_t *data, size_t size);
+
+TEST(stats_fuzz_seeds_regression)
+{
+	/* valid files, then inputs that once crashed (refused) */
+	static const char *const seeds[] = { "built_small.stats", "built_small.gguf",
+	                                     "built_small.dat", "llama_imatrix_stories260k.gguf",
+	                                     "crash_count_2e20.gguf" };
+	static const uint64_t vals[] = { 0, 1, 3, 4, 8, 0x7f, 0xff, 0x7fffffff, 0xffffffffu,
+	                                 0x3ff0000000000000ull, 0x7ff0000000000000ull,
+	                                 0xfff8000000000000ull, UINT64_MAX, 1ull << 63 };
+	uint64_t rs = 5;
+
+	for (size_t i = 0; i < sizeof seeds / sizeof seeds[0]; i++) {
+		char path[256];
+		size_t n;
+		uint8_t *b, *m;
+		qtk_stats *s;
+		qtk_status st;
+
+		snprintf(path, sizeof path, "tests/fuzz/seeds/stats/%s", seeds[i]);
+		REQUIRE((b = t_read_file(path, &n)) != NULL && n > 0);
+		if (strncmp(seeds[i], "crash_", 6))
+			CHECK_MSG(qtk_stats_open_mem(b, n, path, &s, NULL, &st) == QTK_OK, "%s: %s", path,
+			          st.msg);
+		else
+			CHECK_MSG(qtk_stats_open_mem(b, n, path, &s, NULL, &st) == QTK_E_FORMAT &&
+			          strstr(st.msg, "2^53"), "%s: %s", path, st.msg);
+		qtk_stats_free(s);
+		CHECK_EQ(fuzz_stats_one(b, n), 0);
+		m = malloc(n);
+		REQUIRE(m);
+		for (int k = 0; k < 3000; k++) {
+			size_t at = (size_t)(t_rand_u64(&rs) % n), len = n;
+			int kind = (int)(t_rand_u64(&rs) % 4);
+			memcpy(m, b, n);
+			if (kind == 0)
+				m[at] ^= (uint8_t)(1u << (t_rand_u64(&rs) % 8));
+			else if (kind == 1)
+				len = at;
+			else {
+				uint64_t v = vals[t_rand_u64(&rs) % (sizeof vals / sizeof vals[0])];
+				for (size_t j = 0; j < (kind == 2 ? 4u : 8u) && at + j < n; j++)
+					m[at + j] = (uint8_t)(v >> (8 * j));
+			}
+			CHECK_EQ(fuzz_stats_one(m, len), 0);
+		}
+		free(m);
+		free(b);
+	}
+}
+
+/* What a PyTorch hook may write: F32 sums (read, widened), U64 counts;
+ * what is refused: other dtypes, a count that is not one integer, a sum
+ * of squares that is not [cols], an unknown format version. */
+TEST(stats_qtk_dtypes_and_metadata)
+{
+	const char *p = t_tmp("d.stats");
+	float s2f[3] = { 1.5f, 2.0f, 0.25f };
+	double s2d[3] = { 1.5, 2.0, 0.25 }, cntd = 2;
+	uint16_t s2h[3] = { 0x3e00, 0x4000, 0x3400 };
+	int64_t cnt = 2;
+	uint64_t cntu = 2;
+	qtk_status st;
+	qtk_stats *s;
+	const char *meta_ok[] = { "qtk.stats", "1", "qtk.stats.counts", "chunks", NULL };
+	const char *meta_v2[] = { "qtk.stats", "2", NULL };
+	struct {
+		qtk_dtype s2_dt, cnt_dt;
+		uint32_t s2_ndim;
+		const void *s2, *cnt;
+		const char *const *meta;
+		qtk_err want;
+		const char *needle;
+	} cases[] = {
+		{ QTK_DT_F32, QTK_DT_U64, 1, s2f, &cntu, meta_ok, QTK_OK, NULL },
+		{ QTK_DT_F16, QTK_DT_I64, 1, s2h, &cnt, NULL, QTK_E_FORMAT, "F16" },
+		{ QTK_DT_F64, QTK_DT_F64, 1, s2d, &cntd, NULL, QTK_E_FORMAT, "must be I64 [1]" },
+		{ QTK_DT_F64, QTK_DT_I64, 2, s2d, &cnt, NULL, QTK_E_FORMAT, "must be [cols]" },
+		{ QTK_DT_F64, QTK_DT_I64, 1, s2d, &cnt, meta_v2, QTK_E_UNSUPPORTED, "version '2'" },
+	};
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		qtk_st_desc d[2] = {
+			{ "w.sum2", cases[i].s2_dt, cases[i].s2_ndim, { cases[i].s2_ndim == 2 ? 1 : 3, 3 } },
+			{ "w.count", cases[i].cnt_dt, 1, { 1 } },
+		};
+		const void *data[2] = { cases[i].s2, cases[i].cnt };
+		qtk_err rc;
+		REQUIRE(qtk_st_write(p, d, data, 2, cases[i].meta, &(qtk_write_opts){ .force = 1 },
+		                     &st) == QTK_OK);
+		rc = qtk_stats_open(p, &s, NULL, &st);
+		CHECK_MSG(rc == cases[i].want && (!cases[i].needle || strstr(st.msg, cases[i].needle)),
+		          "case %zu: %s %s", i, qtk_err_name(rc), rc ? st.msg : "");
+		if (rc == QTK_OK) {
+			const qtk_stats_entry *e = qtk_stats_find(s, "w");
+			CHECK(e && e->count == 2 && e->sum2[0] == 1.5 && e->sum2[2] == 0.25);
+			CHECK_EQ(qtk_stats_info_of(s)->counts_chunks, 1);
+			/* chunk counts stay chunks through a .dat and back */
+			CHECK_EQ(qtk_stats_write(s, t_tmp("d.dat"), QTK_STATS_DAT,
+			                         &(qtk_write_opts){ .force = 1 }, &st), QTK_OK);
+			qtk_stats_free(s);
+			REQUIRE(qtk_stats_open(t_tmp("d.dat"), &s, NULL, &st) == QTK_OK);
+			CHECK(qtk_stats_get(s, 0)->count == 2 && qtk_stats_get(s, 0)->sum2[1] == 2.0);
+			/* no dataset: the imatrix KV is still there (llama-quantize wants it) */
+			CHECK_EQ(qtk_stats_dataset_count(s), 0);
+			CHECK_EQ(qtk_stats_write(s, t_tmp("d.gguf"), QTK_STATS_IMATRIX, NULL, &st), QTK_OK);
+			qtk_stats_free(s);
+			REQUIRE(qtk_stats_open(t_tmp("d.gguf"), &s, NULL, &st) == QTK_OK);
+			CHECK_EQ(qtk_stats_dataset_count(s), 1);
+			qtk_stats_free(s);
+		}
+	}
 }

@@ -528,8 +528,10 @@ qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g, const qtk_q_layo
 				B &= B - 1;
 	}
 	nfit = f->static_groups ? s.gpr : 1;
+	size_t ncb;
 	if (__builtin_mul_overflow(rows, nfit, &nfit) || __builtin_mul_overflow(rows, B, &nerr) ||
-	    nerr > SIZE_MAX / sizeof(float) || nfit > SIZE_MAX / sizeof(intq_gfit))
+	    __builtin_mul_overflow(rows, s.cb, &ncb) || nerr > SIZE_MAX / sizeof(float) ||
+	    nfit > SIZE_MAX / sizeof(intq_gfit))
 		return qtk_fail(st, QTK_E_OVERFLOW, "GPTQ: %zu rows are too many", rows);
 	s.fit = qtk_malloc(nfit * sizeof *s.fit);
 	e = qtk_malloc(nerr * sizeof *e);
@@ -539,7 +541,7 @@ qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g, const qtk_q_layo
 		              opts && opts->tensor ? opts->tensor : "?");
 		goto out;
 	}
-	memset(dst->p[QTK_PLANE_CODES], 0, rows * s.cb);
+	memset(dst->p[QTK_PLANE_CODES], 0, ncb);
 	for (size_t r = 0; r < rows; r++)
 		for (size_t c = 0; c < cols; c++)
 			if (f->zero_dead && f->dead[c])

@@ -194,19 +194,23 @@ static void trinv_small(double *a, size_t n, size_t ld)
 }
 
 /* The same, recursive: X11 = L11^-1, X22 = L22^-1, X21 = -X22 L21 X11
- * (two dgemm; tmp holds (n - n/2) x n/2 doubles). */
-static void trinv(const qtk_gemm *g, double *a, size_t n, size_t ld, double *tmp)
+ * (two dgemm). The product T = L21 X11 is kept transposed in the zero
+ * upper-right block (n1 x n2, the shape of T^T), then cleared again: no
+ * scratch beyond the matrix. */
+static void trinv(const qtk_gemm *g, double *a, size_t n, size_t ld)
 {
 	if (n <= TRI_BASE) {
 		trinv_small(a, n, ld);
 		return;
 	}
 	size_t n1 = n / 2, n2 = n - n1;
-	double *a11 = a, *a21 = a + n1 * ld, *a22 = a21 + n1;
-	trinv(g, a11, n1, ld, tmp);
-	trinv(g, a22, n2, ld, tmp);
-	dgemm(g, 0, 0, n2, n1, n1, 1.0, a21, ld, a11, ld, 0.0, tmp, n1);
-	dgemm(g, 0, 0, n2, n1, n2, -1.0, a22, ld, tmp, n1, 0.0, a21, ld);
+	double *a11 = a, *a12 = a + n1, *a21 = a + n1 * ld, *a22 = a21 + n1;
+	trinv(g, a11, n1, ld);
+	trinv(g, a22, n2, ld);
+	dgemm(g, 1, 1, n1, n2, n1, 1.0, a11, ld, a21, ld, 0.0, a12, ld); /* T^T = X11^T L21^T */
+	dgemm(g, 0, 1, n2, n1, n2, -1.0, a22, ld, a12, ld, 0.0, a21, ld);
+	for (size_t i = 0; i < n1; i++)
+		memset(a12 + i * ld, 0, n2 * sizeof *a12);
 }
 
 static int cmp_diag(const double *d, size_t a, size_t b)
@@ -318,7 +322,7 @@ qtk_err qtk_gptq_prepare(const double *h, size_t cols, const qtk_gptq_opts *o,
 {
 	qtk_gptq_opts def;
 	qtk_gptq *f = NULL;
-	double *a = NULL, *d = NULL, *tmp = NULL;
+	double *a = NULL, *d = NULL;
 	size_t len, bad;
 	qtk_err rc = QTK_E_NOMEM;
 
@@ -338,8 +342,7 @@ qtk_err qtk_gptq_prepare(const double *h, size_t cols, const qtk_gptq_opts *o,
 	f = qtk_calloc(1, sizeof *f);
 	d = qtk_malloc(cols * sizeof *d);
 	a = qtk_malloc(len * sizeof *a);
-	tmp = qtk_malloc((cols - cols / 2) * (cols / 2 ? cols / 2 : 1) * sizeof *tmp);
-	if (!f || !d || !a || !tmp || !(f->dead = qtk_malloc(cols)))
+	if (!f || !d || !a || !(f->dead = qtk_malloc(cols)))
 		goto fail;
 	f->cols = cols;
 	f->zero_dead = !o->keep_dead;
@@ -361,7 +364,7 @@ qtk_err qtk_gptq_prepare(const double *h, size_t cols, const qtk_gptq_opts *o,
 		              f->perm ? f->perm[c] : c, o->damp);
 		goto out;
 	}
-	trinv(g, a, cols, cols, tmp);
+	trinv(g, a, cols, cols);
 	reverse(a, len);
 	f->u = narrow_in_place(a, len);
 	a = NULL;
@@ -385,7 +388,6 @@ qtk_err qtk_gptq_prepare(const double *h, size_t cols, const qtk_gptq_opts *o,
 fail:
 	rc = qtk_fail(st, QTK_E_NOMEM, "GPTQ: out of memory for a Hessian of %zu columns", cols);
 out:
-	qtk_free(tmp);
 	qtk_free(a);
 	qtk_free(d);
 	qtk_gptq_free(f);
@@ -541,8 +543,10 @@ qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g, const qtk_q_layo
 				B &= B - 1;
 	}
 	nfit = f->static_groups ? s.gpr : 1;
+	size_t ncb;
 	if (__builtin_mul_overflow(rows, nfit, &nfit) || __builtin_mul_overflow(rows, B, &nerr) ||
-	    nerr > SIZE_MAX / sizeof(float) || nfit > SIZE_MAX / sizeof(intq_gfit))
+	    __builtin_mul_overflow(rows, s.cb, &ncb) || nerr > SIZE_MAX / sizeof(float) ||
+	    nfit > SIZE_MAX / sizeof(intq_gfit))
 		return qtk_fail(st, QTK_E_OVERFLOW, "GPTQ: %zu rows are too many", rows);
 	s.fit = qtk_malloc(nfit * sizeof *s.fit);
 	e = qtk_malloc(nerr * sizeof *e);
@@ -552,7 +556,7 @@ qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g, const qtk_q_layo
 		              opts && opts->tensor ? opts->tensor : "?");
 		goto out;
 	}
-	memset(dst->p[QTK_PLANE_CODES], 0, rows * s.cb);
+	memset(dst->p[QTK_PLANE_CODES], 0, ncb);
 	for (size_t r = 0; r < rows; r++)
 		for (size_t c = 0; c < cols; c++)
 			if (f->zero_dead && f->dead[c])

@@ -318,6 +318,58 @@ T512 static float dot_512(int m, const uint8_t *codes, size_t n, float d, float 
 	DISPATCH(dot_b512, m, codes, n, d, b, x)
 }
 
+/* intq_fold16 of 16 lanes in registers: l[i] + l[i + k], k = 8, 4, 2, 1 */
+T512 INL float fold16_512(__m512 acc)
+{
+	__m256 a = _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1));
+	__m128 q = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+	q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+	return _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+}
+
+T512 INL void fitsums_b512(const int m, const float *x, const float *imp, size_t n, float p,
+                           float b, float *s)
+{
+	__m512 vp = _mm512_set1_ps(p), vb = _mm512_set1_ps(b), one = _mm512_set1_ps(1.0f);
+	__m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0;
+	float l[5][16];
+	size_t j = 0;
+
+	for (; j + 16 <= n; j += 16) {
+		__m512 xv = _mm512_loadu_ps(x + j);
+		__m512 v = val16_512(m, code16_512(m, xv, vp, vb));
+		__m512 w = imp ? _mm512_loadu_ps(imp + j) : one;
+		__m512 wv = _mm512_mul_ps(w, v);
+		a0 = _mm512_add_ps(a0, w);
+		a1 = _mm512_add_ps(a1, wv);
+		a2 = _mm512_add_ps(a2, _mm512_mul_ps(wv, v));
+		a3 = _mm512_add_ps(a3, _mm512_mul_ps(w, xv));
+		a4 = _mm512_add_ps(a4, _mm512_mul_ps(wv, xv));
+	}
+	if (j == n) { /* intq_fold16 in registers, as sqerr1_512 */
+		s[0] = fold16_512(a0);
+		s[1] = fold16_512(a1);
+		s[2] = fold16_512(a2);
+		s[3] = fold16_512(a3);
+		s[4] = fold16_512(a4);
+		return;
+	}
+	_mm512_storeu_ps(l[0], a0);
+	_mm512_storeu_ps(l[1], a1);
+	_mm512_storeu_ps(l[2], a2);
+	_mm512_storeu_ps(l[3], a3);
+	_mm512_storeu_ps(l[4], a4);
+	intq_fitsums_tail(m, x, imp, j, n, p, b, l);
+	for (int k = 0; k < 5; k++)
+		s[k] = intq_fold16(l[k]);
+}
+
+T512 static void fitsums_512(int m, const float *x, const float *imp, size_t n, float p,
+                             float b, float *s)
+{
+	DISPATCH(fitsums_b512, m, x, imp, n, p, b, s)
+}
+
 /* The codes of a group from p, and (M) its error sums against the values
  * dequantize gives: val(q) * sd. */
 T512H INL void emit_512(const int m, const int acc, const float *x, size_t n, float p,
@@ -627,7 +679,7 @@ T512H static int rtn_row_512(int m, const float *x, size_t cols, size_t gl,
 
 const intq_kernels intq_k_avx512 = {
 	scan_512, first_abs_512, encode_512, sqerr_512, deq_512, dot_512, rtn_row_512,
-	search_row_512,
+	search_row_512, fitsums_512,
 };
 
 /* ===================================================================== */
@@ -950,6 +1002,53 @@ T256 static float dot_256(int m, const uint8_t *codes, size_t n, float d, float 
                           const float *x)
 {
 	DISPATCH(dot_b256, m, codes, n, d, b, x)
+}
+
+/* fitsums_b512 on two 8-lane halves (lanes 0-7, 8-15). */
+T256 INL void fitsums_b256(const int m, const float *x, const float *imp, size_t n, float p,
+                           float b, float *s)
+{
+	__m256 vp = _mm256_set1_ps(p), vb = _mm256_set1_ps(b), one = _mm256_set1_ps(1.0f);
+	__m256 a[5][2];
+	float l[5][16];
+	size_t j = 0;
+
+	for (int k = 0; k < 5; k++)
+		a[k][0] = a[k][1] = _mm256_setzero_ps();
+	for (; j + 16 <= n; j += 16)
+		for (int h = 0; h < 2; h++) {
+			__m256 xv = _mm256_loadu_ps(x + j + 8 * h);
+			__m256 v = val8_256(m, code8_256(m, xv, vp, vb));
+			__m256 w = imp ? _mm256_loadu_ps(imp + j + 8 * h) : one;
+			__m256 wv = _mm256_mul_ps(w, v);
+			a[0][h] = _mm256_add_ps(a[0][h], w);
+			a[1][h] = _mm256_add_ps(a[1][h], wv);
+			a[2][h] = _mm256_add_ps(a[2][h], _mm256_mul_ps(wv, v));
+			a[3][h] = _mm256_add_ps(a[3][h], _mm256_mul_ps(w, xv));
+			a[4][h] = _mm256_add_ps(a[4][h], _mm256_mul_ps(wv, xv));
+		}
+	if (j == n) { /* intq_fold16 in registers, as sqerr1_256 */
+		for (int k = 0; k < 5; k++) {
+			__m256 t = _mm256_add_ps(a[k][0], a[k][1]);
+			__m128 q = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+			q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+			s[k] = _mm_cvtss_f32(_mm_add_ss(q, _mm_shuffle_ps(q, q, 1)));
+		}
+		return;
+	}
+	for (int k = 0; k < 5; k++) {
+		_mm256_storeu_ps(l[k], a[k][0]);
+		_mm256_storeu_ps(l[k] + 8, a[k][1]);
+	}
+	intq_fitsums_tail(m, x, imp, j, n, p, b, l);
+	for (int k = 0; k < 5; k++)
+		s[k] = intq_fold16(l[k]);
+}
+
+T256 static void fitsums_256(int m, const float *x, const float *imp, size_t n, float p,
+                             float b, float *s)
+{
+	DISPATCH(fitsums_b256, m, x, imp, n, p, b, s)
 }
 
 /* ---- the fused row kernels (AVX2 + F16C) ---------------------------- */
@@ -1331,5 +1430,5 @@ T256H static int search_row_256(int m, const float *x, size_t cols, size_t gl,
 
 const intq_kernels intq_k_avx2 = {
 	scan_256, first_abs_256, encode_256, sqerr_256, deq_256, dot_256, rtn_row_256,
-	search_row_256,
+	search_row_256, fitsums_256,
 };

@@ -565,7 +565,10 @@ QTK_API void qtk_gptq_free(qtk_gptq *f);  /* NULL is fine */
  * codes are those of the scheme for the error-updated weight. On return w holds the dequantized result (what
  * qtk_q_dequantize_rows gives for dst), in the original column order.
  * The heavy work is g->sgemm: W[:, j2:] -= Err * U[j1:j2, j2:] per block.
- * Extra memory: rows * block floats. */
+ * Extra memory: rows * block floats. f is only read: threads may quantize
+ * runs of rows with one f at once. On failure (the messages of
+ * qtk_q_quantize_rows, naming tensor, row and group) w and dst hold
+ * partial results. */
 QTK_API qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g,
                                   const qtk_q_layout *L, float *w, size_t rows,
                                   size_t cols, const qtk_q_planes *dst,

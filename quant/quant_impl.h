@@ -148,6 +148,22 @@ static inline void intq_sqerr_tail(int m, const float *x, const float *imp, size
 	}
 }
 
+/* Elements [j, n) of the fitsums kernel into lanes j % 16 of l[0..5):
+ * w (imp or 1), w v, w v^2, w x, w v x with v the value of x's code. */
+static inline void intq_fitsums_tail(int m, const float *x, const float *imp, size_t j,
+                                     size_t n, float p, float b, float l[5][16])
+{
+	for (; j < n; j++) {
+		float v = intq_val1(m, intq_code1(m, x[j], p, b)), w = imp ? imp[j] : 1.0f;
+		float wv = w * v;
+		l[0][j & 15] += w;
+		l[1][j & 15] += wv;
+		l[2][j & 15] += wv * v;
+		l[3][j & 15] += w * x[j];
+		l[4][j & 15] += wv * x[j];
+	}
+}
+
 static inline void intq_dot_tail(int m, const uint8_t *codes, size_t j, size_t n,
                                  const float *x, float *s, float *sx)
 {
@@ -211,6 +227,10 @@ typedef struct {
 	 * sums qtk_q_acc_add would give on the row and its dequantization. */
 	int (*search_row)(int m, const float *x, size_t cols, size_t gl, const float *imp,
 	                  uint16_t *scales, uint8_t *codes, struct acc_lanes *A);
+	/* The sums of the search's refits for the codes of (p, b): s[k] =
+	 * intq_fold16 of lanes l[k] filled as intq_fitsums_tail does from 0. */
+	void (*fitsums)(int m, const float *x, const float *imp, size_t n, float p, float b,
+	                float *s);
 } intq_kernels;
 
 /* The parameters chosen for one group: codes are intq_code1(m, x, p, b),

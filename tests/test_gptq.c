@@ -293,9 +293,10 @@ static qtk_err run_gptq(const double *h, size_t cols, const qtk_gptq_opts *go,
 }
 
 /* H = I, and any diagonal H with or without act-order: no error reaches
- * another column, so GPTQ is qtk's round-to-nearest (or search) to the
- * byte, for every scheme, group size, scale dtype and rule; and the
- * returned weights are the dequantized planes. */
+ * another column, so GPTQ is qtk's round-to-nearest (or search, weighted
+ * by 1 / U[i][i]^2 = the damped diagonal) to the byte, for every scheme,
+ * group size, scale dtype and rule; and the returned weights are the
+ * dequantized planes. */
 TEST(gptq_diagonal_hessian_is_rtn)
 {
 	enum { R = 5, C = 320 };
@@ -305,9 +306,21 @@ TEST(gptq_diagonal_hessian_is_rtn)
 	qtk_status st;
 	int n = 0;
 
+	float *imp = malloc(sizeof(float) * C);
+
 	for (int diag = 0; diag < 2; diag++) {
-		for (size_t i = 0; i < C; i++)
+		double sum = 0, lambda;
+		for (size_t i = 0; i < C; i++) {
 			h[i * C + i] = diag ? 0.5 + urand() : 1.0;
+			sum += h[i * C + i];
+		}
+		/* the search's weights as GPTQ forms them: u = 1 / sqrt(h + lambda)
+		 * in double, narrowed; 1 / u^2 in float */
+		lambda = 0.01 * (sum / (double)C);
+		for (size_t i = 0; i < C; i++) {
+			float u = (float)(1.0 / sqrt(h[i * C + i] + lambda));
+			imp[i] = 1.0f / (u * u);
+		}
 		for (int id = 0; id < QTK_SCHEME_COUNT; id++)
 		for (size_t gi = 0; gi < sizeof groups / sizeof *groups; gi++)
 		for (int v = 0; v < 8; v++) {
@@ -325,7 +338,9 @@ TEST(gptq_diagonal_hessian_is_rtn)
 			memcpy(w, w0, sizeof(float) * R * C);
 			planes_new(&A, &L, R, C);
 			planes_new(&B, &L, R, C);
-			REQUIRE(qtk_q_quantize_rows(&L, w0, R, C, &A.p, &qo, &st) == QTK_OK);
+			qtk_q_opts ro = qo;
+			ro.importance = imp;
+			REQUIRE(qtk_q_quantize_rows(&L, w0, R, C, &A.p, &ro, &st) == QTK_OK);
 			CHECK_MSG(run_gptq(h, C, &go, NULL, &L, w, R, &B, &qo, &st) == QTK_OK, "%s",
 			          st.msg);
 			CHECK_MSG(planes_eq(&A, &B), "%s group %u v%d diag %d: planes differ",
@@ -339,6 +354,7 @@ TEST(gptq_diagonal_hessian_is_rtn)
 		}
 	}
 	CHECK(n >= 2 * 6 * 5 * 4);
+	free(imp);
 	free(h);
 	free(w0);
 	free(w);

@@ -1,0 +1,227 @@
+/* tests: `qtk convert --calib` on stories260K — the layer-output error on
+ * held-out activations orders GPTQ < weighted < round-to-nearest (GPTQ at
+ * most 0.7x), every quantized weight is calibrated and says how, imatrix
+ * input works, and bad statistics or options are refused by name. */
+#include <math.h>
+#include <stdlib.h>
+
+#include <string.h>
+#include <unistd.h>
+
+#include "qtk_runtime.h"
+#include "test.h"
+
+#define REQUIRE_MSG(c, ...)                                                \
+	do {                                                               \
+		if (!(c)) {                                                \
+			t_fail_at(__FILE__, __LINE__, __VA_ARGS__);        \
+			return;                                            \
+		}                                                          \
+	} while (0)
+#define REQUIRE_EQ(a, b) REQUIRE((a) == (b))
+
+static const char *bin(void)
+{
+	const char *b = getenv("QTK_BIN");
+	return b ? b : "build/qtk";
+}
+
+#define S260 "tests/data/stories260K/"
+#define MODEL S260 "model.safetensors"
+#define TEXT S260 "tinystories.txt"
+
+/* sum over the held-out statistics' weights of sum_r d_r^T X^T X d_r,
+ * d_r = W_r - What_r: the summed squared layer-output error on those
+ * inputs. */
+static double output_error(const char *qtk_path, const qtk_stats *ho)
+{
+	qtk_st_file *sf;
+	qtk_rt_model *m;
+	qtk_status st;
+	double total = 0;
+	size_t used = 0;
+
+	if (qtk_st_open(MODEL, &sf, &st) != QTK_OK) {
+		t_fail_at(__FILE__, __LINE__, "%s", st.msg);
+		return -1;
+	}
+	if (qtk_rt_open(qtk_path, 0, &m, &st) != QTK_OK) {
+		t_fail_at(__FILE__, __LINE__, "%s", st.msg);
+		qtk_st_close(sf);
+		return -1;
+	}
+	for (size_t i = 0; i < qtk_stats_count(ho) && total >= 0; i++) {
+		const qtk_stats_entry *e = qtk_stats_get(ho, i);
+		const qtk_st_tensor *t = qtk_st_find(sf, e->name);
+		const qtk_rt_tensor *q = qtk_rt_find(m, e->name);
+		size_t cols = (size_t)e->cols;
+		float *w = malloc(cols * sizeof *w), *wh = malloc(cols * sizeof *wh);
+		double *d = malloc(cols * sizeof *d);
+
+		if (!t || !q || !w || !wh || !d || !e->xtx || q->cols != cols) {
+			t_fail_at(__FILE__, __LINE__, "weight '%s' not comparable", e->name);
+			total = -1;
+		}
+		if (total >= 0 && qtk_q_scheme_get(q->scheme)->quantized)
+			used++;
+		for (uint64_t r = 0; total >= 0 && r < q->rows; r++) {
+			if (qtk_st_read_f32(t, r * cols, cols, w, &st) != QTK_OK ||
+			    qtk_rt_row_f32(q, r, wh, &st) != QTK_OK) {
+				t_fail_at(__FILE__, __LINE__, "%s", st.msg);
+				total = -1;
+				break;
+			}
+			for (size_t j = 0; j < cols; j++)
+				d[j] = (double)w[j] - (double)wh[j];
+			for (size_t j = 0; j < cols; j++) {
+				double sum = 0;
+				for (size_t k = 0; k < cols; k++)
+					sum += e->xtx[j * cols + k] * d[k];
+				total += d[j] * sum;
+			}
+		}
+		free(w);
+		free(wh);
+		free(d);
+	}
+	CHECK(total < 0 || used == 36); /* 5 layers x 7 weights + the tied matrix */
+	qtk_rt_close(m);
+	qtk_st_close(sf);
+	return total;
+}
+
+/* Statistics from the first 4096 tokens; held out: the next 4096. */
+TEST(convert_calib_output_error_gptq_weighted_rtn)
+{
+	const char *cal = t_tmp("cal.stats"), *ho = t_tmp("ho.stats");
+	const char *rtn = t_tmp("rtn.qtk"), *wq = t_tmp("w.qtk"), *gq = t_tmp("g.qtk");
+	const char *js = t_tmp("g.json");
+	qtk_stats *h = NULL;
+	qtk_status st;
+	double er, ew, eg;
+	size_t n;
+	char *text;
+
+	REQUIRE_EQ(t_system("%s calibrate " MODEL " --text " TEXT " --tokens 4096 --ctx 256 "
+	                    "--xtx -q -o %s", bin(), cal), 0);
+	REQUIRE_EQ(t_system("%s calibrate " MODEL " --text " TEXT " --skip 4096 --tokens 4096 "
+	                    "--ctx 256 --xtx -q -o %s", bin(), ho), 0);
+	REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f -o %s", bin(), rtn), 0);
+	REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f --calib %s -o %s "
+	                    "2>/dev/null", bin(), cal, wq), 0);
+	REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -f --calib %s --calib-mode gptq "
+	                    "--json -o %s > %s 2>/dev/null", bin(), cal, gq, js), 0);
+	/* every quantized weight says it was calibrated by GPTQ */
+	text = t_read_file(js, &n);
+	REQUIRE(text);
+	CHECK(strstr(text, "\"calib\": \"gptq\""));
+	CHECK(!strstr(text, "\"calib\": \"none\""));
+	free(text);
+	REQUIRE_MSG(qtk_stats_open(ho, &h, NULL, &st) == QTK_OK, "%s", st.msg);
+	er = output_error(rtn, h);
+	ew = output_error(wq, h);
+	eg = output_error(gq, h);
+	printf("    held-out output error: rtn %.4g, weighted %.4g (%.3fx), gptq %.4g (%.3fx)\n",
+	       er, ew, ew / er, eg, eg / er);
+	CHECK(er > 0 && ew > 0 && eg > 0);
+	CHECK(eg <= 0.7 * er);
+	CHECK(ew < er);
+	CHECK(eg < ew);
+	qtk_stats_free(h);
+}
+
+/* A statistics file of llama.cpp's imatrix kind drives the weighted mode. */
+TEST(convert_calib_from_imatrix)
+{
+	const char *im = t_tmp("cal.imatrix.gguf"), *out = t_tmp("im.qtk"), *err = t_tmp("im.err");
+	size_t n;
+	char *text;
+
+	REQUIRE_EQ(t_system("%s calibrate " MODEL " --text " TEXT " --tokens 1024 -q -o %s",
+	                    bin(), im), 0);
+	REQUIRE_EQ(t_system("%s convert " MODEL " -s nf4 -g 64 -q -f --calib %s -o %s 2>%s",
+	                    bin(), im, out, err), 0);
+	text = t_read_file(err, &n);
+	REQUIRE(text);
+	CHECK(strstr(text, "calibrated 36 of 36 quantized weights"));
+	free(text);
+	/* gptq needs X^T X, which an imatrix does not hold */
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+	                  "-o %s 2>%s", bin(), im, out, err), 1);
+	text = t_read_file(err, &n);
+	REQUIRE(text);
+	CHECK(strstr(text, "has no X^T X"));
+	free(text);
+}
+
+/* Statistics that do not fit, cover nothing, or come with bad options. */
+TEST(convert_calib_refusals)
+{
+	const char *bad = t_tmp("bad.stats"), *one = t_tmp("one.stats"), *out = t_tmp("r.qtk");
+	const char *err = t_tmp("r.err");
+	qtk_stats *s;
+	qtk_stats_entry *e;
+	qtk_status st;
+	size_t n;
+	char *text;
+
+	/* q_proj has 64 columns; these statistics have 32 */
+	REQUIRE(qtk_stats_new(&s, &st) == QTK_OK);
+	REQUIRE(qtk_stats_add(s, "model.layers.0.self_attn.q_proj.weight", 32, 0, &e, &st) ==
+	        QTK_OK);
+	e->count = 10;
+	for (int j = 0; j < 32; j++)
+		e->sum2[j] = 1.0;
+	REQUIRE_MSG(qtk_stats_write(s, bad, QTK_STATS_QTK, NULL, &st) == QTK_OK, "%s", st.msg);
+	qtk_stats_free(s);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s -o %s 2>%s", bin(), bad,
+	                  out, err), 1);
+	text = t_read_file(err, &n);
+	REQUIRE(text);
+	CHECK(strstr(text, "q_proj.weight") && strstr(text, "32 input channels") &&
+	      strstr(text, "64 columns"));
+	free(text);
+	CHECK(access(out, F_OK) != 0);
+
+	/* one weight covered: the rest get the data-free search, and are named */
+	REQUIRE(qtk_stats_new(&s, &st) == QTK_OK);
+	REQUIRE(qtk_stats_add(s, "model.layers.0.self_attn.q_proj.weight", 64, 0, &e, &st) ==
+	        QTK_OK);
+	e->count = 10;
+	for (int j = 0; j < 64; j++)
+		e->sum2[j] = 1.0 + j;
+	REQUIRE(qtk_stats_write(s, one, QTK_STATS_QTK, NULL, &st) == QTK_OK);
+	qtk_stats_free(s);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s -o %s 2>%s", bin(), one,
+	                  out, err), 0);
+	text = t_read_file(err, &n);
+	REQUIRE(text);
+	CHECK(strstr(text, "calibrated 1 of 36 quantized weights"));
+	CHECK(strstr(text, "no statistics for 'model.layers.0.self_attn.k_proj.weight'"));
+	free(text);
+
+	/* kept tensors take no statistics, even under gptq (they are not
+	 * quantized): no error */
+	CHECK_EQ(t_system("%s calibrate " MODEL " --text " TEXT " --tokens 512 --xtx -q -f -o %s",
+	                  bin(), one), 0);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+	                  "--keep 'model.layers.0.*' -o %s 2>%s", bin(), one, out, err), 0);
+	text = t_read_file(err, &n);
+	REQUIRE(text);
+	CHECK(strstr(text, "calibrated 29 of 29 quantized weights"));
+	free(text);
+
+	/* options */
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib-mode gptq -o %s 2>/dev/null",
+	                  bin(), out), 2);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --act-order -o %s "
+	                  "2>/dev/null", bin(), one, out), 2);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+	                  "--damp 0 -o %s 2>/dev/null", bin(), one, out), 2);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+	                  "--damp ' 0.1' -o %s 2>/dev/null", bin(), one, out), 2);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode exact "
+	                  "-o %s 2>/dev/null", bin(), one, out), 2);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+	                  "--damp 0.05 --act-order -o %s 2>/dev/null", bin(), one, out), 0);
+}

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
 #include "calib.h"
 #include "qtk_runtime.h"
 
@@ -65,6 +67,11 @@ qtk_err calib_open(const char *path, calib_mode mode, const qtk_gptq_opts *go, c
 		return QTK_OK;
 	}
 	qtk_st_close(f);
+	/* GPTQ's products run one OpenBLAS thread in each pipeline worker
+	 * (workers split the rows): OpenBLAS's threaded results depend on how
+	 * many threads it uses, and the file must not depend on -j */
+	if (mode == CALIB_GPTQ)
+		openblas_set_num_threads(1);
 	rc = qtk_stats_open(path, &c->s, NULL, st);
 	if (rc) {
 		calib_close(c);

@@ -117,6 +117,9 @@ TEST(convert_calib_output_error_gptq_weighted_rtn)
 	CHECK(strstr(text, "\"calib\": \"gptq\""));
 	CHECK(!strstr(text, "\"calib\": \"none\""));
 	free(text);
+	/* the same bytes whatever the thread count */
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f --calib %s --calib-mode gptq "
+	                  "-j 1 -o %s.1 2>/dev/null && cmp -s %s %s.1", bin(), cal, gq, gq, gq), 0);
 	REQUIRE_MSG(qtk_stats_open(ho, &h, NULL, &st) == QTK_OK, "%s", st.msg);
 	er = output_error(rtn, h);
 	ew = output_error(wq, h);

@@ -15,6 +15,8 @@ void qtk_rt_close(qtk_rt_model *m)
 		return;
 	for (size_t k = 0; m->owned && k < m->n * QTK_PLANE_MAX; k++)
 		qtk_free(m->owned[k]);
+	for (size_t i = 0; m->t && i < m->n; i++)
+		qtk_rt_uninterleave(&m->t[i]);
 	qtk_free(m->owned);
 	qtk_free(m->t);
 	qtk_pack_close(m->f);

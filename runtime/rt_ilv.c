@@ -42,14 +42,37 @@ static unsigned code_of(const rt_job *J, const uint8_t *row, size_t e)
 	return RK_BITS(J->kind) == 8 ? row[e] : (row[e >> 1] >> ((e & 1) * 4)) & 15;
 }
 
+/* Block k of a row whose 32 positions lie inside it, into lane l of blk
+ * (the common case, without per-element checks). */
+static void put_block(const rt_ilv *I, const uint8_t *row, size_t k, unsigned l, uint8_t *blk)
+{
+	if (I->bb == 512) {
+		for (unsigned j = 0; j < 8; j++)
+			memcpy(blk + 64 * j + 4 * l, row + k * RT_BLK + 4 * j, 4);
+		return;
+	}
+	const uint8_t *src = row + k * RT_BLK / 2; /* element 2i low, 2i+1 high */
+	for (unsigned h = 0; h < 4; h++)
+		for (unsigned t = 0; t < 4; t++) {
+			unsigned p = 4 * h + t, q = p + 16;
+			unsigned lo = (src[p >> 1] >> ((p & 1) * 4)) & 15;
+			unsigned hi = (src[q >> 1] >> ((q & 1) * 4)) & 15;
+			blk[64 * h + 4 * l + t] = (uint8_t)(lo | hi << 4);
+		}
+}
+
 /* Row r of the weight into its lane of group r / RT_IR. */
 static void put_row(const rt_job *J, rt_ilv *I, size_t r, float *ws)
 {
 	const uint8_t *row = J->codes + r * J->cb;
-	size_t g = r / RT_IR, l = r % RT_IR;
+	size_t g = r / RT_IR, l = r % RT_IR, kfull = J->cols / RT_BLK;
 
 	for (size_t k = 0; k < I->nb; k++) {
 		uint8_t *blk = I->codes + (g * I->nb + k) * I->bb;
+		if (k < kfull) {
+			put_block(I, row, k, (unsigned)l, blk);
+			continue;
+		}
 		for (unsigned p = 0; p < RT_BLK; p++) {
 			unsigned c = code_of(J, row, k * RT_BLK + p);
 			if (I->bb == 512)

@@ -6,6 +6,9 @@
  * row: an exact integer sum, then rt_ilv.c's f32 steps (cvt, ws * d, fma). */
 
 #define INL static inline __attribute__((always_inline))
+#ifndef RT_PFD
+#define RT_PFD 16 /* blocks ahead */
+#endif
 
 /* Position groups j = 0..7 (positions 4j..4j+3) of a block as the dot
  * products read them: VNNI unsigned (S8 as c + 128, NF4 as level + 128),
@@ -100,7 +103,10 @@ INL void NM(group)(const int kind, const int C, const rt_ijob *J, size_t g, cons
 	for (size_t k = 0; k < I->nb; k++) {
 		size_t s = I->gshift < 0 ? 0 : (k * RT_BLK) >> I->gshift;
 		__m512i w[8];
-		_mm_prefetch((const char *)(cb + (k + 8) * I->bb), _MM_HINT_T0);
+		/* every line of a block some blocks ahead: one thread alone
+		 * cannot keep enough misses in flight without it */
+		for (size_t o = 0; o < I->bb; o += 64)
+			_mm_prefetch((const char *)(cb + (k + RT_PFD) * I->bb + o), _MM_HINT_T0);
 		NM(codes)(kind, I, cb + k * I->bb, w);
 		__m512 ws = _mm512_load_ps(sc + s * RT_IR);
 #pragma GCC unroll 4

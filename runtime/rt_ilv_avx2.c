@@ -87,7 +87,9 @@ INL void half_256(const int kind, const int C, const rt_ijob *J, size_t g, int h
 	for (size_t k = 0; k < I->nb; k++) {
 		size_t s = I->gshift < 0 ? 0 : (k * RT_BLK) >> I->gshift;
 		__m256i w[8];
-		_mm_prefetch((const char *)(cb + (k + 8) * I->bb + 32 * hf), _MM_HINT_T0);
+		/* every line of a block some blocks ahead (see rt_ilv512_body.h) */
+		for (size_t o = 0; o < I->bb; o += 64)
+			_mm_prefetch((const char *)(cb + (k + 16) * I->bb + o), _MM_HINT_T0);
 		codes_256(kind, I, cb + k * I->bb, hf, w);
 		__m256 ws = _mm256_load_ps(sc + s * RT_IR);
 #pragma GCC unroll 4

@@ -81,9 +81,15 @@ static void put_row(const rt_job *J, rt_ilv *I, size_t r, float *ws)
 				blk[64 * ((p % 16) / 4) + 4 * l + p % 4] |= (uint8_t)(c << (p / 16 * 4));
 		}
 	}
+	if (I->sh) { /* the F16 bits as stored */
+		for (size_t s = 0; s < I->gpr; s++)
+			memcpy((uint16_t *)I->scales + (g * I->gpr + s) * RT_IR + l,
+			       J->scales + 2 * (r * J->gpr + s), 2);
+		return;
+	}
 	rt_row_scales_ref(J, r, ws, NULL);
 	for (size_t s = 0; s < I->gpr; s++)
-		I->scales[(g * I->gpr + s) * RT_IR + l] = ws[s];
+		((float *)I->scales)[(g * I->gpr + s) * RT_IR + l] = ws[s];
 }
 
 typedef struct {
@@ -115,7 +121,7 @@ static qtk_err ilv_sizes(const rt_ilv *I, size_t *ncodes, size_t *nscales)
 
 	if (__builtin_mul_overflow(I->ngr, I->nb, &n) || __builtin_mul_overflow(n, I->bb, ncodes) ||
 	    __builtin_mul_overflow(I->ngr, I->gpr, &n) ||
-	    __builtin_mul_overflow(n, RT_IR * sizeof(float), nscales) ||
+	    __builtin_mul_overflow(n, RT_IR * (size_t)(I->sh ? 2 : 4), nscales) ||
 	    *ncodes > SIZE_MAX - *nscales - 128)
 		return QTK_E_OVERFLOW;
 	return QTK_OK;
@@ -135,7 +141,7 @@ static qtk_err ilv_alloc(rt_ilv *I, const qtk_rt_tensor *t, qtk_status *st)
 		                t->name ? t->name : "?");
 	m = (uint8_t *)I->mem + (64 - (uintptr_t)I->mem % 64) % 64;
 	I->codes = m;
-	I->scales = (float *)(void *)(m + (nc + 63) / 64 * 64);
+	I->scales = m + (nc + 63) / 64 * 64;
 	return QTK_OK;
 }
 
@@ -164,6 +170,7 @@ qtk_err qtk_rt_interleave(qtk_rt_tensor *t, qtk_rt_pool *pool, qtk_status *st)
 	I->gshift = gshift;
 	I->bb = RK_BITS(kind) == 8 ? 512 : 256;
 	I->off = J.off;
+	I->sh = kind != RK_L4 && !J.dq && J.sdt == QTK_DT_F16;
 	memcpy(I->lut_s, J.lut_s, sizeof I->lut_s);
 	memcpy(I->lut_u, J.lut_u, sizeof I->lut_u);
 	if ((rc = ilv_alloc(I, t, st))) {
@@ -237,7 +244,7 @@ static float ilv_row(const rt_ilv *I, const rt_act *A, size_t g, unsigned l, siz
 {
 	const int8_t *q = A->q + b * A->nbp * RT_BLK;
 	const float *d = A->d + b * A->nbp * 8;
-	const float *sc = I->scales + g * I->gpr * RT_IR;
+	size_t s0 = g * I->gpr * RT_IR;
 	float acc = 0.0f;
 
 	for (size_t k = 0; k < I->nb; k++) {
@@ -246,7 +253,10 @@ static float ilv_row(const rt_ilv *I, const rt_act *A, size_t g, unsigned l, siz
 		int32_t p = 0;
 		for (unsigned t = 0; t < RT_BLK; t++)
 			p += ival(I, ilv_code(I, blk, l, t)) * q[k * RT_BLK + t];
-		acc = fmaf((float)p, sc[s * RT_IR + l] * d[k * 8], acc);
+		size_t si = s0 + s * RT_IR + l;
+		float ws = I->sh ? qtk_f16_to_f32(((const uint16_t *)I->scales)[si])
+		                 : ((const float *)I->scales)[si];
+		acc = fmaf((float)p, ws * d[k * 8], acc);
 	}
 	return acc;
 }

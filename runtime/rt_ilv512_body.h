@@ -92,7 +92,7 @@ INL void NM(group)(const int kind, const int C, const rt_ijob *J, size_t g, cons
 	const rt_ilv *I = J->L;
 	const rt_act *A = J->act;
 	const uint8_t *cb = I->codes + g * I->nb * I->bb;
-	const float *sc = I->scales + g * I->gpr * RT_IR;
+	const size_t s0 = g * I->gpr * RT_IR;
 	size_t n = I->rows - g * RT_IR;
 	__mmask16 m = n >= RT_IR ? 0xffff : (__mmask16)((1u << n) - 1);
 	__m512 acc[4];
@@ -108,7 +108,10 @@ INL void NM(group)(const int kind, const int C, const rt_ijob *J, size_t g, cons
 		for (size_t o = 0; o < I->bb; o += 64)
 			_mm_prefetch((const char *)(cb + (k + RT_PFD) * I->bb + o), _MM_HINT_T0);
 		NM(codes)(kind, I, cb + k * I->bb, w);
-		__m512 ws = _mm512_load_ps(sc + s * RT_IR);
+		__m512 ws = I->sh ? _mm512_cvtph_ps(_mm256_load_si256(
+		                            (const __m256i *)(const void *)((const uint16_t *)I->scales +
+		                                                            s0 + s * RT_IR)))
+		                  : _mm512_load_ps((const float *)I->scales + s0 + s * RT_IR);
 #pragma GCC unroll 4
 		for (int c = 0; c < C; c++) {
 			size_t o = bi[c] * A->nbp + k;

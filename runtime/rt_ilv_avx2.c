@@ -9,7 +9,7 @@
 #include "rt_private.h"
 
 #pragma GCC push_options
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 
 #define INL static inline __attribute__((always_inline))
 
@@ -77,7 +77,7 @@ INL void half_256(const int kind, const int C, const rt_ijob *J, size_t g, int h
 	const rt_ilv *I = J->L;
 	const rt_act *A = J->act;
 	const uint8_t *cb = I->codes + g * I->nb * I->bb;
-	const float *sc = I->scales + g * I->gpr * RT_IR + 8 * hf;
+	const size_t s0 = g * I->gpr * RT_IR + 8 * (size_t)hf;
 	size_t r0 = g * RT_IR + 8 * (size_t)hf;
 	__m256 acc[4];
 
@@ -91,7 +91,10 @@ INL void half_256(const int kind, const int C, const rt_ijob *J, size_t g, int h
 		for (size_t o = 0; o < I->bb; o += 64)
 			_mm_prefetch((const char *)(cb + (k + 16) * I->bb + o), _MM_HINT_T0);
 		codes_256(kind, I, cb + k * I->bb, hf, w);
-		__m256 ws = _mm256_load_ps(sc + s * RT_IR);
+		__m256 ws = I->sh ? _mm256_cvtph_ps(_mm_load_si128(
+		                            (const __m128i *)(const void *)((const uint16_t *)I->scales +
+		                                                            s0 + s * RT_IR)))
+		                  : _mm256_load_ps((const float *)I->scales + s0 + s * RT_IR);
 #pragma GCC unroll 4
 		for (int c = 0; c < C; c++) {
 			size_t o = bi[c] * A->nbp + k;

@@ -8,7 +8,7 @@
 #include "rt_private.h"
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c")
 #define RT_VNNI 0
 #define NM(x) ilv512_##x
 #include "rt_ilv512_body.h"
@@ -17,7 +17,7 @@
 #pragma GCC pop_options
 
 #pragma GCC push_options
-#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,avx512vnni")
+#pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,fma,f16c,avx512vnni")
 #define RT_VNNI 1
 #define NM(x) ilv512v_##x
 #include "rt_ilv512_body.h"

@@ -149,8 +149,9 @@ int rt_corr_of(const rt_job *J);
  *          positions 4h+t (low nibble) and 16+4h+t (high nibble);
  *   8-bit: 8 chunks of 64 bytes; chunk j byte 4r+t is position 4j+t.
  * So chunk byte 4r..4r+3 is a lane: 4 positions of row r. Scales as f32
- * (NF4: absmax / 127, double quant applied) at scales + (g * gpr + s) * 16
- * + r for scale group s; block k reads group (32k) >> gshift. Rows past
+ * (NF4: absmax / 127, double quant applied), or as F16 (sh) when the file
+ * has F16 scales for int4 / int8, at element (g * gpr + s) * 16 + r for
+ * scale group s; block k reads group (32k) >> gshift. Rows past
  * `rows` (the last group) have zero codes and scales. */
 typedef struct {
 	rt_kind kind;
@@ -164,7 +165,9 @@ typedef struct {
 	int8_t lut_s[16]; /* RK_L4: round(127 * level) */
 	uint8_t lut_u[16];/* lut_s + 128 */
 	uint8_t *codes;   /* [ngr][nb][bb], 64-byte aligned */
-	float *scales;    /* [ngr][gpr][RT_IR], 64-byte aligned */
+	void *scales;     /* [ngr][gpr][RT_IR] f32, or f16 when sh; 64-byte aligned */
+	int sh;           /* scales kept as the file's F16 (int4, int8): exact,
+	                     2 bytes per group of a row instead of 4 */
 	void *mem;
 } rt_ilv;
 

@@ -218,7 +218,10 @@ qtk_err qtk_rt_model_interleave(qtk_rt_model *m, const qtk_rt_tensor *t, qtk_rt_
 	if (!m || !t || t < m->t || t >= m->t + m->n)
 		return qtk_fail(st, QTK_E_ARG, "interleave: not a tensor of this model");
 	/* the model owns its views: this is the one place they change */
-	return qtk_rt_interleave(&m->t[t - m->t], pool, st);
+	QTK_TRY(qtk_rt_interleave(&m->t[t - m->t], pool, st));
+	if (t->ilv)
+		rt_release_pages(t);
+	return QTK_OK;
 }
 
 /* ---- the reference ------------------------------------------------------ */

@@ -158,6 +158,26 @@ int qtk_rt_prefetch(const qtk_rt_model *m, const qtk_rt_tensor *t)
 	return madvise((void *)lo, hi - lo, MADV_WILLNEED) ? errno : 0;
 }
 
+void rt_release_pages(const qtk_rt_tensor *t)
+{
+	uintptr_t lo = UINTPTR_MAX, hi = 0, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+
+	if (!t->zero_copy)
+		return;
+	for (int p = 0; p < QTK_PLANE_MAX; p++) {
+		uintptr_t a = (uintptr_t)t->planes[p].data;
+		if (!t->planes[p].size)
+			continue;
+		lo = a < lo ? a : lo;
+		hi = a + t->planes[p].size > hi ? a + t->planes[p].size : hi;
+	}
+	/* whole pages inside the tensor only: neighbours keep theirs */
+	lo = (lo + page - 1) / page * page;
+	hi -= hi % page;
+	if (hi > lo)
+		(void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* a hint: failure is harmless */
+}
+
 qtk_err qtk_rt_verify(const qtk_rt_model *m, qtk_status *st)
 {
 	if (!m)

@@ -210,6 +210,10 @@ struct qtk_rt_model {
 	size_t n;
 };
 
+/* Drop the process's pages of t's planes when they are a file mapping
+ * (read back from the file if touched again): after the interleaved copy
+ * the integer path does not read them. */
+void rt_release_pages(const qtk_rt_tensor *t);
 /* 1 if the file at path starts with the GGUF magic. */
 int rt_is_gguf(const char *path);
 /* qtk_rt_open of a GGUF file. */

@@ -282,6 +282,7 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 		for (; s0 + 32 <= np; s0 += 32) {
 			v8f acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
 			for (size_t k = 0; k < hd; k++)
+#pragma GCC unroll 4
 				for (int j = 0; j < 4; j++) {
 					v8f kv;
 					memcpy(&kv, kt + k * ld + s0 + 8 * j, sizeof kv);
@@ -336,6 +337,7 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 			v8f o[8] = { { 0 } };
 			for (size_t s = 0; s < np; s++) {
 				const float *vp = vc + s * kvd + kvh * hd + i;
+#pragma GCC unroll 8
 				for (int j = 0; j < 8; j++) {
 					v8f vv;
 					memcpy(&vv, vp + 8 * j, sizeof vv);

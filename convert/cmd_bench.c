@@ -31,6 +31,9 @@ static void bench_usage(FILE *f)
 "  -g, --group N          group size of generated weights (default 32)\n"
 "  -b, --batch N          vectors of the GEMM (default 64; 0: no GEMM)\n"
 "  -p, --path P           activation path: int8 (default), float or both\n"
+"  -l, --layout L         weights of the int8 path: both (default), planes (as\n"
+"                         stored) or interleaved (the copy qtk run multiplies;\n"
+"                         path 'int8-ilv', GB/s of the copy's bytes)\n"
 "  -j, --threads N        threads of qtk's pool and of OpenBLAS (default: all cores)\n"
 "  -r, --reps N           timed repeats (default 10; GEMM: half), median reported\n"
 "      --blas-as-is       keep OpenBLAS's own kernel choice (see below)\n"
@@ -52,6 +55,7 @@ static const struct option long_opts[] = {
 	{ "group", required_argument, NULL, 'g' },
 	{ "batch", required_argument, NULL, 'b' },
 	{ "path", required_argument, NULL, 'p' },
+	{ "layout", required_argument, NULL, 'l' },
 	{ "threads", required_argument, NULL, 'j' },
 	{ "reps", required_argument, NULL, 'r' },
 	{ "blas-as-is", no_argument, NULL, OPT_BLAS_AS_IS },
@@ -70,6 +74,7 @@ typedef struct {
 	uint32_t group;
 	size_t batch;
 	int paths; /* bit 0: float, bit 1: int8 */
+	int layouts; /* int8 path: bit 0: the planes, bit 1: the interleaved copy */
 	unsigned threads;
 	int reps;
 	int json;
@@ -280,6 +285,8 @@ static uint64_t weight_bytes(const qtk_rt_tensor *t)
 {
 	uint64_t n = 0;
 
+	if (t->ilv)
+		return qtk_rt_interleaved_bytes(t);
 	for (int p = 0; p < QTK_PLANE_MAX; p++)
 		n += t->planes[p].size;
 	return n;
@@ -303,19 +310,18 @@ static void print_header(bench_run *R)
 {
 	if (R->o->json || R->header_done)
 		return;
-	printf("%-22s %-11s %-5s %-5s %4s %8s %6s %7s %8s %6s %9s %8s\n", "scheme", "shape", "op",
+	printf("%-22s %-11s %-5s %-8s %4s %8s %6s %7s %8s %6s %9s %8s\n", "scheme", "shape", "op",
 	       "path", "cache", "ms", "spread", "GB/s", "GFLOP/s", "of bw", "blas ms", "speed-up");
 	R->header_done = 1;
 }
 
 /* One line / JSON object for a measurement. */
-static void report(bench_run *R, const qtk_rt_tensor *t, const char *op, qtk_rt_path path,
+static void report(bench_run *R, const qtk_rt_tensor *t, const char *op, const char *pname,
                    const char *cache, size_t batch, stats q, stats b, double bound_gbps)
 {
 	char lab[64], shape[32];
 	double bytes = (double)weight_bytes(t), flops = 2.0 * (double)t->rows * (double)t->cols * (double)batch;
 	double gbps = bytes / q.med / 1e9, spread = (q.max - q.min) / q.med;
-	const char *pname = qtk_q_scheme_get(t->scheme)->quantized ? (path ? "int8" : "float") : "blas";
 
 	label(t, lab, sizeof lab);
 	snprintf(shape, sizeof shape, "%llux%llu", (unsigned long long)t->rows,
@@ -354,7 +360,7 @@ static void report(bench_run *R, const qtk_rt_tensor *t, const char *op, qtk_rt_
 	char frac[16] = "";
 	if (bound_gbps > 0)
 		snprintf(frac, sizeof frac, "%.2f", gbps / bound_gbps);
-	printf("%-22s %-11s %-5s %-5s %4s %8.3f %5.0f%% %7.1f %8.1f %6s %9.3f %7.2fx\n", lab, shape,
+	printf("%-22s %-11s %-5s %-8s %4s %8.3f %5.0f%% %7.1f %8.1f %6s %9.3f %7.2fx\n", lab, shape,
 	       op, pname, cache, q.med * 1e3, spread * 100, gbps, flops / q.med / 1e9, frac,
 	       b.med * 1e3, b.med / q.med);
 	fflush(stdout);
@@ -402,11 +408,26 @@ static int bench_weight(bench_run *R, const qtk_rt_tensor *t, const float *w)
 	/* the BLAS figures of a weight once (float weights: both paths are BLAS) */
 	stats b[3];
 	int have_blas = 0;
-	for (int path = 0; path < 2; path++) {
+	/* float, int8 on the planes, int8 on the interleaved copy */
+	static const char *const vname[3] = { "float", "int8", "int8-ilv" };
+	qtk_rt_tensor u = *t;
+	for (int v = 0; v < 3; v++) {
 		stats q[3];
-		if (quant ? !(o->paths & (1 << path)) : path != 1)
+		if (quant ? !(o->paths & (v ? 2 : 1)) : v != 1)
 			continue;
-		c.path = (qtk_rt_path)path;
+		if (quant && v && !(o->layouts & v))
+			continue;
+		if (v == 2) {
+			qtk_err e = qtk_rt_interleave(&u, R->pool, &c.st);
+			if (e) {
+				c.rc = e;
+				break;
+			}
+			if (!u.ilv)
+				continue; /* a layout without a copy */
+		}
+		c.t = v == 2 ? &u : t;
+		c.path = v ? QTK_RT_INT8 : QTK_RT_FLOAT;
 		/* qtk first: OpenBLAS's threads spin for a while after each of its
 		 * calls and would take a core from the pool */
 		c.batch = 1;
@@ -429,11 +450,13 @@ static int bench_weight(bench_run *R, const qtk_rt_tensor *t, const float *w)
 			blas_settle();
 			have_blas = 1;
 		}
-		report(R, t, "gemv", c.path, "cold", 1, q[0], b[0], R->read_gbps);
-		report(R, t, "gemv", c.path, "hot", 1, q[1], b[1], hot_bw);
+		const char *pn = quant ? vname[v] : "blas";
+		report(R, c.t, "gemv", pn, "cold", 1, q[0], b[0], R->read_gbps);
+		report(R, c.t, "gemv", pn, "hot", 1, q[1], b[1], hot_bw);
 		if (o->batch)
-			report(R, t, "gemm", c.path, "hot", o->batch, q[2], b[2], 0);
+			report(R, c.t, "gemm", pn, "hot", o->batch, q[2], b[2], 0);
 	}
+	qtk_rt_uninterleave(&u);
 	free(x);
 	free(y);
 	if (c.rc) {
@@ -702,13 +725,14 @@ int cmd_bench(int argc, char **argv)
 	o.group = 32;
 	o.batch = 64;
 	o.paths = 2;
+	o.layouts = 3;
 	o.reps = 10;
 	{
 		long n = sysconf(_SC_NPROCESSORS_ONLN);
 		o.threads = n > 0 ? (unsigned)n : 1;
 	}
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "s:S:g:b:p:j:r:h", long_opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "s:S:g:b:p:l:j:r:h", long_opts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			if (o.nshapes == MAX_SHAPES ||
@@ -743,6 +767,16 @@ int cmd_bench(int argc, char **argv)
 				o.paths = 3;
 			else
 				return cli_usage_error("bench", "bad --path '%s' (int8, float or both)", optarg);
+			break;
+		case 'l':
+			if (!strcmp(optarg, "both"))
+				o.layouts = 3;
+			else if (!strcmp(optarg, "planes"))
+				o.layouts = 1;
+			else if (!strcmp(optarg, "interleaved"))
+				o.layouts = 2;
+			else
+				return cli_usage_error("bench", "bad --layout '%s' (both, planes or interleaved)", optarg);
 			break;
 		case 'j':
 			if ((rc = cli_uint("bench", "--threads", optarg, 1, 1024, &u)))

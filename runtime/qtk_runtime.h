@@ -38,6 +38,8 @@ typedef struct {
 	uint64_t rows, cols;           /* [prod(shape[:-1])][shape[-1]] */
 	qtk_rt_plane planes[QTK_PLANE_MAX]; /* indexed by QTK_PLANE_* */
 	int zero_copy;                 /* 1: all planes point into the mapping */
+	void *ilv;                     /* the integer path's interleaved copy
+	                                  (qtk_rt_interleave), or NULL */
 } qtk_rt_tensor;
 
 typedef struct qtk_rt_model qtk_rt_model;
@@ -160,6 +162,26 @@ QTK_API qtk_err qtk_rt_matmul(qtk_rt_pool *pool, const qtk_rt_tensor *w,
  * QTK_E_UNSUPPORTED for storage that is not a number the kernels read. */
 QTK_API qtk_err qtk_rt_row_f32(const qtk_rt_tensor *w, uint64_t row, float *out,
                                qtk_status *st);
+
+/* Make t's row-interleaved copy for the integer path (docs/kernels.md,
+ * "Interleaved weights"): int4, NF4 and int8 schemes with groups of 32 or
+ * more, or whole rows. After it, qtk_rt_matmul on QTK_RT_INT8 reads only
+ * the copy (the planes are not touched; QTK_RT_FLOAT and qtk_rt_row_f32
+ * still read them), with its own order of operations: results differ from
+ * the planes' integer kernels in the last bits, and are again the same on
+ * every ISA, thread count and batch. Other layouts are left as they are
+ * (QTK_OK, t->ilv stays NULL). pool (may be NULL) spreads the work.
+ * QTK_E_NOMEM, QTK_E_OVERFLOW; the tensor's view is checked as by
+ * qtk_rt_matmul. Tensors of qtk_rt_open's models are interleaved through
+ * qtk_rt_model_interleave and freed by qtk_rt_close. */
+QTK_API qtk_err qtk_rt_interleave(qtk_rt_tensor *t, qtk_rt_pool *pool, qtk_status *st);
+/* Bytes of t's copy (0: none): what the integer path then reads. */
+QTK_API uint64_t qtk_rt_interleaved_bytes(const qtk_rt_tensor *t);
+/* Free t's copy (NULL and tensors without one are fine). */
+QTK_API void qtk_rt_uninterleave(qtk_rt_tensor *t);
+/* qtk_rt_interleave of m's tensor t (one of qtk_rt_get/find's). */
+QTK_API qtk_err qtk_rt_model_interleave(qtk_rt_model *m, const qtk_rt_tensor *t,
+                                        qtk_rt_pool *pool, qtk_status *st);
 
 /* 1 if qtk_rt_matmul has a kernel for this layout (its scheme row's
  * code_bits and mode, or float storage), else 0. */

@@ -270,6 +270,20 @@ T256 static void prep_int_avx2(const rt_act *a, const float *x, size_t b)
 	}
 }
 
+/* The per-block sums of s (integers: any order gives the same). */
+static void block_sums(const rt_act *a, size_t b)
+{
+	const int32_t *s = a->s + b * a->nbp * 8;
+	int32_t *sb = a->sb + b * a->nbp;
+
+	for (size_t k = 0; k < a->nbp; k++) {
+		int32_t t = 0;
+		for (int j = 0; j < 8; j++)
+			t += s[k * 8 + j];
+		sb[k] = t;
+	}
+}
+
 /* ---- driver ------------------------------------------------------------ */
 
 typedef struct {
@@ -285,14 +299,17 @@ static void prep_range(void *ctx, size_t b0, size_t b1, unsigned t)
 	(void)t;
 	for (size_t b = b0; b < b1; b++) {
 		const float *xb = c->x + b * c->a->cols;
-		if (c->a->path == QTK_RT_FLOAT)
+		if (c->a->path == QTK_RT_FLOAT) {
 			prep_float(c->a, xb, b);
-		else if (c->isa == QTK_ISA_AVX512)
+			continue;
+		}
+		if (c->isa == QTK_ISA_AVX512)
 			prep_int_avx512(c->a, xb, b);
 		else if (c->isa == QTK_ISA_AVX2)
 			prep_int_avx2(c->a, xb, b);
 		else
 			prep_int_ref(c->a, xb, b);
+		block_sums(c->a, b);
 	}
 }
 
@@ -310,7 +327,7 @@ qtk_err rt_act_prepare(rt_act *a, qtk_isa isa, qtk_rt_pool *pool, const float *x
 
 	/* the caller checked batch * cols * sizeof(float) fits */
 	n = batch * nbp;
-	need = path == QTK_RT_FLOAT ? n * RT_BLK * 4 + 64 : n * (RT_BLK + 3 * 32) + 4 * 64;
+	need = path == QTK_RT_FLOAT ? n * RT_BLK * 4 + 64 : n * (RT_BLK + 3 * 32 + 4) + 5 * 64;
 	if (need > a->cap) {
 		qtk_free(a->mem);
 		a->cap = 0;
@@ -328,7 +345,7 @@ qtk_err rt_act_prepare(rt_act *a, qtk_isa isa, qtk_rt_pool *pool, const float *x
 	a->path = path;
 	a->corr = corr;
 	a->q = NULL;
-	a->s = NULL;
+	a->s = a->sb = NULL;
 	a->d = a->xs = a->xf = NULL;
 	if (path == QTK_RT_FLOAT) {
 		a->xf = (float *)(void *)m;
@@ -337,6 +354,7 @@ qtk_err rt_act_prepare(rt_act *a, qtk_isa isa, qtk_rt_pool *pool, const float *x
 		a->d = (float *)(void *)(m + n * 32);
 		a->xs = (float *)(void *)(m + n * 64);
 		a->q = (int8_t *)(m + n * 96);
+		a->sb = (int32_t *)(void *)(m + n * 128);
 	}
 	prep_ctx c = { a, x, isa };
 	qtk_rt_pool_run(batch > 1 ? pool : NULL, batch, prep_range, &c);

@@ -275,8 +275,25 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 		double sum = 0;
 		size_t i = 0;
 
-		/* scores of 8 positions at a time: a[s] = scale * sum_d q[d] k[d][s] */
-		for (size_t s = 0; s < np; s += 8) {
+		/* scores of 8 positions at a time: a[s] = scale * sum_d q[d] k[d][s];
+		 * 32 at a time first (four independent chains, each in the order
+		 * of d, so the same sums: one chain alone waits on its adds) */
+		size_t s0 = 0;
+		for (; s0 + 32 <= np; s0 += 32) {
+			v8f acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
+			for (size_t k = 0; k < hd; k++)
+#pragma GCC unroll 4
+				for (int j = 0; j < 4; j++) {
+					v8f kv;
+					memcpy(&kv, kt + k * ld + s0 + 8 * j, sizeof kv);
+					acc[j] += q[k] * kv;
+				}
+			for (int j = 0; j < 4; j++) {
+				acc[j] *= scale;
+				memcpy(a + s0 + 8 * j, &acc[j], sizeof acc[j]);
+			}
+		}
+		for (size_t s = s0; s < np; s += 8) {
 			v8f acc = { 0 };
 			for (size_t k = 0; k < hd; k++) {
 				v8f kv;
@@ -313,7 +330,22 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 			for (s = 0; s < np; s++)
 				a[s] *= inv;
 		}
-		/* out = sum_s w[s] v[s], 8 elements of the head at a time */
+		/* out = sum_s w[s] v[s], 8 elements of the head at a time; 64 at
+		 * a time first (eight independent chains, each over s in order:
+		 * the same sums, with v read along its rows) */
+		for (; i + 64 <= hd; i += 64) {
+			v8f o[8] = { { 0 } };
+			for (size_t s = 0; s < np; s++) {
+				const float *vp = vc + s * kvd + kvh * hd + i;
+#pragma GCC unroll 8
+				for (int j = 0; j < 8; j++) {
+					v8f vv;
+					memcpy(&vv, vp + 8 * j, sizeof vv);
+					o[j] += a[s] * vv;
+				}
+			}
+			memcpy(out + i, o, sizeof o);
+		}
 		for (; i + 8 <= hd; i += 8) {
 			v8f o = { 0 };
 			for (size_t s = 0; s < np; s++) {

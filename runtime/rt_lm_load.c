@@ -3,6 +3,7 @@
  * or GGUF names) and checked against the description, and the tokenizer
  * that goes with it. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lm_impl.h"
@@ -284,6 +285,33 @@ static qtk_err embd_lookup_layout(qtk_rt_lm *lm, qtk_status *st)
 	return QTK_OK;
 }
 
+/* The integer path's interleaved copy of every linear weight
+ * (docs/kernels.md), made on a pool of every core; QTK_INTERLEAVE=0 keeps
+ * the planes' kernels (for comparisons). */
+static qtk_err interleave_all(qtk_rt_lm *lm, qtk_status *st)
+{
+	const char *env = getenv("QTK_INTERLEAVE");
+	qtk_rt_pool *pool;
+	qtk_err rc = QTK_OK;
+
+	if (!lm->rt || (env && !strcmp(env, "0")))
+		return QTK_OK;
+	QTK_TRY(qtk_rt_pool_create(0, &pool, st));
+	for (uint32_t l = 0; l < lm->d.n_layer && !rc; l++) {
+		const lm_layer *L = &lm->layers[l];
+		const qtk_rt_tensor *w[] = { L->wq, L->wk, L->wv, L->wo, L->w_gate, L->w_up,
+		                             L->w_down };
+		for (size_t i = 0; i < sizeof w / sizeof *w && !rc; i++)
+			rc = qtk_rt_model_interleave(lm->rt, w[i], pool, st);
+	}
+	if (!rc)
+		rc = qtk_rt_model_interleave(lm->rt, lm->head, pool, st);
+	qtk_rt_pool_free(pool);
+	if (rc)
+		qtk_status_prefix(st, lm->path);
+	return rc;
+}
+
 static qtk_err load_weights(qtk_rt_lm *lm, qtk_status *st)
 {
 	qtk_rt_lm_desc *d = &lm->d;
@@ -316,7 +344,8 @@ static qtk_err load_weights(qtk_rt_lm *lm, qtk_status *st)
 	count(lm, lm->head);
 	if (!d->tied)
 		count(lm, lm->embd);
-	return embd_lookup_layout(lm, st);
+	QTK_TRY(embd_lookup_layout(lm, st));
+	return interleave_all(lm, st);
 }
 
 /* ---- the description ---------------------------------------------------- */

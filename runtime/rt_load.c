@@ -15,6 +15,8 @@ void qtk_rt_close(qtk_rt_model *m)
 		return;
 	for (size_t k = 0; m->owned && k < m->n * QTK_PLANE_MAX; k++)
 		qtk_free(m->owned[k]);
+	for (size_t i = 0; m->t && i < m->n; i++)
+		qtk_rt_uninterleave(&m->t[i]);
 	qtk_free(m->owned);
 	qtk_free(m->t);
 	qtk_pack_close(m->f);
@@ -154,6 +156,26 @@ int qtk_rt_prefetch(const qtk_rt_model *m, const qtk_rt_tensor *t)
 		return 0;
 	lo -= lo % page;
 	return madvise((void *)lo, hi - lo, MADV_WILLNEED) ? errno : 0;
+}
+
+void rt_release_pages(const qtk_rt_tensor *t)
+{
+	uintptr_t lo = UINTPTR_MAX, hi = 0, page = (uintptr_t)sysconf(_SC_PAGESIZE);
+
+	if (!t->zero_copy)
+		return;
+	for (int p = 0; p < QTK_PLANE_MAX; p++) {
+		uintptr_t a = (uintptr_t)t->planes[p].data;
+		if (!t->planes[p].size)
+			continue;
+		lo = a < lo ? a : lo;
+		hi = a + t->planes[p].size > hi ? a + t->planes[p].size : hi;
+	}
+	/* whole pages inside the tensor only: neighbours keep theirs */
+	lo = (lo + page - 1) / page * page;
+	hi -= hi % page;
+	if (hi > lo)
+		(void)madvise((void *)lo, hi - lo, MADV_DONTNEED); /* a hint: failure is harmless */
 }
 
 qtk_err qtk_rt_verify(const qtk_rt_model *m, qtk_status *st)

@@ -15,7 +15,7 @@ qtk_err rt_blas_matmul(qtk_rt_pool *pool, const qtk_rt_tensor *w, qtk_dtype dt,
 
 /* The kind that reads this scheme row, or -1. Only properties of the row
  * are used, so a new row with known properties finds its kernel. */
-static int kind_of(const qtk_q_scheme *s)
+int rt_kind_of(const qtk_q_scheme *s)
 {
 	if (!s || !s->quantized)
 		return -1;
@@ -56,7 +56,7 @@ int qtk_rt_supported(const qtk_q_layout *L)
 {
 	if (!L || qtk_q_layout_check(L, 1, 1, NULL) != QTK_OK)
 		return 0;
-	return float_dtype(L) >= 0 || kind_of(qtk_q_scheme_get(L->scheme)) >= 0;
+	return float_dtype(L) >= 0 || rt_kind_of(qtk_q_scheme_get(L->scheme)) >= 0;
 }
 
 /* ---- variant choice ---------------------------------------------------- */
@@ -98,7 +98,7 @@ static int allowed(int *flag, const char *env)
 	return v;
 }
 
-static int use_vnni(qtk_isa isa)
+int rt_use_vnni(qtk_isa isa)
 {
 	if (!allowed(&allow_vnni, "QTK_VNNI"))
 		return 0;
@@ -108,7 +108,7 @@ static int use_vnni(qtk_isa isa)
 /* GFNI unpacks 4-bit codes in one instruction; used with AVX-512 VNNI. */
 static int use_gfni(qtk_isa isa)
 {
-	return use_vnni(isa) && isa == QTK_ISA_AVX512 && allowed(&allow_gfni, "QTK_GFNI") &&
+	return rt_use_vnni(isa) && isa == QTK_ISA_AVX512 && allowed(&allow_gfni, "QTK_GFNI") &&
 	       cpu_has(F_GFNI);
 }
 
@@ -133,9 +133,9 @@ const char *qtk_rt_variant(void)
 	qtk_isa isa = qtk_isa_active();
 
 	if (isa == QTK_ISA_AVX512)
-		return use_gfni(isa) ? "avx512-vnni-gfni" : use_vnni(isa) ? "avx512-vnni" : "avx512";
+		return use_gfni(isa) ? "avx512-vnni-gfni" : rt_use_vnni(isa) ? "avx512-vnni" : "avx512";
 	if (isa == QTK_ISA_AVX2)
-		return use_vnni(isa) ? "avx2-vnni" : "avx2";
+		return rt_use_vnni(isa) ? "avx2-vnni" : "avx2";
 	return "scalar";
 }
 
@@ -146,7 +146,7 @@ static const char *tname(const qtk_rt_tensor *w)
 	return w->name ? w->name : "?";
 }
 
-static qtk_err check_view(const qtk_rt_tensor *w, qtk_status *st)
+qtk_err rt_check_view(const qtk_rt_tensor *w, qtk_status *st)
 {
 	uint64_t sz[QTK_PLANE_MAX];
 	qtk_err rc;
@@ -217,7 +217,7 @@ qtk_err qtk_rt_tensor_init(qtk_rt_tensor *t, const char *name, const qtk_q_layou
 
 /* ---- the job ----------------------------------------------------------- */
 
-static void build_job(rt_job *J, const qtk_rt_tensor *w, int kind, qtk_rt_path path)
+void rt_build_job(rt_job *J, const qtk_rt_tensor *w, int kind, qtk_rt_path path)
 {
 	const qtk_q_layout *L = &w->layout;
 	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
@@ -270,7 +270,7 @@ qtk_err qtk_rt_row_f32(const qtk_rt_tensor *w, uint64_t row, float *out, qtk_sta
 
 	if (!w || !out)
 		return qtk_fail(st, QTK_E_ARG, "row_f32: NULL tensor or output");
-	QTK_TRY(check_view(w, st));
+	QTK_TRY(rt_check_view(w, st));
 	if (row >= w->rows)
 		return qtk_fail(st, QTK_E_ARG, "tensor '%s': row %llu of %llu", tname(w),
 		                (unsigned long long)row, (unsigned long long)w->rows);
@@ -282,7 +282,7 @@ qtk_err qtk_rt_row_f32(const qtk_rt_tensor *w, uint64_t row, float *out, qtk_sta
 		                          row * w->cols * qtk_dtype_size((qtk_dtype)fdt),
 		                  out, (size_t)w->cols) == QTK_OK ? QTK_OK
 		       : qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': cannot widen", tname(w));
-	if (kind_of(qtk_q_scheme_get(L->scheme)) < 0)
+	if (rt_kind_of(qtk_q_scheme_get(L->scheme)) < 0)
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': scheme %s holds no numbers",
 		                tname(w), qtk_q_scheme_get(L->scheme)->name);
 	for (int p = 0; p < QTK_PLANE_DQ; p++) {
@@ -297,7 +297,7 @@ qtk_err qtk_rt_row_f32(const qtk_rt_tensor *w, uint64_t row, float *out, qtk_sta
 		qtk_q_layout Lf = *L;
 		if (!ws)
 			return qtk_fail(st, QTK_E_NOMEM, "tensor '%s': out of memory", tname(w));
-		build_job(&J, w, kind_of(qtk_q_scheme_get(L->scheme)), QTK_RT_FLOAT);
+		rt_build_job(&J, w, rt_kind_of(qtk_q_scheme_get(L->scheme)), QTK_RT_FLOAT);
 		rt_row_scales_ref(&J, (size_t)row, ws, NULL);
 		Lf.flags &= ~QTK_QF_DOUBLE_QUANT;
 		Lf.scale_dtype = QTK_DT_F32;
@@ -313,7 +313,7 @@ qtk_err qtk_rt_row_f32(const qtk_rt_tensor *w, uint64_t row, float *out, qtk_sta
 /* What the SIMD kernels add to their integer lane sums, per unit of the
  * lane sum of the activations: the offset of codes they read unsigned
  * (VNNI) or a sign flip of 8-bit affine codes (maddubs). */
-static int corr_of(const rt_job *J)
+int rt_corr_of(const rt_job *J)
 {
 	switch (J->kind) {
 	case RK_S4: return -J->off;
@@ -363,12 +363,12 @@ static qtk_err run_quant(qtk_rt_pool *pool, const qtk_rt_tensor *w, int kind,
 	run_ctx c;
 	qtk_err rc;
 
-	build_job(&J, w, kind, path);
-	J.vnni = use_vnni(isa);
+	rt_build_job(&J, w, kind, path);
+	J.vnni = rt_use_vnni(isa);
 	J.gfni = use_gfni(isa);
 	J.y = y;
 	rc = rt_act_prepare(rt_pool_act(pool), isa, pool, x, batch, J.cols,
-	                    RK_BITS(kind) == 4, path, corr_of(&J));
+	                    RK_BITS(kind) == 4, path, rt_corr_of(&J));
 	if (rc)
 		return qtk_fail(st, rc, "tensor '%s': out of memory for %zu input vectors",
 		                tname(w), batch);
@@ -406,14 +406,14 @@ qtk_err qtk_rt_matmul(qtk_rt_pool *pool, const qtk_rt_tensor *w, qtk_rt_path pat
 	if (path != QTK_RT_FLOAT && path != QTK_RT_INT8)
 		return qtk_fail(st, QTK_E_ARG, "tensor '%s': unknown activation path %d", tname(w),
 		                (int)path);
-	QTK_TRY(check_view(w, st));
+	QTK_TRY(rt_check_view(w, st));
 	if (__builtin_mul_overflow((size_t)w->cols, batch, &n) ||
 	    __builtin_mul_overflow(n, (size_t)64, &n) ||
 	    __builtin_mul_overflow((size_t)w->rows, batch, &n))
 		return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': batch of %zu overflows", tname(w),
 		                batch);
 	fdt = float_dtype(&w->layout);
-	kind = kind_of(qtk_q_scheme_get(w->layout.scheme));
+	kind = rt_kind_of(qtk_q_scheme_get(w->layout.scheme));
 	if (fdt < 0 && kind < 0)
 		return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': no kernel reads scheme %s",
 		                tname(w), qtk_q_scheme_get(w->layout.scheme)->name);
@@ -424,6 +424,8 @@ qtk_err qtk_rt_matmul(qtk_rt_pool *pool, const qtk_rt_tensor *w, qtk_rt_path pat
 	rt_pool_lock(pool);
 	if (fdt >= 0)
 		rc = rt_blas_matmul(pool, w, (qtk_dtype)fdt, x, batch, y, st);
+	else if (path == QTK_RT_INT8 && w->ilv)
+		rc = rt_ilv_matmul(pool, w, x, batch, y, st);
 	else
 		rc = run_quant(pool, w, kind, path, x, batch, y, st);
 	rt_pool_unlock(pool);

@@ -53,6 +53,8 @@ typedef struct {
 	float *d;     /* INT8: [batch][nbp*8] the block's scale, once per lane */
 	float *xs;    /* INT8: [batch][nbp*8] f32 sum of x over each lane */
 	float *xf;    /* FLOAT: [batch][nbp*32] x in position order */
+	int32_t *sb;  /* INT8: [batch][nbp] the sum of s over each block (the
+	                 interleaved kernels' correction, rt_ilv.c) */
 	void *mem;    /* storage of the arrays above (grow-only) */
 	size_t cap;
 } rt_act;
@@ -126,6 +128,70 @@ static inline size_t rt_group(const rt_job *J, size_t e)
 	return J->gshift < 0 ? 0 : e >> J->gshift;
 }
 
+/* The kernel kind of a scheme row, or -1. */
+int rt_kind_of(const qtk_q_scheme *s);
+/* w's planes fit its layout (QTK_E_ARG naming the tensor otherwise). */
+qtk_err rt_check_view(const qtk_rt_tensor *w, qtk_status *st);
+/* The job of a product of w on path (checked view, kind from the table). */
+void rt_build_job(rt_job *J, const qtk_rt_tensor *w, int kind, qtk_rt_path path);
+/* What the SIMD kernels add per unit of a lane's sum of q (rt_act.corr). */
+int rt_corr_of(const rt_job *J);
+
+/* ---- interleaved weights (rt_ilv.c, docs/kernels.md) ----------------- */
+
+#define RT_IR 16 /* rows interleaved together: the lanes of a vector */
+
+/* The integer path's copy of a weight: rows in groups of RT_IR, each
+ * block of 32 positions (elements 32k..32k+31, in order) of a group's rows
+ * stored together so that a vector's lanes are rows. Block k of group g
+ * at codes + (g * nb + k) * bb:
+ *   4-bit: 4 chunks of 64 bytes; chunk h byte 4r+t holds row r's codes of
+ *          positions 4h+t (low nibble) and 16+4h+t (high nibble);
+ *   8-bit: 8 chunks of 64 bytes; chunk j byte 4r+t is position 4j+t.
+ * So chunk byte 4r..4r+3 is a lane: 4 positions of row r. Scales as f32
+ * (NF4: absmax / 127, double quant applied), or as F16 (sh) when the file
+ * has F16 scales for int4 / int8, at element (g * gpr + s) * 16 + r for
+ * scale group s; block k reads group (32k) >> gshift. Rows past
+ * `rows` (the last group) have zero codes and scales. */
+typedef struct {
+	rt_kind kind;
+	size_t rows, cols;
+	size_t ngr;       /* row groups */
+	size_t nb;        /* blocks of 32 positions per row */
+	size_t gpr;       /* scale groups per row */
+	int gshift;       /* log2 of the group length (>= 5); -1: whole row */
+	size_t bb;        /* code bytes per block of a group: 256 or 512 */
+	int off;          /* RK_S4: the code offset */
+	int8_t lut_s[16]; /* RK_L4: round(127 * level) */
+	uint8_t lut_u[16];/* lut_s + 128 */
+	uint8_t *codes;   /* [ngr][nb][bb], 64-byte aligned */
+	void *scales;     /* [ngr][gpr][RT_IR] f32, or f16 when sh; 64-byte aligned */
+	int sh;           /* scales kept as the file's F16 (int4, int8): exact,
+	                     2 bytes per group of a row instead of 4 */
+	void *mem;
+} rt_ilv;
+
+/* One product on the interleaved copy. */
+typedef struct {
+	const rt_ilv *L;
+	const rt_act *act; /* order 0, INT8, corr of rt_ilv_corr */
+	float *y;          /* [batch][rows] */
+	int vnni;
+	size_t tile_cols;  /* vectors per cache chunk */
+} rt_ijob;
+
+/* Row groups [g0, g1) of every vector. */
+typedef void (*rt_ilv_fn)(const rt_ijob *J, size_t g0, size_t g1);
+void rt_ilv_scalar(const rt_ijob *J, size_t g0, size_t g1);
+void rt_ilv_avx2(const rt_ijob *J, size_t g0, size_t g1);
+void rt_ilv_avx512(const rt_ijob *J, size_t g0, size_t g1);
+/* The correction (rt_act.corr) the SIMD kernels of kind need. */
+int rt_ilv_corr(rt_kind kind, int vnni, int off);
+/* qtk_rt_matmul on QTK_RT_INT8 when w has a copy. */
+qtk_err rt_ilv_matmul(qtk_rt_pool *pool, const qtk_rt_tensor *w, const float *x,
+                      size_t batch, float *y, qtk_status *st);
+int rt_use_vnni(qtk_isa isa);
+
 /* ---- activations (rt_act.c) ---------------------------------------- */
 
 /* Prepare x [batch][cols] for order and path into a (its arrays grow as
@@ -144,6 +210,10 @@ struct qtk_rt_model {
 	size_t n;
 };
 
+/* Drop the process's pages of t's planes when they are a file mapping
+ * (read back from the file if touched again): after the interleaved copy
+ * the integer path does not read them. */
+void rt_release_pages(const qtk_rt_tensor *t);
 /* 1 if the file at path starts with the GGUF magic. */
 int rt_is_gguf(const char *path);
 /* qtk_rt_open of a GGUF file. */

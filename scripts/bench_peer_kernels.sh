@@ -58,7 +58,8 @@ m, k = 4096, 14336
 ggml_bytes = {"q4_0": m * k // 32 * 18, "q8_0": m * k // 32 * 34, "iq4_nl": m * k // 32 * 18}
 pair = {"q4_0": "int4", "q8_0": "int8", "iq4_nl": "nf4"}
 llama = {t: [] for t in pair}
-qtk = {(s, c): [] for s in pair.values() for c in ("hot", "cold")}
+paths = ("int8", "int8-ilv")  # the planes as stored, the interleaved copy
+qtk = {(s, c, p): [] for s in pair.values() for c in ("hot", "cold") for p in paths}
 bw = []
 for r in range(1, rounds + 1):
     for line in open(f"{d}/llama.{r}"):
@@ -68,18 +69,20 @@ for r in range(1, rounds + 1):
     bw.append(j["read_gbps"])
     for e in j["results"]:
         if e["op"] == "gemv":
-            qtk[(e["scheme"], e["cache"])].append((e["ms"] * 1e3, e["gbps"], e["weight_bytes"]))
+            qtk[(e["scheme"], e["cache"], e["path"])].append((e["ms"] * 1e3, e["gbps"], e["weight_bytes"]))
 med = statistics.median
-print(f"{'llama.cpp':<9} {'us':>8} {'GB/s':>6}   {'qtk':<9} {'us hot':>8} {'GB/s':>6} {'vs llama.cpp':>12}"
+print(f"{'llama.cpp':<9} {'us':>8} {'GB/s':>6}   {'qtk':<18} {'us hot':>8} {'GB/s':>6} {'vs llama.cpp':>12}"
       f"   {'us cold':>8} {'GB/s':>6} {'of read bw':>10}")
 for t, s in pair.items():
-    if not llama[t] or not qtk[(s, "hot")]:
-        print(f"{t}: no result"); continue
-    lu = med(llama[t]); lg = ggml_bytes[t] / lu / 1e3
-    hu = med(x[0] for x in qtk[(s, "hot")]); hg = med(x[1] for x in qtk[(s, "hot")])
-    cu = med(x[0] for x in qtk[(s, "cold")]); cg = med(x[1] for x in qtk[(s, "cold")])
-    print(f"{t:<9} {lu:8.0f} {lg:6.1f}   {s + ' g32':<9} {hu:8.0f} {hg:6.1f} {hg / lg:11.2f}x"
-          f"   {cu:8.0f} {cg:6.1f} {cg / med(bw):10.2f}")
+    for p in paths:
+        if not llama[t] or not qtk[(s, "hot", p)]:
+            print(f"{t} {p}: no result"); continue
+        lu = med(llama[t]); lg = ggml_bytes[t] / lu / 1e3
+        hu = med(x[0] for x in qtk[(s, "hot", p)]); hg = med(x[1] for x in qtk[(s, "hot", p)])
+        cu = med(x[0] for x in qtk[(s, "cold", p)]); cg = med(x[1] for x in qtk[(s, "cold", p)])
+        print(f"{t:<9} {lu:8.0f} {lg:6.1f}   {s + ' g32 ' + p:<18} {hu:8.0f} {hg:6.1f} {hg / lg:11.2f}x"
+              f"   {cu:8.0f} {cg:6.1f} {cg / med(bw):10.2f}")
 print(f"read bandwidth from memory (qtk bench's probe, 2 threads): {med(bw):.1f} GB/s; "
-      f"GB/s are weight bytes (qtk's planes, ggml's blocks: the same bytes for int4/q4_0, int8/q8_0) per call")
+      f"GB/s are weight bytes (qtk's planes, or the interleaved copy for int8-ilv: f32 scales for nf4; "
+      f"ggml's blocks: the same bytes for int4/q4_0, int8/q8_0) per call")
 EOF

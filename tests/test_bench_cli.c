@@ -18,9 +18,11 @@ TEST(bench_cli_json_and_text)
 
 	CHECK_EQ(t_system("%s bench -s 64x300 -s 40x64 -S int4,nf4 -j 2 -r 1 -b 3 --json > %s", q,
 	                  t_tmp("b.json")), 0);
-	/* per scheme and shape: gemv cold and hot, gemm; plain keys */
+	/* per scheme, shape and layout (the planes, the interleaved copy):
+	 * gemv cold and hot, gemm; plain keys */
 	CHECK_EQ(t_system("python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d[\"results\"];"
-	                  "assert d[\"read_gbps\"] > 0 and len(r) == 12, len(r);"
+	                  "assert d[\"read_gbps\"] > 0 and len(r) == 24, len(r);"
+	                  "assert {e[\"path\"] for e in r} == {\"int8\", \"int8-ilv\"};"
 	                  "assert all(k in e for e in r for k in (\"gbps\", \"speedup\", \"ms\", \"gflops\"));"
 	                  "assert all(\"fraction_of_bandwidth\" in e for e in r if e[\"op\"] == \"gemv\");"
 	                  "assert {(e[\"scheme\"], e[\"rows\"], e[\"cols\"]) for e in r} == "
@@ -31,7 +33,13 @@ TEST(bench_cli_json_and_text)
 	char *s = t_read_file(t_tmp("b.txt"), NULL);
 	REQUIRE(s);
 	CHECK(strstr(s, "read bandwidth from memory") && strstr(s, "int8 g32 F16"));
-	CHECK(strstr(s, " float ") && strstr(s, " int8  cold"));
+	CHECK(strstr(s, " float ") && strstr(s, " int8     cold") && strstr(s, " int8-ilv cold"));
+	free(s);
+	CHECK_EQ(t_system("%s bench -s 64x64 -S int8 -j 1 -r 1 -b 0 -l planes > %s", q,
+	                  t_tmp("b.txt")), 0);
+	s = t_read_file(t_tmp("b.txt"), NULL);
+	REQUIRE(s);
+	CHECK(strstr(s, " int8     cold") && !strstr(s, "int8-ilv"));
 	free(s);
 }
 
@@ -48,6 +56,7 @@ TEST(bench_cli_file_and_errors)
 	CHECK_EQ(t_system("%s bench -s 12 2>/dev/null", q), 2);
 	CHECK_EQ(t_system("%s bench -S f16 2>/dev/null", q), 2);
 	CHECK_EQ(t_system("%s bench -p fast 2>/dev/null", q), 2);
+	CHECK_EQ(t_system("%s bench -l rows 2>/dev/null", q), 2);
 	CHECK_EQ(t_system("%s bench a b 2>/dev/null", q), 2);
 	CHECK_EQ(t_system("%s bench %s 2>/dev/null", q, t_tmp("missing.qtk")), 1);
 	CHECK_EQ(t_system("%s bench --help > /dev/null", q), 0);

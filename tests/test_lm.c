@@ -271,6 +271,19 @@ TEST(lm_int8_path_close_to_float)
 		CHECK(memcmp(i8, i8b1, 256 * 512 * sizeof(float)) == 0);
 		CHECK(memcmp(i8, i8t1, 256 * 512 * sizeof(float)) == 0);
 		CHECK(memcmp(f, fs, 256 * 512 * sizeof(float)) == 0);
+		/* the model interleaves its weights for the int8 path: the planes'
+		 * kernels (QTK_INTERLEAVE=0) sum in another order (int4: over
+		 * other activation blocks), as close to the float path */
+		if (!san) {
+			float *ip;
+			setenv("QTK_INTERLEAVE", "0", 1);
+			ip = run_logits(t_tmp("q.qtk"), QTK_RT_INT8, 256, 2, r.ids, 256);
+			unsetenv("QTK_INTERLEAVE");
+			REQUIRE(ip);
+			CHECK(mean_kld(f, ip, 256) <= 0.01);
+			CHECK(cases[k] != QTK_SCHEME_INT4 || memcmp(i8, ip, 256 * 512 * sizeof(float)));
+			free(ip);
+		}
 		free(f);
 		free(i8);
 		free(i8b1);

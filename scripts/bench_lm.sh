@@ -10,7 +10,7 @@
 # its F16 safetensors: Q4_0 and Q8_0 GGUF (qtk convert, byte-identical to
 # llama-quantize's packing), an F32 .qtk (floats through OpenBLAS sgemv/sgemm)
 # and .qtk files of the other schemes. Each file runs a prompt of P tokens
-# (BOS + P-1 bytes) in one batched step, then generates G tokens;
+# (BOS, 3 byte tokens of the word-start mark, P-4 bytes) in one batched step, then generates G tokens;
 # llama-bench runs pp P and tg G on the GGUF files with the same threads.
 #   QTK_LLAMA_BIN    directory holding llama-bench (default: PATH, then
 #                    ../peer/llama.cpp/build/bin); without it qtk runs alone
@@ -85,7 +85,9 @@ for s in $SCHEMES; do
 	files="$files $s.qtk"
 done
 cp "$DIR/src/tokenizer.model" "$DIR/tokenizer.model"
-prompt=$(python3 -c "print('a' * ($P - 1), end='')")
+# BOS, then the vocabulary's word-start piece as 3 byte tokens (U+2581),
+# then one token per byte: P tokens in all, as llama-bench's pp P
+prompt=$(python3 -c "print('a' * ($P - 4), end='')")
 # OpenBLAS 0.3.21 does not know recent CPUs: give its kernels for the ISA
 # in effect (as qtk bench does), unless the caller chose
 if [ -z "$OPENBLAS_CORETYPE" ]; then

@@ -102,6 +102,12 @@ double cli_now(void);
  * cap) on pool, or print the failure and return QTK_EXIT_FAIL. */
 int cli_lm_open(const char *path, qtk_rt_pool *pool, qtk_rt_path p, uint32_t n_ctx,
                 uint32_t cap, qtk_rt_lm **lm, qtk_rt_lm_ctx **ctx);
+/* The tokens of text file path (BOS first if the vocabulary wants it),
+ * the first skip left out (an error if none remain), at most max of the
+ * rest (0: all): *ids (qtk_free it; NULL on failure), *n. Prints a failure
+ * and returns QTK_EXIT_FAIL. Shared by eval and calibrate. */
+int cli_tokenize_file(const char *path, const qtk_tok *tok, uint64_t skip, uint64_t max,
+                      int32_t **ids, size_t *n);
 
 /* Print "qtk: MSG" to stderr for a failed status; returns QTK_EXIT_FAIL. */
 int cli_report(const qtk_status *st);

@@ -43,3 +43,43 @@ int cli_lm_open(const char *path, qtk_rt_pool *pool, qtk_rt_path p, uint32_t n_c
 	}
 	return QTK_EXIT_OK;
 }
+
+int cli_tokenize_file(const char *path, const qtk_tok *tok, uint64_t skip, uint64_t max,
+                      int32_t **ids, size_t *n)
+{
+	char *text;
+	size_t len, cap;
+	qtk_status st;
+	unsigned flags = qtk_tok_wants_bos(tok) ? QTK_TOK_ADD_BOS : 0;
+
+	*ids = NULL;
+	*n = 0;
+	if (qtk_fmt_read_input(path, &text, &len, &st) != QTK_OK)
+		return cli_report(&st);
+	cap = qtk_tok_max_tokens(len);
+	if (!(*ids = qtk_malloc(cap * sizeof **ids))) {
+		qtk_free(text);
+		fprintf(stderr, "qtk: %s: out of memory for %zu tokens\n", path, cap);
+		return QTK_EXIT_FAIL;
+	}
+	if (qtk_tok_encode(tok, text, len, flags, *ids, cap, n, &st) != QTK_OK) {
+		qtk_free(text);
+		qtk_free(*ids);
+		*ids = NULL;
+		qtk_status_prefix(&st, path);
+		return cli_report(&st);
+	}
+	qtk_free(text);
+	if (skip && skip >= *n) {
+		fprintf(stderr, "qtk: %s: %zu tokens, none left after --skip %llu\n", path, *n,
+		        (unsigned long long)skip);
+		qtk_free(*ids);
+		*ids = NULL;
+		return QTK_EXIT_FAIL;
+	}
+	memmove(*ids, *ids + skip, (*n - (size_t)skip) * sizeof **ids);
+	*n -= (size_t)skip;
+	if (max && *n > max)
+		*n = (size_t)max;
+	return QTK_EXIT_OK;
+}

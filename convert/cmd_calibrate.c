@@ -269,42 +269,6 @@ static void acc_free(calib_acc *a)
 
 /* ---- running ----------------------------------------------------------- */
 
-/* The text's tokens (BOS first if the vocabulary wants it), --skip and
- * --tokens applied: *ids, *n (freed by the caller). */
-static int tokenize(const calib_args *a, const qtk_tok *tok, int32_t **ids, size_t *n)
-{
-	char *text;
-	size_t len, cap;
-	qtk_status st;
-	unsigned flags = qtk_tok_wants_bos(tok) ? QTK_TOK_ADD_BOS : 0;
-
-	*ids = NULL;
-	if (qtk_fmt_read_input(a->text, &text, &len, &st) != QTK_OK)
-		return cli_report(&st);
-	cap = qtk_tok_max_tokens(len);
-	if (!(*ids = qtk_malloc(cap * sizeof **ids))) {
-		qtk_free(text);
-		fprintf(stderr, "qtk: %s: out of memory for %zu tokens\n", a->text, cap);
-		return QTK_EXIT_FAIL;
-	}
-	if (qtk_tok_encode(tok, text, len, flags, *ids, cap, n, &st) != QTK_OK) {
-		qtk_free(text);
-		qtk_status_prefix(&st, a->text);
-		return cli_report(&st);
-	}
-	qtk_free(text);
-	if (a->skip >= *n) {
-		fprintf(stderr, "qtk: %s: %zu tokens, none left after --skip %llu\n", a->text, *n,
-		        (unsigned long long)a->skip);
-		return QTK_EXIT_FAIL;
-	}
-	memmove(*ids, *ids + a->skip, (*n - a->skip) * sizeof **ids);
-	*n -= (size_t)a->skip;
-	if (a->tokens && *n > a->tokens)
-		*n = (size_t)a->tokens;
-	return QTK_EXIT_OK;
-}
-
 /* Every window through the model; the hook accumulates. */
 static int run_windows(const calib_args *a, qtk_rt_lm_ctx *c, calib_acc *acc, int32_t *ids,
                        size_t n, int32_t bos)
@@ -364,7 +328,7 @@ static int calibrate(const calib_args *a, qtk_rt_lm *lm, qtk_rt_pool *pool, qtk_
 	    qtk_rt_lm_tokenizer(lm, a->tokenizer, &tok, &st) != QTK_OK)
 		rc = cli_report(&st);
 	if (!rc)
-		rc = tokenize(a, tok, &ids, &n);
+		rc = cli_tokenize_file(a->text, tok, a->skip, a->tokens, &ids, &n);
 	if (!rc)
 		rc = run_windows(a, c, &acc, ids, n, qtk_tok_wants_bos(tok) ? qtk_tok_bos(tok) : -1);
 	if (!rc) {

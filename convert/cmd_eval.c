@@ -127,36 +127,6 @@ static int parse_args(int argc, char **argv, eval_args *a)
 	return 0;
 }
 
-/* The text's tokens (BOS first if the vocabulary wants it), at most max. */
-static int tokenize(const eval_args *a, const qtk_tok *tok, int32_t **ids, size_t *n)
-{
-	char *text;
-	size_t len, cap;
-	qtk_status st;
-	unsigned flags = qtk_tok_wants_bos(tok) ? QTK_TOK_ADD_BOS : 0;
-
-	*ids = NULL;
-	if (qtk_fmt_read_input(a->text, &text, &len, &st) != QTK_OK)
-		return cli_report(&st);
-	cap = qtk_tok_max_tokens(len);
-	if (!(*ids = malloc(cap * sizeof **ids))) {
-		qtk_free(text);
-		fprintf(stderr, "qtk: %s: out of memory for %zu tokens\n", a->text, cap);
-		return QTK_EXIT_FAIL;
-	}
-	if (qtk_tok_encode(tok, text, len, flags, *ids, cap, n, &st) != QTK_OK) {
-		qtk_free(text);
-		free(*ids);
-		*ids = NULL;
-		qtk_status_prefix(&st, a->text);
-		return cli_report(&st);
-	}
-	qtk_free(text);
-	if (a->tokens && *n > a->tokens)
-		*n = (size_t)a->tokens;
-	return QTK_EXIT_OK;
-}
-
 static void on_window(void *user, size_t w, size_t nw)
 {
 	const double *t0 = user;
@@ -236,7 +206,7 @@ static int evaluate(const eval_args *a, qtk_rt_lm_ctx *m, qtk_rt_lm_ctx *ref,
 	int rc;
 
 	o.ctx = qtk_rt_lm_ctx_size(m);
-	if ((rc = tokenize(a, tok, &ids, &n)) != QTK_EXIT_OK)
+	if ((rc = cli_tokenize_file(a->text, tok, 0, a->tokens, &ids, &n)) != QTK_EXIT_OK)
 		return rc;
 	t0 = cli_now();
 	if (!a->quiet && isatty(2)) {
@@ -244,10 +214,10 @@ static int evaluate(const eval_args *a, qtk_rt_lm_ctx *m, qtk_rt_lm_ctx *ref,
 		o.user = &t0;
 	}
 	if (qtk_rt_eval(m, ref, ids, n, &o, &r, &st) != QTK_OK) {
-		free(ids);
+		qtk_free(ids);
 		return cli_report(&st);
 	}
-	free(ids);
+	qtk_free(ids);
 	if (a->json)
 		print_json(a, &r, n, o.ctx, cli_now() - t0);
 	else

@@ -1,0 +1,69 @@
+#!/bin/sh
+# Regenerate the stories260K table of docs/calibration.md ("Measured:
+# stories260K in llama.cpp"; markdown on stdout): int4 g32 written as Q4_0
+# GGUF by qtk (round to nearest, --search, --calib weighted and gptq) and by
+# llama-quantize with qtk's imatrix, each judged inside llama.cpp:
+# llama-perplexity -c 256 --kl-divergence against the F32 GGUF, on held-out
+# text. Calibration text: the first 100,000 bytes of tinystories.txt; held
+# out: the rest (issue 19's split).
+# Needs llama.cpp's llama-perplexity and llama-quantize (QTK_LLAMA_BIN, or
+# PATH, or ../peer/llama.cpp/build/bin); skipped with a message without them.
+# Usage: sh scripts/quality_calib.sh [WORKDIR]   (QTK_BIN: the qtk binary)
+set -eu
+QTK=${QTK_BIN:-build/qtk}
+S=tests/data/stories260K
+W=${1:-/tmp/qtk-quality-calib}
+LB=""
+for d in "${QTK_LLAMA_BIN:-}" "$(dirname "$(command -v llama-perplexity 2>/dev/null || echo /x/x)")" \
+	../peer/llama.cpp/build/bin; do
+	if [ -n "$d" ] && [ -x "$d/llama-perplexity" ] && [ -x "$d/llama-quantize" ]; then
+		LB="$d"
+		break
+	fi
+done
+if [ -z "$LB" ]; then
+	echo "quality_calib: llama-perplexity/llama-quantize not found (set QTK_LLAMA_BIN); skipped"
+	exit 0
+fi
+mkdir -p "$W"
+head -c 100000 "$S/tinystories.txt" > "$W/calib.txt"
+tail -c +100001 "$S/tinystories.txt" > "$W/eval.txt"
+lp() { env LD_LIBRARY_PATH="$LB:${LD_LIBRARY_PATH:-}" "$LB/llama-perplexity" -f "$W/eval.txt" \
+	-c 256 -t 2 "$@" 2>&1; }
+"$QTK" convert "$S" -o "$W/f32.gguf" -F gguf --scheme f32 -f -q
+lp -m "$W/f32.gguf" --kl-divergence-base "$W/f32.kld" > "$W/f32.log"
+"$QTK" calibrate "$S" --text "$W/calib.txt" --xtx -o "$W/stats.st" -f -q
+"$QTK" calibrate "$S" --text "$W/calib.txt" -o "$W/stats.imatrix.gguf" -f -q
+
+row() { # LABEL FILE
+	lp -m "$2" --kl-divergence-base "$W/f32.kld" --kl-divergence > "$W/kld.log"
+	k=$(sed -n 's/^Mean *KLD: *\([0-9.]*\).*/\1/p' "$W/kld.log")
+	t=$(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$W/kld.log")
+	echo "| $1 | $k | $t % |"
+}
+q4() { # OUT ARGS...
+	o=$1
+	shift
+	"$QTK" convert "$S" -o "$W/$o" -F gguf --scheme int4 --group 32 -f -q "$@" 2> /dev/null
+}
+
+echo "qtk $("$QTK" --version | cut -d' ' -f2), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo
+echo "| int4 g32 as Q4_0 | mean KLD | top-1 |"
+echo "|---|---|---|"
+q4 rtn.gguf
+row "round to nearest (= llama-quantize Q4_0)" "$W/rtn.gguf"
+env LD_LIBRARY_PATH="$LB:${LD_LIBRARY_PATH:-}" "$LB/llama-quantize" \
+	--imatrix "$W/stats.imatrix.gguf" --token-embedding-type q4_0 \
+	--tensor-type ffn_down=f16 "$W/f32.gguf" "$W/lq-im.gguf" Q4_0 > "$W/lq.log" 2>&1
+row "llama-quantize Q4_0 with qtk's imatrix (it holds the tied head's inputs)" "$W/lq-im.gguf"
+q4 search.gguf --search
+row "\`--search\` (data-free)" "$W/search.gguf"
+q4 weighted.gguf --calib "$W/stats.st"
+row "\`--calib\` weighted" "$W/weighted.gguf"
+q4 gptq.gguf --calib "$W/stats.st" --calib-mode gptq
+row "\`--calib --calib-mode gptq\`" "$W/gptq.gguf"
+q4 gptq-ao.gguf --calib "$W/stats.st" --calib-mode gptq --act-order
+row "the same, \`--act-order\`" "$W/gptq-ao.gguf"
+q4 gptq-sg.gguf --calib "$W/stats.st" --calib-mode gptq --static-groups
+row "the same, \`--static-groups\`" "$W/gptq-sg.gguf"

@@ -149,6 +149,12 @@ static qtk_err calib_need(job *j, plan_tensor *p, qtk_status *st)
 	if (!p->ct_made) {
 		rc = calib_tensor_make(j->cal, p->t->name, p->rows, p->cols, &p->ct, st);
 		p->ct_made = rc == QTK_OK;
+		/* double quantization is a pass over f32 scales after the
+		 * search: such a tensor gets the weighted search, not GPTQ */
+		if (p->ct_made && (p->d.layout.flags & QTK_QF_DOUBLE_QUANT)) {
+			qtk_gptq_free(p->ct.f);
+			p->ct.f = NULL;
+		}
 		if (p->ct_made)
 			p->calib_used = p->ct.f ? "gptq" : "weighted";
 	}

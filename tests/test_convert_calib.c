@@ -227,4 +227,17 @@ TEST(convert_calib_refusals)
 	                  "-o %s 2>/dev/null", bin(), one, out), 2);
 	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
 	                  "--damp 0.05 --act-order -o %s 2>/dev/null", bin(), one, out), 0);
+	/* NF4 with double quantization: the weighted search, and said so */
+	CHECK_EQ(t_system("%s convert " MODEL " -s nf4 -g 64 --double-quant -q -f --calib %s "
+	                  "--calib-mode gptq --json -o %s > %s.json 2>/dev/null", bin(), one, out,
+	                  out), 0);
+	{
+		char js[4096];
+		snprintf(js, sizeof js, "%s.json", out);
+		text = t_read_file(js, &n);
+		REQUIRE(text);
+		CHECK(strstr(text, "\"calib\": \"weighted\""));
+		CHECK(!strstr(text, "\"calib\": \"gptq\""));
+		free(text);
+	}
 }

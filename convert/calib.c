@@ -81,21 +81,33 @@ qtk_err calib_open(const char *path, calib_mode mode, const qtk_gptq_opts *go, c
 	return QTK_OK;
 }
 
-int calib_has(const calib *c, const char *name, uint64_t *cols)
+int calib_check(const calib *c, const char *name, uint64_t cols, qtk_status *st)
 {
-	*cols = 0;
+	uint64_t have;
+
 	if (c->imp) {
 		const qtk_st_tensor *t = qtk_st_find(c->imp, name);
-		if (t)
-			*cols = t->nelem;
-		return t != NULL;
-	}
-	{
+		if (!t)
+			return 0;
+		if (!qtk_dtype_is_float(t->dtype)) {
+			qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': importance must be a float vector "
+			         "of %llu elements", c->path, name, (unsigned long long)cols);
+			return -1;
+		}
+		have = t->nelem;
+	} else {
 		const qtk_stats_entry *e = qtk_stats_find(c->s, name);
-		if (e)
-			*cols = e->cols;
-		return e != NULL;
+		if (!e)
+			return 0;
+		have = e->cols;
 	}
+	if (have != cols) {
+		qtk_fail(st, QTK_E_ARG, "%s: statistics of '%s' are for %llu input channels; the "
+		         "tensor has %llu columns", c->path, name, (unsigned long long)have,
+		         (unsigned long long)cols);
+		return -1;
+	}
+	return 1;
 }
 
 /* Is this the token embedding (GGUF key token_embd.weight)? With
@@ -153,14 +165,12 @@ static double *hessian(const qtk_stats_entry *e)
 	return h;
 }
 
-qtk_err calib_tensor_make(const calib *c, const char *name, uint64_t rows, uint64_t cols,
-                          calib_tensor *t, qtk_status *st)
+qtk_err calib_tensor_make(const calib *c, const char *name, uint64_t cols, calib_tensor *t,
+                          qtk_status *st)
 {
 	const qtk_stats_entry *e = NULL;
 	const qtk_st_tensor *it = NULL;
-	uint64_t have;
 
-	(void)rows;
 	memset(t, 0, sizeof *t);
 	if (c->imp)
 		it = qtk_st_find(c->imp, name);
@@ -168,14 +178,6 @@ qtk_err calib_tensor_make(const calib *c, const char *name, uint64_t rows, uint6
 		e = qtk_stats_find(c->s, name);
 	if (!it && !e)
 		return QTK_OK;
-	have = it ? it->nelem : e->cols;
-	if (it && !qtk_dtype_is_float(it->dtype))
-		return qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': importance must be a float vector "
-		                "of %llu elements", c->path, name, (unsigned long long)cols);
-	if (have != cols)
-		return qtk_fail(st, QTK_E_ARG, "%s: statistics of '%s' are for %llu input channels; "
-		                "the tensor has %llu columns", c->path, name,
-		                (unsigned long long)have, (unsigned long long)cols);
 	t->importance = qtk_malloc((size_t)cols * sizeof(float));
 	if (!t->importance)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");

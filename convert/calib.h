@@ -36,15 +36,16 @@ void calib_close(calib *c); /* NULL is fine */
 const char *calib_path(const calib *c);
 calib_mode calib_mode_of(const calib *c);
 
-/* Does the file hold statistics for this weight? *cols gets their width
- * (0 when none). */
-int calib_has(const calib *c, const char *name, uint64_t *cols);
+/* Does the file hold statistics for weight `name` of cols columns? 1 yes,
+ * 0 no; QTK_E_ARG naming both when their width is not cols (returned as
+ * -1 with st set). */
+int calib_check(const calib *c, const char *name, uint64_t cols, qtk_status *st);
 
-/* The calibration of weight `name` ([rows][cols]): none when the file has
- * no statistics for it; QTK_E_ARG naming both when their width is not
- * cols; GPTQ's factorization errors name the tensor. */
-qtk_err calib_tensor_make(const calib *c, const char *name, uint64_t rows, uint64_t cols,
-                          calib_tensor *t, qtk_status *st);
+/* The calibration of weight `name` (checked by calib_check): none when the
+ * file has no statistics for it; GPTQ's factorization errors name the
+ * tensor. */
+qtk_err calib_tensor_make(const calib *c, const char *name, uint64_t cols, calib_tensor *t,
+                          qtk_status *st);
 void calib_tensor_free(calib_tensor *t);
 
 /* Quantize rows [0, rows) of w ([rows][cols], f32, overwritten) into dst

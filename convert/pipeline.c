@@ -118,17 +118,15 @@ static qtk_err check_calib(job *j, qtk_status *st)
 
 	for (size_t i = 0; i < j->n; i++) {
 		plan_tensor *p = &j->pt[i];
-		uint64_t cols;
+		int has;
 
 		p->ct_left = p->nitems;
-		if (p->mode != MODE_ROWS || !qtk_q_scheme_get(p->d.layout.scheme)->quantized ||
-		    !calib_has(j->cal, p->t->name, &cols))
+		if (p->mode != MODE_ROWS || !qtk_q_scheme_get(p->d.layout.scheme)->quantized)
 			continue; /* kept and float-stored tensors take no statistics */
-		if (cols != p->cols)
-			return qtk_fail(st, QTK_E_ARG, "%s: statistics of '%s' are for %llu input "
-			                "channels; the tensor has %llu columns", calib_path(j->cal),
-			                p->t->name, (unsigned long long)cols,
-			                (unsigned long long)p->cols);
+		if ((has = calib_check(j->cal, p->t->name, p->cols, st)) < 0)
+			return QTK_E_ARG;
+		if (!has)
+			continue;
 		p->has_stats = 1;
 		used++;
 	}
@@ -147,7 +145,7 @@ static qtk_err calib_need(job *j, plan_tensor *p, qtk_status *st)
 		return QTK_OK;
 	pthread_mutex_lock(&j->calib_lock);
 	if (!p->ct_made) {
-		rc = calib_tensor_make(j->cal, p->t->name, p->rows, p->cols, &p->ct, st);
+		rc = calib_tensor_make(j->cal, p->t->name, p->cols, &p->ct, st);
 		p->ct_made = rc == QTK_OK;
 		/* double quantization is a pass over f32 scales after the
 		 * search: such a tensor gets the weighted search, not GPTQ */

@@ -109,6 +109,10 @@ int cli_lm_open(const char *path, qtk_rt_pool *pool, qtk_rt_path p, uint32_t n_c
 int cli_tokenize_file(const char *path, const qtk_tok *tok, uint64_t skip, uint64_t max,
                       int32_t **ids, size_t *n);
 
+/* A decimal number (digits, '.', an exponent; no sign, space, hex, inf or
+ * nan, which strtod would take), finite and not negative, nothing after
+ * it: 0, or -1 with *out untouched. */
+int cli_decimal(const char *s, double *out);
 /* Print "qtk: MSG" to stderr for a failed status; returns QTK_EXIT_FAIL. */
 int cli_report(const qtk_status *st);
 /* The value of option opt as a number in [lo, hi] (qtk_parse_u64: digits

@@ -88,22 +88,6 @@ typedef struct {
 	uint64_t top;
 } va_args;
 
-/* A limit: a decimal number, finite and not negative, nothing after it. */
-static int parse_limit(const char *v, double *out)
-{
-	char *end;
-	double d;
-
-	/* decimal only: no sign, space, hex, inf or nan (strtod takes them) */
-	if (!((*v >= '0' && *v <= '9') || *v == '.') || strspn(v, "0123456789.eE+-") != strlen(v))
-		return -1;
-	d = strtod(v, &end);
-	if (*end || !isfinite(d) || d < 0)
-		return -1;
-	*out = d;
-	return 0;
-}
-
 static int opt_limit(va_args *a, const char *v)
 {
 	const char *eq = strchr(v, '=');
@@ -111,7 +95,7 @@ static int opt_limit(va_args *a, const char *v)
 	double d;
 	int id;
 
-	if (parse_limit(eq ? eq + 1 : v, &d))
+	if (cli_decimal(eq ? eq + 1 : v, &d))
 		return cli_usage_error("verify", "--max-out-err: '%s' is not [SCHEME=]X with X a "
 		                       "number >= 0", v);
 	if (!eq) {

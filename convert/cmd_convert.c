@@ -1,6 +1,4 @@
 /* convert: `qtk convert` — option parsing, progress bar, signals, report. */
-#include <ctype.h>
-#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -537,18 +535,13 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 			break;
 		case OPT_ACT_ORDER: c->co.gptq.act_order = 1; c->gptq_given = 1; break;
 		case OPT_STATIC_GROUPS: c->co.gptq.static_groups = 1; c->gptq_given = 1; break;
-		case OPT_DAMP: {
-			char *end;
-			double d;
-			errno = 0;
-			d = strtod(optarg, &end);
-			if (!*optarg || *end || errno || !(d > 0 && d <= 10) || isspace((unsigned char)*optarg))
+		case OPT_DAMP:
+			if (cli_decimal(optarg, &c->co.gptq.damp) || !(c->co.gptq.damp > 0) ||
+			    c->co.gptq.damp > 10)
 				return cli_usage_error("convert", "--damp '%s': expected a number in "
 				                       "(0, 10]", optarg);
-			c->co.gptq.damp = d;
 			c->gptq_given = 1;
 			break;
-		}
 		case 'j':
 			if ((rc = cli_uint("convert", "--threads", optarg, 1, 1024, &v)) != 0)
 				return rc;

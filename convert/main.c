@@ -1,4 +1,5 @@
 /* convert: `qtk`, the command line. Dispatches to one cmd_* per command. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,6 +51,20 @@ int cli_usage_error(const char *cmd, const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\nTry 'qtk %s --help' for more information.\n", cmd);
 	return QTK_EXIT_USAGE;
+}
+
+int cli_decimal(const char *s, double *out)
+{
+	char *end;
+	double d;
+
+	if (!((*s >= '0' && *s <= '9') || *s == '.') || strspn(s, "0123456789.eE+-") != strlen(s))
+		return -1;
+	d = strtod(s, &end);
+	if (*end || !isfinite(d) || d < 0)
+		return -1;
+	*out = d;
+	return 0;
 }
 
 int cli_uint(const char *cmd, const char *opt, const char *s, uint64_t lo, uint64_t hi,

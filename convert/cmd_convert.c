@@ -60,6 +60,9 @@ static void convert_usage(FILE *f)
 "      --act-order          gptq: columns by decreasing Hessian diagonal\n"
 "      --static-groups      gptq: group scales from the original weights\n"
 "      --damp X             gptq: damping, a fraction of mean(diag H) (0.01)\n"
+"      --refit N            gptq: after the sweep, refit each row's group\n"
+"                           scales to GPTQ's objective with the codes fixed,\n"
+"                           N conjugate-gradient steps (default 4; 0: off)\n"
 "  -j, --threads N          worker threads (default: all cores)\n"
 "      --chunk N            elements per work item (default 1048576)\n"
 "  -n, --dry-run            print the plan; write nothing\n"
@@ -79,7 +82,8 @@ static void convert_usage(FILE *f)
 }
 
 enum { OPT_SET = 256, OPT_SEARCH, OPT_CALIB, OPT_JSON, OPT_CHUNK, OPT_SCALE,
-       OPT_DQ, OPT_AFFINE_RULE, OPT_CALIB_MODE, OPT_ACT_ORDER, OPT_STATIC_GROUPS, OPT_DAMP };
+       OPT_DQ, OPT_AFFINE_RULE, OPT_CALIB_MODE, OPT_ACT_ORDER, OPT_STATIC_GROUPS, OPT_DAMP,
+       OPT_REFIT };
 
 static const struct option long_opts[] = {
 	{ "output", required_argument, NULL, 'o' },
@@ -96,6 +100,7 @@ static const struct option long_opts[] = {
 	{ "act-order", no_argument, NULL, OPT_ACT_ORDER },
 	{ "static-groups", no_argument, NULL, OPT_STATIC_GROUPS },
 	{ "damp", required_argument, NULL, OPT_DAMP },
+	{ "refit", required_argument, NULL, OPT_REFIT },
 	{ "threads", required_argument, NULL, 'j' },
 	{ "chunk", required_argument, NULL, OPT_CHUNK },
 	{ "scale-dtype", required_argument, NULL, OPT_SCALE },
@@ -483,6 +488,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 	c->preset = "auto";
 	c->co.scale_dtype = QTK_DT_F16;
 	qtk_gptq_opts_init(&c->co.gptq);
+	c->co.gptq.refit = QTK_GPTQ_REFIT_DEFAULT;
 	optind = 1;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":o:F:s:g:r:p:k:j:nfvqh", long_opts, NULL)) != -1) {
@@ -542,6 +548,12 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 				                       "(0, 10]", optarg);
 			c->gptq_given = 1;
 			break;
+		case OPT_REFIT:
+			if ((rc = cli_uint("convert", "--refit", optarg, 0, 64, &v)) != 0)
+				return rc;
+			c->co.gptq.refit = (uint32_t)v;
+			c->gptq_given = 1;
+			break;
 		case 'j':
 			if ((rc = cli_uint("convert", "--threads", optarg, 1, 1024, &v)) != 0)
 				return rc;
@@ -593,8 +605,8 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 	if (!c->calib && c->mode_given)
 		return cli_usage_error("convert", "--calib-mode needs --calib STATS");
 	if (c->gptq_given && !c->co.calib_gptq)
-		return cli_usage_error("convert", "--act-order, --static-groups and --damp "
-		                       "need --calib-mode gptq");
+		return cli_usage_error("convert", "--act-order, --static-groups, --damp and "
+		                       "--refit need --calib-mode gptq");
 	return check_rules(c);
 }
 

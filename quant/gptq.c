@@ -37,6 +37,9 @@ struct qtk_gptq {
 	uint8_t *dead;   /* [cols] 1 where diag H was 0 */
 	float *lw;       /* [cols] by original column: 1 / U[i][i]^2, what an
 	                    error in the column costs (the search's weights) */
+	float *h;        /* [cols][cols] the damped H, original order, f32, when
+	                    the scales are refitted after the sweep; or NULL */
+	unsigned refit;  /* conjugate-gradient iterations of that refit */
 	int zero_dead;   /* set dead columns' weights to 0 first */
 	int static_groups;
 	size_t block;
@@ -356,6 +359,15 @@ qtk_err qtk_gptq_prepare(const double *h, size_t cols, const qtk_gptq_opts *o,
 		    act_order(d, cols, f->perm) != QTK_OK)
 			goto fail;
 	}
+	if (o->refit) {
+		rc = QTK_E_NOMEM;
+		if (!(f->h = qtk_malloc(len * sizeof *f->h)))
+			goto fail;
+		for (size_t i = 0; i < cols; i++)
+			for (size_t j = 0; j < cols; j++)
+				f->h[i * cols + j] = (float)(i == j ? d[i] : h[i * cols + j]);
+		f->refit = o->refit;
+	}
 	load_reversed(h, cols, f->perm, d, a);
 	if ((bad = chol(g, a, cols)) != 0) {
 		size_t c = cols - bad; /* the reversed order's column, back */
@@ -402,6 +414,7 @@ void qtk_gptq_free(qtk_gptq *f)
 	qtk_free(f->perm);
 	qtk_free(f->dead);
 	qtk_free(f->lw);
+	qtk_free(f->h);
 	qtk_free(f);
 }
 
@@ -521,7 +534,7 @@ qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g, const qtk_q_layo
 {
 	sweep s = { .f = f, .L = L, .o = opts, .dst = dst, .cols = cols };
 	size_t nfit, B = f->block, nerr;
-	float *e = NULL, *t = NULL;
+	float *e = NULL, *t = NULL, *wo = NULL;
 	qtk_err rc = QTK_OK;
 
 	QTK_TRY(check_layout(L, cols, f, opts, st));
@@ -561,6 +574,14 @@ qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g, const qtk_q_layo
 		for (size_t c = 0; c < cols; c++)
 			if (f->zero_dead && f->dead[c])
 				w[r * cols + c] = 0.0f;
+	if (f->h) { /* the refit needs the rows as they were */
+		if (!(wo = qtk_malloc(rows * cols * sizeof *wo))) {
+			rc = qtk_fail(st, QTK_E_NOMEM, "tensor '%s': out of memory for GPTQ",
+			              opts && opts->tensor ? opts->tensor : "?");
+			goto out;
+		}
+		memcpy(wo, w, rows * cols * sizeof *wo);
+	}
 	if (f->static_groups)
 		for (size_t r = 0; r < rows; r++)
 			for (size_t gi = 0; gi < s.gpr; gi++)
@@ -585,7 +606,10 @@ qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g, const qtk_q_layo
 	}
 	if (f->perm)
 		permute_rows(f->perm, w, rows, cols, t, 0);
+	if (f->h)
+		rc = gptq_refit(L, s.m, f->h, cols, wo, w, rows, dst, f->refit, g, st);
 out:
+	qtk_free(wo);
 	qtk_free(t);
 	qtk_free(e);
 	qtk_free(s.fit);

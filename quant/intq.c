@@ -68,7 +68,7 @@ static const char *tname(const qtk_q_opts *o)
 	return o && o->tensor ? o->tensor : "?";
 }
 
-static float load_scale(qtk_dtype dt, const void *p, size_t i)
+float intq_load_scale(qtk_dtype dt, const void *p, size_t i)
 {
 	float f;
 	if (dt == QTK_DT_F32) {
@@ -80,8 +80,7 @@ static float load_scale(qtk_dtype dt, const void *p, size_t i)
 	return dt == QTK_DT_F16 ? half_to_f32(h) : bhalf_to_f32(h);
 }
 
-/* Store v; returns the value as stored. */
-static float store_scale(qtk_dtype dt, void *p, size_t i, float v)
+float intq_store_scale(qtk_dtype dt, void *p, size_t i, float v)
 {
 	if (dt == QTK_DT_F32) {
 		memcpy((uint8_t *)p + 4 * i, &v, 4);
@@ -526,9 +525,9 @@ static void zero_group(const qctx *c, const float *x, size_t n, uint8_t *codes, 
 
 	if (scales) {
 		count_flushed(c, x, n, 0.0f);
-		store_scale(c->L->scale_dtype, scales, gi, 0.0f);
+		intq_store_scale(c->L->scale_dtype, scales, gi, 0.0f);
 		if (c->affine)
-			store_scale(c->L->scale_dtype, biases, gi, 0.0f);
+			intq_store_scale(c->L->scale_dtype, biases, gi, 0.0f);
 	}
 	if (!codes)
 		return;
@@ -551,7 +550,7 @@ static qtk_err mlx_fit(const qctx *c, const float *x, size_t n, const float *imp
 	mlx_params(mn, mx, QM_LEVELS(c->m), &s, &b);
 	if (c->o && c->o->search)
 		search_group(c, x, n, imp, mn, mx, &s, &b);
-	float ss = store_scale(dt, scales, gi, s), sb = store_scale(dt, biases, gi, b);
+	float ss = intq_store_scale(dt, scales, gi, s), sb = intq_store_scale(dt, biases, gi, b);
 	if (!isfinite(s) || !isfinite(ss) || !isfinite(sb) || ss == 0.0f)
 		return range_fail(c, row, g, s, b, st);
 	*f = (intq_gfit){ .p = s, .b = b, .sd = ss, .sb = sb };
@@ -604,7 +603,7 @@ static qtk_err fit_group(const qctx *c, const float *x, size_t n, const float *i
 	if (c->o && c->o->search)
 		search_group(c, x, n, imp, mn, mx, &d, &mn);
 	id = d != 0.0f ? 1.0f / d : 0.0f;
-	sd = store_scale(c->L->scale_dtype, scales, gi, d);
+	sd = intq_store_scale(c->L->scale_dtype, scales, gi, d);
 	/* Tiny but normal groups (near-dead channels): a scale that rounds to 0
 	 * in the scale dtype (F16: < 2^-25) or whose reciprocal overflows f32 is
 	 * a zero group (symmetric) or a constant group carried by the bias
@@ -618,7 +617,7 @@ static qtk_err fit_group(const qctx *c, const float *x, size_t n, const float *i
 		}
 		d = 0.0f;
 		id = 0.0f;
-		sd = store_scale(c->L->scale_dtype, scales, gi, 0.0f);
+		sd = intq_store_scale(c->L->scale_dtype, scales, gi, 0.0f);
 		count_flushed(c, x, n, mn);
 	}
 	/* a constant affine group has d = 0 and is carried by the bias alone */
@@ -629,7 +628,7 @@ static qtk_err fit_group(const qctx *c, const float *x, size_t n, const float *i
 		                (double)d, qtk_dtype_name(c->L->scale_dtype));
 	float sb = 0.0f;
 	if (c->affine) {
-		sb = store_scale(c->L->scale_dtype, biases, gi, mn);
+		sb = intq_store_scale(c->L->scale_dtype, biases, gi, mn);
 		if (!isfinite(sb))
 			return range_fail(c, row, g, d, mn, st);
 	}
@@ -755,8 +754,8 @@ void intq_dequantize(const qtk_q_layout *L, const qtk_q_cplanes *src,
 		float *out = dst + r * cols;
 		for (size_t g = 0; g < gpr; g++) {
 			size_t gi = r * gpr + g, i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
-			float d = load_scale(L->scale_dtype, src->p[QTK_PLANE_SCALES], gi);
-			float b = QM_AFFINE(m) ? load_scale(L->scale_dtype, src->p[QTK_PLANE_BIASES], gi)
+			float d = intq_load_scale(L->scale_dtype, src->p[QTK_PLANE_SCALES], gi);
+			float b = QM_AFFINE(m) ? intq_load_scale(L->scale_dtype, src->p[QTK_PLANE_BIASES], gi)
 			                       : 0.0f;
 			K->deq(m, codes + code_off(m, i0), n, d, b, out + i0);
 		}
@@ -779,8 +778,8 @@ float intq_dot(const qtk_q_layout *L, const qtk_q_cplanes *row, size_t cols,
 		return 0.0f;
 	for (size_t g = 0; g < gpr; g++) {
 		size_t i0 = g * gl, n = cols - i0 < gl ? cols - i0 : gl;
-		float d = load_scale(L->scale_dtype, row->p[QTK_PLANE_SCALES], g);
-		float b = QM_AFFINE(m) ? load_scale(L->scale_dtype, row->p[QTK_PLANE_BIASES], g)
+		float d = intq_load_scale(L->scale_dtype, row->p[QTK_PLANE_SCALES], g);
+		float b = QM_AFFINE(m) ? intq_load_scale(L->scale_dtype, row->p[QTK_PLANE_BIASES], g)
 		                       : 0.0f;
 		acc += (double)K->dot(m, codes + code_off(m, i0), n, d, b, x + i0);
 	}

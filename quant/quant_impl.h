@@ -233,6 +233,19 @@ typedef struct {
 	                float *s);
 } intq_kernels;
 
+/* Scale (or bias) i of a plane in dtype dt (F32, F16, BF16); store returns
+ * the value as stored. */
+float intq_load_scale(qtk_dtype dt, const void *p, size_t i);
+float intq_store_scale(qtk_dtype dt, void *p, size_t i, float v);
+
+/* gptq_refit.c: after a GPTQ sweep of rows [0, rows) into dst (codes
+ * fixed), each row's group scales (and biases) refitted to minimize
+ * (wo - w)^T h (wo - w) by `iters` conjugate-gradient iterations; wo: the
+ * rows before quantization, w: their dequantized values (updated). */
+qtk_err gptq_refit(const qtk_q_layout *L, int m, const float *h, size_t cols,
+                   const float *wo, float *w, size_t rows, const qtk_q_planes *dst,
+                   unsigned iters, const qtk_gemm *g, qtk_status *st);
+
 /* The parameters chosen for one group: codes are intq_code1(m, x, p, b),
  * values intq_val1(m, code) * sd (+ sb for affine modes). A zero group
  * (zero = 1) has p = b = sd = sb = 0, which encodes every x as the code

@@ -61,9 +61,13 @@ q4 search.gguf --search
 row "\`--search\` (data-free)" "$W/search.gguf"
 q4 weighted.gguf --calib "$W/stats.st"
 row "\`--calib\` weighted" "$W/weighted.gguf"
+q4 gptq-r0.gguf --calib "$W/stats.st" --calib-mode gptq --refit 0
+row "\`--calib --calib-mode gptq --refit 0\` (the sweep's scales)" "$W/gptq-r0.gguf"
 q4 gptq.gguf --calib "$W/stats.st" --calib-mode gptq
-row "\`--calib --calib-mode gptq\`" "$W/gptq.gguf"
+row "\`--calib --calib-mode gptq\` (scales refitted, the default)" "$W/gptq.gguf"
+q4 gptq-ao-r0.gguf --calib "$W/stats.st" --calib-mode gptq --act-order --refit 0
+row "\`--act-order --refit 0\`" "$W/gptq-ao-r0.gguf"
 q4 gptq-ao.gguf --calib "$W/stats.st" --calib-mode gptq --act-order
-row "the same, \`--act-order\`" "$W/gptq-ao.gguf"
+row "**\`--act-order\`** (scales refitted)" "$W/gptq-ao.gguf"
 q4 gptq-sg.gguf --calib "$W/stats.st" --calib-mode gptq --static-groups
-row "the same, \`--static-groups\`" "$W/gptq-sg.gguf"
+row "\`--static-groups\` (scales refitted)" "$W/gptq-sg.gguf"

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "qtk_formats.h"
 #include "qtk_runtime.h"
 #include "test.h"
 
@@ -227,6 +228,36 @@ TEST(convert_calib_refusals)
 	                  "-o %s 2>/dev/null", bin(), one, out), 2);
 	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
 	                  "--damp 0.05 --act-order -o %s 2>/dev/null", bin(), one, out), 0);
+	/* --refit: 0 to 64 conjugate-gradient steps, gptq only; the default
+	 * refits (its file differs from --refit 0's, in scales only) */
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+	                  "--refit 65 -o %s 2>/dev/null", bin(), one, out), 2);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+	                  "--refit -1 -o %s 2>/dev/null", bin(), one, out), 2);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --refit 2 -o %s "
+	                  "2>/dev/null", bin(), one, out), 2);
+	{
+		char r0[4096];
+		snprintf(r0, sizeof r0, "%s.r0", out);
+		CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+		                  "--refit 0 -o %s 2>/dev/null", bin(), one, r0), 0);
+		CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+		                  "-o %s 2>/dev/null", bin(), one, out), 0);
+		qtk_pack_file *a, *b;
+		size_t moved = 0;
+		REQUIRE(qtk_pack_open(r0, 0, &a, &st) == QTK_OK);
+		REQUIRE(qtk_pack_open(out, 0, &b, &st) == QTK_OK);
+		REQUIRE(qtk_pack_count(a) == qtk_pack_count(b));
+		for (size_t i = 0; i < qtk_pack_count(a); i++) {
+			const qtk_pack_tensor *ta = qtk_pack_get(a, i), *tb = qtk_pack_get(b, i);
+			CHECK(ta->planes[QTK_PLANE_CODES].crc32 == tb->planes[QTK_PLANE_CODES].crc32);
+			moved += ta->planes[QTK_PLANE_SCALES].crc32 != tb->planes[QTK_PLANE_SCALES].crc32;
+		}
+		CHECK_MSG(moved >= 29, "the refit moved the scales of %zu tensors", moved);
+		qtk_pack_close(a);
+		qtk_pack_close(b);
+		unlink(r0);
+	}
 	/* NF4 with double quantization: the weighted search, and said so */
 	CHECK_EQ(t_system("%s convert " MODEL " -s nf4 -g 64 --double-quant -q -f --calib %s "
 	                  "--calib-mode gptq --json -o %s > %s.json 2>/dev/null", bin(), one, out,

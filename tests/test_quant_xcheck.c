@@ -314,7 +314,7 @@ TEST(quantx_edge_groups_and_errors)
 		const char *nm = qtk_q_scheme_get(L.scheme)->name;
 		bufs a;
 		qtk_status st;
-		qtk_q_opts o = { 0, NULL, "blk.0.w", 3 };
+		qtk_q_opts o = { .tensor = "blk.0.w", .row0 = 3 };
 		REQUIRE(bufs_alloc(&a, &L, 2, C));
 		qtk_q_planes pa = planes_of(&a);
 		qtk_q_cplanes ca = cplanes_of(&a);
@@ -405,8 +405,9 @@ TEST(quantx_search_beats_rtn)
 		imp[i] = (float)(1 + (i % 7));
 	for (size_t s = 0; s < NQ; s++) {
 		qtk_q_layout L = { qschemes[s], 64, QTK_DT_F16, 0, QTK_DT_F32 };
-		qtk_q_opts rtn = { 0, NULL, "w", 0 }, srch = { 1, NULL, "w", 0 };
-		qtk_q_opts wr = { 0, imp, "w", 0 }, ws = { 1, imp, "w", 0 };
+		qtk_q_opts rtn = { .tensor = "w" }, srch = { .search = 1, .tensor = "w" };
+		qtk_q_opts wr = { .importance = imp, .tensor = "w" };
+		qtk_q_opts ws = { .search = 1, .importance = imp, .tensor = "w" };
 		double e0 = tensor_err(&L, w, R, C, &rtn, NULL, NULL);
 		double e1 = tensor_err(&L, w, R, C, &srch, c1, &n1);
 		double e2 = tensor_err(&L, w, R, C, &srch, c2, &n2);

@@ -1,7 +1,7 @@
 /* tests/bench: GPTQ of one 4096 x 4096 layer with a full Hessian (int4,
  * group 32, f16 scales), OpenBLAS on 2 threads: the factorization (double)
- * and the sweep (f32) timed apart, and the plain-C fallback's time for
- * the factorization of a smaller Hessian for scale. */
+ * and the sweep (f32) timed apart: plain, with act-order, and with
+ * act-order and the scale refit (qtk convert's default, 4 steps). */
 #include <cblas.h>
 #include <stdio.h>
 #include <string.h>
@@ -57,8 +57,9 @@ BENCH(gptq)
 		goto out;
 	b_fill_normal(w, (size_t)N * N, 0.02f, 6);
 	qtk_gptq_opts_init(&go);
-	for (int act = 0; act < 2; act++) {
-		go.act_order = act;
+	for (int act = 0; act < 3; act++) {
+		go.act_order = act > 0;
+		go.refit = act == 2 ? QTK_GPTQ_REFIT_DEFAULT : 0;
 		t0 = b_now();
 		if (qtk_gptq_prepare(h, N, &go, g, &f, &st) != QTK_OK)
 			goto fail;
@@ -71,7 +72,7 @@ BENCH(gptq)
 		printf("gptq: %dx%d int4 g32, full Hessian, OpenBLAS %s, 2 threads, ISA %s%s: "
 		       "factor %.2f s, sweep %.2f s, total %.2f s; peak RSS %.0f MiB\n",
 		       N, N, openblas_get_corename(), qtk_isa_name(qtk_isa_active()),
-		       act ? ", act-order" : "", t1 - t0, t2 - t1, t2 - t0, b_peak_rss_mib());
+		       act == 2 ? ", act-order, refit 4" : act ? ", act-order" : "", t1 - t0, t2 - t1, t2 - t0, b_peak_rss_mib());
 		b_fill_normal(w, (size_t)N * N, 0.02f, 6);
 	}
 	goto out;

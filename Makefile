@@ -12,6 +12,8 @@ PREFIX ?= /usr/local
 B ?= build
 MULTIARCH := $(or $(shell $(CC) -print-multiarch 2>/dev/null),x86_64-linux-gnu)
 FUZZ_SECONDS ?= 60
+# tests and builds run side by side on every core (JOBS=1 for one at a time)
+JOBS ?= $(shell nproc 2>/dev/null || echo 1)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
         -Wpointer-arith -Wformat=2 -Wvla -Wundef -Wcast-qual -Wwrite-strings \
@@ -101,14 +103,14 @@ $(B)/qtk_gen: $(B)/obj/tests/tools/qtk_gen.o $(B)/obj/tests/gen.o $(B)/libqtk.a
 	$(CC) $(SAN) -pthread -o $@ $^ $(LDLIBS_ALL)
 
 test: deps boundaries
-	@$(MAKE) --no-print-directory $(B)/qtk_tests
-	@QTK_BIN=$(B)/qtk $(B)/qtk_tests $(T)
+	@$(MAKE) --no-print-directory -j$(JOBS) $(B)/qtk_tests
+	@QTK_BIN=$(B)/qtk $(B)/qtk_tests -j$(JOBS) $(T)
 
 check: deps
-	@$(MAKE) --no-print-directory B=build/san OPT='-O1 -g -fno-omit-frame-pointer' \
+	@$(MAKE) --no-print-directory -j$(JOBS) B=build/san OPT='-O1 -g -fno-omit-frame-pointer' \
 	  SAN='-fsanitize=address,undefined -fno-sanitize-recover=undefined' build/san/qtk_tests
 	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
-	  QTK_SANITIZED=1 QTK_BIN=build/san/qtk build/san/qtk_tests $(T)
+	  QTK_SANITIZED=1 QTK_BIN=build/san/qtk build/san/qtk_tests -j$(JOBS) $(T)
 
 demo: deps
 	@$(MAKE) --no-print-directory $(B)/qtk

@@ -1,7 +1,9 @@
 /* tests: the runner. Runs each registered test in a forked child with its
  * own temporary directory and a time limit; prints one line per test and
  * "N passed, N failed[, N skipped]" alone on the last line.
- * Usage: qtk_tests [-v] [-x] [NAME-SUBSTRING...]
+ * Usage: qtk_tests [-v] [-x] [-jN] [NAME-SUBSTRING...]
+ *   -jN runs N tests side by side (each test's lines are printed together
+ *   when it ends, so the order of lines follows the order of completion).
  *   QTK_TEST_NOFORK=1 runs tests in-process (for gdb). */
 #include <dirent.h>
 #include <errno.h>
@@ -231,12 +233,89 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* 0 pass, 1 fail, 2 skip */
-static int run_one(int i, int nofork)
+/* One test in a forked child whose stdout and stderr go to a file, so tests
+ * that run side by side do not mix their lines; the parent prints the file
+ * when the test ends. */
+struct job {
+	pid_t pid;
+	int idx;
+	double t0;
+	char dir[4096], out[4200];
+};
+
+static int start_one(int i, struct job *j)
 {
 	const char *base = getenv("TMPDIR");
-	int status;
-	pid_t pid;
+	int fd;
+
+	j->idx = i;
+	j->t0 = now_s();
+	j->pid = -1;
+	snprintf(j->dir, sizeof j->dir, "%.4000s/qtk-test-XXXXXX",
+	         base && *base ? base : "/tmp");
+	snprintf(j->out, sizeof j->out, "%.4000s/qtk-test-out-XXXXXX",
+	         base && *base ? base : "/tmp");
+	if (!mkdtemp(j->dir))
+		return -1;
+	fd = mkstemp(j->out);
+	if (fd < 0) {
+		rm_rf(j->dir);
+		return -1;
+	}
+	snprintf(tmpdir, sizeof tmpdir, "%s", j->dir);
+	fflush(stdout);
+	fflush(stderr);
+	j->pid = fork();
+	if (j->pid == 0) {
+		const char *lim = getenv("QTK_TEST_TIMEOUT");
+		dup2(fd, 1);
+		dup2(fd, 2);
+		close(fd);
+		alarm(lim ? (unsigned)atoi(lim) : 600);
+		failures = 0;
+		tests[i].fn();
+		fflush(stdout);
+		_exit(failures ? 1 : 0);
+	}
+	close(fd);
+	if (j->pid < 0) {
+		rm_rf(j->dir);
+		unlink(j->out);
+		return -1;
+	}
+	return 0;
+}
+
+/* 0 pass, 1 fail, 2 skip; copies the test's output to stdout. */
+static int finish_one(struct job *j, int status)
+{
+	FILE *f = fopen(j->out, "rb");
+	char buf[4096];
+	size_t n;
+	int rc;
+
+	if (f) {
+		while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+			fwrite(buf, 1, n, stdout);
+		fclose(f);
+	}
+	unlink(j->out);
+	rm_rf(j->dir);
+	if (WIFSIGNALED(status)) {
+		printf("    killed by signal %d%s\n", WTERMSIG(status),
+		       WTERMSIG(status) == SIGALRM ? " (time limit)" : "");
+		rc = 1;
+	} else if (WEXITSTATUS(status) == EXIT_SKIP) {
+		rc = 2;
+	} else {
+		rc = WEXITSTATUS(status) ? 1 : 0;
+	}
+	return rc;
+}
+
+static int run_inprocess(int i)
+{
+	const char *base = getenv("TMPDIR");
 
 	snprintf(tmpdir, sizeof tmpdir, "%s/qtk-test-XXXXXX",
 	         base && *base ? base : "/tmp");
@@ -244,41 +323,16 @@ static int run_one(int i, int nofork)
 		printf("    cannot make a temporary directory: %s\n", strerror(errno));
 		return 1;
 	}
-	fflush(stdout);
-	if (nofork) {
-		failures = 0;
-		tests[i].fn();
-		rm_rf(tmpdir);
-		return failures ? 1 : 0;
-	}
-	pid = fork();
-	if (pid == 0) {
-		const char *lim = getenv("QTK_TEST_TIMEOUT");
-		alarm(lim ? (unsigned)atoi(lim) : 600);
-		failures = 0;
-		tests[i].fn();
-		fflush(stdout);
-		_exit(failures ? 1 : 0);
-	}
-	if (pid < 0 || waitpid(pid, &status, 0) < 0) {
-		printf("    fork/wait failed: %s\n", strerror(errno));
-		rm_rf(tmpdir);
-		return 1;
-	}
+	failures = 0;
+	tests[i].fn();
 	rm_rf(tmpdir);
-	if (WIFSIGNALED(status)) {
-		printf("    killed by signal %d%s\n", WTERMSIG(status),
-		       WTERMSIG(status) == SIGALRM ? " (time limit)" : "");
-		return 1;
-	}
-	if (WEXITSTATUS(status) == EXIT_SKIP)
-		return 2;
-	return WEXITSTATUS(status) ? 1 : 0;
+	return failures ? 1 : 0;
 }
 
 int main(int argc, char **argv)
 {
 	int first = 1, verbose = 0, stop = 0, nofork = getenv("QTK_TEST_NOFORK") != NULL;
+	int jobs = 1;
 	int passed = 0, failed = 0, skipped = 0;
 
 	while (first < argc && argv[first][0] == '-') {
@@ -286,37 +340,99 @@ int main(int argc, char **argv)
 			verbose = 1;
 		else if (!strcmp(argv[first], "-x"))
 			stop = 1;
+		else if (!strncmp(argv[first], "-j", 2) && argv[first][2]) {
+			jobs = atoi(argv[first] + 2);
+			if (jobs < 1 || jobs > 64) {
+				fprintf(stderr, "%s: -jN wants 1 to 64\n", argv[0]);
+				return 2;
+			}
+		}
 		else if (!strcmp(argv[first], "-l")) {
 			for (int i = 0; i < ntests; i++)
 				printf("%s\n", tests[i].name);
 			return 0;
 		} else {
-			fprintf(stderr, "usage: %s [-v] [-x] [-l] [NAME-SUBSTRING...]\n", argv[0]);
+			fprintf(stderr, "usage: %s [-v] [-x] [-jN] [-l] [NAME-SUBSTRING...]\n", argv[0]);
 			return 2;
 		}
 		first++;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	for (int i = 0; i < ntests; i++) {
-		double t0;
-		int rc;
+	{
+		struct job *run = calloc((size_t)jobs, sizeof *run);
+		int next = 0, active = 0;
 
-		if (!selected(tests[i].name, argc, argv, first))
-			continue;
-		if (verbose)
-			printf("run  %s (%s)\n", tests[i].name, tests[i].file);
-		t0 = now_s();
-		rc = run_one(i, nofork);
-		printf("%s %s (%.2fs)\n", rc == 0 ? "ok  " : rc == 2 ? "skip" : "FAIL",
-		       tests[i].name, now_s() - t0);
-		if (rc == 0)
-			passed++;
-		else if (rc == 2)
-			skipped++;
-		else
-			failed++;
-		if (rc == 1 && stop)
-			break;
+		if (!run) {
+			fprintf(stderr, "out of memory\n");
+			return 2;
+		}
+		for (;;) {
+			int rc, status, k;
+			pid_t pid;
+
+			/* start tests while there are free slots */
+			while (!nofork && active < jobs && !(stop && failed)) {
+				while (next < ntests && !selected(tests[next].name, argc, argv, first))
+					next++;
+				if (next >= ntests)
+					break;
+				for (k = 0; run[k].pid > 0; k++)
+					;
+				if (verbose)
+					printf("run  %s (%s)\n", tests[next].name, tests[next].file);
+				if (start_one(next, &run[k]) < 0) {
+					printf("FAIL %s (cannot start: %s)\n", tests[next].name,
+					       strerror(errno));
+					failed++;
+				} else {
+					active++;
+				}
+				next++;
+			}
+			if (nofork) {
+				while (next < ntests && !selected(tests[next].name, argc, argv, first))
+					next++;
+				if (next >= ntests || (stop && failed))
+					break;
+				{
+					double t0 = now_s();
+					rc = run_inprocess(next);
+					printf("%s %s (%.2fs)\n", rc == 0 ? "ok  " : "FAIL",
+					       tests[next].name, now_s() - t0);
+				}
+				if (rc == 0)
+					passed++;
+				else
+					failed++;
+				next++;
+				continue;
+			}
+			if (active == 0)
+				break;
+			pid = waitpid(-1, &status, 0);
+			if (pid < 0) {
+				if (errno == EINTR)
+					continue;
+				printf("wait failed: %s\n", strerror(errno));
+				return 2;
+			}
+			for (k = 0; k < jobs && run[k].pid != pid; k++)
+				;
+			if (k == jobs)
+				continue; /* not ours (a grandchild reparented here) */
+			rc = finish_one(&run[k], status);
+			printf("%s %s (%.2fs)\n", rc == 0 ? "ok  " : rc == 2 ? "skip" : "FAIL",
+			       tests[run[k].idx].name, now_s() - run[k].t0);
+			run[k].pid = 0;
+			active--;
+			if (rc == 0)
+				passed++;
+			else if (rc == 2)
+				skipped++;
+			else
+				failed++;
+		}
+		free(run);
 	}
 	if (skipped)
 		printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);

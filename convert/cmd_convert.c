@@ -58,6 +58,7 @@ static void convert_usage(FILE *f)
 "      --calib-mode M       weighted (default: channels weighted by mean x^2)\n"
 "                           or gptq (needs X^T X: qtk calibrate --xtx)\n"
 "      --act-order          gptq: columns by decreasing Hessian diagonal\n"
+"                           (the default; --no-act-order: in file order)\n"
 "      --static-groups      gptq: group scales from the original weights\n"
 "      --damp X             gptq: damping, a fraction of mean(diag H) (0.01)\n"
 "      --refit N            gptq: after the sweep, refit each row's group\n"
@@ -83,7 +84,7 @@ static void convert_usage(FILE *f)
 
 enum { OPT_SET = 256, OPT_SEARCH, OPT_CALIB, OPT_JSON, OPT_CHUNK, OPT_SCALE,
        OPT_DQ, OPT_AFFINE_RULE, OPT_CALIB_MODE, OPT_ACT_ORDER, OPT_STATIC_GROUPS, OPT_DAMP,
-       OPT_REFIT };
+       OPT_REFIT, OPT_NO_ACT_ORDER };
 
 static const struct option long_opts[] = {
 	{ "output", required_argument, NULL, 'o' },
@@ -98,6 +99,7 @@ static const struct option long_opts[] = {
 	{ "calib", required_argument, NULL, OPT_CALIB },
 	{ "calib-mode", required_argument, NULL, OPT_CALIB_MODE },
 	{ "act-order", no_argument, NULL, OPT_ACT_ORDER },
+	{ "no-act-order", no_argument, NULL, OPT_NO_ACT_ORDER },
 	{ "static-groups", no_argument, NULL, OPT_STATIC_GROUPS },
 	{ "damp", required_argument, NULL, OPT_DAMP },
 	{ "refit", required_argument, NULL, OPT_REFIT },
@@ -488,6 +490,10 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 	c->preset = "auto";
 	c->co.scale_dtype = QTK_DT_F16;
 	qtk_gptq_opts_init(&c->co.gptq);
+	/* qtk's GPTQ defaults: act-order (free at run time: the file keeps
+	 * the original column order) and the scale refit, the best measured
+	 * (docs/calibration.md) */
+	c->co.gptq.act_order = 1;
 	c->co.gptq.refit = QTK_GPTQ_REFIT_DEFAULT;
 	optind = 1;
 	opterr = 0;
@@ -540,6 +546,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 				                       "or gptq", optarg);
 			break;
 		case OPT_ACT_ORDER: c->co.gptq.act_order = 1; c->gptq_given = 1; break;
+		case OPT_NO_ACT_ORDER: c->co.gptq.act_order = 0; c->gptq_given = 1; break;
 		case OPT_STATIC_GROUPS: c->co.gptq.static_groups = 1; c->gptq_given = 1; break;
 		case OPT_DAMP:
 			if (cli_decimal(optarg, &c->co.gptq.damp) || !(c->co.gptq.damp > 0) ||
@@ -605,8 +612,8 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 	if (!c->calib && c->mode_given)
 		return cli_usage_error("convert", "--calib-mode needs --calib STATS");
 	if (c->gptq_given && !c->co.calib_gptq)
-		return cli_usage_error("convert", "--act-order, --static-groups, --damp and "
-		                       "--refit need --calib-mode gptq");
+		return cli_usage_error("convert", "--act-order, --no-act-order, --static-groups, "
+		                       "--damp and --refit need --calib-mode gptq");
 	return check_rules(c);
 }
 

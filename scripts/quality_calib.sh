@@ -36,9 +36,14 @@ lp -m "$W/f32.gguf" --kl-divergence-base "$W/f32.kld" > "$W/f32.log"
 "$QTK" calibrate "$S" --text "$W/calib.txt" -o "$W/stats.imatrix.gguf" -f -q
 
 row() { # LABEL FILE
-	lp -m "$2" --kl-divergence-base "$W/f32.kld" --kl-divergence > "$W/kld.log"
-	k=$(sed -n 's/^Mean *KLD: *\([0-9.]*\).*/\1/p' "$W/kld.log")
-	t=$(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$W/kld.log")
+	log="$2.kld.log"
+	lp -m "$2" --kl-divergence-base "$W/f32.kld" --kl-divergence > "$log" || true
+	k=$(sed -n 's/^Mean *KLD: *\([0-9.]*\).*/\1/p' "$log")
+	t=$(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$log")
+	if [ -z "$k" ]; then
+		echo "quality_calib: llama-perplexity gave no KL divergence for $2 (see $log)" >&2
+		exit 1
+	fi
 	echo "| $1 | $k | $t % |"
 }
 q4() { # OUT ARGS...
@@ -61,13 +66,13 @@ q4 search.gguf --search
 row "\`--search\` (data-free)" "$W/search.gguf"
 q4 weighted.gguf --calib "$W/stats.st"
 row "\`--calib\` weighted" "$W/weighted.gguf"
-q4 gptq-r0.gguf --calib "$W/stats.st" --calib-mode gptq --refit 0
-row "\`--calib --calib-mode gptq --refit 0\` (the sweep's scales)" "$W/gptq-r0.gguf"
+q4 gptq-r0.gguf --calib "$W/stats.st" --calib-mode gptq --no-act-order --refit 0
+row "\`--calib-mode gptq --no-act-order --refit 0\` (columns in file order, the sweep's scales)" "$W/gptq-r0.gguf"
+q4 gptq-no.gguf --calib "$W/stats.st" --calib-mode gptq --no-act-order
+row "\`--calib-mode gptq --no-act-order\` (scales refitted)" "$W/gptq-no.gguf"
+q4 gptq-ao-r0.gguf --calib "$W/stats.st" --calib-mode gptq --refit 0
+row "\`--calib-mode gptq --refit 0\` (act-order, the sweep's scales)" "$W/gptq-ao-r0.gguf"
 q4 gptq.gguf --calib "$W/stats.st" --calib-mode gptq
-row "\`--calib --calib-mode gptq\` (scales refitted, the default)" "$W/gptq.gguf"
-q4 gptq-ao-r0.gguf --calib "$W/stats.st" --calib-mode gptq --act-order --refit 0
-row "\`--act-order --refit 0\`" "$W/gptq-ao-r0.gguf"
-q4 gptq-ao.gguf --calib "$W/stats.st" --calib-mode gptq --act-order
-row "**\`--act-order\`** (scales refitted)" "$W/gptq-ao.gguf"
+row "**\`--calib --calib-mode gptq\`** (the default: act-order, scales refitted)" "$W/gptq.gguf"
 q4 gptq-sg.gguf --calib "$W/stats.st" --calib-mode gptq --static-groups
-row "\`--static-groups\` (scales refitted)" "$W/gptq-sg.gguf"
+row "the same, \`--static-groups\`" "$W/gptq-sg.gguf"

@@ -236,6 +236,10 @@ TEST(convert_calib_refusals)
 	                  "--refit -1 -o %s 2>/dev/null", bin(), one, out), 2);
 	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --refit 2 -o %s "
 	                  "2>/dev/null", bin(), one, out), 2);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --no-act-order -o %s "
+	                  "2>/dev/null", bin(), one, out), 2);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -q -f --calib %s --calib-mode gptq "
+	                  "--no-act-order --refit 1 -o %s 2>/dev/null", bin(), one, out), 0);
 	{
 		char r0[4096];
 		snprintf(r0, sizeof r0, "%s.r0", out);

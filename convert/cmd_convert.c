@@ -60,6 +60,7 @@ static void convert_usage(FILE *f)
 "      --act-order          gptq: columns by decreasing Hessian diagonal\n"
 "                           (the default; --no-act-order: in file order)\n"
 "      --static-groups      gptq: group scales from the original weights\n"
+"                           (act-order implies it)\n"
 "      --damp X             gptq: damping, a fraction of mean(diag H) (0.01)\n"
 "      --refit N            gptq: after the sweep, refit each row's group\n"
 "                           scales to GPTQ's objective with the codes fixed,\n"

@@ -37,10 +37,15 @@ lp -m "$W/f32.gguf" --kl-divergence-base "$W/f32.kld" > "$W/f32.log"
 
 row() { # LABEL FILE
 	log="$2.kld.log"
-	lp -m "$2" --kl-divergence-base "$W/f32.kld" --kl-divergence > "$log" || true
-	k=$(sed -n 's/^Mean *KLD: *\([0-9.]*\).*/\1/p' "$log")
-	t=$(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$log")
-	if [ -z "$k" ]; then
+	# llama.cpp logs from a thread that can lose the last lines at exit:
+	# run again (up to 3 times) until both figures are there
+	for try in 1 2 3; do
+		lp -m "$2" --kl-divergence-base "$W/f32.kld" --kl-divergence > "$log" || true
+		k=$(sed -n 's/^Mean *KLD: *\([0-9.]*\).*/\1/p' "$log")
+		t=$(sed -n 's/^Same top p: *\([0-9.]*\).*/\1/p' "$log")
+		[ -z "$k" ] || [ -z "$t" ] || break
+	done
+	if [ -z "$k" ] || [ -z "$t" ]; then
 		echo "quality_calib: llama-perplexity gave no KL divergence for $2 (see $log)" >&2
 		exit 1
 	fi
@@ -74,5 +79,5 @@ q4 gptq-ao-r0.gguf --calib "$W/stats.st" --calib-mode gptq --refit 0
 row "\`--calib-mode gptq --refit 0\` (act-order, the sweep's scales)" "$W/gptq-ao-r0.gguf"
 q4 gptq.gguf --calib "$W/stats.st" --calib-mode gptq
 row "**\`--calib --calib-mode gptq\`** (the default: act-order, scales refitted)" "$W/gptq.gguf"
-q4 gptq-sg.gguf --calib "$W/stats.st" --calib-mode gptq --static-groups
-row "the same, \`--static-groups\`" "$W/gptq-sg.gguf"
+q4 gptq-sg.gguf --calib "$W/stats.st" --calib-mode gptq --no-act-order --static-groups
+row "\`--no-act-order --static-groups\` (scales refitted; act-order implies static groups)" "$W/gptq-sg.gguf"

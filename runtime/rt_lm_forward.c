@@ -25,15 +25,17 @@ struct qtk_rt_lm_ctx {
 	unsigned threads;
 	/* the KV cache: positions 0 .. n_ctx-1 of one sequence */
 	uint32_t n_ctx8;    /* n_ctx rounded up to 8 */
-	float *key_cache;   /* (n_layer, n_head_kv, head_dim, n_ctx8) after RoPE,
-	                       transposed: a head's scores are sums over d of
-	                       q[d] * a contiguous row of positions */
-	float *value_cache; /* (n_layer, n_ctx, n_head_kv * head_dim) */
+	float *key_cache;   /* (n_layer, n_head_kv, n_ctx8 / 8, head_dim, 8) after
+	                       RoPE: blocks of 8 positions, each d's 8 side by
+	                       side, so a head's scores read one contiguous run */
+	float *value_cache; /* (n_layer, n_head_kv, n_ctx8, head_dim): a head's
+	                       values contiguous, position after position */
 	/* one step of up to n_batch tokens (row b: the step's token b) */
 	float *x;           /* (n_batch, n_embd) the residual stream */
 	float *xb;          /* (n_batch, n_embd) normed input; output of wo / w_down */
 	float *q;           /* (n_batch, n_head * head_dim) queries, after RoPE */
 	float *k;           /* (n_batch, n_head_kv * head_dim) keys, before the cache */
+	float *v;           /* (n_batch, n_head_kv * head_dim) values, before the cache */
 	float *att_out;     /* (n_batch, n_head * head_dim) attention output, heads side by side */
 	float *hb;          /* (n_batch, n_ff) gate; then silu(gate) * up */
 	float *hb2;         /* (n_batch, n_ff) up */
@@ -63,6 +65,7 @@ static qtk_err alloc_buffers(qtk_rt_lm_ctx *c, qtk_status *st)
 		{ (void **)&c->key_cache, cache },
 		{ (void **)&c->value_cache, cache },
 		{ (void **)&c->k, floats(nb, kv, 1) },
+		{ (void **)&c->v, floats(nb, kv, 1) },
 		{ (void **)&c->x, floats(nb, d->n_embd, 1) },
 		{ (void **)&c->xb, floats(nb, d->n_embd, 1) },
 		{ (void **)&c->q, floats(nb, qd, 1) },
@@ -99,6 +102,7 @@ void qtk_rt_lm_ctx_free(qtk_rt_lm_ctx *c)
 	qtk_free(c->xb);
 	qtk_free(c->q);
 	qtk_free(c->k);
+	qtk_free(c->v);
 	qtk_free(c->att_out);
 	qtk_free(c->hb);
 	qtk_free(c->hb2);
@@ -261,8 +265,8 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 	const qtk_rt_lm_desc *d = &c->lm->d;
 	size_t hd = d->head_dim, kvd = (size_t)d->n_head_kv * hd, qd = (size_t)d->n_head * hd;
 	size_t group = d->n_head / d->n_head_kv, ld = c->n_ctx8;
-	const float *kc = c->key_cache + J->layer * d->n_head_kv * hd * ld;
-	const float *vc = c->value_cache + J->layer * c->n_ctx * kvd;
+	const float *kc = c->key_cache + J->layer * kvd * ld;
+	const float *vc = c->value_cache + J->layer * kvd * ld;
 	float *a = c->att + (size_t)t * ld;
 	float scale = (float)(1.0 / sqrt((double)hd));
 
@@ -270,22 +274,38 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 		size_t b = it / d->n_head, h = it % d->n_head, kvh = h / group;
 		size_t np = J->pos + b + 1; /* positions this token sees */
 		const float *q = c->q + b * qd + h * hd, *kt = kc + kvh * hd * ld;
+		const float *vh = vc + kvh * ld * hd;
 		float *out = c->att_out + b * qd + h * hd;
 		float mx = -INFINITY;
 		double sum = 0;
 		size_t i = 0;
 
 		/* scores of 8 positions at a time: a[s] = scale * sum_d q[d] k[d][s];
-		 * 32 at a time first (four independent chains, each in the order
-		 * of d, so the same sums: one chain alone waits on its adds) */
+		 * 64, then 32 at a time first (eight or four independent chains,
+		 * each in the order of d, so the same sums: one chain alone
+		 * waits on its adds) */
 		size_t s0 = 0;
+		for (; s0 + 64 <= np; s0 += 64) {
+			v8f acc[8] = { { 0 } };
+			for (size_t k = 0; k < hd; k++)
+#pragma GCC unroll 8
+				for (int j = 0; j < 8; j++) {
+					v8f kv;
+					memcpy(&kv, kt + (s0 + 8 * j) * hd + 8 * k, sizeof kv);
+					acc[j] += q[k] * kv;
+				}
+			for (int j = 0; j < 8; j++) {
+				acc[j] *= scale;
+				memcpy(a + s0 + 8 * j, &acc[j], sizeof acc[j]);
+			}
+		}
 		for (; s0 + 32 <= np; s0 += 32) {
 			v8f acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
 			for (size_t k = 0; k < hd; k++)
 #pragma GCC unroll 4
 				for (int j = 0; j < 4; j++) {
 					v8f kv;
-					memcpy(&kv, kt + k * ld + s0 + 8 * j, sizeof kv);
+					memcpy(&kv, kt + (s0 + 8 * j) * hd + 8 * k, sizeof kv);
 					acc[j] += q[k] * kv;
 				}
 			for (int j = 0; j < 4; j++) {
@@ -297,7 +317,7 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 			v8f acc = { 0 };
 			for (size_t k = 0; k < hd; k++) {
 				v8f kv;
-				memcpy(&kv, kt + k * ld + s, sizeof kv);
+				memcpy(&kv, kt + s * hd + 8 * k, sizeof kv);
 				acc += q[k] * kv;
 			}
 			acc *= scale;
@@ -336,7 +356,7 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 		for (; i + 64 <= hd; i += 64) {
 			v8f o[8] = { { 0 } };
 			for (size_t s = 0; s < np; s++) {
-				const float *vp = vc + s * kvd + kvh * hd + i;
+				const float *vp = vh + s * hd + i;
 #pragma GCC unroll 8
 				for (int j = 0; j < 8; j++) {
 					v8f vv;
@@ -350,7 +370,7 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 			v8f o = { 0 };
 			for (size_t s = 0; s < np; s++) {
 				v8f vv;
-				memcpy(&vv, vc + s * kvd + kvh * hd + i, sizeof vv);
+				memcpy(&vv, vh + s * hd + i, sizeof vv);
 				o += a[s] * vv;
 			}
 			memcpy(out + i, &o, sizeof o);
@@ -358,7 +378,7 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 		for (; i < hd; i++) {
 			float o = 0;
 			for (size_t s = 0; s < np; s++)
-				o += a[s] * vc[s * kvd + kvh * hd + i];
+				o += a[s] * vh[s * hd + i];
 			out[i] = o;
 		}
 	}
@@ -375,16 +395,22 @@ __attribute__((target("avx2"))) static void attend_avx2(void *ctx, size_t b0, si
 	attend_body(ctx, b0, e, t);
 }
 
-/* k (n, n_head_kv * head_dim) of positions pos.. into the transposed cache. */
-static void store_keys(qtk_rt_lm_ctx *c, size_t l, size_t n, size_t pos)
+/* k and v (n, n_head_kv * head_dim) of positions pos.. into the caches'
+ * layouts (key: blocks of 8 positions; value: head by head). */
+static void store_kv(qtk_rt_lm_ctx *c, size_t l, size_t n, size_t pos)
 {
 	const qtk_rt_lm_desc *d = &c->lm->d;
-	size_t kvd = (size_t)d->n_head_kv * d->head_dim, ld = c->n_ctx8;
-	float *kc = c->key_cache + l * kvd * ld;
+	size_t hd = d->head_dim, kvd = (size_t)d->n_head_kv * hd, ld = c->n_ctx8;
+	float *kc = c->key_cache + l * kvd * ld, *vc = c->value_cache + l * kvd * ld;
 
-	for (size_t b = 0; b < n; b++)
-		for (size_t j = 0; j < kvd; j++)
-			kc[j * ld + pos + b] = c->k[b * kvd + j];
+	for (size_t b = 0; b < n; b++) {
+		size_t p = pos + b;
+		for (size_t j = 0; j < kvd; j++) {
+			size_t kvh = j / hd, e = j % hd;
+			kc[kvh * hd * ld + (p & ~(size_t)7) * hd + 8 * e + (p & 7)] = c->k[b * kvd + j];
+			vc[(kvh * ld + p) * hd + e] = c->v[b * kvd + j];
+		}
+	}
 }
 
 /* One attention block over the step's n tokens at positions pos..pos+n-1:
@@ -394,17 +420,15 @@ static qtk_err attention_block(qtk_rt_lm_ctx *c, size_t l, size_t n, size_t pos,
 {
 	const qtk_rt_lm_desc *d = &c->lm->d;
 	const lm_layer *L = &c->lm->layers[l];
-	size_t kvd = (size_t)d->n_head_kv * d->head_dim;
-	float *vc = c->value_cache + (l * c->n_ctx + pos) * kvd;
 	att_job J = { c, l, pos };
 
 	rmsnorm(c->xb, c->x, L->attn_norm, n, d->n_embd, d->rms_eps);
 	QTK_TRY(linear(c, L->wq, c->xb, n, c->q, st));
 	QTK_TRY(linear(c, L->wk, c->xb, n, c->k, st));
-	QTK_TRY(linear(c, L->wv, c->xb, n, vc, st));
+	QTK_TRY(linear(c, L->wv, c->xb, n, c->v, st));
 	rope(c, c->q, n, d->n_head);
 	rope(c, c->k, n, d->n_head_kv);
-	store_keys(c, l, n, pos);
+	store_kv(c, l, n, pos);
 	qtk_rt_pool_run(c->pool, n * d->n_head,
 	                qtk_isa_active() >= QTK_ISA_AVX2 ? attend_avx2 : attend_ref, &J);
 	QTK_TRY(linear(c, L->wo, c->att_out, n, c->xb, st));

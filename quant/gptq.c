@@ -607,7 +607,8 @@ qtk_err qtk_gptq_quantize(const qtk_gptq *f, const qtk_gemm *g, const qtk_q_layo
 	if (f->perm)
 		permute_rows(f->perm, w, rows, cols, t, 0);
 	if (f->h)
-		rc = gptq_refit(L, s.m, f->h, cols, wo, w, rows, dst, f->refit, g, st);
+		rc = gptq_refit(L, s.m, f->h, cols, wo, w, rows, dst, f->refit, g,
+		                opts ? opts->tensor : NULL, st);
 out:
 	qtk_free(wo);
 	qtk_free(t);

@@ -221,7 +221,7 @@ static void refit_chunk(refit_ctx *c, const float *wo, float *w, size_t n, size_
 
 qtk_err gptq_refit(const qtk_q_layout *L, int m, const float *h, size_t cols,
                    const float *wo, float *w, size_t rows, const qtk_q_planes *dst,
-                   unsigned iters, const qtk_gemm *g, qtk_status *st)
+                   unsigned iters, const qtk_gemm *g, const char *tensor, qtk_status *st)
 {
 	refit_ctx c = { .L = L, .g = g, .h = h, .m = m, .aff = QM_AFFINE(m), .cols = cols };
 	size_t nf, nd;
@@ -233,12 +233,14 @@ qtk_err gptq_refit(const qtk_q_layout *L, int m, const float *h, size_t cols,
 	c.nu = c.aff ? 2 * c.gpr : c.gpr;
 	if (__builtin_mul_overflow(cols, (size_t)REFIT_ROWS, &nf) || nf > SIZE_MAX / 16 ||
 	    __builtin_mul_overflow(c.nu, (size_t)REFIT_ROWS, &nd) || nd > SIZE_MAX / 64)
-		return qtk_fail(st, QTK_E_OVERFLOW, "GPTQ refit: %zu columns are too many", cols);
+		return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': %zu columns are too many for the "
+		                "GPTQ refit", tensor ? tensor : "?", cols);
 	c.v = qtk_malloc(4 * nf * sizeof(float));
 	c.x = qtk_malloc(7 * nd * sizeof(double));
 	c.live = qtk_malloc(REFIT_ROWS);
 	if (!c.v || !c.x || !c.live) {
-		rc = qtk_fail(st, QTK_E_NOMEM, "tensor '?': out of memory for the GPTQ refit");
+		rc = qtk_fail(st, QTK_E_NOMEM, "tensor '%s': out of memory for the GPTQ refit",
+		              tensor ? tensor : "?");
 		goto out;
 	}
 	c.res = c.v + nf;

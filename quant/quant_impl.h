@@ -244,7 +244,7 @@ float intq_store_scale(qtk_dtype dt, void *p, size_t i, float v);
  * rows before quantization, w: their dequantized values (updated). */
 qtk_err gptq_refit(const qtk_q_layout *L, int m, const float *h, size_t cols,
                    const float *wo, float *w, size_t rows, const qtk_q_planes *dst,
-                   unsigned iters, const qtk_gemm *g, qtk_status *st);
+                   unsigned iters, const qtk_gemm *g, const char *tensor, qtk_status *st);
 
 /* The parameters chosen for one group: codes are intq_code1(m, x, p, b),
  * values intq_val1(m, code) * sd (+ sb for affine modes). A zero group

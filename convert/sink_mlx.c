@@ -863,17 +863,59 @@ static void x_abort(void *ctx)
 	mlx_abort(ctx);
 }
 
+/* A stored layout (a .qtk source) MLX cannot hold: the same bits on MLX's
+ * affine grid at group 32/64/128 (64 for others), scales in the model's
+ * F16/BF16 else F16 (F32 when a value needs it), from the recorded
+ * source; rows the group does not divide, or 1-D: source precision. */
+static qtk_err x_requant(void *ctx, size_t i, const src_tensor *t, const char *plan_msg,
+                         int requantize, int widen, qtk_q_layout *L, char *why, size_t nwhy,
+                         qtk_status *st)
+{
+	mlx_sink *m = ctx;
+	const qtk_q_layout *S = t->stored;
+	unsigned bits, off;
+	qtk_status tmp;
+
+	/* plan changes no stored layout (exact): plan_msg says why not */
+	snprintf(why, nwhy, "%s", conv_reason(plan_msg ? plan_msg : "?"));
+	if (!requantize)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s (use --requantize)", plan_msg ? plan_msg : why);
+	*L = *S;
+	L->flags = 0;
+	L->scale_dtype = QTK_DT_F16;
+	if (L->group != 32 && L->group != 64 && L->group != 128)
+		L->group = 64;
+	if (qtk_mlx_form(L, L->group, &bits, &off, &tmp) != QTK_OK)
+		L->scheme = qtk_q_scheme_get(S->scheme)->requant_affine;
+	if (qtk_q_scheme_get(L->scheme)->has_bias)
+		L->flags = QTK_QF_MLX_AFFINE;
+	if (t->dtype == QTK_DT_F16 || t->dtype == QTK_DT_BF16)
+		L->scale_dtype = t->dtype;
+	if (mlx_plan_tensor(m, i, t, L, &tmp) != QTK_OK) {
+		memset(L, 0, sizeof *L);
+		L->scheme = QTK_SCHEME_RAW;
+		L->dtype = t->dtype;
+		QTK_TRY(mlx_plan_tensor(m, i, t, L, st));
+	}
+	if (widen && qtk_q_scheme_get(L->scheme)->quantized) {
+		L->scale_dtype = QTK_DT_F32;
+		QTK_TRY(mlx_set_scale_dtype(m, i, QTK_DT_F32, st));
+	}
+	return QTK_OK;
+}
+
 static const sink_ops mlx_ops = {
 	.plan = x_plan, .scales_f32 = x_scales_f32, .out_bytes = x_out_bytes, .mlx_affine = 1,
 	.open = x_open, .put_bytes = x_put_bytes, .put_rows = x_put_rows,
-	.commit = x_commit, .abort = x_abort, .checks_values = 1,
+	.commit = x_commit, .abort = x_abort, .checks_values = 1, .requant = x_requant,
 };
 
 qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st)
 {
 	uint32_t g = a->main_group;
-	mlx_cfg mc = { .dir = a->s->dir, .main_scheme = a->main_scheme,
-	               .main_group = g == QTK_GROUP_ROW ? 0 : g };
+	mlx_cfg mc = { .dir = a->s->dir, .config_json = a->s->config_json,
+	               .main_scheme = a->main_scheme, .main_group = g == QTK_GROUP_ROW ? 0 : g,
+	               .exact = a->exact };
 	mlx_sink *m = NULL;
 
 	qtk_err rc = mlx_begin(&m, &mc, a->s->n, st);

@@ -260,44 +260,8 @@ qtk_err sink_gguf_new(sink *k, const sink_args *a, qtk_status *st);
 
 /* ---- MLX output (sink_mlx.c) ------------------------------------------ */
 
-typedef struct mlx_sink mlx_sink;
-
-typedef struct {
-	const char *dir;          /* config.json / tokenizer files from here, or NULL */
-	const char *config_json;  /* config text to use instead of dir/config.json */
-	qtk_scheme_id main_scheme;/* the recipe's main scheme and group: the */
-	uint32_t main_group;      /*   "quantization" entry when a tensor uses it */
-	int exact;                /* export: refuse instead of changing a layout */
-} mlx_cfg;
-
-qtk_err mlx_begin(mlx_sink **out, const mlx_cfg *c, size_t ntensors, qtk_status *st);
-/* Plan tensor i (call in order). Quantized layouts MLX holds become
- * weight/scales/biases (convert: scales in the model's dtype when that is
- * F16/BF16); rows the group does not divide fall back to source precision
- * (convert) ; anything else (nf4, row groups, other groups) is refused
- * naming the tensor. */
-qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
-                        qtk_status *st);
-/* Export: write tensor i's scales/biases in dt instead of the model dtype. */
-qtk_err mlx_set_scale_dtype(mlx_sink *m, size_t i, qtk_dtype dt, qtk_status *st);
-qtk_dtype mlx_model_dtype(const mlx_sink *m, size_t i);
-uint64_t mlx_tensor_bytes(const mlx_sink *m, size_t i);
-/* Create the temporary directory beside path and the shard files. */
-qtk_err mlx_open(mlx_sink *m, const char *path, const qtk_write_opts *wo, qtk_status *st);
-size_t mlx_shard_count(const mlx_sink *m);
-/* Bytes [off, off+len) of a tensor written as one float/raw tensor. */
-qtk_err mlx_put_raw(mlx_sink *m, size_t i, uint64_t off, const void *buf, size_t len,
-                    qtk_status *st);
-/* nrows rows of qtk planes starting at element elem0 (a row start). */
-qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
-                     uint64_t elem0, size_t nrows, size_t cols, qtk_status *st);
-/* Commit shards, index, config.json, copied files; rename into place.
- * Frees m either way; on failure the output path is as it was. */
-qtk_err mlx_commit(mlx_sink *m, qtk_status *st);
-void mlx_abort(mlx_sink *m); /* NULL is fine */
-/* The MLX sink: plans weight/scales/biases, then writes the directory. */
+/* The MLX sink: plans weight/scales/biases and the config's
+ * "quantization"; formats' MLX directory writer writes them. */
 qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st);
-/* main_scheme / main_group from a recipe's JSON (qtk_recipe_json). */
-void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c);
 
 #endif

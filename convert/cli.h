@@ -34,6 +34,22 @@ int cmd_run(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_calibrate(int argc, char **argv);
+/* The progress bar of convert and export (cli_progress.c). */
+typedef struct {
+	int tty, verbose;
+	double t0, last;
+	size_t last_done;
+} cli_progress;
+
+/* 1 when there is something to show: a bar (bar set and stderr a
+ * terminal) or, with verbose, a line per tensor. */
+int cli_progress_init(cli_progress *p, int bar, int verbose);
+/* qtk_conv_opts.progress / qtk_export_opts.progress; ctx: a cli_progress. */
+void cli_on_progress(void *ctx, size_t done, size_t total, uint64_t bytes,
+                     uint64_t bytes_total, const char *tensor);
+/* "1.5 MB" */
+void cli_human_bytes(double b, char *buf, size_t n);
+
 /* `inspect` of a .qtk file (cli_inspect_pack.c) and of a GGUF file
  * (cli_inspect_gguf.c); cmd_inspect.c picks one by the file's magic. */
 int cli_inspect_pack(const char *path, int json);

@@ -118,64 +118,6 @@ static const struct option long_opts[] = {
 	{ NULL, 0, NULL, 0 },
 };
 
-typedef struct {
-	int tty, verbose;
-	double t0, last;
-	size_t last_done;
-} progress_state;
-
-static void human_bytes(double b, char *buf, size_t n)
-{
-	const char *u[] = { "B", "KB", "MB", "GB", "TB" };
-	int i = 0;
-
-	while (b >= 1000 && i < 4) {
-		b /= 1000;
-		i++;
-	}
-	snprintf(buf, n, i ? "%.1f %s" : "%.0f %s", b, u[i]);
-}
-
-static double mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void on_progress(void *ctx, size_t done, size_t total, uint64_t bytes,
-                        uint64_t bytes_total, const char *tensor)
-{
-	progress_state *p = ctx;
-	double t = mono(), el = t - p->t0, rate = el > 0 ? (double)bytes / el : 0;
-	char b1[32], b2[32], b3[32];
-
-	if (p->verbose && done != p->last_done) {
-		fprintf(stderr, "[%zu/%zu] %s\n", done, total, tensor);
-		p->last_done = done;
-	}
-	if (!p->tty || (t - p->last < 0.2 && done < total))
-		return;
-	p->last = t;
-	human_bytes((double)bytes, b1, sizeof b1);
-	human_bytes((double)bytes_total, b2, sizeof b2);
-	human_bytes(rate, b3, sizeof b3);
-	{
-		int width = 24, fill = bytes_total ? (int)((double)width * (double)bytes /
-		                                           (double)bytes_total) : width;
-		double eta = rate > 0 ? (double)(bytes_total - bytes) / rate : 0;
-		char bar[32];
-
-		for (int i = 0; i < width; i++)
-			bar[i] = i < fill ? '#' : '.';
-		bar[width] = 0;
-		fprintf(stderr, "\r[%s] %zu/%zu tensors  %s/%s  %s/s  ETA %.0fs   ",
-		        bar, done, total, b1, b2, b3, eta);
-		if (done >= total)
-			fputc('\n', stderr);
-	}
-}
-
 static const char *layout_name(const qtk_q_layout *L, char *buf, size_t n)
 {
 	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
@@ -213,8 +155,8 @@ static void print_plan(const qtk_conv_report *rep)
 	for (size_t i = 0; i < rep->ntensors; i++) {
 		const qtk_conv_tensor *t = &rep->tensors[i];
 		shape_str(t, sh, sizeof sh);
-		human_bytes((double)t->src_bytes, b1, sizeof b1);
-		human_bytes((double)t->out_bytes, b2, sizeof b2);
+		cli_human_bytes((double)t->src_bytes, b1, sizeof b1);
+		cli_human_bytes((double)t->out_bytes, b2, sizeof b2);
 		printf("%-48s %-18s %-14s %10s %10s  %s\n", t->name, sh,
 		       layout_name(&t->layout, lay, sizeof lay), b1, b2, t->origin);
 	}
@@ -259,12 +201,12 @@ static void print_totals(const qtk_conv_report *rep, int dry)
 	}
 	printf("\n%-16s %8s %12s %12s\n", "storage", "tensors", "source", dry ? "planned" : "written");
 	for (size_t k = 0; k < nby; k++) {
-		human_bytes((double)by[k].in, b1, sizeof b1);
-		human_bytes((double)by[k].out, b2, sizeof b2);
+		cli_human_bytes((double)by[k].in, b1, sizeof b1);
+		cli_human_bytes((double)by[k].out, b2, sizeof b2);
 		printf("%-16s %8zu %12s %12s\n", by[k].name, by[k].n, b1, b2);
 	}
-	human_bytes((double)rep->src_bytes, b1, sizeof b1);
-	human_bytes((double)rep->out_bytes, b2, sizeof b2);
+	cli_human_bytes((double)rep->src_bytes, b1, sizeof b1);
+	cli_human_bytes((double)rep->out_bytes, b2, sizeof b2);
 	printf("%-16s %8zu %12s %12s   %.3f bits/weight over %llu parameters\n", "total",
 	       rep->ntensors, b1, b2,
 	       rep->nparams ? 8.0 * (double)rep->out_bytes / (double)rep->nparams : 0.0,
@@ -280,7 +222,7 @@ static void print_summary(const qtk_conv_report *rep, const char *out)
 	size_t shown = 0;
 
 	print_totals(rep, 0);
-	human_bytes(rep->seconds > 0 ? (double)rep->src_bytes / rep->seconds : 0, b1, sizeof b1);
+	cli_human_bytes(rep->seconds > 0 ? (double)rep->src_bytes / rep->seconds : 0, b1, sizeof b1);
 	printf("wrote %s in %.2f s (%s/s of source, %d threads)\n", out, rep->seconds, b1,
 	       rep->threads);
 	if (!sorted)
@@ -633,6 +575,22 @@ static void say_resolved(const char *input)
 	qtk_free(p);
 }
 
+/* Does path hold a .qtk file? Such an input keeps its stored layouts,
+ * which convert's recipe options would silently not apply to: `qtk
+ * export` repacks it (the library's qtk_convert takes it). */
+static int is_qtk_file(const char *path)
+{
+	unsigned char m[8];
+	qtk_status tmp;
+	int fd, yes;
+
+	if (qtk_fmt_open_input(path, &fd, NULL, &tmp) != QTK_OK)
+		return 0;
+	yes = read(fd, m, 8) == 8 && !memcmp(m, QTK_PACK_MAGIC, 8);
+	close(fd);
+	return yes;
+}
+
 /* Recipe: --set/--keep first, then the recipe file, then the preset. */
 static qtk_err build_recipe(cli_opts *c, qtk_recipe **out, const char **preset_used,
                             qtk_status *st)
@@ -681,7 +639,7 @@ int cmd_convert(int argc, char **argv)
 	qtk_recipe *recipe = NULL;
 	qtk_conv_report *rep = NULL;
 	qtk_status st;
-	progress_state ps;
+	cli_progress ps;
 	const char *preset_used;
 	struct sigaction sa, old_int, old_term;
 	int rc;
@@ -690,6 +648,11 @@ int cmd_convert(int argc, char **argv)
 	if (rc)
 		return rc < 0 ? QTK_EXIT_OK : rc;
 	qtk_status_clear(&st);
+	if (is_qtk_file(c.input)) {
+		fprintf(stderr, "qtk: %s: a .qtk file keeps its stored layouts: repack it with "
+		        "`qtk export` (convert reads safetensors and GGUF checkpoints)\n", c.input);
+		return QTK_EXIT_FAIL;
+	}
 	if (!c.quiet)
 		say_resolved(c.input);
 	if (build_recipe(&c, &recipe, &preset_used, &st))
@@ -699,13 +662,8 @@ int cmd_convert(int argc, char **argv)
 	c.co.recipe = recipe;
 	c.co.calib = c.calib;
 	c.co.cancel = &interrupted;
-	memset(&ps, 0, sizeof ps);
-	ps.tty = !c.quiet && !c.co.dry_run && isatty(2);
-	ps.verbose = c.verbose;
-	ps.t0 = mono();
-	ps.last_done = (size_t)-1;
-	if (ps.tty || ps.verbose) {
-		c.co.progress = on_progress;
+	if (cli_progress_init(&ps, !c.quiet && !c.co.dry_run, c.verbose)) {
+		c.co.progress = cli_on_progress;
 		c.co.progress_ctx = &ps;
 	}
 	memset(&sa, 0, sizeof sa);

@@ -34,7 +34,8 @@ static void export_usage(FILE *f)
 "      --json               print the report as JSON on stdout\n"
 "  -f, --force              replace an existing output (a regular file, or a\n"
 "                           previous MLX output; never a FIFO, device, link)\n"
-"  -q, --quiet              no report\n"
+"  -v, --verbose            one line per tensor as it is done\n"
+"  -q, --quiet              no progress bar and no report\n"
 "  -h, --help               show this help\n\n"
 "Exit status: 0 success, 1 failure, 2 usage error, 130 interrupted.\n");
 }
@@ -48,6 +49,7 @@ static const struct option long_opts[] = {
 	{ "threads", required_argument, NULL, 'j' },
 	{ "json", no_argument, NULL, OPT_JSON },
 	{ "force", no_argument, NULL, 'f' },
+	{ "verbose", no_argument, NULL, 'v' },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
@@ -108,14 +110,15 @@ int cmd_export(int argc, char **argv)
 	qtk_export_report *rep = NULL;
 	qtk_status st;
 	struct sigaction sa, old_int, old_term;
-	int ch, json = 0, quiet = 0, to = 0, urc;
+	cli_progress ps;
+	int ch, json = 0, quiet = 0, verbose = 0, to = 0, urc;
 	uint64_t v;
 	qtk_err rc;
 
 	memset(&o, 0, sizeof o);
 	optind = 1;
 	opterr = 0;
-	while ((ch = getopt_long(argc, argv, ":t:o:Rj:fqh", long_opts, NULL)) != -1) {
+	while ((ch = getopt_long(argc, argv, ":t:o:Rj:fvqh", long_opts, NULL)) != -1) {
 		switch (ch) {
 		case 't':
 			if (!strcmp(optarg, "gguf"))
@@ -135,6 +138,7 @@ int cmd_export(int argc, char **argv)
 			break;
 		case OPT_JSON: json = 1; break;
 		case 'f': o.force = 1; break;
+		case 'v': verbose = 1; break;
 		case 'q': quiet = 1; break;
 		case 'h': export_usage(stdout); return QTK_EXIT_OK;
 		case ':': return cli_usage_error("export", "option '%s' needs an argument", argv[optind - 1]);
@@ -149,6 +153,10 @@ int cmd_export(int argc, char **argv)
 		return cli_usage_error("export", "missing -o OUTPUT");
 	o.input = argv[optind];
 	o.cancel = &interrupted;
+	if (cli_progress_init(&ps, !quiet, verbose)) {
+		o.progress = cli_on_progress;
+		o.progress_ctx = &ps;
+	}
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = on_signal;
 	sigaction(SIGINT, &sa, &old_int);

@@ -4,6 +4,8 @@
 #ifndef QTK_CONV_IMPL_H
 #define QTK_CONV_IMPL_H
 
+#include <string.h>
+
 #include "qtk_convert.h"
 
 /* The float-storage scheme of dt: quant's row that stores dt, else the
@@ -28,6 +30,9 @@ typedef struct {
 	uint32_t gtype;           /* GGUF source: its ggml type */
 	uint32_t blk_elems;       /* GGUF block types (Q8_0, Q4_0, Q4_1): elements */
 	uint32_t blk_bytes;       /* and bytes per block; 0 for element types */
+	const qtk_q_layout *stored; /* .qtk source: how it is stored, else NULL */
+	uint8_t rows_only;        /* reads f32 in whole rows only (stored codes) */
+	uint8_t keep_pages;       /* data is no mapping of source bytes to drop */
 } src_tensor;
 
 typedef struct {
@@ -38,7 +43,7 @@ typedef struct {
 } src_file;
 
 typedef struct {
-	const char *format;       /* "safetensors" or "gguf" */
+	const char *format;       /* "safetensors", "gguf" or "qtk" */
 	const char *path;         /* the file read: the input, or the file
 	                             picked in an input directory */
 	size_t n;
@@ -48,9 +53,17 @@ typedef struct {
 	const char *dir;          /* directory of the checkpoint */
 	qtk_st_file *st;          /* safetensors input, or */
 	qtk_gguf_file *gg;        /* GGUF input */
-	qtk_model_desc *desc;     /* config.json, parsed once (src_model_desc);
-	                             export sets the one its metadata records */
+	qtk_model_desc *desc;     /* config.json, parsed once (src_model_desc) */
 	int desc_done;
+	/* ---- a .qtk input (source_qtk.c): tensors carry stored layouts ---- */
+	struct src_qtk *qtk;      /* its state, or NULL */
+	const char *config_json;  /* the recorded config, when dir has no
+	                             config.json (desc and MLX config from it) */
+	const char *recorded;     /* the .qtk's metadata (JSON), or NULL */
+	int has_main;             /* the recorded recipe's main scheme and */
+	qtk_scheme_id main_scheme;/*   group (0: none) replace the run's */
+	uint32_t main_group;
+	int search;               /* the recorded --search (requantizing) */
 } src;
 
 qtk_err src_open(src **out, const char *path, qtk_status *st);
@@ -59,6 +72,25 @@ qtk_err src_open(src **out, const char *path, qtk_status *st);
  * opened, so that a FIFO there fails at once, not when it is read. */
 qtk_err src_check_side_files(const char *dir, qtk_status *st);
 void src_close(src *s);
+
+/* .qtk input (source_qtk.c). */
+int src_is_qtk(const char *path);
+qtk_err src_open_qtk(src *s, const char *path, qtk_status *st);
+/* path as a .qtk whatever it holds (formats' reader says what is wrong). */
+qtk_err src_open_qtk_file(src **out, const char *path, qtk_status *st);
+void src_qtk_close(struct src_qtk *q); /* NULL is fine */
+qtk_err src_qtk_read_f32(const src_tensor *t, uint64_t elem0, uint64_t n, float *dst,
+                         qtk_status *st);
+/* The stored planes of a .qtk source's tensor ([QTK_PLANE_MAX], NULL where
+ * empty), valid until the source is closed. */
+const void *const *src_stored_planes(const src_tensor *t);
+/* The tensor of the recorded source checkpoint that tensor i of the .qtk
+ * source s was made from (--requantize). The checkpoint is opened on the
+ * first call and checked (each file's size and crc32 as recorded); the
+ * tensor must have the recorded dtype and element count. */
+qtk_err src_origin_tensor(src *s, size_t i, const src **os, const src_tensor **ot,
+                          qtk_status *st);
+const src *src_origin(const src *s); /* the one opened, or NULL */
 /* The model description of s: dir/config.json parsed on the first call
  * (present = 0 when s has no directory or the directory no config.json).
  * QTK_E_FORMAT when the file is not JSON, QTK_E_IO, QTK_E_NOMEM. */
@@ -75,6 +107,21 @@ void src_prefault(const src_tensor *t, uint64_t off, uint64_t len);
  * block types: callers split those tensors on block boundaries). */
 void src_span(const src_tensor *t, uint64_t elem0, uint64_t n, uint64_t *off,
               uint64_t *len);
+
+/* ---- the pipeline (pipeline.c) ---------------------------------------- */
+
+/* What qtk_export adds to a conversion. */
+typedef struct {
+	int qtk_only;           /* the input must be a .qtk */
+	/* called with the report before the output is committed (seconds
+	 * not yet set); a failure drops the output */
+	qtk_err (*before_commit)(void *ctx, const qtk_conv_report *rep, qtk_status *st);
+	void *ctx;
+} conv_hooks;
+
+/* qtk_convert, with hooks (NULL: none). */
+qtk_err conv_run(const qtk_conv_opts *o, const conv_hooks *h, qtk_conv_report **rep,
+                 qtk_status *st);
 
 /* ---- sinks: where the pipeline's tensors go ---------------------------- */
 
@@ -132,6 +179,17 @@ typedef struct {
 	 * back as QTK_E_Q_SCALE_RANGE / QTK_E_GG_LAYOUT, and rows are put even
 	 * on a pass whose output is dropped, to find them all */
 	int checks_values;
+	/* ---- a .qtk source: a stored layout plan did not keep ---- */
+	/* Tensor i's stored layout (t->stored) was refused by plan (plan_msg,
+	 * its message) or, plan_msg NULL, changed by it to *L, which does not
+	 * hold the stored values exactly. Say why in why[nwhy]. Without
+	 * requantize refuse, naming the tensor; with it, set and plan *L, the
+	 * layout to requantize to from the recorded source: wider (F32) when
+	 * widen says a first pass met a value its narrow types cannot hold.
+	 * NULL: plan keeps every stored layout. */
+	qtk_err (*requant)(void *ctx, size_t i, const src_tensor *t, const char *plan_msg,
+	                   int requantize, int widen, qtk_q_layout *L, char *why, size_t nwhy,
+	                   qtk_status *st);
 } sink_ops;
 
 typedef struct {
@@ -145,7 +203,16 @@ typedef struct {
 	src *s;
 	qtk_scheme_id main_scheme;
 	uint32_t main_group;
+	int exact;              /* the source holds stored layouts (a .qtk):
+	                           refuse a layout rather than change it */
 } sink_args;
+
+/* A planner's message without its leading "tensor 'NAME': ". */
+static inline const char *conv_reason(const char *msg)
+{
+	const char *p = !strncmp(msg, "tensor '", 8) ? strstr(msg, "': ") : NULL;
+	return p ? p + 3 : msg;
+}
 
 /* .qtk file (sink_qtk.c). */
 qtk_err sink_qtk_new(sink *k, qtk_status *st);
@@ -193,44 +260,8 @@ qtk_err sink_gguf_new(sink *k, const sink_args *a, qtk_status *st);
 
 /* ---- MLX output (sink_mlx.c) ------------------------------------------ */
 
-typedef struct mlx_sink mlx_sink;
-
-typedef struct {
-	const char *dir;          /* config.json / tokenizer files from here, or NULL */
-	const char *config_json;  /* config text to use instead of dir/config.json */
-	qtk_scheme_id main_scheme;/* the recipe's main scheme and group: the */
-	uint32_t main_group;      /*   "quantization" entry when a tensor uses it */
-	int exact;                /* export: refuse instead of changing a layout */
-} mlx_cfg;
-
-qtk_err mlx_begin(mlx_sink **out, const mlx_cfg *c, size_t ntensors, qtk_status *st);
-/* Plan tensor i (call in order). Quantized layouts MLX holds become
- * weight/scales/biases (convert: scales in the model's dtype when that is
- * F16/BF16); rows the group does not divide fall back to source precision
- * (convert) ; anything else (nf4, row groups, other groups) is refused
- * naming the tensor. */
-qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
-                        qtk_status *st);
-/* Export: write tensor i's scales/biases in dt instead of the model dtype. */
-qtk_err mlx_set_scale_dtype(mlx_sink *m, size_t i, qtk_dtype dt, qtk_status *st);
-qtk_dtype mlx_model_dtype(const mlx_sink *m, size_t i);
-uint64_t mlx_tensor_bytes(const mlx_sink *m, size_t i);
-/* Create the temporary directory beside path and the shard files. */
-qtk_err mlx_open(mlx_sink *m, const char *path, const qtk_write_opts *wo, qtk_status *st);
-size_t mlx_shard_count(const mlx_sink *m);
-/* Bytes [off, off+len) of a tensor written as one float/raw tensor. */
-qtk_err mlx_put_raw(mlx_sink *m, size_t i, uint64_t off, const void *buf, size_t len,
-                    qtk_status *st);
-/* nrows rows of qtk planes starting at element elem0 (a row start). */
-qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
-                     uint64_t elem0, size_t nrows, size_t cols, qtk_status *st);
-/* Commit shards, index, config.json, copied files; rename into place.
- * Frees m either way; on failure the output path is as it was. */
-qtk_err mlx_commit(mlx_sink *m, qtk_status *st);
-void mlx_abort(mlx_sink *m); /* NULL is fine */
-/* The MLX sink: plans weight/scales/biases, then writes the directory. */
+/* The MLX sink: plans weight/scales/biases and the config's
+ * "quantization"; formats' MLX directory writer writes them. */
 qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st);
-/* main_scheme / main_group from a recipe's JSON (qtk_recipe_json). */
-void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c);
 
 #endif

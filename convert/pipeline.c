@@ -21,7 +21,9 @@
 #define DEFAULT_CHUNK_ELEMS (1u << 20)
 #define SUB_ELEMS 16384u        /* f32 values processed in cache at a time */
 
-enum { MODE_RAW, MODE_ELEM, MODE_ROWS };
+/* How a tensor's items run: source bytes copied (RAW), f32 runs of a flat
+ * float store (ELEM), rows quantized (ROWS), stored planes copied (PASS). */
+enum { MODE_RAW, MODE_ELEM, MODE_ROWS, MODE_PASS };
 
 typedef struct {
 	size_t tensor;
@@ -29,7 +31,9 @@ typedef struct {
 } work_item;
 
 typedef struct {
-	const src_tensor *t;
+	const src_tensor *t;    /* the tensor, as the output names and shapes it */
+	const src *vs;          /* where its values or bytes are read: the */
+	const src_tensor *vt;   /*   source's t, or the recorded checkpoint's */
 	qtk_decision d;
 	uint64_t rows, cols;
 	int mode;
@@ -54,6 +58,8 @@ typedef struct {
 	int auto_scales;        /* the scale dtype (F16/BF16) */
 	int gathered;           /* the sink writes rows out of source order */
 	uint64_t flushed;       /* atomic: nonzero values stored as zero */
+	qtk_conv_from from;     /* a .qtk source: stored, dequantized, requantized */
+	char why[320];          /* QTK_FROM_REQUANT: why */
 } plan_tensor;
 
 /* job.widen bits: what a second pass stores wider: F32, or for a float
@@ -71,6 +77,7 @@ typedef struct {
 	qtk_q_acc *acc;         /* [nitems] */
 	uint32_t *crc;          /* [nitems] crc32 of each item's source bytes */
 	int want_crc;           /* the sink records the source crc32s */
+	int search;             /* the data-free search (a .qtk: as recorded) */
 	sink out;               /* where tensors go: made by each pass, planned,
 	                           opened, then committed or aborted */
 	size_t next;            /* atomic: next item to take */
@@ -171,102 +178,187 @@ static void calib_item_done(job *j, plan_tensor *p)
 	pthread_mutex_unlock(&j->calib_lock);
 }
 
-static qtk_err plan(job *j, qtk_status *st)
+/* The recipe's decision for tensor i of a checkpoint, as the sink holds
+ * it (with the fallbacks a first pass marked in j->widen). */
+static qtk_err plan_recipe(job *j, size_t i, plan_tensor *p, qtk_status *st)
 {
 	const qtk_conv_opts *o = j->o;
 	const sink_ops *K = j->out.ops;
+	const src_tensor *t = p->t;
+	const qtk_q_scheme *sc;
+
+	QTK_TRY(qtk_recipe_decide(o->recipe, t->name, t->dtype, t->ndim, t->shape, &p->d, st));
+	sc = qtk_q_scheme_get(p->d.layout.scheme);
+	p->auto_store = p->d.wider && sc->float_store;
+	p->auto_scales = sc->quantized && !o->scale_dtype_set;
+	if (sc->quantized) {
+		p->d.layout.scale_dtype = o->scale_dtype;
+		/* double quantization is an NF4 option; empty tensors have no
+		 * groups to double-quantize */
+		p->d.layout.flags = o->qflags & ~QTK_QF_MLX_AFFINE;
+		if (!sc->double_quant || t->nelem == 0)
+			p->d.layout.flags &= ~QTK_QF_DOUBLE_QUANT;
+		if (sc->has_bias &&
+		    (o->affine_rule == 2 || (o->affine_rule == 0 && K->mlx_affine) ||
+		     (o->qflags & QTK_QF_MLX_AFFINE)))
+			p->d.layout.flags |= QTK_QF_MLX_AFFINE;
+	}
+	if (!K->keeps_blocks && t->blk_elems && p->d.layout.scheme == QTK_SCHEME_RAW) {
+		/* a kept ggml block tensor: its exact f32 values */
+		memset(&p->d.layout, 0, sizeof p->d.layout);
+		p->d.layout.scheme = conv_float_scheme(QTK_DT_F32);
+		sc = qtk_q_scheme_get(p->d.layout.scheme);
+	}
+	if (!sc->float_store || sc->store_dtype == QTK_DT_F32)
+		p->auto_store = 0;
+	if (j->widen[i] & W_STORE) {
+		/* a BF16 source goes back to its own bytes, anything else F32 */
+		int bf = t->dtype == QTK_DT_BF16 && !t->blk_elems;
+		memset(&p->d.layout, 0, sizeof p->d.layout);
+		p->d.layout.scheme = bf ? QTK_SCHEME_RAW : conv_float_scheme(QTK_DT_F32);
+		p->d.layout.dtype = t->dtype;
+		p->auto_store = 0;
+	}
+	if (K->plan)
+		QTK_TRY(K->plan(j->out.ctx, i, t, &p->d.layout, &p->auto_store, &p->auto_scales,
+		                o->scale_dtype_set, st));
+	sc = qtk_q_scheme_get(p->d.layout.scheme);
+	if (!sc->float_store || sc->store_dtype == QTK_DT_F32 || (j->widen[i] & W_STORE))
+		p->auto_store = 0;
+	if (!sc->quantized || p->d.layout.scale_dtype == QTK_DT_F32)
+		p->auto_scales = 0;
+	if ((j->widen[i] & W_SCALES) && sc->quantized) {
+		p->d.layout.scale_dtype = QTK_DT_F32;
+		if (K->scales_f32)
+			QTK_TRY(K->scales_f32(j->out.ctx, i, st));
+		p->auto_scales = 0;
+	}
+	return QTK_OK;
+}
+
+static int same_layout(const qtk_q_layout *a, const qtk_q_layout *b)
+{
+	return a->scheme == b->scheme && a->group == b->group &&
+	       a->scale_dtype == b->scale_dtype && a->flags == b->flags &&
+	       (a->scheme != QTK_SCHEME_RAW || a->dtype == b->dtype);
+}
+
+/* Tensor i of a .qtk source: its stored layout when the sink keeps it (the
+ * planes go over as they are), its stored values when the sink widens
+ * them exactly (a float, or quantized values into F32), else requantized
+ * from the recorded checkpoint (o->requantize) or refused. */
+static qtk_err plan_stored(job *j, size_t i, plan_tensor *p, qtk_status *st)
+{
+	const sink_ops *K = j->out.ops;
+	const qtk_q_layout *S = p->t->stored;
+	qtk_q_layout L = *S;
+	qtk_status tmp;
+	qtk_err rc = QTK_OK;
+
+	p->d.origin = "stored";
+	if (K->plan) {
+		int as = 0, ac = 0;
+		qtk_status_clear(&tmp);
+		rc = K->plan(j->out.ctx, i, p->t, &L, &as, &ac, 0, &tmp);
+		if (rc == QTK_E_NOMEM || rc == QTK_E_IO) {
+			*st = tmp;
+			return rc;
+		}
+	}
+	if (rc == QTK_OK && same_layout(&L, S)) {
+		p->from = QTK_FROM_STORED;
+		/* a sink that converts the stored scales (MLX, to the model's
+		 * dtype) picked that type: F32 when a value needs it */
+		p->auto_scales = qtk_q_scheme_get(S->scheme)->quantized && K->scales_f32 &&
+		                 !(j->widen[i] & W_SCALES);
+		if ((j->widen[i] & W_SCALES) && K->scales_f32)
+			QTK_TRY(K->scales_f32(j->out.ctx, i, st));
+	} else if (rc == QTK_OK && (!qtk_q_scheme_get(S->scheme)->quantized ||
+	                            L.scheme == conv_float_scheme(QTK_DT_F32))) {
+		p->from = QTK_FROM_DEQUANT; /* float to float, or into F32: exact */
+	} else {
+		if (!K->requant) /* cannot happen: such sinks keep every layout */
+			return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': %s", p->t->name, tmp.msg);
+		QTK_TRY(K->requant(j->out.ctx, i, p->t, rc ? tmp.msg : NULL, j->o->requantize,
+		                   j->widen[i] != 0, &L, p->why, sizeof p->why, st));
+		QTK_TRY(src_origin_tensor(j->s, i, &p->vs, &p->vt, st));
+		p->from = QTK_FROM_REQUANT;
+		p->d.origin = "requantized from the source";
+	}
+	p->d.layout = L;
+	return QTK_OK;
+}
+
+/* How tensor p's items run, and how many units each covers. */
+static void plan_items(job *j, plan_tensor *p)
+{
+	const qtk_q_scheme *sc = qtk_q_scheme_get(p->d.layout.scheme);
+	const src_tensor *v = p->vt;
+
+	if (p->d.layout.scheme == QTK_SCHEME_RAW) {
+		p->mode = MODE_RAW;
+		p->total = v->nbytes;
+		p->per = j->chunk * 4;
+	} else if (p->from == QTK_FROM_STORED) {
+		p->mode = MODE_PASS;
+		p->total = p->rows;
+		p->per = p->cols == 0 || p->cols >= j->chunk ? 1 : j->chunk / p->cols;
+	} else if (sc->float_store && !p->gathered && !v->rows_only) {
+		p->mode = MODE_ELEM;
+		p->total = v->nelem;
+		p->per = j->chunk;
+		if (v->blk_elems) /* items on block boundaries */
+			p->per = (p->per + v->blk_elems - 1) / v->blk_elems * v->blk_elems;
+	} else {
+		p->mode = MODE_ROWS;
+		p->total = p->rows;
+		p->per = p->cols == 0 || p->cols >= j->chunk ? 1 : j->chunk / p->cols;
+	}
+	/* an empty tensor (nelem 0) has no work items */
+	p->nitems = p->t->nelem ? (size_t)(p->total / p->per + (p->total % p->per != 0)) : 0;
+	p->remaining = p->nitems;
+}
+
+/* Plan tensor i: its layout as the sink holds it, sizes, work items. */
+static qtk_err plan_one(job *j, size_t i, qtk_status *st)
+{
+	const sink_ops *K = j->out.ops;
+	plan_tensor *p = &j->pt[i];
+	uint64_t sizes[QTK_PLANE_MAX];
+
+	p->t = &j->s->t[i];
+	p->vs = j->s;
+	p->vt = p->t;
+	shape_2d(p->t, &p->rows, &p->cols);
+	QTK_TRY(p->t->stored ? plan_stored(j, i, p, st) : plan_recipe(j, i, p, st));
+	p->gathered = K->gathered && K->gathered(j->out.ctx, i);
+	if (qtk_q_layout_check(&p->d.layout, p->rows, p->cols, st)) {
+		qtk_status_prefix(st, p->t->name);
+		return st->code;
+	}
+	if (qtk_q_plane_sizes(&p->d.layout, p->rows, p->cols, sizes))
+		return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': output size overflows", p->t->name);
+	p->out_bytes = sizes[0] + sizes[1] + sizes[2] + sizes[3];
+	if (K->out_bytes && K->out_bytes(j->out.ctx, i, p->rows, p->cols))
+		p->out_bytes = K->out_bytes(j->out.ctx, i, p->rows, p->cols);
+	plan_items(j, p);
+	return QTK_OK;
+}
+
+static qtk_err plan(job *j, qtk_status *st)
+{
 	size_t nitems = 0;
 
 	j->n = j->s->n;
-	j->want_crc = K->records_crc;
+	j->want_crc = j->out.ops->records_crc && !j->s->qtk;
+	j->search = j->s->qtk ? j->s->search : j->o->search;
 	j->pt = qtk_calloc(j->n ? j->n : 1, sizeof *j->pt);
 	if (!j->pt)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	for (size_t i = 0; i < j->n; i++) {
-		plan_tensor *p = &j->pt[i];
-		const src_tensor *t = &j->s->t[i];
-		const qtk_q_scheme *sc;
-		uint64_t sizes[QTK_PLANE_MAX];
-
-		p->t = t;
-		shape_2d(t, &p->rows, &p->cols);
-		QTK_TRY(qtk_recipe_decide(o->recipe, t->name, t->dtype, t->ndim, t->shape,
-		                          &p->d, st));
-		sc = qtk_q_scheme_get(p->d.layout.scheme);
-		p->auto_store = p->d.wider && sc->float_store;
-		p->auto_scales = sc->quantized && !o->scale_dtype_set;
-		if (sc->quantized) {
-			p->d.layout.scale_dtype = o->scale_dtype;
-			/* double quantization is an NF4 option; empty tensors have no
-			 * groups to double-quantize */
-			p->d.layout.flags = o->qflags & ~QTK_QF_MLX_AFFINE;
-			if (!sc->double_quant || t->nelem == 0)
-				p->d.layout.flags &= ~QTK_QF_DOUBLE_QUANT;
-			if (sc->has_bias &&
-			    (o->affine_rule == 2 || (o->affine_rule == 0 && K->mlx_affine) ||
-			     (o->qflags & QTK_QF_MLX_AFFINE)))
-				p->d.layout.flags |= QTK_QF_MLX_AFFINE;
-		}
-		if (!K->keeps_blocks && t->blk_elems && p->d.layout.scheme == QTK_SCHEME_RAW) {
-			/* a kept ggml block tensor: its exact f32 values */
-			memset(&p->d.layout, 0, sizeof p->d.layout);
-			p->d.layout.scheme = conv_float_scheme(QTK_DT_F32);
-			sc = qtk_q_scheme_get(p->d.layout.scheme);
-		}
-		if (!sc->float_store || sc->store_dtype == QTK_DT_F32)
-			p->auto_store = 0;
-		if (j->widen[i] & W_STORE) {
-			/* a BF16 source goes back to its own bytes, anything else F32 */
-			int bf = t->dtype == QTK_DT_BF16 && !t->blk_elems;
-			memset(&p->d.layout, 0, sizeof p->d.layout);
-			p->d.layout.scheme = bf ? QTK_SCHEME_RAW : conv_float_scheme(QTK_DT_F32);
-			p->d.layout.dtype = t->dtype;
-			p->auto_store = 0;
-		}
-		if (K->plan)
-			QTK_TRY(K->plan(j->out.ctx, i, t, &p->d.layout, &p->auto_store, &p->auto_scales,
-			                o->scale_dtype_set, st));
-		sc = qtk_q_scheme_get(p->d.layout.scheme);
-		if (!sc->float_store || sc->store_dtype == QTK_DT_F32 || (j->widen[i] & W_STORE))
-			p->auto_store = 0;
-		if (!sc->quantized || p->d.layout.scale_dtype == QTK_DT_F32)
-			p->auto_scales = 0;
-		if ((j->widen[i] & W_SCALES) && sc->quantized) {
-			p->d.layout.scale_dtype = QTK_DT_F32;
-			if (K->scales_f32)
-				QTK_TRY(K->scales_f32(j->out.ctx, i, st));
-			p->auto_scales = 0;
-		}
-		p->gathered = K->gathered && K->gathered(j->out.ctx, i);
-		if (qtk_q_layout_check(&p->d.layout, p->rows, p->cols, st)) {
-			qtk_status_prefix(st, t->name);
-			return st->code;
-		}
-		if (qtk_q_plane_sizes(&p->d.layout, p->rows, p->cols, sizes))
-			return qtk_fail(st, QTK_E_OVERFLOW, "tensor '%s': output size overflows", t->name);
-		p->out_bytes = sizes[0] + sizes[1] + sizes[2] + sizes[3];
-		if (K->out_bytes && K->out_bytes(j->out.ctx, i, p->rows, p->cols))
-			p->out_bytes = K->out_bytes(j->out.ctx, i, p->rows, p->cols);
-		if (p->d.layout.scheme == QTK_SCHEME_RAW) {
-			p->mode = MODE_RAW;
-			p->total = t->nbytes;
-			p->per = j->chunk * 4;
-		} else if (sc->float_store && !p->gathered) {
-			p->mode = MODE_ELEM;
-			p->total = t->nelem;
-			p->per = j->chunk;
-			if (t->blk_elems) /* items on block boundaries */
-				p->per = (p->per + t->blk_elems - 1) / t->blk_elems * t->blk_elems;
-		} else {
-			p->mode = MODE_ROWS;
-			p->total = p->rows;
-			p->per = p->cols == 0 || p->cols >= j->chunk ? 1 : j->chunk / p->cols;
-		}
-		/* an empty tensor (nelem 0) has no work items */
-		p->nitems = t->nelem ? (size_t)(p->total / p->per + (p->total % p->per != 0)) : 0;
-		p->remaining = p->nitems;
-		p->item0 = nitems;
-		nitems += p->nitems;
+		QTK_TRY(plan_one(j, i, st));
+		j->pt[i].item0 = nitems;
+		nitems += j->pt[i].nitems;
 	}
 	if (j->cal)
 		QTK_TRY(check_calib(j, st));
@@ -323,7 +415,30 @@ static qtk_err grow(worker_buf *b, int p, size_t n, qtk_status *st)
 /* The source file of tensor p. */
 static const char *src_path(const job *j, const plan_tensor *p)
 {
-	return j->s->files[p->t->file].path;
+	return p->vs->files[p->vt->file].path;
+}
+
+/* The W_* bit a value error rc of p asks for, 0: it is an error. */
+static int widen_bit(const job *j, const plan_tensor *p, qtk_err rc)
+{
+	if (p->from == QTK_FROM_REQUANT) /* every narrow type was qtk's pick */
+		return rc == QTK_E_Q_VALUE_RANGE || rc == QTK_E_Q_SCALE_RANGE ? W_STORE : 0;
+	if (p->from == QTK_FROM_STORED) /* stored scales the sink converts */
+		return (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT) && p->auto_scales ?
+		       W_SCALES : 0;
+	return rc == QTK_E_Q_VALUE_RANGE && p->auto_store ? W_STORE
+	     : rc == QTK_E_Q_SCALE_RANGE && p->auto_scales ? W_SCALES : 0;
+}
+
+/* What a marked tensor becomes, for the report. */
+static const char *widened_to(const job *j, const plan_tensor *p, int w)
+{
+	if (p->from == QTK_FROM_REQUANT) /* the sink widens (sink_ops.requant) */
+		return qtk_q_scheme_get(p->d.layout.scheme)->quantized && j->out.ops->scales_f32 ?
+		       "scales and biases stored in F32" : "stored in F32";
+	return w == W_SCALES ? "scales and biases stored in F32"
+	     : p->vt->dtype == QTK_DT_BF16 && !p->vt->blk_elems ? "kept in BF16 (the source's)"
+	                                                        : "stored in F32";
 }
 
 /* A quantize (or MLX scale) error of tensor i. A value the narrow type
@@ -333,8 +448,7 @@ static const char *src_path(const job *j, const plan_tensor *p)
 static qtk_err value_error(job *j, size_t i, qtk_err rc, qtk_status *st)
 {
 	const plan_tensor *p = &j->pt[i];
-	int w = rc == QTK_E_Q_VALUE_RANGE && p->auto_store ? W_STORE
-	      : rc == QTK_E_Q_SCALE_RANGE && p->auto_scales ? W_SCALES : 0;
+	int w = widen_bit(j, p, rc);
 
 	if (!w) {
 		if (rc != QTK_E_NOMEM && rc != QTK_E_IO)
@@ -346,10 +460,7 @@ static qtk_err value_error(job *j, size_t i, qtk_err rc, qtk_status *st)
 		const char *m = st->msg, *q = !strncmp(m, "tensor '", 8) ? strstr(m, "': ") : NULL;
 		char why[400];
 
-		snprintf(why, sizeof why, "%s; %s instead", q ? q + 3 : m,
-		         w == W_SCALES ? "scales and biases stored in F32"
-		         : p->t->dtype == QTK_DT_BF16 && !p->t->blk_elems ? "kept in BF16 (the source's)"
-		                                                          : "stored in F32");
+		snprintf(why, sizeof why, "%s; %s instead", q ? q + 3 : m, widened_to(j, p, w));
 		j->widen_why[i] = qtk_strdup(why); /* NULL: the report says less */
 		__atomic_store_n(&j->widen[i], (uint8_t)w, __ATOMIC_RELAXED);
 	}
@@ -366,7 +477,7 @@ static int redoing(const job *j)
 static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 {
 	const plan_tensor *p = &j->pt[it->tensor];
-	const uint8_t *from = p->t->data + it->start;
+	const uint8_t *from = p->vt->data + it->start;
 
 	if (redoing(j)) /* this output is dropped: nothing to copy */
 		return QTK_OK;
@@ -374,8 +485,45 @@ static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 	                              st));
 	if (j->want_crc)
 		j->crc[k] = qtk_crc32(0, from, it->count);
-	src_release(p->t, it->start, it->count);
+	src_release(p->vt, it->start, it->count);
 	return QTK_OK;
+}
+
+/* Rows of a stored tensor (a .qtk source) whose layout the sink keeps:
+ * its planes as they are, rows gathered where the sink reorders them. */
+static qtk_err do_pass(job *j, const work_item *it, worker_buf *b, qtk_status *st)
+{
+	const plan_tensor *p = &j->pt[it->tensor];
+	const qtk_q_layout *L = &p->d.layout;
+	const void *const *pl = src_stored_planes(p->vt);
+	qtk_q_cplanes c;
+	qtk_err rc;
+
+	if (redoing(j) && (!j->out.ops->checks_values ||
+	                   __atomic_load_n(&j->widen[it->tensor], __ATOMIC_RELAXED)))
+		return QTK_OK; /* dropped output: only the marks matter */
+	memset(&c, 0, sizeof c);
+	for (int k = 0; k < QTK_PLANE_DQ; k++) {
+		uint64_t rb = qtk_q_row_bytes(L, p->cols, k);
+
+		if (!rb || !pl[k])
+			continue;
+		if (!p->gathered) {
+			c.p[k] = (const uint8_t *)pl[k] + it->start * rb;
+			continue;
+		}
+		QTK_TRY(grow(b, k, (size_t)(rb * it->count), st));
+		for (uint64_t r = 0; r < it->count; r++) {
+			uint64_t sr = j->out.ops->row_src(j->out.ctx, it->tensor, it->start + r, p->rows);
+			memcpy(b->planes[k] + r * rb, (const uint8_t *)pl[k] + sr * rb, (size_t)rb);
+		}
+		c.p[k] = b->planes[k];
+	}
+	rc = j->out.ops->put_rows(j->out.ctx, it->tensor, L, &c, it->start * p->cols,
+	                          (size_t)it->count, (size_t)p->cols, 0, &b->sc, st);
+	if (j->out.ops->checks_values && (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT))
+		return value_error(j, it->tensor, rc, st);
+	return rc;
 }
 
 /* One plane's bytes (double quantization: only sinks that hold it get
@@ -432,8 +580,8 @@ static qtk_err dq_finish(job *j, plan_tensor *p, worker_buf *b, qtk_status *st)
 	uint64_t gpr = qtk_q_groups_per_row(L, p->cols), ng = p->rows * gpr;
 	uint64_t sizes[QTK_PLANE_MAX], per = j->chunk / p->cols ? j->chunk / p->cols : 1;
 	size_t ti = (size_t)(p - j->pt);
-	qtk_q_opts qo = { .search = j->o->search || p->ct.importance,
-	                  .importance = p->ct.importance, .tensor = p->t->name };
+	qtk_q_opts qo = { .search = j->search || p->ct.importance,
+	                  .importance = p->ct.importance, .tensor = p->vt->name };
 	qtk_q_acc *acc = &j->acc[p->item0];
 	uint8_t *codes8 = qtk_malloc((size_t)ng), *dq;
 	uint64_t flushed = 0;
@@ -455,7 +603,7 @@ static qtk_err dq_finish(job *j, plan_tensor *p, worker_buf *b, qtk_status *st)
 	        : qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	if (rc && rc != QTK_E_NOMEM) {
 		char pre[300];
-		snprintf(pre, sizeof pre, "%s: tensor '%s'", src_path(j, p), p->t->name);
+		snprintf(pre, sizeof pre, "%s: tensor '%s'", src_path(j, p), p->vt->name);
 		qtk_status_prefix(st, pre);
 	}
 	if (!rc)
@@ -473,7 +621,7 @@ static qtk_err dq_finish(job *j, plan_tensor *p, worker_buf *b, qtk_status *st)
 		qtk_q_cplanes c = { { b->planes[QTK_PLANE_CODES], p->absmax + r0 * gpr } };
 
 		qo.row0 = r0;
-		rc = src_read_f32(j->s, p->t, r0 * p->cols, n * p->cols, b->in, st);
+		rc = src_read_f32(p->vs, p->vt, r0 * p->cols, n * p->cols, b->in, st);
 		if (!rc)
 			rc = qtk_q_quantize_rows(&q, b->in, (size_t)n, (size_t)p->cols, &d, &qo, st);
 		if (rc) {
@@ -486,8 +634,8 @@ static qtk_err dq_finish(job *j, plan_tensor *p, worker_buf *b, qtk_status *st)
 		for (uint64_t r = 0; r < n; r++)
 			qtk_q_acc_add(acc, b->in + r * p->cols, b->out + r * p->cols, (size_t)p->cols);
 		flushed += dq_lost(p, r0, n, b->in, (const float *)(void *)b->planes[QTK_PLANE_SCALES]);
-		src_span(p->t, r0 * p->cols, n * p->cols, &off, &len);
-		src_release(p->t, off, len);
+		src_span(p->vt, r0 * p->cols, n * p->cols, &off, &len);
+		src_release(p->vt, off, len);
 	}
 	__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
 	return rc;
@@ -511,7 +659,7 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 	pthread_mutex_unlock(&j->lock);
 	if (!p->absmax)
 		return qtk_fail(st, QTK_E_NOMEM, "tensor '%s': out of memory for %llu group scales",
-		                p->t->name, (unsigned long long)(p->rows * gpr));
+		                p->vt->name, (unsigned long long)(p->rows * gpr));
 	memset(&d, 0, sizeof d);
 	d.p[QTK_PLANE_CODES] = b->planes[QTK_PLANE_CODES];
 	d.p[QTK_PLANE_SCALES] = p->absmax + it->start * gpr;
@@ -520,10 +668,10 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 		return value_error(j, it->tensor, rc, st);
 	QTK_TRY(put_plane(j, it->tensor, QTK_PLANE_CODES, it->start * cb,
 	                  b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
-	src_span(p->t, elem0, nelem, &boff, &blen);
+	src_span(p->vt, elem0, nelem, &boff, &blen);
 	if (j->want_crc)
-		j->crc[k] = qtk_crc32(0, p->t->data + boff, blen);
-	src_release(p->t, boff, blen);
+		j->crc[k] = qtk_crc32(0, p->vt->data + boff, blen);
+	src_release(p->vt, boff, blen);
 	if (__atomic_sub_fetch(&p->remaining, 1, __ATOMIC_ACQ_REL) == 0) {
 		rc = dq_finish(j, p, b, st);
 		qtk_free(p->absmax);
@@ -541,11 +689,11 @@ static qtk_err read_rows(job *j, const work_item *it, const plan_tensor *p, uint
 		for (uint64_t r = 0; r < n; r++) {
 			uint64_t sr = j->out.ops->row_src(j->out.ctx, it->tensor, it->start + r0 + r,
 			                                  p->rows);
-			QTK_TRY(src_read_f32(j->s, p->t, sr * cols, cols, out + r * cols, st));
+			QTK_TRY(src_read_f32(p->vs, p->vt, sr * cols, cols, out + r * cols, st));
 		}
 		return QTK_OK;
 	}
-	return src_read_f32(j->s, p->t, (it->start + r0) * cols, n * cols, out, st);
+	return src_read_f32(p->vs, p->vt, (it->start + r0) * cols, n * cols, out, st);
 }
 
 static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
@@ -556,7 +704,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	uint64_t nrows, cols, elem0, nelem, boff, blen, flushed = 0;
 	qtk_q_planes dst;
 	qtk_q_cplanes csrc;
-	qtk_q_opts qo = { .search = j->o->search, .tensor = p->t->name,
+	qtk_q_opts qo = { .search = j->search, .tensor = p->vt->name,
 	                  .flushed = &flushed };
 	if (redoing(j) && __atomic_load_n(&j->widen[it->tensor], __ATOMIC_RELAXED))
 		return QTK_OK; /* marked for F32 in this pass: its items are dropped */
@@ -581,9 +729,9 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 			qo.search = 1;
 		}
 	}
-	src_span(p->t, elem0, nelem, &boff, &blen);
+	src_span(p->vt, elem0, nelem, &boff, &blen);
 	if (!p->gathered) /* gathered rows: not contiguous */
-		src_prefault(p->t, boff, blen);
+		src_prefault(p->vt, boff, blen);
 	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
 		QTK_TRY(grow(b, pl, (size_t)(rb * nrows), st));
@@ -624,13 +772,13 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 				d.p[pl] = dst.p[pl] ? (uint8_t *)dst.p[pl] + off : NULL;
 			}
 			if (elem)
-				QTK_TRY(src_read_f32(j->s, p->t, elem0 + u0, nu, b->in, st));
+				QTK_TRY(src_read_f32(p->vs, p->vt, elem0 + u0, nu, b->in, st));
 			else
 				QTK_TRY(read_rows(j, it, p, u0, nu, cols, b->in, st));
 			if (j->want_crc && !gathered) { /* the bytes just read, while cached */
 				uint64_t o, l;
-				src_span(p->t, elem ? elem0 + u0 : elem0 + u0 * cols, sr * sc, &o, &l);
-				crc = qtk_crc32(crc, p->t->data + o, l);
+				src_span(p->vt, elem ? elem0 + u0 : elem0 + u0 * cols, sr * sc, &o, &l);
+				crc = qtk_crc32(crc, p->vt->data + o, l);
 			}
 			qo.row0 = elem ? 0 : it->start + u0;
 			qo.elem0 = elem ? elem0 + u0 : 0;
@@ -643,7 +791,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 				return value_error(j, it->tensor, rc, st);
 		}
 		if (j->want_crc)
-			j->crc[k] = gathered ? qtk_crc32(0, p->t->data + boff, blen) : crc;
+			j->crc[k] = gathered ? qtk_crc32(0, p->vt->data + boff, blen) : crc;
 	}
 	__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
 	/* this output is dropped: only the marks matter now (a sink that
@@ -660,7 +808,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		if (rc)
 			return rc;
 	}
-	src_release(p->t, boff, blen);
+	src_release(p->vt, boff, blen);
 	return QTK_OK;
 }
 
@@ -673,10 +821,10 @@ static uint64_t item_src_bytes(const job *j, const work_item *it)
 	case MODE_RAW:
 		return it->count;
 	case MODE_ELEM:
-		src_span(p->t, it->start, it->count, &off, &len);
+		src_span(p->vt, it->start, it->count, &off, &len);
 		return len;
 	default:
-		src_span(p->t, it->start * p->cols, it->count * p->cols, &off, &len);
+		src_span(p->vt, it->start * p->cols, it->count * p->cols, &off, &len);
 		return len;
 	}
 }
@@ -713,8 +861,11 @@ static void *worker(void *arg)
 			break;
 		}
 		it = &j->items[k];
-		rc = j->pt[it->tensor].mode == MODE_RAW ? do_raw(j, k, it, &st)
-		                                        : do_quant(j, k, it, &b, &st);
+		switch (j->pt[it->tensor].mode) {
+		case MODE_RAW: rc = do_raw(j, k, it, &st); break;
+		case MODE_PASS: rc = do_pass(j, it, &b, &st); break;
+		default: rc = do_quant(j, k, it, &b, &st); break;
+		}
 		if (!rc)
 			calib_item_done(j, &j->pt[it->tensor]);
 		if (rc) {
@@ -939,20 +1090,41 @@ static void metrics_json(json_t *o, const qtk_q_metrics *m)
 	json_object_set_new(o, "cosine", json_real(m->cosine));
 }
 
-static char *build_metadata_json(const job *j, const qtk_conv_report *rep, json_t *cfg)
+/* A .qtk source: what its metadata records (the checkpoint it was made
+ * from, config, recipe, options), so that its output can be requantized
+ * from that checkpoint as the .qtk could. */
+static json_t *recorded_head(const job *j)
+{
+	static const char *const keys[] = { "source", "config", "recipe", "options" };
+	json_t *m = json_loads(j->s->recorded, 0, NULL), *root = json_object();
+
+	if (!root) {
+		json_decref(m);
+		return NULL;
+	}
+	json_object_set_new(root, "qtk_version", json_string(QTK_VERSION));
+	for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+		if (json_object_get(m, keys[k]))
+			json_object_set(root, keys[k], json_object_get(m, keys[k]));
+	json_decref(m);
+	return root;
+}
+
+/* The run's provenance: source files and their crc32s, config, recipe,
+ * options. NULL: out of memory. */
+static json_t *run_head(const job *j, json_t *cfg)
 {
 	const qtk_conv_opts *o = j->o;
-	json_t *root = json_object(), *sj = json_object(), *tens = json_object();
+	json_t *root = json_object(), *sj = json_object();
 	json_t *opts = json_object(), *rec = NULL;
-	char *recipe = qtk_recipe_json(o->recipe), *text, buf[16];
+	char *recipe = o->recipe ? qtk_recipe_json(o->recipe) : NULL;
 	json_t *files = sources_json(j);
 
-	if (!files || !recipe) {
+	if (!files || (o->recipe && !recipe) || !root || !sj || !opts) {
 		json_decref(files);
 		free(recipe);
 		json_decref(root);
 		json_decref(sj);
-		json_decref(tens);
 		json_decref(opts);
 		json_decref(cfg);
 		return NULL;
@@ -982,6 +1154,25 @@ static char *build_metadata_json(const job *j, const qtk_conv_report *rep, json_
 	json_object_set_new(opts, "double_quant", json_boolean(o->qflags & QTK_QF_DOUBLE_QUANT));
 	json_object_set_new(opts, "calib", o->calib ? json_string(base_name(o->calib)) : json_null());
 	json_object_set_new(root, "options", opts);
+	return root;
+}
+
+static char *build_metadata_json(const job *j, const qtk_conv_report *rep, json_t *cfg)
+{
+	json_t *root, *tens = json_object();
+	char *text, buf[16];
+
+	if (j->s->recorded) {
+		json_decref(cfg);
+		root = recorded_head(j);
+	} else {
+		root = run_head(j, cfg);
+	}
+	if (!root || !tens) {
+		json_decref(root);
+		json_decref(tens);
+		return NULL;
+	}
 	if (rep->model)
 		json_object_set_new(root, "model", json_string(rep->model));
 	for (size_t i = 0; i < rep->ntensors; i++) {
@@ -1061,6 +1252,12 @@ static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
 		t->src_bytes = p->t->nbytes;
 		t->out_bytes = p->out_bytes;
 		t->flushed = p->flushed;
+		t->from = p->from;
+		if (p->from == QTK_FROM_REQUANT && !(t->requant_why = qtk_strdup(p->why))) {
+			qtk_free(names);
+			qtk_conv_report_free(rep);
+			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+		}
 		if (j->cal && p->mode == MODE_ROWS && qtk_q_scheme_get(t->layout.scheme)->quantized)
 			t->calib = p->calib_used ? p->calib_used : "none";
 		if (j->widen_why && j->widen_why[i] && !(t->fallback = qtk_strdup(j->widen_why[i]))) {
@@ -1071,7 +1268,7 @@ static qtk_err make_report(job *j, qtk_conv_report **out, qtk_status *st)
 		rep->src_bytes += t->src_bytes;
 		rep->out_bytes += t->out_bytes;
 		rep->nparams += p->t->nelem;
-		if (p->mode != MODE_RAW && !j->o->dry_run && p->t->nelem) {
+		if (p->mode != MODE_RAW && p->mode != MODE_PASS && !j->o->dry_run && p->t->nelem) {
 			memset(&acc, 0, sizeof acc);
 			for (size_t k = 0; k < p->nitems; k++)
 				qtk_q_acc_merge(&acc, &j->acc[p->item0 + k]);
@@ -1096,6 +1293,7 @@ void qtk_conv_report_free(qtk_conv_report *rep)
 	for (size_t i = 0; i < rep->ntensors; i++) {
 		qtk_free(rep->tensors[i].name);
 		qtk_free(rep->tensors[i].fallback);
+		qtk_free(rep->tensors[i].requant_why);
 	}
 	qtk_free(rep->tensors);
 	free(rep->metadata_json);
@@ -1156,8 +1354,15 @@ static void job_free(job *j)
  * asks which). */
 static qtk_err sinks_begin(job *j, qtk_status *st)
 {
-	sink_args a = { .s = j->s, .main_scheme = qtk_recipe_main_scheme(j->o->recipe),
-	                .main_group = qtk_recipe_main_group(j->o->recipe) };
+	sink_args a = { .s = j->s, .exact = j->s->qtk != NULL };
+
+	if (j->s->has_main) { /* a .qtk: its recorded recipe's */
+		a.main_scheme = j->s->main_scheme;
+		a.main_group = j->s->main_group;
+	} else {
+		a.main_scheme = qtk_recipe_main_scheme(j->o->recipe);
+		a.main_group = qtk_recipe_main_group(j->o->recipe);
+	}
 
 	switch (j->o->format) {
 	case QTK_OUT_GGUF:
@@ -1180,12 +1385,16 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 	const char *inputs[64];
 	qtk_write_opts wo = { .force = o->force, .inputs = inputs };
 	qtk_pack_desc *descs = qtk_calloc(j->n ? j->n : 1, sizeof *descs);
+	const src *og = src_origin(j->s); /* a .qtk's checkpoint, if requantizing */
 	qtk_err rc;
 
 	if (!descs)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+
 	for (size_t f = 0; f < j->s->nfiles && wo.ninputs < 62; f++)
 		inputs[wo.ninputs++] = j->s->files[f].path;
+	for (size_t f = 0; og && f < og->nfiles && wo.ninputs < 62; f++)
+		inputs[wo.ninputs++] = og->files[f].path;
 	if (o->calib)
 		inputs[wo.ninputs++] = o->calib;
 	for (size_t i = 0; i < j->n; i++) {
@@ -1205,8 +1414,10 @@ static qtk_err write_output(job *j, int nthreads, qtk_status *st)
 	return rc;
 }
 
-qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *st)
+qtk_err conv_run(const qtk_conv_opts *o, const conv_hooks *h, qtk_conv_report **out,
+                 qtk_status *st)
 {
+	int qtk_only = h && h->qtk_only;
 	job j;
 	qtk_conv_report *rep = NULL;
 	double t0 = now_s();
@@ -1222,14 +1433,17 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	j.chunk = o->chunk_elems ? o->chunk_elems : DEFAULT_CHUNK_ELEMS;
 	if (nthreads < 1)
 		nthreads = 1;
-	if (!o->input || !o->recipe ||
+	if (!o->input || (!o->recipe && !qtk_only && !src_is_qtk(o->input)) ||
 	    (!o->output && !o->dry_run && o->format != QTK_OUT_MEMORY)) {
 		pthread_mutex_destroy(&j.lock);
 		pthread_mutex_destroy(&j.calib_lock);
 		pthread_cond_destroy(&j.idle);
 		return qtk_fail(st, QTK_E_ARG, "convert: input, output and recipe are required");
 	}
-	rc = src_open(&j.s, o->input, st);
+	rc = qtk_only ? src_open_qtk_file(&j.s, o->input, st) : src_open(&j.s, o->input, st);
+	if (!rc && o->calib && j.s->qtk)
+		rc = qtk_fail(st, QTK_E_ARG, "%s: a .qtk input keeps its stored layouts: "
+		              "statistics (--calib) do not apply", o->input);
 	if (!rc && o->calib)
 		rc = calib_open(o->calib, o->calib_gptq ? CALIB_GPTQ : CALIB_WEIGHTED, &o->gptq,
 		                &j.cal, st);
@@ -1246,8 +1460,11 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 	 * and cannot be marked again. */
 	for (int pass = 0;; pass++) {
 		rc = sinks_begin(&j, st);
-		if (rc)
+		if (rc) {
+			if (j.s->qtk) /* as its plan's errors */
+				qtk_status_prefix(st, o->input);
 			goto out;
+		}
 		rc = plan(&j, st);
 		if (rc) {
 			qtk_status_prefix(st, o->input);
@@ -1274,6 +1491,8 @@ qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *s
 		goto out; /* job_free aborts the output */
 	rep->threads = nthreads;
 	rc = build_metadata(&j, rep, st);
+	if (!rc && h && h->before_commit)
+		rc = h->before_commit(h->ctx, rep, st);
 	if (rc)
 		goto out;
 	rc = j.out.ops->commit(j.out.ctx, rep->metadata_json, st);
@@ -1288,4 +1507,9 @@ out:
 	job_free(&j);
 	*out = rep;
 	return rc;
+}
+
+qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **out, qtk_status *st)
+{
+	return conv_run(o, NULL, out, st);
 }

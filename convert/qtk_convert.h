@@ -116,7 +116,8 @@ typedef struct {
 QTK_API void qtk_mem_model_free(qtk_mem_model *m); /* NULL is fine */
 
 typedef struct {
-	const char *input;          /* .safetensors, index.json or directory */
+	const char *input;          /* .safetensors, index.json or directory;
+	                               GGUF; .qtk (see requantize) */
 	const char *output;
 	qtk_out_format format;
 	const qtk_recipe *recipe;
@@ -143,7 +144,22 @@ typedef struct {
 	void *progress_ctx;
 	const volatile int *cancel; /* set non-zero to stop (signal handlers) */
 	qtk_mem_model **memory;     /* QTK_OUT_MEMORY: gets the tensors */
+	/* A .qtk input keeps its stored layouts (the recipe and the options
+	 * above that choose layouts do not apply; recipe may be NULL): a
+	 * stored tensor the output holds goes over as it is, else its values
+	 * in F32 where that is exact, else with requantize it is quantized
+	 * again from the source checkpoint its metadata records; without,
+	 * the conversion is refused naming the tensor. */
+	int requantize;
 } qtk_conv_opts;
+
+/* A .qtk input: where a tensor's output came from. */
+typedef enum {
+	QTK_FROM_SOURCE = 0,        /* a checkpoint's values (not a .qtk input) */
+	QTK_FROM_STORED = 1,        /* the stored planes (or bytes), carried over */
+	QTK_FROM_DEQUANT = 2,       /* the stored values, in a wider float (exact) */
+	QTK_FROM_REQUANT = 3,       /* requantized from the recorded source */
+} qtk_conv_from;
 
 /* What happened to one tensor. */
 typedef struct {
@@ -160,6 +176,9 @@ typedef struct {
 	const char *calib;          /* with --calib, for quantized weights: "gptq",
 	                               "weighted", or "none" (no statistics: the
 	                               data-free search); else NULL */
+	qtk_conv_from from;         /* a .qtk input: where the output came from */
+	char *requant_why;          /* QTK_FROM_REQUANT: why the output could not
+	                               hold the stored layout; else NULL */
 	char *fallback;             /* NULL, or why a narrow type qtk had chosen
 	                               (GGUF's F16 for rows the block does not
 	                               divide, default F16 scales, MLX scales in
@@ -188,7 +207,7 @@ QTK_API qtk_err qtk_convert(const qtk_conv_opts *o, qtk_conv_report **rep,
 QTK_API void qtk_conv_report_free(qtk_conv_report *rep);
 
 /* ===================================================================== */
-/* Export: a .qtk file repacked as GGUF or MLX                            */
+/* Export: a .qtk file repacked as GGUF or MLX (qtk_convert of a .qtk)   */
 /* ===================================================================== */
 
 typedef struct {
@@ -200,6 +219,10 @@ typedef struct {
 	int threads;                /* 0 = all cores */
 	int force;
 	const volatile int *cancel;
+	/* progress, as qtk_conv_opts.progress (NULL: none) */
+	void (*progress)(void *ctx, size_t done, size_t total, uint64_t bytes_done,
+	                 uint64_t bytes_total, const char *tensor);
+	void *progress_ctx;
 } qtk_export_opts;
 
 typedef struct {

@@ -375,11 +375,49 @@ static void g_abort(void *ctx)
 	g_free(o);
 }
 
+/* A stored layout (a .qtk source) GGUF cannot hold exactly: the same bits
+ * as a block type of 32 (a scheme with no ggml type: its symmetric twin),
+ * F16 scales, from the recorded source; F32 when a value needs it. */
+static qtk_err g_requant(void *ctx, size_t i, const src_tensor *t, const char *plan_msg,
+                         int requantize, int widen, qtk_q_layout *L, char *why, size_t nwhy,
+                         qtk_status *st)
+{
+	gguf_out *o = ctx;
+	const qtk_q_layout *S = t->stored;
+	uint64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+
+	if (plan_msg)
+		snprintf(why, nwhy, "%s", conv_reason(plan_msg));
+	else
+		snprintf(why, nwhy, "rows of %llu: the 32-element block does not divide them "
+		         "(GGUF keeps them in F16)", (unsigned long long)cols);
+	if (!requantize)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "tensor '%s': GGUF cannot hold the stored "
+		                "%s/g%u exactly: %s (use --requantize)", t->name,
+		                qtk_q_scheme_get(S->scheme)->name, S->group, why);
+	if (plan_msg) { /* refused: else *L is the planner's F16 already */
+		*L = *S;
+		L->flags = 0;
+		L->scale_dtype = QTK_DT_F16;
+		if (qtk_ggml_type_of_scheme(L->scheme) < 0)
+			L->scheme = qtk_q_scheme_get(S->scheme)->requant_sym;
+		L->group = 32;
+		QTK_TRY(gguf_plan_tensor(&o->g, t, L, &o->gt[i], st));
+	}
+	if (widen && L->scheme != QTK_SCHEME_RAW) {
+		memset(L, 0, sizeof *L);
+		L->scheme = conv_float_scheme(QTK_DT_F32);
+		L->dtype = t->dtype;
+		o->gt[i].type = QTK_GGML_F32;
+	}
+	return QTK_OK;
+}
+
 static const sink_ops gguf_ops = {
 	.plan = g_plan, .out_bytes = g_out_bytes, .gathered = g_gathered, .row_src = g_row_src,
 	.keeps_blocks = 1,
 	.open = g_open, .put_bytes = g_put_bytes, .put_rows = g_put_rows,
-	.commit = g_commit, .abort = g_abort,
+	.commit = g_commit, .abort = g_abort, .requant = g_requant,
 };
 
 qtk_err sink_gguf_new(sink *k, const sink_args *a, qtk_status *st)

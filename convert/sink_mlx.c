@@ -1,30 +1,23 @@
-/* convert: MLX output — a directory laid out as mlx-lm writes it:
- * model.safetensors (or model-0000N-of-0000M.safetensors shards of at most
- * 5 GiB plus model.safetensors.index.json), config.json with the
- * "quantization" entries, and the tokenizer files copied. A quantized
- * P.weight becomes MLX affine P.weight (U32) / P.scales / P.biases
- * (formats/mlx_pack.c). The directory is built beside the target under a
- * temporary name and renamed into place only when complete. */
-#include <dirent.h>
-#include <errno.h>
-#include <fcntl.h>
+/* convert: MLX output — what MLX holds of each tensor and how: a
+ * quantized P.weight becomes MLX affine P.weight (U32) / P.scales /
+ * P.biases (formats/mlx_pack.c), others stay float; and config.json's
+ * "quantization" entries. The directory itself (shards, index, config,
+ * tokenizer copies) is formats' MLX directory writer (formats/mlx_dir.c). */
 #include <jansson.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "conv_impl.h"
 
-#define MLX_SHARD_LIMIT (5ull << 30) /* mlx-lm: MAX_FILE_SIZE_GB (5) << 30 */
-
-/* Files mlx-lm needs beside the weights, copied when present. */
-static const char *const copy_files[] = {
-	"tokenizer.json", "tokenizer_config.json", "tokenizer.model",
-	"special_tokens_map.json", "generation_config.json",
-};
+typedef struct {
+	const char *dir;          /* config.json / tokenizer files from here, or NULL */
+	const char *config_json;  /* config text to use instead of dir/config.json */
+	qtk_scheme_id main_scheme;/* the recipe's main scheme and group: the */
+	uint32_t main_group;      /*   "quantization" entry when a tensor uses it */
+	int exact;                /* a .qtk source: refuse instead of changing a layout */
+} mlx_cfg;
 
 typedef struct {
 	char *name;
@@ -32,7 +25,6 @@ typedef struct {
 	uint32_t ndim;
 	uint64_t shape[QTK_MAX_DIMS];
 	uint64_t bytes;
-	size_t shard, idx;      /* file, and index of the tensor in it */
 } mlx_out;
 
 typedef struct {
@@ -47,20 +39,18 @@ typedef struct {
 	size_t out0, nout;      /* entries in mlx_sink.out */
 } mlx_tensor;
 
-struct mlx_sink {
+typedef struct {
 	mlx_cfg c;
 	size_t n;
 	mlx_tensor *t;          /* [n] */
-	mlx_out *out;
+	mlx_out *out;           /* the directory's tensors, in file order */
 	size_t nout, cap;
-	size_t nshards;
-	qtk_st_writer **w;      /* [nshards] */
-	qtk_outdir *od;         /* the target directory and the one being built */
-};
+	qtk_mlx_dir *dir;       /* open: the directory being written */
+} mlx_sink;
 
 /* ---- planning ----------------------------------------------------------- */
 
-qtk_err mlx_begin(mlx_sink **out, const mlx_cfg *c, size_t n, qtk_status *st)
+static qtk_err mlx_begin(mlx_sink **out, const mlx_cfg *c, size_t n, qtk_status *st)
 {
 	mlx_sink *m = qtk_calloc(1, sizeof *m);
 
@@ -150,8 +140,13 @@ static const char *why_not(const src_tensor *t, const qtk_q_layout *L, uint64_t 
 	return buf;
 }
 
-qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
-                        qtk_status *st)
+/* Plan tensor i (call in order). Quantized layouts MLX holds become
+ * weight/scales/biases (convert: scales in the model's dtype when that is
+ * F16/BF16); rows the group does not divide fall back to source precision
+ * (convert); anything else (nf4, row groups, other groups) is refused
+ * naming the tensor. */
+static qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
+                               qtk_status *st)
 {
 	mlx_tensor *mt = &m->t[i];
 	const qtk_q_scheme *sc = qtk_q_scheme_get(L->scheme);
@@ -218,7 +213,8 @@ qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout
 	               t->ndim, t->shape, cols, st);
 }
 
-qtk_err mlx_set_scale_dtype(mlx_sink *m, size_t i, qtk_dtype dt, qtk_status *st)
+/* Write tensor i's scales/biases in dt instead of the model dtype. */
+static qtk_err mlx_set_scale_dtype(mlx_sink *m, size_t i, qtk_dtype dt, qtk_status *st)
 {
 	mlx_tensor *mt = &m->t[i];
 
@@ -233,12 +229,12 @@ qtk_err mlx_set_scale_dtype(mlx_sink *m, size_t i, qtk_dtype dt, qtk_status *st)
 	return QTK_OK;
 }
 
-qtk_dtype mlx_model_dtype(const mlx_sink *m, size_t i)
+static qtk_dtype mlx_model_dtype(const mlx_sink *m, size_t i)
 {
 	return model_dtype(m->t[i].src_dtype);
 }
 
-uint64_t mlx_tensor_bytes(const mlx_sink *m, size_t i)
+static uint64_t mlx_tensor_bytes(const mlx_sink *m, size_t i)
 {
 	uint64_t b = 0;
 
@@ -247,214 +243,39 @@ uint64_t mlx_tensor_bytes(const mlx_sink *m, size_t i)
 	return b;
 }
 
-static void tmp_file(const mlx_sink *m, const char *name, char *buf, size_t n)
+/* Open the directory with the planned tensors. */
+static qtk_err mlx_open(mlx_sink *m, const char *path, const qtk_write_opts *wo,
+                        qtk_status *st)
 {
-	snprintf(buf, n, "%s/%s", qtk_outdir_tmp(m->od), name);
-}
-
-static void shard_name(const mlx_sink *m, size_t k, char *buf, size_t n)
-{
-	if (m->nshards == 1)
-		snprintf(buf, n, "model.safetensors");
-	else
-		snprintf(buf, n, "model-%05zu-of-%05zu.safetensors", k + 1, m->nshards);
-}
-
-/* $QTK_MLX_SHARD_BYTES (tests force small shards) or 5 GiB. */
-static qtk_err shard_limit(uint64_t *limit, qtk_status *st)
-{
-	const char *e = getenv("QTK_MLX_SHARD_BYTES");
-
-	*limit = MLX_SHARD_LIMIT;
-	if (!e || !*e)
-		return QTK_OK;
-	return qtk_parse_u64("QTK_MLX_SHARD_BYTES", e, 1, UINT64_MAX, limit, st);
-}
-
-/* Greedy, in output order, as mlx-lm's make_shards (never an empty shard). */
-static void assign_shards(mlx_sink *m, uint64_t limit)
-{
-	uint64_t size = 0;
-	size_t shard = 0, idx = 0;
-
-	for (size_t i = 0; i < m->nout; i++) {
-		if (idx > 0 && size + m->out[i].bytes > limit) {
-			shard++;
-			idx = 0;
-			size = 0;
-		}
-		m->out[i].shard = shard;
-		m->out[i].idx = idx++;
-		size += m->out[i].bytes;
-	}
-	m->nshards = m->nout ? shard + 1 : 1;
-}
-
-static qtk_err open_shards(mlx_sink *m, qtk_status *st)
-{
-	static const char *const meta[] = { "format", "mlx", NULL };
-	qtk_write_opts wo = { 0 };
 	qtk_st_desc *d = qtk_calloc(m->nout ? m->nout : 1, sizeof *d);
-	char name[64], path[PATH_MAX];
-	qtk_err rc = QTK_OK;
-	size_t first = 0;
+	qtk_err rc;
 
-	m->w = qtk_calloc(m->nshards, sizeof *m->w);
-	if (!d || !m->w) {
-		qtk_free(d);
+	if (!d)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	for (size_t k = 0; k < m->nout; k++) {
+		d[k].name = m->out[k].name;
+		d[k].dtype = m->out[k].dtype;
+		d[k].ndim = m->out[k].ndim;
+		memcpy(d[k].shape, m->out[k].shape, sizeof d[k].shape);
 	}
-	for (size_t k = 0; k < m->nshards && !rc; k++) {
-		size_t cnt = 0;
-
-		while (first + cnt < m->nout && m->out[first + cnt].shard == k) {
-			const mlx_out *o = &m->out[first + cnt];
-			d[cnt].name = o->name;
-			d[cnt].dtype = o->dtype;
-			d[cnt].ndim = o->ndim;
-			memcpy(d[cnt].shape, o->shape, sizeof d[cnt].shape);
-			cnt++;
-		}
-		shard_name(m, k, name, sizeof name);
-		tmp_file(m, name, path, sizeof path);
-		rc = qtk_st_writer_open(&m->w[k], path, d, cnt, meta, &wo, st);
-		first += cnt;
-	}
+	rc = qtk_mlx_dir_open(&m->dir, path, d, m->nout, wo, st);
 	qtk_free(d);
 	return rc;
 }
 
-/* ---- a previous output ---------------------------------------------------- */
-
-/* Is name one of the files this sink writes? 2: a weights file. */
-static int our_name(const char *name)
-{
-	size_t n = strlen(name), d = 0;
-
-	if (!strcmp(name, "model.safetensors"))
-		return 2;
-	if (!strcmp(name, "model.safetensors.index.json") || !strcmp(name, "config.json"))
-		return 1;
-	for (size_t i = 0; i < sizeof copy_files / sizeof *copy_files; i++)
-		if (!strcmp(name, copy_files[i]))
-			return 1;
-	/* model-0000N-of-0000M.safetensors (%05zu: 5 digits or more) */
-	if (strncmp(name, "model-", 6) || !ends_with(name, ".safetensors"))
-		return 0;
-	name += 6;
-	n -= 6 + strlen(".safetensors");
-	for (int part = 0; part < 2; part++) {
-		size_t k = 0;
-
-		while (d + k < n && name[d + k] >= '0' && name[d + k] <= '9')
-			k++;
-		if (k < 5)
-			return 0;
-		d += k;
-		if (part == 0) {
-			if (n - d < 4 || strncmp(name + d, "-of-", 4))
-				return 0;
-			d += 4;
-		}
-	}
-	return d == n ? 2 : 0;
-}
-
-/* A previous qtk MLX output: a directory whose every entry is a regular
- * file named as this sink names its files, config.json among them, and
- * whose every .safetensors file is valid with the metadata "format": "mlx"
- * (a Hugging Face checkpoint has "pt" there). The first foreign entry in
- * name order is reported. */
-static qtk_err mlx_is_ours(const char *dir, qtk_status *st)
-{
-	char foreign[256] = "", path[PATH_MAX];
-	int config = 0, weights = 0, named = 0; /* named: foreign only by its type */
-	struct dirent *e;
-	DIR *d = opendir(dir);
-
-	if (!d)
-		return qtk_fail(st, QTK_E_IO, "%s: cannot read directory: %s", dir, strerror(errno));
-	while ((e = readdir(d)) != NULL) {
-		struct stat sb;
-		int kind = our_name(e->d_name);
-
-		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
-			continue;
-		if (!kind || fstatat(dirfd(d), e->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
-		    !S_ISREG(sb.st_mode)) {
-			if (!*foreign || strcmp(e->d_name, foreign) < 0) {
-				snprintf(foreign, sizeof foreign, "%s", e->d_name);
-				named = kind != 0;
-			}
-			continue;
-		}
-		config |= !strcmp(e->d_name, "config.json");
-		weights |= kind == 2;
-	}
-	closedir(d);
-	if (*foreign)
-		return qtk_fail(st, QTK_E_ARG, "%s: holds '%s', %s: not a previous MLX output; not "
-		                "replaced, even with --force", dir, foreign,
-		                named ? "which is not a regular file" : "a file qtk's MLX output has not");
-	if (!config || !weights)
-		return qtk_fail(st, QTK_E_ARG, "%s: no %s: not a previous MLX output; not replaced, "
-		                "even with --force", dir, config ? "model*.safetensors" : "config.json");
-	if (!(d = opendir(dir)))
-		return qtk_fail(st, QTK_E_IO, "%s: cannot read directory: %s", dir, strerror(errno));
-	while ((e = readdir(d)) != NULL) {
-		qtk_st_file *f;
-		const char *fmt;
-		qtk_err rc;
-
-		if (our_name(e->d_name) != 2)
-			continue;
-		snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-		if ((rc = qtk_st_open(path, &f, st)) != QTK_OK) {
-			closedir(d);
-			return rc;
-		}
-		fmt = qtk_st_meta_get(f, "format");
-		rc = fmt && !strcmp(fmt, "mlx") ? QTK_OK
-		     : qtk_fail(st, QTK_E_ARG, "%s: no safetensors metadata \"format\": \"mlx\": "
-		                "not a previous MLX output; not replaced, even with --force", path);
-		qtk_st_close(f);
-		if (rc) {
-			closedir(d);
-			return rc;
-		}
-	}
-	closedir(d);
-	return QTK_OK;
-}
-
-static const qtk_outdir_kind mlx_kind = { .name = "MLX", .check = mlx_is_ours };
-
-qtk_err mlx_open(mlx_sink *m, const char *path, const qtk_write_opts *wo, qtk_status *st)
-{
-	uint64_t limit;
-
-	QTK_TRY(shard_limit(&limit, st));
-	QTK_TRY(qtk_outdir_open(&m->od, path, wo, &mlx_kind, st));
-	assign_shards(m, limit);
-	return open_shards(m, st);
-}
-
 /* ---- writing ------------------------------------------------------------ */
 
-qtk_err mlx_put_raw(mlx_sink *m, size_t i, uint64_t off, const void *buf, size_t len,
-                    qtk_status *st)
+/* Bytes [off, off+len) of a tensor written as one float/raw tensor. */
+static qtk_err mlx_put_raw(mlx_sink *m, size_t i, uint64_t off, const void *buf, size_t len,
+                           qtk_status *st)
 {
-	const mlx_out *o = &m->out[m->t[i].out0];
-
-	return qtk_st_writer_put(m->w[o->shard], o->idx, off, buf, len, st);
+	return qtk_mlx_dir_put(m->dir, m->t[i].out0, off, buf, len, st);
 }
 
 static qtk_err put_out(mlx_sink *m, size_t k, uint64_t off, const void *buf, size_t len,
                        qtk_status *st)
 {
-	const mlx_out *o = &m->out[k];
-
-	return qtk_st_writer_put(m->w[o->shard], o->idx, off, buf, len, st);
+	return qtk_mlx_dir_put(m->dir, k, off, buf, len, st);
 }
 
 /* MLX scales (biases: 1) of nrows rows of gpr groups into out in dt, row
@@ -479,8 +300,10 @@ static qtk_err mlx_params(const qtk_q_layout *L, const qtk_q_cplanes *p, int bia
 	return QTK_OK;
 }
 
-qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L, const qtk_q_cplanes *p,
-                     uint64_t elem0, size_t nrows, size_t cols, qtk_status *st)
+/* nrows rows of qtk planes starting at element elem0 (a row start). */
+static qtk_err mlx_put_rows(mlx_sink *m, size_t i, const qtk_q_layout *L,
+                            const qtk_q_cplanes *p, uint64_t elem0, size_t nrows, size_t cols,
+                            qtk_status *st)
 {
 	const mlx_tensor *mt = &m->t[i];
 	const qtk_q_scheme *sc = qtk_q_scheme_get(L->scheme);
@@ -535,77 +358,6 @@ out:
 }
 
 /* ---- commit ------------------------------------------------------------- */
-
-static qtk_err write_small(const mlx_sink *m, const char *name, const void *data, size_t n,
-                           qtk_status *st)
-{
-	char path[PATH_MAX];
-	const uint8_t *p = data;
-	int fd, err = 0;
-
-	tmp_file(m, name, path, sizeof path);
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return qtk_fail(st, QTK_E_IO, "%s/%s: cannot create: %s", qtk_outdir_path(m->od), name,
-		                strerror(errno));
-	while (n && !err) {
-		ssize_t w;
-
-		err = qtk_fault_check(QTK_FAULT_WRITE);
-		if (err)
-			break;
-		w = write(fd, p, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			err = w < 0 ? errno : ENOSPC;
-		else {
-			p += w;
-			n -= (size_t)w;
-		}
-	}
-	if (!err)
-		err = qtk_fault_check(QTK_FAULT_FSYNC);
-	if (!err && fsync(fd) != 0)
-		err = errno;
-	if (close(fd) != 0 && !err)
-		err = errno;
-	if (err)
-		return qtk_fail(st, QTK_E_IO, "%s/%s: write failed: %s", qtk_outdir_path(m->od), name, strerror(err));
-	return QTK_OK;
-}
-
-static qtk_err write_json(const mlx_sink *m, const char *name, json_t *j, qtk_status *st)
-{
-	char *text = json_dumps(j, JSON_INDENT(4) | JSON_SORT_KEYS);
-	qtk_err rc;
-
-	if (!text)
-		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	rc = write_small(m, name, text, strlen(text), st);
-	free(text);
-	return rc;
-}
-
-static qtk_err write_index(const mlx_sink *m, qtk_status *st)
-{
-	json_t *root = json_object(), *meta = json_object(), *map = json_object();
-	uint64_t total = 0;
-	char name[64];
-	qtk_err rc;
-
-	for (size_t i = 0; i < m->nout; i++) {
-		total += m->out[i].bytes;
-		shard_name(m, m->out[i].shard, name, sizeof name);
-		json_object_set_new(map, m->out[i].name, json_string(name));
-	}
-	json_object_set_new(meta, "total_size", json_integer((json_int_t)total));
-	json_object_set_new(root, "metadata", meta);
-	json_object_set_new(root, "weight_map", map);
-	rc = write_json(m, "model.safetensors.index.json", root, st);
-	json_decref(root);
-	return rc;
-}
 
 /* The main (bits, group): the recipe's when some tensor uses it, else the
  * one covering most elements. 0 bits: nothing is quantized. */
@@ -670,11 +422,13 @@ static qtk_err load_config(const mlx_sink *m, json_t **out, qtk_status *st)
 	return QTK_OK;
 }
 
-static qtk_err write_config(const mlx_sink *m, qtk_status *st)
+/* config.json: the source's with the "quantization" entries (the main
+ * form, then each module whose form differs or that stayed float), as
+ * mlx-lm writes it (4-space indent, sorted keys). */
+static qtk_err config_text(const mlx_sink *m, char **text, qtk_status *st)
 {
 	json_t *cfg, *q;
 	unsigned bits, group;
-	qtk_err rc;
 
 	QTK_TRY(load_config(m, &cfg, st));
 	main_form(m, &bits, &group);
@@ -712,94 +466,45 @@ static qtk_err write_config(const mlx_sink *m, qtk_status *st)
 		json_object_set_new(cfg, "quantization_config", json_deep_copy(q));
 		json_object_set_new(cfg, "quantization", q);
 	}
-	rc = write_json(m, "config.json", cfg, st);
+	*text = json_dumps(cfg, JSON_INDENT(4) | JSON_SORT_KEYS);
 	json_decref(cfg);
-	return rc;
-}
-
-static qtk_err copy_file(const mlx_sink *m, const char *name, qtk_status *st)
-{
-	char from[PATH_MAX], *buf;
-	size_t size;
-	qtk_err rc;
-
-	snprintf(from, sizeof from, "%s/%s", m->c.dir, name);
-	rc = qtk_fmt_read_input(from, &buf, &size, st);
-	if (rc == QTK_E_NOT_FOUND)
-		return QTK_OK; /* absent: nothing to copy */
-	if (rc)
-		return rc;
-	rc = write_small(m, name, buf, size, st);
-	qtk_free(buf);
-	return rc;
+	return *text ? QTK_OK : qtk_fail(st, QTK_E_NOMEM, "out of memory");
 }
 
 static void sink_free(mlx_sink *m)
 {
-	for (size_t k = 0; m->w && k < m->nshards; k++)
-		qtk_st_writer_abort(m->w[k]);
-	qtk_outdir_abort(m->od);
+	qtk_mlx_dir_abort(m->dir);
 	for (size_t i = 0; i < m->nout; i++)
 		qtk_free(m->out[i].name);
 	qtk_free(m->out);
 	qtk_free(m->t);
-	qtk_free(m->w);
 	qtk_free(m);
 }
 
-qtk_err mlx_commit(mlx_sink *m, qtk_status *st)
+/* config.json, then the directory made whole (shards, index, tokenizer
+ * copies) and moved into place. Frees m either way. */
+static qtk_err mlx_commit(mlx_sink *m, qtk_status *st)
 {
-	qtk_err rc = QTK_OK;
+	char *cfg = NULL;
+	unsigned jm = qtk_json_begin(); /* a jansson guard (qtk_formats.h) */
+	qtk_err rc = config_text(m, &cfg, st);
 
-	for (size_t k = 0; k < m->nshards && !rc; k++) {
-		rc = qtk_st_writer_commit(m->w[k], st);
-		m->w[k] = NULL;
-	}
-	if (!rc) { /* the JSON files, under a jansson guard (qtk_formats.h) */
-		unsigned jm = qtk_json_begin();
-		if (m->nshards > 1)
-			rc = write_index(m, st);
-		if (!rc)
-			rc = write_config(m, st);
-		if (qtk_json_end(jm))
-			rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory writing config.json",
-			              qtk_outdir_path(m->od));
-	}
-	for (size_t i = 0; !rc && m->c.dir && i < sizeof copy_files / sizeof *copy_files; i++)
-		rc = copy_file(m, copy_files[i], st);
+	if (qtk_json_end(jm) && !rc)
+		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory writing config.json",
+		              qtk_mlx_dir_path(m->dir));
 	if (!rc) {
-		rc = qtk_outdir_commit(m->od, st);
-		m->od = NULL; /* freed by the commit */
+		rc = qtk_mlx_dir_commit(m->dir, cfg, strlen(cfg), m->c.dir, st);
+		m->dir = NULL; /* freed by the commit */
 	}
+	free(cfg);
 	sink_free(m);
 	return rc;
 }
 
-void mlx_abort(mlx_sink *m)
+static void mlx_abort(mlx_sink *m)
 {
 	if (m)
 		sink_free(m);
-}
-
-size_t mlx_shard_count(const mlx_sink *m)
-{
-	return m->nshards;
-}
-
-void mlx_main_from_recipe(const char *recipe_json, mlx_cfg *c)
-{
-	json_t *r = recipe_json ? json_loads(recipe_json, 0, NULL) : NULL;
-	const char *s = json_string_value(json_object_get(r, "scheme"));
-	const char *g = json_string_value(json_object_get(r, "group"));
-	int id = s ? qtk_q_scheme_from_name(s) : -1;
-	uint64_t gv = 0;
-
-	c->main_scheme = id >= 0 ? (qtk_scheme_id)id : QTK_SCHEME_RAW;
-	/* from a .qtk file's metadata when exporting: anything but a group
-	 * size ("row", junk) means no main group */
-	c->main_group = g && qtk_parse_u64("group", g, 1, 4096, &gv, NULL) == QTK_OK ?
-	                (uint32_t)gv : 0;
-	json_decref(r);
 }
 
 /* ---- the pipeline's sink ------------------------------------------------ */
@@ -863,17 +568,59 @@ static void x_abort(void *ctx)
 	mlx_abort(ctx);
 }
 
+/* A stored layout (a .qtk source) MLX cannot hold: the same bits on MLX's
+ * affine grid at group 32/64/128 (64 for others), scales in the model's
+ * F16/BF16 else F16 (F32 when a value needs it), from the recorded
+ * source; rows the group does not divide, or 1-D: source precision. */
+static qtk_err x_requant(void *ctx, size_t i, const src_tensor *t, const char *plan_msg,
+                         int requantize, int widen, qtk_q_layout *L, char *why, size_t nwhy,
+                         qtk_status *st)
+{
+	mlx_sink *m = ctx;
+	const qtk_q_layout *S = t->stored;
+	unsigned bits, off;
+	qtk_status tmp;
+
+	/* plan changes no stored layout (exact): plan_msg says why not */
+	snprintf(why, nwhy, "%s", conv_reason(plan_msg ? plan_msg : "?"));
+	if (!requantize)
+		return qtk_fail(st, QTK_E_UNSUPPORTED, "%s (use --requantize)", plan_msg ? plan_msg : why);
+	*L = *S;
+	L->flags = 0;
+	L->scale_dtype = QTK_DT_F16;
+	if (L->group != 32 && L->group != 64 && L->group != 128)
+		L->group = 64;
+	if (qtk_mlx_form(L, L->group, &bits, &off, &tmp) != QTK_OK)
+		L->scheme = qtk_q_scheme_get(S->scheme)->requant_affine;
+	if (qtk_q_scheme_get(L->scheme)->has_bias)
+		L->flags = QTK_QF_MLX_AFFINE;
+	if (t->dtype == QTK_DT_F16 || t->dtype == QTK_DT_BF16)
+		L->scale_dtype = t->dtype;
+	if (mlx_plan_tensor(m, i, t, L, &tmp) != QTK_OK) {
+		memset(L, 0, sizeof *L);
+		L->scheme = QTK_SCHEME_RAW;
+		L->dtype = t->dtype;
+		QTK_TRY(mlx_plan_tensor(m, i, t, L, st));
+	}
+	if (widen && qtk_q_scheme_get(L->scheme)->quantized) {
+		L->scale_dtype = QTK_DT_F32;
+		QTK_TRY(mlx_set_scale_dtype(m, i, QTK_DT_F32, st));
+	}
+	return QTK_OK;
+}
+
 static const sink_ops mlx_ops = {
 	.plan = x_plan, .scales_f32 = x_scales_f32, .out_bytes = x_out_bytes, .mlx_affine = 1,
 	.open = x_open, .put_bytes = x_put_bytes, .put_rows = x_put_rows,
-	.commit = x_commit, .abort = x_abort, .checks_values = 1,
+	.commit = x_commit, .abort = x_abort, .checks_values = 1, .requant = x_requant,
 };
 
 qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st)
 {
 	uint32_t g = a->main_group;
-	mlx_cfg mc = { .dir = a->s->dir, .main_scheme = a->main_scheme,
-	               .main_group = g == QTK_GROUP_ROW ? 0 : g };
+	mlx_cfg mc = { .dir = a->s->dir, .config_json = a->s->config_json,
+	               .main_scheme = a->main_scheme, .main_group = g == QTK_GROUP_ROW ? 0 : g,
+	               .exact = a->exact };
 	mlx_sink *m = NULL;
 
 	qtk_err rc = mlx_begin(&m, &mc, a->s->n, st);

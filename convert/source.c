@@ -1,6 +1,6 @@
 /* convert: the pipeline's input — tensors of a safetensors checkpoint
- * (single file, index or directory) or of a GGUF file behind one
- * interface. GGUF tensors keep their names; dims are given in safetensors
+ * (single file, index or directory), of a GGUF file or of a .qtk file
+ * (source_qtk.c) behind one interface. GGUF tensors keep their names; dims are given in safetensors
  * order (the last is ggml's ne[0]); Q8_0 / Q4_0 / Q4_1 tensors read as f32
  * exactly as ggml dequantizes them. */
 #include <stdio.h>
@@ -114,8 +114,8 @@ qtk_err src_open(src **out, const char *path, qtk_status *st)
 	*out = NULL;
 	if (!s)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-	if (is_gguf(path)) {
-		rc = open_gguf(s, path, st);
+	if (is_gguf(path) || src_is_qtk(path)) {
+		rc = is_gguf(path) ? open_gguf(s, path, st) : src_open_qtk(s, path, st);
 		if (rc) {
 			src_close(s);
 			return rc;
@@ -179,6 +179,7 @@ void src_close(src *s)
 		return;
 	qtk_st_close(s->st);
 	qtk_gguf_close(s->gg);
+	src_qtk_close(s->qtk);
 	qtk_free(s->desc);
 	qtk_free(s->t);
 	qtk_free(s->files);
@@ -199,10 +200,17 @@ qtk_err src_model_desc(src *s, const qtk_model_desc **d, qtk_status *st)
 			rc = qtk_model_desc_read(path, s->desc, &tmp);
 			if (rc == QTK_E_NOT_FOUND)
 				rc = QTK_OK; /* present = 0 */
-			if (rc) {
-				*st = tmp;
-				return rc; /* not cached: the caller fails */
-			}
+		}
+		if (!rc && !s->desc->present && s->config_json) {
+			/* a .qtk's: the config its metadata records */
+			char where[4200];
+			snprintf(where, sizeof where, "%s: metadata config", s->path);
+			rc = qtk_model_desc_parse(s->config_json, strlen(s->config_json), NULL, where,
+			                          s->desc, &tmp);
+		}
+		if (rc) {
+			*st = tmp;
+			return rc; /* not cached: the caller fails */
 		}
 		s->desc_done = 1;
 	}
@@ -215,6 +223,8 @@ qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
 {
 	if (s->gg)
 		return qtk_gguf_read_f32(t->handle, elem0, n, dst, st);
+	if (s->qtk)
+		return src_qtk_read_f32(t, elem0, n, dst, st);
 	return qtk_st_read_f32(t->handle, elem0, n, dst, st);
 }
 
@@ -242,7 +252,7 @@ static int page_range(const src_tensor *t, uint64_t off, uint64_t len, int outwa
 
 	if (!page)
 		page = sysconf(_SC_PAGESIZE);
-	if (!t->data || len == 0)
+	if (!t->data || t->keep_pages || len == 0)
 		return 0;
 	m = (uintptr_t)page - 1;
 	*a = (uintptr_t)t->data + off;

@@ -847,6 +847,31 @@ QTK_API qtk_err qtk_mlx_scales(const qtk_q_layout *L, const void *scales, size_t
 QTK_API qtk_err qtk_mlx_biases(const qtk_q_layout *L, const void *scales, const void *biases,
                                size_t n, qtk_dtype out_dtype, void *out, qtk_status *st);
 
+/* The MLX model directory (formats/mlx_dir.c), as mlx-lm writes one:
+ * model.safetensors, or model-0000N-of-0000M.safetensors shards of at most
+ * 5 GiB ($QTK_MLX_SHARD_BYTES overrides; whole tensors, greedily in order,
+ * as mlx-lm's make_shards) plus model.safetensors.index.json; every shard
+ * has the metadata {"format": "mlx"}. Built under a temporary name beside
+ * PATH (qtk_outdir: a previous MLX output is replaced only with force) and
+ * moved into place at commit; every file is fsync'd. */
+typedef struct qtk_mlx_dir qtk_mlx_dir;
+/* t: the n tensors in file order (copied). */
+QTK_API qtk_err qtk_mlx_dir_open(qtk_mlx_dir **out, const char *path, const qtk_st_desc *t,
+                                 size_t n, const qtk_write_opts *opts, qtk_status *st);
+QTK_API const char *qtk_mlx_dir_path(const qtk_mlx_dir *d); /* PATH */
+/* Bytes [off, off+len) of tensor i; disjoint ranges from any thread. */
+QTK_API qtk_err qtk_mlx_dir_put(qtk_mlx_dir *d, size_t i, uint64_t off, const void *buf,
+                                size_t len, qtk_status *st);
+/* Finish the shards, write the index (several shards), config.json (the
+ * len bytes of config_json) and copies of the tokenizer files of
+ * copy_from (tokenizer.json, tokenizer_config.json, tokenizer.model,
+ * special_tokens_map.json, generation_config.json: those present; NULL:
+ * none), then move the directory into place. Frees d either way; on
+ * failure PATH is as it was. */
+QTK_API qtk_err qtk_mlx_dir_commit(qtk_mlx_dir *d, const char *config_json, size_t len,
+                                   const char *copy_from, qtk_status *st);
+QTK_API void qtk_mlx_dir_abort(qtk_mlx_dir *d); /* NULL is fine */
+
 #ifdef __cplusplus
 }
 #endif

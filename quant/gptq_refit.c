@@ -27,6 +27,7 @@ typedef struct {
 	const qtk_q_layout *L;
 	const qtk_gemm *g;
 	const float *h;
+	float *hd; /* [cols] the diagonal of h, for the preconditioner */
 	int m, aff;
 	size_t cols, gl, gpr, nu, cb;
 	/* chunk buffers: [REFIT_ROWS][cols] floats, [REFIT_ROWS][nu] doubles */
@@ -117,7 +118,7 @@ static void refit_chunk(refit_ctx *c, const float *wo, float *w, size_t n, size_
 			size_t i0 = gi * c->gl, i1 = i0 + c->gl < cols ? i0 + c->gl : cols;
 			double ds = 0, db = 0;
 			for (size_t i = i0; i < i1; i++) {
-				double hd = c->h[i * cols + i];
+				double hd = (double)c->hd[i];
 				ds += (double)v[i] * (double)v[i] * hd;
 				db += hd;
 			}
@@ -238,7 +239,8 @@ qtk_err gptq_refit(const qtk_q_layout *L, int m, const float *h, size_t cols,
 	c.v = qtk_malloc(4 * nf * sizeof(float));
 	c.x = qtk_malloc(7 * nd * sizeof(double));
 	c.live = qtk_malloc(REFIT_ROWS);
-	if (!c.v || !c.x || !c.live) {
+	c.hd = qtk_malloc(cols * sizeof(float));
+	if (!c.v || !c.x || !c.live || !c.hd) {
 		rc = qtk_fail(st, QTK_E_NOMEM, "tensor '%s': out of memory for the GPTQ refit",
 		              tensor ? tensor : "?");
 		goto out;
@@ -252,6 +254,8 @@ qtk_err gptq_refit(const qtk_q_layout *L, int m, const float *h, size_t cols,
 	c.np = c.p + nd;
 	c.minv = c.np + nd;
 	c.old = c.minv + nd;
+	for (size_t i = 0; i < cols; i++)
+		c.hd[i] = h[i * cols + i];
 	for (size_t r0 = 0; r0 < rows; r0 += REFIT_ROWS) {
 		size_t n = rows - r0 < REFIT_ROWS ? rows - r0 : REFIT_ROWS;
 		refit_chunk(&c, wo + r0 * cols, w + r0 * cols, n, r0, dst, iters);
@@ -260,5 +264,6 @@ out:
 	qtk_free(c.v);
 	qtk_free(c.x);
 	qtk_free(c.live);
+	qtk_free(c.hd);
 	return rc;
 }

@@ -205,7 +205,12 @@ typedef struct {
 	uint32_t main_group;
 	int exact;              /* the source holds stored layouts (a .qtk):
 	                           refuse a layout rather than change it */
+	qtk_mem_model **memory; /* the in-memory sink's place for the model */
 } sink_args;
+
+/* The sink of format f (sinks.c: one table; the only place that asks). */
+qtk_err sink_new(sink *k, qtk_out_format f, const sink_args *a, qtk_status *st);
+int sink_needs_path(qtk_out_format f); /* it writes to an output path */
 
 /* A planner's message without its leading "tensor 'NAME': ". */
 static inline const char *conv_reason(const char *msg)
@@ -215,9 +220,9 @@ static inline const char *conv_reason(const char *msg)
 }
 
 /* .qtk file (sink_qtk.c). */
-qtk_err sink_qtk_new(sink *k, qtk_status *st);
+qtk_err sink_qtk_new(sink *k, const sink_args *a, qtk_status *st);
 /* In memory (sink_mem.c): the tensors go to *out on commit. */
-qtk_err sink_mem_new(sink *k, qtk_mem_model **out, qtk_status *st);
+qtk_err sink_mem_new(sink *k, const sink_args *a, qtk_status *st);
 
 /* ---- GGUF output (sink_gguf.c) ---------------------------------------- */
 

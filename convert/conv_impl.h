@@ -55,6 +55,13 @@ typedef struct {
 	qtk_gguf_file *gg;        /* GGUF input */
 	qtk_model_desc *desc;     /* config.json, parsed once (src_model_desc) */
 	int desc_done;
+	/* the config's text, read once (src_model_desc, src_config_object) */
+	int cfg_done;
+	qtk_err cfg_rc;           /* of reading it (QTK_E_NOT_FOUND: none) */
+	qtk_status cfg_st;
+	char *cfg_text;
+	size_t cfg_len;
+	char cfg_where[4200];     /* the file, or "X.qtk: metadata config" */
 	/* ---- a .qtk input (source_qtk.c): tensors carry stored layouts ---- */
 	struct src_qtk *qtk;      /* its state, or NULL */
 	const char *config_json;  /* the recorded config, when dir has no
@@ -91,10 +98,16 @@ const void *const *src_stored_planes(const src_tensor *t);
 qtk_err src_origin_tensor(src *s, size_t i, const src **os, const src_tensor **ot,
                           qtk_status *st);
 const src *src_origin(const src *s); /* the one opened, or NULL */
-/* The model description of s: dir/config.json parsed on the first call
- * (present = 0 when s has no directory or the directory no config.json).
- * QTK_E_FORMAT when the file is not JSON, QTK_E_IO, QTK_E_NOMEM. */
+/* The model's config is read once, here, for every consumer: dir/config.json,
+ * or a .qtk's recorded config when its directory has none. */
+/* Its model description, parsed on the first call (present = 0 when there
+ * is no config). QTK_E_FORMAT when it is not JSON, QTK_E_IO, QTK_E_NOMEM. */
 qtk_err src_model_desc(src *s, const qtk_model_desc **d, qtk_status *st);
+/* The config as a JSON object to copy (a new reference; *obj NULL when
+ * there is none, it cannot be read, or it is not an object). Only
+ * QTK_E_NOMEM fails. Call under a jansson guard (qtk_json_begin). */
+struct json_t;
+qtk_err src_config_object(src *s, struct json_t **obj, qtk_status *st);
 /* Elements [elem0, elem0 + n) of a floating tensor as f32. */
 qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
                      uint64_t n, float *dst, qtk_status *st);

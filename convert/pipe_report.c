@@ -18,29 +18,6 @@ static const char *group_name(uint32_t g, char buf[16])
 	return buf;
 }
 
-/* config.json beside the source (*cfg NULL: none, or not an object). */
-static qtk_err config_json(const src *s, json_t **cfg, qtk_status *st)
-{
-	char path[4096], *text;
-	size_t len;
-	qtk_status tmp;
-
-	*cfg = NULL;
-	if (!s->dir)
-		return QTK_OK;
-	snprintf(path, sizeof path, "%s/config.json", s->dir);
-	/* not a regular file: refused when the input was opened */
-	if (qtk_fmt_read_input(path, &text, &len, &tmp) != QTK_OK)
-		return tmp.code == QTK_E_NOMEM ? qtk_fail(st, QTK_E_NOMEM, "out of memory") : QTK_OK;
-	*cfg = json_loadb(text, len, 0, NULL);
-	qtk_free(text);
-	if (*cfg && !json_is_object(*cfg)) {
-		json_decref(*cfg);
-		*cfg = NULL;
-	}
-	return QTK_OK;
-}
-
 static const char *base_name(const char *p)
 {
 	const char *s = strrchr(p, '/');
@@ -239,7 +216,7 @@ qtk_err pipe_build_metadata(const job *j, qtk_conv_report *rep, qtk_status *st)
 {
 	unsigned jm = qtk_json_begin();
 	json_t *cfg = NULL;
-	qtk_err rc = config_json(j->s, &cfg, st);
+	qtk_err rc = src_config_object(j->s, &cfg, st); /* NULL: none */
 
 	if (!rc)
 		rep->metadata_json = build_metadata_json(j, rep, cfg);

@@ -12,8 +12,7 @@
 #include "conv_impl.h"
 
 typedef struct {
-	const char *dir;          /* config.json / tokenizer files from here, or NULL */
-	const char *config_json;  /* config text to use instead of dir/config.json */
+	src *s;                   /* the source: its config, tokenizer files */
 	qtk_scheme_id main_scheme;/* the recipe's main scheme and group: the */
 	uint32_t main_group;      /*   "quantization" entry when a tensor uses it */
 	int exact;                /* a .qtk source: refuse instead of changing a layout */
@@ -393,35 +392,6 @@ static void main_form(const mlx_sink *m, unsigned *bits, unsigned *group)
 	}
 }
 
-/* The source's config (an empty object when there is none to read). */
-static qtk_err load_config(const mlx_sink *m, json_t **out, qtk_status *st)
-{
-	char path[PATH_MAX], *text;
-	json_t *cfg = NULL;
-	qtk_status tmp;
-	size_t len;
-
-	if (m->c.config_json)
-		cfg = json_loads(m->c.config_json, 0, NULL);
-	else if (m->c.dir) {
-		snprintf(path, sizeof path, "%s/config.json", m->c.dir);
-		/* not a regular file: refused when the input was opened */
-		if (qtk_fmt_read_input(path, &text, &len, &tmp) == QTK_OK) {
-			cfg = json_loadb(text, len, 0, NULL);
-			qtk_free(text);
-		} else if (tmp.code == QTK_E_NOMEM) {
-			*st = tmp;
-			return tmp.code;
-		}
-	}
-	if (cfg && !json_is_object(cfg)) {
-		json_decref(cfg);
-		cfg = NULL;
-	}
-	*out = cfg ? cfg : json_object();
-	return QTK_OK;
-}
-
 /* config.json: the source's with the "quantization" entries (the main
  * form, then each module whose form differs or that stayed float), as
  * mlx-lm writes it (4-space indent, sorted keys). */
@@ -430,7 +400,9 @@ static qtk_err config_text(const mlx_sink *m, char **text, qtk_status *st)
 	json_t *cfg, *q;
 	unsigned bits, group;
 
-	QTK_TRY(load_config(m, &cfg, st));
+	QTK_TRY(src_config_object(m->c.s, &cfg, st));
+	if (!cfg && !(cfg = json_object())) /* none: an empty object */
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	main_form(m, &bits, &group);
 	if (bits) {
 		q = json_object();
@@ -493,7 +465,7 @@ static qtk_err mlx_commit(mlx_sink *m, qtk_status *st)
 		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory writing config.json",
 		              qtk_mlx_dir_path(m->dir));
 	if (!rc) {
-		rc = qtk_mlx_dir_commit(m->dir, cfg, strlen(cfg), m->c.dir, st);
+		rc = qtk_mlx_dir_commit(m->dir, cfg, strlen(cfg), m->c.s->dir, st);
 		m->dir = NULL; /* freed by the commit */
 	}
 	free(cfg);
@@ -618,8 +590,7 @@ static const sink_ops mlx_ops = {
 qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st)
 {
 	uint32_t g = a->main_group;
-	mlx_cfg mc = { .dir = a->s->dir, .config_json = a->s->config_json,
-	               .main_scheme = a->main_scheme, .main_group = g == QTK_GROUP_ROW ? 0 : g,
+	mlx_cfg mc = { .s = a->s, .main_scheme = a->main_scheme, .main_group = g == QTK_GROUP_ROW ? 0 : g,
 	               .exact = a->exact };
 	mlx_sink *m = NULL;
 

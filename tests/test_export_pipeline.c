@@ -337,3 +337,22 @@ TEST(export_pipeline_cli)
 	free(msg);
 	CHECK(!t_exists(t_tmp("o.gguf.x")));
 }
+
+/* verify --against takes a .qtk source too (a .qtk source reads its stored
+ * values): a file against itself has no weight error. */
+TEST(export_pipeline_verify_against_a_qtk)
+{
+	TPATH(q, "m.qtk");
+	qtk_verify_opts vo = { .file = q, .source = q, .threads = 2, .path = QTK_RT_FLOAT };
+	qtk_verify_report *r = NULL;
+	qtk_status st;
+
+	REQUIRE(mlx_test_convert(stories(), q, QTK_OUT_QTK, QTK_SCHEME_INT4, 64, NULL, QTK_DT_F16,
+	                         &st) == QTK_OK);
+	CHECK_MSG(qtk_verify_against(&vo, &r, &st) == QTK_OK, "%s", st.msg);
+	REQUIRE(r);
+	CHECK(r->n > 0 && r->nfailed == 0);
+	for (size_t i = 0; i < r->n; i++)
+		CHECK_MSG(r->t[i].w.rmse == 0, "%s: rmse %g", r->t[i].name, r->t[i].w.rmse);
+	qtk_verify_report_free(r);
+}

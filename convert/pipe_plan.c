@@ -120,9 +120,9 @@ static qtk_err plan_stored(job *j, size_t i, plan_tensor *p, qtk_status *st)
 	qtk_err rc = QTK_OK;
 
 	p->d.origin = "stored";
+	qtk_status_clear(&tmp);
 	if (K->plan) {
 		int as = 0, ac = 0;
-		qtk_status_clear(&tmp);
 		rc = K->plan(j->out.ctx, i, p->t, &L, &as, &ac, 0, &tmp);
 		if (rc == QTK_E_NOMEM || rc == QTK_E_IO) {
 			*st = tmp;

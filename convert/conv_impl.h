@@ -203,6 +203,13 @@ typedef struct {
 	qtk_err (*requant)(void *ctx, size_t i, const src_tensor *t, const char *plan_msg,
 	                   int requantize, int widen, qtk_q_layout *L, char *why, size_t nwhy,
 	                   qtk_status *st);
+	/* A stored layout it keeps but whose scales it converts (MLX: to the
+	 * model's dtype): *ok = 0 when some value would not survive, so the
+	 * planner asks for F32 scales (scales_f32) before writing instead of
+	 * finding out in a first pass. NULL: nothing to check. */
+	qtk_err (*check_scales)(void *ctx, size_t i, const qtk_q_layout *L,
+	                        const qtk_q_cplanes *p, uint64_t rows, uint64_t cols, int *ok,
+	                        qtk_status *st);
 } sink_ops;
 
 typedef struct {

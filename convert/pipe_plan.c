@@ -133,10 +133,18 @@ static qtk_err plan_stored(job *j, size_t i, plan_tensor *p, qtk_status *st)
 		p->from = QTK_FROM_STORED;
 		/* a sink that converts the stored scales (MLX, to the model's
 		 * dtype) picked that type: F32 when a value needs it */
+		int ok = 1;
 		p->auto_scales = qtk_q_scheme_get(S->scheme)->quantized && K->scales_f32 &&
 		                 !(j->widen[i] & W_SCALES);
-		if ((j->widen[i] & W_SCALES) && K->scales_f32)
+		if (p->auto_scales && K->check_scales) {
+			const void *const *pl = src_stored_planes(p->t);
+			qtk_q_cplanes c = { { pl[0], pl[1], pl[2], pl[3] } };
+			QTK_TRY(K->check_scales(j->out.ctx, i, S, &c, p->rows, p->cols, &ok, st));
+		}
+		if (((j->widen[i] & W_SCALES) || !ok) && K->scales_f32) {
 			QTK_TRY(K->scales_f32(j->out.ctx, i, st));
+			p->auto_scales = 0; /* F32 holds every value */
+		}
 	} else if (rc == QTK_OK && (!qtk_q_scheme_get(S->scheme)->quantized ||
 	                            L.scheme == conv_float_scheme(QTK_DT_F32))) {
 		p->from = QTK_FROM_DEQUANT; /* float to float, or into F32: exact */

@@ -581,10 +581,34 @@ static qtk_err x_requant(void *ctx, size_t i, const src_tensor *t, const char *p
 	return QTK_OK;
 }
 
+/* Every stored scale and bias exact in the model's dtype (F16/BF16)? */
+static qtk_err x_check_scales(void *ctx, size_t i, const qtk_q_layout *L,
+                              const qtk_q_cplanes *p, uint64_t rows, uint64_t cols, int *ok,
+                              qtk_status *st)
+{
+	mlx_sink *m = ctx;
+	qtk_dtype md = m->t[i].sdt;
+	uint64_t n = rows * qtk_q_groups_per_row(L, cols);
+	void *buf;
+	qtk_status tmp;
+
+	*ok = 1;
+	if (md == QTK_DT_F32)
+		return QTK_OK;
+	if (n > SIZE_MAX / 4 - 1 || !(buf = qtk_malloc((size_t)n * 4 + 4)))
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	*ok = qtk_mlx_scales(L, p->p[QTK_PLANE_SCALES], (size_t)n, md, buf, &tmp) == QTK_OK &&
+	      qtk_mlx_biases(L, p->p[QTK_PLANE_SCALES], p->p[QTK_PLANE_BIASES], (size_t)n, md,
+	                     buf, &tmp) == QTK_OK;
+	qtk_free(buf);
+	return QTK_OK;
+}
+
 static const sink_ops mlx_ops = {
 	.plan = x_plan, .scales_f32 = x_scales_f32, .out_bytes = x_out_bytes, .mlx_affine = 1,
 	.open = x_open, .put_bytes = x_put_bytes, .put_rows = x_put_rows,
 	.commit = x_commit, .abort = x_abort, .checks_values = 1, .requant = x_requant,
+	.check_scales = x_check_scales,
 };
 
 qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st)

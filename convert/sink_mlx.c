@@ -144,8 +144,8 @@ static const char *why_not(const src_tensor *t, const qtk_q_layout *L, uint64_t 
  * F16/BF16); rows the group does not divide fall back to source precision
  * (convert); anything else (nf4, row groups, other groups) is refused
  * naming the tensor. */
-static qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
-                               qtk_status *st)
+static qtk_err plan_outs(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
+                         qtk_status *st)
 {
 	mlx_tensor *mt = &m->t[i];
 	const qtk_q_scheme *sc = qtk_q_scheme_get(L->scheme);
@@ -210,6 +210,19 @@ static qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q
 	mt->kept = t->ndim == 2 && ends_with(t->name, ".weight") && qtk_dtype_is_float(t->dtype);
 	return add_out(m, t->name, NULL, L->scheme == QTK_SCHEME_RAW ? L->dtype : sc->store_dtype,
 	               t->ndim, t->shape, cols, st);
+}
+
+static qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
+                               qtk_status *st)
+{
+	size_t out0 = m->nout;
+	qtk_err rc = plan_outs(m, i, t, L, st);
+
+	/* a failure (out of memory half way) leaves no outputs of tensor i
+	 * behind, so that it can be planned again */
+	for (; rc && m->nout > out0; m->nout--)
+		qtk_free(m->out[m->nout - 1].name);
+	return rc;
 }
 
 /* Write tensor i's scales/biases in dt instead of the model dtype. */
@@ -552,6 +565,7 @@ static qtk_err x_requant(void *ctx, size_t i, const src_tensor *t, const char *p
 	const qtk_q_layout *S = t->stored;
 	unsigned bits, off;
 	qtk_status tmp;
+	qtk_err rc;
 
 	/* plan changes no stored layout (exact): plan_msg says why not */
 	snprintf(why, nwhy, "%s", conv_reason(plan_msg ? plan_msg : "?"));
@@ -568,7 +582,11 @@ static qtk_err x_requant(void *ctx, size_t i, const src_tensor *t, const char *p
 		L->flags = QTK_QF_MLX_AFFINE;
 	if (t->dtype == QTK_DT_F16 || t->dtype == QTK_DT_BF16)
 		L->scale_dtype = t->dtype;
-	if (mlx_plan_tensor(m, i, t, L, &tmp) != QTK_OK) {
+	if ((rc = mlx_plan_tensor(m, i, t, L, &tmp)) != QTK_OK) {
+		if (rc == QTK_E_NOMEM || rc == QTK_E_OVERFLOW) {
+			*st = tmp;
+			return rc;
+		}
 		memset(L, 0, sizeof *L);
 		L->scheme = QTK_SCHEME_RAW;
 		L->dtype = t->dtype;

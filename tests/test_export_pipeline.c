@@ -408,3 +408,32 @@ TEST(export_pipeline_alloc_sweep)
 		       (unsigned long long)(nth - 2));
 	}
 }
+
+/* A 5-D tensor GGUF holds flat, with its shape in a KV, requantized from
+ * the source: its KV is added once (export planned it twice and refused
+ * the file: "KV ... added twice"). */
+TEST(export_pipeline_5d_requantized_to_gguf)
+{
+	TPATH(in, "m5.safetensors");
+	TPATH(q, "m5.qtk");
+	TPATH(out, "m5.gguf");
+	static float w[8 * 2 * 2 * 2 * 64];
+	qtk_st_desc d = { .name = "patch_embedding.weight", .dtype = QTK_DT_F32, .ndim = 5,
+	                  .shape = { 8, 2, 2, 2, 64 } };
+	const void *data[1] = { w };
+	qtk_write_opts wo = { .force = 1 };
+	uint64_t seed = 5;
+	qtk_gguf_file *g;
+	qtk_status st;
+
+	for (size_t i = 0; i < sizeof w / sizeof *w; i++)
+		w[i] = t_rand_normal(&seed);
+	REQUIRE(qtk_st_write(in, &d, data, 1, NULL, &wo, &st) == QTK_OK);
+	REQUIRE(mlx_test_convert(in, q, QTK_OUT_QTK, QTK_SCHEME_NF4, 64, NULL, QTK_DT_F16, &st)
+	        == QTK_OK);
+	CHECK_MSG(export_j(q, out, QTK_OUT_GGUF, 1, 2, NULL, &st) == QTK_OK, "%s", st.msg);
+	REQUIRE(qtk_gguf_open(out, &g, &st) == QTK_OK);
+	CHECK(qtk_gguf_find(g, "patch_embedding.weight") &&
+	      qtk_gguf_find(g, "patch_embedding.weight")->type == QTK_GGML_Q4_0);
+	qtk_gguf_close(g);
+}

@@ -360,31 +360,119 @@ static qtk_err read_rows(job *j, const work_item *it, const plan_tensor *p, uint
 	return src_read_f32(p->vs, p->vt, (it->start + r0) * cols, n * cols, out, st);
 }
 
+/* An item's extent: nrows rows of cols (ELEM: one run of cols elements)
+ * from element elem0; its source bytes [boff, boff + blen). */
+typedef struct {
+	uint64_t nrows, cols, elem0, nelem, boff, blen;
+} item_span;
+
+/* The item in cache-sized pieces (read, quantize, dequantize, measure
+ * while the f32 values are in L2); the planes dst collect the whole item
+ * for one write. *marked: a value marked the tensor for a second pass
+ * (QTK_OK, the item is dropped). */
+static qtk_err quant_pieces(job *j, size_t k, const work_item *it, worker_buf *b,
+                            const qtk_q_planes *dst, const item_span *v, qtk_q_opts *qo,
+                            int *marked, qtk_status *st)
+{
+	plan_tensor *p = &j->pt[it->tensor];
+	const qtk_q_layout *L = &p->d.layout;
+	int elem = p->mode == MODE_ELEM;
+	int gathered = p->gathered; /* rows not in file order */
+	uint32_t crc = 0;
+	uint64_t cols = v->cols, units = elem ? cols : v->nrows;
+	uint64_t sub = elem ? SUB_ELEMS : (cols >= SUB_ELEMS ? 1 : SUB_ELEMS / cols);
+
+	if (p->ct.f) /* GPTQ: the whole item at once (its BLAS-3 updates) */
+		sub = v->nrows;
+	for (uint64_t u0 = 0; u0 < units; u0 += sub) {
+		uint64_t nu = units - u0 < sub ? units - u0 : sub;
+		uint64_t sr = elem ? 1 : nu, sc = elem ? nu : cols;
+		qtk_q_planes d;
+		qtk_err rc;
+
+		for (int pl = 0; pl < QTK_PLANE_MAX; pl++) {
+			uint64_t off = elem ? qtk_q_row_bytes(L, u0, pl)
+			                    : u0 * qtk_q_row_bytes(L, cols, pl);
+			d.p[pl] = dst->p[pl] ? (uint8_t *)dst->p[pl] + off : NULL;
+		}
+		if (elem)
+			QTK_TRY(src_read_f32(p->vs, p->vt, v->elem0 + u0, nu, b->in, st));
+		else
+			QTK_TRY(read_rows(j, it, p, u0, nu, cols, b->in, st));
+		if (j->want_crc && !gathered) { /* the bytes just read, while cached */
+			uint64_t o, l;
+			src_span(p->vt, elem ? v->elem0 + u0 : v->elem0 + u0 * cols, sr * sc, &o, &l);
+			crc = qtk_crc32(crc, p->vt->data + o, l);
+		}
+		qo->row0 = elem ? 0 : it->start + u0;
+		qo->elem0 = elem ? v->elem0 + u0 : 0;
+		/* codes and each row's error sums in one pass */
+		rc = p->ct.f ? calib_quantize_acc(&p->ct, L, b->in, b->out, (size_t)sr,
+		                                  (size_t)sc, &d, qo, &j->acc[k], st)
+		             : qtk_q_quantize_rows_acc(L, b->in, (size_t)sr, (size_t)sc, &d,
+		                                       qo, &j->acc[k], st);
+		if (rc) {
+			*marked = 1;
+			return value_error(j, it->tensor, rc, st);
+		}
+	}
+	if (j->want_crc)
+		j->crc[k] = gathered ? qtk_crc32(0, p->vt->data + v->boff, v->blen) : crc;
+	return QTK_OK;
+}
+
+/* The planes of an item, quantized, to the sink. */
+static qtk_err put_item(job *j, const work_item *it, worker_buf *b, const qtk_q_cplanes *c,
+                        const item_span *v, qtk_status *st)
+{
+	const plan_tensor *p = &j->pt[it->tensor];
+	qtk_err rc;
+
+	/* this output is dropped: only the marks matter now (a sink that
+	 * converts values, MLX, finds some while putting, so it still puts) */
+	if (redoing(j) && !j->out.ops->checks_values)
+		return QTK_OK;
+	rc = j->out.ops->put_rows(j->out.ctx, it->tensor, &p->d.layout, c, v->elem0,
+	                          (size_t)v->nrows, (size_t)v->cols, p->mode == MODE_ELEM,
+	                          &b->sc, st);
+	if (j->out.ops->checks_values &&
+	    (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT)) /* a scale or bias */
+		return value_error(j, it->tensor, rc, st);
+	if (rc)
+		return rc;
+	src_release(p->vt, v->boff, v->blen);
+	return QTK_OK;
+}
+
 static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
                         qtk_status *st)
 {
 	plan_tensor *p = &j->pt[it->tensor];
 	const qtk_q_layout *L = &p->d.layout;
-	uint64_t nrows, cols, elem0, nelem, boff, blen, flushed = 0;
+	uint64_t flushed = 0;
+	item_span v;
 	qtk_q_planes dst;
 	qtk_q_cplanes csrc;
 	qtk_q_opts qo = { .search = j->search, .tensor = p->vt->name,
 	                  .flushed = &flushed };
+	int marked = 0;
+	qtk_err rc;
+
 	if (redoing(j) && __atomic_load_n(&j->widen[it->tensor], __ATOMIC_RELAXED))
 		return QTK_OK; /* marked for F32 in this pass: its items are dropped */
 	if (p->mode == MODE_ELEM) {
-		nrows = 1;
-		cols = it->count;
-		elem0 = it->start;
+		v.nrows = 1;
+		v.cols = it->count;
+		v.elem0 = it->start;
 		qo.row0 = 0;
 		qo.row_len = p->cols; /* name row and column of a flat run */
 	} else {
-		nrows = it->count;
-		cols = p->cols;
-		elem0 = it->start * p->cols;
+		v.nrows = it->count;
+		v.cols = p->cols;
+		v.elem0 = it->start * p->cols;
 		qo.row0 = it->start;
 	}
-	nelem = nrows * cols;
+	v.nelem = v.nrows * v.cols;
 	if (p->mode == MODE_ROWS) {
 		/* statistics: the search weighs channels by them (GPTQ below) */
 		QTK_TRY(calib_need(j, p, st));
@@ -393,87 +481,28 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 			qo.search = 1;
 		}
 	}
-	src_span(p->vt, elem0, nelem, &boff, &blen);
+	src_span(p->vt, v.elem0, v.nelem, &v.boff, &v.blen);
 	if (!p->gathered) /* gathered rows: not contiguous */
-		src_prefault(p->vt, boff, blen);
+		src_prefault(p->vt, v.boff, v.blen);
 	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
-		uint64_t rb = qtk_q_row_bytes(L, cols, pl);
-		QTK_TRY(grow(b, pl, (size_t)(rb * nrows), st));
+		uint64_t rb = qtk_q_row_bytes(L, v.cols, pl);
+		QTK_TRY(grow(b, pl, (size_t)(rb * v.nrows), st));
 		dst.p[pl] = rb ? b->planes[pl] : NULL;
 		csrc.p[pl] = dst.p[pl];
 	}
 	dst.p[QTK_PLANE_DQ] = NULL;
 	csrc.p[QTK_PLANE_DQ] = NULL;
 	if (L->flags & QTK_QF_DOUBLE_QUANT) {
-		qtk_err rc;
-		QTK_TRY(read_rows(j, it, p, 0, nrows, cols, b->in, st));
-		rc = dq_item(j, k, it, b, elem0, nelem, &qo, st);
+		QTK_TRY(read_rows(j, it, p, 0, v.nrows, v.cols, b->in, st));
+		rc = dq_item(j, k, it, b, v.elem0, v.nelem, &qo, st);
 		__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
 		return rc;
 	}
-	/* The item in cache-sized pieces (read, quantize, dequantize, measure
-	 * while the f32 values are in L2); the planes collect the whole item
-	 * for one write. */
-	{
-		int elem = p->mode == MODE_ELEM;
-		int gathered = p->gathered; /* rows not in file order */
-		uint32_t crc = 0;
-		uint64_t units = elem ? cols : nrows;
-		uint64_t sub = elem ? SUB_ELEMS : (cols >= SUB_ELEMS ? 1 : SUB_ELEMS / cols);
-
-		if (p->ct.f) /* GPTQ: the whole item at once (its BLAS-3 updates) */
-			sub = nrows;
-
-		for (uint64_t u0 = 0; u0 < units; u0 += sub) {
-			uint64_t nu = units - u0 < sub ? units - u0 : sub;
-			uint64_t sr = elem ? 1 : nu, sc = elem ? nu : cols;
-			qtk_q_planes d;
-			qtk_err rc;
-
-			for (int pl = 0; pl < QTK_PLANE_MAX; pl++) {
-				uint64_t off = elem ? qtk_q_row_bytes(L, u0, pl)
-				                    : u0 * qtk_q_row_bytes(L, cols, pl);
-				d.p[pl] = dst.p[pl] ? (uint8_t *)dst.p[pl] + off : NULL;
-			}
-			if (elem)
-				QTK_TRY(src_read_f32(p->vs, p->vt, elem0 + u0, nu, b->in, st));
-			else
-				QTK_TRY(read_rows(j, it, p, u0, nu, cols, b->in, st));
-			if (j->want_crc && !gathered) { /* the bytes just read, while cached */
-				uint64_t o, l;
-				src_span(p->vt, elem ? elem0 + u0 : elem0 + u0 * cols, sr * sc, &o, &l);
-				crc = qtk_crc32(crc, p->vt->data + o, l);
-			}
-			qo.row0 = elem ? 0 : it->start + u0;
-			qo.elem0 = elem ? elem0 + u0 : 0;
-			/* codes and each row's error sums in one pass */
-			rc = p->ct.f ? calib_quantize_acc(&p->ct, L, b->in, b->out, (size_t)sr,
-			                                  (size_t)sc, &d, &qo, &j->acc[k], st)
-			             : qtk_q_quantize_rows_acc(L, b->in, (size_t)sr, (size_t)sc, &d,
-			                                       &qo, &j->acc[k], st);
-			if (rc)
-				return value_error(j, it->tensor, rc, st);
-		}
-		if (j->want_crc)
-			j->crc[k] = gathered ? qtk_crc32(0, p->vt->data + boff, blen) : crc;
-	}
+	rc = quant_pieces(j, k, it, b, &dst, &v, &qo, &marked, st);
+	if (rc || marked) /* failed, or dropped for a second pass */
+		return rc;
 	__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
-	/* this output is dropped: only the marks matter now (a sink that
-	 * converts values, MLX, finds some while putting, so it still puts) */
-	if (redoing(j) && !j->out.ops->checks_values)
-		return QTK_OK;
-	{
-		qtk_err rc = j->out.ops->put_rows(j->out.ctx, it->tensor, L, &csrc, elem0,
-		                                  (size_t)nrows, (size_t)cols,
-		                                  p->mode == MODE_ELEM, &b->sc, st);
-		if (j->out.ops->checks_values &&
-		    (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT)) /* a scale or bias */
-			return value_error(j, it->tensor, rc, st);
-		if (rc)
-			return rc;
-	}
-	src_release(p->vt, boff, blen);
-	return QTK_OK;
+	return put_item(j, it, b, &csrc, &v, st);
 }
 
 uint64_t pipe_item_src_bytes(const job *j, const work_item *it)

@@ -22,6 +22,20 @@ static void on_signal(int sig)
 	interrupted = sig;
 }
 
+/* "auto, none, mixed, flux, ..." from the preset table (its families are
+ * the model-family table's rows that have one); with dflt, auto is marked
+ * the default. */
+static const char *preset_list(int dflt)
+{
+	static char buf[512];
+	const char *const *p = qtk_recipe_presets();
+	size_t k = (size_t)snprintf(buf, sizeof buf, dflt ? "auto (default)" : "auto");
+
+	for (; *p && k < sizeof buf; p++)
+		k += (size_t)snprintf(buf + k, sizeof buf - k, ", %s", *p);
+	return buf;
+}
+
 static void convert_usage(FILE *f)
 {
 	fprintf(f,
@@ -47,8 +61,9 @@ static void convert_usage(FILE *f)
 "      --affine-rule R      int4/int8-affine parameters: ggml (Q4_1: min and\n"
 "                           range) or mlx (mx.quantize's); default mlx for\n"
 "                           --format mlx, ggml otherwise\n"
-"  -r, --recipe FILE        JSON rules (docs/recipes.md)\n"
-"  -p, --preset NAME        auto (default), none, mixed, flux, wan, ltxv\n"
+"  -r, --recipe FILE        JSON rules (docs/recipes.md)\n");
+	fprintf(f, "  -p, --preset NAME        %s\n", preset_list(1));
+	fprintf(f,
 "  -k, --keep PATTERN       keep matching tensors at source precision\n"
 "      --set PATTERN=SCHEME[:GROUP]  store matching tensors with SCHEME\n"
 "      --search             data-free scale search instead of round-to-nearest\n"
@@ -417,8 +432,8 @@ static int check_rules(const cli_opts *c)
 	while (*p && strcmp(*p, c->preset))
 		p++;
 	if (!*p && strcmp(c->preset, "auto"))
-		return cli_usage_error("convert", "--preset: unknown preset '%s' (auto, none, mixed, flux, wan, ltxv)",
-		                       c->preset);
+		return cli_usage_error("convert", "--preset: unknown preset '%s' (%s)", c->preset,
+		                       preset_list(0));
 	return 0;
 }
 

@@ -55,6 +55,13 @@ typedef struct {
 	qtk_gguf_file *gg;        /* GGUF input */
 	qtk_model_desc *desc;     /* config.json, parsed once (src_model_desc) */
 	int desc_done;
+	/* the config's text, read once (src_model_desc, src_config_object) */
+	int cfg_done;
+	qtk_err cfg_rc;           /* of reading it (QTK_E_NOT_FOUND: none) */
+	qtk_status cfg_st;
+	char *cfg_text;
+	size_t cfg_len;
+	char cfg_where[4200];     /* the file, or "X.qtk: metadata config" */
 	/* ---- a .qtk input (source_qtk.c): tensors carry stored layouts ---- */
 	struct src_qtk *qtk;      /* its state, or NULL */
 	const char *config_json;  /* the recorded config, when dir has no
@@ -91,10 +98,16 @@ const void *const *src_stored_planes(const src_tensor *t);
 qtk_err src_origin_tensor(src *s, size_t i, const src **os, const src_tensor **ot,
                           qtk_status *st);
 const src *src_origin(const src *s); /* the one opened, or NULL */
-/* The model description of s: dir/config.json parsed on the first call
- * (present = 0 when s has no directory or the directory no config.json).
- * QTK_E_FORMAT when the file is not JSON, QTK_E_IO, QTK_E_NOMEM. */
+/* The model's config is read once, here, for every consumer: dir/config.json,
+ * or a .qtk's recorded config when its directory has none. */
+/* Its model description, parsed on the first call (present = 0 when there
+ * is no config). QTK_E_FORMAT when it is not JSON, QTK_E_IO, QTK_E_NOMEM. */
 qtk_err src_model_desc(src *s, const qtk_model_desc **d, qtk_status *st);
+/* The config as a JSON object to copy (a new reference; *obj NULL when
+ * there is none, it cannot be read, or it is not an object). Only
+ * QTK_E_NOMEM fails. Call under a jansson guard (qtk_json_begin). */
+struct json_t;
+qtk_err src_config_object(src *s, struct json_t **obj, qtk_status *st);
 /* Elements [elem0, elem0 + n) of a floating tensor as f32. */
 qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
                      uint64_t n, float *dst, qtk_status *st);
@@ -190,6 +203,13 @@ typedef struct {
 	qtk_err (*requant)(void *ctx, size_t i, const src_tensor *t, const char *plan_msg,
 	                   int requantize, int widen, qtk_q_layout *L, char *why, size_t nwhy,
 	                   qtk_status *st);
+	/* A stored layout it keeps but whose scales it converts (MLX: to the
+	 * model's dtype): *ok = 0 when some value would not survive, so the
+	 * planner asks for F32 scales (scales_f32) before writing instead of
+	 * finding out in a first pass. NULL: nothing to check. */
+	qtk_err (*check_scales)(void *ctx, size_t i, const qtk_q_layout *L,
+	                        const qtk_q_cplanes *p, uint64_t rows, uint64_t cols, int *ok,
+	                        qtk_status *st);
 } sink_ops;
 
 typedef struct {
@@ -205,7 +225,12 @@ typedef struct {
 	uint32_t main_group;
 	int exact;              /* the source holds stored layouts (a .qtk):
 	                           refuse a layout rather than change it */
+	qtk_mem_model **memory; /* the in-memory sink's place for the model */
 } sink_args;
+
+/* The sink of format f (sinks.c: one table; the only place that asks). */
+qtk_err sink_new(sink *k, qtk_out_format f, const sink_args *a, qtk_status *st);
+int sink_needs_path(qtk_out_format f); /* it writes to an output path */
 
 /* A planner's message without its leading "tensor 'NAME': ". */
 static inline const char *conv_reason(const char *msg)
@@ -215,9 +240,9 @@ static inline const char *conv_reason(const char *msg)
 }
 
 /* .qtk file (sink_qtk.c). */
-qtk_err sink_qtk_new(sink *k, qtk_status *st);
+qtk_err sink_qtk_new(sink *k, const sink_args *a, qtk_status *st);
 /* In memory (sink_mem.c): the tensors go to *out on commit. */
-qtk_err sink_mem_new(sink *k, qtk_mem_model **out, qtk_status *st);
+qtk_err sink_mem_new(sink *k, const sink_args *a, qtk_status *st);
 
 /* ---- GGUF output (sink_gguf.c) ---------------------------------------- */
 

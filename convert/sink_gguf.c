@@ -131,12 +131,14 @@ void gguf_plan_end(gguf_plan *g)
 	g->kvs = NULL;
 }
 
+static qtk_err plan_type(const src_tensor *t, qtk_q_layout *L, gguf_tensor_plan *out,
+                         qtk_status *st);
+
 qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
                          gguf_tensor_plan *out, qtk_status *st)
 {
-	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
-	uint64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1;
-	qtk_status tmp;
+	int32_t dims[QTK_MAX_DIMS];
+	char key[192];
 
 	memset(out, 0, sizeof *out);
 	/* name */
@@ -159,8 +161,6 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 		/* GGUF holds at most 4 dims (Wan's Conv3d patch embedding has 5):
 		 * store [rows][cols] and the real shape where ComfyUI-GGUF's loader
 		 * looks for it, an INT32 array under comfy.gguf.orig_shape.NAME */
-		int32_t dims[QTK_MAX_DIMS];
-		char key[192];
 		for (uint32_t k = 0; k < t->ndim; k++) {
 			if (t->shape[k] > INT32_MAX)
 				return qtk_fail(st, QTK_E_UNSUPPORTED,
@@ -168,10 +168,26 @@ qtk_err gguf_plan_tensor(gguf_plan *g, const src_tensor *t, qtk_q_layout *L,
 				                t->name, (unsigned long long)t->shape[k]);
 			dims[k] = (int32_t)t->shape[k];
 		}
-		snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", out->name);
-		QTK_TRY(qtk_gguf_kvs_add_arr(g->kvs, key, QTK_GGUF_I32, dims, t->ndim, st));
 		out->flat = 1;
 	}
+	QTK_TRY(plan_type(t, L, out, st));
+	if (out->flat) {
+		/* once the tensor is planned: a refused layout planned again
+		 * (export --requantize) adds it once */
+		snprintf(key, sizeof key, "comfy.gguf.orig_shape.%s", out->name);
+		QTK_TRY(qtk_gguf_kvs_add_arr(g->kvs, key, QTK_GGUF_I32, dims, t->ndim, st));
+	}
+	return QTK_OK;
+}
+
+/* The ggml type of t; *L changed to what GGUF holds (see gguf_plan_tensor). */
+static qtk_err plan_type(const src_tensor *t, qtk_q_layout *L, gguf_tensor_plan *out,
+                         qtk_status *st)
+{
+	const qtk_q_scheme *s = qtk_q_scheme_get(L->scheme);
+	uint64_t cols = t->ndim ? t->shape[t->ndim - 1] : 1;
+	qtk_status tmp;
+
 	if (!qtk_dtype_is_float(t->dtype)) {
 		/* signed integers: GGUF's I8..I64, copied as they are (whatever
 		 * their size: they are not weights) */

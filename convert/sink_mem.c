@@ -139,8 +139,9 @@ static const sink_ops mem_ops = {
 	.put_plane = m_put_plane, .commit = m_commit, .abort = m_abort,
 };
 
-qtk_err sink_mem_new(sink *k, qtk_mem_model **out, qtk_status *st)
+qtk_err sink_mem_new(sink *k, const sink_args *a, qtk_status *st)
 {
+	qtk_mem_model **out = a->memory;
 	mem_sink *s;
 
 	if (!out)

@@ -12,8 +12,7 @@
 #include "conv_impl.h"
 
 typedef struct {
-	const char *dir;          /* config.json / tokenizer files from here, or NULL */
-	const char *config_json;  /* config text to use instead of dir/config.json */
+	src *s;                   /* the source: its config, tokenizer files */
 	qtk_scheme_id main_scheme;/* the recipe's main scheme and group: the */
 	uint32_t main_group;      /*   "quantization" entry when a tensor uses it */
 	int exact;                /* a .qtk source: refuse instead of changing a layout */
@@ -145,8 +144,8 @@ static const char *why_not(const src_tensor *t, const qtk_q_layout *L, uint64_t 
  * F16/BF16); rows the group does not divide fall back to source precision
  * (convert); anything else (nf4, row groups, other groups) is refused
  * naming the tensor. */
-static qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
-                               qtk_status *st)
+static qtk_err plan_outs(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
+                         qtk_status *st)
 {
 	mlx_tensor *mt = &m->t[i];
 	const qtk_q_scheme *sc = qtk_q_scheme_get(L->scheme);
@@ -211,6 +210,19 @@ static qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q
 	mt->kept = t->ndim == 2 && ends_with(t->name, ".weight") && qtk_dtype_is_float(t->dtype);
 	return add_out(m, t->name, NULL, L->scheme == QTK_SCHEME_RAW ? L->dtype : sc->store_dtype,
 	               t->ndim, t->shape, cols, st);
+}
+
+static qtk_err mlx_plan_tensor(mlx_sink *m, size_t i, const src_tensor *t, qtk_q_layout *L,
+                               qtk_status *st)
+{
+	size_t out0 = m->nout;
+	qtk_err rc = plan_outs(m, i, t, L, st);
+
+	/* a failure (out of memory half way) leaves no outputs of tensor i
+	 * behind, so that it can be planned again */
+	for (; rc && m->nout > out0; m->nout--)
+		qtk_free(m->out[m->nout - 1].name);
+	return rc;
 }
 
 /* Write tensor i's scales/biases in dt instead of the model dtype. */
@@ -393,35 +405,6 @@ static void main_form(const mlx_sink *m, unsigned *bits, unsigned *group)
 	}
 }
 
-/* The source's config (an empty object when there is none to read). */
-static qtk_err load_config(const mlx_sink *m, json_t **out, qtk_status *st)
-{
-	char path[PATH_MAX], *text;
-	json_t *cfg = NULL;
-	qtk_status tmp;
-	size_t len;
-
-	if (m->c.config_json)
-		cfg = json_loads(m->c.config_json, 0, NULL);
-	else if (m->c.dir) {
-		snprintf(path, sizeof path, "%s/config.json", m->c.dir);
-		/* not a regular file: refused when the input was opened */
-		if (qtk_fmt_read_input(path, &text, &len, &tmp) == QTK_OK) {
-			cfg = json_loadb(text, len, 0, NULL);
-			qtk_free(text);
-		} else if (tmp.code == QTK_E_NOMEM) {
-			*st = tmp;
-			return tmp.code;
-		}
-	}
-	if (cfg && !json_is_object(cfg)) {
-		json_decref(cfg);
-		cfg = NULL;
-	}
-	*out = cfg ? cfg : json_object();
-	return QTK_OK;
-}
-
 /* config.json: the source's with the "quantization" entries (the main
  * form, then each module whose form differs or that stayed float), as
  * mlx-lm writes it (4-space indent, sorted keys). */
@@ -430,7 +413,9 @@ static qtk_err config_text(const mlx_sink *m, char **text, qtk_status *st)
 	json_t *cfg, *q;
 	unsigned bits, group;
 
-	QTK_TRY(load_config(m, &cfg, st));
+	QTK_TRY(src_config_object(m->c.s, &cfg, st));
+	if (!cfg && !(cfg = json_object())) /* none: an empty object */
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	main_form(m, &bits, &group);
 	if (bits) {
 		q = json_object();
@@ -493,7 +478,7 @@ static qtk_err mlx_commit(mlx_sink *m, qtk_status *st)
 		rc = qtk_fail(st, QTK_E_NOMEM, "%s: out of memory writing config.json",
 		              qtk_mlx_dir_path(m->dir));
 	if (!rc) {
-		rc = qtk_mlx_dir_commit(m->dir, cfg, strlen(cfg), m->c.dir, st);
+		rc = qtk_mlx_dir_commit(m->dir, cfg, strlen(cfg), m->c.s->dir, st);
 		m->dir = NULL; /* freed by the commit */
 	}
 	free(cfg);
@@ -580,6 +565,7 @@ static qtk_err x_requant(void *ctx, size_t i, const src_tensor *t, const char *p
 	const qtk_q_layout *S = t->stored;
 	unsigned bits, off;
 	qtk_status tmp;
+	qtk_err rc;
 
 	/* plan changes no stored layout (exact): plan_msg says why not */
 	snprintf(why, nwhy, "%s", conv_reason(plan_msg ? plan_msg : "?"));
@@ -596,7 +582,11 @@ static qtk_err x_requant(void *ctx, size_t i, const src_tensor *t, const char *p
 		L->flags = QTK_QF_MLX_AFFINE;
 	if (t->dtype == QTK_DT_F16 || t->dtype == QTK_DT_BF16)
 		L->scale_dtype = t->dtype;
-	if (mlx_plan_tensor(m, i, t, L, &tmp) != QTK_OK) {
+	if ((rc = mlx_plan_tensor(m, i, t, L, &tmp)) != QTK_OK) {
+		if (rc == QTK_E_NOMEM || rc == QTK_E_OVERFLOW) {
+			*st = tmp;
+			return rc;
+		}
 		memset(L, 0, sizeof *L);
 		L->scheme = QTK_SCHEME_RAW;
 		L->dtype = t->dtype;
@@ -609,17 +599,40 @@ static qtk_err x_requant(void *ctx, size_t i, const src_tensor *t, const char *p
 	return QTK_OK;
 }
 
+/* Every stored scale and bias exact in the model's dtype (F16/BF16)? */
+static qtk_err x_check_scales(void *ctx, size_t i, const qtk_q_layout *L,
+                              const qtk_q_cplanes *p, uint64_t rows, uint64_t cols, int *ok,
+                              qtk_status *st)
+{
+	mlx_sink *m = ctx;
+	qtk_dtype md = m->t[i].sdt;
+	uint64_t n = rows * qtk_q_groups_per_row(L, cols);
+	void *buf;
+	qtk_status tmp;
+
+	*ok = 1;
+	if (md == QTK_DT_F32)
+		return QTK_OK;
+	if (n > SIZE_MAX / 4 - 1 || !(buf = qtk_malloc((size_t)n * 4 + 4)))
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	*ok = qtk_mlx_scales(L, p->p[QTK_PLANE_SCALES], (size_t)n, md, buf, &tmp) == QTK_OK &&
+	      qtk_mlx_biases(L, p->p[QTK_PLANE_SCALES], p->p[QTK_PLANE_BIASES], (size_t)n, md,
+	                     buf, &tmp) == QTK_OK;
+	qtk_free(buf);
+	return QTK_OK;
+}
+
 static const sink_ops mlx_ops = {
 	.plan = x_plan, .scales_f32 = x_scales_f32, .out_bytes = x_out_bytes, .mlx_affine = 1,
 	.open = x_open, .put_bytes = x_put_bytes, .put_rows = x_put_rows,
 	.commit = x_commit, .abort = x_abort, .checks_values = 1, .requant = x_requant,
+	.check_scales = x_check_scales,
 };
 
 qtk_err sink_mlx_new(sink *k, const sink_args *a, qtk_status *st)
 {
 	uint32_t g = a->main_group;
-	mlx_cfg mc = { .dir = a->s->dir, .config_json = a->s->config_json,
-	               .main_scheme = a->main_scheme, .main_group = g == QTK_GROUP_ROW ? 0 : g,
+	mlx_cfg mc = { .s = a->s, .main_scheme = a->main_scheme, .main_group = g == QTK_GROUP_ROW ? 0 : g,
 	               .exact = a->exact };
 	mlx_sink *m = NULL;
 

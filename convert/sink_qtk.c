@@ -74,8 +74,9 @@ static const sink_ops qtk_ops = {
 	.put_plane = q_put_plane, .commit = q_commit, .abort = q_abort,
 };
 
-qtk_err sink_qtk_new(sink *k, qtk_status *st)
+qtk_err sink_qtk_new(sink *k, const sink_args *a, qtk_status *st)
 {
+	(void)a;
 	k->ops = &qtk_ops;
 	k->ctx = qtk_calloc(1, sizeof(qtk_pack_writer *));
 	return k->ctx ? QTK_OK : qtk_fail(st, QTK_E_NOMEM, "out of memory");

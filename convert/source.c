@@ -3,6 +3,7 @@
  * (source_qtk.c) behind one interface. GGUF tensors keep their names; dims are given in safetensors
  * order (the last is ggml's ne[0]); Q8_0 / Q4_0 / Q4_1 tensors read as f32
  * exactly as ggml dequantizes them. */
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -181,40 +182,78 @@ void src_close(src *s)
 	qtk_gguf_close(s->gg);
 	src_qtk_close(s->qtk);
 	qtk_free(s->desc);
+	qtk_free(s->cfg_text);
 	qtk_free(s->t);
 	qtk_free(s->files);
 	qtk_free(s);
 }
 
+/* The config's text (read on the first call); *text NULL when none. */
+static qtk_err config_text(src *s, const char **text, size_t *len, qtk_status *st)
+{
+	if (!s->cfg_done) {
+		s->cfg_rc = QTK_E_NOT_FOUND;
+		if (s->dir) {
+			snprintf(s->cfg_where, sizeof s->cfg_where, "%s/config.json", s->dir);
+			s->cfg_rc = qtk_fmt_read_input(s->cfg_where, &s->cfg_text, &s->cfg_len,
+			                               &s->cfg_st);
+		}
+		if (s->cfg_rc == QTK_E_NOT_FOUND && s->config_json) {
+			/* a .qtk's: the config its metadata records */
+			snprintf(s->cfg_where, sizeof s->cfg_where, "%s: metadata config", s->path);
+			s->cfg_len = strlen(s->config_json);
+			s->cfg_text = qtk_malloc(s->cfg_len + 1);
+			s->cfg_rc = s->cfg_text ? QTK_OK
+			            : qtk_fail(&s->cfg_st, QTK_E_NOMEM, "out of memory");
+			if (s->cfg_text)
+				memcpy(s->cfg_text, s->config_json, s->cfg_len + 1);
+		}
+		s->cfg_done = 1;
+	}
+	*text = s->cfg_rc == QTK_OK ? s->cfg_text : NULL;
+	*len = s->cfg_len;
+	if (s->cfg_rc && s->cfg_rc != QTK_E_NOT_FOUND)
+		*st = s->cfg_st;
+	return s->cfg_rc == QTK_E_NOT_FOUND ? QTK_OK : s->cfg_rc;
+}
+
 qtk_err src_model_desc(src *s, const qtk_model_desc **d, qtk_status *st)
 {
-	char path[4096];
-	qtk_status tmp;
-	qtk_err rc = QTK_OK;
+	const char *text;
+	size_t len;
+	qtk_err rc;
 
 	if (!s->desc_done) {
 		if (!s->desc && !(s->desc = qtk_calloc(1, sizeof *s->desc)))
 			return qtk_fail(st, QTK_E_NOMEM, "out of memory");
-		if (s->dir) {
-			snprintf(path, sizeof path, "%s/config.json", s->dir);
-			rc = qtk_model_desc_read(path, s->desc, &tmp);
-			if (rc == QTK_E_NOT_FOUND)
-				rc = QTK_OK; /* present = 0 */
-		}
-		if (!rc && !s->desc->present && s->config_json) {
-			/* a .qtk's: the config its metadata records */
-			char where[4200];
-			snprintf(where, sizeof where, "%s: metadata config", s->path);
-			rc = qtk_model_desc_parse(s->config_json, strlen(s->config_json), NULL, where,
-			                          s->desc, &tmp);
-		}
-		if (rc) {
-			*st = tmp;
-			return rc; /* not cached: the caller fails */
-		}
-		s->desc_done = 1;
+		memset(s->desc, 0, sizeof *s->desc);
+		QTK_TRY(config_text(s, &text, &len, st)); /* not cached: the caller fails */
+		if (text && (rc = qtk_model_desc_parse(text, len, NULL, s->cfg_where, s->desc,
+		                                       st)) != QTK_OK)
+			return rc;
+		s->desc_done = 1; /* text NULL: present = 0 */
 	}
 	*d = s->desc;
+	return QTK_OK;
+}
+
+qtk_err src_config_object(src *s, json_t **obj, qtk_status *st)
+{
+	const char *text;
+	size_t len;
+	qtk_status tmp;
+
+	*obj = NULL;
+	/* not a regular file: refused when the input was opened */
+	if (config_text(s, &text, &len, &tmp) == QTK_E_NOMEM)
+		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	if (!text)
+		return QTK_OK;
+	*obj = json_loadb(text, len, 0, NULL);
+	if (*obj && !json_is_object(*obj)) {
+		json_decref(*obj);
+		*obj = NULL;
+	}
 	return QTK_OK;
 }
 

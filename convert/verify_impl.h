@@ -73,7 +73,7 @@ void vf_close(vf_file *f);
  * missing from s, a shape mismatch (naming both), an integer source for a
  * float tensor, or q/k rows without a head count are errors. *unused gets
  * the number of source tensors nothing matched, *first_unused the first. */
-qtk_err vf_match_all(const vf_file *f, const src *s, vf_tensor *t, size_t *unused,
+qtk_err vf_match_all(const vf_file *f, src *s, vf_tensor *t, size_t *unused,
                      const char **first_unused, qtk_status *st);
 /* The planes of tensor i: views into the file, or (zstd planes, GGUF
  * blocks) buffers in owned[] the caller frees with qtk_free. */

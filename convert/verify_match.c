@@ -3,7 +3,6 @@
  * its tensors matched with its source tensor: the same name, or the names
  * qtk's GGUF output gives (LLaMA's blk.N.* with q/k rows in ggml's order,
  * a DiT's without "model.diffusion_model."), in either direction. */
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,41 +196,37 @@ static int heads_gguf(const qtk_gguf_file *g, uint64_t h[2])
 	return h[0] > 0 && h[1] > 0;
 }
 
-static int heads_json(json_t *cfg, uint64_t h[2])
+static int heads_desc(const qtk_model_desc *d, uint64_t h[2])
 {
-	json_t *a = json_object_get(cfg, "num_attention_heads");
-	json_t *k = json_object_get(cfg, "num_key_value_heads");
+	const qtk_model_val *a = &d->v[QTK_MK_NUM_ATTENTION_HEADS];
+	const qtk_model_val *k = &d->v[QTK_MK_NUM_KEY_VALUE_HEADS];
 
-	if (!json_is_integer(a) || json_integer_value(a) <= 0)
+	if (a->kind != QTK_MV_INT || a->i <= 0)
 		return 0;
-	h[0] = (uint64_t)json_integer_value(a);
-	h[1] = json_is_integer(k) && json_integer_value(k) > 0 ? (uint64_t)json_integer_value(k)
-	                                                       : h[0];
+	h[0] = (uint64_t)a->i;
+	h[1] = k->kind == QTK_MV_INT && k->i > 0 ? (uint64_t)k->i : h[0];
 	return 1;
 }
 
-static int find_heads(const vf_file *f, const src *s, uint64_t h[2])
+static int find_heads(const vf_file *f, src *s, uint64_t h[2])
 {
-	char path[4096], *text;
+	const qtk_model_desc *d;
+	qtk_model_desc *m;
+	const char *meta;
 	size_t len;
-	json_t *cfg;
+	qtk_status tmp;
 	int ok = 0;
 
 	if (heads_gguf(f->gg, h) || heads_gguf(s->gg, h))
 		return 1;
-	if (s->dir && (size_t)snprintf(path, sizeof path, "%s/config.json", s->dir) < sizeof path &&
-	    qtk_fmt_read_input(path, &text, &len, NULL) == QTK_OK) {
-		cfg = json_loadb(text, len, 0, NULL);
-		qtk_free(text);
-		ok = heads_json(cfg, h);
-		json_decref(cfg);
-		if (ok)
-			return 1;
-	}
-	if (f->pk && (cfg = json_loads(qtk_pack_metadata(f->pk, NULL), 0, NULL))) {
-		ok = heads_json(json_object_get(cfg, "config"), h);
-		json_decref(cfg);
-	}
+	/* the source's config (a config that is not JSON says nothing here) */
+	if (src_model_desc(s, &d, &tmp) == QTK_OK && heads_desc(d, h))
+		return 1;
+	if (!f->pk || !(meta = qtk_pack_metadata(f->pk, &len)) || !(m = qtk_calloc(1, sizeof *m)))
+		return 0;
+	ok = qtk_model_desc_parse(meta, len, "config", "metadata", m, &tmp) == QTK_OK &&
+	     heads_desc(m, h);
+	qtk_free(m);
 	return ok;
 }
 
@@ -355,7 +350,7 @@ static int same_shape(const vf_file *f, const vf_tensor *t, const src_tensor *s)
 	       t->cols == cols;
 }
 
-static qtk_err match_one(const vf_file *f, const src *s, const name_index *x, vf_tensor *t,
+static qtk_err match_one(const vf_file *f, src *s, const name_index *x, vf_tensor *t,
                          uint64_t heads[2], int *have_heads, qtk_status *st)
 {
 	char a[160], b[160];
@@ -395,7 +390,7 @@ static qtk_err match_one(const vf_file *f, const src *s, const name_index *x, vf
 	return QTK_OK;
 }
 
-qtk_err vf_match_all(const vf_file *f, const src *s, vf_tensor *t, size_t *unused,
+qtk_err vf_match_all(const vf_file *f, src *s, vf_tensor *t, size_t *unused,
                      const char **first_unused, qtk_status *st)
 {
 	name_index x;

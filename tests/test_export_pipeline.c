@@ -337,3 +337,103 @@ TEST(export_pipeline_cli)
 	free(msg);
 	CHECK(!t_exists(t_tmp("o.gguf.x")));
 }
+
+/* verify --against takes a .qtk source too (a .qtk source reads its stored
+ * values): a file against itself has no weight error. */
+TEST(export_pipeline_verify_against_a_qtk)
+{
+	TPATH(q, "m.qtk");
+	qtk_verify_opts vo = { .file = q, .source = q, .threads = 2, .path = QTK_RT_FLOAT };
+	qtk_verify_report *r = NULL;
+	qtk_status st;
+
+	REQUIRE(mlx_test_convert(stories(), q, QTK_OUT_QTK, QTK_SCHEME_INT4, 64, NULL, QTK_DT_F16,
+	                         &st) == QTK_OK);
+	CHECK_MSG(qtk_verify_against(&vo, &r, &st) == QTK_OK, "%s", st.msg);
+	REQUIRE(r);
+	CHECK(r->n > 0 && r->nfailed == 0);
+	for (size_t i = 0; i < r->n; i++)
+		CHECK_MSG(r->t[i].w.rmse == 0, "%s: rmse %g", r->t[i].name, r->t[i].w.rmse);
+	qtk_verify_report_free(r);
+}
+
+/* Every allocation of an export that requantizes (MLX and GGUF, a small
+ * model) failed in turn: QTK_E_NOMEM, no output, no temporary, no leak. */
+TEST(export_pipeline_alloc_sweep)
+{
+	static const qtk_out_format fmts[] = { QTK_OUT_GGUF, QTK_OUT_MLX };
+	TPATH(in, "small.safetensors");
+	TPATH(q, "small.qtk");
+	TPATH(out, "out");
+	float w[64 * 128], v[16 * 100];
+	qtk_st_desc d[2] = {
+		{ .name = "w", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 64, 128 } },
+		{ .name = "v", .dtype = QTK_DT_F32, .ndim = 2, .shape = { 16, 100 } },
+	};
+	const void *data[2] = { w, v };
+	qtk_write_opts wo = { .force = 1 };
+	uint64_t seed = 7;
+	qtk_status st;
+
+	for (size_t i = 0; i < 64 * 128; i++)
+		w[i] = t_rand_normal(&seed);
+	for (size_t i = 0; i < 16 * 100; i++)
+		v[i] = t_rand_normal(&seed);
+	REQUIRE(qtk_st_write(in, d, data, 2, NULL, &wo, &st) == QTK_OK);
+	REQUIRE(mlx_test_convert(in, q, QTK_OUT_QTK, QTK_SCHEME_NF4, 64, NULL, QTK_DT_F16, &st)
+	        == QTK_OK);
+	for (size_t f = 0; f < 2; f++) {
+		int before = t_dir_entries(t_tmpdir()), done = 0;
+		uint64_t nth;
+
+		for (nth = 1; nth < 100000 && !done; nth++) {
+			qtk_err rc;
+
+			qtk_fault_arm(QTK_FAULT_ALLOC, nth, 0);
+			rc = export_j(q, out, fmts[f], 1, 2, NULL, &st);
+			done = !qtk_fault_fired(QTK_FAULT_ALLOC);
+			qtk_fault_arm(QTK_FAULT_ALLOC, 0, 0);
+			if (done || rc == QTK_OK) { /* past the last, or absorbed after the rename */
+				CHECK_MSG(rc == QTK_OK, "%s", st.msg);
+				CHECK_EQ(t_system("rm -rf %s", out), 0);
+				continue;
+			}
+			CHECK_MSG(rc == QTK_E_NOMEM, "format %zu allocation %llu: %s: %s", f,
+			          (unsigned long long)nth, qtk_err_name(rc), st.msg);
+			CHECK_MSG(t_dir_entries(t_tmpdir()) == before, "format %zu allocation %llu "
+			          "left files", f, (unsigned long long)nth);
+		}
+		CHECK(done && nth > 10);
+		printf("    %s: %llu allocations failed in turn\n", f ? "mlx" : "gguf",
+		       (unsigned long long)(nth - 2));
+	}
+}
+
+/* A 5-D tensor GGUF holds flat, with its shape in a KV, requantized from
+ * the source: its KV is added once (export planned it twice and refused
+ * the file: "KV ... added twice"). */
+TEST(export_pipeline_5d_requantized_to_gguf)
+{
+	TPATH(in, "m5.safetensors");
+	TPATH(q, "m5.qtk");
+	TPATH(out, "m5.gguf");
+	static float w[8 * 2 * 2 * 2 * 64];
+	qtk_st_desc d = { .name = "patch_embedding.weight", .dtype = QTK_DT_F32, .ndim = 5,
+	                  .shape = { 8, 2, 2, 2, 64 } };
+	const void *data[1] = { w };
+	qtk_write_opts wo = { .force = 1 };
+	uint64_t seed = 5;
+	qtk_gguf_file *g;
+	qtk_status st;
+
+	for (size_t i = 0; i < sizeof w / sizeof *w; i++)
+		w[i] = t_rand_normal(&seed);
+	REQUIRE(qtk_st_write(in, &d, data, 1, NULL, &wo, &st) == QTK_OK);
+	REQUIRE(mlx_test_convert(in, q, QTK_OUT_QTK, QTK_SCHEME_NF4, 64, NULL, QTK_DT_F16, &st)
+	        == QTK_OK);
+	CHECK_MSG(export_j(q, out, QTK_OUT_GGUF, 1, 2, NULL, &st) == QTK_OK, "%s", st.msg);
+	REQUIRE(qtk_gguf_open(out, &g, &st) == QTK_OK);
+	CHECK(qtk_gguf_find(g, "patch_embedding.weight") &&
+	      qtk_gguf_find(g, "patch_embedding.weight")->type == QTK_GGML_Q4_0);
+	qtk_gguf_close(g);
+}

@@ -252,6 +252,27 @@ typedef struct {
  * vectors (SSE pairs, AVX2), each lane computed as the scalar code would. */
 typedef float v8f __attribute__((vector_size(32)));
 
+/* a[s0 .. s0 + 8n) = scale * q . k over n blocks of 8 positions, one
+ * chain per block, each summing over d in order. */
+static inline __attribute__((always_inline)) void score_chains(const int n, const float *kt,
+                                                               const float *q, size_t hd,
+                                                               size_t s0, float scale, float *a)
+{
+	v8f acc[8] = { { 0 } };
+
+	for (size_t k = 0; k < hd; k++)
+#pragma GCC unroll 8
+		for (int j = 0; j < n; j++) {
+			v8f kv;
+			memcpy(&kv, kt + (s0 + 8 * (size_t)j) * hd + 8 * k, sizeof kv);
+			acc[j] += q[k] * kv;
+		}
+	for (int j = 0; j < n; j++) {
+		acc[j] *= scale;
+		memcpy(a + s0 + 8 * (size_t)j, &acc[j], sizeof acc[j]);
+	}
+}
+
 /* Heads [b0, e) of the step, item = token * n_head + head: the softmax of
  * q . k over positions 0 .. the token's position (causal), then the sum of
  * v weighted by it. Each score is a sum over d in order, each output
@@ -285,34 +306,10 @@ static inline __attribute__((always_inline)) void attend_body(void *ctx, size_t 
 		 * each in the order of d, so the same sums: one chain alone
 		 * waits on its adds) */
 		size_t s0 = 0;
-		for (; s0 + 64 <= np; s0 += 64) {
-			v8f acc[8] = { { 0 } };
-			for (size_t k = 0; k < hd; k++)
-#pragma GCC unroll 8
-				for (int j = 0; j < 8; j++) {
-					v8f kv;
-					memcpy(&kv, kt + (s0 + 8 * j) * hd + 8 * k, sizeof kv);
-					acc[j] += q[k] * kv;
-				}
-			for (int j = 0; j < 8; j++) {
-				acc[j] *= scale;
-				memcpy(a + s0 + 8 * j, &acc[j], sizeof acc[j]);
-			}
-		}
-		for (; s0 + 32 <= np; s0 += 32) {
-			v8f acc[4] = { { 0 }, { 0 }, { 0 }, { 0 } };
-			for (size_t k = 0; k < hd; k++)
-#pragma GCC unroll 4
-				for (int j = 0; j < 4; j++) {
-					v8f kv;
-					memcpy(&kv, kt + (s0 + 8 * j) * hd + 8 * k, sizeof kv);
-					acc[j] += q[k] * kv;
-				}
-			for (int j = 0; j < 4; j++) {
-				acc[j] *= scale;
-				memcpy(a + s0 + 8 * j, &acc[j], sizeof acc[j]);
-			}
-		}
+		for (; s0 + 64 <= np; s0 += 64)
+			score_chains(8, kt, q, hd, s0, scale, a);
+		for (; s0 + 32 <= np; s0 += 32)
+			score_chains(4, kt, q, hd, s0, scale, a);
 		for (size_t s = s0; s < np; s += 8) {
 			v8f acc = { 0 };
 			for (size_t k = 0; k < hd; k++) {

@@ -154,6 +154,17 @@ void *t_read_file(const char *path, size_t *n)
 	return buf;
 }
 
+int t_same_file(const char *a, const char *b)
+{
+	size_t na = 0, nb = 0;
+	char *x = t_read_file(a, &na), *y = t_read_file(b, &nb);
+	int same = x && y && na == nb && !memcmp(x, y, na);
+
+	free(x);
+	free(y);
+	return same;
+}
+
 int t_exists(const char *path)
 {
 	struct stat sb;

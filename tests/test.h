@@ -74,6 +74,8 @@ const char *t_tmp(const char *rel);
 int t_write_file(const char *path, const void *data, size_t n);
 /* Whole file in a malloc'd buffer (caller frees); NULL on error. */
 void *t_read_file(const char *path, size_t *n);
+/* 1 when both files read and hold the same bytes. */
+int t_same_file(const char *a, const char *b);
 int t_exists(const char *path);
 /* Number of entries in a directory other than . and .. */
 int t_dir_entries(const char *dir);

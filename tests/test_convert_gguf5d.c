@@ -233,16 +233,6 @@ static int conv(const char *in, const char *out, qtk_out_format fmt, qtk_status 
 	return t_convert(&o, QTK_SCHEME_INT8, 32, &(t_rules){ .preset = "wan" }, NULL, st);
 }
 
-static int same_file(const char *a, const char *b)
-{
-	size_t na, nb;
-	char *x = t_read_file(a, &na), *y = t_read_file(b, &nb);
-	int same = x && y && na == nb && !memcmp(x, y, na);
-	free(x);
-	free(y);
-	return same;
-}
-
 /* Every tensor of a .qtk file equal to b's: shape, scheme, plane bytes. */
 static void same_qtk(const char *pa, const char *pb)
 {
@@ -398,6 +388,6 @@ TEST(convert_gguf_5d_as_from_safetensors)
 	CHECK_MSG(conv(sf, fb, QTK_OUT_MLX, &st) == QTK_OK, "%s", st.msg);
 	strcat(fa, "/model.safetensors");
 	strcat(fb, "/model.safetensors");
-	CHECK(same_file(fa, fb));
+	CHECK(t_same_file(fa, fb));
 	free(pe);
 }

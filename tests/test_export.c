@@ -29,17 +29,6 @@ static int do_export(const char *in, const char *out, qtk_out_format fmt, int re
 	return rc;
 }
 
-static int same_file(const char *a, const char *b)
-{
-	size_t na, nb;
-	void *x = t_read_file(a, &na), *y = t_read_file(b, &nb);
-	int same = x && y && na == nb && !memcmp(x, y, na);
-
-	free(x);
-	free(y);
-	return same;
-}
-
 TEST(export_gguf_equals_convert_gguf)
 {
 	static const qtk_scheme_id s[] = { QTK_SCHEME_INT8, QTK_SCHEME_INT4,
@@ -63,7 +52,7 @@ TEST(export_gguf_equals_convert_gguf)
 		/* only the five 172-wide ffn_down (F16 in GGUF) come from the source */
 		CHECK_EQ(rep->nrequantized, s[i] == QTK_SCHEME_F16 ? 0 : 5);
 		qtk_export_report_free(rep);
-		CHECK_MSG(same_file(a, b), "scheme %d: export differs from convert", s[i]);
+		CHECK_MSG(t_same_file(a, b), "scheme %d: export differs from convert", s[i]);
 		/* and qtk's GGUF reader sees identical tensors */
 		REQUIRE(qtk_gguf_open(a, &x, &st) == QTK_OK);
 		REQUIRE(qtk_gguf_open(b, &y, &st) == QTK_OK);

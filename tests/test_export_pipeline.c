@@ -25,17 +25,6 @@ static const char *stories(void)
 	return t_data("stories260K/model.safetensors");
 }
 
-static int same_file(const char *a, const char *b)
-{
-	size_t na, nb;
-	void *x = t_read_file(a, &na), *y = t_read_file(b, &nb);
-	int same = x && y && na == nb && !memcmp(x, y, na);
-
-	free(x);
-	free(y);
-	return same;
-}
-
 static qtk_err export_j(const char *in, const char *out, qtk_out_format fmt, int requant,
                         int threads, qtk_export_report **rep, qtk_status *st)
 {
@@ -146,7 +135,7 @@ TEST(export_pipeline_huge_tensor_rows_split_same_for_any_j)
 	CHECK_EQ(rep->exact, 1);          /* w */
 	CHECK_EQ(rep->nrequantized, 1);   /* v: rows of 100 */
 	qtk_export_report_free(rep);
-	CHECK(same_file(g1, g4));
+	CHECK(t_same_file(g1, g4));
 	CHECK_EQ(export_j(q, m1, QTK_OUT_MLX, 1, 1, NULL, &st), QTK_OK);
 	CHECK_EQ(export_j(q, m4, QTK_OUT_MLX, 1, 4, NULL, &st), QTK_OK);
 	CHECK_EQ(t_system("diff -r %s %s", m1, m4), 0);
@@ -157,7 +146,7 @@ TEST(export_pipeline_huge_tensor_rows_split_same_for_any_j)
 	CHECK_EQ(export_j(q64, g4, QTK_OUT_GGUF, 1, 4, &rep, &st), QTK_OK);
 	CHECK(rep && rep->nrequantized == 2 && rep->exact == 0);
 	qtk_export_report_free(rep);
-	CHECK(same_file(g1, g4));
+	CHECK(t_same_file(g1, g4));
 	/* small items (64 of them for 'w'): the same planes, the .qtk's */
 	a = qtk_to_memory(q, 1, 1u << 16, NULL);
 	b = qtk_to_memory(q, 4, 1u << 16, &cr);
@@ -219,7 +208,7 @@ TEST(export_pipeline_every_source_to_every_sink)
 				qtk_mem_model_free(x);
 			}
 			if (s == 2 && sinks[k] == QTK_OUT_GGUF) /* = convert's GGUF */
-				CHECK(same_file(out, ref_gguf));
+				CHECK(t_same_file(out, ref_gguf));
 			if (s == 2 && sinks[k] == QTK_OUT_MLX) {
 				mlx_cmp c = mlx_compare_qtk(out, srcs[2]);
 				CHECK(c.bad == 0 && c.quantized > 0);
@@ -232,7 +221,7 @@ TEST(export_pipeline_every_source_to_every_sink)
 	 * with --requantize as the first does */
 	CHECK_EQ(export_j(t_tmp("out.qtk"), t_tmp("again.gguf"), QTK_OUT_GGUF, 1, 2, NULL, &st),
 	         QTK_OK);
-	CHECK(same_file(t_tmp("again.gguf"), ref_gguf));
+	CHECK(t_same_file(t_tmp("again.gguf"), ref_gguf));
 }
 
 /* Every write, fsync and rename of an export failed in turn: the output

@@ -8,17 +8,6 @@
 #include "test_conv_util.h"
 #include "test_pack_util.h"
 
-static int same_file_bytes(const char *a, const char *b)
-{
-	size_t na, nb;
-	char *x = t_read_file(a, &na), *y = t_read_file(b, &nb);
-	int same = x && y && na == nb && !memcmp(x, y, na);
-
-	free(x);
-	free(y);
-	return same;
-}
-
 TEST(pack_zstd_pack_unpack_is_lossless)
 {
 	tp_sample s;
@@ -48,7 +37,7 @@ TEST(pack_zstd_pack_unpack_is_lossless)
 		qtk_pack_close(f);
 		REQUIRE(qtk_pack_transcode(t_tmp("z.qtk"), t_tmp("u.qtk"), 0, 0, 0,
 		                           &(qtk_write_opts){ .force = 1 }, &st) == QTK_OK);
-		CHECK_MSG(same_file_bytes(orig, t_tmp("u.qtk")), "split %d: unpacked file differs", split);
+		CHECK_MSG(t_same_file(orig, t_tmp("u.qtk")), "split %d: unpacked file differs", split);
 	}
 	/* compressed frames corrupted inside: verify reports crc or zstd error */
 	{
@@ -285,5 +274,5 @@ TEST(pack_zstd_without_stored_crc_still_reads)
 	CHECK_EQ(tp_get32(b + 24), 0);
 	free(b);
 	REQUIRE(qtk_pack_transcode(t_tmp("z.qtk"), t_tmp("u.qtk"), 0, 0, 0, &wo, &st) == QTK_OK);
-	CHECK(same_file_bytes(t_tmp("p.qtk"), t_tmp("u.qtk")));
+	CHECK(t_same_file(t_tmp("p.qtk"), t_tmp("u.qtk")));
 }

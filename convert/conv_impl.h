@@ -33,6 +33,7 @@ typedef struct {
 	const qtk_q_layout *stored; /* .qtk source: how it is stored, else NULL */
 	uint8_t rows_only;        /* reads f32 in whole rows only (stored codes) */
 	uint8_t keep_pages;       /* data is no mapping of source bytes to drop */
+	uint8_t staged;           /* read with pread through a staging buffer */
 } src_tensor;
 
 typedef struct {
@@ -40,6 +41,7 @@ typedef struct {
 	uint64_t size;
 	uint64_t data_start;      /* bytes before the first tensor (header) */
 	const uint8_t *base;      /* mapping of the file's start, if known */
+	int fd;                   /* the reader's descriptor of it, or -1 */
 } src_file;
 
 typedef struct {
@@ -71,6 +73,7 @@ typedef struct {
 	qtk_scheme_id main_scheme;/*   group (0: none) replace the run's */
 	uint32_t main_group;
 	int search;               /* the recorded --search (requantizing) */
+	uint64_t serial;          /* this source among those opened (staged reads) */
 } src;
 
 qtk_err src_open(src **out, const char *path, qtk_status *st);
@@ -111,6 +114,11 @@ qtk_err src_config_object(src *s, struct json_t **obj, qtk_status *st);
 /* Elements [elem0, elem0 + n) of a floating tensor as f32. */
 qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
                      uint64_t n, float *dst, qtk_status *st);
+/* The same; *crc (when crc is not NULL) folds in the crc32 of their source
+ * bytes, and the source may read ahead up to element upto (the rest of the
+ * caller's extent; upto <= elem0 + n: no further than asked). */
+qtk_err src_read_f32_at(const src *s, const src_tensor *t, uint64_t elem0, uint64_t n,
+                        uint64_t upto, float *dst, uint32_t *crc, qtk_status *st);
 /* Tell the kernel the bytes [off, off+len) of t are consumed: drops them
  * from this process's resident set (they stay in the page cache). */
 void src_release(const src_tensor *t, uint64_t off, uint64_t len);

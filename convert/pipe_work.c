@@ -308,7 +308,8 @@ static qtk_err dq_finish(job *j, plan_tensor *p, worker_buf *b, qtk_status *st)
 /* One item of a double-quantized tensor: codes to the file, f32 absmax to
  * the tensor's buffer; the last item finishes the tensor. */
 static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
-                       uint64_t elem0, uint64_t nelem, const qtk_q_opts *qo, qtk_status *st)
+                       uint64_t elem0, uint64_t nelem, uint32_t crc, const qtk_q_opts *qo,
+                       qtk_status *st)
 {
 	plan_tensor *p = &j->pt[it->tensor];
 	qtk_q_layout q = dq_inner(&p->d.layout);
@@ -333,8 +334,8 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 	QTK_TRY(put_plane(j, it->tensor, QTK_PLANE_CODES, it->start * cb,
 	                  b->planes[QTK_PLANE_CODES], (size_t)(cb * it->count), st));
 	src_span(p->vt, elem0, nelem, &boff, &blen);
-	if (j->want_crc)
-		j->crc[k] = qtk_crc32(0, p->vt->data + boff, blen);
+	if (j->want_crc) /* read_rows took it, unless the rows were gathered */
+		j->crc[k] = p->gathered ? qtk_crc32(0, p->vt->data + boff, blen) : crc;
 	src_release(p->vt, boff, blen);
 	if (__atomic_sub_fetch(&p->remaining, 1, __ATOMIC_ACQ_REL) == 0) {
 		rc = dq_finish(j, p, b, st);
@@ -347,7 +348,8 @@ static qtk_err dq_item(job *j, size_t k, const work_item *it, worker_buf *b,
 /* f32 values of rows [r0, r0 + n) of a ROWS item (GGUF q/k rows gathered:
  * GGUF row r is HF row qk_src_row(r), a permutation within heads). */
 static qtk_err read_rows(job *j, const work_item *it, const plan_tensor *p, uint64_t r0,
-                         uint64_t n, uint64_t cols, float *out, qtk_status *st)
+                         uint64_t n, uint64_t cols, float *out, uint32_t *crc,
+                         qtk_status *st)
 {
 	if (p->gathered) {
 		for (uint64_t r = 0; r < n; r++) {
@@ -357,7 +359,10 @@ static qtk_err read_rows(job *j, const work_item *it, const plan_tensor *p, uint
 		}
 		return QTK_OK;
 	}
-	return src_read_f32(p->vs, p->vt, (it->start + r0) * cols, n * cols, out, st);
+	/* the source may read ahead to the item's end; crc: the bytes' crc32
+	 * while they pass (.qtk output) */
+	return src_read_f32_at(p->vs, p->vt, (it->start + r0) * cols, n * cols,
+	                       (it->start + it->count) * cols, out, crc, st);
 }
 
 /* An item's extent: nrows rows of cols (ELEM: one run of cols elements)
@@ -395,15 +400,14 @@ static qtk_err quant_pieces(job *j, size_t k, const work_item *it, worker_buf *b
 			                    : u0 * qtk_q_row_bytes(L, cols, pl);
 			d.p[pl] = dst->p[pl] ? (uint8_t *)dst->p[pl] + off : NULL;
 		}
+		/* the crc32 of the bytes read, as they pass (not of gathered rows:
+		 * the file's order is taken below) */
+		uint32_t *pc = j->want_crc && !gathered ? &crc : NULL;
 		if (elem)
-			QTK_TRY(src_read_f32(p->vs, p->vt, v->elem0 + u0, nu, b->in, st));
+			QTK_TRY(src_read_f32_at(p->vs, p->vt, v->elem0 + u0, nu, v->elem0 + v->nelem,
+			                        b->in, pc, st));
 		else
-			QTK_TRY(read_rows(j, it, p, u0, nu, cols, b->in, st));
-		if (j->want_crc && !gathered) { /* the bytes just read, while cached */
-			uint64_t o, l;
-			src_span(p->vt, elem ? v->elem0 + u0 : v->elem0 + u0 * cols, sr * sc, &o, &l);
-			crc = qtk_crc32(crc, p->vt->data + o, l);
-		}
+			QTK_TRY(read_rows(j, it, p, u0, nu, cols, b->in, pc, st));
 		qo->row0 = elem ? 0 : it->start + u0;
 		qo->elem0 = elem ? v->elem0 + u0 : 0;
 		/* codes and each row's error sums in one pass */
@@ -493,8 +497,10 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	dst.p[QTK_PLANE_DQ] = NULL;
 	csrc.p[QTK_PLANE_DQ] = NULL;
 	if (L->flags & QTK_QF_DOUBLE_QUANT) {
-		QTK_TRY(read_rows(j, it, p, 0, v.nrows, v.cols, b->in, st));
-		rc = dq_item(j, k, it, b, v.elem0, v.nelem, &qo, st);
+		uint32_t crc = 0;
+		QTK_TRY(read_rows(j, it, p, 0, v.nrows, v.cols, b->in,
+		                  j->want_crc && !p->gathered ? &crc : NULL, st));
+		rc = dq_item(j, k, it, b, v.elem0, v.nelem, crc, &qo, st);
 		__atomic_add_fetch(&p->flushed, flushed, __ATOMIC_RELAXED);
 		return rc;
 	}

@@ -556,6 +556,37 @@ qtk_err qtk_fmt_open_input(const char *path, int *fd, uint64_t *size, qtk_status
 	return QTK_OK;
 }
 
+qtk_err qtk_fmt_pread(int fd, void *buf, size_t len, uint64_t off, const char *path,
+                      qtk_status *st)
+{
+	uint8_t *p = buf;
+	uint64_t end;
+
+	if (__builtin_add_overflow(off, (uint64_t)len, &end) || end > (uint64_t)INT64_MAX)
+		return qtk_fail(st, QTK_E_OVERFLOW, "%s: read past the largest file offset", path);
+	while (len > 0) {
+		int err = qtk_fault_check(QTK_FAULT_READ);
+		ssize_t r;
+
+		if (err)
+			return qtk_fail(st, QTK_E_IO, "%s: read failed at byte %llu: %s", path,
+			                (unsigned long long)off, strerror(err));
+		r = pread(fd, p, len > (1u << 30) ? (1u << 30) : len, (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return qtk_fail(st, QTK_E_IO, "%s: read failed at byte %llu: %s", path,
+			                (unsigned long long)off, strerror(errno));
+		if (r == 0)
+			return qtk_fail(st, QTK_E_IO, "%s: ends before byte %llu (changed while being "
+			                "read?)", path, (unsigned long long)end);
+		p += r;
+		off += (uint64_t)r;
+		len -= (size_t)r;
+	}
+	return QTK_OK;
+}
+
 qtk_err qtk_fmt_read_input(const char *path, char **out, size_t *len, qtk_status *st)
 {
 	uint64_t size;

@@ -571,6 +571,7 @@ uint32_t qtk_gguf_version(const qtk_gguf_file *f) { return f->version; }
 uint32_t qtk_gguf_alignment(const qtk_gguf_file *f) { return f->align; }
 uint64_t qtk_gguf_data_offset(const qtk_gguf_file *f) { return f->data_off; }
 uint64_t qtk_gguf_file_size(const qtk_gguf_file *f) { return f->size; }
+int qtk_gguf_fd(const qtk_gguf_file *f) { return f && f->map.data ? f->map.fd : -1; }
 size_t qtk_gguf_kv_count(const qtk_gguf_file *f) { return f->nkv; }
 size_t qtk_gguf_count(const qtk_gguf_file *f) { return f->n; }
 

@@ -135,6 +135,13 @@ QTK_API int qtk_fmt_same_file(const char *a, const char *b);
  * file"). QTK_E_NOT_FOUND when PATH does not exist. */
 QTK_API qtk_err qtk_fmt_open_input(const char *path, int *fd, uint64_t *size,
                                    qtk_status *st);
+/* Read exactly len bytes at off of fd (the input PATH, for messages):
+ * EINTR retried; a failed read is QTK_E_IO "PATH: read failed at byte
+ * OFF: reason", and a file that ends before off + len (it shrank since it
+ * was opened) QTK_E_IO "PATH: ends before byte END (changed while being
+ * read?)". */
+QTK_API qtk_err qtk_fmt_pread(int fd, void *buf, size_t len, uint64_t off, const char *path,
+                              qtk_status *st);
 /* The same check without opening (for optional files beside an input). */
 QTK_API qtk_err qtk_fmt_check_input(const char *path, qtk_status *st);
 /* The whole file, NUL-terminated, in a buffer the caller frees with
@@ -205,6 +212,9 @@ QTK_API const char *qtk_st_meta_get(const qtk_st_file *f, const char *key);
 QTK_API size_t qtk_st_shard_count(const qtk_st_file *f);
 QTK_API const char *qtk_st_shard_path(const qtk_st_file *f, size_t i);
 QTK_API uint64_t qtk_st_shard_size(const qtk_st_file *f, size_t i);
+/* The open descriptor of shard i (the file its mapping was made from,
+ * valid until qtk_st_close), for pread of tensor bytes; -1 if none. */
+QTK_API int qtk_st_shard_fd(const qtk_st_file *f, size_t i);
 /* The directory the checkpoint lives in (for config.json and friends). */
 QTK_API const char *qtk_st_dir(const qtk_st_file *f);
 /* The file opened (the index of a set): PATH, or the one picked in it. */
@@ -542,6 +552,9 @@ QTK_API uint32_t qtk_gguf_version(const qtk_gguf_file *f);
 QTK_API uint32_t qtk_gguf_alignment(const qtk_gguf_file *f);
 QTK_API uint64_t qtk_gguf_data_offset(const qtk_gguf_file *f);
 QTK_API uint64_t qtk_gguf_file_size(const qtk_gguf_file *f);
+/* The open descriptor the mapping was made from (valid until
+ * qtk_gguf_close), for pread of tensor bytes; -1 if none. */
+QTK_API int qtk_gguf_fd(const qtk_gguf_file *f);
 
 /* KVs in file order. */
 QTK_API size_t qtk_gguf_kv_count(const qtk_gguf_file *f);

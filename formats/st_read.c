@@ -783,6 +783,11 @@ uint64_t qtk_st_shard_size(const qtk_st_file *f, size_t i)
 	return f && i < f->nshards ? f->maps[i].size : 0;
 }
 
+int qtk_st_shard_fd(const qtk_st_file *f, size_t i)
+{
+	return f && i < f->nshards && f->maps[i].data ? f->maps[i].fd : -1;
+}
+
 const char *qtk_st_dir(const qtk_st_file *f) { return f ? f->dir : NULL; }
 
 const char *qtk_st_path(const qtk_st_file *f) { return f ? f->path : NULL; }

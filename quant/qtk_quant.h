@@ -180,7 +180,8 @@ typedef enum {
 	QTK_FAULT_FSYNC = 2,
 	QTK_FAULT_RENAME = 3,
 	QTK_FAULT_OPEN = 4,   /* creating the temporary output */
-	QTK_FAULT_KINDS = 5
+	QTK_FAULT_READ = 5,   /* pread of an input (qtk_fmt_pread) */
+	QTK_FAULT_KINDS = 6
 } qtk_fault_kind;
 
 /* Testing hook: make the nth call (1-based, counted from now) of this kind
@@ -214,6 +215,12 @@ QTK_API int qtk_isa_from_name(const char *name);
  * when the CPU runs the AVX2 kernels. crc: 0 to start, or the value of the
  * bytes before. */
 QTK_API uint32_t qtk_crc32(uint32_t crc, const void *buf, uint64_t n);
+/* Whether qtk_crc32 folds 256 (AVX-512) or 128 (AVX2) bytes a step with
+ * VPCLMULQDQ where the CPU has it, else 64 with PCLMULQDQ: on = 1 or 0
+ * sets it (testing hook: the 64-byte path of CPUs without VPCLMULQDQ),
+ * -1 only asks. Returns 1 if the wide fold is in effect at the active
+ * ISA. Every setting gives the same crc. */
+QTK_API int qtk_crc32_wide(int on);
 
 /* ===================================================================== */
 /* Element types                                                          */

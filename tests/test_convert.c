@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "conv_impl.h"
 #include "gen.h"
 #include "qtk_convert.h"
 #include "qtk_runtime.h"
@@ -81,7 +82,7 @@ TEST(convert_io_faults_leave_nothing)
 	                    .threads = 2, .chunk_elems = 2048 };
 	static const qtk_fault_kind kinds[] = { QTK_FAULT_WRITE, QTK_FAULT_FSYNC,
 	                                        QTK_FAULT_RENAME, QTK_FAULT_OPEN,
-	                                        QTK_FAULT_ALLOC };
+	                                        QTK_FAULT_ALLOC, QTK_FAULT_READ };
 	qtk_status st;
 	int successes = 0;
 
@@ -103,12 +104,63 @@ TEST(convert_io_faults_leave_nothing)
 			}
 			CHECK_MSG(!t_exists(out), "fault %d at call %llu left %s", (int)kinds[k],
 			          (unsigned long long)n, out);
+			if (kinds[k] == QTK_FAULT_READ) /* a source read: named, with the reason */
+				CHECK_MSG(rc == QTK_E_IO && strstr(st.msg, in) &&
+				          strstr(st.msg, "read failed at byte") &&
+				          strstr(st.msg, strerror(28)), "%s", st.msg);
 			CHECK_MSG(t_dir_entries(t_tmpdir()) == 1, "fault %d at call %llu left a temporary",
 			          (int)kinds[k], (unsigned long long)n);
 		}
 	}
-	CHECK_EQ(successes, 5);
+	CHECK_EQ(successes, 6);
 	qtk_recipe_free(r);
+}
+
+/* Sources are read through a per-thread stage that keeps bytes beyond the
+ * piece asked for: a second source opened on the same thread after the
+ * first is closed (likely the same descriptor number; the same tensor
+ * names and offsets) must not be served the first one's bytes. */
+TEST(convert_staged_reads_follow_the_source)
+{
+	const char *a = t_tmp("a.safetensors"), *b = t_tmp("b.safetensors");
+	float *x = malloc(64 * 256 * sizeof *x);
+	qtk_status st;
+	src *s;
+
+	REQUIRE(x);
+	write_ckpt(a, 0);
+	write_ckpt(b, 0);
+	{ /* b: other values in w0, same layout */
+		qtk_st_file *f;
+		float v = 0.5f;
+		REQUIRE(qtk_st_open(b, &f, &st) == QTK_OK);
+		uint64_t off = qtk_st_get(f, 0)->file_offset;
+		REQUIRE(!strcmp(qtk_st_get(f, 0)->name, "w0"));
+		qtk_st_close(f);
+		FILE *fp = fopen(b, "r+b");
+		REQUIRE(fp && fseek(fp, (long)off, SEEK_SET) == 0);
+		for (int i = 0; i < 64; i++)
+			REQUIRE(fwrite(&v, 4, 1, fp) == 1);
+		fclose(fp);
+	}
+	for (int k = 0; k < 2; k++) {
+		REQUIRE(src_open(&s, k ? b : a, &st) == QTK_OK);
+		REQUIRE(s->t[0].staged && !strcmp(s->t[0].name, "w0"));
+		/* the whole tensor ahead, then one piece of it from the stage */
+		CHECK_EQ(src_read_f32_at(s, &s->t[0], 0, 16, 64 * 256, x, NULL, &st), QTK_OK);
+		CHECK_EQ(src_read_f32_at(s, &s->t[0], 16, 64 * 256 - 16, 0, x + 16, NULL, &st),
+		         QTK_OK);
+		CHECK_MSG(k ? x[0] == 0.5f && x[63] == 0.5f && x[64] != 0.5f : x[0] != 0.5f,
+		          "source %d: %g %g %g", k, (double)x[0], (double)x[63], (double)x[64]);
+		/* against the mapping */
+		for (int i = 0; i < 64 * 256; i++)
+			if (memcmp(&x[i], s->t[0].data + 4 * i, 4)) {
+				CHECK_MSG(0, "source %d: element %d differs from the file", k, i);
+				break;
+			}
+		src_close(s);
+	}
+	free(x);
 }
 
 TEST(convert_byte_identical_across_threads)

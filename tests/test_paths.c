@@ -518,6 +518,32 @@ TEST(paths_readers_refuse_fifo_in_process)
 	alarm(0);
 }
 
+/* qtk_fmt_pread: whole reads, a file that ends early, a failed read, and an
+ * offset past what a file can have */
+TEST(paths_pread_checks_the_end)
+{
+	const char *f = tp("ten.bin");
+	char buf[16];
+	qtk_status st;
+	int fd;
+
+	REQUIRE(t_write_file(f, "0123456789", 10) == 0);
+	REQUIRE(qtk_fmt_open_input(f, &fd, NULL, &st) == QTK_OK);
+	CHECK_EQ(qtk_fmt_pread(fd, buf, 4, 6, f, &st), QTK_OK);
+	CHECK(!memcmp(buf, "6789", 4));
+	CHECK_EQ(qtk_fmt_pread(fd, buf, 5, 6, f, &st), QTK_E_IO);
+	CHECK_MSG(strstr(st.msg, f) && strstr(st.msg, "ends before byte 11"), "%s", st.msg);
+	CHECK_EQ(qtk_fmt_pread(fd, buf, 1, UINT64_MAX, f, &st), QTK_E_OVERFLOW);
+	qtk_fault_arm(QTK_FAULT_READ, 1, EIO);
+	CHECK_EQ(qtk_fmt_pread(fd, buf, 4, 0, f, &st), QTK_E_IO);
+	CHECK(qtk_fault_fired(QTK_FAULT_READ));
+	qtk_fault_arm(QTK_FAULT_READ, 0, 0);
+	CHECK_MSG(strstr(st.msg, "read failed at byte 0") && strstr(st.msg, strerror(EIO)), "%s",
+	          st.msg);
+	close(fd);
+	CHECK_EQ(qtk_fmt_pread(fd, buf, 4, 0, f, &st), QTK_E_IO); /* EBADF */
+}
+
 /* ---- 3. long output names and the temporaries' names -------------------- */
 
 /* t_tmpdir()/ + a name of n bytes: 'c' repeated, ending in suffix. */

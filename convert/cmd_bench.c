@@ -96,6 +96,7 @@ typedef struct {
 
 typedef struct {
 	double med, min, max;
+	double bw; /* cold: GB/s of the flushes before the timed calls (median) */
 } stats;
 
 static double now_s(void)
@@ -193,23 +194,34 @@ typedef void (*op_fn)(void *ctx);
 /* reps timed calls after warm ones; cold: caches flushed (untimed) first. */
 static stats time_op(bench_run *R, op_fn fn, void *ctx, int warm, int reps, int cold)
 {
-	double t[64];
+	double t[64], f[64];
 	stats s;
 
 	reps = reps < 1 ? 1 : reps > 64 ? 64 : reps;
 	for (int i = 0; i < warm + reps; i++) {
-		double t0;
+		double t0 = now_s();
+		/* the flush is a read of the whole flush buffer by the same
+		 * threads: timed, it is the bandwidth bound of these very seconds
+		 * (on a shared machine the bound drifts by 2x within a minute) */
 		if (cold)
 			flush_caches(R);
+		if (i >= warm)
+			f[i - warm] = now_s() - t0;
 		t0 = now_s();
 		fn(ctx);
 		if (i >= warm)
 			t[i - warm] = now_s() - t0;
 	}
 	qsort(t, (size_t)reps, sizeof *t, cmp_d);
+	qsort(f, (size_t)reps, sizeof *f, cmp_d);
 	s.min = t[0];
 	s.max = t[reps - 1];
 	s.med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+	s.bw = 0;
+	if (cold) {
+		double fm = reps % 2 ? f[reps / 2] : 0.5 * (f[reps / 2 - 1] + f[reps / 2]);
+		s.bw = fm > 0 ? (double)R->flush_len / fm / 1e9 : 0;
+	}
 	return s;
 }
 
@@ -451,7 +463,7 @@ static int bench_weight(bench_run *R, const qtk_rt_tensor *t, const float *w)
 			have_blas = 1;
 		}
 		const char *pn = quant ? vname[v] : "blas";
-		report(R, c.t, "gemv", pn, "cold", 1, q[0], b[0], R->read_gbps);
+		report(R, c.t, "gemv", pn, "cold", 1, q[0], b[0], q[0].bw);
 		report(R, c.t, "gemv", pn, "hot", 1, q[1], b[1], hot_bw);
 		if (o->batch)
 			report(R, c.t, "gemm", pn, "hot", o->batch, q[2], b[2], 0);
@@ -686,8 +698,10 @@ static int run(bench_opts *o)
 		printf("qtk bench: %s, %u threads, kernels %s, OpenBLAS %s\n", cpu, o->threads,
 		       qtk_rt_variant(), openblas_get_corename());
 		printf("read bandwidth from memory, %u threads: %.1f GB/s (%zu MiB buffer); \"of bw\" "
-		       "is GB/s of weights over it (cold) or over reading as many bytes again and "
-		       "again (hot)\n", o->threads, R.read_gbps, R.flush_len >> 20);
+		       "is GB/s of weights over the reads of that buffer which flush the caches "
+		       "before each cold call (their median: the bound of the same seconds) or over "
+		       "reading as many bytes again and again (hot)\n", o->threads, R.read_gbps,
+		       R.flush_len >> 20);
 		printf("median of %d calls after 2 warm-ups (GEMM: %d after 1); cold: caches flushed "
 		       "before each call; spread: (max - min) / median\n", o->reps, (o->reps + 1) / 2);
 	}

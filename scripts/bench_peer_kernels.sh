@@ -69,7 +69,8 @@ for r in range(1, rounds + 1):
     bw.append(j["read_gbps"])
     for e in j["results"]:
         if e["op"] == "gemv":
-            qtk[(e["scheme"], e["cache"], e["path"])].append((e["ms"] * 1e3, e["gbps"], e["weight_bytes"]))
+            qtk[(e["scheme"], e["cache"], e["path"])].append((e["ms"] * 1e3, e["gbps"], e["weight_bytes"],
+                                                             e.get("fraction_of_bandwidth", 0)))
 med = statistics.median
 print(f"{'llama.cpp':<9} {'us':>8} {'GB/s':>6}   {'qtk':<18} {'us hot':>8} {'GB/s':>6} {'vs llama.cpp':>12}"
       f"   {'us cold':>8} {'GB/s':>6} {'of read bw':>10}")
@@ -80,9 +81,12 @@ for t, s in pair.items():
         lu = med(llama[t]); lg = ggml_bytes[t] / lu / 1e3
         hu = med(x[0] for x in qtk[(s, "hot", p)]); hg = med(x[1] for x in qtk[(s, "hot", p)])
         cu = med(x[0] for x in qtk[(s, "cold", p)]); cg = med(x[1] for x in qtk[(s, "cold", p)])
+        cf = med(x[3] for x in qtk[(s, "cold", p)])
         print(f"{t:<9} {lu:8.0f} {lg:6.1f}   {s + ' g32 ' + p:<18} {hu:8.0f} {hg:6.1f} {hg / lg:11.2f}x"
-              f"   {cu:8.0f} {cg:6.1f} {cg / med(bw):10.2f}")
-print(f"read bandwidth from memory (qtk bench's probe, 2 threads): {med(bw):.1f} GB/s; "
+              f"   {cu:8.0f} {cg:6.1f} {cf:10.2f}")
+print(f"read bandwidth from memory (qtk bench's probe at its start, 2 threads): {med(bw):.1f} GB/s; "
+      f"'of read bw': the median over rounds of each cold GEMV's GB/s over the flush reads timed "
+      f"between its calls (the bound of the same seconds); "
       f"GB/s are weight bytes (qtk's planes, or the interleaved copy for int8-ilv: f32 scales for nf4; "
       f"ggml's blocks: the same bytes for int4/q4_0, int8/q8_0) per call")
 EOF

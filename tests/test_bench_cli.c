@@ -25,6 +25,9 @@ TEST(bench_cli_json_and_text)
 	                  "assert {e[\"path\"] for e in r} == {\"int8\", \"int8-ilv\"};"
 	                  "assert all(k in e for e in r for k in (\"gbps\", \"speedup\", \"ms\", \"gflops\"));"
 	                  "assert all(\"fraction_of_bandwidth\" in e for e in r if e[\"op\"] == \"gemv\");"
+	                  /* a cold GEMV's bound: its own flush reads, a real figure */
+	                  "assert all(0 < e[\"bandwidth_gbps\"] < 1e4 and abs(e[\"fraction_of_bandwidth\"]"
+	                  " - e[\"gbps\"] / e[\"bandwidth_gbps\"]) < 1e-9 for e in r if e[\"cache\"] == \"cold\");"
 	                  "assert {(e[\"scheme\"], e[\"rows\"], e[\"cols\"]) for e in r} == "
 	                  "{(\"int4\", 64, 300), (\"nf4\", 64, 300), (\"int4\", 40, 64), (\"nf4\", 40, 64)}' %s",
 	                  t_tmp("b.json")), 0);

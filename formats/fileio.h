@@ -34,6 +34,10 @@ qtk_err qtk_out_pwrite(qtk_outfile *o, const void *buf, size_t n, uint64_t off,
                        qtk_status *st);
 /* Set the final size (sparse); used before parallel pwrite. */
 qtk_err qtk_out_truncate(qtk_outfile *o, uint64_t size, qtk_status *st);
+/* Reserve size bytes for the output now, so a full disk fails before the
+ * work (fallocate; in memory, tmpfs and ramfs, only a check of the free
+ * space: fallocate would clear every page up front). */
+qtk_err qtk_out_reserve(qtk_outfile *o, uint64_t size, qtk_status *st);
 /* fsync the file, move it into place, fsync the directory. With force an
  * existing target is exchanged, and swapped back if what came out is not a
  * regular file. On failure the temporary is removed and the target is

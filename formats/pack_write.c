@@ -203,14 +203,10 @@ static qtk_err reserve_space(qtk_pack_writer *w, qtk_status *st)
 {
 	int err = qtk_fault_check(QTK_FAULT_WRITE);
 
-	if (!err && w->data_end > 0)
-		err = posix_fallocate(w->out.fd, 0, (off_t)w->data_end);
-	if (err == EINVAL || err == EOPNOTSUPP)
-		return QTK_OK;
 	if (err)
 		return qtk_fail(st, QTK_E_IO, "%s: cannot reserve %llu bytes: %s", w->out.path,
 		                (unsigned long long)w->data_end, strerror(err));
-	return QTK_OK;
+	return qtk_out_reserve(&w->out, w->data_end, st);
 }
 
 qtk_err qtk_pack_writer_open_aligned(qtk_pack_writer **out, const char *path,

@@ -163,6 +163,37 @@ TEST(convert_staged_reads_follow_the_source)
 	free(x);
 }
 
+/* An output in memory (tmpfs: no fallocate, only a free-space check) is
+ * the same file as on the disk. */
+TEST(convert_output_in_memory_same_bytes)
+{
+	const char *in = t_tmp("in.safetensors"), *disk = t_tmp("disk.qtk");
+	char shm[64];
+	qtk_recipe *r = recipe(QTK_SCHEME_INT4, 32);
+	qtk_status st;
+	void *a, *b;
+	size_t na = 0, nb = 0;
+
+	if (access("/dev/shm", W_OK) != 0)
+		SKIP("/dev/shm is not writable here");
+	snprintf(shm, sizeof shm, "/dev/shm/qtk-test-%d.qtk", (int)getpid());
+	write_ckpt(in, 0);
+	for (int k = 0; k < 2; k++) {
+		qtk_conv_opts o = { .input = in, .output = k ? shm : disk, .recipe = r,
+		                    .scale_dtype = QTK_DT_F16, .threads = 2, .force = 1 };
+		qtk_conv_report *rep = NULL;
+		CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "%s", st.msg);
+		qtk_conv_report_free(rep);
+	}
+	a = t_read_file(disk, &na);
+	b = t_read_file(shm, &nb);
+	unlink(shm);
+	CHECK(a && b && na == nb && !memcmp(a, b, na));
+	free(a);
+	free(b);
+	qtk_recipe_free(r);
+}
+
 TEST(convert_byte_identical_across_threads)
 {
 	const char *in = t_tmp("in.safetensors");

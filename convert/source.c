@@ -65,8 +65,8 @@ static qtk_dtype gguf_dtype(uint32_t type, int *ok)
 /* Tensors read through a staging buffer with pread, not from the mapping:
  * the first touch of a mapped page costs far more than a copy on the
  * virtual machines qtk runs on (widening a page-cached bf16 file from
- * its fresh mapping ran at 2.5-3.1 GB/s on one core, pread of 32 KB
- * pieces and widening them at 7.4 GB/s), and a read needs no page-table
+ * its fresh mapping ran at 2.5-3.1 GB/s on one core, pread of 256 KB
+ * pieces and widening them at 14 GB/s), and a read needs no page-table
  * entries to drop afterwards. The 16- and 32-bit float types, whose
  * widening is exact (F64 keeps its range check in the reader). */
 static int stage_dtype(const src_tensor *t)

@@ -176,6 +176,7 @@ qtk_err src_open_qtk(src *s, const char *path, qtk_status *st)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	s->files[0].path = path;
 	s->files[0].size = qtk_pack_file_size(q->f);
+	s->files[0].fd = -1; /* stored planes: read from the mapping */
 	make_tensors(s, q);
 	QTK_TRY(load_planes(s, q, st));
 	for (size_t i = 0; i < s->n; i++) /* raw bytes: the codes plane */

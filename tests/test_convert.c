@@ -163,6 +163,27 @@ TEST(convert_staged_reads_follow_the_source)
 	free(x);
 }
 
+/* A source that shrinks while it is read (another program rewriting it):
+ * the staged read says so, naming the file; the mapping would have died
+ * of SIGBUS on the missing pages. */
+TEST(convert_staged_read_of_a_shrunk_source)
+{
+	const char *a = t_tmp("a.safetensors");
+	float *x = malloc(64 * 256 * sizeof *x);
+	qtk_status st;
+	src *s;
+
+	REQUIRE(x);
+	write_ckpt(a, 0);
+	REQUIRE(src_open(&s, a, &st) == QTK_OK);
+	REQUIRE(s->t[0].staged);
+	REQUIRE(truncate(a, (off_t)(s->t[0].file_offset + 1000)) == 0);
+	CHECK_EQ(src_read_f32_at(s, &s->t[0], 0, 64 * 256, 0, x, NULL, &st), QTK_E_IO);
+	CHECK_MSG(strstr(st.msg, a) && strstr(st.msg, "changed while being read"), "%s", st.msg);
+	src_close(s);
+	free(x);
+}
+
 /* An output in memory (tmpfs: no fallocate, only a free-space check) is
  * the same file as on the disk. */
 TEST(convert_output_in_memory_same_bytes)

@@ -33,7 +33,8 @@ typedef struct {
 	const qtk_q_layout *stored; /* .qtk source: how it is stored, else NULL */
 	uint8_t rows_only;        /* reads f32 in whole rows only (stored codes) */
 	uint8_t keep_pages;       /* data is no mapping of source bytes to drop */
-	uint8_t staged;           /* read with pread through a staging buffer */
+	uint8_t staged;           /* its values read with pread through a stage */
+	uint8_t preadable;        /* its bytes can be (src_read_raw) */
 } src_tensor;
 
 typedef struct {
@@ -119,6 +120,12 @@ qtk_err src_read_f32(const src *s, const src_tensor *t, uint64_t elem0,
  * caller's extent; upto <= elem0 + n: no further than asked). */
 qtk_err src_read_f32_at(const src *s, const src_tensor *t, uint64_t elem0, uint64_t n,
                         uint64_t upto, float *dst, uint32_t *crc, qtk_status *st);
+/* Bytes of t from byte off, up to byte upto at most, through this
+ * thread's read stage (t->preadable): *p points at them in the stage,
+ * *len says how many (at least one; fewer than asked where the stage
+ * ends; valid until this thread's next read). */
+qtk_err src_read_raw(const src *s, const src_tensor *t, uint64_t off, uint64_t upto,
+                     const uint8_t **p, size_t *len, qtk_status *st);
 /* Tell the kernel the bytes [off, off+len) of t are consumed: drops them
  * from this process's resident set (they stay in the page cache). */
 void src_release(const src_tensor *t, uint64_t off, uint64_t len);

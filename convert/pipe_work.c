@@ -145,6 +145,21 @@ static qtk_err do_raw(job *j, size_t k, const work_item *it, qtk_status *st)
 
 	if (redoing(j)) /* this output is dropped: nothing to copy */
 		return QTK_OK;
+	if (p->vt->preadable) { /* read, not mapped (source.c's staged reads) */
+		uint32_t crc = 0;
+		for (uint64_t o = it->start, end = it->start + it->count; o < end;) {
+			const uint8_t *b;
+			size_t n;
+			QTK_TRY(src_read_raw(p->vs, p->vt, o, end, &b, &n, st));
+			QTK_TRY(j->out.ops->put_bytes(j->out.ctx, it->tensor, o, b, n, st));
+			if (j->want_crc)
+				crc = qtk_crc32(crc, b, n);
+			o += n;
+		}
+		if (j->want_crc)
+			j->crc[k] = crc;
+		return QTK_OK;
+	}
 	QTK_TRY(j->out.ops->put_bytes(j->out.ctx, it->tensor, it->start, from, (size_t)it->count,
 	                              st));
 	if (j->want_crc)

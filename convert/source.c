@@ -116,7 +116,8 @@ static qtk_err open_gguf(src *s, const char *path, qtk_status *st)
 		d->file = 0;
 		d->file_offset = t->file_offset;
 		d->handle = t;
-		d->staged = stage_dtype(d) && s->files[0].fd >= 0;
+		d->preadable = s->files[0].fd >= 0;
+		d->staged = stage_dtype(d) && d->preadable;
 		if (i == 0)
 			s->files[0].base = (const uint8_t *)t->data - t->file_offset;
 	}
@@ -185,7 +186,8 @@ qtk_err src_open(src **out, const char *path, qtk_status *st)
 		d->file = t->shard;
 		d->file_offset = t->file_offset;
 		d->handle = t;
-		d->staged = stage_dtype(d) && f->fd >= 0;
+		d->preadable = f->fd >= 0;
+		d->staged = stage_dtype(d) && d->preadable;
 		if (t->file_offset < f->data_start) {
 			f->data_start = t->file_offset;
 			f->base = (const uint8_t *)t->data - t->file_offset;
@@ -324,6 +326,31 @@ static stage *stage_get(void)
 	return g;
 }
 
+/* The stage holding file bytes [at, at + need) of t's file, filled from at
+ * up to stop (at most STAGE_BYTES) when it does not; need <= stop - at. */
+static qtk_err stage_at(const src *s, const src_tensor *t, uint64_t at, uint64_t stop,
+                        size_t need, stage **out, qtk_status *st)
+{
+	const src_file *f = &s->files[t->file];
+	stage *g = stage_get();
+
+	if (!g)
+		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory for a read buffer", f->path);
+	if (g->serial != s->serial || g->file != t->file || at < g->off ||
+	    at + need > g->off + g->len) {
+		uint64_t len = stop - at < STAGE_BYTES ? stop - at : STAGE_BYTES;
+
+		g->serial = 0; /* empty until the read succeeds */
+		QTK_TRY(qtk_fmt_pread(f->fd, g->buf, (size_t)len, at, f->path, st));
+		g->serial = s->serial;
+		g->file = t->file;
+		g->off = at;
+		g->len = len;
+	}
+	*out = g;
+	return QTK_OK;
+}
+
 /* Elements [elem0, elem0 + n) of t through this thread's stage, reading
  * ahead to element upto at most. */
 static qtk_err read_staged(const src *s, const src_tensor *t, uint64_t elem0, uint64_t n,
@@ -332,31 +359,18 @@ static qtk_err read_staged(const src *s, const src_tensor *t, uint64_t elem0, ui
 	const src_file *f = &s->files[t->file];
 	size_t es = qtk_dtype_size(t->dtype);
 	uint64_t end, stop;
-	stage *g;
 
 	if (__builtin_add_overflow(elem0, n, &end) || end > t->nelem)
 		return qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': elements [%llu, +%llu) past %llu",
 		                f->path, t->name, (unsigned long long)elem0, (unsigned long long)n,
 		                (unsigned long long)t->nelem);
-	g = stage_get();
-	if (!g)
-		return qtk_fail(st, QTK_E_NOMEM, "%s: out of memory for a read buffer", f->path);
 	stop = t->file_offset + (upto > end && upto <= t->nelem ? upto : end) * es;
 	for (uint64_t i = 0; i < n;) {
 		uint64_t at = t->file_offset + (elem0 + i) * es;
 		size_t m;
+		stage *g;
 
-		if (g->serial != s->serial || g->file != t->file || at < g->off ||
-		    at + es > g->off + g->len) {
-			uint64_t len = stop - at < STAGE_BYTES ? stop - at : STAGE_BYTES;
-
-			g->serial = 0; /* empty until the read succeeds */
-			QTK_TRY(qtk_fmt_pread(f->fd, g->buf, (size_t)len, at, f->path, st));
-			g->serial = s->serial;
-			g->file = t->file;
-			g->off = at;
-			g->len = len;
-		}
+		QTK_TRY(stage_at(s, t, at, stop, es, &g, st));
 		m = (size_t)((g->off + g->len - at) / es);
 		if (m > n - i)
 			m = (size_t)(n - i);
@@ -367,6 +381,26 @@ static qtk_err read_staged(const src *s, const src_tensor *t, uint64_t elem0, ui
 			                f->path, t->name);
 		i += m;
 	}
+	return QTK_OK;
+}
+
+qtk_err src_read_raw(const src *s, const src_tensor *t, uint64_t off, uint64_t upto,
+                     const uint8_t **p, size_t *len, qtk_status *st)
+{
+	const src_file *f = &s->files[t->file];
+	uint64_t at;
+	stage *g;
+
+	*p = NULL;
+	*len = 0;
+	if (!t->preadable || off >= upto || upto > t->nbytes)
+		return qtk_fail(st, QTK_E_ARG, "%s: tensor '%s': bytes [%llu, %llu) of %llu",
+		                f->path, t->name, (unsigned long long)off, (unsigned long long)upto,
+		                (unsigned long long)t->nbytes);
+	at = t->file_offset + off;
+	QTK_TRY(stage_at(s, t, at, t->file_offset + upto, 1, &g, st));
+	*p = g->buf + (at - g->off);
+	*len = (size_t)(g->off + g->len - at < upto - off ? g->off + g->len - at : upto - off);
 	return QTK_OK;
 }
 
@@ -421,7 +455,8 @@ static int page_range(const src_tensor *t, uint64_t off, uint64_t len, int outwa
 	if (!page)
 		page = sysconf(_SC_PAGESIZE);
 	if (!t->data || t->keep_pages || t->staged || len == 0)
-		return 0; /* staged: read with pread, never mapped in */
+		return 0; /* staged: read with pread, never mapped in (a raw
+		             copy's pages neither, then: nothing to drop) */
 	m = (uintptr_t)page - 1;
 	*a = (uintptr_t)t->data + off;
 	*b = *a + len;

@@ -152,6 +152,15 @@ TEST(convert_staged_reads_follow_the_source)
 		         QTK_OK);
 		CHECK_MSG(k ? x[0] == 0.5f && x[63] == 0.5f && x[64] != 0.5f : x[0] != 0.5f,
 		          "source %d: %g %g %g", k, (double)x[0], (double)x[63], (double)x[64]);
+		/* raw bytes: the file's, in stage-sized runs */
+		for (uint64_t o = 0; o < s->t[0].nbytes;) {
+			const uint8_t *rb;
+			size_t n;
+			REQUIRE(src_read_raw(s, &s->t[0], o, s->t[0].nbytes, &rb, &n, &st) == QTK_OK);
+			REQUIRE(n > 0 && o + n <= s->t[0].nbytes);
+			CHECK(!memcmp(rb, s->t[0].data + o, n));
+			o += n;
+		}
 		/* against the mapping */
 		for (int i = 0; i < 64 * 256; i++)
 			if (memcmp(&x[i], s->t[0].data + 4 * i, 4)) {
@@ -180,6 +189,14 @@ TEST(convert_staged_read_of_a_shrunk_source)
 	REQUIRE(truncate(a, (off_t)(s->t[0].file_offset + 1000)) == 0);
 	CHECK_EQ(src_read_f32_at(s, &s->t[0], 0, 64 * 256, 0, x, NULL, &st), QTK_E_IO);
 	CHECK_MSG(strstr(st.msg, a) && strstr(st.msg, "changed while being read"), "%s", st.msg);
+	/* raw copies (kept tensors) read the same way */
+	for (size_t i = 0; i < s->n; i++) {
+		const uint8_t *b;
+		size_t n;
+		REQUIRE(s->t[i].preadable);
+		CHECK_EQ(src_read_raw(s, &s->t[i], 0, s->t[i].nbytes, &b, &n, &st), QTK_E_IO);
+		CHECK_MSG(strstr(st.msg, a), "%s", st.msg);
+	}
 	src_close(s);
 	free(x);
 }

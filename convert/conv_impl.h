@@ -129,8 +129,9 @@ qtk_err src_read_raw(const src *s, const src_tensor *t, uint64_t off, uint64_t u
 /* Tell the kernel the bytes [off, off+len) of t are consumed: drops them
  * from this process's resident set (they stay in the page cache). */
 void src_release(const src_tensor *t, uint64_t off, uint64_t len);
-/* Map the bytes [off, off+len) of t in one call before they are read. */
-void src_prefault(const src_tensor *t, uint64_t off, uint64_t len);
+/* The bytes [off, off+len) of t will be read now: map them in one call,
+ * or (read with pread) start the whole range's readahead. */
+void src_prefault(const src *s, const src_tensor *t, uint64_t off, uint64_t len);
 /* Bytes of t's data holding elements [elem0, elem0 + n) (whole blocks for
  * block types: callers split those tensors on block boundaries). */
 void src_span(const src_tensor *t, uint64_t elem0, uint64_t n, uint64_t *off,

@@ -502,7 +502,7 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 	}
 	src_span(p->vt, v.elem0, v.nelem, &v.boff, &v.blen);
 	if (!p->gathered) /* gathered rows: not contiguous */
-		src_prefault(p->vt, v.boff, v.blen);
+		src_prefault(p->vs, p->vt, v.boff, v.blen);
 	for (int pl = 0; pl < QTK_PLANE_DQ; pl++) {
 		uint64_t rb = qtk_q_row_bytes(L, v.cols, pl);
 		QTK_TRY(grow(b, pl, (size_t)(rb * v.nrows), st));

@@ -3,6 +3,7 @@
  * (source_qtk.c) behind one interface. GGUF tensors keep their names; dims are given in safetensors
  * order (the last is ggml's ne[0]); Q8_0 / Q4_0 / Q4_1 tensors read as f32
  * exactly as ggml dequantizes them. */
+#include <fcntl.h>
 #include <jansson.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -465,10 +466,18 @@ static int page_range(const src_tensor *t, uint64_t off, uint64_t len, int outwa
 	return *b > *a;
 }
 
-void src_prefault(const src_tensor *t, uint64_t off, uint64_t len)
+void src_prefault(const src *s, const src_tensor *t, uint64_t off, uint64_t len)
 {
 	uintptr_t a, b;
 
+	/* read with pread: ask for the whole item's readahead at once (two
+	 * workers' interleaved reads on one descriptor look random to the
+	 * kernel's own readahead) */
+	if (t->preadable && len > 0) {
+		(void)posix_fadvise(s->files[t->file].fd, (off_t)(t->file_offset + off), (off_t)len,
+		                    POSIX_FADV_WILLNEED);
+		return;
+	}
 #ifdef MADV_POPULATE_READ
 	/* one call maps the range's page-cache pages (instead of a fault per
 	 * page); an old kernel says EINVAL and the reads fault as usual */

@@ -456,8 +456,7 @@ static int page_range(const src_tensor *t, uint64_t off, uint64_t len, int outwa
 	if (!page)
 		page = sysconf(_SC_PAGESIZE);
 	if (!t->data || t->keep_pages || t->staged || len == 0)
-		return 0; /* staged: read with pread, never mapped in (a raw
-		             copy's pages neither, then: nothing to drop) */
+		return 0; /* staged: read with pread, never mapped in */
 	m = (uintptr_t)page - 1;
 	*a = (uintptr_t)t->data + off;
 	*b = *a + len;
@@ -470,10 +469,10 @@ void src_prefault(const src *s, const src_tensor *t, uint64_t off, uint64_t len)
 {
 	uintptr_t a, b;
 
-	/* read with pread: ask for the whole item's readahead at once (two
-	 * workers' interleaved reads on one descriptor look random to the
-	 * kernel's own readahead) */
-	if (t->preadable && len > 0) {
+	/* values read with pread: ask for the whole item's readahead at once
+	 * (two workers' interleaved reads on one descriptor look random to
+	 * the kernel's own readahead); the rest read the mapping */
+	if (t->staged && len > 0) {
 		(void)posix_fadvise(s->files[t->file].fd, (off_t)(t->file_offset + off), (off_t)len,
 		                    POSIX_FADV_WILLNEED);
 		return;

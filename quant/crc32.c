@@ -181,14 +181,13 @@ uint32_t qtk_crc32(uint32_t crc, const void *buf, uint64_t n)
 		/* zlib up to a 16-byte boundary of the length, folding for the
 		 * bulk, zlib for the tail */
 		uint64_t bulk = n & ~(uint64_t)15;
-		qtk_isa isa = qtk_isa_active();
 
-		if (bulk >= 512 && isa >= QTK_ISA_AVX512 && qtk_crc32_wide(-1))
-			crc = ~crc_fold_512(~crc, p, (size_t)bulk);
-		else if (isa >= QTK_ISA_AVX2 && qtk_crc32_wide(-1))
-			crc = ~crc_fold_256(~crc, p, (size_t)bulk);
-		else
+		if (!qtk_crc32_wide(-1))
 			crc = ~crc_fold(~crc, p, (size_t)bulk);
+		else if (bulk >= 512 && qtk_isa_active() >= QTK_ISA_AVX512)
+			crc = ~crc_fold_512(~crc, p, (size_t)bulk);
+		else
+			crc = ~crc_fold_256(~crc, p, (size_t)bulk);
 		p += bulk;
 		n -= bulk;
 	}

@@ -2,8 +2,8 @@
  * by acc_block_avx2 (qtk_q_acc_add) and the fused AVX2 quantize kernels
  * (intq_simd.c), so both run the very same operations. The 16 lanes are
  * two halves of 8: per 16 elements (x, y), half 0 takes elements 0-7 and
- * half 1 elements 8-15; per half e = x - y, f32 lane sums of e², x², y²,
- * x·y and max |e|. Every 16 such steps (256 elements) and at the end, the
+ * half 1 elements 8-15; per half e = x - y, f32 lane sums of e², x² and y²
+ * (fused multiply-adds) and max |e|. Every 16 such steps (256 elements) and at the end, the
  * f32 lanes are added to the double lanes of acc_lanes and start again
  * from +0. */
 #ifndef QTK_ACC_AVX2_H
@@ -13,10 +13,10 @@
 
 #include "acc_impl.h"
 
-#define ACC256 static inline __attribute__((always_inline, target("avx2")))
+#define ACC256 static inline __attribute__((always_inline, target("avx2,fma")))
 
 typedef struct {
-	__m256 se, sx, sy, sd, mx;
+	__m256 se, sx, sy, mx;
 } met8; /* one half's f32 lanes */
 
 typedef struct {
@@ -26,7 +26,7 @@ typedef struct {
 
 ACC256 void met8_zero(met8 *H)
 {
-	H->se = H->sx = H->sy = H->sd = H->mx = _mm256_setzero_ps();
+	H->se = H->sx = H->sy = H->mx = _mm256_setzero_ps();
 }
 
 ACC256 void met2_init(met256 *M)
@@ -60,7 +60,6 @@ ACC256 void met8_flush(met8 *H, acc_lanes *A, int l)
 	met2_add(A->sse + l, H->se);
 	met2_add(A->ssw + l, H->sx);
 	met2_add(A->ssh + l, H->sy);
-	met2_add(A->dot + l, H->sd);
 	met2_max(A->mx + l, H->mx);
 }
 
@@ -76,10 +75,9 @@ ACC256 void met2_flush(met256 *M, acc_lanes *A)
 ACC256 void met8_vec(met8 *H, __m256 x, __m256 y)
 {
 	__m256 e = _mm256_sub_ps(x, y);
-	H->se = _mm256_add_ps(H->se, _mm256_mul_ps(e, e));
-	H->sx = _mm256_add_ps(H->sx, _mm256_mul_ps(x, x));
-	H->sy = _mm256_add_ps(H->sy, _mm256_mul_ps(y, y));
-	H->sd = _mm256_add_ps(H->sd, _mm256_mul_ps(x, y));
+	H->se = _mm256_fmadd_ps(e, e, H->se);
+	H->sx = _mm256_fmadd_ps(x, x, H->sx);
+	H->sy = _mm256_fmadd_ps(y, y, H->sy);
 	e = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), e);
 	H->mx = _mm256_max_ps(e, H->mx); /* |e| > mx ? |e| : mx (NaN: mx) */
 }

@@ -8,35 +8,57 @@
 
 #define AB 256 /* block length (acc_impl.h) */
 
-void acc_block_scalar(acc_lanes *A, const float *w, const float *w_hat, size_t n)
+/* The reference loop; fmaf is exact, so the copy built for FMA hardware
+ * (one instruction instead of a library call) gives the same bits. */
+static inline __attribute__((always_inline)) void
+acc_block_ref(acc_lanes *A, const float *w, const float *w_hat, size_t n)
 {
 	for (size_t b = 0; b < n; b += AB) {
-		float se[16] = { 0 }, sx[16] = { 0 }, sy[16] = { 0 }, sd[16] = { 0 };
+		float se[16] = { 0 }, sx[16] = { 0 }, sy[16] = { 0 };
 		float mx[16] = { 0 };
 		size_t m = n - b < AB ? n - b : AB;
 
 		for (size_t i = 0; i < m; i++) {
 			size_t l = i % 16;
 			float x = w[b + i], y = w_hat[b + i], e = x - y;
-			se[l] += e * e;
-			sx[l] += x * x;
-			sy[l] += y * y;
-			sd[l] += x * y;
+			se[l] = fmaf(e, e, se[l]);
+			sx[l] = fmaf(x, x, sx[l]);
+			sy[l] = fmaf(y, y, sy[l]);
 			mx[l] = fabsf(e) > mx[l] ? fabsf(e) : mx[l];
 		}
 		for (int l = 0; l < 16; l++) {
 			A->sse[l] += (double)se[l];
 			A->ssw[l] += (double)sx[l];
 			A->ssh[l] += (double)sy[l];
-			A->dot[l] += (double)sd[l];
 			A->mx[l] = (double)mx[l] > A->mx[l] ? (double)mx[l] : A->mx[l];
 		}
 	}
 }
 
+static __attribute__((target("fma"))) void
+acc_block_fma(acc_lanes *A, const float *w, const float *w_hat, size_t n)
+{
+	acc_block_ref(A, w, w_hat, n);
+}
+
+void acc_block_scalar(acc_lanes *A, const float *w, const float *w_hat, size_t n)
+{
+	static int fma = -1; /* CPUID once (it traps in a VM); a race stores the same */
+	int f = __atomic_load_n(&fma, __ATOMIC_RELAXED);
+
+	if (f < 0) {
+		f = qtk_isa_supported(QTK_ISA_AVX2); /* the AVX2 level implies FMA */
+		__atomic_store_n(&fma, f, __ATOMIC_RELAXED);
+	}
+	if (f)
+		acc_block_fma(A, w, w_hat, n);
+	else
+		acc_block_ref(A, w, w_hat, n);
+}
+
 /* met256 (acc_avx2.h); the short last vectors read absent elements as 0
  * (adding +0 to a sum that is never -0 changes nothing). */
-__attribute__((target("avx2"))) void
+__attribute__((target("avx2,fma"))) void
 acc_block_avx2(acc_lanes *A, const float *w, const float *w_hat, size_t n)
 {
 	const __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);

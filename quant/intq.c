@@ -800,7 +800,8 @@ void acc_fold(qtk_q_acc *a, const acc_lanes *A, size_t n)
 		a->sse += A->sse[l];
 		a->ssw += A->ssw[l];
 		a->sshat += A->ssh[l];
-		a->dot += A->dot[l];
+		/* w·ŵ = (w² + ŵ² - (w - ŵ)²) / 2 (acc_impl.h) */
+		a->dot += (A->ssw[l] + A->ssh[l] - A->sse[l]) * 0.5;
 		if (A->mx[l] > a->max_abs)
 			a->max_abs = A->mx[l];
 	}
@@ -844,7 +845,7 @@ void qtk_q_metrics_from(const qtk_q_acc *a, qtk_q_metrics *m)
 	m->rel_fro = a->ssw > 0 ? sqrt(a->sse / a->ssw) : (a->sse > 0 ? (double)INFINITY : 0.0);
 	m->snr_db = a->sse > 0 ? 10.0 * log10(a->ssw / a->sse) : (double)INFINITY;
 	if (a->ssw > 0 && a->sshat > 0)
-		m->cosine = a->dot / (sqrt(a->ssw) * sqrt(a->sshat));
+		m->cosine = fmin(1.0, fmax(-1.0, a->dot / (sqrt(a->ssw) * sqrt(a->sshat))));
 	else
 		m->cosine = (a->ssw == 0 && a->sshat == 0) ? 1.0 : 0.0;
 }

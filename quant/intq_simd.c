@@ -1053,7 +1053,7 @@ T256 static void fitsums_256(int m, const float *x, const float *imp, size_t n, 
 
 /* ---- the fused row kernels (AVX2 + F16C) ---------------------------- */
 
-#define T256H __attribute__((target("avx2,f16c")))
+#define T256H __attribute__((target("avx2,f16c,fma")))
 
 /* Store 16 codes given as int32 lanes (q0: elements j to j + 7, q1: the
  * next 8) at element j. */

@@ -453,16 +453,40 @@ TEST(quantx_metrics_values_and_merge)
 	/* long input: block/lane order is deterministic and close to double */
 	enum { N = 5000 };
 	static float x[N], y[N];
-	double sse = 0;
+	double sse = 0, ssw = 0, ssh = 0, dot = 0;
 	for (int i = 0; i < N; i++) {
 		x[i] = frand();
 		y[i] = x[i] + 0.01f * frand();
 		double d = (double)(x[i] - y[i]);
 		sse += d * d;
+		ssw += (double)x[i] * (double)x[i];
+		ssh += (double)y[i] * (double)y[i];
+		dot += (double)x[i] * (double)y[i];
 	}
 	memset(&z, 0, sizeof z);
 	qtk_q_acc_add(&z, x, y, N);
 	CHECK(fabs(z.sse - sse) < 1e-5 * sse);
+	CHECK(fabs(z.ssw - ssw) < 1e-6 * ssw && fabs(z.sshat - ssh) < 1e-6 * ssh);
+	/* the dot product is taken from the other sums (acc_impl.h): as
+	 * close to the double one as they are, and so is 1 - cosine */
+	CHECK_MSG(fabs(z.dot - dot) < 1e-6 * dot, "dot %.17g, double %.17g", z.dot, dot);
+	qtk_q_metrics_from(&z, &m);
+	CHECK_MSG(fabs((1 - m.cosine) - (1 - dot / sqrt(ssw * ssh))) < 1e-7,
+	          "cosine %.17g, double %.17g", m.cosine, dot / sqrt(ssw * ssh));
+	/* w and -w: cosine -1, never past it */
+	for (int i = 0; i < N; i++)
+		y[i] = -x[i];
+	memset(&z, 0, sizeof z);
+	qtk_q_acc_add(&z, x, y, N);
+	qtk_q_metrics_from(&z, &m);
+	CHECK_MSG(m.cosine >= -1.0 && m.cosine < -1.0 + 1e-6, "cosine %.17g", m.cosine);
+	/* a tiny error: cosine within [-1, 1] and close to 1 */
+	for (int i = 0; i < N; i++)
+		y[i] = x[i] * (1.0f + 0x1p-22f);
+	memset(&z, 0, sizeof z);
+	qtk_q_acc_add(&z, x, y, N);
+	qtk_q_metrics_from(&z, &m);
+	CHECK_MSG(m.cosine <= 1.0 && m.cosine > 1.0 - 1e-9, "cosine %.17g", m.cosine);
 }
 
 /* Double quant: the chunked flow (F32 absmax, then one tensor pass) gives

@@ -498,6 +498,8 @@ static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
 		if (p->ct.importance) {
 			qo.importance = p->ct.importance;
 			qo.search = 1;
+		} else if (j->cal) { /* not covered: the data-free search, as said */
+			qo.search = 1;
 		}
 	}
 	src_span(p->vt, v.elem0, v.nelem, &v.boff, &v.blen);

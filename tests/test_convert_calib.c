@@ -203,6 +203,43 @@ TEST(convert_calib_refusals)
 	CHECK(strstr(text, "calibrated 1 of 36 quantized weights"));
 	CHECK(strstr(text, "no statistics for 'model.layers.0.self_attn.k_proj.weight'"));
 	free(text);
+	/* ... and they do get it without --search: their planes are those of
+	 * a --search conversion, not round-to-nearest's */
+	{
+		const char *srch = t_tmp("r_search.qtk"), *rtn = t_tmp("r_rtn.qtk");
+		qtk_rt_model *mc = NULL, *ms = NULL, *mr = NULL;
+		REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -q -f --search -o %s", bin(), srch), 0);
+		REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -q -f -o %s", bin(), rtn), 0);
+		REQUIRE(qtk_rt_open(out, 0, &mc, &st) == QTK_OK && qtk_rt_open(srch, 0, &ms, &st) ==
+		        QTK_OK && qtk_rt_open(rtn, 0, &mr, &st) == QTK_OK);
+		size_t same_search = 0, same_rtn = 0, uncovered = 0;
+		for (size_t i = 0; i < qtk_rt_count(mc); i++) {
+			const qtk_rt_tensor *c = qtk_rt_get(mc, i);
+			const qtk_rt_tensor *a = qtk_rt_find(ms, c->name), *r = qtk_rt_find(mr, c->name);
+			REQUIRE(a && r);
+			if (!qtk_q_scheme_get(c->scheme)->quantized ||
+			    !strcmp(c->name, "model.layers.0.self_attn.q_proj.weight"))
+				continue;
+			uncovered++;
+			int eq_s = 1, eq_r = 1;
+			for (int p = 0; p < QTK_PLANE_MAX; p++) {
+				eq_s &= c->planes[p].size == a->planes[p].size &&
+				        (!c->planes[p].size ||
+				         !memcmp(c->planes[p].data, a->planes[p].data, c->planes[p].size));
+				eq_r &= c->planes[p].size == r->planes[p].size &&
+				        (!c->planes[p].size ||
+				         !memcmp(c->planes[p].data, r->planes[p].data, c->planes[p].size));
+			}
+			same_search += eq_s;
+			same_rtn += eq_r;
+		}
+		CHECK_EQ(uncovered, 35);
+		CHECK_EQ(same_search, 35);
+		CHECK_MSG(same_rtn < 5, "%zu of 35 uncovered weights as round-to-nearest", same_rtn);
+		qtk_rt_close(mc);
+		qtk_rt_close(ms);
+		qtk_rt_close(mr);
+	}
 
 	/* kept tensors take no statistics, even under gptq (they are not
 	 * quantized): no error */

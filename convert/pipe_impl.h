@@ -76,6 +76,7 @@ typedef struct {
 	size_t items_done;      /* atomic */
 	uint64_t bytes_done;    /* atomic: source bytes */
 	int failed;             /* atomic */
+	int putting;            /* atomic: workers inside the sink's put_rows */
 	calib *cal;             /* --calib statistics, or NULL */
 	pthread_mutex_t calib_lock;
 	pthread_mutex_t lock;   /* guards err and live */

@@ -47,11 +47,25 @@ static void calib_item_done(job *j, plan_tensor *p)
 	pthread_mutex_unlock(&j->calib_lock);
 }
 
+/* An item's extent: nrows rows of cols (ELEM: one run of cols elements)
+ * from element elem0; its source bytes [boff, boff + blen). */
+typedef struct {
+	uint64_t nrows, cols, elem0, nelem, boff, blen;
+} item_span;
+
 typedef struct {
 	float *in, *out;
 	uint8_t *planes[QTK_PLANE_MAX];
 	size_t plane_cap[QTK_PLANE_MAX];
 	sink_scratch sc;        /* the sink's (GGUF blocks) */
+	/* A finished item whose put waits (put_item): its planes live in
+	 * spare, which changed places with planes. */
+	uint8_t *spare[QTK_PLANE_MAX];
+	size_t spare_cap[QTK_PLANE_MAX];
+	int pending;
+	const work_item *pend_it;
+	item_span pend_v;
+	qtk_q_cplanes pend_c;
 } worker_buf;
 
 static void set_error(job *j, const qtk_status *st)
@@ -62,6 +76,16 @@ static void set_error(job *j, const qtk_status *st)
 		__atomic_store_n(&j->failed, 1, __ATOMIC_SEQ_CST);
 	}
 	pthread_mutex_unlock(&j->lock);
+}
+
+/* spare plane p as large as plane p; 0: out of memory (the put waits
+ * for nothing then) */
+static int grow_spare(worker_buf *b, int p)
+{
+	qtk_free(b->spare[p]);
+	b->spare[p] = qtk_malloc(b->plane_cap[p]);
+	b->spare_cap[p] = b->spare[p] ? b->plane_cap[p] : 0;
+	return b->spare[p] != NULL;
 }
 
 static qtk_err grow(worker_buf *b, int p, size_t n, qtk_status *st)
@@ -380,12 +404,6 @@ static qtk_err read_rows(job *j, const work_item *it, const plan_tensor *p, uint
 	                       (it->start + it->count) * cols, out, crc, st);
 }
 
-/* An item's extent: nrows rows of cols (ELEM: one run of cols elements)
- * from element elem0; its source bytes [boff, boff + blen). */
-typedef struct {
-	uint64_t nrows, cols, elem0, nelem, boff, blen;
-} item_span;
-
 /* The item in cache-sized pieces (read, quantize, dequantize, measure
  * while the f32 values are in L2); the planes dst collect the whole item
  * for one write. *marked: a value marked the tensor for a second pass
@@ -440,9 +458,9 @@ static qtk_err quant_pieces(job *j, size_t k, const work_item *it, worker_buf *b
 	return QTK_OK;
 }
 
-/* The planes of an item, quantized, to the sink. */
-static qtk_err put_item(job *j, const work_item *it, worker_buf *b, const qtk_q_cplanes *c,
-                        const item_span *v, qtk_status *st)
+/* The planes of an item, quantized, to the sink, now. */
+static qtk_err put_now(job *j, const work_item *it, worker_buf *b, const qtk_q_cplanes *c,
+                       const item_span *v, qtk_status *st)
 {
 	const plan_tensor *p = &j->pt[it->tensor];
 	qtk_err rc;
@@ -451,16 +469,70 @@ static qtk_err put_item(job *j, const work_item *it, worker_buf *b, const qtk_q_
 	 * converts values, MLX, finds some while putting, so it still puts) */
 	if (redoing(j) && !j->out.ops->checks_values)
 		return QTK_OK;
+	__atomic_add_fetch(&j->putting, 1, __ATOMIC_ACQ_REL);
 	rc = j->out.ops->put_rows(j->out.ctx, it->tensor, &p->d.layout, c, v->elem0,
 	                          (size_t)v->nrows, (size_t)v->cols, p->mode == MODE_ELEM,
 	                          &b->sc, st);
+	__atomic_sub_fetch(&j->putting, 1, __ATOMIC_ACQ_REL);
 	if (j->out.ops->checks_values &&
 	    (rc == QTK_E_Q_SCALE_RANGE || rc == QTK_E_GG_LAYOUT)) /* a scale or bias */
 		return value_error(j, it->tensor, rc, st);
-	if (rc)
-		return rc;
+	return rc;
+}
+
+/* The item kept back by put_item, if any, to the sink. */
+static qtk_err put_pending(job *j, worker_buf *b, qtk_status *st)
+{
+	if (!b->pending)
+		return QTK_OK;
+	b->pending = 0;
+	return put_now(j, b->pend_it, b, &b->pend_c, &b->pend_v, st);
+}
+
+static int defer_always; /* conv_defer_puts */
+
+void conv_defer_puts(int always)
+{
+	__atomic_store_n(&defer_always, always, __ATOMIC_RELAXED);
+}
+
+/* The planes of an item to the sink. Writers of one file queue on its
+ * lock in the kernel, spinning while the holder copies: when another
+ * worker is putting, this item waits in spare planes (one at most) and
+ * the worker goes on to the next item, putting both later. Items end
+ * anywhere in the file at any time anyway (workers take them in order
+ * but finish out of order), so the bytes are the same. */
+static qtk_err put_item(job *j, const work_item *it, worker_buf *b, const qtk_q_cplanes *c,
+                        const item_span *v, qtk_status *st)
+{
+	const plan_tensor *p = &j->pt[it->tensor];
+
+	/* the source bytes are no longer needed: the planes hold the item */
 	src_release(p->vt, v->boff, v->blen);
-	return QTK_OK;
+	if (!b->pending && (__atomic_load_n(&j->putting, __ATOMIC_ACQUIRE) ||
+	                    __atomic_load_n(&defer_always, __ATOMIC_RELAXED))) {
+		int ok = 1;
+		for (int pl = 0; pl < QTK_PLANE_MAX && ok; pl++)
+			ok = !c->p[pl] || b->spare_cap[pl] >= b->plane_cap[pl] ||
+			     grow_spare(b, pl);
+		if (ok) {
+			for (int pl = 0; pl < QTK_PLANE_MAX; pl++) {
+				uint8_t *t = b->planes[pl];
+				size_t n = b->plane_cap[pl];
+				b->planes[pl] = b->spare[pl];
+				b->plane_cap[pl] = b->spare_cap[pl];
+				b->spare[pl] = t;
+				b->spare_cap[pl] = n;
+			}
+			b->pending = 1;
+			b->pend_it = it;
+			b->pend_v = *v;
+			b->pend_c = *c; /* its pointers are into what is now spare */
+			return QTK_OK;
+		}
+	}
+	QTK_TRY(put_pending(j, b, st));
+	return put_now(j, it, b, c, v, st);
 }
 
 static qtk_err do_quant(job *j, size_t k, const work_item *it, worker_buf *b,
@@ -591,10 +663,15 @@ static void *worker(void *arg)
 		__atomic_fetch_add(&j->bytes_done, pipe_item_src_bytes(j, it), __ATOMIC_RELAXED);
 		__atomic_fetch_add(&j->items_done, 1, __ATOMIC_RELEASE);
 	}
+	if (b.pending && !__atomic_load_n(&j->failed, __ATOMIC_RELAXED) &&
+	    put_pending(j, &b, &st))
+		set_error(j, &st);
 	qtk_free(b.in);
 	qtk_free(b.out);
-	for (int p = 0; p < QTK_PLANE_MAX; p++)
+	for (int p = 0; p < QTK_PLANE_MAX; p++) {
 		qtk_free(b.planes[p]);
+		qtk_free(b.spare[p]);
+	}
 	qtk_free(b.sc.p);
 	pthread_mutex_lock(&j->lock);
 	j->live--;

@@ -116,6 +116,75 @@ TEST(convert_io_faults_leave_nothing)
 	qtk_recipe_free(r);
 }
 
+/* A finished item kept back while another worker puts (pipe_work.c's
+ * put_item), here forced for every item: the same bytes in every sink, and
+ * write faults on the late puts still leave nothing behind. */
+TEST(convert_deferred_puts_same_bytes)
+{
+	const char *in = t_tmp("in.safetensors"), *a = t_tmp("a.out"), *b = t_tmp("b.out");
+	static const qtk_out_format fmts[] = { QTK_OUT_QTK, QTK_OUT_GGUF, QTK_OUT_MLX };
+	qtk_recipe *r = recipe(QTK_SCHEME_INT4, 32);
+	qtk_status st;
+
+	write_ckpt(in, 0);
+	for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
+		qtk_conv_opts o = { .input = in, .recipe = r, .format = fmts[f],
+		                    .scale_dtype = QTK_DT_F16, .threads = 3, .chunk_elems = 1024,
+		                    .force = 1 };
+		qtk_conv_report *rep = NULL;
+		size_t na, nb;
+
+		o.output = a;
+		conv_defer_puts(0);
+		CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "%s", st.msg);
+		qtk_conv_report_free(rep);
+		o.output = b;
+		conv_defer_puts(1);
+		CHECK_MSG(qtk_convert(&o, &rep, &st) == QTK_OK, "%s", st.msg);
+		qtk_conv_report_free(rep);
+		if (fmts[f] == QTK_OUT_MLX) { /* a directory: its weights */
+			char pa[4096], pb[4096];
+			snprintf(pa, sizeof pa, "%s/model.safetensors", a);
+			snprintf(pb, sizeof pb, "%s/model.safetensors", b);
+			char *x = t_read_file(pa, &na), *y = t_read_file(pb, &nb);
+			CHECK_MSG(x && y && na == nb && !memcmp(x, y, na), "format %d differs", (int)f);
+			free(x);
+			free(y);
+		} else {
+			char *x = t_read_file(a, &na), *y = t_read_file(b, &nb);
+			CHECK_MSG(x && y && na == nb && !memcmp(x, y, na), "format %d differs", (int)f);
+			free(x);
+			free(y);
+		}
+		t_system("rm -rf %s %s", a, b);
+	}
+	/* a write fault at any put, the late ones included */
+	{
+		qtk_conv_opts o = { .input = in, .output = a, .recipe = r,
+		                    .scale_dtype = QTK_DT_F16, .threads = 2, .chunk_elems = 1024 };
+		int ok = 0;
+		for (uint64_t n = 1; n < 200 && !ok; n++) {
+			qtk_conv_report *rep = NULL;
+			qtk_fault_arm(QTK_FAULT_WRITE, n, 28 /* ENOSPC */);
+			qtk_err rc = qtk_convert(&o, &rep, &st);
+			qtk_fault_arm(QTK_FAULT_WRITE, 0, 0);
+			if (rc == QTK_OK) {
+				ok = 1;
+				qtk_conv_report_free(rep);
+				unlink(a);
+				break;
+			}
+			CHECK_MSG(rc == QTK_E_IO && !t_exists(a), "write fault %llu: %s",
+			          (unsigned long long)n, st.msg);
+			CHECK_MSG(t_dir_entries(t_tmpdir()) == 1, "write fault %llu left a temporary",
+			          (unsigned long long)n);
+		}
+		CHECK(ok);
+	}
+	conv_defer_puts(0);
+	qtk_recipe_free(r);
+}
+
 /* Sources are read through a per-thread stage that keeps bytes beyond the
  * piece asked for: a second source opened on the same thread after the
  * first is closed (likely the same descriptor number; the same tensor

@@ -17,6 +17,7 @@ static void calibrate_usage(FILE *f)
 {
 	fprintf(f,
 "Usage: qtk calibrate MODEL --text FILE -o STATS [OPTIONS]\n"
+"       qtk calibrate MODEL --vocab -o STATS [OPTIONS]\n"
 "       qtk calibrate --merge STATS... -o STATS [OPTIONS]\n\n"
 "Run a LLaMA-family model (.qtk, GGUF or safetensors) on the float path\n"
 "over a text and record, for every linear weight (the tied output head\n"
@@ -24,8 +25,12 @@ static void calibrate_usage(FILE *f)
 "token count, per input channel the sum of x^2 and the sum of x, and with\n"
 "--xtx the full X^T X. The text is tokenized once (BOS first when the\n"
 "vocabulary asks for it) and cut into windows of --ctx tokens, each run as\n"
-"a new sequence with BOS in its first position.\n\n"
-"  -t, --text FILE        the calibration text (required unless --merge)\n"
+"a new sequence with BOS in its first position. With --vocab there is no\n"
+"text: every token of the vocabulary is run once, alone at position 0 (the\n"
+"model's own inputs, weighted alike; with --xtx, for --calib-mode gptq\n"
+"--damp 1: calibration.md, \"Without a text\").\n\n"
+"  -t, --text FILE        the calibration text (or --vocab, or --merge)\n"
+"      --vocab            statistics from the vocabulary instead of a text\n"
 "  -o, --output STATS     the statistics file to write (required)\n"
 "  -c, --ctx N            window length (default: 512, or the model's context\n"
 "                         if shorter)\n"
@@ -46,7 +51,7 @@ static void calibrate_usage(FILE *f)
 "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
-enum { OPT_TOKENS = 256, OPT_SKIP, OPT_XTX, OPT_FORMAT, OPT_MERGE, OPT_TOK };
+enum { OPT_TOKENS = 256, OPT_SKIP, OPT_XTX, OPT_FORMAT, OPT_MERGE, OPT_TOK, OPT_VOCAB };
 
 static const struct option long_opts[] = {
 	{ "text", required_argument, NULL, 't' },
@@ -57,6 +62,7 @@ static const struct option long_opts[] = {
 	{ "xtx", no_argument, NULL, OPT_XTX },
 	{ "format", required_argument, NULL, OPT_FORMAT },
 	{ "merge", no_argument, NULL, OPT_MERGE },
+	{ "vocab", no_argument, NULL, OPT_VOCAB },
 	{ "threads", required_argument, NULL, 'j' },
 	{ "tokenizer", required_argument, NULL, OPT_TOK },
 	{ "force", no_argument, NULL, 'f' },
@@ -70,7 +76,7 @@ typedef struct {
 	char *const *inputs;   /* MODEL, or the files to merge */
 	int ninputs;
 	uint64_t ctx, tokens, skip, threads;
-	int xtx, merge, force, quiet, format; /* format: -1 from the name */
+	int xtx, merge, vocab, force, quiet, format; /* format: -1 from the name */
 } calib_args;
 
 static int parse_format(const char *s, int *f)
@@ -96,6 +102,7 @@ static int parse_opt(int ch, calib_args *a, char **argv)
 	case OPT_XTX: a->xtx = 1; return 0;
 	case OPT_FORMAT: return parse_format(optarg, &a->format);
 	case OPT_MERGE: a->merge = 1; return 0;
+	case OPT_VOCAB: a->vocab = 1; return 0;
 	case 'j': return cli_uint("calibrate", "--threads", optarg, 1, 1024, &a->threads);
 	case OPT_TOK: a->tokenizer = optarg; return 0;
 	case 'f': a->force = 1; return 0;
@@ -131,13 +138,17 @@ static int parse_args(int argc, char **argv, calib_args *a)
 		                                             : "missing MODEL");
 	if (!a->out)
 		return cli_usage_error("calibrate", "missing -o STATS");
-	if (a->merge && (a->text || a->xtx || a->tokens || a->skip || a->ctx || a->tokenizer))
+	if (a->merge && (a->text || a->xtx || a->tokens || a->skip || a->ctx || a->tokenizer ||
+	                 a->vocab))
 		return cli_usage_error("calibrate", "--merge takes statistics files, not --text, "
-		                       "--xtx, --tokens, --skip, --ctx or --tokenizer");
+		                       "--vocab, --xtx, --tokens, --skip, --ctx or --tokenizer");
+	if (a->vocab && (a->text || a->tokens || a->skip || a->ctx || a->tokenizer))
+		return cli_usage_error("calibrate", "--vocab runs the vocabulary, not a text: no "
+		                       "--text, --tokens, --skip, --ctx or --tokenizer");
 	if (!a->merge && a->ninputs > 1)
 		return cli_usage_error("calibrate", "one model at a time (--merge adds statistics files)");
-	if (!a->merge && !a->text)
-		return cli_usage_error("calibrate", "missing --text FILE");
+	if (!a->merge && !a->vocab && !a->text)
+		return cli_usage_error("calibrate", "missing --text FILE (or --vocab)");
 	if (a->format < 0)
 		a->format = ends_with(a->out, ".gguf") ? QTK_STATS_IMATRIX
 		            : ends_with(a->out, ".dat") ? QTK_STATS_DAT : QTK_STATS_QTK;
@@ -298,6 +309,40 @@ static int run_windows(const calib_args *a, qtk_rt_lm_ctx *c, calib_acc *acc, in
 	return QTK_EXIT_OK;
 }
 
+/* --vocab: every token id alone at position 0, a batch at a time. */
+static int run_vocab(const calib_args *a, qtk_rt_lm_ctx *c, calib_acc *acc, uint32_t nv)
+{
+	enum { STEP = 4096 };
+	int progress = !a->quiet && isatty(2);
+	double t0 = cli_now();
+	int32_t *ids = qtk_malloc(STEP * sizeof *ids);
+	qtk_status st;
+
+	if (!ids) {
+		qtk_fail(&st, QTK_E_NOMEM, "calibrate: out of memory");
+		return cli_report(&st);
+	}
+	for (uint32_t s = 0; s < nv; s += STEP) {
+		uint32_t m = nv - s < STEP ? nv - s : STEP;
+		for (uint32_t i = 0; i < m; i++)
+			ids[i] = (int32_t)(s + i);
+		if (qtk_rt_lm_forward_each(c, ids, m, NULL, &st) != QTK_OK) {
+			qtk_free(ids);
+			return cli_report(&st);
+		}
+		if (acc->rc) {
+			qtk_free(ids);
+			return cli_report(&acc->st);
+		}
+		if (progress)
+			fprintf(stderr, "\r[%u/%u tokens] %.1f s", s + m, nv, cli_now() - t0);
+	}
+	if (progress)
+		fprintf(stderr, "\n");
+	qtk_free(ids);
+	return QTK_EXIT_OK;
+}
+
 static int write_stats(const calib_args *a, const qtk_stats *s, const char *const *inputs,
                        size_t ninputs)
 {
@@ -324,22 +369,34 @@ static int calibrate(const calib_args *a, qtk_rt_lm *lm, qtk_rt_pool *pool, qtk_
 	int rc = QTK_EXIT_OK;
 
 	o.n_ctx = a->ctx ? (uint32_t)a->ctx : d->n_ctx < 512 ? d->n_ctx : 512;
+	if (a->vocab) { /* no positions past 0: the smallest cache */
+		o.n_ctx = 1;
+		o.n_batch = 512;
+	}
 	if (qtk_rt_lm_ctx_new(lm, &o, &c, &st) != QTK_OK ||
-	    qtk_rt_lm_tokenizer(lm, a->tokenizer, &tok, &st) != QTK_OK)
+	    (!a->vocab && qtk_rt_lm_tokenizer(lm, a->tokenizer, &tok, &st) != QTK_OK))
 		rc = cli_report(&st);
-	if (!rc)
+	if (!rc && a->vocab) {
+		n = d->n_vocab;
+		rc = run_vocab(a, c, &acc, d->n_vocab);
+	} else if (!rc) {
 		rc = cli_tokenize_file(a->text, tok, a->skip, a->tokens, &ids, &n);
-	if (!rc)
-		rc = run_windows(a, c, &acc, ids, n, qtk_tok_wants_bos(tok) ? qtk_tok_bos(tok) : -1);
+		if (!rc)
+			rc = run_windows(a, c, &acc, ids, n,
+			                 qtk_tok_wants_bos(tok) ? qtk_tok_bos(tok) : -1);
+	}
 	if (!rc) {
 		qtk_stats_info *in = qtk_stats_info_of(s);
-		in->chunks = (n + o.n_ctx - 1) / o.n_ctx;
-		in->chunk_size = o.n_ctx;
+		in->chunks = a->vocab ? n : (n + o.n_ctx - 1) / o.n_ctx;
+		in->chunk_size = a->vocab ? 1 : o.n_ctx;
 		finish_xtx(s);
-		if (qtk_stats_add_dataset(s, a->text, &st) != QTK_OK)
+		if (qtk_stats_add_dataset(s, a->vocab ? "vocabulary" : a->text, &st) != QTK_OK)
 			rc = cli_report(&st);
 	}
-	if (!rc && !a->quiet)
+	if (!rc && !a->quiet && a->vocab)
+		fprintf(stderr, "calibrate: %zu tokens of the vocabulary, each alone, %zu weights, "
+		        "%.1f s\n", n, qtk_stats_count(s), cli_now() - t0);
+	else if (!rc && !a->quiet)
 		fprintf(stderr, "calibrate: %zu tokens in %llu windows of %u, %zu weights, %.1f s\n",
 		        n, (unsigned long long)qtk_stats_info_of(s)->chunks, o.n_ctx,
 		        qtk_stats_count(s), cli_now() - t0);
@@ -353,6 +410,7 @@ static int calibrate(const calib_args *a, qtk_rt_lm *lm, qtk_rt_pool *pool, qtk_
 static int run_model(const calib_args *a)
 {
 	const char *inputs[2] = { a->inputs[0], a->text };
+	size_t ninputs = a->vocab ? 1 : 2;
 	qtk_rt_pool *pool = NULL;
 	qtk_rt_lm *lm = NULL;
 	qtk_stats *s = NULL;
@@ -366,7 +424,7 @@ static int run_model(const calib_args *a)
 	if (!rc)
 		rc = calibrate(a, lm, pool, s);
 	if (!rc)
-		rc = write_stats(a, s, inputs, 2);
+		rc = write_stats(a, s, inputs, ninputs);
 	qtk_rt_lm_close(lm);
 	qtk_rt_pool_free(pool);
 	qtk_stats_free(s);

@@ -393,6 +393,14 @@ QTK_API qtk_err qtk_rt_lm_forward(qtk_rt_lm_ctx *c, const int32_t *tokens, size_
                                   size_t pos, float *logits, size_t n_logits,
                                   qtk_status *st);
 
+/* Each of tokens[0, n) as a sequence of its own, alone at position 0 (its
+ * attention is its own value vector), run n_batch at a time as matrix
+ * products; the cache is not touched. logits: NULL, or [n][n_vocab]. The
+ * hook sees each product's inputs, one row per token. For statistics of
+ * the model alone (qtk calibrate --vocab). */
+QTK_API qtk_err qtk_rt_lm_forward_each(qtk_rt_lm_ctx *c, const int32_t *tokens, size_t n,
+                                       float *logits, qtk_status *st);
+
 /* ---- evaluation (runtime/rt_eval.c) ----------------------------------- */
 
 typedef struct {

@@ -410,9 +410,25 @@ static void store_kv(qtk_rt_lm_ctx *c, size_t l, size_t n, size_t pos)
 	}
 }
 
-/* One attention block over the step's n tokens at positions pos..pos+n-1:
+/* Each token of the step alone at position 0 (qtk_rt_lm_forward_each):
+ * its one score's softmax is 1, so each head's output is its own value
+ * vector (the kv head of its group). */
+static void attend_self(qtk_rt_lm_ctx *c, size_t n)
+{
+	const qtk_rt_lm_desc *d = &c->lm->d;
+	size_t hd = d->head_dim, kvd = (size_t)d->n_head_kv * hd, qd = (size_t)d->n_head * hd;
+	size_t grp = d->n_head / d->n_head_kv;
+
+	for (size_t b = 0; b < n; b++)
+		for (size_t h = 0; h < d->n_head; h++)
+			memcpy(c->att_out + b * qd + h * hd, c->v + b * kvd + (h / grp) * hd,
+			       hd * sizeof(float));
+}
+
+/* One attention block over the step's n tokens at positions pos..pos+n-1
+ * (each: every token alone at position 0):
  * x += wo(attention(rope(wq(xb)), rope(wk(xb)), wv(xb))), xb = rmsnorm(x). */
-static qtk_err attention_block(qtk_rt_lm_ctx *c, size_t l, size_t n, size_t pos,
+static qtk_err attention_block(qtk_rt_lm_ctx *c, size_t l, size_t n, size_t pos, int each,
                                qtk_status *st)
 {
 	const qtk_rt_lm_desc *d = &c->lm->d;
@@ -423,11 +439,15 @@ static qtk_err attention_block(qtk_rt_lm_ctx *c, size_t l, size_t n, size_t pos,
 	QTK_TRY(linear(c, L->wq, c->xb, n, c->q, st));
 	QTK_TRY(linear(c, L->wk, c->xb, n, c->k, st));
 	QTK_TRY(linear(c, L->wv, c->xb, n, c->v, st));
-	rope(c, c->q, n, d->n_head);
-	rope(c, c->k, n, d->n_head_kv);
-	store_kv(c, l, n, pos);
-	qtk_rt_pool_run(c->pool, n * d->n_head,
-	                qtk_isa_active() >= QTK_ISA_AVX2 ? attend_avx2 : attend_ref, &J);
+	if (each) {
+		attend_self(c, n);
+	} else {
+		rope(c, c->q, n, d->n_head);
+		rope(c, c->k, n, d->n_head_kv);
+		store_kv(c, l, n, pos);
+		qtk_rt_pool_run(c->pool, n * d->n_head,
+		                qtk_isa_active() >= QTK_ISA_AVX2 ? attend_avx2 : attend_ref, &J);
+	}
 	QTK_TRY(linear(c, L->wo, c->att_out, n, c->xb, st));
 	for (size_t i = 0; i < n * d->n_embd; i++)
 		c->x[i] += c->xb[i];
@@ -464,7 +484,7 @@ static qtk_err ffn_block(qtk_rt_lm_ctx *c, size_t l, size_t n, qtk_status *st)
 /* One step: tokens tok[0, n) at positions pos.., the logits of tokens
  * lo..n-1 into logits (n - lo, n_vocab). */
 static qtk_err step(qtk_rt_lm_ctx *c, const int32_t *tok, size_t n, size_t pos, size_t lo,
-                    float *logits, qtk_status *st)
+                    int each, float *logits, qtk_status *st)
 {
 	const qtk_rt_lm *lm = c->lm;
 	const qtk_rt_lm_desc *d = &lm->d;
@@ -474,11 +494,12 @@ static qtk_err step(qtk_rt_lm_ctx *c, const int32_t *tok, size_t n, size_t pos, 
 	for (size_t b = 0; b < n; b++)
 		lm_rows_f32(lm->embd, &lm->embd_layout, lm->embd_scales, (uint64_t)tok[b], 1,
 		            c->x + b * dim);
-	rope_tables(c, n, pos);
+	if (!each)
+		rope_tables(c, n, pos);
 
 	/* ---- the blocks ---- */
 	for (size_t l = 0; l < d->n_layer; l++) {
-		QTK_TRY(attention_block(c, l, n, pos, st));
+		QTK_TRY(attention_block(c, l, n, pos, each, st));
 		QTK_TRY(ffn_block(c, l, n, st));
 	}
 
@@ -519,8 +540,30 @@ qtk_err qtk_rt_lm_forward(qtk_rt_lm_ctx *c, const int32_t *tokens, size_t n, siz
 		size_t m = n - s < c->n_batch ? n - s : c->n_batch;
 		size_t lo = first > s ? (first - s < m ? first - s : m) : 0;
 
-		QTK_TRY(step(c, tokens + s, m, pos + s, lo, logits, st));
+		QTK_TRY(step(c, tokens + s, m, pos + s, lo, 0, logits, st));
 		logits += (m - lo) * d->n_vocab;
+	}
+	return QTK_OK;
+}
+
+qtk_err qtk_rt_lm_forward_each(qtk_rt_lm_ctx *c, const int32_t *tokens, size_t n,
+                               float *logits, qtk_status *st)
+{
+	const qtk_rt_lm_desc *d;
+
+	if (!c || (n && !tokens))
+		return qtk_fail(st, QTK_E_ARG, "qtk_rt_lm_forward_each: NULL argument");
+	d = &c->lm->d;
+	for (size_t i = 0; i < n; i++)
+		if (tokens[i] < 0 || (uint32_t)tokens[i] >= d->n_vocab)
+			return qtk_fail(st, QTK_E_ARG, "%s: token id %d (input %zu) is outside the "
+			                "vocabulary of %u", c->lm->path, (int)tokens[i], i, d->n_vocab);
+	for (size_t s = 0; s < n; s += c->n_batch) {
+		size_t m = n - s < c->n_batch ? n - s : c->n_batch;
+
+		QTK_TRY(step(c, tokens + s, m, 0, logits ? 0 : m, 1, logits, st));
+		if (logits)
+			logits += m * d->n_vocab;
 	}
 	return QTK_OK;
 }

@@ -134,6 +134,53 @@ TEST(convert_calib_output_error_gptq_weighted_rtn)
 	qtk_stats_free(h);
 }
 
+/* Without a text: statistics from the vocabulary (qtk calibrate --vocab,
+ * each token alone), GPTQ at damping 1 (calibration.md). Every weight is
+ * covered, every token counted once, and the held-out output error falls
+ * well below round-to-nearest's, though above text-calibrated GPTQ's. */
+TEST(convert_calib_vocab_without_text)
+{
+	const char *voc = t_tmp("voc.stats"), *ho = t_tmp("vho.stats"), *rtn = t_tmp("vr.qtk");
+	const char *vq = t_tmp("v.qtk"), *err = t_tmp("v.err");
+	qtk_stats *s = NULL;
+	qtk_status st;
+	size_t n;
+	char *text;
+
+	REQUIRE_EQ(t_system("%s calibrate " MODEL " --vocab --xtx -q -o %s", bin(), voc), 0);
+	REQUIRE_MSG(qtk_stats_open(voc, &s, NULL, &st) == QTK_OK, "%s", st.msg);
+	CHECK_EQ(qtk_stats_count(s), 36);
+	for (size_t i = 0; i < qtk_stats_count(s); i++) {
+		const qtk_stats_entry *e = qtk_stats_get(s, i);
+		CHECK_MSG(e->count == 512 && e->xtx, "%s: %llu tokens", e->name,
+		          (unsigned long long)e->count);
+	}
+	CHECK(qtk_stats_dataset_count(s) == 1 && !strcmp(qtk_stats_dataset(s, 0), "vocabulary"));
+	qtk_stats_free(s);
+	REQUIRE_EQ(t_system("%s calibrate " MODEL " --text " TEXT " --skip 4096 --tokens 4096 "
+	                    "--ctx 256 --xtx -q -o %s", bin(), ho), 0);
+	REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f -o %s", bin(), rtn), 0);
+	REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f --calib %s --calib-mode gptq "
+	                    "--damp 1 -o %s 2>%s", bin(), voc, vq, err), 0);
+	text = t_read_file(err, &n);
+	REQUIRE(text);
+	CHECK(strstr(text, "calibrated 36 of 36 quantized weights"));
+	free(text);
+	REQUIRE_MSG(qtk_stats_open(ho, &s, NULL, &st) == QTK_OK, "%s", st.msg);
+	double er = output_error(rtn, s), ev = output_error(vq, s);
+	printf("    held-out output error: rtn %.4g, gptq from the vocabulary %.4g (%.3fx)\n", er,
+	       ev, ev / er);
+	CHECK(er > 0 && ev > 0 && ev < 0.9 * er);
+	qtk_stats_free(s);
+	/* --vocab runs no text */
+	CHECK_EQ(t_system("%s calibrate " MODEL " --vocab --text " TEXT " -q -o %s 2>/dev/null",
+	                  bin(), voc), 2);
+	CHECK_EQ(t_system("%s calibrate " MODEL " --vocab --ctx 64 -q -f -o %s 2>/dev/null", bin(),
+	                  voc), 2);
+	CHECK_EQ(t_system("%s calibrate --merge %s --vocab -q -f -o %s 2>/dev/null", bin(), ho, voc),
+	         2);
+}
+
 /* A statistics file of llama.cpp's imatrix kind drives the weighted mode. */
 TEST(convert_calib_from_imatrix)
 {

@@ -347,6 +347,51 @@ TEST(lm_hook_sees_every_linear_input)
 	ref_close(&r);
 }
 
+/* forward_each: every token alone at position 0, in batches, gives the
+ * logits of that token run as a sequence of its own (one step at
+ * position 0), and of the same call at another batch size; the cache is
+ * not used. */
+TEST(lm_forward_each_is_tokens_alone)
+{
+	enum { N = 40 };
+	qtk_rt_lm *lm;
+	qtk_rt_lm_ctx *c, *c1;
+	qtk_rt_lm_opts o = { .n_batch = 16, .threads = 2 }, o1 = { .n_ctx = 8, .threads = 2 };
+	qtk_status st;
+	int32_t ids[N];
+	float *all = malloc((size_t)N * 512 * sizeof *all), *b7 = malloc((size_t)N * 512 * 4);
+	float one[512];
+	double worst = 0;
+
+	REQUIRE(all && b7);
+	for (int i = 0; i < N; i++)
+		ids[i] = (int32_t)((i * 37 + 5) % 512);
+	REQUIRE(qtk_rt_lm_open(t_data("stories260K/model.safetensors"), &lm, &st) == QTK_OK);
+	REQUIRE(qtk_rt_lm_ctx_new(lm, &o, &c, &st) == QTK_OK);
+	REQUIRE(qtk_rt_lm_ctx_new(lm, &o1, &c1, &st) == QTK_OK);
+	REQUIRE(qtk_rt_lm_forward_each(c, ids, N, all, &st) == QTK_OK);
+	for (int i = 0; i < N; i++) {
+		REQUIRE(qtk_rt_lm_forward(c1, ids + i, 1, 0, one, 1, &st) == QTK_OK);
+		double d = max_diff(one, all + (size_t)i * 512, 512);
+		worst = d > worst ? d : worst;
+	}
+	CHECK_MSG(worst < 1e-4, "max |logit difference| %g", worst);
+	qtk_rt_lm_ctx_free(c);
+	o.n_batch = 7;
+	REQUIRE(qtk_rt_lm_ctx_new(lm, &o, &c, &st) == QTK_OK);
+	REQUIRE(qtk_rt_lm_forward_each(c, ids, N, b7, &st) == QTK_OK);
+	CHECK(max_diff(all, b7, (size_t)N * 512) < 1e-4);
+	/* a token outside the vocabulary is named */
+	ids[3] = 512;
+	CHECK(qtk_rt_lm_forward_each(c, ids, N, NULL, &st) == QTK_E_ARG &&
+	      strstr(st.msg, "token id 512"));
+	qtk_rt_lm_ctx_free(c);
+	qtk_rt_lm_ctx_free(c1);
+	qtk_rt_lm_close(lm);
+	free(all);
+	free(b7);
+}
+
 /* Bad input: each failure names the file, tensor or key, and the problem. */
 static qtk_err open_dir(const char *cfg, const char *drop, const char *extra, qtk_status *st)
 {

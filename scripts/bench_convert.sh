@@ -9,6 +9,9 @@
 #   QTK_BENCH_THREADS  -j for qtk convert (default 2)
 #   QTK_BENCH_ISAS  qtk's SIMD levels, each configuration once per level in a
 #                   row, e.g. "avx2 avx512" (default: the one in effect)
+#   QTK_BENCH_REPEAT   runs per configuration and level (default 3): the
+#                   medians and the range of the ratio to cat
+#   QTK_BENCH_SCHEMES  the schemes of the group-64 rows (default int8 int4 nf4)
 set -e
 QTK=${QTK_BIN:-build/qtk}
 GEN=${QTK_GEN:-build/qtk_gen}
@@ -46,38 +49,52 @@ cat "$SRC" > /dev/null
 cat_s=$(cat_time)
 echo "source: $SRC ($size bytes), $(nproc) cores, -j $J; qtk isa: $ISAS" \
 	"(CPU: $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'))"
-echo "vs cat: against a cat of the source just before each row"
-printf '%-8s %-5s %-7s %-5s %-6s %9s %9s %9s %11s\n' scheme group mode out isa seconds "GB/s" \
-	"vs cat" "peak RSS"
-printf '%-8s %-5s %-7s %-5s %-6s %9.2f %9s %9s %11s\n' cat - - - - "$cat_s" \
-	"$(echo "$size $cat_s" | awk '{printf "%.2f", $1 / $2 / 1e9}')" 1.00 -
-# one configuration: scheme group mode(rtn|search) format(qtk|gguf), once
-# per isa
+echo "vs cat: against a cat of the source just before each run; ${QTK_BENCH_REPEAT:-3} runs a row," \
+	"medians and the range of the ratio"
+printf '%-8s %-5s %-7s %-5s %-6s %9s %9s %9s %11s %11s\n' scheme group mode out isa seconds "GB/s" \
+	"vs cat" "range" "peak RSS"
+printf '%-8s %-5s %-7s %-5s %-6s %9.2f %9s %9s %11s %11s\n' cat - - - - "$cat_s" \
+	"$(echo "$size $cat_s" | awk '{printf "%.2f", $1 / $2 / 1e9}')" 1.00 - -
+# one configuration: scheme group mode(rtn|search) format(qtk|gguf), REPS
+# times per isa, each right after a cat; the row: medians of the seconds
+# and of the ratios, and the ratios' range
+REPS=${QTK_BENCH_REPEAT:-3}
+med() { sort -n | awk '{a[NR] = $1} END {m = (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2; print m}'; }
 run() {
 	scheme=$1; group=$2; mode=$3; fmt=$4
 	flag=""; [ $mode = search ] && flag="--search"
 	out="$DIR/out.$fmt"
 	log="$DIR/time.log"
 	for isa in $ISAS; do
-		rm -f "$out"
-		c=$(cat_time) # also: the previous run's writeback does not overlap this one
-		if [ -x /usr/bin/time ]; then
-			/usr/bin/time -v env QTK_ISA=$isa "$QTK" convert "$SRC" -o "$out" -F $fmt \
-				--scheme $scheme --group $group $flag -j "$J" --force --quiet --json \
-				> "$DIR/report.json" 2> "$log"
-			rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
-		else
-			QTK_ISA=$isa "$QTK" convert "$SRC" -o "$out" -F $fmt --scheme $scheme \
-				--group $group $flag -j "$J" --force --quiet --json > "$DIR/report.json"
-			rss_kb=$(sed -n 's/.*"peak_rss_bytes": \([0-9]*\).*/\1/p' "$DIR/report.json" | awk '{print int($1/1024)}')
-		fi
-		secs=$(sed -n 's/.*"seconds": \([0-9.e+-]*\).*/\1/p' "$DIR/report.json" | head -1)
+		: > "$DIR/reps"
+		rss_max=0
+		r=0
+		while [ $r -lt "$REPS" ]; do
+			r=$((r + 1))
+			rm -f "$out"
+			c=$(cat_time) # also: the previous run's writeback does not overlap this one
+			if [ -x /usr/bin/time ]; then
+				/usr/bin/time -v env QTK_ISA=$isa "$QTK" convert "$SRC" -o "$out" -F $fmt \
+					--scheme $scheme --group $group $flag -j "$J" --force --quiet --json \
+					> "$DIR/report.json" 2> "$log"
+				rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' "$log")
+			else
+				QTK_ISA=$isa "$QTK" convert "$SRC" -o "$out" -F $fmt --scheme $scheme \
+					--group $group $flag -j "$J" --force --quiet --json > "$DIR/report.json"
+				rss_kb=$(sed -n 's/.*"peak_rss_bytes": \([0-9]*\).*/\1/p' "$DIR/report.json" | awk '{print int($1/1024)}')
+			fi
+			secs=$(sed -n 's/.*"seconds": \([0-9.e+-]*\).*/\1/p' "$DIR/report.json" | head -1)
+			echo "$secs $c" | awk '{printf "%.4f %.4f\n", $1, $2 / $1}' >> "$DIR/reps"
+			[ "$rss_kb" -gt "$rss_max" ] && rss_max=$rss_kb
+		done
+		secs=$(cut -d' ' -f1 "$DIR/reps" | med)
+		ratio=$(cut -d' ' -f2 "$DIR/reps" | med)
+		range=$(cut -d' ' -f2 "$DIR/reps" | sort -n | awk 'NR == 1 {lo = $1} {hi = $1} END {printf "%.2f-%.2f", lo, hi}')
 		gbs=$(echo "$size $secs" | awk '{printf "%.2f", $1 / $2 / 1e9}')
-		ratio=$(echo "$c $secs" | awk '{printf "%.2f", $1 / $2}')
-		printf '%-8s %-5s %-7s %-5s %-6s %9.2f %9s %9s %8.0f MB\n' $scheme $group $mode $fmt \
-			$isa "$secs" "$gbs" "$ratio" "$(echo "$rss_kb" | awk '{print $1 / 1024}')"
+		printf '%-8s %-5s %-7s %-5s %-6s %9.2f %9s %9.2f %11s %8.0f MB\n' $scheme $group $mode \
+			$fmt $isa "$secs" "$gbs" "$ratio" "$range" "$(echo "$rss_max" | awk '{print $1 / 1024}')"
 	done
-	rm -f "$out"
+	rm -f "$out" "$DIR/reps"
 }
 for scheme in $SCHEMES; do
 	for mode in rtn search; do

@@ -15,7 +15,18 @@ struct calib {
 	qtk_gptq_opts go;
 	qtk_stats *s;        /* statistics, or NULL for the importance form */
 	qtk_st_file *imp;    /* the older importance form: NAME -> [cols] */
+	int vocab;           /* statistics of the vocabulary alone */
 };
+
+int calib_is_vocab(const calib *c)
+{
+	return c->vocab;
+}
+
+double calib_damp(const calib *c)
+{
+	return c->mode == CALIB_GPTQ ? c->go.damp : 0.0;
+}
 
 const char *calib_path(const calib *c)
 {
@@ -37,8 +48,8 @@ void calib_close(calib *c)
 	qtk_free(c);
 }
 
-qtk_err calib_open(const char *path, calib_mode mode, const qtk_gptq_opts *go, calib **out,
-                   qtk_status *st)
+qtk_err calib_open(const char *path, calib_mode mode, const qtk_gptq_opts *go, int damp_set,
+                   calib **out, qtk_status *st)
 {
 	calib *c = qtk_calloc(1, sizeof *c);
 	qtk_st_file *f = NULL;
@@ -77,6 +88,11 @@ qtk_err calib_open(const char *path, calib_mode mode, const qtk_gptq_opts *go, c
 		calib_close(c);
 		return rc;
 	}
+	c->vocab = qtk_stats_dataset_count(c->s) > 0;
+	for (size_t i = 0; i < qtk_stats_dataset_count(c->s); i++)
+		c->vocab &= !strcmp(qtk_stats_dataset(c->s, i), "vocabulary");
+	if (c->vocab && mode == CALIB_GPTQ && !damp_set)
+		c->go.damp = CALIB_VOCAB_DAMP;
 	*out = c;
 	return QTK_OK;
 }

@@ -29,9 +29,18 @@ typedef struct {
 	qtk_gptq *f;         /* GPTQ factor, or NULL (weighted) */
 } calib_tensor;
 
-/* Open path; mode and, for gptq, its options. */
-qtk_err calib_open(const char *path, calib_mode mode, const qtk_gptq_opts *go, calib **out,
-                   qtk_status *st);
+/* Open path; mode and, for gptq, its options (damp_set: go->damp was
+ * chosen, else statistics of the vocabulary alone get CALIB_VOCAB_DAMP). */
+qtk_err calib_open(const char *path, calib_mode mode, const qtk_gptq_opts *go, int damp_set,
+                   calib **out, qtk_status *st);
+/* Statistics of the vocabulary alone (`qtk calibrate --vocab`): each token
+ * by itself at position 0, a coarse picture of real inputs, so GPTQ leans
+ * on its prior (stories260K: damping 0.01 0.1155, 0.3 0.0904, 1 0.0866, 2
+ * 0.0879 mean KLD on the calibration text; docs/calibration.md). */
+#define CALIB_VOCAB_DAMP 1.0
+/* Are the statistics of the vocabulary alone? The damping GPTQ uses. */
+int calib_is_vocab(const calib *c);
+double calib_damp(const calib *c);
 void calib_close(calib *c); /* NULL is fine */
 const char *calib_path(const calib *c);
 calib_mode calib_mode_of(const calib *c);

@@ -679,9 +679,20 @@ static int run(bench_opts *o)
 		qtk_rt_close(m);
 		return cli_report(&st);
 	}
-	/* flush: twice the last-level cache, at least 512 MiB, at most 2 GiB */
+	/* flush: twice the last-level cache, at least 512 MiB, at most 2 GiB;
+	 * QTK_BENCH_PROBE_BYTES (checked by main) sets it, and caps the hot
+	 * buffer, for tests: below the cache the figures mean nothing */
 	R.flush_len = llc * 2 < (512u << 20) ? (512u << 20) : llc * 2 > (2048u << 20) ? (2048u << 20) : llc * 2;
 	R.hot_len = 256u << 20;
+	{
+		const char *pb = getenv("QTK_BENCH_PROBE_BYTES");
+		uint64_t v;
+		if (pb && *pb && qtk_parse_u64("QTK_BENCH_PROBE_BYTES", pb, 1u << 20, 2048u << 20, &v,
+		                               &st) == QTK_OK) {
+			R.flush_len = (size_t)v;
+			R.hot_len = R.hot_len < R.flush_len ? R.hot_len : R.flush_len;
+		}
+	}
 	R.flush = aligned_alloc(64, R.flush_len);
 	R.hotbuf = aligned_alloc(64, R.hot_len);
 	R.results = json_array();

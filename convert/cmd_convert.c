@@ -264,7 +264,7 @@ static void print_summary(const qtk_conv_report *rep, const char *out)
 
 /* --calib: the quantized weights the statistics did not cover (they got
  * the data-free search), on stderr whatever -q says. */
-static void print_calib_notes(const qtk_conv_report *rep, const char *calib)
+static void print_calib_notes(const qtk_conv_report *rep, const char *calib, int damp_set)
 {
 	size_t none = 0, cal = 0;
 
@@ -285,6 +285,14 @@ static void print_calib_notes(const qtk_conv_report *rep, const char *calib)
 		fprintf(stderr, "qtk: note: ... and %zu more without statistics\n", none - 10);
 	fprintf(stderr, "qtk: calibrated %zu of %zu quantized weights from %s\n", cal, cal + none,
 	        calib);
+	if (rep->calib_vocab && rep->calib_damp > 0)
+		fprintf(stderr, "qtk: note: %s holds statistics of the vocabulary alone: GPTQ "
+		        "damping %g%s\n", calib, rep->calib_damp,
+		        damp_set ? "" : " (their default; --damp to change)");
+	else if (rep->calib_vocab)
+		fprintf(stderr, "qtk: note: %s holds statistics of the vocabulary alone: the "
+		        "weighted search gains little from them; --calib-mode gptq uses them "
+		        "(docs/calibration.md)\n", calib);
 }
 
 /* What happened to values, on stderr whatever -q says: tensors widened to
@@ -507,6 +515,7 @@ static int parse_args(int argc, char **argv, cli_opts *c)
 		case OPT_NO_ACT_ORDER: c->co.gptq.act_order = 0; c->gptq_given = 1; break;
 		case OPT_STATIC_GROUPS: c->co.gptq.static_groups = 1; c->gptq_given = 1; break;
 		case OPT_DAMP:
+			c->co.gptq_damp_set = 1;
 			if (cli_decimal(optarg, &c->co.gptq.damp) || !(c->co.gptq.damp > 0) ||
 			    c->co.gptq.damp > 10)
 				return cli_usage_error("convert", "--damp '%s': expected a number in "
@@ -698,7 +707,7 @@ int cmd_convert(int argc, char **argv)
 	if (!c.co.dry_run)
 		print_value_notes(rep, c.output);
 	if (!c.co.dry_run && c.calib)
-		print_calib_notes(rep, c.calib);
+		print_calib_notes(rep, c.calib, c.co.gptq_damp_set);
 	if (c.json) {
 		json_t *j = report_json(rep, c.input, c.output, c.co.dry_run);
 		if (preset_used)

@@ -82,6 +82,7 @@ int cli_uint(const char *cmd, const char *opt, const char *s, uint64_t lo, uint6
 static int check_env(void)
 {
 	const char *isa = getenv("QTK_ISA"), *shard = getenv("QTK_MLX_SHARD_BYTES");
+	const char *probe = getenv("QTK_BENCH_PROBE_BYTES");
 	uint64_t v;
 	qtk_status st;
 
@@ -91,6 +92,11 @@ static int check_env(void)
 	}
 	if (shard && *shard &&
 	    qtk_parse_u64("QTK_MLX_SHARD_BYTES", shard, 1, UINT64_MAX, &v, &st) != QTK_OK) {
+		fprintf(stderr, "qtk: %s\n", st.msg);
+		return QTK_EXIT_USAGE;
+	}
+	if (probe && *probe && qtk_parse_u64("QTK_BENCH_PROBE_BYTES", probe, 1u << 20, 2048u << 20,
+	                                     &v, &st) != QTK_OK) {
 		fprintf(stderr, "qtk: %s\n", st.msg);
 		return QTK_EXIT_USAGE;
 	}

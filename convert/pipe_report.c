@@ -165,6 +165,8 @@ static json_t *run_head(const job *j, json_t *cfg)
 	json_object_set_new(opts, "search", json_boolean(o->search));
 	json_object_set_new(opts, "double_quant", json_boolean(o->qflags & QTK_QF_DOUBLE_QUANT));
 	json_object_set_new(opts, "calib", o->calib ? json_string(base_name(o->calib)) : json_null());
+	if (j->cal && calib_damp(j->cal) > 0)
+		json_object_set_new(opts, "gptq_damp", json_real(calib_damp(j->cal)));
 	json_object_set_new(root, "options", opts);
 	return root;
 }
@@ -290,6 +292,10 @@ qtk_err pipe_make_report(job *j, qtk_conv_report **out, qtk_status *st)
 	}
 	rep->model = qtk_detect_model(names, j->n);
 	qtk_free(names);
+	if (j->cal) {
+		rep->calib_damp = calib_damp(j->cal);
+		rep->calib_vocab = calib_is_vocab(j->cal);
+	}
 	if (!(rep->resolved = qtk_strdup(j->s->path))) {
 		qtk_conv_report_free(rep);
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");

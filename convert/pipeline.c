@@ -132,7 +132,7 @@ qtk_err conv_run(const qtk_conv_opts *o, const conv_hooks *h, qtk_conv_report **
 		              "statistics (--calib) do not apply", o->input);
 	if (!rc && o->calib)
 		rc = calib_open(o->calib, o->calib_gptq ? CALIB_GPTQ : CALIB_WEIGHTED, &o->gptq,
-		                &j.cal, st);
+		                o->gptq_damp_set, &j.cal, st);
 	if (rc)
 		goto out;
 	j.widen = qtk_calloc(j.s->n ? j.s->n : 1, 1);

@@ -134,6 +134,10 @@ typedef struct {
 	const char *calib;          /* statistics file (docs/calibration.md) or NULL */
 	int calib_gptq;             /* --calib-mode gptq (else weighted) */
 	qtk_gptq_opts gptq;         /* its options (qtk_gptq_opts_init) */
+	int gptq_damp_set;          /* 0: gptq.damp is the default, which
+	                               statistics of the vocabulary alone
+	                               (`qtk calibrate --vocab`) replace by 1
+	                               (docs/calibration.md) */
 	int threads;                /* 0 = all cores */
 	uint64_t chunk_elems;       /* 0 = default (1M elements) */
 	int dry_run;
@@ -197,6 +201,8 @@ typedef struct {
 	char *metadata_json;        /* what was stored in the output */
 	char *resolved;             /* the file read: the input, or the file
 	                               picked in an input directory */
+	double calib_damp;          /* --calib-mode gptq: the damping used, else 0 */
+	int calib_vocab;            /* the statistics are of the vocabulary alone */
 } qtk_conv_report;
 
 /* Run (or with dry_run, only plan) a conversion. *rep is filled on success

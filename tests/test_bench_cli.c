@@ -1,5 +1,7 @@
 /* tests: `qtk bench` through the built binary ($QTK_BIN): generated and
- * file weights, the JSON keys, usage errors. Times are not checked. */
+ * file weights, the JSON keys, usage errors. Times are not checked, so
+ * the cache-flush buffer is 64 MiB (QTK_BENCH_PROBE_BYTES) instead of
+ * the 512 MiB or more a measurement reads before each cold call. */
 #include <stdlib.h>
 
 #include "test.h"
@@ -16,7 +18,7 @@ TEST(bench_cli_json_and_text)
 {
 	const char *q = bin();
 
-	CHECK_EQ(t_system("%s bench -s 64x300 -s 40x64 -S int4,nf4 -j 2 -r 1 -b 3 --json > %s", q,
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench -s 64x300 -s 40x64 -S int4,nf4 -j 2 -r 1 -b 3 --json > %s", q,
 	                  t_tmp("b.json")), 0);
 	/* per scheme, shape and layout (the planes, the interleaved copy):
 	 * gemv cold and hot, gemm; plain keys */
@@ -31,14 +33,14 @@ TEST(bench_cli_json_and_text)
 	                  "assert {(e[\"scheme\"], e[\"rows\"], e[\"cols\"]) for e in r} == "
 	                  "{(\"int4\", 64, 300), (\"nf4\", 64, 300), (\"int4\", 40, 64), (\"nf4\", 40, 64)}' %s",
 	                  t_tmp("b.json")), 0);
-	CHECK_EQ(t_system("%s bench -s 64x64 -S int8 -j 1 -r 1 -b 0 -p both > %s", q,
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench -s 64x64 -S int8 -j 1 -r 1 -b 0 -p both > %s", q,
 	                  t_tmp("b.txt")), 0);
 	char *s = t_read_file(t_tmp("b.txt"), NULL);
 	REQUIRE(s);
 	CHECK(strstr(s, "read bandwidth from memory") && strstr(s, "int8 g32 F16"));
 	CHECK(strstr(s, " float ") && strstr(s, " int8     cold") && strstr(s, " int8-ilv cold"));
 	free(s);
-	CHECK_EQ(t_system("%s bench -s 64x64 -S int8 -j 1 -r 1 -b 0 -l planes > %s", q,
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench -s 64x64 -S int8 -j 1 -r 1 -b 0 -l planes > %s", q,
 	                  t_tmp("b.txt")), 0);
 	s = t_read_file(t_tmp("b.txt"), NULL);
 	REQUIRE(s);
@@ -50,17 +52,21 @@ TEST(bench_cli_file_and_errors)
 {
 	const char *q = bin();
 
-	CHECK_EQ(t_system("%s bench %s -j 1 -r 1 -b 2 --json > %s", q,
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench %s -j 1 -r 1 -b 2 --json > %s", q,
 	                  t_data("stories260K/source-tinyllamas-stories-260k-f32.gguf"),
 	                  t_tmp("g.json")), 0);
 	CHECK_EQ(t_system("python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); r=d[\"results\"];"
 	                  "assert r and all(e[\"scheme\"] == \"f32\" and e[\"path\"] == \"blas\" for e in r)' %s",
 	                  t_tmp("g.json")), 0);
-	CHECK_EQ(t_system("%s bench -s 12 2>/dev/null", q), 2);
-	CHECK_EQ(t_system("%s bench -S f16 2>/dev/null", q), 2);
-	CHECK_EQ(t_system("%s bench -p fast 2>/dev/null", q), 2);
-	CHECK_EQ(t_system("%s bench -l rows 2>/dev/null", q), 2);
-	CHECK_EQ(t_system("%s bench a b 2>/dev/null", q), 2);
-	CHECK_EQ(t_system("%s bench %s 2>/dev/null", q, t_tmp("missing.qtk")), 1);
-	CHECK_EQ(t_system("%s bench --help > /dev/null", q), 0);
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench -s 12 2>/dev/null", q), 2);
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench -S f16 2>/dev/null", q), 2);
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench -p fast 2>/dev/null", q), 2);
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench -l rows 2>/dev/null", q), 2);
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench a b 2>/dev/null", q), 2);
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench %s 2>/dev/null", q, t_tmp("missing.qtk")), 1);
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=67108864 %s bench --help > /dev/null", q), 0);
+	/* the probe size is checked before anything runs */
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=1048575 %s bench --help 2>/dev/null", q), 2);
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=64M %s bench --help 2>/dev/null", q), 2);
+	CHECK_EQ(t_system("QTK_BENCH_PROBE_BYTES=2147483649 %s bench --help 2>/dev/null", q), 2);
 }

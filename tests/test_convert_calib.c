@@ -160,11 +160,30 @@ TEST(convert_calib_vocab_without_text)
 	REQUIRE_EQ(t_system("%s calibrate " MODEL " --text " TEXT " --skip 4096 --tokens 4096 "
 	                    "--ctx 256 --xtx -q -o %s", bin(), ho), 0);
 	REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f -o %s", bin(), rtn), 0);
+	/* their damping is 1 unless --damp says otherwise */
 	REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f --calib %s --calib-mode gptq "
-	                    "--damp 1 -o %s 2>%s", bin(), voc, vq, err), 0);
+	                    "-o %s 2>%s", bin(), voc, vq, err), 0);
 	text = t_read_file(err, &n);
 	REQUIRE(text);
 	CHECK(strstr(text, "calibrated 36 of 36 quantized weights"));
+	CHECK(strstr(text, "statistics of the vocabulary alone: GPTQ damping 1 (their default"));
+	free(text);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f --calib %s --calib-mode gptq "
+	                  "--damp 1 -o %s.d1 2>/dev/null && cmp -s %s %s.d1", bin(), voc, vq, vq,
+	                  vq), 0);
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f --calib %s --calib-mode gptq "
+	                  "--damp 0.01 -o %s.d0 2>%s && cmp -s %s %s.d0", bin(), voc, vq, err, vq,
+	                  vq), 1);
+	text = t_read_file(err, &n);
+	REQUIRE(text);
+	CHECK(strstr(text, "GPTQ damping 0.01\n"));
+	free(text);
+	/* the weighted search is told where they help */
+	CHECK_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f --calib %s -o %s.w 2>%s", bin(),
+	                  voc, vq, err), 0);
+	text = t_read_file(err, &n);
+	REQUIRE(text);
+	CHECK(strstr(text, "--calib-mode gptq uses them"));
 	free(text);
 	REQUIRE_MSG(qtk_stats_open(ho, &s, NULL, &st) == QTK_OK, "%s", st.msg);
 	double er = output_error(rtn, s), ev = output_error(vq, s);

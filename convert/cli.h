@@ -124,6 +124,11 @@ int cli_lm_open(const char *path, qtk_rt_pool *pool, qtk_rt_path p, uint32_t n_c
  * and returns QTK_EXIT_FAIL. Shared by eval and calibrate. */
 int cli_tokenize_file(const char *path, const qtk_tok *tok, uint64_t skip, uint64_t max,
                       int32_t **ids, size_t *n);
+/* The next number of a splitmix64 stream. */
+uint64_t cli_rng_next(uint64_t *s);
+/* Greedy (the first largest logit) at temp 0, else a draw from
+ * softmax(logits / temp) with rng. Shared by run and calibrate. */
+int32_t cli_sample(const float *logits, size_t V, double temp, uint64_t *rng);
 
 /* A decimal number (digits, '.', an exponent; no sign, space, hex, inf or
  * nan, which strtod would take), finite and not negative, nothing after

@@ -1,5 +1,6 @@
-/* convert: what `qtk run` and `qtk eval` share — option values, the clock,
- * opening a model with a context. */
+/* convert: what `qtk run`, `eval` and `calibrate` share — option values,
+ * the clock, opening a model with a context, sampling. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -82,4 +83,33 @@ int cli_tokenize_file(const char *path, const qtk_tok *tok, uint64_t skip, uint6
 	if (max && *n > max)
 		*n = (size_t)max;
 	return QTK_EXIT_OK;
+}
+
+uint64_t cli_rng_next(uint64_t *s) /* splitmix64 */
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+int32_t cli_sample(const float *l, size_t V, double temp, uint64_t *rng)
+{
+	size_t im = 0;
+	double sum = 0, r, acc = 0;
+
+	for (size_t i = 1; i < V; i++)
+		if (l[i] > l[im])
+			im = i;
+	if (temp == 0)
+		return (int32_t)im;
+	for (size_t i = 0; i < V; i++)
+		sum += exp(((double)l[i] - (double)l[im]) / temp);
+	r = (double)(cli_rng_next(rng) >> 11) * 0x1p-53 * sum;
+	for (size_t i = 0; i < V; i++) {
+		acc += exp(((double)l[i] - (double)l[im]) / temp);
+		if (r < acc)
+			return (int32_t)i;
+	}
+	return (int32_t)im;
 }

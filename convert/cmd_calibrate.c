@@ -18,6 +18,7 @@ static void calibrate_usage(FILE *f)
 	fprintf(f,
 "Usage: qtk calibrate MODEL --text FILE -o STATS [OPTIONS]\n"
 "       qtk calibrate MODEL --vocab -o STATS [OPTIONS]\n"
+"       qtk calibrate MODEL --generate N -o STATS [OPTIONS]\n"
 "       qtk calibrate --merge STATS... -o STATS [OPTIONS]\n\n"
 "Run a LLaMA-family model (.qtk, GGUF or safetensors) on the float path\n"
 "over a text and record, for every linear weight (the tied output head\n"
@@ -28,9 +29,13 @@ static void calibrate_usage(FILE *f)
 "a new sequence with BOS in its first position. With --vocab there is no\n"
 "text: every token of the vocabulary is run once, alone at position 0 (the\n"
 "model's own inputs, weighted alike; with --xtx, for --calib-mode gptq\n"
-"--damp 1: calibration.md, \"Without a text\").\n\n"
+"--damp 1: calibration.md, \"Without a text\"). With --generate the model\n"
+"writes its own text: N sequences from BOS, each token drawn from its\n"
+"softmax at temperature 1, up to EOS or --ctx tokens.\n\n"
 "  -t, --text FILE        the calibration text (or --vocab, or --merge)\n"
 "      --vocab            statistics from the vocabulary instead of a text\n"
+"      --generate N       statistics from N sequences the model writes\n"
+"      --seed S           --generate's random seed (default 1)\n"
 "  -o, --output STATS     the statistics file to write (required)\n"
 "  -c, --ctx N            window length (default: 512, or the model's context\n"
 "                         if shorter)\n"
@@ -51,7 +56,8 @@ static void calibrate_usage(FILE *f)
 "Exit status: 0 success, 1 failure, 2 usage error.\n");
 }
 
-enum { OPT_TOKENS = 256, OPT_SKIP, OPT_XTX, OPT_FORMAT, OPT_MERGE, OPT_TOK, OPT_VOCAB };
+enum { OPT_TOKENS = 256, OPT_SKIP, OPT_XTX, OPT_FORMAT, OPT_MERGE, OPT_TOK, OPT_VOCAB,
+       OPT_GENERATE, OPT_SEED };
 
 static const struct option long_opts[] = {
 	{ "text", required_argument, NULL, 't' },
@@ -63,6 +69,8 @@ static const struct option long_opts[] = {
 	{ "format", required_argument, NULL, OPT_FORMAT },
 	{ "merge", no_argument, NULL, OPT_MERGE },
 	{ "vocab", no_argument, NULL, OPT_VOCAB },
+	{ "generate", required_argument, NULL, OPT_GENERATE },
+	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "threads", required_argument, NULL, 'j' },
 	{ "tokenizer", required_argument, NULL, OPT_TOK },
 	{ "force", no_argument, NULL, 'f' },
@@ -75,8 +83,8 @@ typedef struct {
 	const char *text, *out, *tokenizer;
 	char *const *inputs;   /* MODEL, or the files to merge */
 	int ninputs;
-	uint64_t ctx, tokens, skip, threads;
-	int xtx, merge, vocab, force, quiet, format; /* format: -1 from the name */
+	uint64_t ctx, tokens, skip, threads, generate, seed;
+	int xtx, merge, vocab, seed_given, force, quiet, format; /* format: -1 from the name */
 } calib_args;
 
 static int parse_format(const char *s, int *f)
@@ -103,6 +111,11 @@ static int parse_opt(int ch, calib_args *a, char **argv)
 	case OPT_FORMAT: return parse_format(optarg, &a->format);
 	case OPT_MERGE: a->merge = 1; return 0;
 	case OPT_VOCAB: a->vocab = 1; return 0;
+	case OPT_GENERATE:
+		return cli_uint("calibrate", "--generate", optarg, 1, 1u << 24, &a->generate);
+	case OPT_SEED:
+		a->seed_given = 1;
+		return cli_uint("calibrate", "--seed", optarg, 0, UINT64_MAX, &a->seed);
 	case 'j': return cli_uint("calibrate", "--threads", optarg, 1, 1024, &a->threads);
 	case OPT_TOK: a->tokenizer = optarg; return 0;
 	case 'f': a->force = 1; return 0;
@@ -126,6 +139,7 @@ static int parse_args(int argc, char **argv, calib_args *a)
 
 	memset(a, 0, sizeof *a);
 	a->format = -1;
+	a->seed = 1;
 	optind = 1;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, ":t:o:c:j:fqh", long_opts, NULL)) != -1)
@@ -139,16 +153,24 @@ static int parse_args(int argc, char **argv, calib_args *a)
 	if (!a->out)
 		return cli_usage_error("calibrate", "missing -o STATS");
 	if (a->merge && (a->text || a->xtx || a->tokens || a->skip || a->ctx || a->tokenizer ||
-	                 a->vocab))
+	                 a->vocab || a->generate || a->seed_given))
 		return cli_usage_error("calibrate", "--merge takes statistics files, not --text, "
-		                       "--vocab, --xtx, --tokens, --skip, --ctx or --tokenizer");
-	if (a->vocab && (a->text || a->tokens || a->skip || a->ctx || a->tokenizer))
+		                       "--vocab, --generate, --seed, --xtx, --tokens, --skip, --ctx "
+		                       "or --tokenizer");
+	if (a->vocab && (a->text || a->tokens || a->skip || a->ctx || a->tokenizer ||
+	                 a->generate || a->seed_given))
 		return cli_usage_error("calibrate", "--vocab runs the vocabulary, not a text: no "
-		                       "--text, --tokens, --skip, --ctx or --tokenizer");
+		                       "--text, --generate, --seed, --tokens, --skip, --ctx or "
+		                       "--tokenizer");
+	if (a->generate && (a->text || a->tokens || a->skip))
+		return cli_usage_error("calibrate", "--generate writes its own text: no --text, "
+		                       "--tokens or --skip");
+	if (a->seed_given && !a->generate)
+		return cli_usage_error("calibrate", "--seed needs --generate");
 	if (!a->merge && a->ninputs > 1)
 		return cli_usage_error("calibrate", "one model at a time (--merge adds statistics files)");
-	if (!a->merge && !a->vocab && !a->text)
-		return cli_usage_error("calibrate", "missing --text FILE (or --vocab)");
+	if (!a->merge && !a->vocab && !a->generate && !a->text)
+		return cli_usage_error("calibrate", "missing --text FILE (or --vocab, or --generate N)");
 	if (a->format < 0)
 		a->format = ends_with(a->out, ".gguf") ? QTK_STATS_IMATRIX
 		            : ends_with(a->out, ".dat") ? QTK_STATS_DAT : QTK_STATS_QTK;
@@ -343,6 +365,66 @@ static int run_vocab(const calib_args *a, qtk_rt_lm_ctx *c, calib_acc *acc, uint
 	return QTK_EXIT_OK;
 }
 
+/* --generate: sequences the model writes, from BOS, each token drawn at
+ * temperature 1, up to EOS or the context, one at a time on gen (a
+ * context without the hook); then each sequence is run again as a whole
+ * on c, whose hook records it (prompt processing: matrix products). *n:
+ * the tokens recorded. */
+static int run_generate(const calib_args *a, qtk_rt_lm_ctx *gen, qtk_rt_lm_ctx *c,
+                        calib_acc *acc, const qtk_tok *tok, size_t *n)
+{
+	size_t V = qtk_rt_lm_describe(qtk_rt_lm_ctx_model(c))->n_vocab;
+	size_t ctx = qtk_rt_lm_ctx_size(c);
+	int progress = !a->quiet && isatty(2);
+	float *logits = qtk_malloc(V * sizeof *logits), dummy;
+	int32_t *seq = qtk_malloc(ctx * sizeof *seq);
+	uint64_t rng = a->seed;
+	int32_t bos = qtk_tok_bos(tok), eos = qtk_tok_eos(tok);
+	double t0 = cli_now();
+	qtk_status st;
+	int rc = QTK_EXIT_OK;
+
+	*n = 0;
+	if (!logits || !seq) {
+		qtk_fail(&st, QTK_E_NOMEM, "calibrate: out of memory");
+		rc = cli_report(&st);
+	} else if (bos < 0) {
+		qtk_fail(&st, QTK_E_UNSUPPORTED, "%s: the vocabulary has no BOS token to start "
+		         "--generate from", a->inputs[0]);
+		rc = cli_report(&st);
+	}
+	for (uint64_t q = 0; !rc && q < a->generate; q++) {
+		size_t len = 0;
+		seq[len++] = bos;
+		while (len < ctx) {
+			if (qtk_rt_lm_forward(gen, seq + len - 1, 1, len - 1, logits, 1, &st) != QTK_OK) {
+				rc = cli_report(&st);
+				break;
+			}
+			int32_t t = cli_sample(logits, V, 1.0, &rng);
+			if (t == eos)
+				break;
+			seq[len++] = t;
+		}
+		if (rc)
+			break;
+		if (qtk_rt_lm_forward(c, seq, len, 0, &dummy, 0, &st) != QTK_OK)
+			rc = cli_report(&st);
+		else if (acc->rc)
+			rc = cli_report(&acc->st);
+		*n += len;
+		if (!rc && progress)
+			fprintf(stderr, "\r[%llu/%llu sequences] %zu tokens, %.1f s",
+			        (unsigned long long)q + 1, (unsigned long long)a->generate, *n,
+			        cli_now() - t0);
+	}
+	if (progress)
+		fprintf(stderr, "\n");
+	qtk_free(logits);
+	qtk_free(seq);
+	return rc;
+}
+
 static int write_stats(const calib_args *a, const qtk_stats *s, const char *const *inputs,
                        size_t ninputs)
 {
@@ -360,7 +442,7 @@ static int calibrate(const calib_args *a, qtk_rt_lm *lm, qtk_rt_pool *pool, qtk_
 	qtk_rt_lm_opts o = { .path = QTK_RT_FLOAT, .pool = pool, .hook = on_input,
 	                     .hook_user = &acc };
 	const qtk_rt_lm_desc *d = qtk_rt_lm_describe(lm);
-	qtk_rt_lm_ctx *c = NULL;
+	qtk_rt_lm_ctx *c = NULL, *gen = NULL;
 	qtk_tok *tok = NULL;
 	qtk_status st;
 	int32_t *ids = NULL;
@@ -379,6 +461,14 @@ static int calibrate(const calib_args *a, qtk_rt_lm *lm, qtk_rt_pool *pool, qtk_
 	if (!rc && a->vocab) {
 		n = d->n_vocab;
 		rc = run_vocab(a, c, &acc, d->n_vocab);
+	} else if (!rc && a->generate) {
+		qtk_rt_lm_opts og = o;
+		og.hook = NULL;
+		og.hook_user = NULL;
+		if (qtk_rt_lm_ctx_new(lm, &og, &gen, &st) != QTK_OK)
+			rc = cli_report(&st);
+		else
+			rc = run_generate(a, gen, c, &acc, tok, &n);
 	} else if (!rc) {
 		rc = cli_tokenize_file(a->text, tok, a->skip, a->tokens, &ids, &n);
 		if (!rc)
@@ -387,13 +477,21 @@ static int calibrate(const calib_args *a, qtk_rt_lm *lm, qtk_rt_pool *pool, qtk_
 	}
 	if (!rc) {
 		qtk_stats_info *in = qtk_stats_info_of(s);
-		in->chunks = a->vocab ? n : (n + o.n_ctx - 1) / o.n_ctx;
+		char gname[96];
+		snprintf(gname, sizeof gname, "generated: %llu sequences, seed %llu",
+		         (unsigned long long)a->generate, (unsigned long long)a->seed);
+		in->chunks = a->vocab ? n : a->generate ? a->generate : (n + o.n_ctx - 1) / o.n_ctx;
 		in->chunk_size = a->vocab ? 1 : o.n_ctx;
 		finish_xtx(s);
-		if (qtk_stats_add_dataset(s, a->vocab ? "vocabulary" : a->text, &st) != QTK_OK)
+		if (qtk_stats_add_dataset(s, a->vocab ? "vocabulary" : a->generate ? gname : a->text,
+		                          &st) != QTK_OK)
 			rc = cli_report(&st);
 	}
-	if (!rc && !a->quiet && a->vocab)
+	if (!rc && !a->quiet && a->generate)
+		fprintf(stderr, "calibrate: %zu tokens in %llu sequences the model wrote (at most %u "
+		        "each), %zu weights, %.1f s\n", n, (unsigned long long)a->generate, o.n_ctx,
+		        qtk_stats_count(s), cli_now() - t0);
+	else if (!rc && !a->quiet && a->vocab)
 		fprintf(stderr, "calibrate: %zu tokens of the vocabulary, each alone, %zu weights, "
 		        "%.1f s\n", n, qtk_stats_count(s), cli_now() - t0);
 	else if (!rc && !a->quiet)
@@ -404,13 +502,14 @@ static int calibrate(const calib_args *a, qtk_rt_lm *lm, qtk_rt_pool *pool, qtk_
 	acc_free(&acc);
 	qtk_tok_close(tok);
 	qtk_rt_lm_ctx_free(c);
+	qtk_rt_lm_ctx_free(gen);
 	return rc;
 }
 
 static int run_model(const calib_args *a)
 {
 	const char *inputs[2] = { a->inputs[0], a->text };
-	size_t ninputs = a->vocab ? 1 : 2;
+	size_t ninputs = a->vocab || a->generate ? 1 : 2;
 	qtk_rt_pool *pool = NULL;
 	qtk_rt_lm *lm = NULL;
 	qtk_stats *s = NULL;

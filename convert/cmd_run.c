@@ -116,39 +116,6 @@ static int parse_args(int argc, char **argv, run_args *a)
 	return 0;
 }
 
-/* ---- sampling ------------------------------------------------------------ */
-
-static uint64_t rng_next(uint64_t *s) /* splitmix64 */
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-/* Greedy (the first largest logit) at temp 0, else a draw from
- * softmax(logits / temp). */
-static int32_t sample(const float *l, size_t V, double temp, uint64_t *rng)
-{
-	size_t im = 0;
-	double sum = 0, r, acc = 0;
-
-	for (size_t i = 1; i < V; i++)
-		if (l[i] > l[im])
-			im = i;
-	if (temp == 0)
-		return (int32_t)im;
-	for (size_t i = 0; i < V; i++)
-		sum += exp(((double)l[i] - (double)l[im]) / temp);
-	r = (double)(rng_next(rng) >> 11) * 0x1p-53 * sum;
-	for (size_t i = 0; i < V; i++) {
-		acc += exp(((double)l[i] - (double)l[im]) / temp);
-		if (r < acc)
-			return (int32_t)i;
-	}
-	return (int32_t)im;
-}
-
 /* ---- generation ----------------------------------------------------------- */
 
 static void put_token(const qtk_tok *tok, int32_t prev, int32_t id)
@@ -192,7 +159,7 @@ static int generate(const run_args *a, qtk_rt_lm_ctx *c, const qtk_tok *tok,
 	rs->t_prompt = cli_now() - t0;
 	t0 = cli_now();
 	while (rs->n_gen < a->n && pos < qtk_rt_lm_ctx_size(c)) {
-		next = sample(logits, V, a->temp, &rng);
+		next = cli_sample(logits, V, a->temp, &rng);
 		if (next == qtk_tok_eos(tok))
 			break;
 		put_token(tok, prev, next);

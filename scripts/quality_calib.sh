@@ -2,7 +2,8 @@
 # Regenerate the stories260K table of docs/calibration.md ("Measured:
 # stories260K in llama.cpp"; markdown on stdout): int4 g32 written as Q4_0
 # GGUF by qtk (round to nearest, --search, statistics of the vocabulary
-# alone with no text, --calib weighted and gptq) and by
+# alone and of text the model wrote, both with no text given, --calib
+# weighted and gptq) and by
 # llama-quantize with qtk's imatrix, each judged inside llama.cpp:
 # llama-perplexity -c 256 --kl-divergence against the F32 GGUF, on held-out
 # text. Calibration text: the first 100,000 bytes of tinystories.txt; held
@@ -73,6 +74,9 @@ row "\`--search\` (data-free)" "$W/search.gguf"
 "$QTK" calibrate "$S" --vocab --xtx -o "$W/vocab.st" -f -q
 q4 vocab.gguf --calib "$W/vocab.st" --calib-mode gptq --damp 1
 row "\`calibrate --vocab\`, then \`--calib-mode gptq --damp 1\` (no text: the vocabulary, each token alone)" "$W/vocab.gguf"
+"$QTK" calibrate "$S" --generate 400 --ctx 256 --xtx -j 1 -o "$W/gen.st" -f -q
+q4 gen.gguf --calib "$W/gen.st" --calib-mode gptq
+row "\`calibrate --generate 400 --ctx 256\`, then \`--calib-mode gptq\` (no text: 400 sequences the model wrote)" "$W/gen.gguf"
 q4 weighted.gguf --calib "$W/stats.st"
 row "\`--calib\` weighted" "$W/weighted.gguf"
 q4 gptq-r0.gguf --calib "$W/stats.st" --calib-mode gptq --no-act-order --refit 0

@@ -41,6 +41,8 @@ static const num_opt num_opts[] = {
 	{ "eval", "--ctx", "1", "2", "4294967295", "4294967296" },
 	{ "eval", "--threads", "0", "1", "1024", "1025" },
 	{ "verify", "--seed", NULL, "0", "18446744073709551615", NULL },
+	{ "calibrate", "--generate", "0", "1", "16777216", "16777217" },
+	{ "calibrate", "--seed", NULL, "0", "18446744073709551615", NULL },
 };
 
 /* Run one command line with option=value; returns the exit code, and 1 in
@@ -72,6 +74,12 @@ static int run_opt(const num_opt *o, const char *value, int *named)
 		argv[n++] = missing;
 		argv[n++] = "--text";
 		argv[n++] = missing;
+	} else if (!strcmp(o->cmd, "calibrate")) {
+		argv[n++] = missing;
+		argv[n++] = "-o";
+		argv[n++] = t_tmp("out.stats");
+		argv[n++] = "--generate"; /* --seed needs it; a later --generate wins */
+		argv[n++] = "1";
 	} else if (!strcmp(o->cmd, "verify")) {
 		argv[n++] = missing;
 		argv[n++] = "--against";

@@ -200,6 +200,52 @@ TEST(convert_calib_vocab_without_text)
 	         2);
 }
 
+/* Without a text, the other way: sequences the model writes itself
+ * (qtk calibrate --generate), the same for a seed at any thread count;
+ * GPTQ from them lowers the held-out output error as a text does. */
+TEST(convert_calib_generate_without_text)
+{
+	const char *g = t_tmp("gen.stats"), *g2 = t_tmp("gen2.stats"), *g3 = t_tmp("gen3.stats");
+	const char *ho = t_tmp("gho.stats"), *rtn = t_tmp("gr.qtk"), *gq = t_tmp("g.qtk");
+	qtk_stats *s = NULL;
+	qtk_status st;
+	uint64_t count = 0;
+
+	REQUIRE_EQ(t_system("%s calibrate " MODEL " --generate 40 --ctx 128 --xtx -j 1 -q -o %s",
+	                    bin(), g), 0);
+	CHECK_EQ(t_system("%s calibrate " MODEL " --generate 40 --ctx 128 --xtx -j 2 -q -o %s && "
+	                  "cmp -s %s %s", bin(), g2, g, g2), 0);
+	CHECK_EQ(t_system("%s calibrate " MODEL " --generate 40 --ctx 128 --seed 7 --xtx -j 1 -q "
+	                  "-o %s && cmp -s %s %s", bin(), g3, g, g3), 1);
+	REQUIRE_MSG(qtk_stats_open(g, &s, NULL, &st) == QTK_OK, "%s", st.msg);
+	CHECK_EQ(qtk_stats_count(s), 36);
+	for (size_t i = 0; i < qtk_stats_count(s); i++)
+		count = qtk_stats_get(s, i)->count > count ? qtk_stats_get(s, i)->count : count;
+	CHECK_MSG(count > 40 * 16 && count <= 40 * 128, "%llu tokens", (unsigned long long)count);
+	CHECK(qtk_stats_dataset_count(s) == 1 &&
+	      !strcmp(qtk_stats_dataset(s, 0), "generated: 40 sequences, seed 1"));
+	qtk_stats_free(s);
+	REQUIRE_EQ(t_system("%s calibrate " MODEL " --text " TEXT " --skip 4096 --tokens 4096 "
+	                    "--ctx 256 --xtx -q -o %s", bin(), ho), 0);
+	REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f -o %s", bin(), rtn), 0);
+	REQUIRE_EQ(t_system("%s convert " MODEL " -s int4 -g 32 -q -f --calib %s --calib-mode gptq "
+	                    "-o %s 2>/dev/null", bin(), g, gq), 0);
+	REQUIRE_MSG(qtk_stats_open(ho, &s, NULL, &st) == QTK_OK, "%s", st.msg);
+	double er = output_error(rtn, s), eg = output_error(gq, s);
+	printf("    held-out output error: rtn %.4g, gptq from the model's own text %.4g (%.3fx)\n",
+	       er, eg, eg / er);
+	CHECK(er > 0 && eg > 0 && eg < 0.8 * er);
+	qtk_stats_free(s);
+	/* refusals */
+	CHECK_EQ(t_system("%s calibrate " MODEL " --generate 0 -q -f -o %s 2>/dev/null", bin(), g), 2);
+	CHECK_EQ(t_system("%s calibrate " MODEL " --generate 2 --text " TEXT " -q -f -o %s "
+	                  "2>/dev/null", bin(), g), 2);
+	CHECK_EQ(t_system("%s calibrate " MODEL " --generate 2 --vocab -q -f -o %s 2>/dev/null",
+	                  bin(), g), 2);
+	CHECK_EQ(t_system("%s calibrate " MODEL " --text " TEXT " --seed 3 -q -f -o %s 2>/dev/null",
+	                  bin(), g), 2);
+}
+
 /* A statistics file of llama.cpp's imatrix kind drives the weighted mode. */
 TEST(convert_calib_from_imatrix)
 {

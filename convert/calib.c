@@ -90,7 +90,7 @@ qtk_err calib_open(const char *path, calib_mode mode, const qtk_gptq_opts *go, i
 	}
 	c->vocab = qtk_stats_dataset_count(c->s) > 0;
 	for (size_t i = 0; i < qtk_stats_dataset_count(c->s); i++)
-		c->vocab &= !strcmp(qtk_stats_dataset(c->s, i), "vocabulary");
+		c->vocab &= !strcmp(qtk_stats_dataset(c->s, i), CALIB_VOCAB_DATASET);
 	if (c->vocab && mode == CALIB_GPTQ && !damp_set)
 		c->go.damp = CALIB_VOCAB_DAMP;
 	*out = c;

@@ -38,6 +38,8 @@ qtk_err calib_open(const char *path, calib_mode mode, const qtk_gptq_opts *go, i
  * on its prior (stories260K: damping 0.01 0.1155, 0.3 0.0904, 1 0.0866, 2
  * 0.0879 mean KLD on the calibration text; docs/calibration.md). */
 #define CALIB_VOCAB_DAMP 1.0
+/* The dataset name such statistics carry (not a file name one would have) */
+#define CALIB_VOCAB_DATASET "qtk calibrate --vocab"
 /* Are the statistics of the vocabulary alone? The damping GPTQ uses. */
 int calib_is_vocab(const calib *c);
 double calib_damp(const calib *c);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "calib.h"
 #include "cli.h"
 
 static void calibrate_usage(FILE *f)
@@ -483,8 +484,8 @@ static int calibrate(const calib_args *a, qtk_rt_lm *lm, qtk_rt_pool *pool, qtk_
 		in->chunks = a->vocab ? n : a->generate ? a->generate : (n + o.n_ctx - 1) / o.n_ctx;
 		in->chunk_size = a->vocab ? 1 : o.n_ctx;
 		finish_xtx(s);
-		if (qtk_stats_add_dataset(s, a->vocab ? "vocabulary" : a->generate ? gname : a->text,
-		                          &st) != QTK_OK)
+		const char *ds = a->vocab ? CALIB_VOCAB_DATASET : a->generate ? gname : a->text;
+		if (qtk_stats_add_dataset(s, ds, &st) != QTK_OK)
 			rc = cli_report(&st);
 	}
 	if (!rc && !a->quiet && a->generate)

@@ -155,7 +155,7 @@ TEST(convert_calib_vocab_without_text)
 		CHECK_MSG(e->count == 512 && e->xtx, "%s: %llu tokens", e->name,
 		          (unsigned long long)e->count);
 	}
-	CHECK(qtk_stats_dataset_count(s) == 1 && !strcmp(qtk_stats_dataset(s, 0), "vocabulary"));
+	CHECK(qtk_stats_dataset_count(s) == 1 && !strcmp(qtk_stats_dataset(s, 0), "qtk calibrate --vocab"));
 	qtk_stats_free(s);
 	REQUIRE_EQ(t_system("%s calibrate " MODEL " --text " TEXT " --skip 4096 --tokens 4096 "
 	                    "--ctx 256 --xtx -q -o %s", bin(), ho), 0);

@@ -148,11 +148,11 @@ typedef struct {
 	void *ctx;
 } conv_hooks;
 
-/* qtk_convert, with hooks (NULL: none). */
 /* Tests: 1 makes every worker keep a finished item back whenever it can
  * (pipe_work.c's put_item), 0 only when another is putting. */
 void conv_defer_puts(int always);
 
+/* qtk_convert, with hooks (NULL: none). */
 qtk_err conv_run(const qtk_conv_opts *o, const conv_hooks *h, qtk_conv_report **rep,
                  qtk_status *st);
 

@@ -78,24 +78,20 @@ static void set_error(job *j, const qtk_status *st)
 	pthread_mutex_unlock(&j->lock);
 }
 
-/* spare plane p as large as plane p; 0: out of memory (the put waits
- * for nothing then) */
-static int grow_spare(worker_buf *b, int p)
+/* *buf at least n bytes (its contents not kept); 0: out of memory */
+static int fit(uint8_t **buf, size_t *cap, size_t n)
 {
-	qtk_free(b->spare[p]);
-	b->spare[p] = qtk_malloc(b->plane_cap[p]);
-	b->spare_cap[p] = b->spare[p] ? b->plane_cap[p] : 0;
-	return b->spare[p] != NULL;
+	if (*cap >= n)
+		return 1;
+	qtk_free(*buf);
+	*buf = qtk_malloc(n);
+	*cap = *buf ? n : 0;
+	return *buf != NULL;
 }
 
 static qtk_err grow(worker_buf *b, int p, size_t n, qtk_status *st)
 {
-	if (b->plane_cap[p] >= n)
-		return QTK_OK;
-	qtk_free(b->planes[p]);
-	b->planes[p] = qtk_malloc(n);
-	b->plane_cap[p] = b->planes[p] ? n : 0;
-	if (!b->planes[p])
+	if (!fit(&b->planes[p], &b->plane_cap[p], n))
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
 	return QTK_OK;
 }
@@ -511,10 +507,9 @@ static qtk_err put_item(job *j, const work_item *it, worker_buf *b, const qtk_q_
 	src_release(p->vt, v->boff, v->blen);
 	if (!b->pending && (__atomic_load_n(&j->putting, __ATOMIC_ACQUIRE) ||
 	                    __atomic_load_n(&defer_always, __ATOMIC_RELAXED))) {
-		int ok = 1;
+		int ok = 1; /* out of memory for spare planes: put now */
 		for (int pl = 0; pl < QTK_PLANE_MAX && ok; pl++)
-			ok = !c->p[pl] || b->spare_cap[pl] >= b->plane_cap[pl] ||
-			     grow_spare(b, pl);
+			ok = !c->p[pl] || fit(&b->spare[pl], &b->spare_cap[pl], b->plane_cap[pl]);
 		if (ok) {
 			for (int pl = 0; pl < QTK_PLANE_MAX; pl++) {
 				uint8_t *t = b->planes[pl];

@@ -43,14 +43,7 @@ acc_block_fma(acc_lanes *A, const float *w, const float *w_hat, size_t n)
 
 void acc_block_scalar(acc_lanes *A, const float *w, const float *w_hat, size_t n)
 {
-	static int fma = -1; /* CPUID once (it traps in a VM); a race stores the same */
-	int f = __atomic_load_n(&fma, __ATOMIC_RELAXED);
-
-	if (f < 0) {
-		f = qtk_isa_supported(QTK_ISA_AVX2); /* the AVX2 level implies FMA */
-		__atomic_store_n(&fma, f, __ATOMIC_RELAXED);
-	}
-	if (f)
+	if (qtk_isa_supported(QTK_ISA_AVX2)) /* the AVX2 level implies FMA */
 		acc_block_fma(A, w, w_hat, n);
 	else
 		acc_block_ref(A, w, w_hat, n);

@@ -8,11 +8,12 @@
 
 static int isa_level = -1; /* -1: not decided yet */
 
+enum { B_AVX2 = 1, B_AVX512 = 2, B_FEAT = 4 }; /* features: their bits << 2 */
+
 /* CPUID and XGETBV directly: clang 14's __builtin_cpu_supports lacks "f16c",
  * and the OS must have enabled the wide register state too. */
-static unsigned cpu_bits(void)
+static unsigned read_cpu_bits(void)
 {
-	enum { B_AVX2 = 1, B_AVX512 = 2 };
 	unsigned a, b, c, d, xcr0_lo = 0, xcr0_hi = 0, out = 0;
 	int osxsave, avx, fma, f16c;
 
@@ -33,7 +34,28 @@ static unsigned cpu_bits(void)
 	if ((out & B_AVX2) && ((b >> 16) & 1) && ((b >> 17) & 1) &&
 	    ((b >> 30) & 1) && ((b >> 31) & 1) && (xcr0_lo & 0xe0) == 0xe0)
 		out |= B_AVX512;
+	if ((c >> 10) & 1)
+		out |= B_FEAT * QTK_CPU_VPCLMULQDQ;
+	if ((c >> 11) & 1)
+		out |= B_FEAT * QTK_CPU_AVX512VNNI;
+	if ((c >> 8) & 1)
+		out |= B_FEAT * QTK_CPU_GFNI;
+	if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1))
+		out |= B_FEAT * QTK_CPU_AVXVNNI;
 	return out;
+}
+
+/* read once; a race stores the same bits */
+static unsigned cpu_bits(void)
+{
+	static int bits = -1;
+	int v = __atomic_load_n(&bits, __ATOMIC_RELAXED);
+
+	if (v < 0) {
+		v = (int)read_cpu_bits();
+		__atomic_store_n(&bits, v, __ATOMIC_RELAXED);
+	}
+	return (unsigned)v;
 }
 
 int qtk_isa_supported(qtk_isa isa)
@@ -42,11 +64,16 @@ int qtk_isa_supported(qtk_isa isa)
 	case QTK_ISA_SCALAR:
 		return 1;
 	case QTK_ISA_AVX2:
-		return (cpu_bits() & 1) != 0;
+		return (cpu_bits() & B_AVX2) != 0;
 	case QTK_ISA_AVX512:
-		return (cpu_bits() & 2) != 0;
+		return (cpu_bits() & B_AVX512) != 0;
 	}
 	return 0;
+}
+
+int qtk_cpu_has(qtk_cpu_feature f)
+{
+	return (cpu_bits() & (B_FEAT * (unsigned)f)) != 0;
 }
 
 static qtk_isa best_isa(void)

@@ -8,7 +8,6 @@
  * constants bit-reflected and shifted for the reflected domain; the final
  * 128 bits are reduced to 64, then to 32 by Barrett reduction with
  * mu = floor(x^64 / P). Heads, tails and short buffers go to zlib. */
-#include <cpuid.h>
 #include <immintrin.h>
 #include <zlib.h>
 
@@ -153,24 +152,12 @@ crc_fold_256(uint32_t crc, const uint8_t *p, size_t n)
 
 static int wide_on = 1;
 
-/* CPUID.7.0:ECX bit 10 */
-static int cpu_vpclmul(void)
-{
-	static int has = -1;
-
-	if (has < 0) {
-		unsigned a, b, c = 0, d;
-		has = __get_cpuid_count(7, 0, &a, &b, &c, &d) && ((c >> 10) & 1);
-	}
-	return has;
-}
-
 int qtk_crc32_wide(int on)
 {
 	if (on >= 0)
 		__atomic_store_n(&wide_on, on ? 1 : 0, __ATOMIC_RELAXED);
-	return __atomic_load_n(&wide_on, __ATOMIC_RELAXED) && cpu_vpclmul() &&
-	       qtk_isa_active() >= QTK_ISA_AVX2;
+	return __atomic_load_n(&wide_on, __ATOMIC_RELAXED) &&
+	       qtk_cpu_has(QTK_CPU_VPCLMULQDQ) && qtk_isa_active() >= QTK_ISA_AVX2;
 }
 
 uint32_t qtk_crc32(uint32_t crc, const void *buf, uint64_t n)

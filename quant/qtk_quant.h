@@ -206,6 +206,16 @@ QTK_API qtk_isa qtk_isa_active(void);
  * level in force. */
 QTK_API qtk_isa qtk_isa_force(qtk_isa isa);
 QTK_API int qtk_isa_supported(qtk_isa isa);
+/* Features beyond the level, which some kernels use where the CPU has
+ * them (whatever $QTK_ISA says: callers check the level too). Like the
+ * level, read from CPUID once (it traps under a hypervisor). */
+typedef enum {
+	QTK_CPU_VPCLMULQDQ = 1, /* carry-less multiply on 256/512-bit registers */
+	QTK_CPU_AVXVNNI = 2,    /* VEX-encoded vpdpbusd */
+	QTK_CPU_AVX512VNNI = 4,
+	QTK_CPU_GFNI = 8
+} qtk_cpu_feature;
+QTK_API int qtk_cpu_has(qtk_cpu_feature f);
 QTK_API const char *qtk_isa_name(qtk_isa isa);
 /* The ISA named "scalar", "avx2" or "avx512" ($QTK_ISA's values); -1 for
  * anything else. */

@@ -1,7 +1,6 @@
 /* runtime: qtk_rt_matmul — checks the weight view, finds the kernel kind
  * from quant's scheme table (code_bits, mode), prepares the activations,
  * and runs the chosen variant over contiguous row ranges of the pool. */
-#include <cpuid.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,30 +60,8 @@ int qtk_rt_supported(const qtk_q_layout *L)
 
 /* ---- variant choice ---------------------------------------------------- */
 
-/* CPU features beyond the ISA level, read once (CPUID is slow under a
- * hypervisor): AVX-VNNI, AVX-512 VNNI, GFNI. */
-enum { F_AVXVNNI = 1, F_VNNI512 = 2, F_GFNI = 4 };
-static int cpu_bits = -1;
 /* What the tests and QTK_VNNI=0 / QTK_GFNI=0 allow; -1: not read yet. */
 static int allow_vnni = -1, allow_gfni = -1;
-
-static int cpu_has(int f)
-{
-	int bits = __atomic_load_n(&cpu_bits, __ATOMIC_RELAXED);
-
-	if (bits < 0) {
-		unsigned a, b, c, d;
-		bits = 0;
-		if (__get_cpuid_count(7, 0, &a, &b, &c, &d)) {
-			bits |= ((c >> 11) & 1) ? F_VNNI512 : 0;
-			bits |= ((c >> 8) & 1) ? F_GFNI : 0;
-		}
-		if (__get_cpuid_count(7, 1, &a, &b, &c, &d) && ((a >> 4) & 1))
-			bits |= F_AVXVNNI;
-		__atomic_store_n(&cpu_bits, bits, __ATOMIC_RELAXED);
-	}
-	return (bits & f) != 0;
-}
 
 static int allowed(int *flag, const char *env)
 {
@@ -102,14 +79,15 @@ int rt_use_vnni(qtk_isa isa)
 {
 	if (!allowed(&allow_vnni, "QTK_VNNI"))
 		return 0;
-	return isa == QTK_ISA_AVX512 ? cpu_has(F_VNNI512) : isa == QTK_ISA_AVX2 && cpu_has(F_AVXVNNI);
+	return isa == QTK_ISA_AVX512 ? qtk_cpu_has(QTK_CPU_AVX512VNNI)
+	                             : isa == QTK_ISA_AVX2 && qtk_cpu_has(QTK_CPU_AVXVNNI);
 }
 
 /* GFNI unpacks 4-bit codes in one instruction; used with AVX-512 VNNI. */
 static int use_gfni(qtk_isa isa)
 {
 	return rt_use_vnni(isa) && isa == QTK_ISA_AVX512 && allowed(&allow_gfni, "QTK_GFNI") &&
-	       cpu_has(F_GFNI);
+	       qtk_cpu_has(QTK_CPU_GFNI);
 }
 
 int qtk_rt_allow_vnni(int allow)

@@ -1,6 +1,7 @@
 /* tests: the base layer — status codes, fault injection, ISA choice and the
  * scalar dtype conversions (checked against independent arithmetic). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "qtk_quant.h"
@@ -81,6 +82,36 @@ TEST(base_isa_force_and_cap)
 	CHECK_EQ(qtk_isa_active(), QTK_ISA_SCALAR);
 	CHECK(qtk_isa_supported(qtk_isa_force(QTK_ISA_AVX512)));
 	CHECK_STR(qtk_isa_name(QTK_ISA_AVX2), "avx2");
+}
+
+/* The features beyond the level agree with the kernel's own list of CPU
+ * flags (when the AVX state is on: without it qtk reports none). */
+TEST(base_cpu_features_match_proc_cpuinfo)
+{
+	static const struct { qtk_cpu_feature f; const char *flag; } feats[] = {
+		{ QTK_CPU_VPCLMULQDQ, " vpclmulqdq" }, { QTK_CPU_AVXVNNI, " avx_vnni" },
+		{ QTK_CPU_AVX512VNNI, " avx512_vnni" }, { QTK_CPU_GFNI, " gfni" },
+	};
+	static char info[1 << 16];
+	FILE *f = fopen("/proc/cpuinfo", "r"); /* its size reads as 0: no t_read_file */
+	size_t n = f ? fread(info, 1, sizeof info - 1, f) : 0;
+	char *line, *end;
+
+	if (f)
+		fclose(f);
+	info[n] = 0;
+	if (!(line = strstr(info, "\nflags")))
+		SKIP("no flags line in /proc/cpuinfo");
+	end = strchr(line + 1, '\n');
+	if (end)
+		*end = ' '; /* each flag ends with a space now */
+	for (size_t i = 0; i < sizeof feats / sizeof feats[0]; i++) {
+		char want[32];
+		snprintf(want, sizeof want, "%s ", feats[i].flag);
+		int has = strstr(line, want) != NULL && qtk_isa_supported(QTK_ISA_AVX2);
+		CHECK_MSG(qtk_cpu_has(feats[i].f) == has, "%s: qtk %d, /proc/cpuinfo %d",
+		          feats[i].flag + 1, qtk_cpu_has(feats[i].f), has);
+	}
 }
 
 TEST(base_dtype_table)

@@ -1,8 +1,11 @@
 /* tests: safetensors writer — round trips for every dtype, streaming puts
  * from threads, refusal rules, and atomicity under injected faults. */
 #include <errno.h>
+#include <linux/magic.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <sys/vfs.h>
+#include <unistd.h>
 
 #include "../formats/qtk_formats.h"
 #include "test.h"
@@ -163,6 +166,31 @@ TEST(st_writer_incomplete_commit_fails)
 	qtk_st_writer_abort(w);
 	qtk_st_writer_abort(NULL);
 	CHECK_EQ(t_dir_entries(t_tmpdir()), 0);
+}
+
+/* An output in memory (tmpfs) is not fallocate'd (formats/fileio.c's
+ * qtk_out_reserve): one larger than the free space there is still refused
+ * before anything is written, naming the file and both sizes. */
+TEST(st_writer_tmpfs_free_space_checked)
+{
+	struct statfs fs;
+	char dir[] = "/dev/shm/qtk-test-XXXXXX", path[64];
+	/* 2^40 bytes: more than any test machine's memory */
+	qtk_st_desc d = { .name = "t", .dtype = QTK_DT_U8, .ndim = 2,
+	                  .shape = { 1u << 20, 1u << 20 } };
+	qtk_st_writer *w = NULL;
+	qtk_status st;
+
+	if (statfs("/dev/shm", &fs) != 0 || fs.f_type != TMPFS_MAGIC || !mkdtemp(dir))
+		SKIP("/dev/shm is not a tmpfs here");
+	snprintf(path, sizeof path, "%s/big.safetensors", dir);
+	CHECK_EQ(qtk_st_writer_open(&w, path, &d, 1, NULL, NULL, &st), QTK_E_IO);
+	CHECK_MSG(w == NULL && strstr(st.msg, path) && strstr(st.msg, "cannot reserve space") &&
+	          strstr(st.msg, "1099511627" /* 1099511627776 + the header */), "%s", st.msg);
+	if (w) /* the check failed: nothing left behind either way */
+		qtk_st_writer_abort(w);
+	CHECK(t_dir_entries(dir) == 0);
+	rmdir(dir);
 }
 
 /* Fail the Nth ALLOC/WRITE/FSYNC/RENAME/OPEN until the write succeeds: each

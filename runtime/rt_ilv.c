@@ -276,6 +276,28 @@ void rt_ilv_scalar(const rt_ijob *J, size_t g0, size_t g1)
 
 /* ---- the driver --------------------------------------------------------- */
 
+int rt_ilv_streams(size_t g0, size_t g1, int n, size_t step, size_t *gs)
+{
+	size_t len = g1 > g0 ? g1 - g0 : 0, h, r;
+
+	if ((size_t)n > len)
+		n = (int)len;
+	if (n <= 0)
+		return 0;
+	h = len / (size_t)n;
+	if (step < h) { /* n parts of h groups, one group of each per step */
+		for (int j = 0; j < n; j++)
+			gs[j] = g0 + (size_t)j * h + step;
+		return n;
+	}
+	r = len - (size_t)n * h; /* the rest, fewer than n, side by side */
+	if (step > h || r == 0)
+		return 0;
+	for (size_t j = 0; j < r; j++)
+		gs[j] = g0 + (size_t)n * h + j;
+	return (int)r;
+}
+
 int rt_ilv_corr(rt_kind kind, int vnni, int off)
 {
 	/* VNNI reads S8 as c + 128 and NF4 through the table + 128; both and

@@ -6,9 +6,8 @@
  * row: an exact integer sum, then rt_ilv.c's f32 steps (cvt, ws * d, fma). */
 
 #define INL static inline __attribute__((always_inline))
-#ifndef RT_PFD
 #define RT_PFD 16 /* blocks ahead */
-#endif
+#define RT_ILV_STREAMS512 4
 
 /* Position groups j = 0..7 (positions 4j..4j+3) of a block as the dot
  * products read them: VNNI unsigned (S8 as c + 128, NF4 as level + 128),
@@ -125,9 +124,76 @@ INL void NM(group)(const int kind, const int C, const rt_ijob *J, size_t g, cons
 		_mm512_mask_storeu_ps(J->y + bi[c] * I->rows + g * RT_IR, m, acc[c]);
 }
 
+/* Groups gs[0..N) against vector 0, their blocks in step: N streams
+ * through memory at once, where one group at a time is one. With weights
+ * coming from memory (generation), four streams keep more misses in
+ * flight than one stream and its software prefetch did (docs/kernels.md,
+ * "Streams"); the hardware's prefetchers follow four streams on their own,
+ * and software prefetch on top of them only took load slots. Per row the
+ * same steps as NM(group), so the same bytes. */
+INL void NM(multi)(const int kind, const int N, const rt_ijob *J, const size_t *gs)
+{
+	const rt_ilv *I = J->L;
+	const rt_act *A = J->act;
+	const uint8_t *cp[RT_ILV_STREAMS512];
+	size_t s0[RT_ILV_STREAMS512];
+	__m512 acc[RT_ILV_STREAMS512];
+
+#pragma GCC unroll 4
+	for (int i = 0; i < N; i++) {
+		cp[i] = I->codes + gs[i] * I->nb * I->bb;
+		s0[i] = gs[i] * I->gpr * RT_IR;
+		acc[i] = _mm512_setzero_ps();
+	}
+	for (size_t k = 0; k < I->nb; k++) {
+		size_t s = I->gshift < 0 ? 0 : (k * RT_BLK) >> I->gshift;
+		__m512 d = _mm512_set1_ps(A->d[k * 8]);
+		const int8_t *q = A->q + k * RT_BLK;
+#pragma GCC unroll 4
+		for (int i = 0; i < N; i++) {
+			__m512i w[8];
+			NM(codes)(kind, I, cp[i] + k * I->bb, w);
+			__m512 ws = I->sh ? _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)(
+			                            (const uint16_t *)I->scales + s0[i] + s * RT_IR)))
+			                  : _mm512_load_ps((const float *)I->scales + s0[i] + s * RT_IR);
+			__m512i p = NM(dot)(kind, w, q, A->sb[k]);
+			acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(ws, d), acc[i]);
+		}
+	}
+#pragma GCC unroll 4
+	for (int i = 0; i < N; i++) {
+		size_t n = I->rows - gs[i] * RT_IR;
+		__mmask16 m = n >= RT_IR ? 0xffff : (__mmask16)((1u << n) - 1);
+		_mm512_mask_storeu_ps(J->y + gs[i] * RT_IR, m, acc[i]);
+	}
+}
+
+/* One vector, groups [g0, g1): rt_ilv_streams' steps, N streams each. */
+INL void NM(gemv)(const int kind, const rt_ijob *J, size_t g0, size_t g1)
+{
+	size_t step = 0, gs[RT_ILV_STREAMS512];
+	int n;
+
+	while ((n = rt_ilv_streams(g0, g1, RT_ILV_STREAMS512, step++, gs)) > 0) {
+		if (n == 4)
+			NM(multi)(kind, 4, J, gs);
+		else if (n == 3)
+			NM(multi)(kind, 3, J, gs);
+		else if (n == 2)
+			NM(multi)(kind, 2, J, gs);
+		else
+			NM(multi)(kind, 1, J, gs);
+	}
+}
+
 INL void NM(run)(const int kind, const rt_ijob *J, size_t g0, size_t g1)
 {
 	const size_t B = J->act->batch;
+
+	if (B == 1) {
+		NM(gemv)(kind, J, g0, g1);
+		return;
+	}
 
 	for (size_t cc = 0; cc < B; cc += J->tile_cols) {
 		size_t ce = cc + J->tile_cols < B ? cc + J->tile_cols : B;

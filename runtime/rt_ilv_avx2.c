@@ -122,82 +122,86 @@ INL void half_256(const int kind, const int C, const rt_ijob *J, size_t g, int h
  * serves both halves (what generation, one vector, spends its time on).
  * The integer sums are exact and the f32 steps per lane are half_256's,
  * so the same bytes. */
-INL void both_256(const int kind, const int C, const rt_ijob *J, size_t g, const size_t *bi)
+/* Block k of the group at cb (scales from s0) against C <= 2 vectors
+ * bi[0..C), into acc[c][half]. */
+INL void both_blk(const int kind, const int C, const rt_ijob *J, const uint8_t *cb, size_t s0,
+                  size_t k, const size_t *bi, __m256 acc[][2])
 {
 	const rt_ilv *I = J->L;
 	const rt_act *A = J->act;
-	const uint8_t *cb = I->codes + g * I->nb * I->bb;
-	const size_t s0 = g * I->gpr * RT_IR, r0 = g * RT_IR;
 	const __m256i one16 = _mm256_set1_epi16(1), m4 = _mm256_set1_epi8(15);
 	__m256i lut = _mm256_setzero_si256();
-	__m256 acc[2][2];
+	size_t s = I->gshift < 0 ? 0 : (k * RT_BLK) >> I->gshift;
+	const uint8_t *blk = cb + k * I->bb;
+	__m256 ws[2];
 
 	if (kind == RK_L4)
 		lut = _mm256_broadcastsi128_si256(
 			_mm_loadu_si128((const __m128i *)(const void *)I->lut_s));
+	/* every line of a block some blocks ahead (see rt_ilv512_body.h) */
+	for (size_t o = 0; o < I->bb; o += 64)
+		_mm_prefetch((const char *)(blk + 16 * I->bb + o), _MM_HINT_T0);
+	for (int hf = 0; hf < 2; hf++)
+		ws[hf] = I->sh ? _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(const void *)(
+		                         (const uint16_t *)I->scales + s0 + s * RT_IR + 8 * hf)))
+		               : _mm256_load_ps((const float *)I->scales + s0 + s * RT_IR + 8 * hf);
 #pragma GCC unroll 2
-	for (int c = 0; c < C; c++)
-		acc[c][0] = acc[c][1] = _mm256_setzero_ps();
-	for (size_t k = 0; k < I->nb; k++) {
-		size_t s = I->gshift < 0 ? 0 : (k * RT_BLK) >> I->gshift;
-		const uint8_t *blk = cb + k * I->bb;
-		__m256 ws[2];
-		for (size_t o = 0; o < I->bb; o += 64)
-			_mm_prefetch((const char *)(blk + 16 * I->bb + o), _MM_HINT_T0);
-		for (int hf = 0; hf < 2; hf++)
-			ws[hf] = I->sh ? _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(const void *)(
-			                         (const uint16_t *)I->scales + s0 + s * RT_IR + 8 * hf)))
-			               : _mm256_load_ps((const float *)I->scales + s0 + s * RT_IR + 8 * hf);
-#pragma GCC unroll 2
-		for (int c = 0; c < C; c++) {
-			size_t o = bi[c] * A->nbp + k;
-			const int8_t *q = A->q + o * RT_BLK;
-			__m256i si[2] = { _mm256_set1_epi32(A->sb[o]), _mm256_set1_epi32(A->sb[o]) };
-			if (kind == RK_S4) {
-				/* eight u4 x s8 pairs per lane and half: at most 30480 */
-				__m256i t[2] = { _mm256_setzero_si256(), _mm256_setzero_si256() };
+	for (int c = 0; c < C; c++) {
+		size_t o = bi[c] * A->nbp + k;
+		const int8_t *q = A->q + o * RT_BLK;
+		__m256i si[2] = { _mm256_set1_epi32(A->sb[o]), _mm256_set1_epi32(A->sb[o]) };
+		if (kind == RK_S4) {
+			/* eight u4 x s8 pairs per lane and half: at most 30480 */
+			__m256i t[2] = { _mm256_setzero_si256(), _mm256_setzero_si256() };
 #pragma GCC unroll 4
-				for (int h = 0; h < 4; h++) {
-					__m256i alo = bcast_256(q + 4 * h), ahi = bcast_256(q + 16 + 4 * h);
-					for (int hf = 0; hf < 2; hf++) {
-						__m256i v = _mm256_load_si256(
-							(const __m256i *)(const void *)(blk + 64 * h + 32 * hf));
-						t[hf] = _mm256_add_epi16(
-							t[hf], _mm256_maddubs_epi16(_mm256_and_si256(v, m4), alo));
-						t[hf] = _mm256_add_epi16(
-							t[hf], _mm256_maddubs_epi16(
-								       _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ahi));
-					}
-				}
-				for (int hf = 0; hf < 2; hf++)
-					si[hf] = _mm256_add_epi32(si[hf], _mm256_madd_epi16(t[hf], one16));
-			} else {
-#pragma GCC unroll 8
-				for (int j = 0; j < 8; j++) {
-					__m256i a = bcast_256(q + 4 * j);
-					for (int hf = 0; hf < 2; hf++) {
-						__m256i w;
-						if (kind == RK_S8) {
-							w = _mm256_load_si256(
-								(const __m256i *)(const void *)(blk + 64 * j + 32 * hf));
-						} else {
-							__m256i v = _mm256_load_si256((const __m256i *)(const void *)(
-								blk + 64 * (j & 3) + 32 * hf));
-							w = _mm256_shuffle_epi8(
-								lut, _mm256_and_si256(j < 4 ? v : _mm256_srli_epi16(v, 4), m4));
-						}
-						__m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w),
-						                                 _mm256_sign_epi8(a, w));
-						si[hf] = _mm256_add_epi32(si[hf], _mm256_madd_epi16(p, one16));
-					}
+			for (int h = 0; h < 4; h++) {
+				__m256i alo = bcast_256(q + 4 * h), ahi = bcast_256(q + 16 + 4 * h);
+				for (int hf = 0; hf < 2; hf++) {
+					__m256i v = _mm256_load_si256(
+						(const __m256i *)(const void *)(blk + 64 * h + 32 * hf));
+					t[hf] = _mm256_add_epi16(
+						t[hf], _mm256_maddubs_epi16(_mm256_and_si256(v, m4), alo));
+					t[hf] = _mm256_add_epi16(
+						t[hf], _mm256_maddubs_epi16(
+							       _mm256_and_si256(_mm256_srli_epi16(v, 4), m4), ahi));
 				}
 			}
 			for (int hf = 0; hf < 2; hf++)
-				acc[c][hf] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si[hf]),
-				                             _mm256_mul_ps(ws[hf], _mm256_set1_ps(A->d[o * 8])),
-				                             acc[c][hf]);
+				si[hf] = _mm256_add_epi32(si[hf], _mm256_madd_epi16(t[hf], one16));
+		} else {
+#pragma GCC unroll 8
+			for (int j = 0; j < 8; j++) {
+				__m256i a = bcast_256(q + 4 * j);
+				for (int hf = 0; hf < 2; hf++) {
+					__m256i w;
+					if (kind == RK_S8) {
+						w = _mm256_load_si256(
+							(const __m256i *)(const void *)(blk + 64 * j + 32 * hf));
+					} else {
+						__m256i v = _mm256_load_si256((const __m256i *)(const void *)(
+							blk + 64 * (j & 3) + 32 * hf));
+						w = _mm256_shuffle_epi8(
+							lut, _mm256_and_si256(j < 4 ? v : _mm256_srli_epi16(v, 4), m4));
+					}
+					__m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(w),
+					                                 _mm256_sign_epi8(a, w));
+					si[hf] = _mm256_add_epi32(si[hf], _mm256_madd_epi16(p, one16));
+				}
+			}
 		}
+		for (int hf = 0; hf < 2; hf++)
+			acc[c][hf] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si[hf]),
+			                             _mm256_mul_ps(ws[hf], _mm256_set1_ps(A->d[o * 8])),
+			                             acc[c][hf]);
 	}
+}
+
+/* acc[c][half] of group g into y. */
+INL void both_store(const int C, const rt_ijob *J, size_t g, const size_t *bi, __m256 acc[][2])
+{
+	const rt_ilv *I = J->L;
+	const size_t r0 = g * RT_IR;
+
 #pragma GCC unroll 2
 	for (int c = 0; c < C; c++) {
 		float *y = J->y + bi[c] * I->rows + r0, t[16];
@@ -213,9 +217,63 @@ INL void both_256(const int kind, const int C, const rt_ijob *J, size_t g, const
 	}
 }
 
+/* Both halves of group g against C <= 2 vectors in one pass over its
+ * blocks: each 64-byte line is read once and each activation broadcast
+ * serves both halves (what generation, one vector, spends its time on).
+ * The integer sums are exact and the f32 steps per lane are half_256's,
+ * so the same bytes. */
+INL void both_256(const int kind, const int C, const rt_ijob *J, size_t g, const size_t *bi)
+{
+	const rt_ilv *I = J->L;
+	const uint8_t *cb = I->codes + g * I->nb * I->bb;
+	__m256 acc[2][2];
+
+#pragma GCC unroll 2
+	for (int c = 0; c < C; c++)
+		acc[c][0] = acc[c][1] = _mm256_setzero_ps();
+	for (size_t k = 0; k < I->nb; k++)
+		both_blk(kind, C, J, cb, g * I->gpr * RT_IR, k, bi, acc);
+	both_store(C, J, g, bi, acc);
+}
+
+/* Groups gs[0..N) against vector 0, their blocks in step: N streams
+ * through memory (rt_ilv512_body.h's NM(multi)); two here, and each with
+ * its software prefetch: at AVX2 with its 16 registers, four streams
+ * spill the accumulators and measured slower. */
+INL void multi_256(const int kind, const int N, const rt_ijob *J, const size_t *gs)
+{
+	const rt_ilv *I = J->L;
+	const size_t bi[2] = { 0, 0 };
+	__m256 acc[2][1][2];
+
+#pragma GCC unroll 2
+	for (int i = 0; i < N; i++)
+		acc[i][0][0] = acc[i][0][1] = _mm256_setzero_ps();
+	for (size_t k = 0; k < I->nb; k++)
+#pragma GCC unroll 2
+		for (int i = 0; i < N; i++)
+			both_blk(kind, 1, J, I->codes + gs[i] * I->nb * I->bb, gs[i] * I->gpr * RT_IR,
+			         k, bi, acc[i]);
+#pragma GCC unroll 2
+	for (int i = 0; i < N; i++)
+		both_store(1, J, gs[i], bi, acc[i]);
+}
+
 INL void run_256(const int kind, const rt_ijob *J, size_t g0, size_t g1)
 {
 	const size_t B = J->act->batch;
+
+	if (B == 1) {
+		size_t step = 0, gs[2];
+		int n;
+		while ((n = rt_ilv_streams(g0, g1, 2, step++, gs)) > 0) {
+			if (n == 2)
+				multi_256(kind, 2, J, gs);
+			else
+				multi_256(kind, 1, J, gs);
+		}
+		return;
+	}
 
 	for (size_t cc = 0; cc < B; cc += J->tile_cols) {
 		size_t ce = cc + J->tile_cols < B ? cc + J->tile_cols : B;

@@ -183,6 +183,12 @@ typedef struct {
 /* Row groups [g0, g1) of every vector. */
 typedef void (*rt_ilv_fn)(const rt_ijob *J, size_t g0, size_t g1);
 void rt_ilv_scalar(const rt_ijob *J, size_t g0, size_t g1);
+/* Row groups [g0, g1) as up to n streams through memory for one vector:
+ * step 0, 1, ... of them into gs (n entries at most); returns how many, 0
+ * after the last step. The range is cut into n equal parts read side by
+ * side, one group of each per step; the remainder (fewer than n groups)
+ * comes last, in one step. Every group exactly once. */
+int rt_ilv_streams(size_t g0, size_t g1, int n, size_t step, size_t *gs);
 void rt_ilv_avx2(const rt_ijob *J, size_t g0, size_t g1);
 void rt_ilv_avx512(const rt_ijob *J, size_t g0, size_t g1);
 /* The correction (rt_act.corr) the SIMD kernels of kind need. */

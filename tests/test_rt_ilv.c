@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "qtk_runtime.h"
+#include "rt_private.h"
 #include "test.h"
 
 typedef struct {
@@ -193,8 +194,10 @@ static const struct {
 	{ QTK_SCHEME_INT8, 0, QTK_DT_F16 },   { QTK_SCHEME_INT8, 0, QTK_DT_F32 },
 };
 static const uint32_t ilv_groups[] = { 32, 64, 128, QTK_GROUP_ROW };
+/* 135 and 100 rows: 9 and 7 groups, so one vector's streams (four at
+ * AVX-512, two at AVX2) come with a remainder and a partial last group */
 static const size_t ilv_shapes[][2] = { { 5, 263 }, { 17, 64 }, { 1, 40 }, { 33, 97 },
-                                        { 16, 32 }, { 40, 300 } };
+                                        { 16, 32 }, { 40, 300 }, { 135, 70 }, { 100, 64 } };
 
 TEST(rt_ilv_every_variant_gives_the_definition)
 {
@@ -245,6 +248,43 @@ TEST(rt_ilv_every_variant_gives_the_definition)
 	qtk_rt_allow_vnni(vn);
 	printf("    %d layouts x shapes, %d comparisons\n", cases, compared);
 	CHECK(cases >= 100);
+}
+
+/* One vector's groups as streams: every group once, in steps of at most
+ * n, the parts equal (so a thread's streams are as far apart as they can
+ * be), the remainder last. */
+TEST(rt_ilv_streams_cover_every_group_once)
+{
+	int checked = 0;
+
+	for (size_t g0 = 0; g0 < 4; g0 += 3)
+		for (size_t len = 0; len <= 41; len++)
+			for (int n = 1; n <= 4; n++) {
+				unsigned char seen[64] = { 0 };
+				size_t gs[4], step = 0, total = 0;
+				int k;
+				while ((k = rt_ilv_streams(g0, g0 + len, n, step, gs)) > 0) {
+					CHECK_MSG(k <= n, "%d streams of %d", k, n);
+					for (int j = 0; j < k; j++) {
+						CHECK_MSG(gs[j] >= g0 && gs[j] < g0 + len, "group %zu of [%zu, %zu)",
+						          gs[j], g0, g0 + len);
+						seen[gs[j] - g0]++;
+						if (j && k == n && len >= (size_t)n)
+							CHECK_MSG(gs[j] - gs[j - 1] == len / (size_t)n,
+							          "streams %zu apart, not %zu", gs[j] - gs[j - 1],
+							          len / (size_t)n);
+					}
+					total += (size_t)k;
+					REQUIRE(++step <= len + 1);
+				}
+				CHECK_MSG(total == len, "%zu of %zu groups", total, len);
+				for (size_t i = 0; i < len; i++)
+					CHECK_MSG(seen[i] == 1, "group %zu seen %u times (len %zu, n %d)", g0 + i,
+					          seen[i], len, n);
+				CHECK(rt_ilv_streams(g0, g0 + len, n, step + 1, gs) == 0);
+				checked++;
+			}
+	CHECK(checked == 2 * 42 * 4);
 }
 
 TEST(rt_ilv_threads_and_batch_columns_give_the_same_bytes)

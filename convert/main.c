@@ -150,6 +150,8 @@ int main(int argc, char **argv)
 		if (check_env())
 			return QTK_EXIT_USAGE;
 		fix_openblas(argc, argv);
+		/* an input truncated while mapped: a message, not a crash */
+		qtk_fmt_catch_sigbus(QTK_EXIT_FAIL);
 		return commands[i].run(argc - 1, argv + 1);
 	}
 	fprintf(stderr, "qtk: unknown command '%s'\nTry 'qtk --help' for more information.\n",

@@ -72,18 +72,25 @@ int qtk_json_end(unsigned mark)
 #define MAX_TEMPS 64
 static char temp_paths[MAX_TEMPS][PATH_MAX];
 static volatile sig_atomic_t temp_used[MAX_TEMPS];
+static volatile sig_atomic_t temp_isdir[MAX_TEMPS];
 
-static int registry_add(const char *tmp)
+static int registry_put(const char *tmp, int isdir)
 {
 	for (int i = 0; i < MAX_TEMPS; i++) {
 		if (__sync_bool_compare_and_swap(&temp_used[i], 0, 2)) {
 			snprintf(temp_paths[i], PATH_MAX, "%s", tmp);
+			temp_isdir[i] = isdir;
 			__sync_synchronize();
 			temp_used[i] = 1;
 			return i;
 		}
 	}
 	return -1; /* cleanup then relies on the stale-temp sweep */
+}
+
+static int registry_add(const char *tmp)
+{
+	return registry_put(tmp, 0);
 }
 
 static void registry_del(int slot)
@@ -94,9 +101,118 @@ static void registry_del(int slot)
 
 void qtk_fmt_remove_temps(void)
 {
+	/* the files first: a temporary directory goes once they are gone */
 	for (int i = 0; i < MAX_TEMPS; i++)
-		if (temp_used[i] == 1)
+		if (temp_used[i] == 1 && !temp_isdir[i])
 			unlink(temp_paths[i]);
+	for (int i = 0; i < MAX_TEMPS; i++)
+		if (temp_used[i] == 1 && temp_isdir[i])
+			rmdir(temp_paths[i]);
+}
+
+/* ---- registry of live mappings, for the SIGBUS handler ------------------
+ * A mapped file that shrinks under qtk (truncated or rewritten in place by
+ * another program) turns a read past its new end into SIGBUS. The handler
+ * that qtk_fmt_catch_sigbus installs finds the mapping the faulting address
+ * lies in, names its file, removes the temporaries and exits; a fault
+ * elsewhere keeps the default action (a bug: a core dump, not a message). */
+
+#define MAX_MAPS 1024
+static struct {
+	volatile uintptr_t base, size;
+	const char *volatile path;
+} maps[MAX_MAPS];
+static volatile sig_atomic_t map_used[MAX_MAPS];
+static volatile int sigbus_status = -1;
+static volatile sig_atomic_t sigbus_taken;
+
+static int map_add(const void *base, uint64_t size, const char *path)
+{
+	for (int i = 0; i < MAX_MAPS; i++) {
+		if (__sync_bool_compare_and_swap(&map_used[i], 0, 2)) {
+			maps[i].base = (uintptr_t)base;
+			maps[i].size = (uintptr_t)size;
+			maps[i].path = path;
+			__sync_synchronize();
+			map_used[i] = 1;
+			return i;
+		}
+	}
+	return -1; /* a fault in it is then a plain SIGBUS */
+}
+
+static void map_del(int slot)
+{
+	if (slot >= 0) {
+		map_used[slot] = 0;
+		__sync_synchronize();
+	}
+}
+
+static void put_str(const char *s)
+{
+	size_t n = 0;
+
+	while (s[n])
+		n++;
+	while (n) {
+		ssize_t w = write(2, s, n);
+		if (w <= 0)
+			return;
+		s += w;
+		n -= (size_t)w;
+	}
+}
+
+static void put_u64(uint64_t v)
+{
+	char b[24];
+	int i = (int)sizeof b - 1;
+
+	b[i] = 0;
+	do
+		b[--i] = (char)('0' + v % 10);
+	while (v /= 10);
+	put_str(b + i);
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	uintptr_t a = (uintptr_t)si->si_addr;
+
+	(void)uc;
+	for (int i = 0; i < MAX_MAPS; i++) {
+		if (map_used[i] != 1 || a < maps[i].base || a - maps[i].base >= maps[i].size)
+			continue;
+		/* one message: other threads faulting meanwhile wait for the exit */
+		if (!__sync_bool_compare_and_swap(&sigbus_taken, 0, 1))
+			for (;;)
+				pause();
+		put_str("qtk: ");
+		put_str(maps[i].path ? maps[i].path : "?");
+		put_str(": the file shrank while qtk was reading it (truncated or rewritten by "
+		        "another program: no data at byte ");
+		put_u64((uint64_t)(a - maps[i].base));
+		put_str("); no output written\n");
+		qtk_fmt_remove_temps();
+		_exit(sigbus_status);
+	}
+	/* not a mapping of ours: the default action, delivered on return (a
+	 * fault also recurs at the same instruction) */
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+int qtk_fmt_catch_sigbus(int exit_status)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof sa);
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	sigbus_status = exit_status;
+	return sigaction(SIGBUS, &sa, NULL) ? -1 : 0;
 }
 
 /* ---- helpers ------------------------------------------------------------ */
@@ -671,6 +787,7 @@ qtk_err qtk_map_open(qtk_map *m, const char *path, qtk_status *st)
 			return qtk_fail(st, QTK_E_IO, "%s: cannot map: %s", path, strerror(err));
 		}
 		m->data = p;
+		m->slot = map_add(p, m->size, m->path);
 	}
 	return QTK_OK;
 }
@@ -678,12 +795,15 @@ qtk_err qtk_map_open(qtk_map *m, const char *path, qtk_status *st)
 void qtk_map_close(qtk_map *m)
 {
 	if (m->data)
+		map_del(m->slot);
+	if (m->data)
 		munmap((void *)(uintptr_t)m->data, (size_t)m->size);
 	if (m->fd >= 0)
 		close(m->fd);
 	qtk_free(m->path);
 	memset(m, 0, sizeof *m);
 	m->fd = -1;
+	m->slot = -1;
 }
 
 /* ---- atomic output directories ------------------------------------------ */
@@ -693,6 +813,7 @@ struct qtk_outdir {
 	char *tmp;      /* the directory being built beside it; NULL once moved */
 	int force;
 	const qtk_outdir_kind *kind; /* may be NULL: only an empty directory is replaced */
+	int slot;       /* tmp in the signal handlers' registry; -1: none */
 };
 
 /* What may be at an output directory's path. */
@@ -771,6 +892,7 @@ void qtk_outdir_abort(qtk_outdir *d)
 {
 	if (!d)
 		return;
+	registry_del(d->slot);
 	rm_tree(d->tmp);
 	qtk_free(d->tmp);
 	qtk_free(d->path);
@@ -789,6 +911,7 @@ qtk_err qtk_outdir_open(qtk_outdir **out, const char *path, const qtk_write_opts
 	*out = NULL;
 	if (!d)
 		return qtk_fail(st, QTK_E_NOMEM, "out of memory");
+	d->slot = -1;
 	d->force = opts && opts->force;
 	d->kind = kind;
 	while (len > 1 && path[len - 1] == '/')
@@ -837,6 +960,7 @@ qtk_err qtk_outdir_open(qtk_outdir **out, const char *path, const qtk_write_opts
 		return rc;
 	}
 	chmod(d->tmp, 0755);
+	d->slot = registry_put(d->tmp, 1);
 	*out = d;
 	return QTK_OK;
 }
@@ -931,6 +1055,9 @@ qtk_err qtk_outdir_commit(qtk_outdir *d, qtk_status *st)
 	qtk_err rc;
 	int err;
 
+	/* from here d->tmp may name the previous output (the exchange) */
+	registry_del(d->slot);
+	d->slot = -1;
 	if ((err = fsync_dir_path(d->tmp)) != 0) {
 		rc = qtk_fail(st, QTK_E_IO, "%s: fsync failed: %s", d->path, strerror(err));
 		qtk_outdir_abort(d);

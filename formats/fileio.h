@@ -52,6 +52,7 @@ typedef struct {
 	uint64_t size;
 	int fd;
 	char *path;
+	int slot;            /* in the SIGBUS handler's registry; -1: none */
 } qtk_map;
 
 qtk_err qtk_map_open(qtk_map *m, const char *path, qtk_status *st);

@@ -126,6 +126,13 @@ typedef struct {
 /* Remove the temporary files of writers still in progress.
  * Async-signal-safe: for SIGINT/SIGTERM handlers. */
 QTK_API void qtk_fmt_remove_temps(void);
+/* Install a SIGBUS handler for the process (the library never installs
+ * one itself): a read of a mapped input past its end, after another
+ * program truncated or rewrote the file, then prints "qtk: FILE: the file
+ * shrank while qtk was reading it (... byte N)", removes the temporaries
+ * and _exit(exit_status)s; a SIGBUS anywhere else keeps its default
+ * action. 0, or -1 if sigaction failed. */
+QTK_API int qtk_fmt_catch_sigbus(int exit_status);
 /* 1 if both paths exist and are the same file (device and inode). */
 QTK_API int qtk_fmt_same_file(const char *a, const char *b);
 

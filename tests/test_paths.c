@@ -14,6 +14,7 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -645,4 +646,96 @@ TEST(paths_temporary_name_fixed_swept_by_pid)
 	CHECK_EQ(t_dir_entries(t_tmpdir()), 5); /* o, live, 3 look-alikes */
 	snprintf(p, sizeof p, "%s/%sstuvwx", t_tmpdir(), live);
 	CHECK(t_exists(p));
+}
+
+/* A mapped input truncated by another program while qtk reads it: with
+ * qtk_fmt_catch_sigbus (which the CLI installs) the read past the new end
+ * becomes a message naming the file and the byte, the temporaries are
+ * removed and the process exits with the status given; a SIGBUS that is
+ * not a read of one of qtk's mappings keeps its default action. */
+static int sigbus_child(int how, const char *src, const char *out, const char *errf)
+{
+	static const qtk_st_desc d = { .name = "o", .dtype = QTK_DT_F32, .ndim = 1,
+	                               .shape = { 4 } };
+	qtk_write_opts wo = { 0 };
+	qtk_st_writer *wr;
+	qtk_outdir *od;
+	qtk_st_file *f;
+	qtk_status st;
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		return -1;
+	if (pid == 0) {
+		int fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+		volatile const uint8_t *p;
+		uint8_t *own;
+		if (fd < 0 || dup2(fd, 2) < 0 || qtk_fmt_catch_sigbus(7))
+			_exit(90);
+		if (how == 1) { /* not a fault at all: sent to us */
+			raise(SIGBUS);
+			_exit(91);
+		}
+		if (how == 2) { /* a mapping that is not qtk's */
+			int sfd = open(src, O_RDWR);
+			own = mmap(NULL, 1 << 18, PROT_READ, MAP_SHARED, sfd, 0);
+			if (own == MAP_FAILED || ftruncate(sfd, 4096))
+				_exit(92);
+			p = own;
+			_exit(p[200000] == 0x55 ? 93 : 94);
+		}
+		/* a file and a directory being written: both temporaries go */
+		if (qtk_st_open(src, &f, &st) != QTK_OK ||
+		    qtk_st_writer_open(&wr, out, &d, 1, NULL, &wo, &st) != QTK_OK ||
+		    qtk_outdir_open(&od, t_tmp("never_dir"), &wo, NULL, &st) != QTK_OK)
+			_exit(95);
+		if (t_dir_entries(t_tmpdir()) != 4) /* source, message, two temporaries */
+			_exit(89);
+		if (truncate(src, 4096))
+			_exit(96);
+		p = qtk_st_get(f, 0)->data;
+		_exit(p[200000 - 100] == 0x55 ? 97 : 98);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		return -1;
+	return status;
+}
+
+TEST(paths_truncated_input_is_a_message_not_a_crash)
+{
+	static float w[65536];
+	const char *src = t_tmp("shrinks.safetensors"), *out = t_tmp("never.safetensors");
+	const char *errf = t_tmp("sigbus.err");
+	char want[600];
+	int status;
+
+	for (size_t i = 0; i < 65536; i++)
+		w[i] = (float)i;
+	for (int how = 0; how < 3; how++) {
+		static const qtk_st_desc d = { .name = "w", .dtype = QTK_DT_F32, .ndim = 1,
+		                               .shape = { 65536 } };
+		qtk_write_opts wo = { .force = 1 };
+		qtk_status st;
+		REQUIRE(qtk_st_write(src, &d, (const void *const[]){ w }, 1, NULL, &wo, &st) ==
+		        QTK_OK);
+		status = sigbus_child(how, src, out, errf);
+		REQUIRE(status != -1);
+		if (how) {
+			CHECK_MSG(WIFSIGNALED(status) && WTERMSIG(status) == SIGBUS,
+			          "case %d: status %#x, not killed by SIGBUS", how, status);
+			continue;
+		}
+		CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 7, "status %#x", status);
+		snprintf(want, sizeof want, "qtk: %s: the file shrank while qtk was reading it", src);
+		char *msg = t_read_file(errf, NULL);
+		CHECK_MSG(msg && strstr(msg, want) && strstr(msg, "no data at byte 1999"),
+		          "stderr: %s", msg ? msg : "(none)");
+		free(msg);
+		CHECK(!t_exists(out));
+		CHECK(!t_exists(t_tmp("never_dir")));
+		if (t_dir_entries(t_tmpdir()) != 2) /* the source and the message */
+			t_system("ls -la %s", t_tmpdir());
+		CHECK_EQ(t_dir_entries(t_tmpdir()), 2);
+	}
 }

@@ -118,6 +118,8 @@ static int cmp_d(const void *a, const void *b)
 typedef struct {
 	const uint8_t *p;
 	size_t len;
+	size_t chunk, nchunks; /* the pieces threads take in turn */
+	size_t next;           /* the next piece (atomic) */
 	uint64_t sink[64];
 } read_ctx;
 
@@ -132,15 +134,16 @@ static uint64_t read_plain(const uint8_t *p, size_t n)
 	return s;
 }
 
-/* The fastest plain read we know: four streams (quarters of the range) at
- * once, each prefetched 1 KiB ahead (a single stream without prefetch
- * reaches about two thirds of this on the machine of docs/bench.md). */
-__attribute__((target("avx2"))) static uint64_t read_avx2(const uint8_t *p, size_t n)
+/* The fastest plain read we know: four streams at once (at p + j * q,
+ * n bytes each), each prefetched 1 KiB ahead (a single stream without
+ * prefetch reaches about two thirds of this on the machine of
+ * docs/bench.md). */
+__attribute__((target("avx2"))) static uint64_t read4_avx2(const uint8_t *p, size_t q, size_t n)
 {
 	__m256i a = _mm256_setzero_si256(), b = a;
-	size_t q = n / 4 / 64 * 64;
+	size_t m = n / 64 * 64;
 
-	for (size_t i = 0; i < q; i += 64)
+	for (size_t i = 0; i < m; i += 64)
 		for (size_t k = 0; k < 4; k++) {
 			const uint8_t *r = p + k * q + i;
 			_mm_prefetch((const char *)(r + 1024), _MM_HINT_T0);
@@ -148,27 +151,43 @@ __attribute__((target("avx2"))) static uint64_t read_avx2(const uint8_t *p, size
 			b = _mm256_xor_si256(b, _mm256_load_si256((const __m256i *)(const void *)(r + 32)));
 		}
 	a = _mm256_xor_si256(a, b);
-	return (uint64_t)_mm256_extract_epi64(a, 0) ^ (uint64_t)_mm256_extract_epi64(a, 3) ^
-	       read_plain(p + 4 * q, n - 4 * q);
+	return (uint64_t)_mm256_extract_epi64(a, 0) ^ (uint64_t)_mm256_extract_epi64(a, 3);
 }
 
-/* Chunks of 1 MiB, contiguous per thread. */
+/* The buffer is four quarters read side by side (four streams far apart:
+ * the fastest plain read here, read4_avx2); a piece is the next 1 MiB of
+ * each quarter, and each thread takes the next piece until none is left,
+ * so the threads end within a piece of each other. (A fixed half each
+ * ended up to milliseconds apart as the machine's bandwidth shifted
+ * between them, and the pool's worker had gone to sleep by the time the
+ * next timed call came: the call then paid the wake-up.) */
+#define PIECE (1u << 20)
+
 static void read_range(void *ctx, size_t b, size_t e, unsigned t)
 {
 	read_ctx *c = ctx;
-	size_t lo = b << 20, hi = e << 20 < c->len ? e << 20 : c->len;
+	size_t q = c->len / 4 / 64 * 64, k;
 
-	if (qtk_isa_active() >= QTK_ISA_AVX2)
-		c->sink[t % 64] ^= read_avx2(c->p + lo, hi - lo);
-	else
-		c->sink[t % 64] ^= read_plain(c->p + lo, hi - lo);
+	(void)b;
+	(void)e;
+	while ((k = __atomic_fetch_add(&c->next, 1, __ATOMIC_RELAXED)) < c->nchunks) {
+		size_t lo = k * PIECE, n = q - lo < PIECE ? q - lo : PIECE;
+		if (qtk_isa_active() >= QTK_ISA_AVX2)
+			c->sink[t % 64] ^= read4_avx2(c->p + lo, q, n);
+		else
+			for (int j = 0; j < 4; j++)
+				c->sink[t % 64] ^= read_plain(c->p + j * q + lo, n);
+	}
 }
 
 static void read_all(bench_run *R, const uint8_t *p, size_t len)
 {
-	read_ctx c = { p, len, { 0 } };
+	read_ctx c = { p, len, PIECE, 0, 0, { 0 } };
+	size_t q = len / 4 / 64 * 64;
 
-	qtk_rt_pool_run(R->pool, (len + (1u << 20) - 1) >> 20, read_range, &c);
+	c.nchunks = (q + PIECE - 1) / PIECE;
+	qtk_rt_pool_run(R->pool, qtk_rt_pool_threads(R->pool), read_range, &c);
+	c.sink[0] ^= read_plain(p + 4 * q, len - 4 * q);
 	__asm__ volatile("" : : "r"(c.sink[0]) : "memory");
 }
 

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cblas.h>
@@ -12,7 +13,17 @@
 
 #include "rt_private.h"
 
-#define SPIN 4000 /* polls (with pause) before sleeping: some 20-100 us */
+/* How long a thread polls for the next job (or the caller for the end of
+ * one) before it sleeps. Waking a sleeping thread costs 40-100 us on the
+ * VMs measured (the futex wake and the other vCPU's return from halt),
+ * more than a GEMV from cache; kernel calls in a forward pass come back to
+ * back with gaps of some microseconds, but a gap of a few tens (a norm, the
+ * attention, the bench's cache flush ending unevenly) outlasted the old
+ * 4,000 PAUSEs. One PAUSE per 64 polls: a loop of PAUSEs alone makes the
+ * hypervisor deschedule the vCPU (pause-loop exiting), the opposite of
+ * the aim. */
+#define SPIN_NS 1000000 /* 1 ms */
+#define SPIN_POLLS 64
 
 typedef struct {
 	void *raw;   /* allocation */
@@ -31,6 +42,7 @@ struct qtk_rt_pool {
 	pthread_mutex_t call_mu; /* one kernel call (its buffers) at a time */
 	uint64_t gen;           /* job generation (atomic) */
 	unsigned pending;       /* workers not done with this job (atomic) */
+	unsigned sleeping;      /* workers in (or entering) the wait on wake (atomic) */
 	int stop;               /* atomic */
 	/* the current job */
 	size_t jn;
@@ -53,22 +65,48 @@ static void run_range(qtk_rt_pool *p, unsigned t)
 		p->fn(p->ctx, b, e, t);
 }
 
+static uint64_t now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Poll for SPIN_NS at most until gen moves past seen (or stop), or, with
+ * seen NULL, until no worker is pending; 1 if it came. */
+static int spin_for(qtk_rt_pool *p, const uint64_t *seen)
+{
+	uint64_t t0 = now_ns();
+
+	for (;;) {
+		for (int i = 0; i < SPIN_POLLS; i++) {
+			if (seen ? __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) != *seen ||
+			                   __atomic_load_n(&p->stop, __ATOMIC_ACQUIRE)
+			         : !__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE))
+				return 1;
+		}
+		_mm_pause();
+		if (now_ns() - t0 > SPIN_NS)
+			return 0;
+	}
+}
+
 /* Wait until gen moves past *seen (or stop); 0 when stopping. */
 static int wait_job(qtk_rt_pool *p, uint64_t *seen)
 {
-	for (int i = 0; i < SPIN; i++) {
-		if (__atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) != *seen)
-			goto got;
-		if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
-			return 0;
-		_mm_pause();
+	if (!spin_for(p, seen)) {
+		pthread_mutex_lock(&p->mu);
+		/* announced before gen is read again: pool_run reads sleeping
+		 * after moving gen (both sequentially consistent), so one of the
+		 * two sees the other */
+		__atomic_add_fetch(&p->sleeping, 1, __ATOMIC_SEQ_CST);
+		while (__atomic_load_n(&p->gen, __ATOMIC_SEQ_CST) == *seen &&
+		       !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
+			pthread_cond_wait(&p->wake, &p->mu);
+		__atomic_sub_fetch(&p->sleeping, 1, __ATOMIC_SEQ_CST);
+		pthread_mutex_unlock(&p->mu);
 	}
-	pthread_mutex_lock(&p->mu);
-	while (__atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) == *seen &&
-	       !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
-		pthread_cond_wait(&p->wake, &p->mu);
-	pthread_mutex_unlock(&p->mu);
-got:
 	if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
 		return 0;
 	*seen = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
@@ -187,14 +225,16 @@ void qtk_rt_pool_run(qtk_rt_pool *p, size_t n, qtk_rt_range_fn fn, void *ctx)
 	p->fn = fn;
 	p->ctx = ctx;
 	__atomic_store_n(&p->pending, p->n - 1, __ATOMIC_RELEASE);
-	pthread_mutex_lock(&p->mu);
-	__atomic_add_fetch(&p->gen, 1, __ATOMIC_ACQ_REL);
-	pthread_cond_broadcast(&p->wake);
-	pthread_mutex_unlock(&p->mu);
+	__atomic_add_fetch(&p->gen, 1, __ATOMIC_SEQ_CST);
+	/* the system call only when a worker sleeps (or is about to: it then
+	 * holds mu until it waits, and the broadcast waits for mu) */
+	if (__atomic_load_n(&p->sleeping, __ATOMIC_SEQ_CST)) {
+		pthread_mutex_lock(&p->mu);
+		pthread_cond_broadcast(&p->wake);
+		pthread_mutex_unlock(&p->mu);
+	}
 	run_range(p, 0);
-	for (int i = 0; i < SPIN && __atomic_load_n(&p->pending, __ATOMIC_ACQUIRE); i++)
-		_mm_pause();
-	if (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE)) {
+	if (!spin_for(p, NULL)) {
 		pthread_mutex_lock(&p->mu);
 		while (__atomic_load_n(&p->pending, __ATOMIC_ACQUIRE))
 			pthread_cond_wait(&p->done, &p->mu);

@@ -690,6 +690,16 @@ TEST(rt_pool_covers_every_index_once)
 		if (round % 50 == 0)
 			usleep(200000); /* let the workers fall asleep */
 	}
+	/* gaps around the workers' polling time (1 ms): jobs arrive while
+	 * they go to sleep; a lost wake-up hangs here */
+	for (int round = 0; round < 300; round++) {
+		size_t n = 3 + (size_t)round % 17;
+		memset(hits, 0, sizeof hits);
+		usleep(700 + (useconds_t)(round * 37) % 700);
+		qtk_rt_pool_run(p, n, count_range, hits);
+		for (size_t i = 0; i < n; i++)
+			CHECK(hits[i] == 1);
+	}
 	qtk_rt_pool_free(p);
 	qtk_rt_pool_free(NULL);
 }

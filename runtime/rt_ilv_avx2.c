@@ -117,11 +117,6 @@ INL void half_256(const int kind, const int C, const rt_ijob *J, size_t g, int h
 	}
 }
 
-/* Both halves of group g against C <= 2 vectors in one pass over its
- * blocks: each 64-byte line is read once and each activation broadcast
- * serves both halves (what generation, one vector, spends its time on).
- * The integer sums are exact and the f32 steps per lane are half_256's,
- * so the same bytes. */
 /* Block k of the group at cb (scales from s0) against C <= 2 vectors
  * bi[0..C), into acc[c][half]. */
 INL void both_blk(const int kind, const int C, const rt_ijob *J, const uint8_t *cb, size_t s0,

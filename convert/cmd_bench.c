@@ -118,7 +118,7 @@ static int cmp_d(const void *a, const void *b)
 typedef struct {
 	const uint8_t *p;
 	size_t len;
-	size_t chunk, nchunks; /* the pieces threads take in turn */
+	size_t nchunks;        /* the pieces threads take in turn (PIECE each) */
 	size_t next;           /* the next piece (atomic) */
 	uint64_t sink[64];
 } read_ctx;
@@ -182,7 +182,7 @@ static void read_range(void *ctx, size_t b, size_t e, unsigned t)
 
 static void read_all(bench_run *R, const uint8_t *p, size_t len)
 {
-	read_ctx c = { p, len, PIECE, 0, 0, { 0 } };
+	read_ctx c = { p, len, 0, 0, { 0 } };
 	size_t q = len / 4 / 64 * 64;
 
 	c.nchunks = (q + PIECE - 1) / PIECE;

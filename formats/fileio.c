@@ -88,11 +88,6 @@ static int registry_put(const char *tmp, int isdir)
 	return -1; /* cleanup then relies on the stale-temp sweep */
 }
 
-static int registry_add(const char *tmp)
-{
-	return registry_put(tmp, 0);
-}
-
 static void registry_del(int slot)
 {
 	if (slot >= 0)
@@ -413,7 +408,7 @@ qtk_err qtk_out_open(qtk_outfile *o, const char *path,
 		qtk_out_abort(o);
 		return io_fail(st, path, "cannot create temporary file", err);
 	}
-	o->slot = registry_add(o->tmp);
+	o->slot = registry_put(o->tmp, 0);
 	fchmod(o->fd, 0644);
 	return QTK_OK;
 }
@@ -794,10 +789,10 @@ qtk_err qtk_map_open(qtk_map *m, const char *path, qtk_status *st)
 
 void qtk_map_close(qtk_map *m)
 {
-	if (m->data)
+	if (m->data) {
 		map_del(m->slot);
-	if (m->data)
 		munmap((void *)(uintptr_t)m->data, (size_t)m->size);
+	}
 	if (m->fd >= 0)
 		close(m->fd);
 	qtk_free(m->path);
